@@ -1,0 +1,535 @@
+// The BLAKE3 compression function over four lanes of v128: lane i of every vector belongs
+// to input i. The seven rounds are written out so each round reads its message words at
+// fixed offsets (the permutation of specification table 2 applied round after round).
+
+// IV, the SHA-256 initial hash values (specification section 2.2).
+export const IV0: u32 = 0x6a09e667;
+export const IV1: u32 = 0xbb67ae85;
+export const IV2: u32 = 0x3c6ef372;
+export const IV3: u32 = 0xa54ff53a;
+export const IV4: u32 = 0x510e527f;
+export const IV5: u32 = 0x9b05688c;
+export const IV6: u32 = 0x1f83d9ab;
+export const IV7: u32 = 0x5be0cd19;
+
+function rotr16(x: v128): v128 {
+  return i8x16.shuffle(x, x, 2, 3, 0, 1, 6, 7, 4, 5, 10, 11, 8, 9, 14, 15, 12, 13);
+}
+
+function rotr8(x: v128): v128 {
+  return i8x16.shuffle(x, x, 1, 2, 3, 0, 5, 6, 7, 4, 9, 10, 11, 8, 13, 14, 15, 12);
+}
+
+function rotr12(x: v128): v128 {
+  return v128.or(i32x4.shr_u(x, 12), i32x4.shl(x, 20));
+}
+
+function rotr7(x: v128): v128 {
+  return v128.or(i32x4.shr_u(x, 7), i32x4.shl(x, 25));
+}
+
+function add3(a: v128, b: v128, c: v128): v128 {
+  return i32x4.add(i32x4.add(a, b), c);
+}
+
+/**
+ * Compresses one block in each of four lanes. `cv` holds 8 transposed words (word i of
+ * every lane in v128 i), `msg` 16. Writes 8 output words to `out`, or 16 when `xof`.
+ */
+export function compress4(
+  cv: usize,
+  msg: usize,
+  ctrLo: v128,
+  ctrHi: v128,
+  blockLen: u32,
+  flags: u32,
+  out: usize,
+  xof: bool,
+): void {
+  let v0 = v128.load(cv, 0), v1 = v128.load(cv, 16), v2 = v128.load(cv, 32);
+  let v3 = v128.load(cv, 48), v4 = v128.load(cv, 64), v5 = v128.load(cv, 80);
+  let v6 = v128.load(cv, 96), v7 = v128.load(cv, 112);
+  let v8 = i32x4.splat(IV0), v9 = i32x4.splat(IV1), v10 = i32x4.splat(IV2);
+  let v11 = i32x4.splat(IV3);
+  let v12 = ctrLo, v13 = ctrHi, v14 = i32x4.splat(blockLen), v15 = i32x4.splat(flags);
+  // Round 1: columns.
+  v0 = add3(v0, v4, v128.load(msg, 0));
+  v12 = rotr16(v128.xor(v12, v0));
+  v8 = i32x4.add(v8, v12);
+  v4 = rotr12(v128.xor(v4, v8));
+  v0 = add3(v0, v4, v128.load(msg, 16));
+  v12 = rotr8(v128.xor(v12, v0));
+  v8 = i32x4.add(v8, v12);
+  v4 = rotr7(v128.xor(v4, v8));
+  v1 = add3(v1, v5, v128.load(msg, 32));
+  v13 = rotr16(v128.xor(v13, v1));
+  v9 = i32x4.add(v9, v13);
+  v5 = rotr12(v128.xor(v5, v9));
+  v1 = add3(v1, v5, v128.load(msg, 48));
+  v13 = rotr8(v128.xor(v13, v1));
+  v9 = i32x4.add(v9, v13);
+  v5 = rotr7(v128.xor(v5, v9));
+  v2 = add3(v2, v6, v128.load(msg, 64));
+  v14 = rotr16(v128.xor(v14, v2));
+  v10 = i32x4.add(v10, v14);
+  v6 = rotr12(v128.xor(v6, v10));
+  v2 = add3(v2, v6, v128.load(msg, 80));
+  v14 = rotr8(v128.xor(v14, v2));
+  v10 = i32x4.add(v10, v14);
+  v6 = rotr7(v128.xor(v6, v10));
+  v3 = add3(v3, v7, v128.load(msg, 96));
+  v15 = rotr16(v128.xor(v15, v3));
+  v11 = i32x4.add(v11, v15);
+  v7 = rotr12(v128.xor(v7, v11));
+  v3 = add3(v3, v7, v128.load(msg, 112));
+  v15 = rotr8(v128.xor(v15, v3));
+  v11 = i32x4.add(v11, v15);
+  v7 = rotr7(v128.xor(v7, v11));
+  // Diagonals.
+  v0 = add3(v0, v5, v128.load(msg, 128));
+  v15 = rotr16(v128.xor(v15, v0));
+  v10 = i32x4.add(v10, v15);
+  v5 = rotr12(v128.xor(v5, v10));
+  v0 = add3(v0, v5, v128.load(msg, 144));
+  v15 = rotr8(v128.xor(v15, v0));
+  v10 = i32x4.add(v10, v15);
+  v5 = rotr7(v128.xor(v5, v10));
+  v1 = add3(v1, v6, v128.load(msg, 160));
+  v12 = rotr16(v128.xor(v12, v1));
+  v11 = i32x4.add(v11, v12);
+  v6 = rotr12(v128.xor(v6, v11));
+  v1 = add3(v1, v6, v128.load(msg, 176));
+  v12 = rotr8(v128.xor(v12, v1));
+  v11 = i32x4.add(v11, v12);
+  v6 = rotr7(v128.xor(v6, v11));
+  v2 = add3(v2, v7, v128.load(msg, 192));
+  v13 = rotr16(v128.xor(v13, v2));
+  v8 = i32x4.add(v8, v13);
+  v7 = rotr12(v128.xor(v7, v8));
+  v2 = add3(v2, v7, v128.load(msg, 208));
+  v13 = rotr8(v128.xor(v13, v2));
+  v8 = i32x4.add(v8, v13);
+  v7 = rotr7(v128.xor(v7, v8));
+  v3 = add3(v3, v4, v128.load(msg, 224));
+  v14 = rotr16(v128.xor(v14, v3));
+  v9 = i32x4.add(v9, v14);
+  v4 = rotr12(v128.xor(v4, v9));
+  v3 = add3(v3, v4, v128.load(msg, 240));
+  v14 = rotr8(v128.xor(v14, v3));
+  v9 = i32x4.add(v9, v14);
+  v4 = rotr7(v128.xor(v4, v9));
+  // Round 2: columns.
+  v0 = add3(v0, v4, v128.load(msg, 32));
+  v12 = rotr16(v128.xor(v12, v0));
+  v8 = i32x4.add(v8, v12);
+  v4 = rotr12(v128.xor(v4, v8));
+  v0 = add3(v0, v4, v128.load(msg, 96));
+  v12 = rotr8(v128.xor(v12, v0));
+  v8 = i32x4.add(v8, v12);
+  v4 = rotr7(v128.xor(v4, v8));
+  v1 = add3(v1, v5, v128.load(msg, 48));
+  v13 = rotr16(v128.xor(v13, v1));
+  v9 = i32x4.add(v9, v13);
+  v5 = rotr12(v128.xor(v5, v9));
+  v1 = add3(v1, v5, v128.load(msg, 160));
+  v13 = rotr8(v128.xor(v13, v1));
+  v9 = i32x4.add(v9, v13);
+  v5 = rotr7(v128.xor(v5, v9));
+  v2 = add3(v2, v6, v128.load(msg, 112));
+  v14 = rotr16(v128.xor(v14, v2));
+  v10 = i32x4.add(v10, v14);
+  v6 = rotr12(v128.xor(v6, v10));
+  v2 = add3(v2, v6, v128.load(msg, 0));
+  v14 = rotr8(v128.xor(v14, v2));
+  v10 = i32x4.add(v10, v14);
+  v6 = rotr7(v128.xor(v6, v10));
+  v3 = add3(v3, v7, v128.load(msg, 64));
+  v15 = rotr16(v128.xor(v15, v3));
+  v11 = i32x4.add(v11, v15);
+  v7 = rotr12(v128.xor(v7, v11));
+  v3 = add3(v3, v7, v128.load(msg, 208));
+  v15 = rotr8(v128.xor(v15, v3));
+  v11 = i32x4.add(v11, v15);
+  v7 = rotr7(v128.xor(v7, v11));
+  // Diagonals.
+  v0 = add3(v0, v5, v128.load(msg, 16));
+  v15 = rotr16(v128.xor(v15, v0));
+  v10 = i32x4.add(v10, v15);
+  v5 = rotr12(v128.xor(v5, v10));
+  v0 = add3(v0, v5, v128.load(msg, 176));
+  v15 = rotr8(v128.xor(v15, v0));
+  v10 = i32x4.add(v10, v15);
+  v5 = rotr7(v128.xor(v5, v10));
+  v1 = add3(v1, v6, v128.load(msg, 192));
+  v12 = rotr16(v128.xor(v12, v1));
+  v11 = i32x4.add(v11, v12);
+  v6 = rotr12(v128.xor(v6, v11));
+  v1 = add3(v1, v6, v128.load(msg, 80));
+  v12 = rotr8(v128.xor(v12, v1));
+  v11 = i32x4.add(v11, v12);
+  v6 = rotr7(v128.xor(v6, v11));
+  v2 = add3(v2, v7, v128.load(msg, 144));
+  v13 = rotr16(v128.xor(v13, v2));
+  v8 = i32x4.add(v8, v13);
+  v7 = rotr12(v128.xor(v7, v8));
+  v2 = add3(v2, v7, v128.load(msg, 224));
+  v13 = rotr8(v128.xor(v13, v2));
+  v8 = i32x4.add(v8, v13);
+  v7 = rotr7(v128.xor(v7, v8));
+  v3 = add3(v3, v4, v128.load(msg, 240));
+  v14 = rotr16(v128.xor(v14, v3));
+  v9 = i32x4.add(v9, v14);
+  v4 = rotr12(v128.xor(v4, v9));
+  v3 = add3(v3, v4, v128.load(msg, 128));
+  v14 = rotr8(v128.xor(v14, v3));
+  v9 = i32x4.add(v9, v14);
+  v4 = rotr7(v128.xor(v4, v9));
+  // Round 3: columns.
+  v0 = add3(v0, v4, v128.load(msg, 48));
+  v12 = rotr16(v128.xor(v12, v0));
+  v8 = i32x4.add(v8, v12);
+  v4 = rotr12(v128.xor(v4, v8));
+  v0 = add3(v0, v4, v128.load(msg, 64));
+  v12 = rotr8(v128.xor(v12, v0));
+  v8 = i32x4.add(v8, v12);
+  v4 = rotr7(v128.xor(v4, v8));
+  v1 = add3(v1, v5, v128.load(msg, 160));
+  v13 = rotr16(v128.xor(v13, v1));
+  v9 = i32x4.add(v9, v13);
+  v5 = rotr12(v128.xor(v5, v9));
+  v1 = add3(v1, v5, v128.load(msg, 192));
+  v13 = rotr8(v128.xor(v13, v1));
+  v9 = i32x4.add(v9, v13);
+  v5 = rotr7(v128.xor(v5, v9));
+  v2 = add3(v2, v6, v128.load(msg, 208));
+  v14 = rotr16(v128.xor(v14, v2));
+  v10 = i32x4.add(v10, v14);
+  v6 = rotr12(v128.xor(v6, v10));
+  v2 = add3(v2, v6, v128.load(msg, 32));
+  v14 = rotr8(v128.xor(v14, v2));
+  v10 = i32x4.add(v10, v14);
+  v6 = rotr7(v128.xor(v6, v10));
+  v3 = add3(v3, v7, v128.load(msg, 112));
+  v15 = rotr16(v128.xor(v15, v3));
+  v11 = i32x4.add(v11, v15);
+  v7 = rotr12(v128.xor(v7, v11));
+  v3 = add3(v3, v7, v128.load(msg, 224));
+  v15 = rotr8(v128.xor(v15, v3));
+  v11 = i32x4.add(v11, v15);
+  v7 = rotr7(v128.xor(v7, v11));
+  // Diagonals.
+  v0 = add3(v0, v5, v128.load(msg, 96));
+  v15 = rotr16(v128.xor(v15, v0));
+  v10 = i32x4.add(v10, v15);
+  v5 = rotr12(v128.xor(v5, v10));
+  v0 = add3(v0, v5, v128.load(msg, 80));
+  v15 = rotr8(v128.xor(v15, v0));
+  v10 = i32x4.add(v10, v15);
+  v5 = rotr7(v128.xor(v5, v10));
+  v1 = add3(v1, v6, v128.load(msg, 144));
+  v12 = rotr16(v128.xor(v12, v1));
+  v11 = i32x4.add(v11, v12);
+  v6 = rotr12(v128.xor(v6, v11));
+  v1 = add3(v1, v6, v128.load(msg, 0));
+  v12 = rotr8(v128.xor(v12, v1));
+  v11 = i32x4.add(v11, v12);
+  v6 = rotr7(v128.xor(v6, v11));
+  v2 = add3(v2, v7, v128.load(msg, 176));
+  v13 = rotr16(v128.xor(v13, v2));
+  v8 = i32x4.add(v8, v13);
+  v7 = rotr12(v128.xor(v7, v8));
+  v2 = add3(v2, v7, v128.load(msg, 240));
+  v13 = rotr8(v128.xor(v13, v2));
+  v8 = i32x4.add(v8, v13);
+  v7 = rotr7(v128.xor(v7, v8));
+  v3 = add3(v3, v4, v128.load(msg, 128));
+  v14 = rotr16(v128.xor(v14, v3));
+  v9 = i32x4.add(v9, v14);
+  v4 = rotr12(v128.xor(v4, v9));
+  v3 = add3(v3, v4, v128.load(msg, 16));
+  v14 = rotr8(v128.xor(v14, v3));
+  v9 = i32x4.add(v9, v14);
+  v4 = rotr7(v128.xor(v4, v9));
+  // Round 4: columns.
+  v0 = add3(v0, v4, v128.load(msg, 160));
+  v12 = rotr16(v128.xor(v12, v0));
+  v8 = i32x4.add(v8, v12);
+  v4 = rotr12(v128.xor(v4, v8));
+  v0 = add3(v0, v4, v128.load(msg, 112));
+  v12 = rotr8(v128.xor(v12, v0));
+  v8 = i32x4.add(v8, v12);
+  v4 = rotr7(v128.xor(v4, v8));
+  v1 = add3(v1, v5, v128.load(msg, 192));
+  v13 = rotr16(v128.xor(v13, v1));
+  v9 = i32x4.add(v9, v13);
+  v5 = rotr12(v128.xor(v5, v9));
+  v1 = add3(v1, v5, v128.load(msg, 144));
+  v13 = rotr8(v128.xor(v13, v1));
+  v9 = i32x4.add(v9, v13);
+  v5 = rotr7(v128.xor(v5, v9));
+  v2 = add3(v2, v6, v128.load(msg, 224));
+  v14 = rotr16(v128.xor(v14, v2));
+  v10 = i32x4.add(v10, v14);
+  v6 = rotr12(v128.xor(v6, v10));
+  v2 = add3(v2, v6, v128.load(msg, 48));
+  v14 = rotr8(v128.xor(v14, v2));
+  v10 = i32x4.add(v10, v14);
+  v6 = rotr7(v128.xor(v6, v10));
+  v3 = add3(v3, v7, v128.load(msg, 208));
+  v15 = rotr16(v128.xor(v15, v3));
+  v11 = i32x4.add(v11, v15);
+  v7 = rotr12(v128.xor(v7, v11));
+  v3 = add3(v3, v7, v128.load(msg, 240));
+  v15 = rotr8(v128.xor(v15, v3));
+  v11 = i32x4.add(v11, v15);
+  v7 = rotr7(v128.xor(v7, v11));
+  // Diagonals.
+  v0 = add3(v0, v5, v128.load(msg, 64));
+  v15 = rotr16(v128.xor(v15, v0));
+  v10 = i32x4.add(v10, v15);
+  v5 = rotr12(v128.xor(v5, v10));
+  v0 = add3(v0, v5, v128.load(msg, 0));
+  v15 = rotr8(v128.xor(v15, v0));
+  v10 = i32x4.add(v10, v15);
+  v5 = rotr7(v128.xor(v5, v10));
+  v1 = add3(v1, v6, v128.load(msg, 176));
+  v12 = rotr16(v128.xor(v12, v1));
+  v11 = i32x4.add(v11, v12);
+  v6 = rotr12(v128.xor(v6, v11));
+  v1 = add3(v1, v6, v128.load(msg, 32));
+  v12 = rotr8(v128.xor(v12, v1));
+  v11 = i32x4.add(v11, v12);
+  v6 = rotr7(v128.xor(v6, v11));
+  v2 = add3(v2, v7, v128.load(msg, 80));
+  v13 = rotr16(v128.xor(v13, v2));
+  v8 = i32x4.add(v8, v13);
+  v7 = rotr12(v128.xor(v7, v8));
+  v2 = add3(v2, v7, v128.load(msg, 128));
+  v13 = rotr8(v128.xor(v13, v2));
+  v8 = i32x4.add(v8, v13);
+  v7 = rotr7(v128.xor(v7, v8));
+  v3 = add3(v3, v4, v128.load(msg, 16));
+  v14 = rotr16(v128.xor(v14, v3));
+  v9 = i32x4.add(v9, v14);
+  v4 = rotr12(v128.xor(v4, v9));
+  v3 = add3(v3, v4, v128.load(msg, 96));
+  v14 = rotr8(v128.xor(v14, v3));
+  v9 = i32x4.add(v9, v14);
+  v4 = rotr7(v128.xor(v4, v9));
+  // Round 5: columns.
+  v0 = add3(v0, v4, v128.load(msg, 192));
+  v12 = rotr16(v128.xor(v12, v0));
+  v8 = i32x4.add(v8, v12);
+  v4 = rotr12(v128.xor(v4, v8));
+  v0 = add3(v0, v4, v128.load(msg, 208));
+  v12 = rotr8(v128.xor(v12, v0));
+  v8 = i32x4.add(v8, v12);
+  v4 = rotr7(v128.xor(v4, v8));
+  v1 = add3(v1, v5, v128.load(msg, 144));
+  v13 = rotr16(v128.xor(v13, v1));
+  v9 = i32x4.add(v9, v13);
+  v5 = rotr12(v128.xor(v5, v9));
+  v1 = add3(v1, v5, v128.load(msg, 176));
+  v13 = rotr8(v128.xor(v13, v1));
+  v9 = i32x4.add(v9, v13);
+  v5 = rotr7(v128.xor(v5, v9));
+  v2 = add3(v2, v6, v128.load(msg, 240));
+  v14 = rotr16(v128.xor(v14, v2));
+  v10 = i32x4.add(v10, v14);
+  v6 = rotr12(v128.xor(v6, v10));
+  v2 = add3(v2, v6, v128.load(msg, 160));
+  v14 = rotr8(v128.xor(v14, v2));
+  v10 = i32x4.add(v10, v14);
+  v6 = rotr7(v128.xor(v6, v10));
+  v3 = add3(v3, v7, v128.load(msg, 224));
+  v15 = rotr16(v128.xor(v15, v3));
+  v11 = i32x4.add(v11, v15);
+  v7 = rotr12(v128.xor(v7, v11));
+  v3 = add3(v3, v7, v128.load(msg, 128));
+  v15 = rotr8(v128.xor(v15, v3));
+  v11 = i32x4.add(v11, v15);
+  v7 = rotr7(v128.xor(v7, v11));
+  // Diagonals.
+  v0 = add3(v0, v5, v128.load(msg, 112));
+  v15 = rotr16(v128.xor(v15, v0));
+  v10 = i32x4.add(v10, v15);
+  v5 = rotr12(v128.xor(v5, v10));
+  v0 = add3(v0, v5, v128.load(msg, 32));
+  v15 = rotr8(v128.xor(v15, v0));
+  v10 = i32x4.add(v10, v15);
+  v5 = rotr7(v128.xor(v5, v10));
+  v1 = add3(v1, v6, v128.load(msg, 80));
+  v12 = rotr16(v128.xor(v12, v1));
+  v11 = i32x4.add(v11, v12);
+  v6 = rotr12(v128.xor(v6, v11));
+  v1 = add3(v1, v6, v128.load(msg, 48));
+  v12 = rotr8(v128.xor(v12, v1));
+  v11 = i32x4.add(v11, v12);
+  v6 = rotr7(v128.xor(v6, v11));
+  v2 = add3(v2, v7, v128.load(msg, 0));
+  v13 = rotr16(v128.xor(v13, v2));
+  v8 = i32x4.add(v8, v13);
+  v7 = rotr12(v128.xor(v7, v8));
+  v2 = add3(v2, v7, v128.load(msg, 16));
+  v13 = rotr8(v128.xor(v13, v2));
+  v8 = i32x4.add(v8, v13);
+  v7 = rotr7(v128.xor(v7, v8));
+  v3 = add3(v3, v4, v128.load(msg, 96));
+  v14 = rotr16(v128.xor(v14, v3));
+  v9 = i32x4.add(v9, v14);
+  v4 = rotr12(v128.xor(v4, v9));
+  v3 = add3(v3, v4, v128.load(msg, 64));
+  v14 = rotr8(v128.xor(v14, v3));
+  v9 = i32x4.add(v9, v14);
+  v4 = rotr7(v128.xor(v4, v9));
+  // Round 6: columns.
+  v0 = add3(v0, v4, v128.load(msg, 144));
+  v12 = rotr16(v128.xor(v12, v0));
+  v8 = i32x4.add(v8, v12);
+  v4 = rotr12(v128.xor(v4, v8));
+  v0 = add3(v0, v4, v128.load(msg, 224));
+  v12 = rotr8(v128.xor(v12, v0));
+  v8 = i32x4.add(v8, v12);
+  v4 = rotr7(v128.xor(v4, v8));
+  v1 = add3(v1, v5, v128.load(msg, 176));
+  v13 = rotr16(v128.xor(v13, v1));
+  v9 = i32x4.add(v9, v13);
+  v5 = rotr12(v128.xor(v5, v9));
+  v1 = add3(v1, v5, v128.load(msg, 80));
+  v13 = rotr8(v128.xor(v13, v1));
+  v9 = i32x4.add(v9, v13);
+  v5 = rotr7(v128.xor(v5, v9));
+  v2 = add3(v2, v6, v128.load(msg, 128));
+  v14 = rotr16(v128.xor(v14, v2));
+  v10 = i32x4.add(v10, v14);
+  v6 = rotr12(v128.xor(v6, v10));
+  v2 = add3(v2, v6, v128.load(msg, 192));
+  v14 = rotr8(v128.xor(v14, v2));
+  v10 = i32x4.add(v10, v14);
+  v6 = rotr7(v128.xor(v6, v10));
+  v3 = add3(v3, v7, v128.load(msg, 240));
+  v15 = rotr16(v128.xor(v15, v3));
+  v11 = i32x4.add(v11, v15);
+  v7 = rotr12(v128.xor(v7, v11));
+  v3 = add3(v3, v7, v128.load(msg, 16));
+  v15 = rotr8(v128.xor(v15, v3));
+  v11 = i32x4.add(v11, v15);
+  v7 = rotr7(v128.xor(v7, v11));
+  // Diagonals.
+  v0 = add3(v0, v5, v128.load(msg, 208));
+  v15 = rotr16(v128.xor(v15, v0));
+  v10 = i32x4.add(v10, v15);
+  v5 = rotr12(v128.xor(v5, v10));
+  v0 = add3(v0, v5, v128.load(msg, 48));
+  v15 = rotr8(v128.xor(v15, v0));
+  v10 = i32x4.add(v10, v15);
+  v5 = rotr7(v128.xor(v5, v10));
+  v1 = add3(v1, v6, v128.load(msg, 0));
+  v12 = rotr16(v128.xor(v12, v1));
+  v11 = i32x4.add(v11, v12);
+  v6 = rotr12(v128.xor(v6, v11));
+  v1 = add3(v1, v6, v128.load(msg, 160));
+  v12 = rotr8(v128.xor(v12, v1));
+  v11 = i32x4.add(v11, v12);
+  v6 = rotr7(v128.xor(v6, v11));
+  v2 = add3(v2, v7, v128.load(msg, 32));
+  v13 = rotr16(v128.xor(v13, v2));
+  v8 = i32x4.add(v8, v13);
+  v7 = rotr12(v128.xor(v7, v8));
+  v2 = add3(v2, v7, v128.load(msg, 96));
+  v13 = rotr8(v128.xor(v13, v2));
+  v8 = i32x4.add(v8, v13);
+  v7 = rotr7(v128.xor(v7, v8));
+  v3 = add3(v3, v4, v128.load(msg, 64));
+  v14 = rotr16(v128.xor(v14, v3));
+  v9 = i32x4.add(v9, v14);
+  v4 = rotr12(v128.xor(v4, v9));
+  v3 = add3(v3, v4, v128.load(msg, 112));
+  v14 = rotr8(v128.xor(v14, v3));
+  v9 = i32x4.add(v9, v14);
+  v4 = rotr7(v128.xor(v4, v9));
+  // Round 7: columns.
+  v0 = add3(v0, v4, v128.load(msg, 176));
+  v12 = rotr16(v128.xor(v12, v0));
+  v8 = i32x4.add(v8, v12);
+  v4 = rotr12(v128.xor(v4, v8));
+  v0 = add3(v0, v4, v128.load(msg, 240));
+  v12 = rotr8(v128.xor(v12, v0));
+  v8 = i32x4.add(v8, v12);
+  v4 = rotr7(v128.xor(v4, v8));
+  v1 = add3(v1, v5, v128.load(msg, 80));
+  v13 = rotr16(v128.xor(v13, v1));
+  v9 = i32x4.add(v9, v13);
+  v5 = rotr12(v128.xor(v5, v9));
+  v1 = add3(v1, v5, v128.load(msg, 0));
+  v13 = rotr8(v128.xor(v13, v1));
+  v9 = i32x4.add(v9, v13);
+  v5 = rotr7(v128.xor(v5, v9));
+  v2 = add3(v2, v6, v128.load(msg, 16));
+  v14 = rotr16(v128.xor(v14, v2));
+  v10 = i32x4.add(v10, v14);
+  v6 = rotr12(v128.xor(v6, v10));
+  v2 = add3(v2, v6, v128.load(msg, 144));
+  v14 = rotr8(v128.xor(v14, v2));
+  v10 = i32x4.add(v10, v14);
+  v6 = rotr7(v128.xor(v6, v10));
+  v3 = add3(v3, v7, v128.load(msg, 128));
+  v15 = rotr16(v128.xor(v15, v3));
+  v11 = i32x4.add(v11, v15);
+  v7 = rotr12(v128.xor(v7, v11));
+  v3 = add3(v3, v7, v128.load(msg, 96));
+  v15 = rotr8(v128.xor(v15, v3));
+  v11 = i32x4.add(v11, v15);
+  v7 = rotr7(v128.xor(v7, v11));
+  // Diagonals.
+  v0 = add3(v0, v5, v128.load(msg, 224));
+  v15 = rotr16(v128.xor(v15, v0));
+  v10 = i32x4.add(v10, v15);
+  v5 = rotr12(v128.xor(v5, v10));
+  v0 = add3(v0, v5, v128.load(msg, 160));
+  v15 = rotr8(v128.xor(v15, v0));
+  v10 = i32x4.add(v10, v15);
+  v5 = rotr7(v128.xor(v5, v10));
+  v1 = add3(v1, v6, v128.load(msg, 32));
+  v12 = rotr16(v128.xor(v12, v1));
+  v11 = i32x4.add(v11, v12);
+  v6 = rotr12(v128.xor(v6, v11));
+  v1 = add3(v1, v6, v128.load(msg, 192));
+  v12 = rotr8(v128.xor(v12, v1));
+  v11 = i32x4.add(v11, v12);
+  v6 = rotr7(v128.xor(v6, v11));
+  v2 = add3(v2, v7, v128.load(msg, 48));
+  v13 = rotr16(v128.xor(v13, v2));
+  v8 = i32x4.add(v8, v13);
+  v7 = rotr12(v128.xor(v7, v8));
+  v2 = add3(v2, v7, v128.load(msg, 64));
+  v13 = rotr8(v128.xor(v13, v2));
+  v8 = i32x4.add(v8, v13);
+  v7 = rotr7(v128.xor(v7, v8));
+  v3 = add3(v3, v4, v128.load(msg, 112));
+  v14 = rotr16(v128.xor(v14, v3));
+  v9 = i32x4.add(v9, v14);
+  v4 = rotr12(v128.xor(v4, v9));
+  v3 = add3(v3, v4, v128.load(msg, 208));
+  v14 = rotr8(v128.xor(v14, v3));
+  v9 = i32x4.add(v9, v14);
+  v4 = rotr7(v128.xor(v4, v9));
+  v128.store(out, v128.xor(v0, v8), 0);
+  v128.store(out, v128.xor(v1, v9), 16);
+  v128.store(out, v128.xor(v2, v10), 32);
+  v128.store(out, v128.xor(v3, v11), 48);
+  v128.store(out, v128.xor(v4, v12), 64);
+  v128.store(out, v128.xor(v5, v13), 80);
+  v128.store(out, v128.xor(v6, v14), 96);
+  v128.store(out, v128.xor(v7, v15), 112);
+  if (xof) {
+    v128.store(out, v128.xor(v8, v128.load(cv, 0)), 128);
+    v128.store(out, v128.xor(v9, v128.load(cv, 16)), 144);
+    v128.store(out, v128.xor(v10, v128.load(cv, 32)), 160);
+    v128.store(out, v128.xor(v11, v128.load(cv, 48)), 176);
+    v128.store(out, v128.xor(v12, v128.load(cv, 64)), 192);
+    v128.store(out, v128.xor(v13, v128.load(cv, 80)), 208);
+    v128.store(out, v128.xor(v14, v128.load(cv, 96)), 224);
+    v128.store(out, v128.xor(v15, v128.load(cv, 112)), 240);
+  }
+}
