@@ -50,7 +50,7 @@ function readAbortMessage(memory: WebAssembly.Memory, ptr: number): string {
 }
 
 function instantiate(): CoreExports {
-  let bytes: Uint8Array;
+  let bytes: Uint8Array<ArrayBuffer>;
   try {
     bytes = Deno.readFileSync(WASM_URL);
   } catch (cause) {

@@ -169,7 +169,9 @@ export class Bitmap {
     while (true) {
       const runs = core.bitmapExtents(this.#live(), this.#size, pos, scratch.extents, EXTENT_BATCH);
       // Copy the batch out before yielding: other core calls may reuse the scratch area.
-      const batch = new Uint32Array(mem().slice(scratch.extents, scratch.extents + runs * 8).buffer);
+      const batch = new Uint32Array(
+        mem().slice(scratch.extents, scratch.extents + runs * 8).buffer,
+      );
       for (let r = 0; r < runs; r++) yield [batch[2 * r], batch[2 * r + 1]];
       if (runs < EXTENT_BATCH) return;
       pos = batch[2 * runs - 2] + batch[2 * runs - 1];
@@ -257,7 +259,9 @@ export class Bitmap {
       return Bitmap.fromBytes(data.subarray(pos), size);
     }
     if (encoding !== ENCODING_RUNS) {
-      throw malformed(`unknown encoding ${encoding} (expected ${ENCODING_RAW} or ${ENCODING_RUNS})`);
+      throw malformed(
+        `unknown encoding ${encoding} (expected ${ENCODING_RAW} or ${ENCODING_RUNS})`,
+      );
     }
     const [count, afterCount] = readVarint(data, pos, "run count");
     pos = afterCount;
@@ -271,7 +275,9 @@ export class Bitmap {
         pos = afterLength;
         const start = prevEnd + gap;
         if ((r > 0 && gap === 0) || length === 0 || start + length > size) {
-          throw malformed(`run ${r} [${start}, ${length}] is empty, touches the previous run or ends past ${size}`);
+          throw malformed(
+            `run ${r} [${start}, ${length}] is empty, touches the previous run or ends past ${size}`,
+          );
         }
         core.bitmapFillRange(bitmap.#ptr, start, length, 1);
         prevEnd = start + length;

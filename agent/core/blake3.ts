@@ -1,5 +1,14 @@
 import { ErrorCode, PresyncError } from "../errors.ts";
-import { alloc, copyIn, copyOut, core, free, MAX_HASH_OUTPUT, scratch, WINDOW_BYTES } from "./_wasm.ts";
+import {
+  alloc,
+  copyIn,
+  copyOut,
+  core,
+  free,
+  MAX_HASH_OUTPUT,
+  scratch,
+  WINDOW_BYTES,
+} from "./_wasm.ts";
 
 /** Bytes in a BLAKE3 key and in a default-length hash. */
 export const BLAKE3_KEY_BYTES = 32;

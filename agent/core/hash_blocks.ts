@@ -1,6 +1,6 @@
 import { assertInteger } from "../errors.ts";
 import { blake3 } from "./blake3.ts";
-import { copyIn, core, mem, MAX_BATCH_BLOCKS, scratch, WINDOW_BYTES } from "./_wasm.ts";
+import { copyIn, core, MAX_BATCH_BLOCKS, mem, scratch, WINDOW_BYTES } from "./_wasm.ts";
 
 /** Bytes of one block hash in a manifest. */
 export const HASH_BYTES = 32;

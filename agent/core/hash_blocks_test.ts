@@ -1,0 +1,46 @@
+import assert from "node:assert/strict";
+import { seededTest } from "../../fixtures/seeded.ts";
+import { blake3, HASH_BYTES, hashBlocks } from "./mod.ts";
+import { WINDOW_BYTES } from "./_wasm.ts";
+
+function referenceHashBlocks(data: Uint8Array, blockSize: number): Uint8Array {
+  const blocks = Math.ceil(data.length / blockSize);
+  const out = new Uint8Array(blocks * HASH_BYTES);
+  for (let i = 0; i < blocks; i++) {
+    out.set(blake3(data.subarray(i * blockSize, (i + 1) * blockSize)), i * HASH_BYTES);
+  }
+  return out;
+}
+
+seededTest("hashBlocks gives blake3 of each block, the last one short", (prng) => {
+  const pool = prng.fill(new Uint8Array(3 * 1024 * 1024));
+  const sizes = [1, 63, 64, 65, 1000, 1024, 1025, 4096, 5000, 65536, 131072];
+  for (const blockSize of sizes) {
+    for (let round = 0; round < 4; round++) {
+      const length = prng.int(Math.min(pool.length, blockSize * 70) + 1);
+      const offset = prng.int(pool.length - length + 1);
+      const data = pool.subarray(offset, offset + length);
+      assert.deepStrictEqual(
+        hashBlocks(data, blockSize),
+        referenceHashBlocks(data, blockSize),
+        `bs ${blockSize}`,
+      );
+    }
+  }
+});
+
+seededTest("hashBlocks handles more blocks than one batch and blocks larger than the window", (
+  prng,
+) => {
+  const many = prng.fill(new Uint8Array(4096 * 5000 + 17));
+  assert.deepStrictEqual(hashBlocks(many, 4096), referenceHashBlocks(many, 4096));
+  const huge = prng.fill(new Uint8Array(WINDOW_BYTES * 2 + 99));
+  assert.deepStrictEqual(
+    hashBlocks(huge, WINDOW_BYTES + 1),
+    referenceHashBlocks(huge, WINDOW_BYTES + 1),
+  );
+});
+
+Deno.test("hashBlocks of an empty input is empty", () => {
+  assert.deepStrictEqual(hashBlocks(new Uint8Array(0), 4096).length, 0);
+});
