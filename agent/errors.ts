@@ -18,6 +18,52 @@ export const ErrorCode = {
   FRAME_MALFORMED: "FRAME_MALFORMED",
   /** A codec name or id is not known to this build. */
   CODEC_UNKNOWN: "CODEC_UNKNOWN",
+  /** A volume name is empty, too long or has characters not allowed in names. */
+  INVALID_VOLUME_NAME: "INVALID_VOLUME_NAME",
+  /** Source and destination disagree on a volume's identity (uuid, size, block size). */
+  VOLUME_MISMATCH: "VOLUME_MISMATCH",
+  /** No volume of that name exists in the store or state directory. */
+  VOLUME_NOT_FOUND: "VOLUME_NOT_FOUND",
+  /** A volume of that name already exists. */
+  VOLUME_EXISTS: "VOLUME_EXISTS",
+  /** On-disk state (meta, manifest, staging log, commit record) is damaged. */
+  STORE_CORRUPT: "STORE_CORRUPT",
+  /** A block's bytes do not match the hash it came with; it was not staged. */
+  BLOCK_HASH_MISMATCH: "BLOCK_HASH_MISMATCH",
+  /** A generation number or block set is not the one expected at this point. */
+  GENERATION_MISMATCH: "GENERATION_MISMATCH",
+  /** A replica does not match the source or the expected Merkle root. */
+  VERIFY_MISMATCH: "VERIFY_MISMATCH",
+  /** The destination disk is full. */
+  NO_SPACE: "NO_SPACE",
+  /** An I/O operation failed (file missing, permission, device error). */
+  IO: "IO",
+  /** The peer could not prove knowledge of the pre-shared key (or a transcript was replayed). */
+  AUTH_FAILED: "AUTH_FAILED",
+  /** The peer speaks a session-protocol version this build does not. */
+  PROTOCOL_VERSION: "PROTOCOL_VERSION",
+  /** The peer sent bytes that break the session protocol (bad hello, unknown frame, bad field). */
+  PROTOCOL_VIOLATION: "PROTOCOL_VIOLATION",
+  /** A session frame declares a payload longer than the agreed maximum frame size. */
+  FRAME_TOO_LARGE: "FRAME_TOO_LARGE",
+  /** A session frame's integrity tag does not match: the bytes were corrupted in flight. */
+  FRAME_CORRUPT: "FRAME_CORRUPT",
+  /** The peer sent more stream data than the flow-control window it was granted. */
+  FLOW_CONTROL: "FLOW_CONTROL",
+  /** The transport connection closed or failed before the session ended cleanly. */
+  CONNECTION_LOST: "CONNECTION_LOST",
+  /** Nothing was received from the peer within the keepalive idle timeout. */
+  LINK_DEAD: "LINK_DEAD",
+  /** The peer is shutting the session down (GOAWAY); no new streams may be opened. */
+  GOING_AWAY: "GOING_AWAY",
+  /** The stream was reset by the peer or by the local side before it finished. */
+  STREAM_RESET: "STREAM_RESET",
+  /** The session was already closed locally when an operation was attempted. */
+  SESSION_CLOSED: "SESSION_CLOSED",
+  /** The peer's certificate does not match the pinned fingerprint or CA. */
+  PEER_UNTRUSTED: "PEER_UNTRUSTED",
+  /** A handshake or connection attempt did not finish within its timeout. */
+  TIMEOUT: "TIMEOUT",
 } as const;
 
 /** One of the {@linkcode ErrorCode} values. */

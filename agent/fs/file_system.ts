@@ -1,0 +1,53 @@
+/**
+ * The file operations the replica store and the source state use, as a small interface,
+ * so tests can swap in a layer that loses unsynced writes at a simulated power cut
+ * (`fixtures/power_cut_fs.ts`). Paths are plain strings joined with `/`.
+ *
+ * Durability contract, as on Linux: data written to a file is durable after that file's
+ * `sync()`; a created, renamed or removed directory entry is durable after `syncDir()` of
+ * its directory.
+ *
+ * @module
+ */
+
+/** An open file with positional I/O. Calls on one handle must not overlap. */
+export interface FileHandle {
+  /** Reads up to `into.length` bytes at `offset`; returns how many (fewer only at the end). */
+  read(offset: number, into: Uint8Array): Promise<number>;
+  /** Writes all of `data` at `offset`, extending the file when needed. */
+  write(offset: number, data: Uint8Array): Promise<void>;
+  /** Current size in bytes. */
+  size(): Promise<number>;
+  /** Sets the size; growing leaves a hole that reads as zeros. */
+  truncate(size: number): Promise<void>;
+  /** Makes everything written so far durable. */
+  sync(): Promise<void>;
+  /** Closes the handle. Idempotent. */
+  close(): void;
+}
+
+/** Options of {@linkcode FileSystem.open}. */
+export interface OpenOptions {
+  /** Open for writing too (default: read only). */
+  write?: boolean;
+  /** Create the file when missing (implies write). */
+  create?: boolean;
+}
+
+/** Directory and file operations. Missing paths throw `Deno.errors.NotFound`. */
+export interface FileSystem {
+  /** Opens a file. */
+  open(path: string, options?: OpenOptions): Promise<FileHandle>;
+  /** Renames `from` to `to`, replacing `to` atomically when it exists. */
+  rename(from: string, to: string): Promise<void>;
+  /** Removes a file, or a directory and its contents. Missing paths are not an error. */
+  remove(path: string): Promise<void>;
+  /** Creates a directory and its parents. Existing directories are not an error. */
+  mkdir(path: string): Promise<void>;
+  /** Makes the entries of directory `path` (creations, renames, removals) durable. */
+  syncDir(path: string): Promise<void>;
+  /** Whether a file or directory exists at `path`. */
+  exists(path: string): Promise<boolean>;
+  /** Names in directory `path`. */
+  readDir(path: string): Promise<string[]>;
+}

@@ -1,0 +1,339 @@
+import { Bitmap, blake3, isZero } from "../core/mod.ts";
+import { ErrorCode, PresyncError } from "../errors.ts";
+import { atomicWrite, readWhole } from "../fs/atomic_write.ts";
+import type { FileHandle, FileSystem } from "../fs/file_system.ts";
+import { io } from "../fs/io_error.ts";
+import { ZERO_ENTRY } from "../volume/block_hashes.ts";
+import { ManifestFile } from "../volume/manifest_file.ts";
+import { blockCount, blockLength, type VolumeIdentity } from "../volume/volume_identity.ts";
+import {
+  decodeRecordHeader,
+  encodeRecordHeader,
+  KIND_DATA,
+  KIND_ZERO,
+  RECORD_HEADER_BYTES,
+  type RecordHeader,
+} from "./_staging_record.ts";
+
+/** One block handed to the store: its bytes with their BLAKE3, or `data: null` for zeros. */
+export interface StagedBlock {
+  block: number;
+  /** The block's bytes (exactly its length), or null for an all-zero block. */
+  data: Uint8Array | null;
+  /** BLAKE3 of `data`, as the sender computed it. Required when `data` is not null. */
+  hash?: Uint8Array;
+}
+
+/** What {@linkcode StagingArea.stage} did with a batch. */
+export interface StageResult {
+  /** Blocks appended to the log. */
+  staged: number;
+  /** Blocks already staged in this generation, ignored. */
+  duplicates: number;
+  /** Blocks whose bytes did not match their hash: not staged, to be sent again. */
+  rejected: number[];
+}
+
+/** The staging header (docs/STORE.md): which generation is being received. */
+interface StagingHeader {
+  generation: number;
+  cutTimeMs: number;
+}
+
+const LOG_READ_BYTES = 8 * 1024 * 1024;
+
+/**
+ * The generation being received: an append-only log of verified blocks, their hashes in a
+ * manifest-shaped sparse file, the generation's dirty set, and the received bitmap as of
+ * the last `flush()`. Only what a flush made durable survives a crash; anything appended
+ * after it is cut off when the area is opened again.
+ */
+export class StagingArea {
+  readonly dir: string;
+  readonly generation: number;
+  readonly cutTimeMs: number;
+  /** The blocks this generation must contain. */
+  readonly dirty: Bitmap;
+  readonly #fs: FileSystem;
+  readonly #identity: VolumeIdentity;
+  readonly #log: FileHandle;
+  /** Staged block hashes, block i at 32·i (a sparse file). */
+  readonly hashes: ManifestFile;
+  /** Blocks appended (durable only up to the last flush). */
+  readonly #received: Bitmap;
+  #logLength: number;
+
+  private constructor(
+    fs: FileSystem,
+    dir: string,
+    identity: VolumeIdentity,
+    header: StagingHeader,
+    dirty: Bitmap,
+    received: Bitmap,
+    log: FileHandle,
+    logLength: number,
+    hashes: ManifestFile,
+  ) {
+    this.#fs = fs;
+    this.dir = dir;
+    this.#identity = identity;
+    this.generation = header.generation;
+    this.cutTimeMs = header.cutTimeMs;
+    this.dirty = dirty;
+    this.#received = received;
+    this.#log = log;
+    this.#logLength = logLength;
+    this.hashes = hashes;
+  }
+
+  /** Starts staging `generation` in `dir` (which must not exist yet). */
+  static async create(
+    fs: FileSystem,
+    dir: string,
+    identity: VolumeIdentity,
+    generation: number,
+    dirty: Bitmap,
+    cutTimeMs: number,
+  ): Promise<StagingArea> {
+    await io(`create ${dir}`, () => fs.mkdir(dir));
+    await io(`write ${dir}/dirty`, () => atomicWrite(fs, `${dir}/dirty`, dirty.serialize()));
+    const header: StagingHeader = { generation, cutTimeMs };
+    const bytes = new TextEncoder().encode(JSON.stringify(header));
+    // The header is written last: its presence means the area is complete.
+    await io(`write ${dir}/header.json`, () => atomicWrite(fs, `${dir}/header.json`, bytes));
+    const area = await StagingArea.open(fs, dir, identity);
+    if (!area) throw new PresyncError(ErrorCode.IO, `staging area ${dir} vanished after creation`);
+    return area;
+  }
+
+  /** Opens the staging area in `dir`, or returns null when there is none. */
+  static async open(
+    fs: FileSystem,
+    dir: string,
+    identity: VolumeIdentity,
+  ): Promise<StagingArea | null> {
+    const headerBytes = await io(
+      `read ${dir}/header.json`,
+      () => readWhole(fs, `${dir}/header.json`),
+    );
+    if (!headerBytes) return null;
+    const header = parseHeader(headerBytes, dir);
+    const blocks = blockCount(identity);
+    const dirtyBytes = await io(`read ${dir}/dirty`, () => readWhole(fs, `${dir}/dirty`));
+    if (!dirtyBytes) throw corrupt(`${dir}/dirty is missing`);
+    const dirty = Bitmap.deserialize(dirtyBytes, blocks);
+    if (dirty.size !== blocks) throw corrupt(`${dir}/dirty has ${dirty.size} bits, not ${blocks}`);
+    let received = new Bitmap(blocks);
+    let logLength = 0;
+    const receivedBytes = await io(`read ${dir}/received`, () => readWhole(fs, `${dir}/received`));
+    if (receivedBytes) {
+      if (receivedBytes.length < 8) throw corrupt(`${dir}/received is truncated`);
+      logLength = Number(
+        new DataView(receivedBytes.buffer, receivedBytes.byteOffset).getBigUint64(0, true),
+      );
+      received.free();
+      received = Bitmap.deserialize(receivedBytes.subarray(8), blocks);
+    }
+    const log = await io(`open ${dir}/log`, () => fs.open(`${dir}/log`, { create: true }));
+    const size = await log.size();
+    if (size < logLength) {
+      log.close();
+      throw corrupt(`${dir}/log is ${size} bytes but ${logLength} were flushed`);
+    }
+    // Cut off whatever was appended after the last flush: it was never acknowledged.
+    if (size > logLength) await io(`truncate ${dir}/log`, () => log.truncate(logLength));
+    const hashes = await ManifestFile.open(fs, `${dir}/hashes`, blocks, { create: true });
+    return new StagingArea(fs, dir, identity, header, dirty, received, log, logLength, hashes);
+  }
+
+  /** A copy of the blocks received so far (durable or not yet flushed). */
+  received(): Bitmap {
+    return this.#received.clone();
+  }
+
+  /** Whether every block of the dirty set has been received. */
+  isComplete(): boolean {
+    using missing = this.dirty.clone().andNot(this.#received);
+    return missing.isEmpty();
+  }
+
+  /**
+   * Verifies and appends blocks. A block outside the generation's dirty set or of the wrong
+   * length is refused with `GENERATION_MISMATCH`; one whose bytes do not match its hash is
+   * left out and listed in `rejected`. Not durable until {@linkcode flush}.
+   */
+  async stage(blocks: StagedBlock[]): Promise<StageResult> {
+    const result: StageResult = { staged: 0, duplicates: 0, rejected: [] };
+    const records: Uint8Array[] = [];
+    const entries: [number, Uint8Array][] = [];
+    for (const item of blocks) {
+      const { block } = item;
+      // A block of zeros is stored as a zero record whichever way it was sent.
+      const data = item.data !== null && isZero(item.data) && item.hash &&
+          equalBytes(blake3(item.data), item.hash)
+        ? null
+        : item.data;
+      if (
+        !Number.isInteger(block) || block < 0 || block >= this.dirty.size || !this.dirty.get(block)
+      ) {
+        throw new PresyncError(
+          ErrorCode.GENERATION_MISMATCH,
+          `block ${block} is not part of generation ${this.generation}`,
+        );
+      }
+      if (this.#received.get(block)) {
+        result.duplicates++;
+        continue;
+      }
+      const expectedLength = blockLength(this.#identity, block);
+      if (data !== null && data.length !== expectedLength) {
+        throw new PresyncError(
+          ErrorCode.GENERATION_MISMATCH,
+          `block ${block} must be ${expectedLength} bytes: received ${data.length}`,
+        );
+      }
+      let hash: Uint8Array = ZERO_ENTRY;
+      if (data !== null) {
+        hash = blake3(data);
+        if (!item.hash || !equalBytes(hash, item.hash)) {
+          result.rejected.push(block);
+          continue;
+        }
+      }
+      const record = new Uint8Array(RECORD_HEADER_BYTES + (data?.length ?? 0));
+      encodeRecordHeader(
+        { block, kind: data ? KIND_DATA : KIND_ZERO, length: data?.length ?? 0, hash },
+        record,
+      );
+      if (data) record.set(data, RECORD_HEADER_BYTES);
+      records.push(record);
+      entries.push([block, hash]);
+      this.#received.set(block);
+      result.staged++;
+    }
+    if (records.length > 0) {
+      const total = records.reduce((n, r) => n + r.length, 0);
+      const batch = new Uint8Array(total);
+      let at = 0;
+      for (const r of records) batch.set(r, at), at += r.length;
+      try {
+        await io(`append to ${this.dir}/log`, () => this.#log.write(this.#logLength, batch));
+      } catch (err) {
+        // Nothing of this batch counts: forget it so it is asked for again.
+        for (const [block] of entries) this.#received.clear(block);
+        await this.#log.truncate(this.#logLength).catch(() => {});
+        throw err;
+      }
+      this.#logLength += total;
+      await writeEntries(this.hashes, entries);
+    }
+    return result;
+  }
+
+  /**
+   * Makes everything staged so far durable: syncs the log and the hashes, then records the
+   * received bitmap and log length atomically. Blocks are acknowledged only after this.
+   */
+  async flush(): Promise<void> {
+    await io(`sync ${this.dir}/log`, () => this.#log.sync());
+    await this.hashes.sync();
+    const bitmap = this.#received.serialize();
+    const bytes = new Uint8Array(8 + bitmap.length);
+    new DataView(bytes.buffer).setBigUint64(0, BigInt(this.#logLength), true);
+    bytes.set(bitmap, 8);
+    await io(
+      `write ${this.dir}/received`,
+      () => atomicWrite(this.#fs, `${this.dir}/received`, bytes),
+    );
+  }
+
+  /**
+   * Calls `fn` for every record of the log, in order, with the record's payload (empty for a
+   * zero block) after checking the payload against its hash. Throws `STORE_CORRUPT` naming
+   * the record when the log is damaged.
+   */
+  async forEachRecord(
+    fn: (header: RecordHeader, payload: Uint8Array) => Promise<void>,
+  ): Promise<void> {
+    const maxLength = this.#identity.blockSize;
+    let buffer = new Uint8Array(0);
+    let bufferStart = 0;
+    const readAt = async (offset: number, length: number): Promise<Uint8Array> => {
+      if (offset < bufferStart || offset + length > bufferStart + buffer.length) {
+        buffer = new Uint8Array(Math.max(LOG_READ_BYTES, length));
+        const n = await io(`read ${this.dir}/log`, () => this.#log.read(offset, buffer));
+        buffer = buffer.subarray(0, n);
+        bufferStart = offset;
+        if (n < length) throw corrupt(`${this.dir}/log ends inside the record at byte ${offset}`);
+      }
+      return buffer.subarray(offset - bufferStart, offset - bufferStart + length);
+    };
+    for (let offset = 0; offset < this.#logLength;) {
+      const header = decodeRecordHeader(
+        await readAt(offset, RECORD_HEADER_BYTES),
+        offset,
+        maxLength,
+      );
+      const payload = await readAt(offset + RECORD_HEADER_BYTES, header.length);
+      const ok = header.block < this.dirty.size &&
+        (header.kind === KIND_ZERO || equalBytes(blake3(payload), header.hash)) &&
+        (header.kind === KIND_DATA || header.length === 0);
+      if (!ok) {
+        throw corrupt(
+          `staging record for block ${header.block} at byte ${offset} of ${this.dir}/log ` +
+            `does not match its hash`,
+        );
+      }
+      await fn(header, payload);
+      offset += RECORD_HEADER_BYTES + header.length;
+    }
+  }
+
+  /** Closes files and frees bitmaps. Idempotent. */
+  close(): void {
+    this.#log.close();
+    this.hashes.close();
+    this.dirty.free();
+    this.#received.free();
+  }
+}
+
+/** Writes manifest entries, one write per run of consecutive blocks. */
+async function writeEntries(file: ManifestFile, entries: [number, Uint8Array][]): Promise<void> {
+  entries.sort((x, y) => x[0] - y[0]);
+  for (let i = 0; i < entries.length;) {
+    let end = i + 1;
+    while (end < entries.length && entries[end][0] === entries[end - 1][0] + 1) end++;
+    const run = new Uint8Array((end - i) * 32);
+    for (let k = i; k < end; k++) run.set(entries[k][1], (k - i) * 32);
+    await file.write(entries[i][0], run);
+    i = end;
+  }
+}
+
+function corrupt(message: string): PresyncError {
+  return new PresyncError(ErrorCode.STORE_CORRUPT, message);
+}
+
+function parseHeader(bytes: Uint8Array, dir: string): StagingHeader {
+  try {
+    const value = JSON.parse(new TextDecoder().decode(bytes));
+    if (
+      Number.isSafeInteger(value.generation) && value.generation > 0 &&
+      Number.isFinite(value.cutTimeMs)
+    ) {
+      return { generation: value.generation, cutTimeMs: value.cutTimeMs };
+    }
+  } catch {
+    // Reported below.
+  }
+  throw corrupt(`${dir}/header.json is damaged`);
+}
+
+/** Constant-time equality of two byte arrays (a mismatch position reveals nothing). */
+export function equalBytes(a: Uint8Array, b: Uint8Array): boolean {
+  if (a.length !== b.length) return false;
+  let diff = 0;
+  for (let i = 0; i < a.length; i++) diff |= a[i] ^ b[i];
+  return diff === 0;
+}

@@ -1,0 +1,123 @@
+import type { Extent } from "../core/mod.ts";
+import { ScanTracker } from "../../plugins/tracker-scan/scan_tracker.ts";
+import { DenoFileSystem } from "../fs/deno_file_system.ts";
+import type { FileSystem } from "../fs/file_system.ts";
+import { io } from "../fs/io_error.ts";
+import { SourceState } from "../source/source_state.ts";
+import { ReplicaStore } from "../store/replica_store.ts";
+import type { ReplicaVolume } from "../store/replica_volume.ts";
+import type { Tracker } from "../tracker.ts";
+import {
+  DEFAULT_BLOCK_SIZE,
+  newVolumeIdentity,
+  validateBlockSize,
+  validateVolumeName,
+} from "../volume/volume_identity.ts";
+import { sendGeneration, type SendReport } from "./send_generation.ts";
+
+/** Options of {@linkcode syncLocal}. */
+export interface LocalSyncOptions {
+  /** The source image (a raw disk image file). */
+  imagePath: string;
+  /** The destination store directory. */
+  storeDir: string;
+  /** Volume name. */
+  volume: string;
+  /** The source agent's state directory for this volume. */
+  stateDir: string;
+  /** Block size for a new volume (default 64 KiB); ignored once the volume exists. */
+  blockSize?: number;
+  /** Read-rate cap on the source image, bytes per second (0: unlimited). */
+  readRateBytesPerSecond?: number;
+  fs?: FileSystem;
+  /** Called after each durable acknowledgement point (tests use it to kill at known points). */
+  afterFlush?: () => void | Promise<void>;
+}
+
+/** One generation as reported by {@linkcode syncLocal}. */
+export type GenerationReport = Omit<SendReport, "sent"> & {
+  /** Blocks sent by this run (zero markers included). */
+  blocksSent: number;
+  /** The blocks sent by this run, as runs `[start, length]`. */
+  sentExtents: Extent[];
+  /** True for a generation left pending by an earlier run. */
+  resumed: boolean;
+};
+
+/**
+ * The whole pipeline in one process, without a network: finishes a generation left pending
+ * by an earlier run (sending only what the replica has not durably staged), then cuts a
+ * new generation with the scan tracker, sends it and commits it. The network path must
+ * move exactly the same blocks.
+ */
+export async function syncLocal(options: LocalSyncOptions): Promise<GenerationReport[]> {
+  const fs = options.fs ?? new DenoFileSystem();
+  const name = validateVolumeName(options.volume);
+  const state = await openOrInitState(fs, options, name);
+  let replica: ReplicaVolume | null = null;
+  try {
+    const store = new ReplicaStore(fs, options.storeDir);
+    replica = await store.has(name) ? await store.open(name) : await store.init(state.identity);
+    const reports: GenerationReport[] = [];
+    const tracker: Tracker = new ScanTracker({
+      imagePath: options.imagePath,
+      identity: state.identity,
+      manifest: state.manifest,
+      baselineGeneration: state.committedGeneration,
+      checkpointPath: `${options.stateDir}/scan.checkpoint`,
+      readRateBytesPerSecond: options.readRateBytesPerSecond,
+      fs,
+    });
+    if (state.pending) {
+      const cut = await tracker.resume(state.pending.dirty);
+      try {
+        reports.push(summarize(await sendGeneration(state, cut, replica, options), true));
+      } finally {
+        await cut.release();
+      }
+    }
+    const cutTimeMs = Date.now();
+    const cut = await tracker.cut();
+    try {
+      await state.recordCut(cut.dirty, cutTimeMs);
+      reports.push(summarize(await sendGeneration(state, cut, replica, options), false));
+    } finally {
+      await cut.release();
+      await tracker.close();
+    }
+    return reports;
+  } finally {
+    replica?.close();
+    state.close();
+  }
+}
+
+function summarize(report: SendReport, resumed: boolean): GenerationReport {
+  const { sent, ...rest } = report;
+  const blocksSent = sent.popcount();
+  const sentExtents = [...sent.extents()];
+  sent.free();
+  return { ...rest, blocksSent, sentExtents, resumed };
+}
+
+async function openOrInitState(
+  fs: FileSystem,
+  options: LocalSyncOptions,
+  name: string,
+): Promise<SourceState> {
+  if (await fs.exists(`${options.stateDir}/state.json`)) {
+    return SourceState.open(fs, options.stateDir);
+  }
+  const image = await io(
+    `open source image ${options.imagePath}`,
+    () => fs.open(options.imagePath),
+  );
+  let size: number;
+  try {
+    size = await image.size();
+  } finally {
+    image.close();
+  }
+  const blockSize = validateBlockSize(options.blockSize ?? DEFAULT_BLOCK_SIZE);
+  return SourceState.init(fs, options.stateDir, newVolumeIdentity(name, size, blockSize));
+}

@@ -1,0 +1,151 @@
+import { Bitmap } from "../core/mod.ts";
+import { ErrorCode, PresyncError } from "../errors.ts";
+import type { SourceState } from "../source/source_state.ts";
+import { toHex } from "../hex.ts";
+import type { StagedBlock } from "../store/staging_area.ts";
+import type { Cut } from "../tracker.ts";
+import { blockEntries, ENTRY_BYTES, isZeroEntry } from "../volume/block_hashes.ts";
+import { assertSameVolume } from "../volume/volume_identity.ts";
+import type { Destination } from "./destination.ts";
+
+/** Most bytes read from the source in one go while sending. */
+export const SEND_READ_BYTES = 8 * 1024 * 1024;
+/** Bytes staged between two flushes (acknowledgement points). */
+export const FLUSH_EVERY_BYTES = 64 * 1024 * 1024;
+
+/** What {@linkcode sendGeneration} did. */
+export interface SendReport {
+  generation: number;
+  /** The blocks sent in this call (the caller frees it). */
+  sent: Bitmap;
+  /** Data bytes sent (zero blocks count 0). */
+  bytesSent: number;
+  /** Blocks sent as zero markers. */
+  zeroBlocks: number;
+  /** Blocks of the generation the destination already had durably staged. */
+  alreadyStaged: number;
+  /** Merkle root of the committed generation (hex). */
+  merkleRoot: string;
+}
+
+/**
+ * Sends the pending generation of `state` to `destination` and commits it, resuming where
+ * an earlier attempt stopped: only blocks the destination has not durably staged move.
+ *
+ * Every block's manifest entry is written and synced at the source *before* the block is
+ * sent, so the source's manifest never claims a block the destination might lack in
+ * another state; a block sent twice is harmless.
+ */
+export async function sendGeneration(
+  state: SourceState,
+  cut: Cut,
+  destination: Destination,
+  hooks: { afterFlush?: () => void | Promise<void> } = {},
+): Promise<SendReport> {
+  const pending = state.pending;
+  if (!pending) {
+    throw new PresyncError(
+      ErrorCode.GENERATION_MISMATCH,
+      `no generation of ${state.identity.name} is pending`,
+    );
+  }
+  const { generation } = pending;
+  const info = await destination.resumeInfo();
+  assertSameVolume(info.identity, state.identity);
+  const report: SendReport = {
+    generation,
+    sent: new Bitmap(pending.dirty.size),
+    bytesSent: 0,
+    zeroBlocks: 0,
+    alreadyStaged: 0,
+    merkleRoot: "",
+  };
+  try {
+    if (info.committedGeneration === generation) {
+      // Committed before the acknowledgement reached us: only the bookkeeping is left.
+      info.staged?.received.free();
+      report.merkleRoot = info.merkleRoot;
+      await state.recordCommitted(generation);
+      return report;
+    }
+    if (info.committedGeneration !== generation - 1) {
+      info.staged?.received.free();
+      throw new PresyncError(
+        ErrorCode.GENERATION_MISMATCH,
+        `destination volume \`${state.identity.name}\` is at generation ${info.committedGeneration} ` +
+          `but the source is sending generation ${generation}; re-initialise one side to resync`,
+      );
+    }
+    await destination.beginGeneration(generation, pending.dirty, pending.cutTimeMs);
+    using toSend = pending.dirty.clone();
+    if (info.staged?.generation === generation) {
+      report.alreadyStaged = info.staged.received.clone().and(pending.dirty).popcount();
+      toSend.andNot(info.staged.received);
+    }
+    info.staged?.received.free();
+    await sendBlocks(state, cut, destination, toSend, report, hooks);
+    report.merkleRoot = toHex(await state.manifest.root());
+    await destination.commit(generation, report.merkleRoot);
+    await state.recordCommitted(generation);
+    return report;
+  } catch (err) {
+    report.sent.free();
+    throw err;
+  }
+}
+
+async function sendBlocks(
+  state: SourceState,
+  cut: Cut,
+  destination: Destination,
+  toSend: Bitmap,
+  report: SendReport,
+  hooks: { afterFlush?: () => void | Promise<void> },
+): Promise<void> {
+  const { blockSize } = state.identity;
+  const perRead = Math.max(1, Math.floor(SEND_READ_BYTES / blockSize));
+  using unflushed = new Bitmap(toSend.size);
+  let unflushedBytes = 0;
+  const flush = async () => {
+    await destination.flush();
+    await state.recordAcked(unflushed);
+    unflushed.clearRange(0, unflushed.size);
+    unflushedBytes = 0;
+    await hooks.afterFlush?.();
+  };
+  for (const [start, length] of toSend.extents()) {
+    for (let first = start; first < start + length; first += perRead) {
+      const count = Math.min(perRead, start + length - first);
+      const data = await cut.read(first, count);
+      const entries = blockEntries(data, blockSize);
+      await state.manifest.write(first, entries);
+      await state.manifest.sync();
+      const blocks: StagedBlock[] = [];
+      for (let i = 0; i < count; i++) {
+        const entry = entries.subarray(i * ENTRY_BYTES, (i + 1) * ENTRY_BYTES);
+        if (isZeroEntry(entry)) {
+          blocks.push({ block: first + i, data: null });
+          report.zeroBlocks++;
+        } else {
+          const bytes = data.subarray(i * blockSize, (i + 1) * blockSize);
+          blocks.push({ block: first + i, data: bytes, hash: entry });
+          report.bytesSent += bytes.length;
+        }
+      }
+      const result = await destination.stage(blocks);
+      if (result.rejected.length > 0) {
+        throw new PresyncError(
+          ErrorCode.BLOCK_HASH_MISMATCH,
+          `destination rejected ${result.rejected.length} blocks (first: ${result.rejected[0]}) ` +
+            `as not matching their hashes`,
+          { retryable: true },
+        );
+      }
+      report.sent.setRange(first, count);
+      unflushed.setRange(first, count);
+      unflushedBytes += data.length;
+      if (unflushedBytes >= FLUSH_EVERY_BYTES) await flush();
+    }
+  }
+  await flush();
+}

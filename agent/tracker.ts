@@ -1,0 +1,44 @@
+/**
+ * The tracker plugin contract: how the source agent learns which blocks of a volume
+ * changed, and how it reads them for sending.
+ *
+ * @module
+ */
+
+import type { Bitmap } from "./core/mod.ts";
+
+/** One generation's dirty set and a way to read its blocks. */
+export interface Cut {
+  /** Blocks changed since the previous cut. Owned by the cut: freed by `release()`. */
+  readonly dirty: Bitmap;
+  /**
+   * True when `read` returns the blocks as they were at the cut (copy-before-write), so
+   * the generation is crash-consistent; false when it returns current bytes (the scan
+   * tracker), so a block written after the cut is sent in its newer state.
+   */
+  readonly pointInTime: boolean;
+  /**
+   * Reads `count` consecutive blocks from block `first` (the last block of the volume may
+   * be short). May be called many times, in any order; retrying is safe.
+   */
+  read(first: number, count: number): Promise<Uint8Array>;
+  /** Releases the cut's resources. Idempotent. */
+  release(): Promise<void>;
+}
+
+/**
+ * Tracks a source volume. `cut()` is called once per generation by one sender at a time;
+ * `resume()` after a restart, for a generation cut before it.
+ */
+export interface Tracker {
+  /** Volume size in bytes. */
+  readonly sizeBytes: number;
+  /** Block size in bytes. */
+  readonly blockSize: number;
+  /** Swaps the tracked changes for a fresh set and returns them as a cut. */
+  cut(): Promise<Cut>;
+  /** A cut over `dirty` (copied) for a generation cut before a restart: reads current bytes. */
+  resume(dirty: Bitmap): Promise<Cut>;
+  /** Stops tracking and closes files. Idempotent. */
+  close(): Promise<void>;
+}

@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# Installs the Debian tools presync's tests and benchmarks talk to, when they are missing:
+#   zstd   - the reference zstd CLI (codec interop tests, codec benchmark)
+#   b3sum  - the reference BLAKE3 CLI (core benchmark baseline)
+# Idempotent and quiet when everything is present. Needs root (apt-get) to install; without
+# it, says what is missing and carries on (the tests that need a tool then say they skip).
+set -euo pipefail
+
+declare -A package_of=([zstd]=zstd [b3sum]=b3sum)
+missing=()
+for tool in "${!package_of[@]}"; do
+  command -v "$tool" >/dev/null 2>&1 || missing+=("${package_of[$tool]}")
+done
+[ ${#missing[@]} -eq 0 ] && exit 0
+
+if [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null 2>&1; then
+  echo "presync setup: installing ${missing[*]} from Debian" >&2
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq >/dev/null
+  apt-get install -y -qq "${missing[@]}" >/dev/null
+else
+  echo "presync setup: missing ${missing[*]}; install with: sudo apt-get install ${missing[*]}" >&2
+fi
