@@ -60,11 +60,12 @@ function instantiate(): CoreExports {
       { cause },
     );
   }
-  let memory: WebAssembly.Memory | undefined;
+  // The abort handler runs after instantiation, once the memory export exists.
+  const late: { memory?: WebAssembly.Memory } = {};
   const instance = new WebAssembly.Instance(new WebAssembly.Module(bytes), {
     env: {
       abort(message: number, _file: number, line: number, column: number): never {
-        const text = memory ? readAbortMessage(memory, message >>> 0) : "(no memory)";
+        const text = late.memory ? readAbortMessage(late.memory, message >>> 0) : "(no memory)";
         throw new PresyncError(
           ErrorCode.WASM_CORE,
           `WebAssembly core aborted: ${text} at ${line}:${column}`,
@@ -73,7 +74,7 @@ function instantiate(): CoreExports {
     },
   });
   const exports = instance.exports as unknown as CoreExports;
-  memory = exports.memory;
+  late.memory = exports.memory;
   return exports;
 }
 

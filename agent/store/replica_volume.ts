@@ -14,7 +14,7 @@ import {
   type VolumeIdentity,
 } from "../volume/volume_identity.ts";
 import { KIND_DATA } from "./_staging_record.ts";
-import { equalBytes, type StagedBlock, type StageResult, StagingArea } from "./staging_area.ts";
+import { type StagedBlock, type StageResult, StagingArea } from "./staging_area.ts";
 
 /** Format version of meta.json. */
 const META_VERSION = 1;
