@@ -1,0 +1,7 @@
+/**
+ * Codec plugin `none`: blocks travel uncompressed.
+ *
+ * @module
+ */
+
+export { createNoneCodec } from "./none_codec.ts";

@@ -1,0 +1,12 @@
+/**
+ * Codec plugin `zstd-native`: zstd through `node:zlib`.
+ *
+ * @module
+ */
+
+export {
+  createZstdCodec,
+  ZSTD_MAX_LEVEL,
+  ZSTD_MIN_LEVEL,
+  type ZstdCodecOptions,
+} from "./zstd_codec.ts";
