@@ -20,6 +20,7 @@ import { decodeBlockFrame, encodeBlockFrame } from "../agent/codec/block_frame.t
 import type { Codec } from "../agent/codec/codec.ts";
 import { createZstdCodec } from "../plugins/codec-zstd/mod.ts";
 import { createZstdWasmCodec } from "../plugins/codec-zstd-wasm/mod.ts";
+import { median } from "./_bench_timing.ts";
 
 /** One measured configuration. */
 export interface Row {
@@ -38,11 +39,6 @@ export interface Row {
 const BLOCK = 64 * 1024;
 const LEVELS = [1, 3];
 const REPEATS = 3;
-
-function median(values: number[]): number {
-  const sorted = [...values].sort((a, b) => a - b);
-  return sorted[Math.floor(sorted.length / 2)];
-}
 
 function mbps(bytes: number, ms: number): number {
   return Math.round((bytes / 1e6) / (ms / 1000) * 10) / 10;

@@ -24,6 +24,12 @@ export async function atomicWrite(fs: FileSystem, path: string, data: Uint8Array
   await fs.syncDir(parentOf(path));
 }
 
+/** Creates directory `path` (and parents) and makes its entry durable in its parent. */
+export async function mkdirDurable(fs: FileSystem, path: string): Promise<void> {
+  await fs.mkdir(path);
+  await fs.syncDir(parentOf(path));
+}
+
 /** Reads a whole file, or returns null when it does not exist. */
 export async function readWhole(fs: FileSystem, path: string): Promise<Uint8Array | null> {
   if (!(await fs.exists(path))) return null;

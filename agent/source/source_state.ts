@@ -1,6 +1,6 @@
 import { Bitmap } from "../core/mod.ts";
 import { ErrorCode, PresyncError } from "../errors.ts";
-import { atomicWrite, readWhole } from "../fs/atomic_write.ts";
+import { atomicWrite, mkdirDurable, readWhole } from "../fs/atomic_write.ts";
 import type { FileSystem } from "../fs/file_system.ts";
 import { io } from "../fs/io_error.ts";
 import { ManifestFile } from "../volume/manifest_file.ts";
@@ -59,7 +59,7 @@ export class SourceState {
         `source state for ${identity.name} already exists in ${dir}`,
       );
     }
-    await io(`create ${dir}`, () => fs.mkdir(dir));
+    await io(`create ${dir}`, () => mkdirDurable(fs, dir));
     const manifest = await ManifestFile.open(fs, `${dir}/manifest`, blockCount(identity), {
       create: true,
     });

@@ -1,3 +1,4 @@
+import { mkdirDurable } from "../fs/atomic_write.ts";
 import type { FileSystem } from "../fs/file_system.ts";
 import { io } from "../fs/io_error.ts";
 import { validateVolumeName, type VolumeIdentity } from "../volume/volume_identity.ts";
@@ -28,7 +29,7 @@ export class ReplicaStore {
 
   /** Creates a new, all-zero replica. */
   async init(identity: VolumeIdentity): Promise<ReplicaVolume> {
-    await io(`create store ${this.root}`, () => this.#fs.mkdir(this.root));
+    await io(`create store ${this.root}`, () => mkdirDurable(this.#fs, this.root));
     return ReplicaVolume.init(this.#fs, this.volumeDir(identity.name), identity);
   }
 

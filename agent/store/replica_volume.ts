@@ -1,6 +1,6 @@
 import { type Bitmap, type Extent } from "../core/mod.ts";
 import { ErrorCode, PresyncError } from "../errors.ts";
-import { atomicWrite, readWhole } from "../fs/atomic_write.ts";
+import { atomicWrite, mkdirDurable, readWhole } from "../fs/atomic_write.ts";
 import type { FileHandle, FileSystem } from "../fs/file_system.ts";
 import { io } from "../fs/io_error.ts";
 import { toHex } from "../hex.ts";
@@ -102,7 +102,7 @@ export class ReplicaVolume {
         `volume ${identity.name} already exists in ${dir}`,
       );
     }
-    await io(`create ${dir}`, () => fs.mkdir(dir));
+    await io(`create ${dir}`, () => mkdirDurable(fs, dir));
     const image = await io(`create ${dir}/image`, () => fs.open(`${dir}/image`, { create: true }));
     try {
       await io(`size ${dir}/image`, () => image.truncate(identity.sizeBytes));
@@ -273,7 +273,7 @@ export class ReplicaVolume {
       );
     }
     await staging.flush();
-    await staging.forEachRecord(() => Promise.resolve());
+    await this.#prepare(staging);
     const root = toHex(await this.#manifest.root({ which: staging.dirty, from: staging.hashes }));
     if (root !== expectedRoot) {
       throw new PresyncError(
@@ -291,6 +291,30 @@ export class ReplicaVolume {
       ));
     await this.#apply(record);
     return this.#meta;
+  }
+
+  /**
+   * Before the commit record: checks every staged record against its hash, and claims the
+   * disk space the apply will need, without changing what the replica holds. Blocks that
+   * are holes (zero in the manifest) and will receive data get zeros written over their
+   * zeros; the manifest entries of the generation are rewritten with their current values.
+   * A full disk then fails here, with nothing applied, instead of halfway through the apply.
+   */
+  async #prepare(staging: StagingArea): Promise<void> {
+    let zeros: Uint8Array | null = null;
+    await staging.forEachRecord(async (header) => {
+      if (header.kind !== KIND_DATA) return;
+      if (!isZeroEntry(await this.#manifest.read(header.block, 1))) return;
+      zeros ??= new Uint8Array(this.identity.blockSize);
+      const length = blockLength(this.identity, header.block);
+      await io(
+        `allocate in ${this.dir}/image`,
+        () => this.#image.write(header.block * this.identity.blockSize, zeros!.subarray(0, length)),
+      );
+    });
+    await this.#manifest.copyFrom(this.#manifest, staging.dirty);
+    await io(`sync ${this.dir}/image`, () => this.#image.sync());
+    await this.#manifest.sync();
   }
 
   /** Applies the staged generation to the image and manifest, then records it. Idempotent. */

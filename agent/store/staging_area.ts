@@ -1,6 +1,6 @@
 import { Bitmap, blake3, isZero } from "../core/mod.ts";
 import { ErrorCode, PresyncError } from "../errors.ts";
-import { atomicWrite, readWhole } from "../fs/atomic_write.ts";
+import { atomicWrite, mkdirDurable, readWhole } from "../fs/atomic_write.ts";
 import type { FileHandle, FileSystem } from "../fs/file_system.ts";
 import { io } from "../fs/io_error.ts";
 import { ZERO_ENTRY } from "../volume/block_hashes.ts";
@@ -95,7 +95,7 @@ export class StagingArea {
     dirty: Bitmap,
     cutTimeMs: number,
   ): Promise<StagingArea> {
-    await io(`create ${dir}`, () => fs.mkdir(dir));
+    await io(`create ${dir}`, () => mkdirDurable(fs, dir));
     await io(`write ${dir}/dirty`, () => atomicWrite(fs, `${dir}/dirty`, dirty.serialize()));
     const header: StagingHeader = { generation, cutTimeMs };
     const bytes = new TextEncoder().encode(JSON.stringify(header));
@@ -268,6 +268,7 @@ export class StagingArea {
       }
       return buffer.subarray(offset - bufferStart, offset - bufferStart + length);
     };
+    using seen = new Bitmap(this.dirty.size);
     for (let offset = 0; offset < this.#logLength;) {
       const header = decodeRecordHeader(
         await readAt(offset, RECORD_HEADER_BYTES),
@@ -275,9 +276,13 @@ export class StagingArea {
         maxLength,
       );
       const payload = await readAt(offset + RECORD_HEADER_BYTES, header.length);
-      const ok = header.block < this.dirty.size &&
-        (header.kind === KIND_ZERO || equalBytes(blake3(payload), header.hash)) &&
-        (header.kind === KIND_DATA || header.length === 0);
+      // The record must be for a received block not seen before, carry the hash recorded
+      // for that block, and its payload must match that hash.
+      const ok = header.block < this.dirty.size && this.#received.get(header.block) &&
+        !seen.get(header.block) &&
+        equalBytes(header.hash, await this.hashes.read(header.block, 1)) &&
+        (header.kind === KIND_ZERO || equalBytes(blake3(payload), header.hash));
+      if (ok) seen.set(header.block);
       if (!ok) {
         throw corrupt(
           `staging record for block ${header.block} at byte ${offset} of ${this.dir}/log ` +

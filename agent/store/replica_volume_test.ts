@@ -1,0 +1,198 @@
+import assert from "node:assert/strict";
+import { assertRejectsCode } from "../../fixtures/assert.ts";
+import { PowerCutFileSystem } from "../../fixtures/power_cut_fs.ts";
+import { seededTest } from "../../fixtures/seeded.ts";
+import { Bitmap, blake3 } from "../core/mod.ts";
+import { DenoFileSystem } from "../fs/deno_file_system.ts";
+import type { FileSystem } from "../fs/file_system.ts";
+import { newVolumeIdentity } from "../volume/volume_identity.ts";
+import { ReplicaStore } from "./replica_store.ts";
+import type { ReplicaVolume } from "./replica_volume.ts";
+
+const BLOCK = 4096;
+const BLOCKS = 32;
+
+async function newReplica(fs: FileSystem, root: string): Promise<ReplicaVolume> {
+  await fs.mkdir(root);
+  return new ReplicaStore(fs, root).init(newVolumeIdentity("db1", BLOCKS * BLOCK, BLOCK));
+}
+
+/** Stages `blocks` of generation `generation` with content `fill` and flushes. */
+async function stageAll(
+  replica: ReplicaVolume,
+  generation: number,
+  blocks: number[],
+  fill: number,
+) {
+  using dirty = new Bitmap(BLOCKS);
+  for (const b of blocks) dirty.set(b);
+  await replica.beginGeneration(generation, dirty, Date.now());
+  const data = new Uint8Array(BLOCK).fill(fill);
+  const result = await replica.stage(blocks.map((block) => ({ block, data, hash: blake3(data) })));
+  assert.equal(result.staged, blocks.length);
+  await replica.flush();
+}
+
+Deno.test("a block whose bytes do not match its hash is rejected, not staged", async () => {
+  const fs = new PowerCutFileSystem();
+  const replica = await newReplica(fs, "/s");
+  try {
+    using dirty = new Bitmap(BLOCKS).set(3).set(4);
+    await replica.beginGeneration(1, dirty, 0);
+    const data = new Uint8Array(BLOCK).fill(5);
+    const flipped = data.slice();
+    flipped[100] ^= 1;
+    const result = await replica.stage([
+      { block: 3, data: flipped, hash: blake3(data) },
+      { block: 4, data, hash: blake3(data) },
+    ]);
+    assert.deepStrictEqual(result.rejected, [3]);
+    assert.equal(result.staged, 1);
+    await assertRejectsCode(replica.commit(1, "00".repeat(32)), "GENERATION_MISMATCH");
+    await assertRejectsCode(
+      replica.stage([{ block: 9, data, hash: blake3(data) }]),
+      "GENERATION_MISMATCH",
+    );
+  } finally {
+    replica.close();
+  }
+});
+
+seededTest("a corrupted staging record is named at commit and nothing is applied", async (prng) => {
+  const fs = new PowerCutFileSystem();
+  const replica = await newReplica(fs, "/s");
+  const root0 = replica.meta.merkleRoot;
+  await stageAll(replica, 1, [1, 2, 3], 7);
+  replica.close();
+  // Flip one byte in the log, inside a payload or a header.
+  const log = await fs.open("/s/db1/staging/log", { write: true });
+  const at = prng.int(await log.size());
+  const byte = new Uint8Array(1);
+  await log.read(at, byte);
+  byte[0] ^= 1 << prng.int(8);
+  await log.write(at, byte);
+  log.close();
+  const reopened = await new ReplicaStore(fs, "/s").open("db1");
+  try {
+    const err = await assertRejectsCode(reopened.commit(1, "00".repeat(32)), "STORE_CORRUPT");
+    assert.match(err.message, /staging (log )?record/);
+    assert.equal(reopened.meta.committedGeneration, 0);
+    const check = await reopened.verify({ expectedRoot: root0 });
+    assert.ok(check.ok, JSON.stringify(check));
+  } finally {
+    reopened.close();
+  }
+});
+
+Deno.test("a wrong Merkle root refuses the commit and keeps the staged blocks", async () => {
+  const fs = new PowerCutFileSystem();
+  const replica = await newReplica(fs, "/s");
+  try {
+    await stageAll(replica, 1, [0, 31], 1);
+    const err = await assertRejectsCode(replica.commit(1, "ab".repeat(32)), "VERIFY_MISMATCH");
+    assert.match(err.message, /not committed/);
+    assert.equal(replica.meta.committedGeneration, 0);
+    assert.equal(replica.resumeInfo().staged?.received.popcount(), 2);
+  } finally {
+    replica.close();
+  }
+});
+
+Deno.test("damaged meta.json is reported as such", async () => {
+  const fs = new PowerCutFileSystem();
+  (await newReplica(fs, "/s")).close();
+  const meta = await fs.open("/s/db1/meta.json", { write: true });
+  await meta.write(0, new TextEncoder().encode("{ garbage"));
+  meta.close();
+  const err = await assertRejectsCode(new ReplicaStore(fs, "/s").open("db1"), "STORE_CORRUPT");
+  assert.match(err.message, /meta\.json is damaged/);
+  await assertRejectsCode(new ReplicaStore(fs, "/s").open("nope"), "VOLUME_NOT_FOUND");
+  assert.throws(() => new ReplicaStore(fs, "/s").volumeDir("../etc"), /volume name/);
+});
+
+Deno.test("a full disk fails the commit with NO_SPACE and the last generation stays intact", async () => {
+  const fs = new PowerCutFileSystem();
+  const replica = await newReplica(fs, "/s");
+  await stageAll(replica, 1, [0, 1, 2], 3);
+  const meta1 = await replica.commit(1, await predictRoot(replica));
+  replica.close();
+  // Room for a little staging but not for a whole generation.
+  fs.maxBytes = 0;
+  const again = await new ReplicaStore(fs, "/s").open("db1");
+  try {
+    using dirty = new Bitmap(BLOCKS).setRange(4, 20);
+    await assertRejectsCode(
+      again.beginGeneration(2, dirty, 0).then(async () => {
+        const data = new Uint8Array(BLOCK).fill(9);
+        await again.stage([{ block: 4, data, hash: blake3(data) }]);
+        await again.flush();
+      }),
+      "NO_SPACE",
+    );
+    assert.equal(again.meta.committedGeneration, 1);
+    assert.ok((await again.verify({ expectedRoot: meta1.merkleRoot })).ok);
+  } finally {
+    again.close();
+  }
+});
+
+/** The root a replica will have after committing what it staged (what a source computes). */
+async function predictRoot(replica: ReplicaVolume): Promise<string> {
+  try {
+    await replica.commit(replica.meta.committedGeneration + 1, "00".repeat(32));
+  } catch (err) {
+    const match = /Merkle root ([0-9a-f]{64})/.exec(String(err));
+    if (match) return match[1];
+    throw err;
+  }
+  throw new Error("commit with a zero root unexpectedly succeeded");
+}
+
+Deno.test({
+  name: "a real full disk (tmpfs) gives NO_SPACE and generation 1 stays intact",
+  ignore: Deno.build.os !== "linux" || Deno.uid?.() !== 0,
+  fn: async () => {
+    const mount = await Deno.makeTempDir({ prefix: "presync-tmpfs-" });
+    const mounted = await new Deno.Command("mount", {
+      args: ["-t", "tmpfs", "-o", "size=256k", "tmpfs", mount],
+      stderr: "null",
+    }).output();
+    if (!mounted.success) {
+      console.log("skipped: cannot mount a tmpfs here");
+      await Deno.remove(mount);
+      return;
+    }
+    try {
+      const fs = new DenoFileSystem();
+      const replica = await newReplica(fs, `${mount}/store`);
+      await stageAll(replica, 1, [0], 1);
+      const meta1 = await replica.commit(1, await predictRoot(replica));
+      using dirty = new Bitmap(BLOCKS).setRange(0, BLOCKS);
+      const err = await assertRejectsCode(
+        (async () => {
+          // 32 random blocks staged (128 KiB) and then applied into holes (128 KiB more)
+          // do not fit in 256 KiB: the disk fills while staging or while preparing.
+          await replica.beginGeneration(2, dirty, 0);
+          const blocks = [];
+          for (let b = 0; b < BLOCKS; b++) {
+            const data = crypto.getRandomValues(new Uint8Array(BLOCK));
+            blocks.push({ block: b, data, hash: blake3(data) });
+          }
+          await replica.stage(blocks);
+          await replica.flush();
+          await replica.commit(2, "00".repeat(32));
+        })(),
+        "NO_SPACE",
+      );
+      assert.match(err.message, /disk is full/);
+      replica.close();
+      const reopened = await new ReplicaStore(fs, `${mount}/store`).open("db1");
+      assert.equal(reopened.meta.committedGeneration, 1);
+      assert.ok((await reopened.verify({ expectedRoot: meta1.merkleRoot })).ok);
+      reopened.close();
+    } finally {
+      await new Deno.Command("umount", { args: [mount] }).output();
+      await Deno.remove(mount, { recursive: true });
+    }
+  },
+});
