@@ -53,6 +53,7 @@ export type GenerationReport = Omit<SendReport, "sent"> & {
 export async function syncLocal(options: LocalSyncOptions): Promise<GenerationReport[]> {
   const fs = options.fs ?? new DenoFileSystem();
   const name = validateVolumeName(options.volume);
+  validateBlockSize(options.blockSize ?? DEFAULT_BLOCK_SIZE);
   const state = await openOrInitState(fs, options, name);
   let replica: ReplicaVolume | null = null;
   try {

@@ -1,0 +1,50 @@
+import { DenoFileSystem } from "../fs/deno_file_system.ts";
+import { ReplicaStore } from "../store/replica_store.ts";
+import { parseCommand, required } from "./_args.ts";
+import { ExitCode } from "./exit_codes.ts";
+
+export const VERIFY_USAGE = `presync verify --local STORE_DIR --volume NAME [options]
+
+Checks a replica: its image against its own block hashes, its Merkle root against --root,
+and its image against --source when the source image is on this machine.
+
+  --source IMAGE      compare with this source image, block by block
+  --root HEX          expected Merkle root
+  --json              print the report as JSON
+Exit code 3 when anything differs.`;
+
+/** `presync verify --local …`. */
+export async function cmdVerify(args: string[]): Promise<number> {
+  const { values, positionals } = parseCommand("verify", args, {
+    local: { type: "boolean" },
+    volume: { type: "string" },
+    source: { type: "string" },
+    root: { type: "string" },
+    json: { type: "boolean" },
+  });
+  required("verify", "--local (remote verify goes through the agents)", values.local || undefined);
+  const storeDir = required("verify", "STORE_DIR", positionals[0]);
+  const volume = required("verify", "--volume NAME", values.volume);
+  const replica = await new ReplicaStore(new DenoFileSystem(), storeDir).open(volume);
+  try {
+    const report = await replica.verify({ expectedRoot: values.root, sourceImage: values.source });
+    const result = { volume, generation: replica.meta.committedGeneration, ...report };
+    if (values.json) console.log(JSON.stringify(result));
+    else {
+      console.log(
+        `${volume}: generation ${result.generation}, root ${report.merkleRoot}: ` +
+          (report.ok ? "verified" : "MISMATCH"),
+      );
+      if (report.rootMatches === false) console.log(`  root differs from ${values.root}`);
+      for (const [start, length] of report.damaged) {
+        console.log(`  blocks ${start}..${start + length - 1} do not match the replica's hashes`);
+      }
+      for (const [start, length] of report.differsFromSource ?? []) {
+        console.log(`  blocks ${start}..${start + length - 1} differ from the source`);
+      }
+    }
+    return report.ok ? ExitCode.OK : ExitCode.VERIFY_MISMATCH;
+  } finally {
+    replica.close();
+  }
+}

@@ -1,0 +1,30 @@
+import { ErrorCode, PresyncError } from "../errors.ts";
+
+/** Process exit codes of the `presync` command. Stable: scripts depend on them. */
+export const ExitCode = {
+  OK: 0,
+  /** Any failure not listed below. */
+  FAILURE: 1,
+  /** Bad command line. */
+  USAGE: 2,
+  /** A replica does not match its source or expected root. */
+  VERIFY_MISMATCH: 3,
+  /** The peer refused our key, or we refused theirs. */
+  AUTH_FAILED: 4,
+  /** The peer could not be reached. */
+  UNREACHABLE: 5,
+} as const;
+
+/** The exit code for an error. */
+export function exitCodeFor(err: unknown): number {
+  if (!(err instanceof PresyncError)) return ExitCode.FAILURE;
+  switch (err.code) {
+    case ErrorCode.INVALID_ARGUMENT:
+    case ErrorCode.INVALID_VOLUME_NAME:
+      return ExitCode.USAGE;
+    case ErrorCode.VERIFY_MISMATCH:
+      return ExitCode.VERIFY_MISMATCH;
+    default:
+      return ExitCode.FAILURE;
+  }
+}
