@@ -23,6 +23,7 @@ const MAX_DEPTH: u32 = 54;
 // Largest subtree hashed in one go; bounds the CV scratch to 32 KiB.
 const MAX_SUBTREE_CHUNKS: u32 = 1024;
 
+import { isZero } from "./zero";
 import { compress4, IV0, IV1, IV2, IV3, IV4, IV5, IV6, IV7 } from "./blake3_compress";
 
 // Hasher state layout (byte offsets).
@@ -441,6 +442,26 @@ export function hashBlocks(
     hasherInit(ONE_SHOT, key);
     hasherUpdate(ONE_SHOT, input, take);
     hasherFinalize(ONE_SHOT, out, OUT_LEN);
+    input += take;
+    len -= take;
+    out += OUT_LEN;
+  }
+}
+
+/**
+ * Manifest entries for every `blockSize`-byte block of `len` bytes at `input` (the last may
+ * be short): 32 zero bytes for an all-zero block (not hashed), else the block's BLAKE3.
+ */
+export function blockEntries(input: usize, len: usize, blockSize: usize, out: usize): void {
+  while (len > 0) {
+    const take = min<usize>(blockSize, len);
+    if (isZero(input, take)) {
+      memory.fill(out, 0, OUT_LEN);
+    } else {
+      hasherInit(ONE_SHOT, 0);
+      hasherUpdate(ONE_SHOT, input, take);
+      hasherFinalize(ONE_SHOT, out, OUT_LEN);
+    }
     input += take;
     len -= take;
     out += OUT_LEN;

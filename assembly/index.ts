@@ -2,7 +2,14 @@
 // Memory is owned by the TypeScript side through alloc/free; every other export works on
 // addresses it was given and allocates nothing.
 
-export { hashBlocks, HASHER_SIZE, hasherFinalize, hasherInit, hasherUpdate } from "./blake3";
+export {
+  blockEntries,
+  hashBlocks,
+  HASHER_SIZE,
+  hasherFinalize,
+  hasherInit,
+  hasherUpdate,
+} from "./blake3";
 export {
   bitmapAnd,
   bitmapAndNot,

@@ -18,6 +18,7 @@ export interface CoreExports {
   hasherUpdate(state: number, ptr: number, len: number): void;
   hasherFinalize(state: number, out: number, outLen: number): void;
   hashBlocks(input: number, len: number, blockSize: number, key: number, out: number): void;
+  blockEntries(input: number, len: number, blockSize: number, out: number): void;
   bitmapOr(dst: number, a: number, b: number, bytes: number): void;
   bitmapAnd(dst: number, a: number, b: number, bytes: number): void;
   bitmapAndNot(dst: number, a: number, b: number, bytes: number): void;

@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { seededTest } from "../../fixtures/seeded.ts";
-import { blake3, HASH_BYTES, hashBlocks } from "./mod.ts";
+import { blake3, blockEntries, HASH_BYTES, hashBlocks } from "./mod.ts";
 import { WINDOW_BYTES } from "./_wasm.ts";
 
 function referenceHashBlocks(data: Uint8Array, blockSize: number): Uint8Array {
@@ -43,4 +43,23 @@ seededTest("hashBlocks handles more blocks than one batch and blocks larger than
 
 Deno.test("hashBlocks of an empty input is empty", () => {
   assert.deepStrictEqual(hashBlocks(new Uint8Array(0), 4096).length, 0);
+});
+
+seededTest("blockEntries gives zeros for all-zero blocks and blake3 for the others", (prng) => {
+  for (const blockSize of [1, 100, 4096, 65536, WINDOW_BYTES + 5]) {
+    const blocks = 1 + prng.int(blockSize > 65536 ? 3 : 90);
+    const data = new Uint8Array(blocks * blockSize - prng.int(blockSize));
+    for (let b = 0; b < blocks; b++) {
+      if (prng.int(2) === 0) {
+        data[Math.min(data.length - 1, b * blockSize + prng.int(blockSize))] = 1;
+      }
+    }
+    const expected = referenceHashBlocks(data, blockSize);
+    for (let b = 0; b * blockSize < data.length; b++) {
+      if (data.subarray(b * blockSize, (b + 1) * blockSize).every((x) => x === 0)) {
+        expected.fill(0, b * HASH_BYTES, (b + 1) * HASH_BYTES);
+      }
+    }
+    assert.deepStrictEqual(blockEntries(data, blockSize), expected, `block size ${blockSize}`);
+  }
 });

@@ -19,7 +19,7 @@
  */
 
 export { blake3, BLAKE3_KEY_BYTES, Blake3Hasher, blake3Keyed } from "./blake3.ts";
-export { HASH_BYTES, hashBlocks } from "./hash_blocks.ts";
+export { blockEntries, HASH_BYTES, hashBlocks } from "./hash_blocks.ts";
 export { isZero, zeroBlocks } from "./zero_blocks.ts";
 export { Bitmap, type Extent, MAX_BITMAP_BITS } from "./bitmap.ts";
 export { diffManifests } from "./diff_manifests.ts";

@@ -1,5 +1,3 @@
-import { hashBlocks, zeroBlocks } from "../core/mod.ts";
-
 /** Bytes of one manifest entry. */
 export const ENTRY_BYTES = 32;
 
@@ -12,28 +10,9 @@ export const ZERO_ENTRY = new Uint8Array(ENTRY_BYTES);
 
 /**
  * Manifest entries for consecutive blocks of `data` (the last may be short): BLAKE3 of each
- * block, or {@linkcode ZERO_ENTRY} for all-zero blocks. Only non-zero runs are hashed.
+ * block, or {@linkcode ZERO_ENTRY} for all-zero blocks, which are not hashed.
  */
-export function blockEntries(data: Uint8Array, blockSize: number): Uint8Array {
-  const blocks = Math.ceil(data.length / blockSize);
-  const out = new Uint8Array(blocks * ENTRY_BYTES);
-  const zero = zeroBlocks(data, blockSize);
-  const isZero = (i: number) => (zero[i >> 3] & (1 << (i & 7))) !== 0;
-  for (let i = 0; i < blocks;) {
-    if (isZero(i)) {
-      i++;
-      continue;
-    }
-    let end = i + 1;
-    while (end < blocks && !isZero(end)) end++;
-    out.set(
-      hashBlocks(data.subarray(i * blockSize, end * blockSize), blockSize),
-      i * ENTRY_BYTES,
-    );
-    i = end;
-  }
-  return out;
-}
+export { blockEntries } from "../core/mod.ts";
 
 /** Whether a manifest entry marks an all-zero block. */
 export function isZeroEntry(entry: Uint8Array): boolean {

@@ -94,26 +94,37 @@ export class ScanTracker implements Tracker {
     const { identity, manifest, checkpointPath } = this.#options;
     const blocks = blockCount(identity);
     const perPiece = Math.max(1, Math.floor(SCAN_READ_BYTES / identity.blockSize));
-    const buffer = new Uint8Array(perPiece * identity.blockSize);
+    // Two buffers: the next piece is read (on Deno's I/O thread) while this one is hashed.
+    const buffers = [0, 1].map(() => new Uint8Array(perPiece * identity.blockSize));
+    const readPiece = async (first: number, buffer: Uint8Array) => {
+      const count = Math.min(perPiece, blocks - first);
+      const length = Math.min(
+        count * identity.blockSize,
+        identity.sizeBytes - first * identity.blockSize,
+      );
+      await throttle(this.#limiter, length);
+      const data = buffer.subarray(0, length);
+      const n = await io("read source image", () => image.read(first * identity.blockSize, data));
+      if (n !== length) {
+        throw new PresyncError(
+          ErrorCode.IO,
+          `source image ended at byte ${first * identity.blockSize + n} while scanning`,
+        );
+      }
+      return data;
+    };
     const restored = checkpointPath ? await this.#loadCheckpoint(blocks) : null;
     const dirty = restored?.dirty ?? new Bitmap(blocks);
     let sinceCheckpoint = 0;
+    let next: Promise<Uint8Array> | null = null;
     try {
-      for (let first = restored?.nextBlock ?? 0; first < blocks; first += perPiece) {
+      const start = restored?.nextBlock ?? 0;
+      next = start < blocks ? readPiece(start, buffers[0]) : null;
+      for (let first = start, turn = 0; first < blocks; first += perPiece, turn ^= 1) {
         const count = Math.min(perPiece, blocks - first);
-        const length = Math.min(
-          count * identity.blockSize,
-          identity.sizeBytes - first * identity.blockSize,
-        );
-        await throttle(this.#limiter, length);
-        const data = buffer.subarray(0, length);
-        const n = await io("read source image", () => image.read(first * identity.blockSize, data));
-        if (n !== length) {
-          throw new PresyncError(
-            ErrorCode.IO,
-            `source image ended at byte ${first * identity.blockSize + n} while scanning`,
-          );
-        }
+        const data = await next!;
+        next = first + perPiece < blocks ? readPiece(first + perPiece, buffers[turn ^ 1]) : null;
+        const length = data.length;
         using changed = diffManifests(
           await manifest.read(first, count),
           blockEntries(data, identity.blockSize),
@@ -128,6 +139,7 @@ export class ScanTracker implements Tracker {
       if (checkpointPath) await io("remove scan checkpoint", () => this.#fs.remove(checkpointPath));
       return dirty;
     } catch (err) {
+      await next?.catch(() => {});
       dirty.free();
       throw err;
     }
