@@ -1,0 +1,16 @@
+/**
+ * Compares two byte arrays in time that depends only on their lengths, never on where they
+ * differ, so a peer cannot learn a proof or tag byte by byte from response times.
+ *
+ * @example
+ * ```ts
+ * import { constantTimeEqual } from "./constant_time_equal.ts";
+ * console.assert(constantTimeEqual(new Uint8Array([1, 2]), new Uint8Array([1, 2])));
+ * ```
+ */
+export function constantTimeEqual(a: Uint8Array, b: Uint8Array): boolean {
+  if (a.length !== b.length) return false;
+  let diff = 0;
+  for (let i = 0; i < a.length; i++) diff |= a[i] ^ b[i];
+  return diff === 0;
+}

@@ -1,0 +1,96 @@
+/**
+ * The session layer: authenticated, multiplexed, prioritized, flow-controlled streams between
+ * two agents over any reliable byte stream (`docs/PROTOCOL.md`, "Session layer").
+ *
+ * Glossary:
+ * - **channel**: a reliable ordered byte stream a session runs over ({@linkcode ByteChannel}),
+ *   made by a **transport** plugin (`plugins/transport-tcp`, `plugins/transport-tls`) or in
+ *   memory for tests ({@linkcode memoryChannelPair}).
+ * - **handshake**: HELLO both ways (version, limits, fresh nonces), then a PROOF from the
+ *   client and a RESULT from the server: each proves it holds the **pre-shared key** (PSK)
+ *   with keyed BLAKE3 over both HELLOs.
+ * - **session**: one authenticated connection between two agents ({@linkcode Session}).
+ * - **stream**: an ordered byte stream in each direction inside a session, with a
+ *   **priority** fixed at open: control (0) > on-demand (1) > bulk (2)
+ *   ({@linkcode SessionStream}).
+ * - **frame**: the unit on the wire: an 18-byte header (type, flags, stream id, length,
+ *   integrity **tag**) and a payload ({@linkcode Frame}).
+ * - **window**: how many more DATA bytes a sender may send on a stream or on the whole
+ *   connection before the receiver grants more with a WINDOW frame.
+ * - **keepalive**: PINGs after silence; a link silent for the idle timeout is **dead**.
+ * - **GOAWAY**: "I open and accept no more streams"; the clean end of a session.
+ *
+ * @example
+ * ```ts
+ * import { memoryChannelPair, Priority, Session } from "./mod.ts";
+ * const psk = new Uint8Array(32).fill(7);
+ * const [a, b] = memoryChannelPair();
+ * const quiet = () => {};
+ * const [client, server] = await Promise.all([
+ *   Session.connect(a, { psk, logger: quiet }),
+ *   Session.accept(b, { psk, logger: quiet }),
+ * ]);
+ * const out = client.openStream(Priority.CONTROL);
+ * const writer = out.writable.getWriter();
+ * await writer.write(new TextEncoder().encode("hello"));
+ * await writer.close();
+ * const incoming = await server.acceptStream();
+ * const { value } = await incoming!.readable.getReader().read();
+ * console.assert(new TextDecoder().decode(value) === "hello");
+ * await client.close();
+ * await server.closed;
+ * ```
+ *
+ * @module
+ */
+
+export { AuthTranscript, checkPsk, PROOF_BYTES, PSK_BYTES } from "./auth_proof.ts";
+export { constantTimeEqual } from "./constant_time_equal.ts";
+export {
+  encodeFrame,
+  type Frame,
+  FRAME_HEADER_BYTES,
+  FRAME_TAG_BYTES,
+  FrameFlag,
+  FrameType,
+  GoAwayReason,
+  MAX_FRAME_PAYLOAD_LIMIT,
+  MIN_FRAME_PAYLOAD_LIMIT,
+  Priority,
+  ResetCode,
+  sealFrame,
+  verifyFrameTag,
+} from "./frame.ts";
+export { FrameDecoder, type FrameDecoderOptions, validateFrame } from "./frame_decoder.ts";
+export {
+  clientHandshake,
+  type HandshakeResult,
+  RESULT_BYTES,
+  ResultStatus,
+  serverHandshake,
+} from "./handshake.ts";
+export {
+  decodeHello,
+  encodeHello,
+  type Hello,
+  HELLO_BYTES,
+  HELLO_MAGIC,
+  HelloRole,
+  HelloStatus,
+  PROTOCOL_VERSION,
+} from "./hello.ts";
+export { memoryChannelPair } from "./memory_channel.ts";
+export { ReceiveWindow } from "./receive_window.ts";
+export { FrameScheduler, type QueuedFrame } from "./scheduler.ts";
+export { Session } from "./session.ts";
+export type { SessionStats } from "./session_stats.ts";
+export { type SessionLogEntry, type SessionLogger, stderrJsonLogger } from "./session_logger.ts";
+export {
+  defaultSessionConfig,
+  resolveSessionConfig,
+  type SessionConfig,
+  type SessionOptions,
+} from "./session_options.ts";
+export { SessionStream } from "./session_stream.ts";
+export type { ByteChannel, Transport, TransportAddress, TransportListener } from "./transport.ts";
+export { connChannel } from "./conn_channel.ts";

@@ -1,0 +1,21 @@
+/**
+ * The `tls` transport plugin: sessions over TLS (Deno's rustls).
+ *
+ * Glossary:
+ * - **CA file**: certificates the client trusts as issuers of the server's certificate.
+ * - **pin**: the SHA-256 fingerprint of the one server certificate the client accepts
+ *   ({@linkcode certificateFingerprint}); the choice for self-signed certificates.
+ * - TLS authenticates the server and encrypts; the session's pre-shared-key handshake still
+ *   runs inside it and authenticates both sides.
+ *
+ * @example
+ * ```ts ignore
+ * import { tlsTransport } from "./mod.ts";
+ * const transport = tlsTransport({ caCerts: [await Deno.readTextFile("ca.pem")] });
+ * ```
+ *
+ * @module
+ */
+
+export { certificateFingerprint, normalizeFingerprint } from "./certificate_fingerprint.ts";
+export { tlsTransport, type TlsTransportOptions } from "./tls_transport.ts";

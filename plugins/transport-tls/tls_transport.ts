@@ -1,0 +1,150 @@
+import tls from "node:tls";
+import { ErrorCode, PresyncError } from "../../agent/errors.ts";
+import { connChannel } from "../../agent/wire/conn_channel.ts";
+import type { ByteChannel, Transport, TransportAddress } from "../../agent/wire/transport.ts";
+import { connectError, wrapListener } from "../transport-tcp/mod.ts";
+import { normalizeFingerprint } from "./certificate_fingerprint.ts";
+
+/** Options of {@linkcode tlsTransport}. A server needs `cert` and `key`; a client one trust. */
+export interface TlsTransportOptions {
+  /** Server: the certificate chain, PEM. */
+  cert?: string;
+  /** Server: the private key, PEM. */
+  key?: string;
+  /** Client: trust servers whose chain ends at one of these CA certificates (PEM). */
+  caCerts?: string[];
+  /**
+   * Client: trust exactly the server certificate with this SHA-256 fingerprint (hex, colons
+   * optional), whoever issued it; for self-signed certificates.
+   */
+  pinSha256?: string;
+  /** Client: the name to check the certificate against (default: the host connected to). */
+  serverName?: string;
+}
+
+function untrusted(address: TransportAddress, why: string, cause?: unknown): PresyncError {
+  return new PresyncError(
+    ErrorCode.PEER_UNTRUSTED,
+    `refusing ${address.hostname}:${address.port}: ${why}; check the server certificate ` +
+      `and the pinned fingerprint or CA file`,
+    { cause },
+  );
+}
+
+/** A node:tls socket as a ByteChannel, with backpressure both ways. */
+function socketChannel(socket: tls.TLSSocket, remote: string): ByteChannel {
+  const readable = new ReadableStream<Uint8Array>({
+    start(controller) {
+      socket.on("data", (data: Uint8Array) => {
+        controller.enqueue(new Uint8Array(data));
+        if ((controller.desiredSize ?? 0) <= 0) socket.pause();
+      });
+      socket.on("end", () => controller.close());
+      socket.on("error", (error) => controller.error(error));
+      socket.on("close", () => {
+        try {
+          controller.error(new Error("TLS socket closed"));
+        } catch { /* already closed */ }
+      });
+    },
+    pull() {
+      socket.resume();
+    },
+    cancel() {
+      socket.destroy();
+    },
+  }, { highWaterMark: 65536, size: (chunk) => chunk.length });
+  const writable = new WritableStream<Uint8Array>({
+    write: (chunk) =>
+      new Promise((resolve, reject) => {
+        socket.write(chunk, (error) => error ? reject(error) : resolve());
+      }),
+    close: () => new Promise((resolve) => socket.end(resolve)),
+    abort: () => void socket.destroy(),
+  });
+  return { readable, writable, remote, close: () => void socket.destroy() };
+}
+
+function connectPinned(
+  address: TransportAddress,
+  options: TlsTransportOptions,
+): Promise<ByteChannel> {
+  const pin = normalizeFingerprint(options.pinSha256!);
+  return new Promise((resolve, reject) => {
+    const socket = tls.connect({
+      host: address.hostname,
+      port: address.port,
+      servername: options.serverName,
+      rejectUnauthorized: false, // checked below, against the pin, before any byte is sent
+    });
+    socket.once("error", (error) => reject(connectError(address, error)));
+    socket.once("secureConnect", () => {
+      const seen = normalizeFingerprint(socket.getPeerCertificate().fingerprint256 ?? "");
+      if (seen !== pin) {
+        socket.destroy();
+        reject(untrusted(address, `certificate fingerprint ${seen} is not the pinned ${pin}`));
+        return;
+      }
+      socket.setNoDelay(true);
+      resolve(socketChannel(socket, `${address.hostname}:${address.port}`));
+    });
+  });
+}
+
+/**
+ * TLS (Deno's rustls): encryption and server authentication below the session's own
+ * pre-shared-key handshake. The client trusts the server by a CA file (`caCerts`) or by the
+ * pinned SHA-256 fingerprint of its certificate (`pinSha256`).
+ *
+ * @example
+ * ```ts ignore
+ * const server = tlsTransport({ cert, key }).listen({ hostname: "0.0.0.0", port: 4433 });
+ * const client = tlsTransport({ pinSha256: "0eba…d4d7" });
+ * const channel = await client.connect({ hostname: "dr-site", port: 4433 });
+ * ```
+ */
+export function tlsTransport(options: TlsTransportOptions): Transport {
+  return {
+    name: "tls",
+    async connect(address, signal) {
+      if (options.pinSha256) return connectPinned(address, options);
+      if (!options.caCerts?.length) {
+        throw new PresyncError(
+          ErrorCode.INVALID_ARGUMENT,
+          "a TLS client needs caCerts (a CA file) or pinSha256 (a certificate fingerprint)",
+        );
+      }
+      let conn: Deno.TlsConn;
+      try {
+        conn = await Deno.connectTls({
+          hostname: address.hostname,
+          port: address.port,
+          caCerts: options.caCerts,
+          serverName: options.serverName,
+          signal,
+        } as Deno.ConnectTlsOptions);
+        await conn.handshake();
+      } catch (error) {
+        const text = String(error);
+        if (/certificate|UnknownIssuer|invalid peer/i.test(text)) {
+          throw untrusted(
+            address,
+            `its certificate does not verify against the CA (${text})`,
+            error,
+          );
+        }
+        throw connectError(address, error);
+      }
+      return connChannel(conn);
+    },
+    listen(address) {
+      if (!options.cert || !options.key) {
+        throw new PresyncError(ErrorCode.INVALID_ARGUMENT, "a TLS server needs cert and key (PEM)");
+      }
+      return wrapListener(
+        // The TLS handshake runs on first read, so a slow client never blocks accept().
+        Deno.listenTls({ ...address, cert: options.cert, key: options.key }),
+      );
+    },
+  };
+}
