@@ -64,6 +64,8 @@ export const ErrorCode = {
   PEER_UNTRUSTED: "PEER_UNTRUSTED",
   /** A handshake or connection attempt did not finish within its timeout. */
   TIMEOUT: "TIMEOUT",
+  /** An NBD server refused an option or a request (its NBD error value is in the message). */
+  NBD_REQUEST_FAILED: "NBD_REQUEST_FAILED",
 } as const;
 
 /** One of the {@linkcode ErrorCode} values. */

@@ -1,18 +1,40 @@
 /**
  * The `presync` command: one binary for every site.
  *
+ *     presync keygen --out FILE
+ *     presync serve --store DIR --listen HOST:PORT --key-file FILE
+ *     presync agent --volume NAME=IMAGE --to HOST:PORT --key-file FILE --state DIR
+ *     presync status | evacuate NAME | pause NAME | resume NAME | verify NAME
  *     presync sync --local SOURCE_IMAGE STORE_DIR --volume NAME
- *     presync verify --local STORE_DIR --volume NAME [--source IMAGE]
  *
  * @module
  */
 
+import { AGENT_USAGE, cmdAgent } from "./cli/cmd_agent.ts";
+import { cmdEvacuate, EVACUATE_USAGE } from "./cli/cmd_evacuate.ts";
+import { cmdKeygen, KEYGEN_USAGE } from "./cli/cmd_keygen.ts";
+import { cmdServe, SERVE_USAGE } from "./cli/cmd_serve.ts";
+import { cmdStatus, STATUS_USAGE } from "./cli/cmd_status.ts";
 import { cmdSync, SYNC_USAGE } from "./cli/cmd_sync.ts";
+import { pauseOrResume, volumeActionUsage } from "./cli/_volume_action.ts";
 import { cmdVerify, VERIFY_USAGE } from "./cli/cmd_verify.ts";
 import { ExitCode, exitCodeFor } from "./cli/exit_codes.ts";
 import { PresyncError } from "./errors.ts";
 
 const COMMANDS: Record<string, { run: (args: string[]) => Promise<number>; usage: string }> = {
+  keygen: { run: cmdKeygen, usage: KEYGEN_USAGE },
+  serve: { run: cmdServe, usage: SERVE_USAGE },
+  agent: { run: cmdAgent, usage: AGENT_USAGE },
+  status: { run: cmdStatus, usage: STATUS_USAGE },
+  evacuate: { run: cmdEvacuate, usage: EVACUATE_USAGE },
+  pause: {
+    run: (args) => pauseOrResume("pause", args),
+    usage: volumeActionUsage("pause", "Stops sending a volume; tracking goes on"),
+  },
+  resume: {
+    run: (args) => pauseOrResume("resume", args),
+    usage: volumeActionUsage("resume", "Resumes sending a paused volume"),
+  },
   sync: { run: cmdSync, usage: SYNC_USAGE },
   verify: { run: cmdVerify, usage: VERIFY_USAGE },
 };

@@ -1,9 +1,14 @@
 import { DenoFileSystem } from "../fs/deno_file_system.ts";
 import { ReplicaStore } from "../store/replica_store.ts";
 import { parseCommand, required } from "./_args.ts";
+import { callControl } from "./_control_client.ts";
 import { ExitCode } from "./exit_codes.ts";
 
-export const VERIFY_USAGE = `presync verify --local STORE_DIR --volume NAME [options]
+export const VERIFY_USAGE = `presync verify NAME [--control HOST:PORT] [--json]
+presync verify --local STORE_DIR --volume NAME [options]
+
+The first form asks the running source agent to have the destination verify the replica
+against the committed generation's Merkle root. The second form works on a local store:
 
 Checks a replica: its image against its own block hashes, its Merkle root against --root,
 and its image against --source when the source image is on this machine.
@@ -19,10 +24,12 @@ export async function cmdVerify(args: string[]): Promise<number> {
     local: { type: "boolean" },
     volume: { type: "string" },
     source: { type: "string" },
+    control: { type: "string" },
+    "key-file": { type: "string" },
     root: { type: "string" },
     json: { type: "boolean" },
   });
-  required("verify", "--local (remote verify goes through the agents)", values.local || undefined);
+  if (!values.local) return await verifyRemote(args);
   const storeDir = required("verify", "STORE_DIR", positionals[0]);
   const volume = required("verify", "--volume NAME", values.volume);
   const replica = await new ReplicaStore(new DenoFileSystem(), storeDir).open(volume);
@@ -47,4 +54,32 @@ export async function cmdVerify(args: string[]): Promise<number> {
   } finally {
     replica.close();
   }
+}
+
+async function verifyRemote(args: string[]): Promise<number> {
+  const { values, positionals } = parseCommand("verify", args, {
+    control: { type: "string" },
+    "key-file": { type: "string" },
+    json: { type: "boolean" },
+  });
+  const name = required("verify", "NAME", positionals[0]);
+  const reply = await callControl(
+    values.control,
+    values["key-file"],
+    "POST",
+    `/volumes/${encodeURIComponent(name)}/verify`,
+  );
+  const result = reply.result as {
+    ok: boolean;
+    generation: number;
+    report: Record<string, unknown>;
+  };
+  if (values.json) console.log(JSON.stringify({ volume: name, ...result }));
+  else {
+    console.log(
+      `${name}: generation ${result.generation}, root ${result.report.merkleRoot}: ` +
+        (result.ok ? "verified" : "MISMATCH"),
+    );
+  }
+  return result.ok ? ExitCode.OK : ExitCode.VERIFY_MISMATCH;
 }

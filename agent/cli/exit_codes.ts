@@ -24,6 +24,13 @@ export function exitCodeFor(err: unknown): number {
       return ExitCode.USAGE;
     case ErrorCode.VERIFY_MISMATCH:
       return ExitCode.VERIFY_MISMATCH;
+    case ErrorCode.AUTH_FAILED:
+    case ErrorCode.PEER_UNTRUSTED:
+      return ExitCode.AUTH_FAILED;
+    case ErrorCode.CONNECTION_LOST:
+    case ErrorCode.LINK_DEAD:
+    case ErrorCode.TIMEOUT:
+      return ExitCode.UNREACHABLE;
     default:
       return ExitCode.FAILURE;
   }

@@ -37,6 +37,8 @@ export interface ResumeInfo {
   identity: VolumeIdentity;
   committedGeneration: number;
   merkleRoot: string;
+  /** When the source cut the committed generation (ms since the epoch). */
+  cutTimeMs: number;
   /** The generation being staged, with the blocks durably received so far; null if none. */
   staged: { generation: number; received: Bitmap } | null;
 }
@@ -195,6 +197,7 @@ export class ReplicaVolume {
       identity: this.identity,
       committedGeneration: this.#meta.committedGeneration,
       merkleRoot: this.#meta.merkleRoot,
+      cutTimeMs: this.#meta.cutTimeMs,
       staged: staging ? { generation: staging.generation, received: staging.received() } : null,
     };
   }

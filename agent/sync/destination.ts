@@ -16,6 +16,12 @@ export interface Destination {
   stage(blocks: StagedBlock[]): Promise<StageResult>;
   /** Makes staged blocks durable: after it resolves they count as acknowledged. */
   flush(): Promise<void>;
+  /**
+   * True when `stage` may be called while a `flush` is still in flight (the flush then
+   * covers only what was staged before it): a remote destination handles requests in
+   * order, so the sender need not wait a round trip at every acknowledgement point.
+   */
+  readonly concurrentFlush?: boolean;
   /** Commits the generation if its Merkle root matches. */
   commit(generation: number, expectedRoot: string): Promise<ReplicaMeta>;
 }

@@ -10,8 +10,11 @@ import type { Destination } from "./destination.ts";
 
 /** Most bytes read from the source in one go while sending. */
 export const SEND_READ_BYTES = 8 * 1024 * 1024;
-/** Bytes staged between two flushes (acknowledgement points). */
-export const FLUSH_EVERY_BYTES = 64 * 1024 * 1024;
+/**
+ * Bytes staged between two flushes (acknowledgement points): what a destination crash can
+ * cost in resent data at most.
+ */
+export const FLUSH_EVERY_BYTES = 16 * 1024 * 1024;
 
 /** What {@linkcode sendGeneration} did. */
 export interface SendReport {
@@ -106,11 +109,17 @@ async function sendBlocks(
   const perRead = Math.max(1, Math.floor(SEND_READ_BYTES / blockSize));
   using unflushed = new Bitmap(toSend.size);
   let unflushedBytes = 0;
+  // With a destination that allows it, one flush stays in flight while sending goes on.
+  let inFlight: Promise<void> = Promise.resolve();
   const flush = async () => {
-    await destination.flush();
-    await state.recordAcked(unflushed);
+    const covered = unflushed.clone();
     unflushed.clearRange(0, unflushed.size);
     unflushedBytes = 0;
+    await inFlight;
+    inFlight = destination.flush().then(() => state.recordAcked(covered)).finally(() =>
+      covered.free()
+    );
+    if (!destination.concurrentFlush) await inFlight;
     await hooks.afterFlush?.();
   };
   for (const [start, length] of toSend.extents()) {
@@ -148,4 +157,5 @@ async function sendBlocks(
     }
   }
   await flush();
+  await inFlight;
 }

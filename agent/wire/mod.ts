@@ -19,6 +19,10 @@
  *   connection before the receiver grants more with a WINDOW frame.
  * - **keepalive**: PINGs after silence; a link silent for the idle timeout is **dead**.
  * - **GOAWAY**: "I open and accept no more streams"; the clean end of a session.
+ * - **stripe**: one channel over N parallel **member** connections of one transport
+ *   ({@linkcode stripedTransport}); each member proves the PSK and sends a **JOIN** naming its
+ *   stripe; writes travel as sequence-numbered **chunks** reassembled in order. Losing one
+ *   member loses the stripe (`CONNECTION_LOST`).
  *
  * @example
  * ```ts
@@ -94,3 +98,22 @@ export {
 export { SessionStream } from "./session_stream.ts";
 export type { ByteChannel, Transport, TransportAddress, TransportListener } from "./transport.ts";
 export { connChannel } from "./conn_channel.ts";
+export { FrameDispatcher } from "./frame_dispatcher.ts";
+export { type KeepaliveAction, keepaliveAction } from "./keepalive.ts";
+export { PingTracker } from "./ping_tracker.ts";
+export { StreamTable } from "./stream_table.ts";
+export {
+  decodeStripeChunkHeader,
+  decodeStripeJoin,
+  encodeStripeChunkHeader,
+  encodeStripeJoin,
+  STRIPE_CHUNK_HEADER_BYTES,
+  STRIPE_JOIN_BYTES,
+  STRIPE_MAX_CHUNK_BYTES,
+  STRIPE_MAX_MEMBERS,
+  type StripeChunkHeader,
+  StripeChunkKind,
+  type StripeJoin,
+} from "./stripe_record.ts";
+export { StripedChannel, type StripedChannelOptions } from "./striped_channel.ts";
+export { stripedTransport, type StripedTransportOptions } from "./striped_transport.ts";

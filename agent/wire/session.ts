@@ -1,9 +1,7 @@
 import { ErrorCode, PresyncError } from "../errors.ts";
 import { frameBytes, GOAWAY_REASON_FOR, u32 } from "./_frame_bytes.ts";
 import { Signal } from "./_signal.ts";
-import type { SessionStats } from "./session_stats.ts";
 import {
-  type Frame,
   FrameFlag,
   FrameType,
   GoAwayReason,
@@ -11,8 +9,11 @@ import {
   ResetCode,
   sealFrame,
 } from "./frame.ts";
-import { FrameDecoder, readU32 } from "./frame_decoder.ts";
+import { FrameDecoder } from "./frame_decoder.ts";
+import { FrameDispatcher } from "./frame_dispatcher.ts";
 import { clientHandshake, type HandshakeResult, serverHandshake } from "./handshake.ts";
+import { keepaliveAction } from "./keepalive.ts";
+import { PingTracker } from "./ping_tracker.ts";
 import { ReceiveWindow } from "./receive_window.ts";
 import { FrameScheduler, type QueuedFrame } from "./scheduler.ts";
 import {
@@ -20,7 +21,9 @@ import {
   type SessionConfig,
   type SessionOptions,
 } from "./session_options.ts";
+import type { SessionStats } from "./session_stats.ts";
 import { SessionStream, type StreamHost } from "./session_stream.ts";
+import { StreamTable } from "./stream_table.ts";
 import type { ByteChannel } from "./transport.ts";
 
 /**
@@ -51,20 +54,17 @@ export class Session implements StreamHost {
   readonly #decoder: FrameDecoder;
   readonly #scheduler = new FrameScheduler();
   readonly #writeSignal = new Signal();
-  readonly #streams = new Map<number, SessionStream>();
+  readonly #streams: StreamTable;
+  readonly #dispatcher: FrameDispatcher;
   readonly #accepted: SessionStream[] = [];
   readonly #acceptSignal = new Signal();
   readonly #connWindow: ReceiveWindow;
-  readonly #pings = new Map<bigint, { start: number; resolve: (ms: number) => void }>();
+  readonly #pings = new PingTracker();
   readonly #timer: ReturnType<typeof setInterval>;
   #connSendCredit: number;
-  #nextLocalId: number;
-  #lastPeerId = 0;
   #sendSeq = 0;
-  #pingCounter = 0n;
   #lastReceived = performance.now();
   #lastPingSent = 0;
-  #srtt: number | undefined;
   #goAwaySent = false;
   #goAwayReceived = false;
   #ending = false;
@@ -92,13 +92,14 @@ export class Session implements StreamHost {
     this.#channel = channel;
     this.#config = config;
     this.#hs = hs;
-    this.#nextLocalId = client ? 1 : 2;
+    this.#streams = new StreamTable(client, channel.remote);
     this.#connSendCredit = hs.peer.connectionWindow;
     this.#connWindow = new ReceiveWindow(config.connectionWindowBytes);
     this.#decoder = new FrameDecoder({
       maxFramePayload: config.maxFramePayload,
       tagKey: hs.receiveKey,
     });
+    this.#dispatcher = this.#newDispatcher();
     const closed = new Promise<void>((resolve, reject) => {
       this.#settle = (error) => error ? reject(error) : resolve();
     });
@@ -135,7 +136,7 @@ export class Session implements StreamHost {
 
   /** Smoothed round-trip time in ms, or undefined before the first PONG. */
   get rttMs(): number | undefined {
-    return this.#srtt;
+    return this.#pings.srttMs;
   }
 
   /** A snapshot of the session's counters. */
@@ -151,7 +152,7 @@ export class Session implements StreamHost {
         number,
       ],
       openStreams: this.#streams.size,
-      rttMs: this.#srtt,
+      rttMs: this.#pings.srttMs,
     };
   }
 
@@ -177,8 +178,7 @@ export class Session implements StreamHost {
         `priority must be 0, 1 or 2: received ${priority}`,
       );
     }
-    const id = this.#nextLocalId;
-    this.#nextLocalId += 2;
+    const id = this.#streams.allocateLocalId();
     const stream = this.#newStream(id, priority);
     // OPENs travel in the session class: in id order, and ahead of the stream's first DATA.
     this.#sendSession(FrameType.OPEN, 0, id, new Uint8Array([priority]));
@@ -209,8 +209,7 @@ export class Session implements StreamHost {
   ping(): Promise<number> {
     this.#checkOpen();
     return new Promise((resolve, reject) => {
-      const id = this.#pingCounter++;
-      this.#pings.set(id, { start: performance.now(), resolve });
+      const id = this.#pings.start(performance.now(), resolve);
       this.closed.then(() => reject(this.#closedError()), reject);
       this.#sendPing(id, 0);
     });
@@ -253,8 +252,38 @@ export class Session implements StreamHost {
       this.#hs.peer.streamWindow,
       this.#config.streamWindowBytes,
     );
-    this.#streams.set(id, stream);
+    this.#streams.add(stream);
     return stream;
+  }
+
+  /** The receive side, acting on this session's state (`frame_dispatcher.ts`). */
+  #newDispatcher(): FrameDispatcher {
+    return new FrameDispatcher({
+      remote: this.remote,
+      streams: this.#streams,
+      pings: this.#pings,
+      connWindow: this.#connWindow,
+      framesReceived: this.#stats.framesReceived,
+      maxStreams: this.#config.maxStreams,
+      refusesStreams: () => this.#goAwaySent || this.#ending,
+      acceptPeerStream: (id, priority) => {
+        this.#accepted.push(this.#newStream(id, priority));
+        this.#acceptSignal.notify();
+      },
+      sendSession: (type, flags, streamId, payload) =>
+        this.#sendSession(type, flags, streamId, payload),
+      creditConnection: (n) => this.#creditConnection(n),
+      dropStream: (stream, error) => this.#dropStream(stream, error),
+      addConnectionCredit: (n) => {
+        this.#connSendCredit += n;
+        for (const stream of this.#streams.values()) stream.signal.notify();
+      },
+      maybeForget: (stream) => this.#maybeForget(stream),
+      goAwayReceived: () => {
+        this.#goAwayReceived = true;
+        this.#acceptSignal.notify();
+      },
+    });
   }
 
   // ---- StreamHost -------------------------------------------------------------------------
@@ -438,29 +467,27 @@ export class Session implements StreamHost {
 
   #keepalive(): void {
     const now = performance.now();
-    const silent = now - this.#lastReceived;
-    if (silent >= this.#config.idleTimeoutMs) {
+    const action = keepaliveAction(now, this.#lastReceived, this.#lastPingSent, this.#config);
+    if (action === "dead") {
+      const silent = Math.round(now - this.#lastReceived);
       this.#config.logger({
         level: "warn",
         event: "link_dead",
         remote: this.remote,
-        message: `nothing received from ${this.remote} for ${Math.round(silent)} ms ` +
+        message: `nothing received from ${this.remote} for ${silent} ms ` +
           `(idle timeout ${this.#config.idleTimeoutMs} ms): closing the session`,
       });
       this.#fail(
         new PresyncError(
           ErrorCode.LINK_DEAD,
-          `nothing received from ${this.remote} for ${Math.round(silent)} ms (idle timeout ` +
+          `nothing received from ${this.remote} for ${silent} ms (idle timeout ` +
             `${this.#config.idleTimeoutMs} ms): the link is down or blackholed; reconnect`,
           { retryable: true },
         ),
       );
-    } else if (
-      silent >= this.#config.keepaliveIntervalMs &&
-      now - this.#lastPingSent >= this.#config.keepaliveIntervalMs
-    ) {
+    } else if (action === "ping") {
       this.#lastPingSent = now;
-      this.#sendPing(this.#pingCounter++, 0);
+      this.#sendPing(this.#pings.nextId(), 0);
     }
   }
 
@@ -477,13 +504,16 @@ export class Session implements StreamHost {
         if (this.#done) return;
         this.#lastReceived = performance.now();
         this.#stats.bytesReceived += chunk.length;
-        for (const frame of this.#decoder.push(chunk)) this.#handle(frame);
+        for (const frame of this.#decoder.push(chunk)) this.#dispatcher.handle(frame);
         chunk = undefined;
       }
     } catch (error) {
       if (this.#done) return;
-      if (!(error instanceof PresyncError) && (this.#goAwayReceived || this.#ending)) {
-        // After GOAWAY a transport error (TLS without close_notify, a reset) is the end.
+      const transportError = !(error instanceof PresyncError) ||
+        error.code === ErrorCode.CONNECTION_LOST;
+      if (transportError && (this.#goAwayReceived || this.#ending)) {
+        // After GOAWAY a transport error (TLS without close_notify, a reset, a lost stripe
+        // member) is the end.
         this.#failOpenStreams(this.#lost(`${this.remote} closed the session with streams open`));
         this.#finishClean();
         return;
@@ -517,115 +547,5 @@ export class Session implements StreamHost {
       if (!stream.receivedFin) stream.fail(error);
     }
     this.#acceptSignal.notify();
-  }
-
-  #handle(frame: Frame): void {
-    switch (frame.type) {
-      case FrameType.OPEN:
-        return this.#onOpen(frame);
-      case FrameType.DATA:
-        return this.#onData(frame);
-      case FrameType.RESET:
-        return this.#onReset(frame);
-      case FrameType.WINDOW:
-        return this.#onWindow(frame);
-      case FrameType.PING:
-        return this.#onPing(frame);
-      case FrameType.GOAWAY:
-        this.#goAwayReceived = true;
-        this.#acceptSignal.notify();
-        return;
-    }
-  }
-
-  #violation(message: string): PresyncError {
-    return new PresyncError(ErrorCode.PROTOCOL_VIOLATION, `${this.remote} ${message}`);
-  }
-
-  /** The stream a DATA/RESET/WINDOW frame names, undefined when already forgotten. */
-  #lookup(id: number): SessionStream | undefined {
-    const stream = this.#streams.get(id);
-    if (stream) return stream;
-    const peerParity = this.isClient ? 0 : 1;
-    const known = (id & 1) === peerParity ? id <= this.#lastPeerId : id < this.#nextLocalId;
-    if (!known) throw this.#violation(`sent a frame for stream ${id}, which was never opened`);
-    return undefined;
-  }
-
-  #onOpen(frame: Frame): void {
-    const id = frame.streamId;
-    const peerParity = this.isClient ? 0 : 1;
-    if ((id & 1) !== peerParity || id <= this.#lastPeerId) {
-      throw this.#violation(
-        `opened stream ${id}: expected an ${peerParity ? "odd" : "even"} id above ` +
-          `${this.#lastPeerId}`,
-      );
-    }
-    this.#lastPeerId = id;
-    const peerOpen = [...this.#streams.keys()].filter((k) => (k & 1) === peerParity).length;
-    if (this.#goAwaySent || this.#ending || peerOpen >= this.#config.maxStreams) {
-      this.#sendSession(FrameType.RESET, 0, id, u32(ResetCode.REFUSED));
-      return;
-    }
-    this.#accepted.push(this.#newStream(id, frame.payload[0] as Priority));
-    this.#acceptSignal.notify();
-  }
-
-  #onData(frame: Frame): void {
-    const stream = this.#lookup(frame.streamId);
-    const n = frame.payload.length;
-    this.#connWindow.receive(n, "the connection");
-    if (stream === undefined || stream.error) {
-      this.#creditConnection(n); // discarded: credit it back
-      return;
-    }
-    if (stream.receivedFin) throw this.#violation(`sent DATA on stream ${stream.id} after FIN`);
-    stream.receiveWindow.receive(n, `stream ${stream.id}`);
-    this.#stats.framesReceived[stream.priority]++;
-    if ((frame.flags & FrameFlag.FIN) !== 0) stream.receivedFin = true;
-    stream.deliver(frame.payload);
-    this.#maybeForget(stream);
-  }
-
-  #onReset(frame: Frame): void {
-    const stream = this.#lookup(frame.streamId);
-    if (stream === undefined || stream.error) return;
-    const code = readU32(frame.payload);
-    const why = code === ResetCode.REFUSED
-      ? "refused it (too many streams, or going away)"
-      : `reset it (code ${code})`;
-    this.#dropStream(
-      stream,
-      new PresyncError(ErrorCode.STREAM_RESET, `${this.remote} ${why}: stream ${stream.id}`, {
-        retryable: code === ResetCode.REFUSED,
-      }),
-    );
-  }
-
-  #onWindow(frame: Frame): void {
-    const increment = readU32(frame.payload);
-    if (frame.streamId === 0) {
-      this.#connSendCredit += increment;
-      for (const stream of this.#streams.values()) stream.signal.notify();
-      return;
-    }
-    const stream = this.#lookup(frame.streamId);
-    if (stream === undefined) return;
-    stream.sendCredit += increment;
-    stream.signal.notify();
-  }
-
-  #onPing(frame: Frame): void {
-    const id = new DataView(frame.payload.buffer, frame.payload.byteOffset).getBigUint64(0, true);
-    if ((frame.flags & FrameFlag.ACK) === 0) {
-      this.#sendSession(FrameType.PING, FrameFlag.ACK, 0, frame.payload.slice());
-      return;
-    }
-    const pending = this.#pings.get(id);
-    if (!pending) return;
-    this.#pings.delete(id);
-    const rtt = performance.now() - pending.start;
-    this.#srtt = this.#srtt === undefined ? rtt : this.#srtt + (rtt - this.#srtt) / 8;
-    pending.resolve(rtt);
   }
 }

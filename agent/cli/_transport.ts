@@ -1,0 +1,64 @@
+import { tcpTransport } from "../../plugins/transport-tcp/mod.ts";
+import { tlsTransport } from "../../plugins/transport-tls/mod.ts";
+import { ErrorCode, PresyncError } from "../errors.ts";
+import type { Transport } from "../wire/transport.ts";
+import type { FlagValues } from "./_config.ts";
+
+/** Flags every networked command shares for choosing its transport. */
+export const TRANSPORT_FLAGS = {
+  transport: { type: "string" },
+  "tls-cert": { type: "string" },
+  "tls-key": { type: "string" },
+  "tls-ca": { type: "string" },
+  "tls-pin": { type: "string" },
+} as const;
+
+/** The transport the flags name: `tcp` (default) or `tls`. */
+export async function transportFromFlags(
+  values: FlagValues,
+  role: "server" | "client",
+): Promise<Transport> {
+  const name = (values.transport as string | undefined) ?? "tcp";
+  if (name === "tcp") return tcpTransport;
+  if (name !== "tls") {
+    throw new PresyncError(
+      ErrorCode.INVALID_ARGUMENT,
+      `--transport must be tcp or tls: received ${name}`,
+    );
+  }
+  const read = (flag: string) => Deno.readTextFile(values[flag] as string);
+  if (role === "server") {
+    if (!values["tls-cert"] || !values["tls-key"]) {
+      throw new PresyncError(
+        ErrorCode.INVALID_ARGUMENT,
+        "--transport tls needs --tls-cert and --tls-key",
+      );
+    }
+    return tlsTransport({ cert: await read("tls-cert"), key: await read("tls-key") });
+  }
+  if (values["tls-pin"]) return tlsTransport({ pinSha256: values["tls-pin"] as string });
+  if (values["tls-ca"]) return tlsTransport({ caCerts: [await read("tls-ca")] });
+  throw new PresyncError(
+    ErrorCode.INVALID_ARGUMENT,
+    "--transport tls needs --tls-pin SHA256 (the server certificate's fingerprint) or --tls-ca FILE",
+  );
+}
+
+/** Session timing from `--idle-timeout SECONDS` (keepalive pings at a third of it). */
+export function sessionOptionsFromFlags(
+  values: FlagValues,
+): { idleTimeoutMs?: number; keepaliveIntervalMs?: number } {
+  const text = values["idle-timeout"] as string | undefined;
+  if (text === undefined) return {};
+  const seconds = Number(text);
+  if (!(seconds >= 1 && seconds <= 3600)) {
+    throw new PresyncError(
+      ErrorCode.INVALID_ARGUMENT,
+      `--idle-timeout must be 1 to 3600 seconds: received ${text}`,
+    );
+  }
+  return {
+    idleTimeoutMs: seconds * 1000,
+    keepaliveIntervalMs: Math.max(200, (seconds * 1000) / 3),
+  };
+}

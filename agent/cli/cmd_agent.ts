@@ -1,0 +1,181 @@
+import { codecByName, DEFAULT_CODEC_NAME } from "../codec/mod.ts";
+import { serveControl } from "../daemon/control_server.ts";
+import { type MetricFamily, renderMetrics } from "../daemon/metrics.ts";
+import { parseRate, parseSchedule } from "../daemon/rate_schedule.ts";
+import { SourceAgent } from "../daemon/source_agent.ts";
+import { ErrorCode, PresyncError } from "../errors.ts";
+import { parseHostPort, readKey } from "../key_file.ts";
+import { createLogger } from "../log.ts";
+import { DEFAULT_BLOCK_SIZE, validateBlockSize } from "../volume/volume_identity.ts";
+import { parseBytes, parseCommand, required } from "./_args.ts";
+import { DEFAULT_AGENT_CONTROL } from "./_control_client.ts";
+import { withConfigFile } from "./_config.ts";
+import { sessionOptionsFromFlags, TRANSPORT_FLAGS, transportFromFlags } from "./_transport.ts";
+import { waitForSignal } from "./cmd_serve.ts";
+import { ExitCode, exitCodeFor } from "./exit_codes.ts";
+
+export const AGENT_USAGE =
+  `presync agent --volume NAME=IMAGE --to HOST:PORT --key-file FILE --state DIR [options]
+
+Runs the source agent: tracks each volume, cuts generations and sends them to the
+destination in the background; reconnects and resumes by itself.
+
+  --volume NAME=IMAGE    a volume to keep in sync (repeat for several)
+  --tracker scan         how writes are found (scan: re-read and hash the image)
+  --block-size N         block size of new volumes (default 64k)
+  --rate R               background rate limit, e.g. 20mbit (0: unlimited; default 0)
+  --schedule S           time-of-day rates, e.g. "08:00-20:00=10mbit,*=0"
+  --interval SECONDS     time between cuts once in sync (default 30)
+  --read-rate R          cap on reads from the images, e.g. 200MB (default unlimited)
+  --delay-target MS      yield when queuing delay exceeds this (LEDBAT-like; 0: off; default 25)
+  --codec NAME           zstd-native (default), zstd-wasm or none
+  --evacuate-hook CMD    shell command run before the final cut (e.g. pause the VM)
+  --control HOST:PORT    loopback control endpoint (default ${DEFAULT_AGENT_CONTROL})
+  --transport tcp|tls    default tcp; tls needs --tls-pin SHA256 or --tls-ca FILE
+  --idle-timeout SECONDS a silent link is declared dead after this (default 15)
+  --log-format json|text default text
+  --config FILE          JSON object with any of these flags`;
+
+const OPTIONS = {
+  volume: { type: "string", multiple: true },
+  to: { type: "string" },
+  "key-file": { type: "string" },
+  state: { type: "string" },
+  tracker: { type: "string" },
+  "block-size": { type: "string" },
+  rate: { type: "string" },
+  schedule: { type: "string" },
+  interval: { type: "string" },
+  "read-rate": { type: "string" },
+  "delay-target": { type: "string" },
+  codec: { type: "string" },
+  "evacuate-hook": { type: "string" },
+  control: { type: "string" },
+  config: { type: "string" },
+  "log-format": { type: "string" },
+  "idle-timeout": { type: "string" },
+  ...TRANSPORT_FLAGS,
+} as const;
+
+function parseVolumes(values: string[]): { name: string; image: string }[] {
+  if (values.length === 0) {
+    throw new PresyncError(
+      ErrorCode.INVALID_ARGUMENT,
+      "at least one --volume NAME=IMAGE is required",
+    );
+  }
+  return values.map((text) => {
+    const at = text.indexOf("=");
+    if (at <= 0 || at === text.length - 1) {
+      throw new PresyncError(
+        ErrorCode.INVALID_ARGUMENT,
+        `--volume must be NAME=IMAGE: received ${JSON.stringify(text)}`,
+      );
+    }
+    return { name: text.slice(0, at), image: text.slice(at + 1) };
+  });
+}
+
+/** `presync agent`: runs until SIGINT/SIGTERM or a fatal error (wrong key…). */
+export async function cmdAgent(args: string[]): Promise<number> {
+  const parsed = parseCommand("agent", args, OPTIONS);
+  const values = await withConfigFile(parsed.values, Object.keys(OPTIONS));
+  const log = createLogger(values["log-format"] === "json" ? "json" : "text");
+  const tracker = (values.tracker as string | undefined) ?? "scan";
+  if (tracker !== "scan") {
+    throw new PresyncError(
+      ErrorCode.INVALID_ARGUMENT,
+      `--tracker must be scan: received ${tracker}`,
+    );
+  }
+  const psk = await readKey(required("agent", "--key-file FILE", values["key-file"] as string));
+  const interval = Number((values.interval as string | undefined) ?? "30");
+  if (!(interval >= 0)) {
+    throw new PresyncError(
+      ErrorCode.INVALID_ARGUMENT,
+      `--interval must be seconds: received ${values.interval}`,
+    );
+  }
+  const agent = new SourceAgent({
+    volumes: parseVolumes((values.volume as string[] | undefined) ?? []),
+    to: parseHostPort("to", required("agent", "--to HOST:PORT", values.to as string)),
+    transport: await transportFromFlags(values, "client"),
+    psk,
+    stateDir: required("agent", "--state DIR", values.state as string),
+    blockSize: validateBlockSize(
+      parseBytes("block-size", values["block-size"] as string, DEFAULT_BLOCK_SIZE),
+    ),
+    rate: parseRate("rate", (values.rate as string | undefined) ?? "0"),
+    schedule: values.schedule ? parseSchedule(values.schedule as string) : [],
+    intervalMs: interval * 1000,
+    readRateBytesPerSecond: parseBytes("read-rate", values["read-rate"] as string, 0),
+    codec: await codecByName((values.codec as string | undefined) ?? DEFAULT_CODEC_NAME),
+    delayTargetMs: Number((values["delay-target"] as string | undefined) ?? "25"),
+    evacuateHook: values["evacuate-hook"] as string | undefined,
+    log,
+    session: sessionOptionsFromFlags(values),
+  });
+  await agent.init();
+  const control = await serveControl(
+    parseHostPort("control", (values.control as string) ?? DEFAULT_AGENT_CONTROL),
+    psk,
+    {
+      status: () => ({ volumes: agent.status() }),
+      metrics: () => agentMetrics(agent),
+      pause: (name) => agent.pause(name),
+      resume: (name) => agent.resume(name),
+      evacuate: (name) => agent.evacuate(name),
+      verify: (name) => agent.verify(name),
+    },
+    log,
+  );
+  const running = agent.run();
+  const stopped = await Promise.race([
+    waitForSignal().then(() => "signal"),
+    running.then(() => "done"),
+  ]);
+  if (stopped === "signal") {
+    agent.stop();
+    await running;
+  }
+  await control.close();
+  return agent.fatal ? exitCodeFor(agent.fatal) : ExitCode.OK;
+}
+
+function agentMetrics(agent: SourceAgent): string {
+  const status = agent.status();
+  const gauge = (
+    name: string,
+    help: string,
+    pick: (s: (typeof status)[number]) => number | null,
+  ): MetricFamily => ({
+    name,
+    help,
+    type: "gauge",
+    samples: status.map((s) => ({ labels: { volume: s.name }, value: pick(s) })),
+  });
+  return renderMetrics([
+    gauge(
+      "presync_committed_generation",
+      "Last generation the destination committed.",
+      (s) => s.committedGeneration,
+    ),
+    gauge("presync_rpo_seconds", "Age of the last committed cut.", (s) => s.rpoSeconds),
+    gauge("presync_pending_bytes", "Estimated bytes still to send.", (s) => s.pendingBytes),
+    gauge(
+      "presync_goodput_bytes_per_second",
+      "Measured goodput while sending.",
+      (s) => s.goodputBytesPerSecond,
+    ),
+    gauge(
+      "presync_rtt_milliseconds",
+      "Smoothed round-trip time to the destination.",
+      (s) => s.rttMs,
+    ),
+    gauge(
+      "presync_predicted_evacuation_seconds",
+      "Predicted evacuation time.",
+      (s) => s.predictedEvacuationSeconds,
+    ),
+  ]);
+}

@@ -1,0 +1,74 @@
+import { serveControl } from "../daemon/control_server.ts";
+import { DestinationDaemon } from "../daemon/destination_daemon.ts";
+import { parseHostPort, readKey } from "../key_file.ts";
+import { createLogger } from "../log.ts";
+import { parseCommand, required } from "./_args.ts";
+import { withConfigFile } from "./_config.ts";
+import { sessionOptionsFromFlags, TRANSPORT_FLAGS, transportFromFlags } from "./_transport.ts";
+import { ExitCode } from "./exit_codes.ts";
+
+export const SERVE_USAGE = `presync serve --store DIR --listen HOST:PORT --key-file FILE [options]
+
+Runs the destination agent: accepts authenticated sessions from source agents and keeps
+their replicas in DIR (one subdirectory per volume; a new volume is created on first sync).
+
+  --control HOST:PORT    loopback control endpoint (status, /metrics); default 127.0.0.1:7733
+  --transport tcp|tls    default tcp; tls needs --tls-cert FILE --tls-key FILE
+  --idle-timeout SECONDS a silent link is declared dead after this (default 15)
+  --log-format json|text default text
+  --config FILE          JSON object with any of these flags`;
+
+const OPTIONS = {
+  store: { type: "string" },
+  listen: { type: "string" },
+  "key-file": { type: "string" },
+  control: { type: "string" },
+  config: { type: "string" },
+  "log-format": { type: "string" },
+  "idle-timeout": { type: "string" },
+  ...TRANSPORT_FLAGS,
+} as const;
+
+/** `presync serve`: runs until SIGINT or SIGTERM. */
+export async function cmdServe(args: string[]): Promise<number> {
+  const parsed = parseCommand("serve", args, OPTIONS);
+  const values = await withConfigFile(parsed.values, Object.keys(OPTIONS));
+  const log = createLogger(values["log-format"] === "json" ? "json" : "text");
+  const psk = await readKey(required("serve", "--key-file FILE", values["key-file"] as string));
+  const daemon = new DestinationDaemon({
+    storeDir: required("serve", "--store DIR", values.store as string),
+    listen: parseHostPort(
+      "listen",
+      required("serve", "--listen HOST:PORT", values.listen as string),
+    ),
+    transport: await transportFromFlags(values, "server"),
+    psk,
+    log,
+    session: sessionOptionsFromFlags(values),
+  });
+  daemon.start();
+  const control = await serveControl(
+    parseHostPort("control", (values.control as string) ?? "127.0.0.1:7733"),
+    psk,
+    { status: () => daemon.status(), metrics: () => daemon.metrics() },
+    log,
+  );
+  await waitForSignal();
+  log("info", "stopping", {});
+  daemon.stop();
+  await control.close();
+  return ExitCode.OK;
+}
+
+/** Resolves on SIGINT or SIGTERM. */
+export function waitForSignal(): Promise<void> {
+  return new Promise((resolve) => {
+    const done = () => {
+      Deno.removeSignalListener("SIGINT", done);
+      Deno.removeSignalListener("SIGTERM", done);
+      resolve();
+    };
+    Deno.addSignalListener("SIGINT", done);
+    Deno.addSignalListener("SIGTERM", done);
+  });
+}

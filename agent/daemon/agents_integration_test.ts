@@ -1,0 +1,275 @@
+import assert from "node:assert/strict";
+import { Cluster, PresyncProcess } from "../../fixtures/cluster.ts";
+import type { Prng } from "../../fixtures/prng.ts";
+import { seededTest } from "../../fixtures/seeded.ts";
+import { hashImage } from "../../fixtures/workload.ts";
+import { DenoFileSystem } from "../fs/deno_file_system.ts";
+import { ReplicaStore } from "../store/replica_store.ts";
+import { ExitCode } from "../cli/exit_codes.ts";
+
+const MiB = 1024 * 1024;
+
+async function makeImage(path: string, prng: Prng, sizeBytes: number, dataBytes: number) {
+  const file = await Deno.open(path, { write: true, create: true, truncate: true });
+  await file.truncate(sizeBytes);
+  await file.write(prng.fill(new Uint8Array(dataBytes)));
+  file.close();
+}
+
+async function hashOf(path: string): Promise<string> {
+  const file = await new DenoFileSystem().open(path);
+  try {
+    return await hashImage(file, await file.size());
+  } finally {
+    file.close();
+  }
+}
+
+/** Waits until the destination committed a generation whose image equals the source's. */
+async function waitConverged(cluster: Cluster, image: string): Promise<void> {
+  const expected = await hashOf(image);
+  await cluster.waitFor("the replica to equal the source", async () => {
+    const status = await cluster.volumeStatus();
+    if (status.state !== "idle" || Number(status.committedGeneration) < 1) return false;
+    return await hashOf(`${cluster.root}/store/vm/image`) === expected;
+  }, 120_000);
+}
+
+async function withRoot(fn: (root: string) => Promise<void>): Promise<void> {
+  const root = await Deno.makeTempDir({ prefix: "presync-e2e-" });
+  try {
+    await fn(root);
+  } finally {
+    await Deno.remove(root, { recursive: true });
+  }
+}
+
+const LINK = { delayMs: 5, rateBitsPerSecond: 100e6, queueBytes: 256 * 1024 };
+
+seededTest(
+  "ten link cuts during sync: converges, and moves at most 5% more than an uncut run",
+  async (
+    prng,
+  ) => {
+    const bytesOf = async (cuts: boolean): Promise<number> => {
+      let up = 0;
+      await withRoot(async (root) => {
+        const image = `${root}/source.img`;
+        await makeImage(image, prng, 64 * MiB, 40 * MiB);
+        const cluster = await Cluster.start({
+          root,
+          image,
+          wan: {
+            up: LINK,
+            down: LINK,
+            cuts: cuts
+              ? Array.from(
+                { length: 10 },
+                (_, i) => ({ atMs: 1500 + i * 350, durationMs: 100, mode: "reset" as const }),
+              )
+              : [],
+          },
+        });
+        try {
+          await waitConverged(cluster, image);
+          const counters = cluster.emu.counters();
+          if (cuts) assert.ok(counters.cuts >= 10, `only ${counters.cuts} cuts happened`);
+          up = counters.up.bytesOut;
+        } finally {
+          await cluster.stop();
+        }
+      });
+      return up;
+    };
+    const uncut = await bytesOf(false);
+    const cut = await bytesOf(true);
+    console.log(
+      `bytes on the link: ${uncut} uncut, ${cut} with cuts (${(cut / uncut).toFixed(3)}×)`,
+    );
+    assert.ok(
+      cut <= 1.05 * uncut,
+      `with cuts ${cut} bytes, without ${uncut} (${(cut / uncut).toFixed(3)}×)`,
+    );
+  },
+);
+
+seededTest(
+  "SIGKILL of the destination, then of the source: never torn, no full resend",
+  async (prng) => {
+    await withRoot(async (root) => {
+      const image = `${root}/source.img`;
+      await makeImage(image, prng, 80 * MiB, 64 * MiB);
+      await makeImage(`${root}/zeros.img`, prng, 80 * MiB, 0);
+      const zeroHash = await hashOf(`${root}/zeros.img`);
+      const sourceHash = await hashOf(image);
+      const cluster = await Cluster.start({ root, image, wan: { up: LINK, down: LINK } });
+      try {
+        // Mid-generation: some of the 64 MiB have been sent and flushed.
+        const sendingBelow = (bytes: number) => async () => {
+          const status = await cluster.volumeStatus();
+          const pending = Number(status.pendingBytes);
+          return status.state === "sending" && pending > 0 && pending < bytes;
+        };
+        await cluster.waitFor("a first acknowledgement", sendingBelow(40 * MiB));
+        await cluster.serve.kill();
+        const replica = await new ReplicaStore(new DenoFileSystem(), `${root}/store`).open("vm");
+        const committed = replica.meta.committedGeneration;
+        replica.close();
+        const replicaHash = await hashOf(`${root}/store/vm/image`);
+        assert.equal(replicaHash, committed === 0 ? zeroHash : sourceHash, "the replica is torn");
+        cluster.startServe();
+        await cluster.waitFor("more progress", sendingBelow(20 * MiB));
+        await cluster.agent.kill();
+        cluster.startAgent();
+        await waitConverged(cluster, image);
+        const sent = cluster.emu.counters().up.bytesOut;
+        assert.ok(
+          sent < 1.5 * 64 * MiB,
+          `${sent} bytes crossed the link for 64 MiB of data: a full resend`,
+        );
+      } finally {
+        await cluster.stop();
+      }
+    });
+  },
+);
+
+seededTest(
+  "evacuate during a write workload: the replica equals the source at the final cut",
+  async (prng) => {
+    await withRoot(async (root) => {
+      const image = `${root}/source.img`;
+      await makeImage(image, prng, 32 * MiB, 8 * MiB);
+      const hook =
+        `touch ${root}/pause-request; while [ ! -f ${root}/paused ]; do sleep 0.05; done`;
+      const cluster = await Cluster.start({
+        root,
+        image,
+        wan: { up: LINK, down: LINK },
+        agentArgs: ["--evacuate-hook", hook],
+      });
+      try {
+        await waitConverged(cluster, image);
+        // The "VM": random 4 KiB writes until the hook asks it to pause.
+        const vm = (async () => {
+          const file = await Deno.open(image, { write: true });
+          try {
+            while (true) {
+              try {
+                await Deno.stat(`${root}/pause-request`);
+                break;
+              } catch {
+                await file.seek(prng.int(32 * MiB / 4096) * 4096, Deno.SeekMode.Start);
+                await file.write(prng.fill(new Uint8Array(4096)));
+                await new Promise((resolve) => setTimeout(resolve, 2));
+              }
+            }
+          } finally {
+            file.close();
+            await Deno.writeTextFile(`${root}/paused`, "");
+          }
+        })();
+        await new Promise((resolve) => setTimeout(resolve, 1500));
+        const reply = await cluster.control("POST", "/volumes/vm/evacuate");
+        await vm;
+        const report = reply.result as { verified: boolean; generation: number };
+        assert.equal(reply.ok, true, JSON.stringify(reply));
+        assert.equal(report.verified, true);
+        assert.equal(await hashOf(`${root}/store/vm/image`), await hashOf(image));
+      } finally {
+        await cluster.stop();
+      }
+    });
+  },
+);
+
+seededTest("status predicts the evacuation time within 15%", async (prng) => {
+  await withRoot(async (root) => {
+    const image = `${root}/source.img`;
+    await makeImage(image, prng, 64 * MiB, 32 * MiB);
+    const link = { delayMs: 20, rateBitsPerSecond: 50e6, queueBytes: 512 * 1024 };
+    const cluster = await Cluster.start({ root, image, wan: { up: link, down: link } });
+    try {
+      await waitConverged(cluster, image);
+      await cluster.control("POST", "/volumes/vm/pause");
+      const file = await Deno.open(image, { write: true });
+      await file.seek(40 * MiB, Deno.SeekMode.Start);
+      await file.write(prng.fill(new Uint8Array(16 * MiB)));
+      file.close();
+      await cluster.waitFor(
+        "the new writes to be cut",
+        async () => Number((await cluster.volumeStatus()).pendingBytes) >= 15 * MiB,
+      );
+      const predicted = Number((await cluster.volumeStatus()).predictedEvacuationSeconds);
+      const reply = await cluster.control("POST", "/volumes/vm/evacuate");
+      const actual = (reply.result as { seconds: number }).seconds;
+      const error = Math.abs(predicted - actual) / actual;
+      console.log(`predicted ${predicted} s, evacuation took ${actual.toFixed(2)} s`);
+      assert.ok(
+        error <= 0.15,
+        `predicted ${predicted} s, took ${actual} s (${(error * 100).toFixed(1)}% off)`,
+      );
+    } finally {
+      await cluster.stop();
+    }
+  });
+});
+
+Deno.test("a wrong key is refused: the agent exits with the auth code, nothing is written", async () => {
+  await withRoot(async (root) => {
+    const image = `${root}/source.img`;
+    await Deno.writeFile(image, new Uint8Array(1024 * 1024).fill(1));
+    const cluster = await Cluster.start({ root, image });
+    try {
+      await waitConverged(cluster, image);
+      await cluster.agent.kill("SIGTERM");
+      const { writeNewKey } = await import("../key_file.ts");
+      await writeNewKey(`${root}/other.key`);
+      const intruder = new PresyncProcess([
+        "agent",
+        "--volume",
+        `intruder=${image}`,
+        "--to",
+        `127.0.0.1:${cluster.servePort}`,
+        "--key-file",
+        `${root}/other.key`,
+        "--state",
+        `${root}/intruder-state`,
+        "--control",
+        "127.0.0.1:0",
+      ]);
+      const status = await intruder.wait();
+      assert.equal(status.code, ExitCode.AUTH_FAILED, intruder.output);
+      assert.match(intruder.output, /AUTH_FAILED/);
+      assert.match(cluster.serve.output, /auth_failed/);
+      assert.deepStrictEqual(await new ReplicaStore(new DenoFileSystem(), `${root}/store`).list(), [
+        "vm",
+      ]);
+    } finally {
+      await cluster.stop();
+    }
+  });
+});
+
+Deno.test("path-like and oversized volume names are refused before anything is written", async () => {
+  await withRoot(async (root) => {
+    await Deno.writeFile(`${root}/key`, new TextEncoder().encode("ab".repeat(32)));
+    for (const name of ["../x", "a/b", "", "x".repeat(300)]) {
+      const agent = new PresyncProcess([
+        "agent",
+        "--volume",
+        `${name}=${root}/img`,
+        "--to",
+        "127.0.0.1:1",
+        "--key-file",
+        `${root}/key`,
+        "--state",
+        `${root}/state`,
+      ]);
+      const status = await agent.wait();
+      assert.equal(status.code, ExitCode.USAGE, `${JSON.stringify(name)}: ${agent.output}`);
+      assert.match(agent.output, /--volume|volume name/);
+    }
+    assert.deepStrictEqual([...Deno.readDirSync(root)].map((e) => e.name), ["key"]);
+  });
+});

@@ -1,0 +1,478 @@
+import { ScanTracker } from "../../plugins/tracker-scan/scan_tracker.ts";
+import type { Codec } from "../codec/mod.ts";
+import { ErrorCode, PresyncError } from "../errors.ts";
+import { DenoFileSystem } from "../fs/deno_file_system.ts";
+import type { FileSystem } from "../fs/file_system.ts";
+import { io } from "../fs/io_error.ts";
+import { type Logger, sessionLoggerOf } from "../log.ts";
+import { RemoteDestination } from "../net/remote_destination.ts";
+import { RateLimiter } from "../rate_limiter.ts";
+import { SourceState } from "../source/source_state.ts";
+import { sendGeneration } from "../sync/send_generation.ts";
+import type { Cut, Tracker } from "../tracker.ts";
+import { newVolumeIdentity, validateVolumeName } from "../volume/volume_identity.ts";
+import { Priority } from "../wire/frame.ts";
+import { Session } from "../wire/session.ts";
+import type { SessionOptions } from "../wire/session_options.ts";
+import type { Transport, TransportAddress } from "../wire/transport.ts";
+import { DelayController } from "./delay_controller.ts";
+import { type Rate, scheduledRate, type ScheduleRule } from "./rate_schedule.ts";
+import { type AgentVolume, type VolumeStatus, volumeStatus } from "./volume_status.ts";
+
+/** Configuration of {@linkcode SourceAgent}. */
+export interface SourceAgentConfig {
+  volumes: { name: string; image: string }[];
+  to: TransportAddress;
+  transport: Transport;
+  psk: Uint8Array;
+  /** Directory holding one state directory per volume. */
+  stateDir: string;
+  /** Block size of new volumes. */
+  blockSize: number;
+  /** Background rate limit (Infinity: unlimited). */
+  rate: Rate;
+  /** Time-of-day rates; the first matching rule overrides `rate`. */
+  schedule: ScheduleRule[];
+  /** Time between two cuts when the volume is in sync. */
+  intervalMs: number;
+  /** Read-rate cap on the source image (bytes/s, 0: unlimited). */
+  readRateBytesPerSecond: number;
+  codec: Codec;
+  /** Queuing delay above the base RTT at which background sync yields, ms (0: off). */
+  delayTargetMs: number;
+  /** Shell command run before the final cut of an evacuation (e.g. pause the VM). */
+  evacuateHook?: string;
+  log: Logger;
+  session?: Partial<Omit<SessionOptions, "psk" | "logger">>;
+  fs?: FileSystem;
+}
+
+/** What `evacuate` reports. */
+export interface EvacuateReport {
+  volume: string;
+  seconds: number;
+  bytesSent: number;
+  generation: number;
+  merkleRoot: string;
+  verified: boolean;
+}
+
+/** Errors after which retrying cannot help: the agent stops and says why. */
+const FATAL = new Set<string>([
+  ErrorCode.AUTH_FAILED,
+  ErrorCode.PEER_UNTRUSTED,
+  ErrorCode.PROTOCOL_VERSION,
+  ErrorCode.VOLUME_MISMATCH,
+  ErrorCode.INVALID_VOLUME_NAME,
+  ErrorCode.GENERATION_MISMATCH,
+  ErrorCode.STORE_CORRUPT,
+]);
+
+/**
+ * The source agent: tracks each volume, cuts generations and sends them to the destination
+ * in the background within the rate limit, schedule and delay target; reconnects with
+ * exponential backoff and jitter, resuming each generation where it stopped.
+ */
+export class SourceAgent {
+  readonly #config: SourceAgentConfig;
+  readonly #fs: FileSystem;
+  readonly volumes: AgentVolume[] = [];
+  readonly #delay = new DelayController();
+  #session: Session | null = null;
+  #stopped = false;
+  readonly #wakers = new Set<() => void>();
+  /** Set when the agent stopped for good (auth failure…). */
+  fatal: PresyncError | null = null;
+  rttMs: number | undefined;
+
+  constructor(config: SourceAgentConfig) {
+    this.#config = config;
+    this.#fs = config.fs ?? new DenoFileSystem();
+  }
+
+  /** Opens (or initialises) each volume's state. */
+  async init(): Promise<void> {
+    for (const { name, image } of this.#config.volumes) {
+      validateVolumeName(name);
+      const dir = `${this.#config.stateDir}/${name}`;
+      let state: SourceState;
+      if (await this.#fs.exists(`${dir}/state.json`)) {
+        state = await SourceState.open(this.#fs, dir);
+      } else {
+        const file = await io(`open source image ${image}`, () => this.#fs.open(image));
+        const size = await file.size();
+        file.close();
+        state = await SourceState.init(
+          this.#fs,
+          dir,
+          newVolumeIdentity(name, size, this.#config.blockSize),
+        );
+      }
+      const tracker: Tracker = new ScanTracker({
+        imagePath: image,
+        identity: state.identity,
+        manifest: state.manifest,
+        baselineGeneration: state.committedGeneration,
+        checkpointPath: `${dir}/scan.checkpoint`,
+        readRateBytesPerSecond: this.#config.readRateBytesPerSecond,
+        fs: this.#fs,
+      });
+      this.volumes.push({
+        name,
+        image,
+        state,
+        tracker,
+        phase: "starting",
+        paused: false,
+        resumeGate: null,
+        evacuation: null,
+        committedGeneration: state.committedGeneration,
+        committedCutTimeMs: 0,
+        committedRoot: "",
+        destination: null,
+        limiter: new RateLimiter(this.#config.rate, 1 << 20, performance.now()),
+        sentWireBytes: 0,
+        sentRawBytes: 0,
+        goodputBytesPerSecond: 0,
+        lastScanMs: 0,
+        lastCommitMs: 0,
+        dirtyBlocksPerSecond: 0,
+        lastCutMs: Date.now(),
+        lastError: null,
+      });
+    }
+  }
+
+  /** Runs until `stop()` or a fatal error. */
+  async run(): Promise<void> {
+    const { log } = this.#config;
+    let attempt = 0;
+    while (!this.#stopped) {
+      try {
+        const channel = await this.#config.transport.connect(this.#config.to);
+        this.#session = await Session.connect(channel, {
+          ...this.#config.session,
+          psk: this.#config.psk,
+          logger: sessionLoggerOf(log),
+        });
+        log("info", "connected", { to: `${this.#config.to.hostname}:${this.#config.to.port}` });
+        attempt = 0;
+        const session = this.#session;
+        const pinger = this.#measureRtt(session);
+        await Promise.race([
+          Promise.all(this.volumes.map((v) => this.#runVolume(v, session))),
+          session.closed.then(() => {
+            throw new PresyncError(ErrorCode.CONNECTION_LOST, "session closed", {
+              retryable: true,
+            });
+          }),
+        ]);
+        await pinger;
+      } catch (err) {
+        const error = err instanceof PresyncError
+          ? err
+          : new PresyncError(ErrorCode.CONNECTION_LOST, String(err), {
+            retryable: true,
+            cause: err,
+          });
+        if (FATAL.has(error.code)) {
+          log("error", "agent_stopped", { code: error.code, error: error.message });
+          this.fatal = error;
+          for (const v of this.volumes) {
+            v.phase = "error";
+            v.lastError = error.message;
+            v.evacuation?.reject(error);
+          }
+          this.#stopped = true;
+          break;
+        }
+        for (const v of this.volumes) if (v.phase !== "evacuated") v.phase = "disconnected";
+        const delayMs = Math.min(30_000, 250 * 2 ** attempt) * (0.5 + Math.random());
+        attempt = Math.min(attempt + 1, 10);
+        log("warn", "link_down", {
+          code: error.code,
+          error: error.message,
+          retryInMs: Math.round(delayMs),
+        });
+        await this.#sleep(delayMs);
+      } finally {
+        this.#session?.abort();
+        this.#session = null;
+      }
+    }
+    for (const v of this.volumes) v.state.close();
+  }
+
+  async #measureRtt(session: Session): Promise<void> {
+    while (!this.#stopped && this.#session === session) {
+      try {
+        this.rttMs = await session.ping();
+        if (this.#config.delayTargetMs > 0) this.#delay.update(this.rttMs, performance.now());
+        this.#applyRates();
+      } catch {
+        return;
+      }
+      await this.#sleep(1000);
+    }
+  }
+
+  /** Sets each volume's limiter from the schedule, the delay controller and evacuations. */
+  #applyRates(): void {
+    const now = new Date();
+    const base = scheduledRate(
+      this.#config.schedule,
+      now.getHours() * 60 + now.getMinutes(),
+      this.#config.rate,
+    );
+    for (const v of this.volumes) {
+      const rate = v.evacuation
+        ? Infinity
+        : base === Infinity
+        ? Infinity
+        : base * this.#delay.factor;
+      v.limiter.setRate(rate, performance.now());
+    }
+  }
+
+  async #runVolume(v: AgentVolume, session: Session): Promise<void> {
+    const stream = session.openStream(Priority.BULK);
+    const { destination, resume } = await RemoteDestination.open(
+      stream,
+      v.state.identity,
+      this.#config.codec,
+      v.limiter,
+    );
+    destination.gate = () => v.resumeGate ?? Promise.resolve();
+    v.destination = destination;
+    v.committedGeneration = resume.committedGeneration;
+    v.committedCutTimeMs = resume.cutTimeMs;
+    v.committedRoot = resume.merkleRoot;
+    v.phase = "idle";
+    this.#applyRates();
+    try {
+      while (!this.#stopped) {
+        if (evacuated(v)) {
+          // Nothing more to send; the stream stays open for verify and status.
+          await this.#sleep(60_000);
+          continue;
+        }
+        if (v.state.pending) {
+          await this.#send(v, destination, await v.tracker.resume(v.state.pending.dirty));
+          continue;
+        }
+        // A paused volume is still cut (so status knows what is pending); sending waits at
+        // the gate in the destination.
+        const due = v.evacuation !== null || Date.now() - v.lastCutMs >= this.#config.intervalMs;
+        if (!due) {
+          await this.#sleep(Math.max(50, this.#config.intervalMs - (Date.now() - v.lastCutMs)));
+          continue;
+        }
+        await this.#cutAndSend(v, destination);
+      }
+    } finally {
+      v.destination = null;
+      await destination.close().catch(() => {});
+    }
+  }
+
+  async #cutAndSend(v: AgentVolume, destination: RemoteDestination): Promise<void> {
+    const evacuation = v.evacuation;
+    if (evacuation && !evacuation.hookDone) {
+      await this.#runHook(v);
+      evacuation.hookDone = true;
+    }
+    v.phase = "scanning";
+    const cutTimeMs = Date.now();
+    const scanStart = performance.now();
+    const cut = await v.tracker.cut();
+    v.lastScanMs = performance.now() - scanStart;
+    // The write rate, from generations after the first (the first is the whole image).
+    const elapsed = (cutTimeMs - v.lastCutMs) / 1000;
+    if (elapsed > 0 && v.committedGeneration > 0) {
+      v.dirtyBlocksPerSecond = cut.dirty.popcount() / elapsed;
+    }
+    v.lastCutMs = cutTimeMs;
+    try {
+      await v.state.recordCut(cut.dirty, cutTimeMs);
+    } catch (err) {
+      await cut.release();
+      throw err;
+    }
+    if (evacuation) evacuation.finalGeneration = v.state.pending!.generation;
+    await this.#send(v, destination, cut);
+  }
+
+  async #send(v: AgentVolume, destination: RemoteDestination, cut: Cut): Promise<void> {
+    v.phase = v.evacuation ? "evacuating" : "sending";
+    const started = performance.now();
+    const before = destination.counters.wireBytes;
+    const cutTimeMs = v.state.pending?.cutTimeMs ?? Date.now();
+    let sourceRoot = "";
+    try {
+      const report = await sendGeneration(v.state, cut, destination);
+      report.sent.free();
+      sourceRoot = report.merkleRoot;
+      v.committedRoot = report.merkleRoot;
+      v.committedGeneration = report.generation;
+      v.committedCutTimeMs = cutTimeMs;
+      v.lastCommitMs = destination.counters.lastCommitMs;
+      this.#config.log("info", "generation_committed", {
+        volume: v.name,
+        generation: report.generation,
+        bytes: report.bytesSent,
+      });
+    } finally {
+      await cut.release();
+      const seconds = (performance.now() - started) / 1000;
+      const wire = destination.counters.wireBytes - before;
+      v.sentWireBytes += wire;
+      v.sentRawBytes = destination.counters.rawBytes;
+      if (seconds > 0.5 && wire > 0) {
+        const sample = wire / seconds;
+        v.goodputBytesPerSecond = v.goodputBytesPerSecond
+          ? 0.7 * v.goodputBytesPerSecond + 0.3 * sample
+          : sample;
+      }
+      if (v.phase === "sending" || v.phase === "evacuating") v.phase = "idle";
+    }
+    const evacuation = v.evacuation;
+    if (evacuation?.finalGeneration === v.committedGeneration) {
+      const check = await destination.verify(sourceRoot);
+      const report = check.report as { ok: boolean; merkleRoot: string; rootMatches?: boolean };
+      v.phase = "evacuated";
+      evacuation.resolve({
+        volume: v.name,
+        seconds: (performance.now() - evacuation.startedMs) / 1000,
+        bytesSent: v.sentWireBytes - evacuation.wireBytesAtStart,
+        generation: v.committedGeneration,
+        merkleRoot: report.merkleRoot,
+        verified: report.ok && report.rootMatches === true,
+      });
+    }
+  }
+
+  async #runHook(v: AgentVolume): Promise<void> {
+    const hook = this.#config.evacuateHook;
+    if (!hook) return;
+    this.#config.log("info", "evacuate_hook", { volume: v.name, command: hook });
+    const out = await new Deno.Command("sh", {
+      args: ["-c", hook],
+      env: { PRESYNC_VOLUME: v.name, PRESYNC_IMAGE: v.image },
+      stdout: "inherit",
+      stderr: "inherit",
+    }).output();
+    if (!out.success) {
+      throw new PresyncError(
+        ErrorCode.INVALID_ARGUMENT,
+        `evacuate hook \`${hook}\` failed with exit code ${out.code}; the final cut was not taken`,
+      );
+    }
+  }
+
+  #volume(name: string): AgentVolume {
+    const v = this.volumes.find((x) => x.name === name);
+    if (!v) {
+      throw new PresyncError(
+        ErrorCode.VOLUME_NOT_FOUND,
+        `this agent has no volume named ${JSON.stringify(name)}`,
+      );
+    }
+    return v;
+  }
+
+  /** Stops sending `name` at the next block; tracking goes on. Idempotent. */
+  pause(name: string): void {
+    const v = this.#volume(name);
+    if (v.paused) return;
+    v.paused = true;
+    v.resumeGate = new Promise((resolve) => v.releaseGate = resolve);
+  }
+
+  /** Resumes sending `name`. Idempotent. */
+  resume(name: string): void {
+    const v = this.#volume(name);
+    v.paused = false;
+    v.releaseGate?.();
+    v.resumeGate = null;
+    this.#wakeAll();
+  }
+
+  /**
+   * Evacuates `name`: lifts every limit, runs the hook, cuts the final generation, sends it
+   * at full speed, waits for the commit and verifies the Merkle roots.
+   */
+  evacuate(name: string): Promise<EvacuateReport> {
+    const v = this.#volume(name);
+    if (v.evacuation) return v.evacuation.promise;
+    let resolve!: (r: EvacuateReport) => void;
+    let reject!: (e: unknown) => void;
+    const promise = new Promise<EvacuateReport>((a, b) => [resolve, reject] = [a, b]);
+    v.evacuation = {
+      promise,
+      resolve,
+      reject,
+      startedMs: performance.now(),
+      wireBytesAtStart: v.sentWireBytes,
+      hookDone: false,
+      finalGeneration: null,
+    };
+    this.resume(name);
+    this.#applyRates();
+    this.#wakeAll();
+    return promise;
+  }
+
+  /**
+   * Asks the destination to verify the replica of `name`: its image against its own block
+   * hashes, and its Merkle root against the committed generation's root at the source.
+   */
+  async verify(name: string): Promise<{ ok: boolean; generation: number; report: unknown }> {
+    const v = this.#volume(name);
+    if (!v.destination) {
+      throw new PresyncError(
+        ErrorCode.CONNECTION_LOST,
+        `volume ${name} is not connected to its destination`,
+        {
+          retryable: true,
+        },
+      );
+    }
+    const reply = await v.destination.verify(v.committedRoot);
+    const report = reply.report as { ok: boolean };
+    return { ok: report.ok, generation: Number(reply.generation), report };
+  }
+
+  /** Per-volume status. */
+  status(): VolumeStatus[] {
+    return this.volumes.map((v) => volumeStatus(v, this.rttMs));
+  }
+
+  /** Stops the agent. */
+  stop(): void {
+    this.#stopped = true;
+    this.#session?.abort();
+    this.#wakeAll();
+  }
+
+  #wakeAll(): void {
+    for (const wake of [...this.#wakers]) wake();
+  }
+
+  /** Sleeps `ms`, or less when something changes (resume, evacuate, stop). */
+  #sleep(ms: number): Promise<void> {
+    return new Promise((resolve) => {
+      const done = () => {
+        clearTimeout(timer);
+        this.#wakers.delete(done);
+        resolve();
+      };
+      const timer = setTimeout(done, ms);
+      this.#wakers.add(done);
+    });
+  }
+}
+
+/** Whether the volume's evacuation finished (a call: the phase changes while awaiting). */
+function evacuated(v: AgentVolume): boolean {
+  return v.phase === "evacuated";
+}

@@ -1,0 +1,31 @@
+import type { SessionLogger } from "./wire/session_logger.ts";
+
+/** Severity of a log line. */
+export type LogLevel = "info" | "warn" | "error";
+
+/** Writes one log line: a stable event name and fields. */
+export type Logger = (level: LogLevel, event: string, fields?: Record<string, unknown>) => void;
+
+/**
+ * A logger writing to stderr: JSON lines (`json`, for journald and log shippers) or
+ * `time level event key=value …` lines (`text`).
+ */
+export function createLogger(format: "json" | "text"): Logger {
+  const encoder = new TextEncoder();
+  return (level, event, fields = {}) => {
+    const time = new Date().toISOString();
+    const line = format === "json"
+      ? JSON.stringify({ time, level, event, ...fields })
+      : `${time} ${level} ${event}${
+        Object.entries(fields).map(([k, v]) =>
+          ` ${k}=${typeof v === "string" ? v : JSON.stringify(v)}`
+        ).join("")
+      }`;
+    Deno.stderr.writeSync(encoder.encode(line + "\n"));
+  };
+}
+
+/** The session layer's log lines, through a presync logger. */
+export function sessionLoggerOf(log: Logger): SessionLogger {
+  return (entry) => log(entry.level, entry.event, { remote: entry.remote, message: entry.message });
+}

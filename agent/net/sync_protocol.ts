@@ -1,0 +1,112 @@
+import { Bitmap, HASH_BYTES } from "../core/mod.ts";
+import { ErrorCode, type ErrorCode as ErrorCodeType, PresyncError } from "../errors.ts";
+import type { ReplicaMeta, ResumeInfo } from "../store/replica_volume.ts";
+
+/** Largest sync message body accepted: a serialized bitmap of 2^27 blocks in base64. */
+export const MAX_SYNC_MESSAGE_BYTES = 64 * 1024 * 1024;
+/** Bytes before the block frame in a BLOCK message: u32 block number, 32-byte hash. */
+export const BLOCK_MESSAGE_HEADER_BYTES = 4 + HASH_BYTES;
+
+/** The resume state as it crosses the wire (bitmap serialized, base64). */
+export interface WireResume {
+  committedGeneration: number;
+  merkleRoot: string;
+  cutTimeMs: number;
+  staged: { generation: number; received: string } | null;
+}
+
+/** Encodes a bitmap for a JSON message. */
+export function bitmapToWire(bitmap: Bitmap): string {
+  const bytes = bitmap.serialize();
+  let text = "";
+  for (let i = 0; i < bytes.length; i += 8192) {
+    text += String.fromCharCode(...bytes.subarray(i, i + 8192));
+  }
+  return btoa(text);
+}
+
+/** Decodes a bitmap from a JSON message, bounded by the volume's block count. */
+export function bitmapFromWire(text: unknown, blocks: number): Bitmap {
+  if (typeof text !== "string") {
+    throw new PresyncError(ErrorCode.PROTOCOL_VIOLATION, "expected a base64 bitmap");
+  }
+  let bytes: Uint8Array;
+  try {
+    bytes = Uint8Array.from(atob(text), (c) => c.charCodeAt(0));
+  } catch (cause) {
+    throw new PresyncError(ErrorCode.PROTOCOL_VIOLATION, "bitmap is not valid base64", { cause });
+  }
+  const bitmap = Bitmap.deserialize(bytes, blocks);
+  if (bitmap.size !== blocks) {
+    bitmap.free();
+    throw new PresyncError(
+      ErrorCode.PROTOCOL_VIOLATION,
+      `bitmap has ${bitmap.size} bits but the volume has ${blocks} blocks`,
+    );
+  }
+  return bitmap;
+}
+
+/** The wire form of a replica's resume information (frees its bitmap). */
+export function resumeToWire(info: ResumeInfo): WireResume {
+  const staged = info.staged
+    ? { generation: info.staged.generation, received: bitmapToWire(info.staged.received) }
+    : null;
+  info.staged?.received.free();
+  return {
+    committedGeneration: info.committedGeneration,
+    merkleRoot: info.merkleRoot,
+    cutTimeMs: info.cutTimeMs,
+    staged,
+  };
+}
+
+/** Encodes one BLOCK message body. */
+export function encodeBlockMessage(block: number, hash: Uint8Array, frame: Uint8Array): Uint8Array {
+  const body = new Uint8Array(BLOCK_MESSAGE_HEADER_BYTES + frame.length);
+  new DataView(body.buffer).setUint32(0, block, true);
+  body.set(hash, 4);
+  body.set(frame, BLOCK_MESSAGE_HEADER_BYTES);
+  return body;
+}
+
+/** Decodes one BLOCK message body. */
+export function decodeBlockMessage(
+  body: Uint8Array,
+): { block: number; hash: Uint8Array; frame: Uint8Array } {
+  if (body.length < BLOCK_MESSAGE_HEADER_BYTES) {
+    throw new PresyncError(
+      ErrorCode.PROTOCOL_VIOLATION,
+      `block message of ${body.length} bytes is shorter than its ${BLOCK_MESSAGE_HEADER_BYTES}-byte header`,
+    );
+  }
+  return {
+    block: new DataView(body.buffer, body.byteOffset).getUint32(0, true),
+    hash: body.subarray(4, BLOCK_MESSAGE_HEADER_BYTES),
+    frame: body.subarray(BLOCK_MESSAGE_HEADER_BYTES),
+  };
+}
+
+/** A JSON reply reporting an error. */
+export function errorReply(err: unknown): Record<string, unknown> {
+  if (err instanceof PresyncError) {
+    return { ok: false, code: err.code, message: err.message, retryable: err.retryable };
+  }
+  return {
+    ok: false,
+    code: ErrorCode.IO,
+    message: err instanceof Error ? err.message : String(err),
+  };
+}
+
+/** Rebuilds the error a peer reported. */
+export function errorFromReply(reply: Record<string, unknown>, who = "destination"): PresyncError {
+  const known = Object.values(ErrorCode) as string[];
+  const code = known.includes(String(reply.code)) ? reply.code as ErrorCodeType : ErrorCode.IO;
+  return new PresyncError(code, `${who}: ${reply.message}`, {
+    retryable: reply.retryable === true,
+  });
+}
+
+/** The replica's committed state as a commit reply carries it. */
+export type WireMeta = Pick<ReplicaMeta, "committedGeneration" | "merkleRoot" | "cutTimeMs">;

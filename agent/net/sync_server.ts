@@ -1,0 +1,273 @@
+import { type Codec, decodeBlockFrame, ZERO_MARKER_KIND } from "../codec/mod.ts";
+import { ErrorCode, PresyncError } from "../errors.ts";
+import type { ReplicaStore } from "../store/replica_store.ts";
+import type { ReplicaVolume } from "../store/replica_volume.ts";
+import type { StagedBlock } from "../store/staging_area.ts";
+import { blockCount, parseVolumeIdentity, validateVolumeName } from "../volume/volume_identity.ts";
+import { assertSameVolume } from "../volume/volume_identity.ts";
+import type { Session } from "../wire/session.ts";
+import type { SessionStream } from "../wire/session_stream.ts";
+import { MessageKind, MessageReader, MessageWriter, parseJsonBody } from "./message_stream.ts";
+import {
+  bitmapFromWire,
+  decodeBlockMessage,
+  errorReply,
+  MAX_SYNC_MESSAGE_BYTES,
+  resumeToWire,
+} from "./sync_protocol.ts";
+
+/** Blocks staged per batch on the destination. */
+const STAGE_BATCH = 64;
+
+/** A line for the destination's log. */
+export type ServerLog = (
+  level: "info" | "warn" | "error",
+  event: string,
+  fields: Record<string, unknown>,
+) => void;
+
+/** What one sync stream's message loop works with. */
+interface StreamContext {
+  replica: ReplicaVolume;
+  reader: MessageReader;
+  writer: MessageWriter;
+  blocks: number;
+  blockSize: number;
+  /** Blocks received and not yet staged. */
+  batch: StagedBlock[];
+  /** Blocks refused since the last flush reply. */
+  rejected: number[];
+  stageBatch: () => Promise<void>;
+}
+
+/** Who holds a volume: one source stream at a time; a newer one takes over. */
+interface Holder {
+  stop(): void;
+  released: Promise<void>;
+}
+
+/**
+ * The destination side of the sync protocol: serves every sync stream a source opens on an
+ * authenticated session, one volume per stream, against a replica store.
+ */
+export class SyncServer {
+  readonly #store: ReplicaStore;
+  readonly #codecs: Codec[];
+  readonly #log: ServerLog;
+  readonly #holders = new Map<string, Holder>();
+  /** Committed state per volume, for status. */
+  readonly volumes = new Map<
+    string,
+    { committedGeneration: number; cutTimeMs: number; connected: boolean }
+  >();
+
+  constructor(store: ReplicaStore, codecs: Codec[], log: ServerLog) {
+    this.#store = store;
+    this.#codecs = codecs;
+    this.#log = log;
+  }
+
+  /** Serves a session until it ends. */
+  async serveSession(session: Session): Promise<void> {
+    const handlers: Promise<void>[] = [];
+    while (true) {
+      const stream = await session.acceptStream().catch(() => null);
+      if (!stream) break;
+      handlers.push(this.serveStream(stream));
+    }
+    await Promise.allSettled(handlers);
+  }
+
+  /** Serves one sync stream: `open`, then requests and blocks, until it ends. */
+  async serveStream(stream: SessionStream): Promise<void> {
+    const reader = new MessageReader(stream.readable, MAX_SYNC_MESSAGE_BYTES);
+    const writer = new MessageWriter(stream.writable);
+    let replica: ReplicaVolume | null = null;
+    let release: (() => void) | null = null;
+    let name = "";
+    try {
+      const first = await reader.read();
+      if (!first || first.kind !== MessageKind.JSON) {
+        throw new PresyncError(ErrorCode.PROTOCOL_VIOLATION, "a sync stream must start with open");
+      }
+      const open = parseJsonBody(first.body);
+      if (open.op !== "open") throw new PresyncError(ErrorCode.PROTOCOL_VIOLATION, "expected open");
+      name = validateVolumeName(open.volume);
+      const identity = parseVolumeIdentity(open.identity);
+      const stop = () => {
+        stream.reset();
+        reader.cancel();
+      };
+      release = await this.#acquire(name, stop);
+      replica = await this.#store.has(name)
+        ? await this.#store.open(name)
+        : await this.#store.init(identity);
+      assertSameVolume(replica.identity, identity);
+      this.#track(replica, true);
+      this.#log("info", "source_attached", {
+        volume: name,
+        generation: replica.meta.committedGeneration,
+      });
+      await writer.writeJson({ ok: true, resume: resumeToWire(replica.resumeInfo()) });
+      await this.#loop(replica, reader, writer);
+    } catch (err) {
+      if (name) this.#log("warn", "sync_stream_failed", { volume: name, error: String(err) });
+      else this.#log("warn", "sync_stream_refused", { error: String(err) });
+      await writer.writeJson(errorReply(err)).catch(() => {});
+    } finally {
+      if (replica) this.#track(replica, false);
+      replica?.close();
+      release?.();
+      await writer.close();
+    }
+  }
+
+  #track(replica: ReplicaVolume, connected: boolean): void {
+    const { committedGeneration, cutTimeMs } = replica.meta;
+    this.volumes.set(replica.identity.name, { committedGeneration, cutTimeMs, connected });
+  }
+
+  /** Takes the volume, stopping an older stream that still holds it. */
+  async #acquire(name: string, stop: () => void): Promise<() => void> {
+    const old = this.#holders.get(name);
+    if (old) {
+      this.#log("info", "source_takeover", { volume: name });
+      old.stop();
+      await old.released;
+    }
+    let done!: () => void;
+    const released = new Promise<void>((resolve) => done = resolve);
+    const holder = { stop, released };
+    this.#holders.set(name, holder);
+    return () => {
+      if (this.#holders.get(name) === holder) this.#holders.delete(name);
+      done();
+    };
+  }
+
+  async #loop(replica: ReplicaVolume, reader: MessageReader, writer: MessageWriter): Promise<void> {
+    const { blockSize } = replica.identity;
+    const blocks = blockCount(replica.identity);
+    const batch: StagedBlock[] = [];
+    const rejected: number[] = [];
+    const stageBatch = async () => {
+      if (batch.length === 0) return;
+      const result = await replica.stage(batch.splice(0));
+      rejected.push(...result.rejected);
+    };
+    try {
+      await this.#serveMessages({
+        replica,
+        reader,
+        writer,
+        blocks,
+        blockSize,
+        batch,
+        rejected,
+        stageBatch,
+      });
+    } finally {
+      // The link went away: keep what arrived intact. Blocks staged so far are verified;
+      // making them durable now means the source will not send them again.
+      await stageBatch().catch(() => {});
+      await replica.flush().catch(() => {});
+    }
+  }
+
+  async #serveMessages(stream: StreamContext): Promise<void> {
+    const { replica, reader, writer, blocks, blockSize, batch, rejected, stageBatch } = stream;
+    while (true) {
+      const message = await reader.read();
+      if (!message) return;
+      if (message.kind === MessageKind.BLOCK) {
+        const { block, hash, frame } = decodeBlockMessage(message.body);
+        if (block >= blocks) {
+          throw new PresyncError(
+            ErrorCode.PROTOCOL_VIOLATION,
+            `block ${block} is past the volume's end`,
+          );
+        }
+        let data: Uint8Array | null;
+        try {
+          data = decodeBlockFrame(frame, { maxRawLength: blockSize, codecs: this.#codecs });
+        } catch (err) {
+          // A corrupt frame is as good as a corrupt block: ask for it again.
+          this.#log("warn", "block_frame_rejected", {
+            volume: replica.identity.name,
+            block,
+            error: String(err),
+          });
+          rejected.push(block);
+          continue;
+        }
+        const zero = frame[0] === ZERO_MARKER_KIND;
+        batch.push(
+          zero ? { block, data: null } : { block, data: data.slice(), hash: hash.slice() },
+        );
+        if (batch.length >= STAGE_BATCH) await stageBatch();
+        continue;
+      }
+      if (message.kind !== MessageKind.JSON) {
+        throw new PresyncError(
+          ErrorCode.PROTOCOL_VIOLATION,
+          `unknown sync message kind ${message.kind}`,
+        );
+      }
+      const request = parseJsonBody(message.body);
+      try {
+        await stageBatch();
+        await writer.writeJson(await this.#answer(replica, request, rejected));
+      } catch (err) {
+        if (err instanceof PresyncError && err.code === ErrorCode.PROTOCOL_VIOLATION) throw err;
+        await writer.writeJson(errorReply(err));
+      }
+    }
+  }
+
+  async #answer(
+    replica: ReplicaVolume,
+    request: Record<string, unknown>,
+    rejected: number[],
+  ): Promise<Record<string, unknown>> {
+    switch (request.op) {
+      case "resume":
+        return { ok: true, resume: resumeToWire(replica.resumeInfo()) };
+      case "begin": {
+        using dirty = bitmapFromWire(request.dirty, blockCount(replica.identity));
+        await replica.beginGeneration(Number(request.generation), dirty, Number(request.cutTimeMs));
+        return { ok: true };
+      }
+      case "flush": {
+        await replica.flush();
+        return { ok: true, seq: request.seq, rejected: rejected.splice(0) };
+      }
+      case "commit": {
+        const meta = await replica.commit(Number(request.generation), String(request.merkleRoot));
+        this.#track(replica, true);
+        this.#log("info", "generation_committed", {
+          volume: replica.identity.name,
+          generation: meta.committedGeneration,
+        });
+        return {
+          ok: true,
+          meta: {
+            committedGeneration: meta.committedGeneration,
+            merkleRoot: meta.merkleRoot,
+            cutTimeMs: meta.cutTimeMs,
+          },
+        };
+      }
+      case "verify": {
+        const report = await replica.verify({
+          expectedRoot: typeof request.merkleRoot === "string" ? request.merkleRoot : undefined,
+        });
+        return { ok: true, generation: replica.meta.committedGeneration, report };
+      }
+      default:
+        throw new PresyncError(
+          ErrorCode.PROTOCOL_VIOLATION,
+          `unknown sync request ${JSON.stringify(request.op)}`,
+        );
+    }
+  }
+}
