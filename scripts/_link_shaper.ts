@@ -15,6 +15,12 @@ export class LinkShaper {
     this.rateBitsPerSecond = rateBitsPerSecond;
   }
 
+  /** Bytes waiting to be serialized at `nowMs` (the bottleneck queue); 0 when unlimited. */
+  backlogBytes(nowMs: number): number {
+    if (this.rateBitsPerSecond <= 0) return 0;
+    return Math.max(0, this.#linkFreeAtMs - nowMs) * this.rateBitsPerSecond / 8000;
+  }
+
   /** Returns the time (same clock as `nowMs`) at which `bytes` arriving at `nowMs` are delivered. */
   schedule(bytes: number, nowMs: number): number {
     if (this.rateBitsPerSecond <= 0) return nowMs + this.delayMs;

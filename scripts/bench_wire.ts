@@ -1,8 +1,14 @@
 /**
  * Goodput of the session layer through the WAN emulator, against a plain TCP copy through
- * the same emulator (the baseline), plus memory per idle session. Prints a markdown table.
+ * the same emulator (the baseline), at two settings: the issue's 100 Mbit/s × 150 ms RTT, and
+ * a long fat link (default 1 Gbit/s × 150 ms) where each connection is held to a per-flow
+ * window (the emulator's per-connection queue), as one TCP flow's window would hold it.
+ * Rows: one session over tcp, striped over N tcp connections, tls, and quic (through the
+ * emulator's UDP side). Plus memory per idle session. Prints markdown tables.
  *
- *   deno run -A scripts/bench_wire.ts [--mbytes 40] [--rate-mbit 100] [--rtt-ms 150]
+ *   deno run -A --unstable-net scripts/bench_wire.ts [--mbytes 40] [--rate-mbit 100]
+ *     [--rtt-ms 150] [--high-rate-mbit 1000] [--high-mbytes 100] [--flow-window-mib 4]
+ *     [--members 4]
  *
  * @module
  */
@@ -13,16 +19,29 @@ import {
   memoryChannelPair,
   Priority,
   Session,
+  type SessionOptions,
   type Transport,
 } from "../agent/wire/mod.ts";
+import { stripedTransport } from "../agent/wire/striped_transport.ts";
 import { tcpTransport } from "../plugins/transport-tcp/mod.ts";
 import { hasOpenssl, makeTestCerts } from "../plugins/transport-tls/_test_certs.ts";
 import { tlsTransport } from "../plugins/transport-tls/mod.ts";
+import { quicAvailable, quicTransport } from "../plugins/transport-quic/mod.ts";
 import { WanEmu } from "./wan_emu.ts";
 
 const PSK = crypto.getRandomValues(new Uint8Array(32));
-const quiet = { psk: PSK, logger: () => {} };
 const CHUNK = 65536;
+
+/** One emulated link and the session windows used on it. */
+interface Setting {
+  rateMbit: number;
+  rttMs: number;
+  /** Bytes the emulator holds per connection and direction (a per-flow window). */
+  queueBytes: number;
+  /** Session stream and connection windows, in bytes. */
+  windowBytes: number;
+  bytes: number;
+}
 
 interface Row {
   name: string;
@@ -30,14 +49,20 @@ interface Row {
   mbitPerSecond: number;
 }
 
-function emulator(target: { hostname: string; port: number }, rateMbit: number, rttMs: number) {
-  const dir = { delayMs: rttMs / 2, rateBitsPerSecond: rateMbit * 1e6, queueBytes: 16 << 20 };
-  return WanEmu.start({ target, up: dir, down: dir });
+function emulator(target: { hostname: string; port: number }, s: Setting, udp = false) {
+  const dir = {
+    delayMs: s.rttMs / 2,
+    rateBitsPerSecond: s.rateMbit * 1e6,
+    queueBytes: s.queueBytes,
+    // UDP bottleneck queue: one bandwidth-delay product, like a well-sized router buffer.
+    udpQueueBytes: Math.max(1 << 20, (s.rateMbit * 1e6 / 8) * (s.rttMs / 1000)),
+  };
+  return WanEmu.start({ target, up: dir, down: dir, udp });
 }
 
-async function plainTcp(bytes: number, rateMbit: number, rttMs: number): Promise<number> {
+async function plainTcp(s: Setting): Promise<number> {
   const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
-  const emu = emulator(listener.addr as Deno.NetAddr, rateMbit, rttMs);
+  const emu = emulator(listener.addr as Deno.NetAddr, s);
   const receiving = listener.accept().then(async (conn) => {
     let got = 0;
     for await (const chunk of conn.readable) got += chunk.length;
@@ -46,7 +71,7 @@ async function plainTcp(bytes: number, rateMbit: number, rttMs: number): Promise
   const conn = await Deno.connect(emu.addr);
   const started = performance.now();
   const chunk = new Uint8Array(CHUNK);
-  for (let sent = 0; sent < bytes; sent += CHUNK) {
+  for (let sent = 0; sent < s.bytes; sent += CHUNK) {
     for (let offset = 0; offset < CHUNK;) offset += await conn.write(chunk.subarray(offset));
   }
   await conn.closeWrite();
@@ -55,44 +80,51 @@ async function plainTcp(bytes: number, rateMbit: number, rttMs: number): Promise
   conn.close();
   listener.close();
   await emu.close();
-  if (got !== bytes) throw new Error(`plain TCP delivered ${got} of ${bytes} bytes`);
+  if (got !== s.bytes) throw new Error(`plain TCP delivered ${got} of ${s.bytes} bytes`);
   return seconds;
 }
 
 async function overSession(
-  transport: Transport,
-  listen: Transport,
-  bytes: number,
-  rateMbit: number,
-  rttMs: number,
+  client: Transport,
+  server: Transport,
+  s: Setting,
+  udp = false,
 ): Promise<number> {
-  const listener = listen.listen({ hostname: "127.0.0.1", port: 0 });
-  const emu = emulator(listener.addr, rateMbit, rttMs);
-  const [client, server] = await Promise.all([
-    transport.connect(emu.addr).then((ch: ByteChannel) => Session.connect(ch, quiet)),
-    listener.accept().then((ch: ByteChannel) => Session.accept(ch, quiet)),
+  const options: SessionOptions = {
+    psk: PSK,
+    logger: () => {},
+    streamWindowBytes: s.windowBytes,
+    connectionWindowBytes: s.windowBytes,
+  };
+  const listener = server.listen({ hostname: "127.0.0.1", port: 0 });
+  const emu = emulator(listener.addr, s, udp);
+  const target = udp ? emu.udpAddr! : emu.addr;
+  const [c, srv] = await Promise.all([
+    client.connect(target).then((ch: ByteChannel) => Session.connect(ch, options)),
+    listener.accept().then((ch: ByteChannel) => Session.accept(ch, options)),
   ]);
   listener.close();
-  const receiving = server.acceptStream().then(async (stream) => {
+  const receiving = srv.acceptStream().then(async (stream) => {
     let got = 0;
     for await (const chunk of stream!.readable) got += chunk.length;
     return got;
   });
   const started = performance.now();
-  const writer = client.openStream(Priority.BULK).writable.getWriter();
+  const writer = c.openStream(Priority.BULK).writable.getWriter();
   const chunk = new Uint8Array(CHUNK);
-  for (let sent = 0; sent < bytes; sent += CHUNK) await writer.write(chunk);
+  for (let sent = 0; sent < s.bytes; sent += CHUNK) await writer.write(chunk);
   await writer.close();
   const got = await receiving;
   const seconds = (performance.now() - started) / 1000;
-  await client.close();
-  await server.closed;
+  await c.close();
+  await srv.closed;
   await emu.close();
-  if (got !== bytes) throw new Error(`session delivered ${got} of ${bytes} bytes`);
+  if (got !== s.bytes) throw new Error(`session delivered ${got} of ${s.bytes} bytes`);
   return seconds;
 }
 
 async function memoryPerSession(count: number): Promise<number> {
+  const quiet = { psk: PSK, logger: () => {} };
   const before = Deno.memoryUsage().heapUsed;
   const sessions: Session[] = [];
   for (let i = 0; i < count; i++) {
@@ -104,37 +136,13 @@ async function memoryPerSession(count: number): Promise<number> {
   return (after - before) / sessions.length;
 }
 
-async function main(): Promise<void> {
-  const { values } = parseArgs({
-    args: Deno.args,
-    options: {
-      mbytes: { type: "string", default: "40" },
-      "rate-mbit": { type: "string", default: "100" },
-      "rtt-ms": { type: "string", default: "150" },
-    },
-  });
-  const bytes = Math.ceil((Number(values.mbytes) * 1e6) / CHUNK) * CHUNK;
-  const rate = Number(values["rate-mbit"]);
-  const rtt = Number(values["rtt-ms"]);
-  const rows: Row[] = [];
-  const add = (name: string, seconds: number) =>
-    rows.push({ name, seconds, mbitPerSecond: (bytes * 8) / seconds / 1e6 });
-
-  add("plain TCP copy (baseline)", await plainTcp(bytes, rate, rtt));
-  add(
-    "session over tcp, 1 bulk stream",
-    await overSession(tcpTransport, tcpTransport, bytes, rate, rtt),
-  );
-  if (hasOpenssl()) {
-    const certs = await makeTestCerts();
-    const server = tlsTransport({ cert: certs.certPem, key: certs.keyPem });
-    add(
-      "session over tls (CA), 1 bulk stream",
-      await overSession(tlsTransport({ caCerts: [certs.caPem] }), server, bytes, rate, rtt),
-    );
-  }
+function printTable(title: string, s: Setting, rows: Row[]): void {
   const baseline = rows[0].mbitPerSecond;
-  console.log(`\n${values.mbytes} MB through the emulator at ${rate} Mbit/s, ${rtt} ms RTT\n`);
+  console.log(
+    `\n${title}: ${(s.bytes / 1e6).toFixed(0)} MB at ${s.rateMbit} Mbit/s, ` +
+      `${s.rttMs} ms RTT, emulator queue ${(s.queueBytes / 2 ** 20).toFixed(0)} MiB per ` +
+      `connection and direction, session windows ${(s.windowBytes / 2 ** 20).toFixed(0)} MiB\n`,
+  );
   console.log("| transfer | seconds | goodput Mbit/s | vs baseline |");
   console.log("|---|---:|---:|---:|");
   for (const r of rows) {
@@ -143,6 +151,68 @@ async function main(): Promise<void> {
         `${(r.mbitPerSecond / baseline).toFixed(2)}× |`,
     );
   }
+}
+
+async function main(): Promise<void> {
+  const { values } = parseArgs({
+    args: Deno.args,
+    options: {
+      mbytes: { type: "string", default: "40" },
+      "rate-mbit": { type: "string", default: "100" },
+      "rtt-ms": { type: "string", default: "150" },
+      "high-rate-mbit": { type: "string", default: "1000" },
+      "high-mbytes": { type: "string", default: "100" },
+      "flow-window-mib": { type: "string", default: "4" },
+      members: { type: "string", default: "4" },
+    },
+  });
+  const round = (mb: string) => Math.ceil((Number(mb) * 1e6) / CHUNK) * CHUNK;
+  const members = Number(values.members);
+  const rtt = Number(values["rtt-ms"]);
+  const wan: Setting = {
+    rateMbit: Number(values["rate-mbit"]),
+    rttMs: rtt,
+    queueBytes: 16 << 20,
+    windowBytes: 4 << 20,
+    bytes: round(values.mbytes),
+  };
+  const high: Setting = {
+    rateMbit: Number(values["high-rate-mbit"]),
+    rttMs: rtt,
+    queueBytes: Number(values["flow-window-mib"]) * 2 ** 20,
+    windowBytes: 64 << 20,
+    bytes: round(values["high-mbytes"]),
+  };
+  const striped = stripedTransport(tcpTransport, { psk: PSK, members, logger: () => {} });
+  const certs = hasOpenssl() ? await makeTestCerts() : undefined;
+  const quic = certs && quicAvailable();
+  if (!certs) console.warn("openssl missing: tls and quic rows skipped");
+  else if (!quic) console.warn("QUIC unavailable (run with --unstable-net): quic rows skipped");
+
+  const run = async (s: Setting, withSecure: boolean): Promise<Row[]> => {
+    const rows: Row[] = [];
+    const add = (name: string, seconds: number) =>
+      rows.push({ name, seconds, mbitPerSecond: (s.bytes * 8) / seconds / 1e6 });
+    add("plain TCP copy (baseline)", await plainTcp(s));
+    add("session over tcp, 1 connection", await overSession(tcpTransport, tcpTransport, s));
+    add(
+      `session over tcp striped × ${members}`,
+      await overSession(striped, striped, s),
+    );
+    if (withSecure && certs) {
+      const tlsServer = tlsTransport({ cert: certs.certPem, key: certs.keyPem });
+      const tlsClient = tlsTransport({ caCerts: [certs.caPem] });
+      add("session over tls (CA)", await overSession(tlsClient, tlsServer, s));
+      if (quic) {
+        const quicServer = quicTransport({ cert: certs.certPem, key: certs.keyPem });
+        const quicClient = quicTransport({ caCerts: [certs.caPem], serverName: "localhost" });
+        add("session over quic (UDP)", await overSession(quicClient, quicServer, s, true));
+      }
+    }
+    return rows;
+  };
+  printTable("WAN", wan, await run(wan, true));
+  printTable("Long fat link, per-flow window", high, await run(high, true));
   const perSession = await memoryPerSession(50);
   console.log(
     `\nheap per idle session (50 pairs, both ends counted): ${(perSession / 1024).toFixed(1)} KiB`,

@@ -1,7 +1,8 @@
 /**
- * A user-space WAN emulator: a TCP proxy that adds per-direction one-way delay, a bandwidth
- * cap, a queue limit, bit-flip corruption, and scheduled or seeded-random link cuts (abrupt
- * reset or silent blackhole), with byte and time counters. Library ({@linkcode WanEmu}) and
+ * A user-space WAN emulator: a TCP proxy (and, with `udp`, a UDP forwarder for QUIC) that adds
+ * per-direction one-way delay, a bandwidth cap, a queue limit, bit-flip corruption, datagram
+ * loss (UDP), and scheduled or seeded-random link cuts (abrupt reset or silent blackhole),
+ * with byte and time counters. Library ({@linkcode WanEmu}) and
  * CLI (`deno run -A scripts/wan_emu.ts --help`); see `scripts/WAN_EMU.md`.
  *
  * @module
@@ -11,6 +12,7 @@ import { parseArgs } from "node:util";
 import { Prng } from "../fixtures/prng.ts";
 import { BitFlipper } from "./_bit_flipper.ts";
 import { LinkShaper } from "./_link_shaper.ts";
+import { type UdpCounters, UdpForwarder } from "./_udp_forwarder.ts";
 
 /** One direction of the emulated link. */
 export interface LinkDirection {
@@ -22,6 +24,10 @@ export interface LinkDirection {
   queueBytes: number;
   /** Probability that a byte gets one bit flipped, 0 to 1. */
   corruptPerByte: number;
+  /** UDP only: probability that a datagram is lost, 0 to 1 (a TCP proxy cannot lose bytes). */
+  lossPerPacket: number;
+  /** UDP only: datagrams waiting for the link beyond these bytes are dropped (drop-tail). */
+  udpQueueBytes: number;
 }
 
 /** How a cut behaves: `reset` closes every connection at once; `blackhole` goes silent. */
@@ -53,8 +59,13 @@ export interface WanEmuOptions {
   cuts?: ScheduledCut[];
   /** Random cuts: exponential gaps and durations with these means, drawn from `seed`. */
   randomCuts?: { meanIntervalMs: number; meanDurationMs: number; mode: CutMode };
-  /** Seed of corruption and random cuts (default 1). */
+  /** Seed of corruption, losses and random cuts (default 1). */
   seed?: number;
+  /**
+   * Also forward UDP (for QUIC) on the same port number, through the same link (shared rate
+   * cap, same cuts). Needs `--unstable-net`.
+   */
+  udp?: boolean;
 }
 
 /** Counters of one direction. */
@@ -79,6 +90,8 @@ export interface WanCounters {
   cuts: number;
   /** Ms since start. */
   elapsedMs: number;
+  /** UDP datagram counters per direction, when UDP is forwarded. */
+  udp?: { up: UdpCounters; down: UdpCounters };
 }
 
 const DEFAULT_DIRECTION: LinkDirection = {
@@ -86,6 +99,8 @@ const DEFAULT_DIRECTION: LinkDirection = {
   rateBitsPerSecond: 0,
   queueBytes: 8 << 20,
   corruptPerByte: 0,
+  lossPerPacket: 0,
+  udpQueueBytes: 1 << 20,
 };
 const READ_BYTES = 16384;
 
@@ -120,6 +135,7 @@ export class WanEmu {
   readonly #timers = new Set<ReturnType<typeof setTimeout>>();
   readonly #wakers = new Set<() => void>();
   readonly #prng: Prng;
+  readonly #udp: UdpForwarder | undefined;
   #connections = 0;
   #cuts = 0;
   #down_: CutMode | undefined;
@@ -140,6 +156,20 @@ export class WanEmu {
     this.#listener = Deno.listen(listen);
     const addr = this.#listener.addr as Deno.NetAddr;
     this.addr = { hostname: addr.hostname, port: addr.port };
+    if (options.udp) {
+      const udpDir = (dir: LinkDirection, i: 0 | 1) => ({
+        shaper: this.#shared[i],
+        queueBytes: dir.udpQueueBytes,
+        lossPerPacket: dir.lossPerPacket,
+        flipper: this.#flippers[i],
+      });
+      this.#udp = new UdpForwarder(
+        this.addr,
+        options.target,
+        [udpDir(this.#up, 0), udpDir(this.#down, 1)],
+        { isCut: () => this.#down_ !== undefined, prng: new Prng(this.#prng.nextU32()) },
+      );
+    }
     for (const cut of options.cuts ?? []) {
       this.#after(cut.atMs, () => this.#cutFor(cut.mode, cut.durationMs));
     }
@@ -150,6 +180,11 @@ export class WanEmu {
   /** Starts listening at once; connections are forwarded to `options.target`. */
   static start(options: WanEmuOptions): WanEmu {
     return new WanEmu(options);
+  }
+
+  /** Where QUIC clients send (same host and port as `addr`), when `udp` was asked. */
+  get udpAddr(): { hostname: string; port: number } | undefined {
+    return this.#udp?.addr;
   }
 
   /** The current counters. */
@@ -164,6 +199,7 @@ export class WanEmu {
       connections: this.#connections,
       cuts: this.#cuts,
       elapsedMs: performance.now() - this.#started,
+      udp: this.#udp && { up: { ...this.#udp.counters[0] }, down: { ...this.#udp.counters[1] } },
     };
   }
 
@@ -176,12 +212,16 @@ export class WanEmu {
    * Cuts the link until {@linkcode WanEmu.restore}. `reset` closes every open connection at
    * once (peers see the end of input, then errors; Deno cannot send a TCP RST) and refuses
    * new ones; `blackhole` forwards nothing either way and keeps the connections open, so
-   * only timeouts can tell.
+   * only timeouts can tell. UDP datagrams are dropped either way; `reset` also forgets the
+   * UDP flows.
    */
   cut(mode: CutMode): void {
     this.#cuts++;
     this.#down_ = mode;
-    if (mode === "reset") { for (const conn of [...this.#conns]) this.#drop(conn); }
+    if (mode === "reset") {
+      for (const conn of [...this.#conns]) this.#drop(conn);
+      this.#udp?.resetFlows();
+    }
   }
 
   /** Ends a cut: bytes held during a blackhole flow again, new connections are accepted. */
@@ -199,6 +239,7 @@ export class WanEmu {
     } catch { /* already closed */ }
     for (const timer of this.#timers) clearTimeout(timer);
     this.#timers.clear();
+    this.#udp?.close();
     for (const conn of [...this.#conns]) this.#drop(conn);
     this.#wake();
     await Promise.allSettled(this.#tasks);
@@ -393,7 +434,7 @@ function cutSpec(text: string): ScheduledCut {
   return { atMs: Number(at), durationMs: Number(duration), mode };
 }
 
-const HELP = `wan_emu: a user-space WAN emulator (TCP proxy)
+const HELP = `wan_emu: a user-space WAN emulator (TCP proxy, optionally UDP forwarder)
 
   deno run -A scripts/wan_emu.ts --listen 127.0.0.1:9000 --target 127.0.0.1:4433 \\
     --delay-ms 75 --rate-mbit 100 [options]
@@ -407,6 +448,9 @@ const HELP = `wan_emu: a user-space WAN emulator (TCP proxy)
   --per-connection-rate     cap each connection instead of sharing one link
   --queue-bytes N           bytes held per connection and direction (default 8 MiB)
   --corrupt-per-byte P      probability of one bit flip per byte
+  --udp                     also forward UDP (QUIC) on the same port (needs --unstable-net)
+  --loss P                  UDP: probability that a datagram is lost
+  --udp-queue-bytes N       UDP: drop-tail queue at the bottleneck (default 1 MiB)
   --cut AT:DUR:MODE         cut at AT ms for DUR ms; MODE reset|blackhole (repeatable)
   --random-cuts MEAN:DUR:MODE  random cuts, exponential gaps/durations with these means
   --seed N                  seed of corruption and random cuts (default 1)
@@ -428,6 +472,9 @@ function main(args: string[]): void {
       "per-connection-rate": { type: "boolean", default: false },
       "queue-bytes": { type: "string", default: String(DEFAULT_DIRECTION.queueBytes) },
       "corrupt-per-byte": { type: "string", default: "0" },
+      udp: { type: "boolean", default: false },
+      loss: { type: "string", default: "0" },
+      "udp-queue-bytes": { type: "string", default: String(DEFAULT_DIRECTION.udpQueueBytes) },
       cut: { type: "string", multiple: true, default: [] },
       "random-cuts": { type: "string" },
       seed: { type: "string", default: "1" },
@@ -445,6 +492,8 @@ function main(args: string[]): void {
     rateBitsPerSecond: Number(values[`${prefix}-rate-mbit`] ?? values["rate-mbit"]) * 1e6,
     queueBytes: Number(values["queue-bytes"]),
     corruptPerByte: Number(values["corrupt-per-byte"]),
+    lossPerPacket: Number(values.loss),
+    udpQueueBytes: Number(values["udp-queue-bytes"]),
   });
   const random = values["random-cuts"] ? cutSpec(values["random-cuts"]) : undefined;
   const emu = WanEmu.start({
@@ -457,8 +506,16 @@ function main(args: string[]): void {
     randomCuts: random &&
       { meanIntervalMs: random.atMs, meanDurationMs: random.durationMs, mode: random.mode },
     seed: Number(values.seed),
+    udp: values.udp,
   });
-  console.log(JSON.stringify({ event: "listening", ...emu.addr, target: values.target }));
+  console.log(
+    JSON.stringify({
+      event: "listening",
+      ...emu.addr,
+      udp: emu.udpAddr !== undefined,
+      target: values.target,
+    }),
+  );
   setInterval(
     () => console.log(JSON.stringify({ event: "counters", ...emu.counters() })),
     Number(values["stats-every-ms"]),
