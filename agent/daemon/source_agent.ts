@@ -136,6 +136,7 @@ export class SourceAgent {
         goodputBytesPerSecond: 0,
         lastScanMs: 0,
         lastCommitMs: 0,
+        hot: null,
         dirtyBlocksPerSecond: 0,
         lastCutMs: Date.now(),
         lastError: null,
@@ -309,7 +310,9 @@ export class SourceAgent {
     const cutTimeMs = v.state.pending?.cutTimeMs ?? Date.now();
     let sourceRoot = "";
     try {
-      const report = await sendGeneration(v.state, cut, destination);
+      const report = await sendGeneration(v.state, cut, destination, { hot: v.hot ?? undefined });
+      v.hot?.free();
+      v.hot = cut.dirty.clone();
       report.sent.free();
       sourceRoot = report.merkleRoot;
       v.committedRoot = report.merkleRoot;

@@ -1,3 +1,4 @@
+import type { Bitmap } from "../core/mod.ts";
 import type { RemoteDestination } from "../net/remote_destination.ts";
 import type { RateLimiter } from "../rate_limiter.ts";
 import type { SourceState } from "../source/source_state.ts";
@@ -54,6 +55,8 @@ export interface AgentVolume {
   dirtyBlocksPerSecond: number;
   lastCutMs: number;
   lastError: string | null;
+  /** The last generation's dirty set: likely rewritten soon, so sent last. */
+  hot: Bitmap | null;
 }
 
 /** `status --json` of one volume. */

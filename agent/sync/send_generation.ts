@@ -16,6 +16,18 @@ export const SEND_READ_BYTES = 8 * 1024 * 1024;
  */
 export const FLUSH_EVERY_BYTES = 16 * 1024 * 1024;
 
+/** Options of {@linkcode sendGeneration}. */
+export interface SendOptions {
+  /** Called after each acknowledgement point (tests kill there; benchmarks write there). */
+  afterFlush?: () => void | Promise<void>;
+  /**
+   * Blocks likely to be written again soon (e.g. the previous generation's dirty set):
+   * sent last, so that writes landing while the generation is in flight are picked up by
+   * the read instead of costing a resend in the next generation.
+   */
+  hot?: Bitmap;
+}
+
 /** What {@linkcode sendGeneration} did. */
 export interface SendReport {
   generation: number;
@@ -43,7 +55,7 @@ export async function sendGeneration(
   state: SourceState,
   cut: Cut,
   destination: Destination,
-  hooks: { afterFlush?: () => void | Promise<void> } = {},
+  hooks: SendOptions = {},
 ): Promise<SendReport> {
   const pending = state.pending;
   if (!pending) {
@@ -103,7 +115,7 @@ async function sendBlocks(
   destination: Destination,
   toSend: Bitmap,
   report: SendReport,
-  hooks: { afterFlush?: () => void | Promise<void> },
+  hooks: SendOptions,
 ): Promise<void> {
   const { blockSize } = state.identity;
   const perRead = Math.max(1, Math.floor(SEND_READ_BYTES / blockSize));
@@ -122,7 +134,12 @@ async function sendBlocks(
     if (!destination.concurrentFlush) await inFlight;
     await hooks.afterFlush?.();
   };
-  for (const [start, length] of toSend.extents()) {
+  // Cold blocks first, then the hot ones.
+  using hot = toSend.clone();
+  if (hooks.hot && hooks.hot.size === toSend.size) hot.and(hooks.hot);
+  else hot.clearRange(0, hot.size);
+  using cold = toSend.clone().andNot(hot);
+  for (const [start, length] of [...cold.extents(), ...hot.extents()]) {
     for (let first = start; first < start + length; first += perRead) {
       const count = Math.min(perRead, start + length - first);
       const data = await cut.read(first, count);
