@@ -24,7 +24,7 @@ import {
 } from "../agent/wire/mod.ts";
 import { stripedTransport } from "../agent/wire/striped_transport.ts";
 import { tcpTransport } from "../plugins/transport-tcp/mod.ts";
-import { hasOpenssl, makeTestCerts } from "../plugins/transport-tls/_test_certs.ts";
+import { hasOpenssl, makeTestCerts } from "../fixtures/test_certs.ts";
 import { tlsTransport } from "../plugins/transport-tls/mod.ts";
 import { quicAvailable, quicTransport } from "../plugins/transport-quic/mod.ts";
 import { WanEmu } from "./wan_emu.ts";

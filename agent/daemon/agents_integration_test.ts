@@ -6,6 +6,8 @@ import { hashImage } from "../../fixtures/workload.ts";
 import { DenoFileSystem } from "../fs/deno_file_system.ts";
 import { ReplicaStore } from "../store/replica_store.ts";
 import { ExitCode } from "../cli/exit_codes.ts";
+import { hasOpenssl, makeTestCerts } from "../../fixtures/test_certs.ts";
+import { certificateFingerprint } from "../../plugins/transport-tls/mod.ts";
 
 const MiB = 1024 * 1024;
 
@@ -271,5 +273,90 @@ Deno.test("path-like and oversized volume names are refused before anything is w
       assert.match(agent.output, /--volume|volume name/);
     }
     assert.deepStrictEqual([...Deno.readDirSync(root)].map((e) => e.name), ["key"]);
+  });
+});
+
+Deno.test({
+  name: "over TLS the pinned server is accepted and a wrong fingerprint is refused",
+  ignore: !hasOpenssl(),
+  fn: async () => {
+    await withRoot(async (root) => {
+      const certs = await makeTestCerts();
+      await Deno.writeTextFile(`${root}/cert.pem`, certs.certPem);
+      await Deno.writeTextFile(`${root}/key.pem`, certs.keyPem);
+      const pin = await certificateFingerprint(certs.certPem);
+      const image = `${root}/source.img`;
+      await Deno.writeFile(image, new Uint8Array(2 * MiB).fill(3));
+      const cluster = await Cluster.start({
+        root,
+        image,
+        serveArgs: [
+          "--transport",
+          "tls",
+          "--tls-cert",
+          `${root}/cert.pem`,
+          "--tls-key",
+          `${root}/key.pem`,
+        ],
+        agentArgs: ["--transport", "tls", "--tls-pin", pin],
+      });
+      try {
+        await waitConverged(cluster, image);
+        const wrong = new PresyncProcess([
+          "agent",
+          "--volume",
+          `other=${image}`,
+          "--to",
+          `127.0.0.1:${cluster.servePort}`,
+          "--key-file",
+          `${root}/key`,
+          "--state",
+          `${root}/other-state`,
+          "--control",
+          "127.0.0.1:0",
+          "--transport",
+          "tls",
+          "--tls-pin",
+          "00".repeat(32),
+        ]);
+        const status = await wrong.wait();
+        assert.equal(status.code, ExitCode.AUTH_FAILED, wrong.output);
+        assert.match(wrong.output, /PEER_UNTRUSTED/);
+        assert.deepStrictEqual(
+          await new ReplicaStore(new DenoFileSystem(), `${root}/store`).list(),
+          ["vm"],
+        );
+      } finally {
+        await cluster.stop();
+      }
+    });
+  },
+});
+
+Deno.test("commands naming a volume the agent does not have are refused by name", async () => {
+  await withRoot(async (root) => {
+    const image = `${root}/source.img`;
+    await Deno.writeFile(image, new Uint8Array(MiB).fill(5));
+    const cluster = await Cluster.start({ root, image });
+    try {
+      for (const action of ["evacuate", "pause", "verify"]) {
+        const reply = await cluster.control("POST", `/volumes/nosuch/${action}`);
+        assert.equal(reply.ok, false);
+        assert.equal(reply.code, "VOLUME_NOT_FOUND", JSON.stringify(reply));
+        assert.match(String(reply.message), /no volume named "nosuch"/);
+      }
+      const cli = new PresyncProcess([
+        "evacuate",
+        "nosuch",
+        "--control",
+        `127.0.0.1:${cluster.agentControl}`,
+        "--key-file",
+        `${root}/key`,
+      ]);
+      assert.equal((await cli.wait()).code, ExitCode.FAILURE);
+      assert.match(cli.output, /VOLUME_NOT_FOUND/);
+    } finally {
+      await cluster.stop();
+    }
   });
 });

@@ -4,7 +4,7 @@ import { Prng } from "../../fixtures/prng.ts";
 import { Priority, Session } from "../../agent/wire/mod.ts";
 import type { TransportAddress } from "../../agent/wire/transport.ts";
 import { WanEmu } from "../../scripts/wan_emu.ts";
-import { hasOpenssl, makeTestCerts } from "../transport-tls/_test_certs.ts";
+import { hasOpenssl, makeTestCerts } from "../../fixtures/test_certs.ts";
 import { quicAvailable, quicTransport } from "./mod.ts";
 
 const PSK = new Uint8Array(32).fill(6);

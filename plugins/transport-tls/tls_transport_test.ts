@@ -3,7 +3,7 @@ import { assertRejectsCode } from "../../fixtures/assert.ts";
 import { Priority, Session } from "../../agent/wire/mod.ts";
 import type { Transport } from "../../agent/wire/transport.ts";
 import { WanEmu } from "../../scripts/wan_emu.ts";
-import { hasOpenssl, makeTestCerts } from "./_test_certs.ts";
+import { hasOpenssl, makeTestCerts } from "../../fixtures/test_certs.ts";
 import { certificateFingerprint, tlsTransport } from "./mod.ts";
 
 const PSK = new Uint8Array(32).fill(5);
