@@ -10,6 +10,7 @@ import { DEFAULT_BLOCK_SIZE, validateBlockSize } from "../volume/volume_identity
 import { parseBytes, parseCommand, required } from "./_args.ts";
 import { DEFAULT_AGENT_CONTROL } from "./_control_client.ts";
 import { withConfigFile } from "./_config.ts";
+import { Progress } from "./_progress.ts";
 import { sessionOptionsFromFlags, TRANSPORT_FLAGS, transportFromFlags } from "./_transport.ts";
 import { waitForSignal } from "./cmd_serve.ts";
 import { ExitCode, exitCodeFor } from "./exit_codes.ts";
@@ -129,6 +130,7 @@ export async function cmdAgent(args: string[]): Promise<number> {
     },
     log,
   );
+  const stopProgress = showProgress(agent);
   const running = agent.run();
   const stopped = await Promise.race([
     waitForSignal().then(() => "signal"),
@@ -138,6 +140,7 @@ export async function cmdAgent(args: string[]): Promise<number> {
     agent.stop();
     await running;
   }
+  stopProgress();
   await control.close();
   return agent.fatal ? exitCodeFor(agent.fatal) : ExitCode.OK;
 }
@@ -178,4 +181,33 @@ function agentMetrics(agent: SourceAgent): string {
       (s) => s.predictedEvacuationSeconds,
     ),
   ]);
+}
+
+/** Shows each generation's sending progress (a bar on a terminal, lines in logs). */
+function showProgress(agent: SourceAgent): () => void {
+  const bars = new Map<string, { generation: number; progress: Progress }>();
+  const timer = setInterval(() => {
+    for (const v of agent.status()) {
+      const sending = (v.state === "sending" || v.state === "evacuating") && v.generationBytes > 0;
+      const current = bars.get(v.name);
+      if (!sending) {
+        current?.progress.done();
+        bars.delete(v.name);
+        continue;
+      }
+      const generation = v.committedGeneration + 1;
+      if (!current || current.generation !== generation) {
+        current?.progress.done();
+        bars.set(v.name, {
+          generation,
+          progress: new Progress(`${v.name} generation ${generation}`),
+        });
+      }
+      bars.get(v.name)!.progress.update(v.generationBytes - v.pendingBytes, v.generationBytes);
+    }
+  }, 1000);
+  return () => {
+    clearInterval(timer);
+    for (const { progress } of bars.values()) progress.done();
+  };
 }

@@ -1,3 +1,6 @@
+import { parseCommand } from "./_args.ts";
+import { callControl } from "./_control_client.ts";
+import { Progress } from "./_progress.ts";
 import { volumeAction, volumeActionUsage } from "./_volume_action.ts";
 import { ExitCode } from "./exit_codes.ts";
 
@@ -9,7 +12,38 @@ export const EVACUATE_USAGE = volumeActionUsage(
 
 /** `presync evacuate NAME`. */
 export async function cmdEvacuate(args: string[]): Promise<number> {
-  const { result, json } = await volumeAction("evacuate", args);
+  const { values, positionals } = parseCommand("evacuate", args, {
+    control: { type: "string" },
+    "key-file": { type: "string" },
+    json: { type: "boolean" },
+  });
+  // Progress from the agent's status while the evacuation runs (not with --json).
+  const progress = values.json ? null : new Progress(`evacuating ${positionals[0] ?? ""}`);
+  let polling = progress !== null;
+  const poll = (async () => {
+    while (polling) {
+      await new Promise((resolve) => setTimeout(resolve, 500));
+      if (!polling) break;
+      const status = await callControl(values.control, values["key-file"], "GET", "/status").catch(
+        () => null,
+      );
+      const v = (status?.volumes as
+        | { name: string; generationBytes: number; pendingBytes: number }[]
+        | undefined)?.find((x) => x.name === positionals[0]);
+      if (v && v.generationBytes > 0) {
+        progress!.update(v.generationBytes - v.pendingBytes, v.generationBytes);
+      }
+    }
+  })();
+  let outcome;
+  try {
+    outcome = await volumeAction("evacuate", args);
+  } finally {
+    polling = false;
+    await poll;
+    progress?.done();
+  }
+  const { result, json } = outcome;
   const report = result as {
     volume: string;
     seconds: number;

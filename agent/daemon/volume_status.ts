@@ -68,6 +68,8 @@ export interface VolumeStatus {
   rpoSeconds: number | null;
   /** Estimated bytes on the wire still to send: the pending generation plus new writes. */
   pendingBytes: number;
+  /** Estimated wire bytes of the whole pending generation (0 when none), for progress. */
+  generationBytes: number;
   goodputBytesPerSecond: number;
   rttMs: number | null;
   /** Final scan + pending bytes at the measured goodput + commit + verify + two round trips. */
@@ -87,7 +89,9 @@ export function volumeStatus(v: AgentVolume, rttMs: number | undefined): VolumeS
   const { blockSize } = v.state.identity;
   const pending = v.state.pending;
   let pendingBlocks = 0;
+  let generationBlocks = 0;
   if (pending) {
+    generationBlocks = pending.dirty.popcount();
     const unacked = pending.dirty.clone();
     pendingBlocks = unacked.andNot(pending.acked).popcount();
     unacked.free();
@@ -111,6 +115,7 @@ export function volumeStatus(v: AgentVolume, rttMs: number | undefined): VolumeS
     committedGeneration: v.committedGeneration,
     rpoSeconds: v.committedCutTimeMs > 0 ? (Date.now() - v.committedCutTimeMs) / 1000 : null,
     pendingBytes,
+    generationBytes: Math.round(generationBlocks * blockSize * ratio),
     goodputBytesPerSecond: Math.round(goodput),
     rttMs: rtt === null ? null : Math.round(rtt * 10) / 10,
     predictedEvacuationSeconds: predicted === null ? null : Math.round(predicted * 100) / 100,
