@@ -138,6 +138,7 @@ export class SourceAgent {
         lastCommitMs: 0,
         hot: null,
         dirtyBlocksPerSecond: 0,
+        lastDirtyBlocks: 0,
         lastCutMs: Date.now(),
         lastError: null,
       });
@@ -290,7 +291,8 @@ export class SourceAgent {
     // The write rate, from generations after the first (the first is the whole image).
     const elapsed = (cutTimeMs - v.lastCutMs) / 1000;
     if (elapsed > 0 && v.committedGeneration > 0) {
-      v.dirtyBlocksPerSecond = cut.dirty.popcount() / elapsed;
+      v.lastDirtyBlocks = cut.dirty.popcount();
+      v.dirtyBlocksPerSecond = v.lastDirtyBlocks / elapsed;
     }
     v.lastCutMs = cutTimeMs;
     try {

@@ -53,6 +53,8 @@ export interface AgentVolume {
   /** How long the last commit took at the destination (prepare, apply), ms. */
   lastCommitMs: number;
   dirtyBlocksPerSecond: number;
+  /** Blocks the last generation (after the first) found dirty. */
+  lastDirtyBlocks: number;
   lastCutMs: number;
   lastError: string | null;
   /** The last generation's dirty set: likely rewritten soon, so sent last. */
@@ -82,7 +84,8 @@ export interface VolumeStatus {
  * Status of a volume, with the evacuation prediction: the final scan and the final verify
  * (each about as long as the last scan), the pending bytes (the unacknowledged part of the pending generation, plus blocks
  * written since the last cut at the last generation's rate) compressed at the ratio seen so
- * far, sent at the measured goodput, the commit (as long as the last one), plus two round
+ * far (new writes capped at the last generation's count: a hot set's rewrites do not add
+ * up), sent at the measured goodput, the commit (as long as the last one), plus two round
  * trips (final flush and commit).
  */
 export function volumeStatus(v: AgentVolume, rttMs: number | undefined): VolumeStatus {
@@ -100,7 +103,9 @@ export function volumeStatus(v: AgentVolume, rttMs: number | undefined): VolumeS
     // Blocks written since the last cut, at the rate the last generation saw.
     const sinceCut = (Date.now() - v.lastCutMs) / 1000;
     const blocks = pending?.dirty.size ?? Infinity;
-    pendingBlocks = Math.min(blocks, pendingBlocks + Math.round(v.dirtyBlocksPerSecond * sinceCut));
+    // Rewrites of the same blocks do not add up: no more than the last generation saw.
+    const fresh = Math.min(Math.round(v.dirtyBlocksPerSecond * sinceCut), v.lastDirtyBlocks);
+    pendingBlocks = Math.min(blocks, pendingBlocks + fresh);
   }
   const ratio = v.sentRawBytes > 0 ? Math.min(1, v.sentWireBytes / v.sentRawBytes) : 1;
   const pendingBytes = Math.round(pendingBlocks * blockSize * ratio);
