@@ -4,21 +4,45 @@
 
 /** dst = a | b over `bytes` bytes (a multiple of 16). dst may alias a or b. */
 export function bitmapOr(dst: usize, a: usize, b: usize, bytes: usize): void {
-  for (let i: usize = 0; i < bytes; i += 16) {
+  // Four vectors per step, then the rest one at a time.
+  let i: usize = 0;
+  for (; i + 64 <= bytes; i += 64) {
+    v128.store(dst + i, v128.or(v128.load(a + i), v128.load(b + i)));
+    v128.store(dst + i, v128.or(v128.load(a + i, 16), v128.load(b + i, 16)), 16);
+    v128.store(dst + i, v128.or(v128.load(a + i, 32), v128.load(b + i, 32)), 32);
+    v128.store(dst + i, v128.or(v128.load(a + i, 48), v128.load(b + i, 48)), 48);
+  }
+  for (; i < bytes; i += 16) {
     v128.store(dst + i, v128.or(v128.load(a + i), v128.load(b + i)));
   }
 }
 
 /** dst = a & b over `bytes` bytes (a multiple of 16). dst may alias a or b. */
 export function bitmapAnd(dst: usize, a: usize, b: usize, bytes: usize): void {
-  for (let i: usize = 0; i < bytes; i += 16) {
+  // Four vectors per step, then the rest one at a time.
+  let i: usize = 0;
+  for (; i + 64 <= bytes; i += 64) {
+    v128.store(dst + i, v128.and(v128.load(a + i), v128.load(b + i)));
+    v128.store(dst + i, v128.and(v128.load(a + i, 16), v128.load(b + i, 16)), 16);
+    v128.store(dst + i, v128.and(v128.load(a + i, 32), v128.load(b + i, 32)), 32);
+    v128.store(dst + i, v128.and(v128.load(a + i, 48), v128.load(b + i, 48)), 48);
+  }
+  for (; i < bytes; i += 16) {
     v128.store(dst + i, v128.and(v128.load(a + i), v128.load(b + i)));
   }
 }
 
 /** dst = a & ~b over `bytes` bytes (a multiple of 16). dst may alias a or b. */
 export function bitmapAndNot(dst: usize, a: usize, b: usize, bytes: usize): void {
-  for (let i: usize = 0; i < bytes; i += 16) {
+  // Four vectors per step, then the rest one at a time.
+  let i: usize = 0;
+  for (; i + 64 <= bytes; i += 64) {
+    v128.store(dst + i, v128.andnot(v128.load(a + i), v128.load(b + i)));
+    v128.store(dst + i, v128.andnot(v128.load(a + i, 16), v128.load(b + i, 16)), 16);
+    v128.store(dst + i, v128.andnot(v128.load(a + i, 32), v128.load(b + i, 32)), 32);
+    v128.store(dst + i, v128.andnot(v128.load(a + i, 48), v128.load(b + i, 48)), 48);
+  }
+  for (; i < bytes; i += 16) {
     v128.store(dst + i, v128.andnot(v128.load(a + i), v128.load(b + i)));
   }
 }
@@ -27,11 +51,20 @@ export function bitmapAndNot(dst: usize, a: usize, b: usize, bytes: usize): void
 export function bitmapPopcount(ptr: usize, bytes: usize): u32 {
   let a: u64 = 0;
   let b: u64 = 0;
-  for (let i: usize = 0; i < bytes; i += 16) {
+  let c: u64 = 0;
+  let d: u64 = 0;
+  let i: usize = 0;
+  for (; i + 32 <= bytes; i += 32) {
+    a += popcnt<u64>(load<u64>(ptr + i));
+    b += popcnt<u64>(load<u64>(ptr + i, 8));
+    c += popcnt<u64>(load<u64>(ptr + i, 16));
+    d += popcnt<u64>(load<u64>(ptr + i, 24));
+  }
+  for (; i < bytes; i += 16) {
     a += popcnt<u64>(load<u64>(ptr + i));
     b += popcnt<u64>(load<u64>(ptr + i, 8));
   }
-  return <u32> (a + b);
+  return <u32> (a + b + c + d);
 }
 
 /** Index of the first set bit at or after `from`, or `nbits` when there is none. */

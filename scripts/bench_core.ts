@@ -145,28 +145,33 @@ function tsPopcount(words: Uint32Array): number {
   return count;
 }
 
-function tsExtents(words: Uint32Array): number {
-  let runs = 0;
-  let inRun = false;
+/** Runs of set bits as flat [start, length] pairs, skipping empty and full words. */
+function tsExtents(words: Uint32Array): Uint32Array {
+  const pairs: number[] = [];
+  let start = -1;
   for (let w = 0; w < words.length; w++) {
     const word = words[w];
-    if (word === 0 && !inRun) continue;
-    if (word === 0xffffffff && inRun) continue;
+    if (word === 0 && start < 0) continue;
+    if (word === 0xffffffff && start >= 0) continue;
     for (let bit = 0; bit < 32; bit++) {
       const set = (word >>> bit & 1) === 1;
-      if (set && !inRun) runs++;
-      inRun = set;
+      if (set && start < 0) start = w * 32 + bit;
+      else if (!set && start >= 0) {
+        pairs.push(start, w * 32 + bit - start);
+        start = -1;
+      }
     }
   }
-  return runs;
+  if (start >= 0) pairs.push(start, words.length * 32 - start);
+  return Uint32Array.from(pairs);
 }
 
-const extentCount = () => {
-  let n = 0;
-  for (const _ of a.extents()) n++;
-  return n;
-};
-if (extentCount() !== tsExtents(wordsA)) throw new Error("extent counts disagree");
+const wasmPairs = a.extentPairs();
+const tsPairs = tsExtents(wordsA);
+if (wasmPairs.length !== tsPairs.length || wasmPairs.some((v, i) => v !== tsPairs[i])) {
+  throw new Error("extents disagree");
+}
+
 addTime(
   "bitmap or, 16 Mi bits",
   bench(() => scratchBitmap.or(b)),
@@ -190,8 +195,8 @@ addTime(
   bench(() => tsPopcount(wordsA)),
 );
 addTime(
-  `bitmap extents, 16 Mi bits (${extentCount()} runs)`,
-  bench(extentCount),
+  `bitmap extents as [start, length] pairs, 16 Mi bits (${wasmPairs.length / 2} runs)`,
+  bench(() => a.extentPairs()),
   "TypeScript word scan",
   bench(() => tsExtents(wordsA)),
 );

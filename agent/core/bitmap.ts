@@ -167,15 +167,36 @@ export class Bitmap {
     assertInteger("extent search start", from, 0, this.#size);
     let pos = from;
     while (true) {
-      const runs = core.bitmapExtents(this.#live(), this.#size, pos, scratch.extents, EXTENT_BATCH);
-      // Copy the batch out before yielding: other core calls may reuse the scratch area.
-      const batch = new Uint32Array(
-        mem().slice(scratch.extents, scratch.extents + runs * 8).buffer,
-      );
+      const batch = this.#extentBatch(pos);
+      const runs = batch.length / 2;
       for (let r = 0; r < runs; r++) yield [batch[2 * r], batch[2 * r + 1]];
       if (runs < EXTENT_BATCH) return;
       pos = batch[2 * runs - 2] + batch[2 * runs - 1];
     }
+  }
+
+  /**
+   * All runs of set bits at once, flat: `[start0, length0, start1, length1, …]`. Faster than
+   * {@linkcode Bitmap.extents} when there are many runs (no object per run).
+   */
+  extentPairs(): Uint32Array {
+    let out = new Uint32Array(0);
+    let pos = 0;
+    while (true) {
+      const batch = this.#extentBatch(pos);
+      const grown = new Uint32Array(out.length + batch.length);
+      grown.set(out);
+      grown.set(batch, out.length);
+      out = grown;
+      if (batch.length < EXTENT_BATCH * 2) return out;
+      pos = batch[batch.length - 2] + batch[batch.length - 1];
+    }
+  }
+
+  /** Up to EXTENT_BATCH runs from `pos`, copied out of the scratch area. */
+  #extentBatch(pos: number): Uint32Array {
+    const runs = core.bitmapExtents(this.#live(), this.#size, pos, scratch.extents, EXTENT_BATCH);
+    return new Uint32Array(mem().slice(scratch.extents, scratch.extents + runs * 8).buffer);
   }
 
   /** A copy of this bitmap. */

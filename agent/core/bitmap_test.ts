@@ -46,6 +46,11 @@ function assertSame(bitmap: Bitmap, bits: Reference, what: string): void {
   assert.equal(bitmap.size, bits.length, what);
   assert.equal(bitmap.popcount(), bits.filter(Boolean).length, `${what}: popcount`);
   assert.deepStrictEqual([...bitmap.extents()], referenceExtents(bits), `${what}: extents`);
+  assert.deepStrictEqual(
+    [...bitmap.extentPairs()],
+    referenceExtents(bits).flat(),
+    `${what}: pairs`,
+  );
   for (let i = 0; i < bits.length; i++) assert.equal(bitmap.get(i), bits[i], `${what}: bit ${i}`);
 }
 
@@ -111,6 +116,7 @@ seededTest("extents survive more runs than one WASM batch", (prng) => {
   const bits: Reference = new Array(size).fill(false);
   for (let i = 0; i < size; i += 2) bitmap.set(i), bits[i] = true;
   assert.deepStrictEqual([...bitmap.extents()], referenceExtents(bits));
+  assert.deepStrictEqual([...bitmap.extentPairs()], referenceExtents(bits).flat());
   using full = new Bitmap(size).setRange(0, size);
   assert.deepStrictEqual([...full.extents()], [[0, size]]);
   assert.deepStrictEqual([...full.extents(size - 3)], [[size - 3, 3]]);
