@@ -1,4 +1,4 @@
-import { Bitmap, diffManifests } from "../../agent/core/mod.ts";
+import { Bitmap, BlockEntriesPool, diffManifests, type PoolResult } from "../../agent/core/mod.ts";
 import { ErrorCode, PresyncError } from "../../agent/errors.ts";
 import { atomicWrite, readWhole } from "../../agent/fs/atomic_write.ts";
 import { DenoFileSystem } from "../../agent/fs/deno_file_system.ts";
@@ -6,9 +6,11 @@ import type { FileHandle, FileSystem } from "../../agent/fs/file_system.ts";
 import { io } from "../../agent/fs/io_error.ts";
 import { RateLimiter, throttle } from "../../agent/rate_limiter.ts";
 import type { Cut, Tracker } from "../../agent/tracker.ts";
-import { blockEntries } from "../../agent/volume/block_hashes.ts";
 import type { ManifestFile } from "../../agent/volume/manifest_file.ts";
 import { blockCount, type VolumeIdentity } from "../../agent/volume/volume_identity.ts";
+
+/** Images at least this large are hashed on every core (workers cost ~0.1 s to start). */
+export const PARALLEL_SCAN_MIN_BYTES = 256 * 1024 * 1024;
 
 /** Bytes read per sequential read while scanning (or one block when blocks are larger). */
 export const SCAN_READ_BYTES = 8 * 1024 * 1024;
@@ -29,6 +31,8 @@ export interface ScanTrackerOptions {
   checkpointPath?: string;
   /** Save progress after this many bytes scanned. Default 1 GiB. */
   checkpointEveryBytes?: number;
+  /** Hashing workers for large images (default: one per core). */
+  workers?: number;
   /** Read-rate cap on the image, bytes per second; 0 or absent: unlimited. */
   readRateBytesPerSecond?: number;
   fs?: FileSystem;
@@ -94,16 +98,15 @@ export class ScanTracker implements Tracker {
     const { identity, manifest, checkpointPath } = this.#options;
     const blocks = blockCount(identity);
     const perPiece = Math.max(1, Math.floor(SCAN_READ_BYTES / identity.blockSize));
-    // Two buffers: the next piece is read (on Deno's I/O thread) while this one is hashed.
-    const buffers = [0, 1].map(() => new Uint8Array(perPiece * identity.blockSize));
-    const readPiece = async (first: number, buffer: Uint8Array) => {
+    const pieceBytes = perPiece * identity.blockSize;
+    const readPiece = async (first: number, buffer: ArrayBuffer) => {
       const count = Math.min(perPiece, blocks - first);
       const length = Math.min(
         count * identity.blockSize,
         identity.sizeBytes - first * identity.blockSize,
       );
       await throttle(this.#limiter, length);
-      const data = buffer.subarray(0, length);
+      const data = new Uint8Array(buffer, 0, length);
       const n = await io("read source image", () => image.read(first * identity.blockSize, data));
       if (n !== length) {
         throw new PresyncError(
@@ -111,35 +114,51 @@ export class ScanTracker implements Tracker {
           `source image ended at byte ${first * identity.blockSize + n} while scanning`,
         );
       }
-      return data;
+      return { first, count, buffer, length };
     };
     const restored = checkpointPath ? await this.#loadCheckpoint(blocks) : null;
     const dirty = restored?.dirty ?? new Bitmap(blocks);
+    // Large images are hashed on every core; the next piece is read (on Deno's I/O thread)
+    // while earlier ones are hashed.
+    const workers = identity.sizeBytes >= PARALLEL_SCAN_MIN_BYTES
+      ? this.#options.workers ?? navigator.hardwareConcurrency
+      : 1;
+    using pool = new BlockEntriesPool(workers);
+    const free: ArrayBuffer[] = [];
+    const inFlight: Promise<{ first: number; count: number; length: number } & PoolResult>[] = [];
+    let nextRead: ReturnType<typeof readPiece> | null = null;
     let sinceCheckpoint = 0;
-    let next: Promise<Uint8Array> | null = null;
+    const settle = async (piece: { first: number; count: number; length: number } & PoolResult) => {
+      using changed = diffManifests(await manifest.read(piece.first, piece.count), piece.entries);
+      for (const [start, run] of changed.extents()) dirty.setRange(piece.first + start, run);
+      free.push(piece.buffer);
+      sinceCheckpoint += piece.length;
+      if (checkpointPath && sinceCheckpoint >= (this.#options.checkpointEveryBytes ?? 2 ** 30)) {
+        // Pieces finish in order, so every block before this piece's end is compared.
+        await this.#saveCheckpoint(dirty, piece.first + piece.count);
+        sinceCheckpoint = 0;
+      }
+    };
     try {
       const start = restored?.nextBlock ?? 0;
-      next = start < blocks ? readPiece(start, buffers[0]) : null;
-      for (let first = start, turn = 0; first < blocks; first += perPiece, turn ^= 1) {
-        const count = Math.min(perPiece, blocks - first);
-        const data = await next!;
-        next = first + perPiece < blocks ? readPiece(first + perPiece, buffers[turn ^ 1]) : null;
-        const length = data.length;
-        using changed = diffManifests(
-          await manifest.read(first, count),
-          blockEntries(data, identity.blockSize),
-        );
-        for (const [start, run] of changed.extents()) dirty.setRange(first + start, run);
-        sinceCheckpoint += length;
-        if (checkpointPath && sinceCheckpoint >= (this.#options.checkpointEveryBytes ?? 2 ** 30)) {
-          await this.#saveCheckpoint(dirty, first + count);
-          sinceCheckpoint = 0;
-        }
+      nextRead = start < blocks ? readPiece(start, new ArrayBuffer(pieceBytes)) : null;
+      for (let first = start; first < blocks; first += perPiece) {
+        const piece = await nextRead!;
+        nextRead = first + perPiece < blocks
+          ? readPiece(first + perPiece, free.pop() ?? new ArrayBuffer(pieceBytes))
+          : null;
+        const computing = pool.compute(piece.buffer, piece.length, identity.blockSize)
+          .then((result) => ({ ...piece, ...result }));
+        computing.catch(() => {});
+        inFlight.push(computing);
+        if (inFlight.length >= pool.parallelism) await settle(await inFlight.shift()!);
       }
+      while (inFlight.length > 0) await settle(await inFlight.shift()!);
       if (checkpointPath) await io("remove scan checkpoint", () => this.#fs.remove(checkpointPath));
       return dirty;
     } catch (err) {
-      await next?.catch(() => {});
+      await nextRead?.catch(() => {});
+      await Promise.allSettled(inFlight);
       dirty.free();
       throw err;
     }
