@@ -31,7 +31,7 @@ export interface ScanTrackerOptions {
   checkpointPath?: string;
   /** Save progress after this many bytes scanned. Default 1 GiB. */
   checkpointEveryBytes?: number;
-  /** Hashing workers for large images (default: one per core). */
+  /** Hashing workers (default: one per core for images of PARALLEL_SCAN_MIN_BYTES or more). */
   workers?: number;
   /** Read-rate cap on the image, bytes per second; 0 or absent: unlimited. */
   readRateBytesPerSecond?: number;
@@ -120,9 +120,8 @@ export class ScanTracker implements Tracker {
     const dirty = restored?.dirty ?? new Bitmap(blocks);
     // Large images are hashed on every core; the next piece is read (on Deno's I/O thread)
     // while earlier ones are hashed.
-    const workers = identity.sizeBytes >= PARALLEL_SCAN_MIN_BYTES
-      ? this.#options.workers ?? navigator.hardwareConcurrency
-      : 1;
+    const workers = this.#options.workers ??
+      (identity.sizeBytes >= PARALLEL_SCAN_MIN_BYTES ? navigator.hardwareConcurrency : 1);
     using pool = new BlockEntriesPool(workers);
     const free: ArrayBuffer[] = [];
     const inFlight: Promise<{ first: number; count: number; length: number } & PoolResult>[] = [];
