@@ -180,9 +180,9 @@ try {
   );
   console.log(`| predicted by status | ${before.predictedEvacuationSeconds} s |`);
   console.log(
-    `| a full copy of the image on this link | ≈ ${
-      fullCopySeconds.toFixed(1)
-    } s (${(fullCopyBytes / MiB).toFixed(0)} MiB zstd -1 at link rate + 2 RTT) |`,
+    `| a full copy of the image on this link | ≈ ${fullCopySeconds.toFixed(1)} s (${
+      (fullCopyBytes / MiB).toFixed(0)
+    } MiB zstd -1 at link rate + 2 RTT) |`,
   );
   console.log(`| verified (Merkle roots) | ${report.verified} |`);
   console.log(`| replica equals the paused source | ${same} |`);
