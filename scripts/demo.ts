@@ -14,8 +14,7 @@ import { parseArgs } from "node:util";
 import { Cluster } from "../fixtures/cluster.ts";
 import { mixedData } from "../fixtures/data.ts";
 import { Prng } from "../fixtures/prng.ts";
-import { hashImage } from "../fixtures/workload.ts";
-import { DenoFileSystem } from "../agent/fs/deno_file_system.ts";
+import { hashFile } from "../fixtures/workload.ts";
 import { encodeBlockFrame } from "../agent/codec/mod.ts";
 import { isZero } from "../agent/core/mod.ts";
 import { createZstdCodec } from "../plugins/codec-zstd/mod.ts";
@@ -38,15 +37,6 @@ const linkBitsPerSecond = Number(values["rate-mbit"]) * 1e6;
 const oneWayMs = Number(values["rtt-ms"]) / 2;
 const prng = new Prng(Number(values.seed));
 const say = (text: string) => console.log(`[demo] ${text}`);
-
-async function hashOf(path: string): Promise<string> {
-  const file = await new DenoFileSystem().open(path);
-  try {
-    return await hashImage(file, await file.size());
-  } finally {
-    file.close();
-  }
-}
 
 /** Bytes of the whole image compressed with zstd level 1 in 64 KiB blocks (zeros as markers). */
 async function compressedSize(path: string): Promise<number> {
@@ -154,7 +144,7 @@ try {
     generation: number;
     verified: boolean;
   };
-  const same = await hashOf(image) === await hashOf(`${root}/store/vm/image`);
+  const same = await hashFile(image) === await hashFile(`${root}/store/vm/image`);
   const fullCopyBytes = await compressedSize(image);
   const fullCopySeconds = (fullCopyBytes * 8) / linkBitsPerSecond + (2 * oneWayMs * 2) / 1000;
 

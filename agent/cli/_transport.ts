@@ -13,6 +13,16 @@ export const TRANSPORT_FLAGS = {
   "tls-pin": { type: "string" },
 } as const;
 
+/** Flags `serve` and `agent` share: key, control endpoint, config file, logs, transport. */
+export const DAEMON_FLAGS = {
+  "key-file": { type: "string" },
+  control: { type: "string" },
+  config: { type: "string" },
+  "log-format": { type: "string" },
+  "idle-timeout": { type: "string" },
+  ...TRANSPORT_FLAGS,
+} as const;
+
 /** The transport the flags name: `tcp` (default) or `tls`. */
 export async function transportFromFlags(
   values: FlagValues,

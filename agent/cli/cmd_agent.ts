@@ -11,7 +11,7 @@ import { parseBytes, parseCommand, required } from "./_args.ts";
 import { DEFAULT_AGENT_CONTROL } from "./_control_client.ts";
 import { withConfigFile } from "./_config.ts";
 import { Progress } from "./_progress.ts";
-import { sessionOptionsFromFlags, TRANSPORT_FLAGS, transportFromFlags } from "./_transport.ts";
+import { DAEMON_FLAGS, sessionOptionsFromFlags, transportFromFlags } from "./_transport.ts";
 import { waitForSignal } from "./cmd_serve.ts";
 import { ExitCode, exitCodeFor } from "./exit_codes.ts";
 
@@ -40,7 +40,6 @@ destination in the background; reconnects and resumes by itself.
 const OPTIONS = {
   volume: { type: "string", multiple: true },
   to: { type: "string" },
-  "key-file": { type: "string" },
   state: { type: "string" },
   tracker: { type: "string" },
   "block-size": { type: "string" },
@@ -51,11 +50,7 @@ const OPTIONS = {
   "delay-target": { type: "string" },
   codec: { type: "string" },
   "evacuate-hook": { type: "string" },
-  control: { type: "string" },
-  config: { type: "string" },
-  "log-format": { type: "string" },
-  "idle-timeout": { type: "string" },
-  ...TRANSPORT_FLAGS,
+  ...DAEMON_FLAGS,
 } as const;
 
 function parseVolumes(values: string[]): { name: string; image: string }[] {

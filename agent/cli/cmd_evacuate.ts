@@ -1,3 +1,4 @@
+import type { EvacuateReport } from "../daemon/source_agent.ts";
 import { parseCommand } from "./_args.ts";
 import { callControl } from "./_control_client.ts";
 import { Progress } from "./_progress.ts";
@@ -44,14 +45,7 @@ export async function cmdEvacuate(args: string[]): Promise<number> {
     progress?.done();
   }
   const { result, json } = outcome;
-  const report = result as {
-    volume: string;
-    seconds: number;
-    bytesSent: number;
-    generation: number;
-    merkleRoot: string;
-    verified: boolean;
-  };
+  const report = result as EvacuateReport;
   if (json) console.log(JSON.stringify(report));
   else {
     console.log(

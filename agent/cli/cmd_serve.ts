@@ -4,7 +4,7 @@ import { parseHostPort, readKey } from "../key_file.ts";
 import { createLogger } from "../log.ts";
 import { parseCommand, required } from "./_args.ts";
 import { withConfigFile } from "./_config.ts";
-import { sessionOptionsFromFlags, TRANSPORT_FLAGS, transportFromFlags } from "./_transport.ts";
+import { DAEMON_FLAGS, sessionOptionsFromFlags, transportFromFlags } from "./_transport.ts";
 import { ExitCode } from "./exit_codes.ts";
 
 export const SERVE_USAGE = `presync serve --store DIR --listen HOST:PORT --key-file FILE [options]
@@ -21,12 +21,7 @@ their replicas in DIR (one subdirectory per volume; a new volume is created on f
 const OPTIONS = {
   store: { type: "string" },
   listen: { type: "string" },
-  "key-file": { type: "string" },
-  control: { type: "string" },
-  config: { type: "string" },
-  "log-format": { type: "string" },
-  "idle-timeout": { type: "string" },
-  ...TRANSPORT_FLAGS,
+  ...DAEMON_FLAGS,
 } as const;
 
 /** `presync serve`: runs until SIGINT or SIGTERM. */

@@ -2,7 +2,7 @@ import assert from "node:assert/strict";
 import { Cluster, PresyncProcess } from "../../fixtures/cluster.ts";
 import type { Prng } from "../../fixtures/prng.ts";
 import { seededTest } from "../../fixtures/seeded.ts";
-import { hashImage } from "../../fixtures/workload.ts";
+import { hashFile } from "../../fixtures/workload.ts";
 import { DenoFileSystem } from "../fs/deno_file_system.ts";
 import { ReplicaStore } from "../store/replica_store.ts";
 import { ExitCode } from "../cli/exit_codes.ts";
@@ -18,22 +18,13 @@ async function makeImage(path: string, prng: Prng, sizeBytes: number, dataBytes:
   file.close();
 }
 
-async function hashOf(path: string): Promise<string> {
-  const file = await new DenoFileSystem().open(path);
-  try {
-    return await hashImage(file, await file.size());
-  } finally {
-    file.close();
-  }
-}
-
 /** Waits until the destination committed a generation whose image equals the source's. */
 async function waitConverged(cluster: Cluster, image: string): Promise<void> {
-  const expected = await hashOf(image);
+  const expected = await hashFile(image);
   await cluster.waitFor("the replica to equal the source", async () => {
     const status = await cluster.volumeStatus();
     if (status.state !== "idle" || Number(status.committedGeneration) < 1) return false;
-    return await hashOf(`${cluster.root}/store/vm/image`) === expected;
+    return await hashFile(`${cluster.root}/store/vm/image`) === expected;
   }, 120_000);
 }
 
@@ -102,8 +93,8 @@ seededTest(
       const image = `${root}/source.img`;
       await makeImage(image, prng, 80 * MiB, 64 * MiB);
       await makeImage(`${root}/zeros.img`, prng, 80 * MiB, 0);
-      const zeroHash = await hashOf(`${root}/zeros.img`);
-      const sourceHash = await hashOf(image);
+      const zeroHash = await hashFile(`${root}/zeros.img`);
+      const sourceHash = await hashFile(image);
       const cluster = await Cluster.start({ root, image, wan: { up: LINK, down: LINK } });
       try {
         // Mid-generation: some of the 64 MiB have been sent and flushed.
@@ -117,7 +108,7 @@ seededTest(
         const replica = await new ReplicaStore(new DenoFileSystem(), `${root}/store`).open("vm");
         const committed = replica.meta.committedGeneration;
         replica.close();
-        const replicaHash = await hashOf(`${root}/store/vm/image`);
+        const replicaHash = await hashFile(`${root}/store/vm/image`);
         assert.equal(replicaHash, committed === 0 ? zeroHash : sourceHash, "the replica is torn");
         cluster.startServe();
         await cluster.waitFor("more progress", sendingBelow(20 * MiB));
@@ -177,7 +168,7 @@ seededTest(
         const report = reply.result as { verified: boolean; generation: number };
         assert.equal(reply.ok, true, JSON.stringify(reply));
         assert.equal(report.verified, true);
-        assert.equal(await hashOf(`${root}/store/vm/image`), await hashOf(image));
+        assert.equal(await hashFile(`${root}/store/vm/image`), await hashFile(image));
       } finally {
         await cluster.stop();
       }
