@@ -76,11 +76,15 @@ function nextSet(ptr: usize, nbits: u32, from: u32): u32 {
   while (w == 0) {
     word++;
     if (word >= words) return nbits;
-    // Skip 16 zero bytes at a time when aligned; padding keeps the load in bounds.
-    while (
-      (word & 1) == 0 && word + 1 < words && !v128.any_true(v128.load(ptr + (<usize> word << 3)))
-    ) {
-      word += 2;
+    // Skip 64 zero bytes at a time once 64-byte aligned (the loads stay within the words).
+    while ((word & 7) == 0 && word + 8 <= words) {
+      const at = ptr + (<usize> word << 3);
+      const any = v128.or(
+        v128.or(v128.load(at), v128.load(at, 16)),
+        v128.or(v128.load(at, 32), v128.load(at, 48)),
+      );
+      if (v128.any_true(any)) break;
+      word += 8;
     }
     if (word >= words) return nbits;
     w = load<u64>(ptr + (<usize> word << 3));
