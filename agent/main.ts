@@ -12,6 +12,7 @@
 
 import { AGENT_USAGE, cmdAgent } from "./cli/cmd_agent.ts";
 import { cmdEvacuate, EVACUATE_USAGE } from "./cli/cmd_evacuate.ts";
+import { EXPORT_COMMAND } from "./cli/cmd_export.ts";
 import { cmdKeygen, KEYGEN_USAGE } from "./cli/cmd_keygen.ts";
 import { cmdServe, SERVE_USAGE } from "./cli/cmd_serve.ts";
 import { cmdStatus, STATUS_USAGE } from "./cli/cmd_status.ts";
@@ -37,6 +38,7 @@ const COMMANDS: Record<string, { run: (args: string[]) => Promise<number>; usage
   },
   sync: { run: cmdSync, usage: SYNC_USAGE },
   verify: { run: cmdVerify, usage: VERIFY_USAGE },
+  export: EXPORT_COMMAND,
 };
 
 /** Runs the command line `args`; returns the exit code. */

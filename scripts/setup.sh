@@ -2,11 +2,15 @@
 # Installs the Debian tools presync's tests and benchmarks talk to, when they are missing:
 #   zstd   - the reference zstd CLI (codec interop tests, codec benchmark)
 #   b3sum  - the reference BLAKE3 CLI (core benchmark baseline)
+#   qemu-img, qemu-io, qemu-nbd (qemu-utils), nbdinfo, nbdcopy (libnbd-bin) - real NBD peers
+#   rsync  - the evacuation benchmark's baseline
+#   openssl - test certificates for the TLS and QUIC transports
 # Idempotent and quiet when everything is present. Needs root (apt-get) to install; without
 # it, says what is missing and carries on (the tests that need a tool then say they skip).
 set -euo pipefail
 
-declare -A package_of=([zstd]=zstd [b3sum]=b3sum)
+declare -A package_of=([zstd]=zstd [b3sum]=b3sum [qemu-img]=qemu-utils [nbdinfo]=libnbd-bin
+  [rsync]=rsync [openssl]=openssl)
 missing=()
 for tool in "${!package_of[@]}"; do
   command -v "$tool" >/dev/null 2>&1 || missing+=("${package_of[$tool]}")

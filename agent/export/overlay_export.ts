@@ -1,0 +1,204 @@
+import { Bitmap } from "../core/mod.ts";
+import { ErrorCode, PresyncError } from "../errors.ts";
+import { atomicWrite, readWhole } from "../fs/atomic_write.ts";
+import { DenoFileSystem } from "../fs/deno_file_system.ts";
+import { io } from "../fs/io_error.ts";
+import { LockedFile } from "../nbd/_locked_file.ts";
+import type { NbdExport } from "../nbd/nbd_export.ts";
+import type { StatusExtent } from "../nbd/reply_codec.ts";
+
+/** Options of {@linkcode OverlayExport.open}. */
+export interface OverlayExportOptions {
+  /** The read-only export underneath (the replica); never written. */
+  base: NbdExport;
+  /** Granularity of the overlay, bytes (the volume's block size). */
+  blockSize: number;
+  /**
+   * The overlay data file (sparse, the size of the volume). Its map of present blocks is
+   * `<overlayPath>.map`. An existing overlay is continued, so a rebooted VM keeps its writes.
+   */
+  overlayPath: string;
+}
+
+/**
+ * A writable copy-on-write view of a read-only export: writes go to an overlay file, block
+ * by block (a partial write first copies the block up from the base); reads take each block
+ * from the overlay when it has it, else from the base. The base is never written. FLUSH
+ * fsyncs the overlay, then records the map of present blocks atomically, so after a crash
+ * the overlay holds every write acknowledged before the last flush.
+ */
+export class OverlayExport implements NbdExport {
+  readonly name: string;
+  readonly description: string;
+  readonly sizeBytes: number;
+  readonly readOnly = false;
+  readonly multiConn = true;
+  readonly #base: NbdExport;
+  readonly #blockSize: number;
+  readonly #file: LockedFile;
+  readonly #mapPath: string;
+  readonly #present: Bitmap;
+  #writes: Promise<unknown> = Promise.resolve();
+  #mapDirty = false;
+  #closed = false;
+
+  private constructor(options: OverlayExportOptions, file: LockedFile, present: Bitmap) {
+    this.#base = options.base;
+    this.#blockSize = options.blockSize;
+    this.#file = file;
+    this.#mapPath = `${options.overlayPath}.map`;
+    this.#present = present;
+    this.name = options.base.name;
+    this.sizeBytes = options.base.sizeBytes;
+    this.description = `${options.base.description ?? options.base.name}, writable overlay ` +
+      options.overlayPath;
+  }
+
+  /** Opens (or creates) the overlay. */
+  static async open(options: OverlayExportOptions): Promise<OverlayExport> {
+    const blocks = Math.ceil(options.base.sizeBytes / options.blockSize);
+    const fs = new DenoFileSystem();
+    const saved = await io(
+      `read ${options.overlayPath}.map`,
+      () => readWhole(fs, `${options.overlayPath}.map`),
+    );
+    let present: Bitmap;
+    try {
+      present = saved ? Bitmap.deserialize(saved, blocks) : new Bitmap(blocks);
+    } catch (cause) {
+      throw new PresyncError(
+        ErrorCode.STORE_CORRUPT,
+        `${options.overlayPath}.map is damaged; remove the overlay and its map to start over`,
+        { cause },
+      );
+    }
+    if (present.size !== blocks) {
+      present.free();
+      throw new PresyncError(
+        ErrorCode.VOLUME_MISMATCH,
+        `overlay ${options.overlayPath} belongs to a volume of another size`,
+      );
+    }
+    const file = await LockedFile.open(options.overlayPath, { create: true });
+    try {
+      if (await file.size() !== options.base.sizeBytes) {
+        await file.truncate(options.base.sizeBytes);
+      }
+    } catch (err) {
+      present.free();
+      await file.close();
+      throw err;
+    }
+    return new OverlayExport(options, file, present);
+  }
+
+  /** Number of blocks held in the overlay. */
+  presentBlocks(): number {
+    return this.#present.popcount();
+  }
+
+  async read(offset: number, length: number): Promise<Uint8Array> {
+    const data = await this.#base.read(offset, length);
+    if (length === 0) return data;
+    const bs = this.#blockSize;
+    const first = Math.floor(offset / bs);
+    const last = Math.floor((offset + length - 1) / bs);
+    for (let block = first; block <= last; block++) {
+      if (!this.#present.get(block)) continue;
+      const from = Math.max(offset, block * bs);
+      const to = Math.min(offset + length, (block + 1) * bs);
+      await this.#file.read(from, data.subarray(from - offset, to - offset));
+    }
+    return data;
+  }
+
+  /** Writes run one at a time: a copy-up must not race another write to the same block. */
+  #serial(fn: () => Promise<void>): Promise<void> {
+    const next = this.#writes.then(fn);
+    this.#writes = next.catch(() => {});
+    return next;
+  }
+
+  write(offset: number, data: Uint8Array): Promise<void> {
+    return this.#serial(async () => {
+      if (data.length === 0) return;
+      const bs = this.#blockSize;
+      const first = Math.floor(offset / bs);
+      const last = Math.floor((offset + data.length - 1) / bs);
+      for (const block of new Set([first, last])) {
+        const start = block * bs;
+        const end = Math.min(start + bs, this.sizeBytes);
+        const covered = offset <= start && offset + data.length >= end;
+        if (!covered && !this.#present.get(block)) {
+          await this.#file.write(start, await this.#base.read(start, end - start));
+        }
+      }
+      await this.#file.write(offset, data);
+      this.#present.setRange(first, last - first + 1);
+      this.#mapDirty = true;
+    });
+  }
+
+  async writeZeroes(offset: number, length: number): Promise<void> {
+    const piece = 1 << 20;
+    const zeros = new Uint8Array(Math.min(length, piece));
+    for (let at = 0; at < length; at += piece) {
+      await this.write(offset + at, zeros.subarray(0, Math.min(piece, length - at)));
+    }
+  }
+
+  /** Accepted and ignored (allowed by the specification). */
+  trim(): Promise<void> {
+    return Promise.resolve();
+  }
+
+  flush(): Promise<void> {
+    return this.#serial(async () => {
+      await this.#file.sync();
+      if (!this.#mapDirty) return;
+      this.#mapDirty = false;
+      await io(
+        `write ${this.#mapPath}`,
+        () => atomicWrite(new DenoFileSystem(), this.#mapPath, this.#present.serialize()),
+      );
+    });
+  }
+
+  /** The base's status where the overlay has nothing; overlay blocks as data. */
+  async allocation(offset: number, length: number): Promise<StatusExtent[]> {
+    const bs = this.#blockSize;
+    const firstBlock = Math.floor(offset / bs);
+    if (this.#present.get(firstBlock)) {
+      let next = firstBlock + 1;
+      while (next * bs < offset + length && this.#present.get(next)) next++;
+      return [{ lengthBytes: Math.min(next * bs, this.sizeBytes) - offset, flags: 0 }];
+    }
+    let next = firstBlock + 1;
+    while (next * bs < offset + length && !this.#present.get(next)) next++;
+    const span = Math.min(next * bs, offset + length, this.sizeBytes) - offset;
+    const base = this.#base.allocation
+      ? await this.#base.allocation(offset, span)
+      : [{ lengthBytes: span, flags: 0 }];
+    // Keep the base's extents inside the span without overlay blocks.
+    const out: StatusExtent[] = [];
+    let covered = 0;
+    for (const e of base) {
+      if (covered >= span) break;
+      out.push({ lengthBytes: Math.min(e.lengthBytes, span - covered), flags: e.flags });
+      covered += e.lengthBytes;
+    }
+    return out;
+  }
+
+  /** Flushes, then closes the overlay (the base is the caller's). Idempotent. */
+  async close(): Promise<void> {
+    if (this.#closed) return;
+    this.#closed = true;
+    try {
+      await this.flush();
+    } finally {
+      await this.#file.close();
+      this.#present.free();
+    }
+  }
+}

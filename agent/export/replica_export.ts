@@ -1,0 +1,189 @@
+import { Bitmap } from "../core/mod.ts";
+import { DenoFileSystem } from "../fs/deno_file_system.ts";
+import { LockedFile } from "../nbd/_locked_file.ts";
+import { NBD_STATE_HOLE, NBD_STATE_ZERO } from "../nbd/nbd_constants.ts";
+import type { NbdExport } from "../nbd/nbd_export.ts";
+import type { StatusExtent } from "../nbd/reply_codec.ts";
+import { ReplicaStore } from "../store/replica_store.ts";
+import type { ReplicaMeta } from "../store/replica_volume.ts";
+import { ENTRY_BYTES, isZeroEntry } from "../volume/block_hashes.ts";
+import { blockCount, type VolumeIdentity } from "../volume/volume_identity.ts";
+
+/** Manifest entries read per piece while finding zero blocks. */
+const MANIFEST_PIECE_ENTRIES = 64 * 1024;
+/** Most blocks looked at for one BLOCK_STATUS reply (the client asks again for the rest). */
+const STATUS_BLOCKS_PER_REPLY = 1 << 20;
+
+/**
+ * Postcopy: blocks of the generation still arriving are fetched from the source on demand.
+ * Not wired yet — it needs the network layer; the export calls these when given.
+ */
+export interface PostcopySource {
+  /** Whether `block` is not yet committed in the replica (and must come from the source). */
+  isMissing(block: number): boolean;
+  /** The block's bytes as of the generation being committed, fetched at high priority. */
+  fetchBlock(block: number): Promise<Uint8Array>;
+}
+
+/** Options of {@linkcode ReplicaExport.open}. */
+export interface ReplicaExportOptions {
+  storeDir: string;
+  volume: string;
+  /** Export name (default: the volume name). */
+  exportName?: string;
+  /** On-demand fetching of blocks not yet committed (postcopy); absent: none. */
+  postcopy?: PostcopySource;
+}
+
+/**
+ * The committed replica of one volume as a read-only NBD export. Opening runs the store's
+ * crash recovery first, so what is served is exactly a committed generation. Blocks whose
+ * manifest entry says "all zero" are reported as holes that read as zeros
+ * (`base:allocation`). The destination agent must not commit into the replica while it is
+ * exported (evacuation stops syncing first).
+ */
+export class ReplicaExport implements NbdExport {
+  readonly name: string;
+  readonly description: string;
+  readonly sizeBytes: number;
+  readonly readOnly = true;
+  readonly multiConn = true;
+  /** The committed state being served. */
+  readonly meta: ReplicaMeta;
+  readonly #image: LockedFile;
+  readonly #zero: Bitmap;
+  readonly #identity: VolumeIdentity;
+  readonly #postcopy?: PostcopySource;
+
+  private constructor(
+    meta: ReplicaMeta,
+    image: LockedFile,
+    zero: Bitmap,
+    options: ReplicaExportOptions,
+  ) {
+    this.meta = meta;
+    this.#identity = meta.identity;
+    this.#image = image;
+    this.#zero = zero;
+    this.#postcopy = options.postcopy;
+    this.name = options.exportName ?? meta.identity.name;
+    this.sizeBytes = meta.identity.sizeBytes;
+    this.description = `presync replica ${meta.identity.name}, generation ` +
+      `${meta.committedGeneration}`;
+  }
+
+  /** Recovers and opens the replica `volume` of the store at `storeDir`. */
+  static async open(options: ReplicaExportOptions): Promise<ReplicaExport> {
+    const store = new ReplicaStore(new DenoFileSystem(), options.storeDir);
+    const volume = await store.open(options.volume);
+    const meta = volume.meta;
+    const dir = volume.dir;
+    volume.close();
+    const zero = await zeroBlocksOf(`${dir}/manifest`, meta.identity);
+    try {
+      const image = await LockedFile.open(`${dir}/image`, { readOnly: true });
+      return new ReplicaExport(meta, image, zero, options);
+    } catch (err) {
+      zero.free();
+      throw err;
+    }
+  }
+
+  /** The volume's identity. */
+  get identity(): VolumeIdentity {
+    return this.#identity;
+  }
+
+  async read(offset: number, length: number): Promise<Uint8Array> {
+    const data = await this.#image.read(offset, new Uint8Array(length));
+    const postcopy = this.#postcopy;
+    if (!postcopy || length === 0) return data;
+    const { blockSize } = this.#identity;
+    const first = Math.floor(offset / blockSize);
+    const last = Math.floor((offset + length - 1) / blockSize);
+    for (let block = first; block <= last; block++) {
+      if (!postcopy.isMissing(block)) continue;
+      const bytes = await postcopy.fetchBlock(block);
+      const start = block * blockSize;
+      const from = Math.max(offset, start);
+      const to = Math.min(offset + length, start + bytes.length);
+      data.set(bytes.subarray(from - start, to - start), from - offset);
+    }
+    return data;
+  }
+
+  write(): Promise<void> {
+    return Promise.reject(new Error("the replica export is read-only"));
+  }
+
+  writeZeroes(): Promise<void> {
+    return this.write();
+  }
+
+  trim(): Promise<void> {
+    return this.write();
+  }
+
+  flush(): Promise<void> {
+    return Promise.resolve();
+  }
+
+  /** Zero blocks as holes reading as zeros, the rest as data. */
+  allocation(offset: number, length: number): Promise<StatusExtent[]> {
+    const { blockSize } = this.#identity;
+    const end = Math.min(offset + length, this.sizeBytes);
+    const first = Math.floor(offset / blockSize);
+    const last = Math.min(
+      Math.floor((end - 1) / blockSize),
+      first + STATUS_BLOCKS_PER_REPLY - 1,
+    );
+    const extents: StatusExtent[] = [];
+    let at = offset;
+    const hole = (block: number) =>
+      this.#zero.get(block) && !(this.#postcopy?.isMissing(block) ?? false);
+    for (let block = first; block <= last;) {
+      const zero = hole(block);
+      let next = block + 1;
+      while (next <= last && hole(next) === zero) next++;
+      const stop = Math.min(next * blockSize, this.sizeBytes);
+      extents.push({
+        lengthBytes: Math.min(stop - at, 0x8000_0000),
+        flags: zero ? NBD_STATE_HOLE | NBD_STATE_ZERO : 0,
+      });
+      if (stop - at > 0x8000_0000) break;
+      at = stop;
+      block = next;
+    }
+    return Promise.resolve(extents);
+  }
+
+  /** Closes the image and frees memory. Idempotent. */
+  async close(): Promise<void> {
+    await this.#image.close();
+    this.#zero.free();
+  }
+}
+
+/** Blocks whose manifest entry is the zero entry (all-zero blocks). */
+async function zeroBlocksOf(path: string, identity: VolumeIdentity): Promise<Bitmap> {
+  const blocks = blockCount(identity);
+  const zero = new Bitmap(blocks);
+  const manifest = await LockedFile.open(path, { readOnly: true });
+  try {
+    for (let first = 0; first < blocks; first += MANIFEST_PIECE_ENTRIES) {
+      const count = Math.min(MANIFEST_PIECE_ENTRIES, blocks - first);
+      const entries = await manifest.read(first * ENTRY_BYTES, new Uint8Array(count * ENTRY_BYTES));
+      for (let i = 0; i < count; i++) {
+        if (isZeroEntry(entries.subarray(i * ENTRY_BYTES, (i + 1) * ENTRY_BYTES))) {
+          zero.set(first + i);
+        }
+      }
+    }
+    return zero;
+  } catch (err) {
+    zero.free();
+    throw err;
+  } finally {
+    await manifest.close();
+  }
+}

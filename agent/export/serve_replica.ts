@@ -1,0 +1,79 @@
+import { type NbdAddress, NbdServer } from "../nbd/mod.ts";
+import type { NbdExport } from "../nbd/nbd_export.ts";
+import { OverlayExport } from "./overlay_export.ts";
+import { type PostcopySource, ReplicaExport } from "./replica_export.ts";
+
+/** Options of {@linkcode serveReplica}. */
+export interface ServeReplicaOptions {
+  storeDir: string;
+  volume: string;
+  /** Where to listen (at least one). */
+  listen: NbdAddress[];
+  /** Serve read-write through a copy-on-write overlay (the replica is never written). */
+  writable?: boolean;
+  /** The overlay file when writable (default `<storeDir>/<volume>.overlay`). */
+  overlayPath?: string;
+  /** Postcopy hook (not wired to the network yet; see {@linkcode PostcopySource}). */
+  postcopy?: PostcopySource;
+  /** Errors that ended a client connection. */
+  onError?: (err: unknown) => void;
+}
+
+/** A running replica export; `close()` stops it. */
+export interface ReplicaServing extends AsyncDisposable {
+  /** The export served (read-only replica, or its overlay). */
+  export: NbdExport;
+  /** The committed generation being served. */
+  generation: number;
+  /** Bound addresses. */
+  addresses: NbdAddress[];
+  /** The overlay file, when writable. */
+  overlayPath?: string;
+  close(): Promise<void>;
+}
+
+/**
+ * Serves the committed replica of `volume` over NBD (what `presync export` runs), so an
+ * evacuated VM can boot at the destination.
+ */
+export async function serveReplica(options: ServeReplicaOptions): Promise<ReplicaServing> {
+  const replica = await ReplicaExport.open({
+    storeDir: options.storeDir,
+    volume: options.volume,
+    postcopy: options.postcopy,
+  });
+  let overlay: OverlayExport | null = null;
+  let server: NbdServer | null = null;
+  const overlayPath = options.writable
+    ? options.overlayPath ?? `${options.storeDir}/${replica.identity.name}.overlay`
+    : undefined;
+  const close = async () => {
+    await server?.close();
+    await overlay?.close();
+    await replica.close();
+  };
+  try {
+    if (overlayPath) {
+      overlay = await OverlayExport.open({
+        base: replica,
+        blockSize: replica.identity.blockSize,
+        overlayPath,
+      });
+    }
+    const served: NbdExport = overlay ?? replica;
+    server = new NbdServer([served], { onError: options.onError });
+    const addresses: NbdAddress[] = [];
+    for (const address of options.listen) addresses.push(await server.listen(address));
+    return {
+      export: served,
+      generation: replica.meta.committedGeneration,
+      addresses,
+      overlayPath,
+      close,
+      [Symbol.asyncDispose]: close,
+    };
+  } catch (err) {
+    await close();
+    throw err;
+  }
+}

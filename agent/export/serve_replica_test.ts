@@ -1,0 +1,127 @@
+import assert from "node:assert/strict";
+import { DenoFileSystem } from "../fs/deno_file_system.ts";
+import { nbdUri } from "../nbd/mod.ts";
+import { syncLocal } from "../sync/local_sync.ts";
+import { createSparseImage, needTools, runTool } from "../../fixtures/nbd_tools.ts";
+import { serveReplica } from "./mod.ts";
+
+const SIZE = 8 * 1024 * 1024;
+const tools = await needTools(["nbdinfo", "nbdcopy", "qemu-io", "qemu-img"]);
+
+/** A source image with data in blocks 0 and 40..47, synced into a fresh store. */
+async function syncedStore(dir: string): Promise<string> {
+  const image = `${dir}/disk.img`;
+  await createSparseImage(image, SIZE);
+  const file = await Deno.open(image, { write: true });
+  await file.write(new Uint8Array(1000).fill(7));
+  await file.seek(40 * 65536, Deno.SeekMode.Start);
+  await file.write(new Uint8Array(8 * 65536).fill(9));
+  file.close();
+  await syncLocal({
+    imagePath: image,
+    storeDir: `${dir}/store`,
+    volume: "vm3",
+    stateDir: `${dir}/state`,
+    fs: new DenoFileSystem(),
+  });
+  return image;
+}
+
+Deno.test({
+  name: "export: nbdinfo --list/--map and nbdcopy see the committed replica, read-only",
+  ...tools,
+  async fn() {
+    const dir = await Deno.makeTempDir({ prefix: "presync-export-" });
+    try {
+      const image = await syncedStore(dir);
+      await using serving = await serveReplica({
+        storeDir: `${dir}/store`,
+        volume: "vm3",
+        listen: [{ transport: "unix", path: `${dir}/e.sock` }, {
+          transport: "tcp",
+          hostname: "127.0.0.1",
+          port: 0,
+        }],
+      });
+      assert.equal(serving.generation, 1);
+      const uri = nbdUri(serving.addresses[0], "vm3");
+      const list = await runTool("nbdinfo", ["--list", `nbd+unix:///?socket=${dir}/e.sock`]);
+      assert.match(list.stdout, /export="vm3"/);
+      assert.match(list.stdout, /is_read_only: true/);
+      const map = await runTool("nbdinfo", ["--map", uri]);
+      const rows = map.stdout.trim().split("\n").map((l) => l.trim().split(/\s+/));
+      assert.deepEqual(rows.map((r) => [Number(r[0]), Number(r[1]), r[3]]), [
+        [0, 65536, "data"],
+        [65536, 39 * 65536, "hole,zero"],
+        [40 * 65536, 8 * 65536, "data"],
+        [48 * 65536, SIZE - 48 * 65536, "hole,zero"],
+      ]);
+      await runTool("nbdcopy", [nbdUri(serving.addresses[1], "vm3"), `${dir}/copy.img`]);
+      await runTool("qemu-img", ["compare", "-f", "raw", "-F", "raw", image, `${dir}/copy.img`]);
+      const write = await runTool("qemu-io", ["-f", "raw", "-c", "write 0 512", uri], -1);
+      assert.notEqual(write.code, 0);
+      assert.match(write.stderr + write.stdout, /Operation not permitted|read-only|Permission/i);
+    } finally {
+      await Deno.remove(dir, { recursive: true });
+    }
+  },
+});
+
+Deno.test({
+  name: "export --writable: writes land in the overlay, survive a restart, never the replica",
+  ...tools,
+  async fn() {
+    const dir = await Deno.makeTempDir({ prefix: "presync-export-" });
+    try {
+      await syncedStore(dir);
+      const replicaImage = `${dir}/store/vm3/image`;
+      const before = await Deno.readFile(replicaImage);
+      const listen = [{ transport: "unix" as const, path: `${dir}/w.sock` }];
+      const uri = `nbd+unix:///vm3?socket=${dir}/w.sock`;
+      {
+        await using serving = await serveReplica({
+          storeDir: `${dir}/store`,
+          volume: "vm3",
+          listen,
+          writable: true,
+        });
+        assert.equal(serving.overlayPath, `${dir}/store/vm3.overlay`);
+        await runTool("qemu-io", [
+          "-f",
+          "raw",
+          "-c",
+          "write -P 0x42 100 1000",
+          "-c",
+          "write -P 0x43 2621440 65536",
+          "-c",
+          "flush",
+          uri,
+        ]);
+      }
+      await using _again = await serveReplica({
+        storeDir: `${dir}/store`,
+        volume: "vm3",
+        listen,
+        writable: true,
+      });
+      const read = await runTool("qemu-io", [
+        "-f",
+        "raw",
+        "-c",
+        "read -P 0x07 0 100", // copied up from the replica around the write
+        "-c",
+        "read -P 0x42 100 1000",
+        "-c",
+        "read -P 0x43 2621440 65536",
+        "-c",
+        "read -P 0x09 2686976 65536",
+        uri,
+      ]);
+      assert.doesNotMatch(read.stdout + read.stderr, /verification failed/i);
+      assert.deepEqual(await Deno.readFile(replicaImage), before);
+      await runTool("nbdinfo", ["--map", uri]);
+    } finally {
+      await Deno.remove(dir, { recursive: true });
+    }
+  },
+});

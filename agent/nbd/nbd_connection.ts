@@ -1,0 +1,404 @@
+import { ErrorCode, PresyncError } from "../errors.ts";
+import { ByteReader } from "./_byte_reader.ts";
+import * as C from "./nbd_constants.ts";
+import type { NbdExport } from "./nbd_export.ts";
+import {
+  decodeNbdString,
+  encodeInfoBlockSize,
+  encodeInfoExport,
+  encodeInfoString,
+  encodeMetaContextReply,
+  encodeOptionReply,
+  encodeServerReply,
+  parseExportRequest,
+  parseMetaContextRequest,
+  parseOptionHeader,
+} from "./option_codec.ts";
+import {
+  encodeBlockStatusChunk,
+  encodeChunkHeader,
+  encodeDataChunkHead,
+  encodeErrorChunk,
+  encodeSimpleReply,
+  type StatusExtent,
+} from "./reply_codec.ts";
+import { checkRequest, commandName, decodeRequest, type NbdRequest } from "./request_codec.ts";
+
+/** A byte stream both ways: a `Deno.Conn`, or a pair of in-memory streams in tests. */
+export interface Duplex {
+  readable: ReadableStream<Uint8Array>;
+  writable: WritableStream<Uint8Array>;
+}
+
+/** Options of {@linkcode serveNbdConnection}. */
+export interface NbdConnectionOptions {
+  /** Called with errors that ended the connection (protocol violations, I/O). */
+  onError?: (err: unknown) => void;
+}
+
+/** Largest option data read into memory; larger options are skipped with `ERR_TOO_BIG`. */
+export const MAX_OPTION_BYTES = 64 * 1024;
+/** Larger options than this are not even skipped: the client is hung up on. */
+const MAX_SKIPPED_OPTION_BYTES = 16 * 1024 * 1024;
+/** Options per connection before the server decides the client is misbehaving. */
+const MAX_OPTIONS = 1024;
+/** The id of `base:allocation` in replies to `NBD_OPT_SET_META_CONTEXT`. */
+const ALLOCATION_CONTEXT_ID = 1;
+/** Most block-status descriptors in one chunk (the specification's 2^20). */
+const MAX_STATUS_EXTENTS = 2 ** 20;
+
+/** A protocol violation after which the connection is dropped (a hard disconnect). */
+class HangUp extends Error {}
+
+/** The NBD export table a connection chooses from. */
+export type ExportTable = ReadonlyMap<string, NbdExport>;
+
+/** The export for `name`; the empty name picks the only export when there is one. */
+export function findExport(exports: ExportTable, name: string): NbdExport | undefined {
+  if (name === "" && exports.size === 1) return exports.values().next().value;
+  return exports.get(name);
+}
+
+/** The transmission flags an export is advertised with. */
+export function transmissionFlags(ex: NbdExport, structured: boolean): number {
+  let flags = C.NBD_FLAG_HAS_FLAGS | C.NBD_FLAG_SEND_FLUSH | C.NBD_FLAG_SEND_FUA;
+  if (ex.readOnly) flags |= C.NBD_FLAG_READ_ONLY;
+  else flags |= C.NBD_FLAG_SEND_TRIM | C.NBD_FLAG_SEND_WRITE_ZEROES;
+  if (structured) flags |= C.NBD_FLAG_SEND_DF;
+  if (ex.multiConn) flags |= C.NBD_FLAG_CAN_MULTI_CONN;
+  return flags;
+}
+
+/** The NBD error value for a failed export operation. */
+function errnoFor(err: unknown): number {
+  return err instanceof PresyncError && err.code === ErrorCode.NO_SPACE ? C.NBD_ENOSPC : C.NBD_EIO;
+}
+
+/**
+ * Serves one client connection to the end: fixed newstyle handshake, then transmission.
+ * Never throws: protocol violations and I/O failures end the connection and are reported
+ * to `onError`. Requests are handled one at a time, in order.
+ */
+export async function serveNbdConnection(
+  conn: Duplex,
+  exports: ExportTable,
+  options: NbdConnectionOptions = {},
+): Promise<void> {
+  const reader = new ByteReader(conn.readable);
+  const writer = conn.writable.getWriter();
+  try {
+    const chosen = await handshake(reader, writer, exports);
+    if (chosen) await transmission(reader, writer, chosen);
+  } catch (err) {
+    if (!(err instanceof HangUp) || err.message) options.onError?.(err);
+  } finally {
+    await reader.cancel();
+    try {
+      await writer.close();
+    } catch {
+      // The peer went away first.
+    }
+  }
+}
+
+interface Chosen {
+  ex: NbdExport;
+  structured: boolean;
+  metaContexts: number;
+}
+
+async function handshake(
+  reader: ByteReader,
+  writer: WritableStreamDefaultWriter<Uint8Array>,
+  exports: ExportTable,
+): Promise<Chosen | null> {
+  const hello = new Uint8Array(18);
+  const hv = new DataView(hello.buffer);
+  hv.setBigUint64(0, C.NBD_MAGIC);
+  hv.setBigUint64(8, C.NBD_OPTS_MAGIC);
+  hv.setUint16(16, C.NBD_FLAG_FIXED_NEWSTYLE | C.NBD_FLAG_NO_ZEROES);
+  await writer.write(hello);
+  const clientFlags = await reader.read(4);
+  if (!clientFlags) return null;
+  const flags = new DataView(clientFlags.buffer, clientFlags.byteOffset, 4).getUint32(0);
+  if ((flags & ~(C.NBD_FLAG_C_FIXED_NEWSTYLE | C.NBD_FLAG_C_NO_ZEROES)) !== 0) {
+    throw new HangUp(`client sent unknown client flags 0x${flags.toString(16)}`);
+  }
+  const noZeroes = (flags & C.NBD_FLAG_C_NO_ZEROES) !== 0;
+  let structured = false;
+  let selected: { exportName: string; count: number } | null = null;
+  const reply = (option: number, type: number, data?: Uint8Array) =>
+    writer.write(encodeOptionReply(option, type, data));
+  const error = (option: number, type: number, message: string) =>
+    reply(option, type, new TextEncoder().encode(message));
+
+  for (let n = 0; n < MAX_OPTIONS; n++) {
+    const headerBytes = await reader.read(C.OPTION_HEADER_BYTES);
+    if (!headerBytes) return null;
+    const header = parseOptionHeader(headerBytes);
+    if (!header.magicOk) throw new HangUp("option request without the IHAVEOPT magic");
+    const { option, length } = header;
+    if (length > MAX_OPTION_BYTES) {
+      if (length > MAX_SKIPPED_OPTION_BYTES || option === C.NBD_OPT_EXPORT_NAME) {
+        throw new HangUp(`option ${option} carries ${length} bytes; too large`);
+      }
+      await reader.skip(length, "option data");
+      await error(option, C.NBD_REP_ERR_TOO_BIG, `option data of ${length} bytes is too large`);
+      continue;
+    }
+    const data = await reader.readExact(length, "option data");
+    switch (option) {
+      case C.NBD_OPT_EXPORT_NAME: {
+        const name = decodeNbdString(data);
+        const ex = name === null ? undefined : findExport(exports, name);
+        // The specification leaves no way to report the error here but hanging up.
+        if (!ex) throw new HangUp();
+        const out = new Uint8Array(noZeroes ? 10 : 134);
+        const v = new DataView(out.buffer);
+        v.setBigUint64(0, BigInt(ex.sizeBytes));
+        v.setUint16(8, transmissionFlags(ex, structured));
+        await writer.write(out);
+        return { ex, structured, metaContexts: countFor(selected, ex, exports) };
+      }
+      case C.NBD_OPT_ABORT:
+        // The client may hang up without waiting for this acknowledgement.
+        await reply(option, C.NBD_REP_ACK).catch(() => {});
+        return null;
+      case C.NBD_OPT_LIST:
+        if (length !== 0) {
+          await error(option, C.NBD_REP_ERR_INVALID, "NBD_OPT_LIST takes no data");
+          break;
+        }
+        for (const ex of exports.values()) {
+          await reply(option, C.NBD_REP_SERVER, encodeServerReply(ex.name, ex.description));
+        }
+        await reply(option, C.NBD_REP_ACK);
+        break;
+      case C.NBD_OPT_INFO:
+      case C.NBD_OPT_GO: {
+        const parsed = parseExportRequest(data);
+        if (!parsed.ok) {
+          await error(option, parsed.error, parsed.message);
+          break;
+        }
+        const ex = findExport(exports, parsed.value.name);
+        if (!ex) {
+          await error(option, C.NBD_REP_ERR_UNKNOWN, `no export named "${parsed.value.name}"`);
+          break;
+        }
+        const flagsOut = transmissionFlags(ex, structured);
+        await reply(option, C.NBD_REP_INFO, encodeInfoExport(ex.sizeBytes, flagsOut));
+        for (const info of new Set(parsed.value.infos)) {
+          if (info === C.NBD_INFO_NAME) {
+            await reply(option, C.NBD_REP_INFO, encodeInfoString(C.NBD_INFO_NAME, ex.name));
+          } else if (info === C.NBD_INFO_DESCRIPTION && ex.description) {
+            await reply(
+              option,
+              C.NBD_REP_INFO,
+              encodeInfoString(C.NBD_INFO_DESCRIPTION, ex.description),
+            );
+          } else if (info === C.NBD_INFO_BLOCK_SIZE) {
+            await reply(
+              option,
+              C.NBD_REP_INFO,
+              encodeInfoBlockSize(1, C.PREFERRED_BLOCK_BYTES, C.MAX_PAYLOAD_BYTES),
+            );
+          }
+        }
+        await reply(option, C.NBD_REP_ACK);
+        if (option === C.NBD_OPT_GO) {
+          return { ex, structured, metaContexts: countFor(selected, ex, exports) };
+        }
+        break;
+      }
+      case C.NBD_OPT_STRUCTURED_REPLY:
+        if (length !== 0) {
+          await error(option, C.NBD_REP_ERR_INVALID, "NBD_OPT_STRUCTURED_REPLY takes no data");
+        } else if (structured) {
+          await error(option, C.NBD_REP_ERR_INVALID, "structured replies already negotiated");
+        } else {
+          structured = true;
+          await reply(option, C.NBD_REP_ACK);
+        }
+        break;
+      case C.NBD_OPT_LIST_META_CONTEXT:
+      case C.NBD_OPT_SET_META_CONTEXT: {
+        const set = option === C.NBD_OPT_SET_META_CONTEXT;
+        if (set) selected = null; // replaced even when the request fails
+        if (!structured) {
+          await error(option, C.NBD_REP_ERR_INVALID, "negotiate structured replies first");
+          break;
+        }
+        const parsed = parseMetaContextRequest(data);
+        if (!parsed.ok) {
+          await error(option, parsed.error, parsed.message);
+          break;
+        }
+        const { exportName, queries } = parsed.value;
+        if (!findExport(exports, exportName)) {
+          await error(option, C.NBD_REP_ERR_UNKNOWN, `no export named "${exportName}"`);
+          break;
+        }
+        const matches = set ? queries.includes(C.BASE_ALLOCATION) : queries.length === 0 ||
+          queries.some((q) => q === "base:" || q === C.BASE_ALLOCATION);
+        if (matches) {
+          await reply(
+            option,
+            C.NBD_REP_META_CONTEXT,
+            encodeMetaContextReply(set ? ALLOCATION_CONTEXT_ID : 0, C.BASE_ALLOCATION),
+          );
+        }
+        if (set) selected = { exportName, count: matches ? 1 : 0 };
+        await reply(option, C.NBD_REP_ACK);
+        break;
+      }
+      case C.NBD_OPT_STARTTLS:
+        await error(option, C.NBD_REP_ERR_UNSUP, "this server does not offer TLS");
+        break;
+      default:
+        await error(option, C.NBD_REP_ERR_UNSUP, `option ${option} is not supported`);
+    }
+  }
+  throw new HangUp(`client sent more than ${MAX_OPTIONS} options`);
+}
+
+/** Contexts selected for the export finally chosen (none if selected for another). */
+function countFor(
+  selected: { exportName: string; count: number } | null,
+  ex: NbdExport,
+  exports: ExportTable,
+): number {
+  if (!selected) return 0;
+  return findExport(exports, selected.exportName) === ex ? selected.count : 0;
+}
+
+async function transmission(
+  reader: ByteReader,
+  writer: WritableStreamDefaultWriter<Uint8Array>,
+  chosen: Chosen,
+): Promise<void> {
+  const { ex, structured } = chosen;
+  const ctx = {
+    sizeBytes: ex.sizeBytes,
+    readOnly: ex.readOnly,
+    fua: true,
+    structuredReplies: structured,
+    metaContexts: chosen.metaContexts,
+  };
+  while (true) {
+    const bytes = await reader.read(C.REQUEST_HEADER_BYTES);
+    if (!bytes) return;
+    const req = decodeRequest(bytes);
+    if (!req.magicOk) throw new HangUp("request without the NBD request magic");
+    if (req.type === C.NBD_CMD_DISC) return;
+    const verdict = checkRequest(req, ctx);
+    let payload: Uint8Array | null = null;
+    if (req.type === C.NBD_CMD_WRITE) {
+      if (req.length <= C.MAX_PAYLOAD_BYTES) payload = await reader.readExact(req.length, "data");
+      else await reader.skip(req.length, "write data");
+    }
+    if (!verdict.ok) {
+      await sendError(writer, req, structured, verdict.error, verdict.message);
+      continue;
+    }
+    try {
+      await perform(writer, req, chosen, payload);
+    } catch (err) {
+      const message = `${commandName(req.type)} failed: ${
+        err instanceof Error ? err.message : err
+      }`;
+      await sendError(writer, req, structured, errnoFor(err), message);
+    }
+  }
+}
+
+async function sendError(
+  writer: WritableStreamDefaultWriter<Uint8Array>,
+  req: NbdRequest,
+  structured: boolean,
+  error: number,
+  message: string,
+): Promise<void> {
+  if (structured) await writer.write(encodeErrorChunk(req.cookie, error, message));
+  else await writer.write(encodeSimpleReply(req.cookie, error));
+}
+
+async function perform(
+  writer: WritableStreamDefaultWriter<Uint8Array>,
+  req: NbdRequest,
+  chosen: Chosen,
+  payload: Uint8Array | null,
+): Promise<void> {
+  const { ex, structured } = chosen;
+  const offset = Number(req.offset);
+  const fua = (req.flags & C.NBD_CMD_FLAG_FUA) !== 0;
+  switch (req.type) {
+    case C.NBD_CMD_READ: {
+      const data = req.length === 0 ? new Uint8Array(0) : await ex.read(offset, req.length);
+      if (!structured) {
+        await writer.write(encodeSimpleReply(req.cookie, 0));
+        if (data.length > 0) await writer.write(data);
+      } else if (data.length === 0) {
+        await writer.write(
+          encodeChunkHeader(req.cookie, C.NBD_REPLY_FLAG_DONE, C.NBD_REPLY_TYPE_NONE, 0),
+        );
+      } else {
+        await writer.write(encodeDataChunkHead(req.cookie, req.offset, data.length, true));
+        await writer.write(data);
+      }
+      return;
+    }
+    case C.NBD_CMD_WRITE:
+      if (payload!.length > 0) await ex.write(offset, payload!);
+      break;
+    case C.NBD_CMD_WRITE_ZEROES:
+      if (req.length > 0) await ex.writeZeroes(offset, req.length);
+      break;
+    case C.NBD_CMD_TRIM:
+      if (req.length > 0) await ex.trim(offset, req.length);
+      break;
+    case C.NBD_CMD_FLUSH:
+      await ex.flush();
+      break;
+    case C.NBD_CMD_CACHE:
+      break;
+    case C.NBD_CMD_BLOCK_STATUS: {
+      if (req.length === 0) {
+        await sendError(writer, req, true, C.NBD_EINVAL, "BLOCK_STATUS of length 0");
+        return;
+      }
+      const extents = await allocationOf(ex, offset, req.length, req.flags);
+      await writer.write(encodeBlockStatusChunk(req.cookie, ALLOCATION_CONTEXT_ID, extents, true));
+      return;
+    }
+  }
+  if (fua && req.type !== C.NBD_CMD_FLUSH) await ex.flush();
+  await writer.write(encodeSimpleReply(req.cookie, 0));
+}
+
+/** The `base:allocation` extents to report, within the specification's limits. */
+async function allocationOf(
+  ex: NbdExport,
+  offset: number,
+  length: number,
+  flags: number,
+): Promise<StatusExtent[]> {
+  const reqOne = (flags & C.NBD_CMD_FLAG_REQ_ONE) !== 0;
+  let extents = ex.allocation
+    ? await ex.allocation(offset, length)
+    : [{ lengthBytes: length, flags: 0 }];
+  extents = extents.filter((e) => e.lengthBytes > 0);
+  if (extents.length === 0) extents = [{ lengthBytes: length, flags: 0 }];
+  if (reqOne) {
+    return [{ lengthBytes: Math.min(extents[0].lengthBytes, length), flags: extents[0].flags }];
+  }
+  // The sum of all but the last extent must stay below the requested length.
+  const out: StatusExtent[] = [];
+  let covered = 0;
+  for (const e of extents) {
+    if (covered >= length || out.length >= MAX_STATUS_EXTENTS) break;
+    out.push({ lengthBytes: Math.min(e.lengthBytes, 0xffff_ffff), flags: e.flags });
+    covered += e.lengthBytes;
+  }
+  return out;
+}

@@ -1,0 +1,201 @@
+/**
+ * NBD benchmark (issue 7): our NBD server vs `qemu-nbd` serving the same raw file, side by
+ * side in one run, and the p99 latency of 4 KiB writes through the NBD tracker while a
+ * background sync runs vs idle.
+ *
+ *     deno run -A scripts/bench_nbd.ts [--size-mib 256] [--ops 20000] [--latency-writes 3000]
+ *
+ * Throughput: `qemu-img bench` (4 KiB, queue depth 32, sequential) and `qemu-io` (4 KiB at
+ * random aligned offsets, one at a time) over a Unix socket. Latency: a separate process
+ * (this script with `--latency-client`) times each 4 KiB WRITE with our NBD client.
+ *
+ * @module
+ */
+
+import { parseArgs } from "node:util";
+import { Bitmap } from "../agent/core/mod.ts";
+import { DenoFileSystem } from "../agent/fs/deno_file_system.ts";
+import { FileExport, NbdClient, NbdServer, nbdUri } from "../agent/nbd/mod.ts";
+import { SourceState } from "../agent/source/source_state.ts";
+import { ReplicaStore } from "../agent/store/replica_store.ts";
+import { sendGeneration } from "../agent/sync/send_generation.ts";
+import { newVolumeIdentity } from "../agent/volume/volume_identity.ts";
+import { createSparseImage, runTool, startQemuNbd } from "../fixtures/nbd_tools.ts";
+import { createNbdTracker } from "../plugins/tracker-nbd/mod.ts";
+
+const { values } = parseArgs({
+  args: Deno.args,
+  options: {
+    "size-mib": { type: "string", default: "256" },
+    ops: { type: "string", default: "20000" },
+    "latency-writes": { type: "string", default: "3000" },
+    "latency-client": { type: "string" },
+  },
+});
+
+const SIZE = Number(values["size-mib"]) * 2 ** 20;
+const OPS = Number(values.ops);
+const RANDOM_OPS = Math.min(OPS, 5000);
+
+if (values["latency-client"]) {
+  // Child mode: time N random 4 KiB writes through the NBD socket, print the percentiles.
+  const [path, count] = values["latency-client"].split(",");
+  const client = await NbdClient.connect({ transport: "unix", path }, "bench");
+  const data = crypto.getRandomValues(new Uint8Array(4096));
+  const times: number[] = [];
+  for (let i = 0; i < Number(count); i++) {
+    const offset = Math.floor(Math.random() * (client.sizeBytes / 4096)) * 4096;
+    const t0 = performance.now();
+    await client.write(offset, data);
+    times.push(performance.now() - t0);
+  }
+  await client.close();
+  times.sort((a, b) => a - b);
+  const at = (q: number) => times[Math.min(times.length - 1, Math.floor(q * times.length))];
+  console.log(JSON.stringify({ p50: at(0.5), p99: at(0.99), max: times[times.length - 1] }));
+  Deno.exit(0);
+}
+
+function mibPerSecond(output: string, bytes: number): number {
+  const seconds = Number(/Run completed in ([\d.]+) seconds/.exec(output)?.[1]);
+  return bytes / 2 ** 20 / seconds;
+}
+
+async function qemuImgBench(uri: string, write: boolean): Promise<number> {
+  const args = ["bench", "-f", "raw", "-c", String(OPS), "-s", "4096", "-d", "32", "-t", "none"];
+  if (write) args.push("-w");
+  const out = await runTool("qemu-img", [...args, uri]);
+  return mibPerSecond(out.stdout, OPS * 4096);
+}
+
+async function qemuIoRandom(uri: string, write: boolean): Promise<number> {
+  const blocks = SIZE / 4096;
+  const commands: string[] = [];
+  for (let i = 0; i < RANDOM_OPS; i++) {
+    const offset = Math.floor(Math.random() * blocks) * 4096;
+    commands.push("-c", `${write ? "write" : "read"} ${offset} 4096`);
+  }
+  const t0 = performance.now();
+  await runTool("qemu-io", ["-f", "raw", "-t", "none", ...commands, uri]);
+  return (RANDOM_OPS * 4096) / 2 ** 20 / ((performance.now() - t0) / 1000);
+}
+
+async function throughput(uri: string): Promise<Record<string, number>> {
+  return {
+    "seq read 4K QD32 (qemu-img bench)": await qemuImgBench(uri, false),
+    "seq write 4K QD32 (qemu-img bench)": await qemuImgBench(uri, true),
+    "rand read 4K QD1 (qemu-io)": await qemuIoRandom(uri, false),
+    "rand write 4K QD1 (qemu-io)": await qemuIoRandom(uri, true),
+  };
+}
+
+async function latency(socket: string, writes: number) {
+  const out = await runTool(Deno.execPath(), [
+    "run",
+    "-A",
+    new URL(import.meta.url).pathname,
+    "--latency-client",
+    `${socket},${writes}`,
+  ]);
+  return JSON.parse(out.stdout.trim().split("\n").pop()!) as { p50: number; p99: number };
+}
+
+const dir = await Deno.makeTempDir({ prefix: "presync-bench-nbd-" });
+try {
+  const image = `${dir}/disk.img`;
+  await createSparseImage(image, SIZE);
+  await runTool("qemu-io", ["-f", "raw", "-c", `write -P 0x3c 0 ${SIZE}`, image]);
+
+  // 1. Throughput: ours vs qemu-nbd on the same file.
+  const ex = await FileExport.open(image, { name: "bench" });
+  const server = new NbdServer([ex]);
+  const ours = await server.listen({ transport: "unix", path: `${dir}/ours.sock` });
+  const oursResult = await throughput(nbdUri(ours, "bench"));
+  await server.close();
+  await ex.close();
+  const qemu = await startQemuNbd(`${dir}/qemu.sock`, [
+    "-f",
+    "raw",
+    "-x",
+    "bench",
+    "--cache=writeback",
+    image,
+  ]);
+  let qemuResult: Record<string, number>;
+  try {
+    qemuResult = await throughput(`nbd+unix:///bench?socket=${dir}/qemu.sock`);
+  } finally {
+    await qemu.stop();
+  }
+
+  // 2. Write latency through the tracker, idle vs with a background sync running.
+  const fs = new DenoFileSystem();
+  const identity = newVolumeIdentity("bench", SIZE, 64 * 1024);
+  const state = await SourceState.init(fs, `${dir}/state`, identity);
+  const replica = await new ReplicaStore(fs, `${dir}/store`).init(identity);
+  using nothing = new Bitmap(SIZE / identity.blockSize);
+  const tracker = await createNbdTracker({
+    imagePath: image,
+    identity,
+    stateDir: `${dir}/state`,
+    listen: [{ transport: "unix", path: `${dir}/tracker.sock` }],
+    initialDirty: nothing,
+  });
+  const writes = Number(values["latency-writes"]);
+  let idle: { p50: number; p99: number };
+  let busy: { p50: number; p99: number };
+  let generations = 0;
+  let bytesSynced = 0;
+  try {
+    idle = await latency(`${dir}/tracker.sock`, writes);
+    let stop = false;
+    let first = true;
+    const background = (async () => {
+      while (!stop) {
+        const cut = await tracker.cut();
+        // The first generation is the whole image: a long send with copy-before-write.
+        if (first) cut.dirty.setRange(0, cut.dirty.size);
+        first = false;
+        try {
+          await state.recordCut(cut.dirty, Date.now());
+          const report = await sendGeneration(state, cut, replica);
+          bytesSynced += report.bytesSent;
+          report.sent.free();
+          generations++;
+        } finally {
+          await cut.release();
+        }
+      }
+    })();
+    busy = await latency(`${dir}/tracker.sock`, writes);
+    stop = true;
+    await background;
+  } finally {
+    await tracker.close();
+    replica.close();
+    state.close();
+  }
+
+  const rows = Object.keys(oursResult).map((name) =>
+    `| ${name} | ${oursResult[name].toFixed(1)} | ${qemuResult[name].toFixed(1)} | ${
+      (oursResult[name] / qemuResult[name]).toFixed(2)
+    } |`
+  );
+  console.log(
+    `image ${SIZE / 2 ** 20} MiB raw, ${OPS} ops (qemu-img bench), ` +
+      `${RANDOM_OPS} ops (qemu-io random), Unix socket\n`,
+  );
+  console.log("| workload | presync MiB/s | qemu-nbd MiB/s | ratio |\n|---|---:|---:|---:|");
+  console.log(rows.join("\n"));
+  console.log(
+    `\n| 4 KiB random write through the NBD tracker (${writes} writes) | p50 ms | p99 ms |\n` +
+      `|---|---:|---:|\n` +
+      `| idle | ${idle.p50.toFixed(3)} | ${idle.p99.toFixed(3)} |\n` +
+      `| background sync running (${generations} generations, ` +
+      `${(bytesSynced / 2 ** 20).toFixed(0)} MiB sent) | ${busy.p50.toFixed(3)} | ` +
+      `${busy.p99.toFixed(3)} |\n| ratio busy / idle | ${(busy.p50 / idle.p50).toFixed(2)} | ` +
+      `${(busy.p99 / idle.p99).toFixed(2)} |`,
+  );
+} finally {
+  await Deno.remove(dir, { recursive: true });
+}
