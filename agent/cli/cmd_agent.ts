@@ -5,6 +5,7 @@ import { parseRate, parseSchedule } from "../daemon/rate_schedule.ts";
 import { SourceAgent } from "../daemon/source_agent.ts";
 import { ErrorCode, PresyncError } from "../errors.ts";
 import { parseHostPort, readKey } from "../key_file.ts";
+import { parseNbdAddress } from "../nbd/mod.ts";
 import { createLogger } from "../log.ts";
 import { DEFAULT_BLOCK_SIZE, validateBlockSize } from "../volume/volume_identity.ts";
 import { parseBytes, parseCommand, required } from "./_args.ts";
@@ -22,7 +23,9 @@ Runs the source agent: tracks each volume, cuts generations and sends them to th
 destination in the background; reconnects and resumes by itself.
 
   --volume NAME=IMAGE    a volume to keep in sync (repeat for several)
-  --tracker scan         how writes are found (scan: re-read and hash the image)
+  --tracker scan|nbd     how writes are found: scan re-reads and hashes the image (default);
+                         nbd serves the image to the VM over NBD and marks every write
+  --nbd-listen ADDR      with --tracker nbd: HOST:PORT or unix:PATH (export name = volume)
   --block-size N         block size of new volumes (default 64k)
   --rate R               background rate limit, e.g. 20mbit (0: unlimited; default 0)
   --schedule S           time-of-day rates, e.g. "08:00-20:00=10mbit,*=0"
@@ -42,6 +45,7 @@ const OPTIONS = {
   to: { type: "string" },
   state: { type: "string" },
   tracker: { type: "string" },
+  "nbd-listen": { type: "string" },
   "block-size": { type: "string" },
   rate: { type: "string" },
   schedule: { type: "string" },
@@ -78,11 +82,22 @@ export async function cmdAgent(args: string[]): Promise<number> {
   const values = await withConfigFile(parsed.values, Object.keys(OPTIONS));
   const log = createLogger(values["log-format"] === "json" ? "json" : "text");
   const tracker = (values.tracker as string | undefined) ?? "scan";
-  if (tracker !== "scan") {
+  if (tracker !== "scan" && tracker !== "nbd") {
     throw new PresyncError(
       ErrorCode.INVALID_ARGUMENT,
-      `--tracker must be scan: received ${tracker}`,
+      `--tracker must be scan or nbd: received ${tracker}`,
     );
+  }
+  const volumes = parseVolumes((values.volume as string[] | undefined) ?? []);
+  let nbdListen;
+  if (tracker === "nbd") {
+    if (volumes.length !== 1 || !values["nbd-listen"]) {
+      throw new PresyncError(
+        ErrorCode.INVALID_ARGUMENT,
+        "--tracker nbd serves one volume: give exactly one --volume and --nbd-listen ADDR (HOST:PORT or unix:PATH)",
+      );
+    }
+    nbdListen = parseNbdAddress(values["nbd-listen"] as string);
   }
   const psk = await readKey(required("agent", "--key-file FILE", values["key-file"] as string));
   const interval = Number((values.interval as string | undefined) ?? "30");
@@ -93,7 +108,9 @@ export async function cmdAgent(args: string[]): Promise<number> {
     );
   }
   const agent = new SourceAgent({
-    volumes: parseVolumes((values.volume as string[] | undefined) ?? []),
+    volumes,
+    tracker,
+    nbdListen,
     to: parseHostPort("to", required("agent", "--to HOST:PORT", values.to as string)),
     transport: await transportFromFlags(values, "client"),
     psk,

@@ -7,6 +7,7 @@ import { DenoFileSystem } from "../fs/deno_file_system.ts";
 import { ReplicaStore } from "../store/replica_store.ts";
 import { ExitCode } from "../cli/exit_codes.ts";
 import { hasOpenssl, makeTestCerts } from "../../fixtures/test_certs.ts";
+import { needTools, runTool } from "../../fixtures/nbd_tools.ts";
 import { certificateFingerprint } from "../../plugins/transport-tls/mod.ts";
 
 const MiB = 1024 * 1024;
@@ -350,4 +351,51 @@ Deno.test("commands naming a volume the agent does not have are refused by name"
       await cluster.stop();
     }
   });
+});
+
+Deno.test({
+  name: "agent --tracker nbd: the VM writes through presync's NBD server, evacuation moves them",
+  ...(await needTools(["qemu-io", "qemu-img"])),
+  fn: async () => {
+    await withRoot(async (root) => {
+      const image = `${root}/source.img`;
+      await Deno.writeFile(image, new Uint8Array(16 * MiB));
+      const socket = `${root}/nbd.sock`;
+      const cluster = await Cluster.start({
+        root,
+        image,
+        agentArgs: ["--tracker", "nbd", "--nbd-listen", `unix:${socket}`],
+      });
+      try {
+        await cluster.waitFor(
+          "the first generation",
+          async () => Number((await cluster.volumeStatus()).committedGeneration) >= 1,
+        );
+        const uri = `nbd+unix:///vm?socket=${socket}`;
+        await runTool("qemu-io", [
+          "-f",
+          "raw",
+          "-c",
+          "write -P 0x5a 1M 200k",
+          "-c",
+          "write -P 0xa5 9M 4k",
+          uri,
+        ]);
+        const reply = await cluster.control("POST", "/volumes/vm/evacuate");
+        assert.equal(reply.ok, true, JSON.stringify(reply));
+        assert.equal((reply.result as { verified: boolean }).verified, true);
+        await runTool("qemu-img", [
+          "compare",
+          "-f",
+          "raw",
+          "-F",
+          "raw",
+          image,
+          `${root}/store/vm/image`,
+        ]);
+      } finally {
+        await cluster.stop();
+      }
+    });
+  },
 });

@@ -10,6 +10,8 @@ import { RateLimiter } from "../rate_limiter.ts";
 import { SourceState } from "../source/source_state.ts";
 import { sendGeneration } from "../sync/send_generation.ts";
 import type { Cut, Tracker } from "../tracker.ts";
+import { createNbdTracker } from "../../plugins/tracker-nbd/mod.ts";
+import type { NbdAddress } from "../nbd/mod.ts";
 import { newVolumeIdentity, validateVolumeName } from "../volume/volume_identity.ts";
 import { Priority } from "../wire/frame.ts";
 import { Session } from "../wire/session.ts";
@@ -29,6 +31,10 @@ export interface SourceAgentConfig {
   stateDir: string;
   /** Block size of new volumes. */
   blockSize: number;
+  /** How writes are found: re-scanning the image, or serving it to the VM over NBD. */
+  tracker?: "scan" | "nbd";
+  /** With the nbd tracker: where the VM's disk is served (export name = volume name). */
+  nbdListen?: NbdAddress;
   /** Background rate limit (Infinity: unlimited). */
   rate: Rate;
   /** Time-of-day rates; the first matching rule overrides `rate`. */
@@ -108,15 +114,7 @@ export class SourceAgent {
           newVolumeIdentity(name, size, this.#config.blockSize),
         );
       }
-      const tracker: Tracker = new ScanTracker({
-        imagePath: image,
-        identity: state.identity,
-        manifest: state.manifest,
-        baselineGeneration: state.committedGeneration,
-        checkpointPath: `${dir}/scan.checkpoint`,
-        readRateBytesPerSecond: this.#config.readRateBytesPerSecond,
-        fs: this.#fs,
-      });
+      const tracker = await this.#tracker(state, image, dir);
       this.volumes.push({
         name,
         image,
@@ -142,6 +140,35 @@ export class SourceAgent {
         lastCutMs: Date.now(),
         lastError: null,
       });
+    }
+  }
+
+  async #tracker(state: SourceState, image: string, dir: string): Promise<Tracker> {
+    const scan = new ScanTracker({
+      imagePath: image,
+      identity: state.identity,
+      manifest: state.manifest,
+      baselineGeneration: state.committedGeneration,
+      checkpointPath: `${dir}/scan.checkpoint`,
+      readRateBytesPerSecond: this.#config.readRateBytesPerSecond,
+      fs: this.#fs,
+    });
+    if (this.#config.tracker !== "nbd") return scan;
+    // What changed while nobody tracked: after a clean stop the NBD tracker knows (it saved
+    // its live set); otherwise one scan against the manifest tells, instead of a full send.
+    let initialDirty: Cut | null = null;
+    if (!(await this.#fs.exists(`${dir}/nbd-live.dirty`))) initialDirty = await scan.cut();
+    try {
+      return await createNbdTracker({
+        imagePath: image,
+        identity: state.identity,
+        stateDir: dir,
+        listen: this.#config.nbdListen ? [this.#config.nbdListen] : [],
+        initialDirty: initialDirty?.dirty,
+        onError: (err) => this.#config.log("warn", "nbd_connection_failed", { error: String(err) }),
+      });
+    } finally {
+      await initialDirty?.release();
     }
   }
 
@@ -202,7 +229,10 @@ export class SourceAgent {
         this.#session = null;
       }
     }
-    for (const v of this.volumes) v.state.close();
+    for (const v of this.volumes) {
+      await v.tracker.close();
+      v.state.close();
+    }
   }
 
   async #measureRtt(session: Session): Promise<void> {
