@@ -41,6 +41,8 @@ interface StagingHeader {
 }
 
 const LOG_READ_BYTES = 8 * 1024 * 1024;
+/** Bytes verified between two yields to the event loop while staging. */
+const YIELD_EVERY_BYTES = 1024 * 1024;
 
 /**
  * The generation being received: an append-only log of verified blocks, their hashes in a
@@ -164,6 +166,7 @@ export class StagingArea {
    */
   async stage(blocks: StagedBlock[]): Promise<StageResult> {
     const result: StageResult = { staged: 0, duplicates: 0, rejected: [] };
+    let hashedBytes = 0;
     const records: Uint8Array[] = [];
     const entries: [number, Uint8Array][] = [];
     for (const item of blocks) {
@@ -195,6 +198,12 @@ export class StagingArea {
       let hash: Uint8Array = ZERO_ENTRY;
       if (data !== null) {
         hash = blake3(data);
+        hashedBytes += data.length;
+        if (hashedBytes >= YIELD_EVERY_BYTES) {
+          // Let the rest of the process (sessions, an NBD server) run between slices.
+          hashedBytes = 0;
+          await new Promise((resolve) => setTimeout(resolve, 0));
+        }
         if (!item.hash || !equalBytes(hash, item.hash)) {
           result.rejected.push(block);
           continue;
@@ -269,6 +278,7 @@ export class StagingArea {
       return buffer.subarray(offset - bufferStart, offset - bufferStart + length);
     };
     using seen = new Bitmap(this.dirty.size);
+    let checkedBytes = 0;
     for (let offset = 0; offset < this.#logLength;) {
       const header = decodeRecordHeader(
         await readAt(offset, RECORD_HEADER_BYTES),
@@ -290,6 +300,11 @@ export class StagingArea {
         );
       }
       await fn(header, payload);
+      checkedBytes += header.length;
+      if (checkedBytes >= YIELD_EVERY_BYTES) {
+        checkedBytes = 0;
+        await new Promise((resolve) => setTimeout(resolve, 0));
+      }
       offset += RECORD_HEADER_BYTES + header.length;
     }
   }
