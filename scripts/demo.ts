@@ -129,7 +129,8 @@ try {
           }`,
       );
     }
-    if (firstCommitSeconds > 0 && elapsed > firstCommitSeconds + 10 && s.state === "idle") break;
+    // Ten seconds of background sync after the first full generation, then evacuate.
+    if (firstCommitSeconds > 0 && elapsed > firstCommitSeconds + 10) break;
     await new Promise((resolve) => setTimeout(resolve, 250));
   }
 
