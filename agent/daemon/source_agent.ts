@@ -129,8 +129,7 @@ export class SourceAgent {
         committedRoot: "",
         destination: null,
         limiter: new RateLimiter(this.#config.rate, 1 << 20, performance.now()),
-        sentWireBytes: 0,
-        sentRawBytes: 0,
+        counters: { rawBytes: 0, wireBytes: 0, lastCommitMs: 0 },
         goodputBytesPerSecond: 0,
         lastScanMs: 0,
         lastCommitMs: 0,
@@ -273,6 +272,7 @@ export class SourceAgent {
       v.state.identity,
       this.#config.codec,
       v.limiter,
+      v.counters,
     );
     destination.gate = () => v.resumeGate ?? Promise.resolve();
     v.destination = destination;
@@ -360,9 +360,10 @@ export class SourceAgent {
       await cut.release();
       const seconds = (performance.now() - started) / 1000;
       const wire = destination.counters.wireBytes - before;
-      v.sentWireBytes += wire;
-      v.sentRawBytes = destination.counters.rawBytes;
-      if (seconds > 0.5 && wire > 0) {
+      // Goodput measures the link: samples held back by the rate limit say nothing of it.
+      const throttled = v.limiter.bytesPerSecond !== Infinity &&
+        wire / seconds > 0.8 * v.limiter.bytesPerSecond;
+      if (seconds > 0.5 && wire > 0 && !throttled) {
         const sample = wire / seconds;
         v.goodputBytesPerSecond = v.goodputBytesPerSecond
           ? 0.7 * v.goodputBytesPerSecond + 0.3 * sample
@@ -372,13 +373,13 @@ export class SourceAgent {
     }
     const evacuation = v.evacuation;
     if (evacuation?.finalGeneration === v.committedGeneration) {
-      const check = await destination.verify(sourceRoot);
+      const check = await destination.verify(sourceRoot, true);
       const report = check.report as { ok: boolean; merkleRoot: string; rootMatches?: boolean };
       v.phase = "evacuated";
       evacuation.resolve({
         volume: v.name,
         seconds: (performance.now() - evacuation.startedMs) / 1000,
-        bytesSent: v.sentWireBytes - evacuation.wireBytesAtStart,
+        bytesSent: v.counters.wireBytes - evacuation.wireBytesAtStart,
         generation: v.committedGeneration,
         merkleRoot: report.merkleRoot,
         verified: report.ok && report.rootMatches === true,
@@ -447,7 +448,7 @@ export class SourceAgent {
       resolve,
       reject,
       startedMs: performance.now(),
-      wireBytesAtStart: v.sentWireBytes,
+      wireBytesAtStart: v.counters.wireBytes,
       hookDone: false,
       finalGeneration: null,
     };

@@ -1,5 +1,5 @@
 import type { Bitmap } from "../core/mod.ts";
-import type { RemoteDestination } from "../net/remote_destination.ts";
+import type { RemoteDestination, TransferCounters } from "../net/remote_destination.ts";
 import type { RateLimiter } from "../rate_limiter.ts";
 import type { SourceState } from "../source/source_state.ts";
 import type { Tracker } from "../tracker.ts";
@@ -46,8 +46,8 @@ export interface AgentVolume {
   /** The open sync stream to the destination, while connected. */
   destination: RemoteDestination | null;
   limiter: RateLimiter;
-  sentWireBytes: number;
-  sentRawBytes: number;
+  /** Bytes sent, cumulative across reconnects (live while sending). */
+  counters: TransferCounters;
   goodputBytesPerSecond: number;
   lastScanMs: number;
   /** How long the last commit took at the destination (prepare, apply), ms. */
@@ -107,7 +107,8 @@ export function volumeStatus(v: AgentVolume, rttMs: number | undefined): VolumeS
     const fresh = Math.min(Math.round(v.dirtyBlocksPerSecond * sinceCut), v.lastDirtyBlocks);
     pendingBlocks = Math.min(blocks, pendingBlocks + fresh);
   }
-  const ratio = v.sentRawBytes > 0 ? Math.min(1, v.sentWireBytes / v.sentRawBytes) : 1;
+  const { wireBytes, rawBytes } = v.counters;
+  const ratio = rawBytes > 0 ? Math.min(1, wireBytes / rawBytes) : 1;
   const pendingBytes = Math.round(pendingBlocks * blockSize * ratio);
   const goodput = v.goodputBytesPerSecond;
   const rtt = rttMs ?? null;

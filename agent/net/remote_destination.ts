@@ -55,7 +55,8 @@ export class RemoteDestination implements Destination {
   #seq = 0;
   /** Bytes per second on the wire; adjusted by the agent (schedule, delay control, evacuate). */
   readonly limiter: RateLimiter;
-  readonly counters: TransferCounters = { rawBytes: 0, wireBytes: 0, lastCommitMs: 0 };
+  /** Counters, shared by the caller across reconnects. */
+  readonly counters: TransferCounters;
   /** Called before each block is sent; resolves when sending may go on (pause). */
   gate: () => Promise<void> = () => Promise.resolve();
 
@@ -64,7 +65,9 @@ export class RemoteDestination implements Destination {
     identity: VolumeIdentity,
     codec: Codec,
     limiter: RateLimiter,
+    counters: TransferCounters,
   ) {
+    this.counters = counters;
     this.#identity = identity;
     this.#codec = codec;
     this.limiter = limiter;
@@ -82,8 +85,9 @@ export class RemoteDestination implements Destination {
     identity: VolumeIdentity,
     codec: Codec,
     limiter: RateLimiter,
+    counters: TransferCounters = { rawBytes: 0, wireBytes: 0, lastCommitMs: 0 },
   ): Promise<{ destination: RemoteDestination; resume: WireResume }> {
-    const destination = new RemoteDestination(stream, identity, codec, limiter);
+    const destination = new RemoteDestination(stream, identity, codec, limiter, counters);
     const reply = await destination.#request({ op: "open", volume: identity.name, identity });
     return { destination, resume: reply.resume as WireResume };
   }
@@ -120,6 +124,8 @@ export class RemoteDestination implements Destination {
     const reply = new Promise<Record<string, unknown>>((resolve, reject) => {
       this.#replies.push({ resolve, reject });
     });
+    // If the write below fails, nobody awaits the reply: it must not count as unhandled.
+    reply.catch(() => {});
     await this.#writer.writeJson(request);
     const answer = await reply;
     if (answer.ok !== true) throw errorFromReply(answer);
@@ -173,9 +179,12 @@ export class RemoteDestination implements Destination {
     return { ...meta, identity: this.#identity, committedAtMs: Date.now() };
   }
 
-  /** Asks the destination to verify its replica (and compare with `merkleRoot`). */
-  async verify(merkleRoot?: string): Promise<Record<string, unknown>> {
-    return await this.#request({ op: "verify", merkleRoot });
+  /**
+   * Asks the destination to verify its replica against `merkleRoot`; with `rootOnly`, only
+   * the root (the image is not re-read: for evacuations, where time counts).
+   */
+  async verify(merkleRoot?: string, rootOnly = false): Promise<Record<string, unknown>> {
+    return await this.#request({ op: "verify", merkleRoot, rootOnly });
   }
 
   /** Ends the stream. */

@@ -260,6 +260,7 @@ export class SyncServer {
       case "verify": {
         const report = await replica.verify({
           expectedRoot: typeof request.merkleRoot === "string" ? request.merkleRoot : undefined,
+          rootOnly: request.rootOnly === true,
         });
         return { ok: true, generation: replica.meta.committedGeneration, report };
       }

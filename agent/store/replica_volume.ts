@@ -374,15 +374,18 @@ export class ReplicaVolume {
   }
 
   /**
-   * Checks the replica: its image against its own manifest (finds damaged blocks), its
+   * Checks the replica: its image against its own manifest (finds damaged blocks; skipped
+   * with `rootOnly`, which reads only the manifest), its
    * Merkle root against `expectedRoot` when given, and its image against the source image
    * file `sourceImage` when given (both sites local).
    */
   async verify(
-    options: { expectedRoot?: string; sourceImage?: string } = {},
+    options: { expectedRoot?: string; sourceImage?: string; rootOnly?: boolean } = {},
   ): Promise<VerifyReport> {
     const merkleRoot = toHex(await this.#manifest.root());
-    const damaged = await diffImageWithManifest(this.#image, this.#manifest, this.identity);
+    const damaged = options.rootOnly
+      ? []
+      : await diffImageWithManifest(this.#image, this.#manifest, this.identity);
     const report: VerifyReport = { ok: damaged.length === 0, merkleRoot, damaged };
     if (options.expectedRoot !== undefined) {
       report.rootMatches = merkleRoot === options.expectedRoot;
