@@ -11,6 +11,7 @@ import { DEFAULT_BLOCK_SIZE, validateBlockSize } from "../volume/volume_identity
 import { parseBytes, parseCommand, required } from "./_args.ts";
 import { DEFAULT_AGENT_CONTROL } from "./_control_client.ts";
 import { withConfigFile } from "./_config.ts";
+import { logUnhandledRejections } from "./_guard.ts";
 import { Progress } from "./_progress.ts";
 import { DAEMON_FLAGS, sessionOptionsFromFlags, transportFromFlags } from "./_transport.ts";
 import { waitForSignal } from "./cmd_serve.ts";
@@ -81,6 +82,7 @@ export async function cmdAgent(args: string[]): Promise<number> {
   const parsed = parseCommand("agent", args, OPTIONS);
   const values = await withConfigFile(parsed.values, Object.keys(OPTIONS));
   const log = createLogger(values["log-format"] === "json" ? "json" : "text");
+  logUnhandledRejections(log);
   const tracker = (values.tracker as string | undefined) ?? "scan";
   if (tracker !== "scan" && tracker !== "nbd") {
     throw new PresyncError(

@@ -4,6 +4,7 @@ import { parseHostPort, readKey } from "../key_file.ts";
 import { createLogger } from "../log.ts";
 import { parseCommand, required } from "./_args.ts";
 import { withConfigFile } from "./_config.ts";
+import { logUnhandledRejections } from "./_guard.ts";
 import { DAEMON_FLAGS, sessionOptionsFromFlags, transportFromFlags } from "./_transport.ts";
 import { ExitCode } from "./exit_codes.ts";
 
@@ -29,6 +30,7 @@ export async function cmdServe(args: string[]): Promise<number> {
   const parsed = parseCommand("serve", args, OPTIONS);
   const values = await withConfigFile(parsed.values, Object.keys(OPTIONS));
   const log = createLogger(values["log-format"] === "json" ? "json" : "text");
+  logUnhandledRejections(log);
   const psk = await readKey(required("serve", "--key-file FILE", values["key-file"] as string));
   const daemon = new DestinationDaemon({
     storeDir: required("serve", "--store DIR", values.store as string),
