@@ -358,15 +358,17 @@ export class SourceAgent {
       });
     } finally {
       await cut.release();
-      const seconds = (performance.now() - started) / 1000;
+      // Time on the wire: the commit is predicted on its own (lastCommitMs).
+      const seconds = (performance.now() - started - destination.counters.lastCommitMs) / 1000;
       const wire = destination.counters.wireBytes - before;
       // Goodput measures the link: samples held back by the rate limit say nothing of it.
       const throttled = v.limiter.bytesPerSecond !== Infinity &&
         wire / seconds > 0.8 * v.limiter.bytesPerSecond;
       if (seconds > 0.5 && wire > 0 && !throttled) {
         const sample = wire / seconds;
+        // Half weight to the newest sample: the link of the last minute predicts best.
         v.goodputBytesPerSecond = v.goodputBytesPerSecond
-          ? 0.7 * v.goodputBytesPerSecond + 0.3 * sample
+          ? 0.5 * v.goodputBytesPerSecond + 0.5 * sample
           : sample;
       }
       if (v.phase === "sending" || v.phase === "evacuating") v.phase = "idle";

@@ -74,19 +74,19 @@ export interface VolumeStatus {
   generationBytes: number;
   goodputBytesPerSecond: number;
   rttMs: number | null;
-  /** Final scan + pending bytes at the measured goodput + commit + verify + two round trips. */
+  /** Final scan + pending bytes at the measured goodput + commit + two round trips. */
   predictedEvacuationSeconds: number | null;
   paused: boolean;
   lastError: string | null;
 }
 
 /**
- * Status of a volume, with the evacuation prediction: the final scan and the final verify
- * (each about as long as the last scan), the pending bytes (the unacknowledged part of the pending generation, plus blocks
- * written since the last cut at the last generation's rate) compressed at the ratio seen so
- * far (new writes capped at the last generation's count: a hot set's rewrites do not add
- * up), sent at the measured goodput, the commit (as long as the last one), plus two round
- * trips (final flush and commit).
+ * Status of a volume, with the evacuation prediction: the final scan (as long as the last
+ * one; the final verify compares roots only), the pending bytes (the unacknowledged part of
+ * the pending generation, plus blocks written since the last cut at the last generation's
+ * rate, capped at the last generation's count: a hot set's rewrites do not add up)
+ * compressed at the ratio seen so far, sent at the measured goodput, the commit (as long as
+ * the last one), plus two round trips (final flush and commit).
  */
 export function volumeStatus(v: AgentVolume, rttMs: number | undefined): VolumeStatus {
   const { blockSize } = v.state.identity;
@@ -113,7 +113,7 @@ export function volumeStatus(v: AgentVolume, rttMs: number | undefined): VolumeS
   const goodput = v.goodputBytesPerSecond;
   const rtt = rttMs ?? null;
   const predicted = goodput > 0
-    ? (2 * v.lastScanMs + v.lastCommitMs) / 1000 + pendingBytes / goodput + 2 * (rtt ?? 0) / 1000
+    ? (v.lastScanMs + v.lastCommitMs) / 1000 + pendingBytes / goodput + 2 * (rtt ?? 0) / 1000
     : null;
   return {
     name: v.name,
