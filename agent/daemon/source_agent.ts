@@ -87,6 +87,8 @@ export class SourceAgent {
   #session: Session | null = null;
   #stopped = false;
   readonly #wakers = new Set<() => void>();
+  /** The volume loops of the current session. */
+  #volumeRuns: Promise<void>[] = [];
   /** Set when the agent stopped for good (auth failure…). */
   fatal: PresyncError | null = null;
   rttMs: number | undefined;
@@ -188,7 +190,7 @@ export class SourceAgent {
         const session = this.#session;
         const pinger = this.#measureRtt(session);
         await Promise.race([
-          Promise.all(this.volumes.map((v) => this.#runVolume(v, session))),
+          Promise.all(this.#volumeRuns = this.volumes.map((v) => this.#runVolume(v, session))),
           session.closed.then(() => {
             throw new PresyncError(ErrorCode.CONNECTION_LOST, "session closed", {
               retryable: true,
@@ -226,6 +228,11 @@ export class SourceAgent {
       } finally {
         this.#session?.abort();
         this.#session = null;
+        // The volume loops of this session must end before the next session starts its own:
+        // two loops on one volume would cut and send concurrently.
+        this.#wakeAll();
+        await Promise.allSettled(this.#volumeRuns);
+        this.#volumeRuns = [];
       }
     }
     for (const v of this.volumes) {
@@ -282,7 +289,7 @@ export class SourceAgent {
     v.phase = "idle";
     this.#applyRates();
     try {
-      while (!this.#stopped) {
+      while (!this.#stopped && this.#session === session) {
         if (evacuated(v)) {
           // Nothing more to send; the stream stays open for verify and status.
           await this.#sleep(60_000);

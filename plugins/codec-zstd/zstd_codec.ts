@@ -38,21 +38,23 @@ export interface ZstdCodecOptions {
 }
 
 /**
- * Deno 2.9's `zstdCompressSync` sometimes appends a second, empty zstd frame (9 bytes, or 13
- * with a checksum) when the output spans more than one of its internal output chunks. A
- * presync zstd payload is exactly one frame, so the empty one is cut off here.
+ * Deno 2.9's `zstdCompressSync` sometimes appends empty zstd frames (9 bytes each, or 13
+ * with a checksum; seen: one or two) when the output spans more than one of its internal
+ * output chunks. A presync zstd payload is exactly one frame, so empty ones are cut off.
  */
-function withoutTrailingEmptyFrame(out: Uint8Array): Uint8Array {
+function withoutTrailingEmptyFrames(out: Uint8Array): Uint8Array {
   const first = readZstdFrame(out);
-  if (first.frameBytes === out.length) return out;
-  const rest = out.subarray(first.frameBytes);
-  const trailing = readZstdFrame(rest);
-  if (trailing.frameBytes !== rest.length || trailing.contentSize !== 0) {
-    throw new PresyncError(
-      ErrorCode.FRAME_MALFORMED,
-      `node:zlib produced ${rest.length} bytes after the zstd frame: expected nothing or one ` +
-        `empty frame, received a frame declaring ${trailing.contentSize ?? "no"} content size`,
-    );
+  for (let at = first.frameBytes; at < out.length;) {
+    const trailing = readZstdFrame(out.subarray(at));
+    if (trailing.contentSize !== 0) {
+      throw new PresyncError(
+        ErrorCode.FRAME_MALFORMED,
+        `node:zlib produced ${out.length - first.frameBytes} bytes after the zstd frame: ` +
+          `expected only empty frames, received a frame declaring ` +
+          `${trailing.contentSize ?? "no"} content size`,
+      );
+    }
+    at += trailing.frameBytes;
   }
   return out.subarray(0, first.frameBytes);
 }
@@ -89,7 +91,7 @@ export function createZstdCodec(options: ZstdCodecOptions = {}): Codec {
       }
       const pledged: PledgedZstdOptions = { params, pledgedSrcSize: block.length };
       const out = zstdCompressSync(block, pledged);
-      return withoutTrailingEmptyFrame(new Uint8Array(out.buffer, out.byteOffset, out.byteLength));
+      return withoutTrailingEmptyFrames(new Uint8Array(out.buffer, out.byteOffset, out.byteLength));
     },
     decompress(payload: Uint8Array, rawLength: number): Uint8Array {
       assertZstdPayload(payload, rawLength);
