@@ -82,7 +82,14 @@ export function timesSpec(bars: TimeBar[]): Record<string, unknown> {
         sort: null,
         axis: { labelAngle: -30 },
       },
-      y: { field: "seconds", type: "quantitative", scale: { type: "log" }, title: "seconds (log)" },
+      // A log scale has no zero: bars start at 0.1 s, or they have no height at all.
+      y: {
+        field: "seconds",
+        type: "quantitative",
+        scale: { type: "log", domainMin: 0.1 },
+        title: "seconds (log)",
+      },
+      y2: { datum: 0.1 },
       color: { field: "contender", type: "nominal", sort: null, legend: null },
     },
     width: 220,
