@@ -274,8 +274,10 @@ export function sweepTable(results: PointResult[]): string {
       `| ${(r.writeBytesPerSecond / MiB).toFixed(2)} | ${
         r.presync.wallSeconds.toFixed(2)
       } | ${r.presync.before.predictedEvacuationSeconds} | ${r.limitSeconds.toFixed(2)} | ${
-        (r.diff.compressedBytes / 1e6).toFixed(1)
-      } | ${Number(r.presync.before.rpoSeconds).toFixed(1)} |`,
+        limit64(r).toFixed(2)
+      } | ${(r.diff.compressedBytes / 1e6).toFixed(1)} | ${
+        Number(r.presync.before.rpoSeconds).toFixed(1)
+      } |`,
     );
   }
   return rows.join("\n");
