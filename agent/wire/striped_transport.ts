@@ -16,7 +16,13 @@ import {
   type StripedChannelOptions,
   type StripeMember,
 } from "./striped_channel.ts";
-import type { ByteChannel, Transport, TransportAddress, TransportListener } from "./transport.ts";
+import {
+  acceptUntilClosed,
+  type ByteChannel,
+  type Transport,
+  type TransportAddress,
+  type TransportListener,
+} from "./transport.ts";
 
 /** Options of {@linkcode stripedTransport}. */
 export interface StripedTransportOptions extends StripedChannelOptions {
@@ -264,15 +270,6 @@ function listenStripes(
       for (const channel of ready.splice(0)) channel.close();
       readySignal.notify();
     },
-    async *[Symbol.asyncIterator]() {
-      while (true) {
-        try {
-          yield await accept();
-        } catch (error) {
-          if (closed) return;
-          throw error;
-        }
-      }
-    },
+    [Symbol.asyncIterator]: () => acceptUntilClosed(accept, () => closed),
   };
 }

@@ -52,3 +52,21 @@ export interface Transport {
   /** Starts listening. Call once per address. */
   listen(address: TransportAddress): TransportListener;
 }
+
+/**
+ * The async iteration of a {@linkcode TransportListener}: accepted channels until the
+ * listener is closed (an accept failing because of the close ends the iteration quietly).
+ */
+export async function* acceptUntilClosed(
+  accept: () => Promise<ByteChannel>,
+  isClosed: () => boolean,
+): AsyncGenerator<ByteChannel> {
+  while (!isClosed()) {
+    try {
+      yield await accept();
+    } catch (error) {
+      if (isClosed()) return;
+      throw error;
+    }
+  }
+}

@@ -1,9 +1,10 @@
 import { ErrorCode, PresyncError } from "../../agent/errors.ts";
-import type {
-  ByteChannel,
-  Transport,
-  TransportAddress,
-  TransportListener,
+import {
+  acceptUntilClosed,
+  type ByteChannel,
+  type Transport,
+  type TransportAddress,
+  type TransportListener,
 } from "../../agent/wire/transport.ts";
 import { connectError } from "../transport-tcp/mod.ts";
 
@@ -291,15 +292,6 @@ function quicListener(
       if (active === 0) closeEndpoint();
       wake();
     },
-    async *[Symbol.asyncIterator]() {
-      while (true) {
-        try {
-          yield await accept();
-        } catch (error) {
-          if (closed) return;
-          throw error;
-        }
-      }
-    },
+    [Symbol.asyncIterator]: () => acceptUntilClosed(accept, () => closed),
   };
 }

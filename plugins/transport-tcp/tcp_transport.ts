@@ -1,10 +1,11 @@
 import { ErrorCode, PresyncError } from "../../agent/errors.ts";
 import { connChannel } from "../../agent/wire/conn_channel.ts";
-import type {
-  ByteChannel,
-  Transport,
-  TransportAddress,
-  TransportListener,
+import {
+  acceptUntilClosed,
+  type ByteChannel,
+  type Transport,
+  type TransportAddress,
+  type TransportListener,
 } from "../../agent/wire/transport.ts";
 
 /** Wraps a Deno listener (TCP or TLS) as a {@linkcode TransportListener}. */
@@ -27,16 +28,7 @@ export function wrapListener(
       closed = true;
       listener.close();
     },
-    async *[Symbol.asyncIterator]() {
-      while (!closed) {
-        try {
-          yield await accept();
-        } catch (error) {
-          if (closed) return;
-          throw error;
-        }
-      }
-    },
+    [Symbol.asyncIterator]: () => acceptUntilClosed(accept, () => closed),
   };
 }
 
