@@ -1,3 +1,4 @@
+import { readAll as readAllBytes } from "../../fixtures/read_all.ts";
 import assert from "node:assert/strict";
 import { assertRejectsCode, assertThrowsCode } from "../../fixtures/assert.ts";
 import { Prng } from "../../fixtures/prng.ts";
@@ -26,16 +27,9 @@ async function pair(
   return { client, server, logs };
 }
 
-async function readAll(stream: SessionStream): Promise<Uint8Array> {
-  const parts: Uint8Array[] = [];
-  for await (const chunk of stream.readable) parts.push(chunk);
-  const out = new Uint8Array(parts.reduce((n, p) => n + p.length, 0));
-  let offset = 0;
-  for (const p of parts) {
-    out.set(p, offset);
-    offset += p.length;
-  }
-  return out;
+/** All bytes of a stream's readable side. */
+function readAll(stream: SessionStream): Promise<Uint8Array> {
+  return readAllBytes(stream.readable);
 }
 
 async function writeInPieces(prng: Prng, stream: SessionStream, data: Uint8Array): Promise<void> {

@@ -1,3 +1,4 @@
+import { readAll as readAllBytes } from "../../fixtures/read_all.ts";
 import assert from "node:assert/strict";
 import { assertRejectsCode } from "../../fixtures/assert.ts";
 import { Prng } from "../../fixtures/prng.ts";
@@ -49,16 +50,9 @@ function observedTcp(): { transport: Transport; clients: ByteChannel[]; received
   return { transport, clients, received };
 }
 
-async function readAll(stream: SessionStream): Promise<Uint8Array> {
-  const parts: Uint8Array[] = [];
-  for await (const chunk of stream.readable) parts.push(chunk);
-  const out = new Uint8Array(parts.reduce((n, p) => n + p.length, 0));
-  let offset = 0;
-  for (const p of parts) {
-    out.set(p, offset);
-    offset += p.length;
-  }
-  return out;
+/** All bytes of a stream's readable side. */
+function readAll(stream: SessionStream): Promise<Uint8Array> {
+  return readAllBytes(stream.readable);
 }
 
 seededTest(
