@@ -1,3 +1,4 @@
+import { markPaused, pauseHook, untilPauseRequested } from "../fixtures/vm_pause.ts";
 /**
  * The evacuation benchmark's presync side: an initially synchronised replica (made once on an
  * unlimited link and copied for each run), then a pre-sync phase under a write workload and
@@ -109,7 +110,7 @@ export async function runPresync(options: PresyncRunOptions): Promise<PresyncRun
   await run("cp", ["-r", "--sparse=always", `${options.template}/.`, root]);
   await Deno.remove(`${root}/nbd.sock`).catch(() => {});
   const image = `${root}/${IMAGE}`;
-  const hook = `touch ${root}/pause-request; while [ ! -f ${root}/paused ]; do sleep 0.02; done`;
+  const hook = pauseHook(root);
   const direction = linkDirection(options.link);
   const cluster = await Cluster.start({
     root,
@@ -161,16 +162,9 @@ export async function runPresync(options: PresyncRunOptions): Promise<PresyncRun
     sampling = false;
     await sampler;
     const vmPaused = (async () => {
-      while (true) {
-        try {
-          await Deno.stat(`${root}/pause-request`);
-          break;
-        } catch {
-          await new Promise((resolve) => setTimeout(resolve, 10));
-        }
-      }
+      await untilPauseRequested(root);
       await workload!.stop();
-      await Deno.writeTextFile(`${root}/paused`, "");
+      await markPaused(root);
     })();
     const wireBefore = wire(cluster);
     const started = performance.now();

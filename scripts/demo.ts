@@ -15,6 +15,7 @@ import { Cluster } from "../fixtures/cluster.ts";
 import { mixedData } from "../fixtures/data.ts";
 import { Prng } from "../fixtures/prng.ts";
 import { hashFile } from "../fixtures/workload.ts";
+import { pauseHook, writeUntilPaused } from "../fixtures/vm_pause.ts";
 import { encodeBlockFrame } from "../agent/codec/mod.ts";
 import { isZero } from "../agent/core/mod.ts";
 import { createZstdCodec } from "../plugins/codec-zstd/mod.ts";
@@ -61,7 +62,7 @@ try {
   file.close();
 
   const link = { delayMs: oneWayMs, rateBitsPerSecond: linkBitsPerSecond, queueBytes: 2 * MiB };
-  const hook = `touch ${root}/pause-request; while [ ! -f ${root}/paused ]; do sleep 0.05; done`;
+  const hook = pauseHook(root);
   say(
     `starting destination, WAN emulator (${values["rate-mbit"]} Mbit/s, ${
       values["rtt-ms"]
@@ -76,27 +77,10 @@ try {
   const c = cluster;
 
   // The "VM": a hot set rewritten often and a cold tail written rarely, until paused.
-  const vm = (async () => {
-    const disk = await Deno.open(image, { write: true });
-    const blocks = sizeBytes / 4096;
-    const hot = Array.from({ length: 256 }, () => prng.int(blocks));
-    try {
-      while (true) {
-        try {
-          await Deno.stat(`${root}/pause-request`);
-          break;
-        } catch {
-          const block = prng.int(10) < 9 ? hot[prng.int(hot.length)] : prng.int(blocks);
-          await disk.seek(block * 4096, Deno.SeekMode.Start);
-          await disk.write(prng.fill(new Uint8Array(4096)));
-          await new Promise((resolve) => setTimeout(resolve, 5));
-        }
-      }
-    } finally {
-      disk.close();
-      await Deno.writeTextFile(`${root}/paused`, "");
-    }
-  })();
+  const blocks = sizeBytes / 4096;
+  const hot = Array.from({ length: 256 }, () => prng.int(blocks));
+  const pick = () => prng.int(10) < 9 ? hot[prng.int(hot.length)] : prng.int(blocks);
+  const vm = writeUntilPaused(root, image, prng, pick, 5);
 
   let firstCommitSeconds = 0;
   const started = performance.now();

@@ -3,6 +3,7 @@ import { Cluster, PresyncProcess } from "../../fixtures/cluster.ts";
 import type { Prng } from "../../fixtures/prng.ts";
 import { seededTest } from "../../fixtures/seeded.ts";
 import { hashFile } from "../../fixtures/workload.ts";
+import { pauseHook, writeUntilPaused } from "../../fixtures/vm_pause.ts";
 import { DenoFileSystem } from "../fs/deno_file_system.ts";
 import { ReplicaStore } from "../store/replica_store.ts";
 import { ExitCode } from "../cli/exit_codes.ts";
@@ -134,8 +135,7 @@ seededTest(
     await withRoot(async (root) => {
       const image = `${root}/source.img`;
       await makeImage(image, prng, 32 * MiB, 8 * MiB);
-      const hook =
-        `touch ${root}/pause-request; while [ ! -f ${root}/paused ]; do sleep 0.05; done`;
+      const hook = pauseHook(root);
       const cluster = await Cluster.start({
         root,
         image,
@@ -145,24 +145,7 @@ seededTest(
       try {
         await waitConverged(cluster, image);
         // The "VM": random 4 KiB writes until the hook asks it to pause.
-        const vm = (async () => {
-          const file = await Deno.open(image, { write: true });
-          try {
-            while (true) {
-              try {
-                await Deno.stat(`${root}/pause-request`);
-                break;
-              } catch {
-                await file.seek(prng.int(32 * MiB / 4096) * 4096, Deno.SeekMode.Start);
-                await file.write(prng.fill(new Uint8Array(4096)));
-                await new Promise((resolve) => setTimeout(resolve, 2));
-              }
-            }
-          } finally {
-            file.close();
-            await Deno.writeTextFile(`${root}/paused`, "");
-          }
-        })();
+        const vm = writeUntilPaused(root, image, prng, () => prng.int(32 * MiB / 4096), 2);
         await new Promise((resolve) => setTimeout(resolve, 1500));
         const reply = await cluster.control("POST", "/volumes/vm/evacuate");
         await vm;
