@@ -7,7 +7,8 @@
  *
  * Throughput: `qemu-img bench` (4 KiB, queue depth 32, sequential) and `qemu-io` (4 KiB at
  * random aligned offsets, one at a time) over a Unix socket. Latency: a separate process
- * (this script with `--latency-client`) times each 4 KiB WRITE with our NBD client.
+ * (this script with `--latency-client`) times each 4 KiB WRITE with our NBD client, while
+ * this process samples its own event-loop delay (the sender and the NBD server share it).
  *
  * @module
  */
@@ -89,6 +90,28 @@ async function throughput(uri: string): Promise<Record<string, number>> {
   };
 }
 
+/**
+ * Samples this process's event-loop delay (how late a 1 ms timer fires) until `stop()`:
+ * the wait a VM write served on this loop can get on top of its own work.
+ */
+function loopDelay(): { stop(): { p50: number; p99: number; max: number } } {
+  const delays: number[] = [];
+  let last = performance.now();
+  const timer = setInterval(() => {
+    const now = performance.now();
+    delays.push(Math.max(0, now - last - 1));
+    last = now;
+  }, 1);
+  return {
+    stop() {
+      clearInterval(timer);
+      delays.sort((a, b) => a - b);
+      const at = (q: number) => delays[Math.min(delays.length - 1, Math.floor(q * delays.length))];
+      return { p50: at(0.5), p99: at(0.99), max: delays[delays.length - 1] };
+    },
+  };
+}
+
 async function latency(socket: string, writes: number) {
   const out = await runTool(Deno.execPath(), [
     "run",
@@ -144,10 +167,14 @@ try {
   const writes = Number(values["latency-writes"]);
   let idle: { p50: number; p99: number };
   let busy: { p50: number; p99: number };
+  let idleLoop: { p50: number; p99: number; max: number };
+  let busyLoop: { p50: number; p99: number; max: number };
   let generations = 0;
   let bytesSynced = 0;
   try {
+    const idleSampler = loopDelay();
     idle = await latency(`${dir}/tracker.sock`, writes);
+    idleLoop = idleSampler.stop();
     let stop = false;
     let first = true;
     const background = (async () => {
@@ -167,7 +194,9 @@ try {
         }
       }
     })();
+    const busySampler = loopDelay();
     busy = await latency(`${dir}/tracker.sock`, writes);
+    busyLoop = busySampler.stop();
     stop = true;
     await background;
   } finally {
@@ -195,6 +224,14 @@ try {
       `${(bytesSynced / 2 ** 20).toFixed(0)} MiB sent) | ${busy.p50.toFixed(3)} | ` +
       `${busy.p99.toFixed(3)} |\n| ratio busy / idle | ${(busy.p50 / idle.p50).toFixed(2)} | ` +
       `${(busy.p99 / idle.p99).toFixed(2)} |`,
+  );
+  console.log(
+    `\n| event-loop delay of the tracker's process (1 ms timer) | p50 ms | p99 ms | max ms |\n` +
+      `|---|---:|---:|---:|\n` +
+      `| idle | ${idleLoop.p50.toFixed(3)} | ${idleLoop.p99.toFixed(3)} | ` +
+      `${idleLoop.max.toFixed(3)} |\n` +
+      `| background sync running | ${busyLoop.p50.toFixed(3)} | ${busyLoop.p99.toFixed(3)} | ` +
+      `${busyLoop.max.toFixed(3)} |`,
   );
 } finally {
   await Deno.remove(dir, { recursive: true });

@@ -3,7 +3,7 @@ import { ErrorCode, PresyncError } from "../errors.ts";
 import { atomicWrite, readWhole } from "../fs/atomic_write.ts";
 import { DenoFileSystem } from "../fs/deno_file_system.ts";
 import { io } from "../fs/io_error.ts";
-import { LockedFile } from "../nbd/_locked_file.ts";
+import { PositionalFile } from "../nbd/_positional_file.ts";
 import type { NbdExport } from "../nbd/nbd_export.ts";
 import type { StatusExtent } from "../nbd/reply_codec.ts";
 
@@ -35,14 +35,14 @@ export class OverlayExport implements NbdExport {
   readonly multiConn = true;
   readonly #base: NbdExport;
   readonly #blockSize: number;
-  readonly #file: LockedFile;
+  readonly #file: PositionalFile;
   readonly #mapPath: string;
   readonly #present: Bitmap;
   #writes: Promise<unknown> = Promise.resolve();
   #mapDirty = false;
   #closed = false;
 
-  private constructor(options: OverlayExportOptions, file: LockedFile, present: Bitmap) {
+  private constructor(options: OverlayExportOptions, file: PositionalFile, present: Bitmap) {
     this.#base = options.base;
     this.#blockSize = options.blockSize;
     this.#file = file;
@@ -79,7 +79,7 @@ export class OverlayExport implements NbdExport {
         `overlay ${options.overlayPath} belongs to a volume of another size`,
       );
     }
-    const file = await LockedFile.open(options.overlayPath, { create: true });
+    const file = await PositionalFile.open(options.overlayPath, { create: true });
     try {
       if (await file.size() !== options.base.sizeBytes) {
         await file.truncate(options.base.sizeBytes);

@@ -1,6 +1,6 @@
 import { Bitmap } from "../core/mod.ts";
 import { DenoFileSystem } from "../fs/deno_file_system.ts";
-import { LockedFile } from "../nbd/_locked_file.ts";
+import { PositionalFile } from "../nbd/_positional_file.ts";
 import { NBD_STATE_HOLE, NBD_STATE_ZERO } from "../nbd/nbd_constants.ts";
 import type { NbdExport } from "../nbd/nbd_export.ts";
 import type { StatusExtent } from "../nbd/reply_codec.ts";
@@ -50,14 +50,14 @@ export class ReplicaExport implements NbdExport {
   readonly multiConn = true;
   /** The committed state being served. */
   readonly meta: ReplicaMeta;
-  readonly #image: LockedFile;
+  readonly #image: PositionalFile;
   readonly #zero: Bitmap;
   readonly #identity: VolumeIdentity;
   readonly #postcopy?: PostcopySource;
 
   private constructor(
     meta: ReplicaMeta,
-    image: LockedFile,
+    image: PositionalFile,
     zero: Bitmap,
     options: ReplicaExportOptions,
   ) {
@@ -81,7 +81,7 @@ export class ReplicaExport implements NbdExport {
     volume.close();
     const zero = await zeroBlocksOf(`${dir}/manifest`, meta.identity);
     try {
-      const image = await LockedFile.open(`${dir}/image`, { readOnly: true });
+      const image = await PositionalFile.open(`${dir}/image`, { readOnly: true });
       return new ReplicaExport(meta, image, zero, options);
     } catch (err) {
       zero.free();
@@ -168,7 +168,7 @@ export class ReplicaExport implements NbdExport {
 async function zeroBlocksOf(path: string, identity: VolumeIdentity): Promise<Bitmap> {
   const blocks = blockCount(identity);
   const zero = new Bitmap(blocks);
-  const manifest = await LockedFile.open(path, { readOnly: true });
+  const manifest = await PositionalFile.open(path, { readOnly: true });
   try {
     for (let first = 0; first < blocks; first += MANIFEST_PIECE_ENTRIES) {
       const count = Math.min(MANIFEST_PIECE_ENTRIES, blocks - first);

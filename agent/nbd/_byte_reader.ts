@@ -29,6 +29,11 @@ export class ByteReader {
     return this.#buffered >= n;
   }
 
+  /** Bytes received and not yet consumed: a `read` of at most this many will not wait. */
+  get buffered(): number {
+    return this.#buffered;
+  }
+
   /** Exactly `n` bytes, or null at a clean end of stream; throws when it ends mid-way. */
   async read(n: number): Promise<Uint8Array | null> {
     if (n === 0) return new Uint8Array(0);

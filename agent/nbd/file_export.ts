@@ -1,5 +1,5 @@
 import { ErrorCode, PresyncError } from "../errors.ts";
-import { LockedFile } from "./_locked_file.ts";
+import { PositionalFile } from "./_positional_file.ts";
 import type { NbdExport } from "./nbd_export.ts";
 
 /** Zero bytes written per call by `writeZeroes`. */
@@ -30,9 +30,9 @@ export class FileExport implements NbdExport {
   readonly sizeBytes: number;
   readonly readOnly: boolean;
   readonly multiConn = true;
-  readonly #file: LockedFile;
+  readonly #file: PositionalFile;
 
-  private constructor(file: LockedFile, sizeBytes: number, options: FileExportOptions) {
+  private constructor(file: PositionalFile, sizeBytes: number, options: FileExportOptions) {
     this.#file = file;
     this.sizeBytes = sizeBytes;
     this.name = options.name;
@@ -42,7 +42,7 @@ export class FileExport implements NbdExport {
 
   /** Opens `path`; its current size is the export's size. */
   static async open(path: string, options: FileExportOptions): Promise<FileExport> {
-    const file = await LockedFile.open(path, { readOnly: options.readOnly });
+    const file = await PositionalFile.open(path, { readOnly: options.readOnly });
     try {
       return new FileExport(file, await file.size(), options);
     } catch (err) {
@@ -52,12 +52,16 @@ export class FileExport implements NbdExport {
   }
 
   /** The underlying file, for wrappers that add behaviour around writes. */
-  get file(): LockedFile {
+  get file(): PositionalFile {
     return this.#file;
   }
 
   read(offset: number, length: number): Promise<Uint8Array> {
     return this.#file.read(offset, new Uint8Array(length));
+  }
+
+  async readInto(offset: number, into: Uint8Array): Promise<void> {
+    await this.#file.read(offset, into);
   }
 
   write(offset: number, data: Uint8Array): Promise<void> {

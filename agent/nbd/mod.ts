@@ -16,6 +16,11 @@
  *   (QEMU's dirty bitmaps, read by our client).
  * - **hard disconnect**: dropping the connection, the only answer to a broken stream
  *   (wrong magic, unknown client flags, an export name that cannot be served).
+ * - **in flight**: a request read from the socket whose reply is not yet written. The
+ *   server reads the next request while earlier ones are in flight (*pipelining*, up to
+ *   `MAX_INFLIGHT_REQUESTS` requests and `MAX_INFLIGHT_BYTES` data bytes per connection) and
+ *   replies as each finishes, in any order; overlapping reads and writes run in the order
+ *   they arrived, and a FLUSH waits for every write that arrived before it.
  *
  * What the server does with bad input, as the specification prescribes: unknown options
  * get `NBD_REP_ERR_UNSUP`; malformed ones `NBD_REP_ERR_INVALID`; unknown commands and
@@ -36,6 +41,8 @@ export {
   type Duplex,
   type ExportTable,
   findExport,
+  MAX_INFLIGHT_BYTES,
+  MAX_INFLIGHT_REQUESTS,
   MAX_OPTION_BYTES,
   type NbdConnectionOptions,
   serveNbdConnection,
@@ -54,4 +61,4 @@ export {
 } from "./request_codec.ts";
 export * from "./option_codec.ts";
 export * from "./reply_codec.ts";
-export { LockedFile } from "./_locked_file.ts";
+export { PositionalFile } from "./_positional_file.ts";

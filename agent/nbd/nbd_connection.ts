@@ -1,5 +1,7 @@
 import { ErrorCode, PresyncError } from "../errors.ts";
 import { ByteReader } from "./_byte_reader.ts";
+import { type Access, InflightRequests } from "./_inflight_requests.ts";
+import { ReplyWriter } from "./_reply_writer.ts";
 import * as C from "./nbd_constants.ts";
 import type { NbdExport } from "./nbd_export.ts";
 import {
@@ -77,7 +79,8 @@ function errnoFor(err: unknown): number {
 /**
  * Serves one client connection to the end: fixed newstyle handshake, then transmission.
  * Never throws: protocol violations and I/O failures end the connection and are reported
- * to `onError`. Requests are handled one at a time, in order.
+ * to `onError`. Requests are pipelined (see {@linkcode MAX_INFLIGHT_REQUESTS}); replies may
+ * come in any order.
  */
 export async function serveNbdConnection(
   conn: Duplex,
@@ -272,6 +275,35 @@ function countFor(
   return findExport(exports, selected.exportName) === ex ? selected.count : 0;
 }
 
+/** The bound on one connection's requests in flight (admitted, reply not yet written). */
+export const MAX_INFLIGHT_REQUESTS = 16;
+/** The bound on the data bytes (write payloads, read buffers) of those requests. */
+export const MAX_INFLIGHT_BYTES = 32 * 1024 * 1024;
+
+/** How each command touches the export, for {@linkcode InflightRequests}'s ordering. */
+function accessOf(type: number): Access {
+  switch (type) {
+    case C.NBD_CMD_READ:
+    case C.NBD_CMD_BLOCK_STATUS:
+      return "read";
+    case C.NBD_CMD_WRITE:
+    case C.NBD_CMD_WRITE_ZEROES:
+    case C.NBD_CMD_TRIM:
+      return "write";
+    case C.NBD_CMD_FLUSH:
+      return "flush";
+    default:
+      return "none";
+  }
+}
+
+/**
+ * The transmission phase, pipelined: requests are read while earlier ones are in flight and
+ * replies go out as requests finish, in any order (the client matches them by cookie).
+ * {@linkcode InflightRequests} keeps overlapping requests and FLUSH in order and bounds what
+ * is in flight; a request counts until its reply is written, so a client that stops reading
+ * replies stops being read from.
+ */
 async function transmission(
   reader: ByteReader,
   writer: WritableStreamDefaultWriter<Uint8Array>,
@@ -285,68 +317,114 @@ async function transmission(
     structuredReplies: structured,
     metaContexts: chosen.metaContexts,
   };
-  while (true) {
-    const bytes = await reader.read(C.REQUEST_HEADER_BYTES);
-    if (!bytes) return;
-    const req = decodeRequest(bytes);
-    if (!req.magicOk) throw new HangUp("request without the NBD request magic");
-    if (req.type === C.NBD_CMD_DISC) return;
-    const verdict = checkRequest(req, ctx);
-    let payload: Uint8Array | null = null;
-    if (req.type === C.NBD_CMD_WRITE) {
-      if (req.length <= C.MAX_PAYLOAD_BYTES) payload = await reader.readExact(req.length, "data");
-      else await reader.skip(req.length, "write data");
+  const replies = new ReplyWriter(writer);
+  const inflight = new InflightRequests(MAX_INFLIGHT_REQUESTS, MAX_INFLIGHT_BYTES);
+  let failure: { err: unknown } | null = null;
+  const fail = (err: unknown) => {
+    failure ??= { err };
+    void reader.cancel();
+  };
+  try {
+    while (!failure) {
+      // Replies to requests that arrived together go out together; release before waiting.
+      if (reader.buffered >= C.REQUEST_HEADER_BYTES) replies.hold();
+      else replies.release();
+      const bytes = await reader.read(C.REQUEST_HEADER_BYTES);
+      if (!bytes) break;
+      const req = decodeRequest(bytes);
+      if (!req.magicOk) throw new HangUp("request without the NBD request magic");
+      if (req.type === C.NBD_CMD_DISC) break;
+      const verdict = checkRequest(req, ctx);
+      const isWrite = req.type === C.NBD_CMD_WRITE;
+      const held = isWrite
+        ? (req.length <= C.MAX_PAYLOAD_BYTES ? req.length : 0)
+        : (verdict.ok && req.type === C.NBD_CMD_READ ? req.length : 0);
+      if (!inflight.hasRoom(held)) {
+        replies.release();
+        await inflight.room(held);
+      }
+      let payload: Uint8Array | null = null;
+      if (isWrite) {
+        if (reader.buffered < req.length) replies.release();
+        if (req.length <= C.MAX_PAYLOAD_BYTES) payload = await reader.readExact(req.length, "data");
+        else await reader.skip(req.length, "write data");
+      }
+      const slot = verdict.ok
+        ? inflight.add(accessOf(req.type), Number(req.offset), req.length, held)
+        : inflight.add("none", 0, 0, held);
+      const run = async () => {
+        if (slot.after.length > 0) await Promise.all(slot.after);
+        if (!verdict.ok) {
+          await sendError(replies, req, structured, verdict.error, verdict.message);
+        } else {
+          await perform(replies, req, chosen, payload);
+        }
+      };
+      run().then(slot.finish, (err) => {
+        slot.finish();
+        fail(err);
+      });
     }
-    if (!verdict.ok) {
-      await sendError(writer, req, structured, verdict.error, verdict.message);
-      continue;
-    }
-    try {
-      await perform(writer, req, chosen, payload);
-    } catch (err) {
-      const message = `${commandName(req.type)} failed: ${
-        err instanceof Error ? err.message : err
-      }`;
-      await sendError(writer, req, structured, errnoFor(err), message);
-    }
+  } catch (err) {
+    if (!failure) throw err;
+  } finally {
+    replies.release();
+    await inflight.drained();
   }
+  if (failure) throw (failure as { err: unknown }).err;
 }
 
 async function sendError(
-  writer: WritableStreamDefaultWriter<Uint8Array>,
+  replies: ReplyWriter,
   req: NbdRequest,
   structured: boolean,
   error: number,
   message: string,
 ): Promise<void> {
-  if (structured) await writer.write(encodeErrorChunk(req.cookie, error, message));
-  else await writer.write(encodeSimpleReply(req.cookie, error));
+  if (structured) await replies.send(encodeErrorChunk(req.cookie, error, message));
+  else await replies.send(encodeSimpleReply(req.cookie, error));
 }
 
+/** Runs one admitted request and writes its reply; only a failed reply write rejects. */
 async function perform(
-  writer: WritableStreamDefaultWriter<Uint8Array>,
+  replies: ReplyWriter,
   req: NbdRequest,
   chosen: Chosen,
   payload: Uint8Array | null,
 ): Promise<void> {
+  let reply: Uint8Array[];
+  try {
+    reply = await execute(req, chosen, payload);
+  } catch (err) {
+    const message = `${commandName(req.type)} failed: ${err instanceof Error ? err.message : err}`;
+    return sendError(replies, req, chosen.structured, errnoFor(err), message);
+  }
+  await replies.send(...reply);
+}
+
+/** Does what `req` asks of the export; resolves with the reply's parts. */
+async function execute(
+  req: NbdRequest,
+  chosen: Chosen,
+  payload: Uint8Array | null,
+): Promise<Uint8Array[]> {
   const { ex, structured } = chosen;
   const offset = Number(req.offset);
   const fua = (req.flags & C.NBD_CMD_FLAG_FUA) !== 0;
   switch (req.type) {
     case C.NBD_CMD_READ: {
-      const data = req.length === 0 ? new Uint8Array(0) : await ex.read(offset, req.length);
-      if (!structured) {
-        await writer.write(encodeSimpleReply(req.cookie, 0));
-        if (data.length > 0) await writer.write(data);
-      } else if (data.length === 0) {
-        await writer.write(
-          encodeChunkHeader(req.cookie, C.NBD_REPLY_FLAG_DONE, C.NBD_REPLY_TYPE_NONE, 0),
-        );
-      } else {
-        await writer.write(encodeDataChunkHead(req.cookie, req.offset, data.length, true));
-        await writer.write(data);
+      if (structured && req.length === 0) {
+        return [encodeChunkHeader(req.cookie, C.NBD_REPLY_FLAG_DONE, C.NBD_REPLY_TYPE_NONE, 0)];
       }
-      return;
+      const head = structured
+        ? encodeDataChunkHead(req.cookie, req.offset, req.length, true)
+        : encodeSimpleReply(req.cookie, 0);
+      if (req.length === 0) return [head];
+      if (!ex.readInto) return [head, await ex.read(offset, req.length)];
+      const reply = new Uint8Array(head.length + req.length);
+      reply.set(head);
+      await ex.readInto(offset, reply.subarray(head.length));
+      return [reply];
     }
     case C.NBD_CMD_WRITE:
       if (payload!.length > 0) await ex.write(offset, payload!);
@@ -364,16 +442,14 @@ async function perform(
       break;
     case C.NBD_CMD_BLOCK_STATUS: {
       if (req.length === 0) {
-        await sendError(writer, req, true, C.NBD_EINVAL, "BLOCK_STATUS of length 0");
-        return;
+        return [encodeErrorChunk(req.cookie, C.NBD_EINVAL, "BLOCK_STATUS of length 0")];
       }
       const extents = await allocationOf(ex, offset, req.length, req.flags);
-      await writer.write(encodeBlockStatusChunk(req.cookie, ALLOCATION_CONTEXT_ID, extents, true));
-      return;
+      return [encodeBlockStatusChunk(req.cookie, ALLOCATION_CONTEXT_ID, extents, true)];
     }
   }
   if (fua && req.type !== C.NBD_CMD_FLUSH) await ex.flush();
-  await writer.write(encodeSimpleReply(req.cookie, 0));
+  return [encodeSimpleReply(req.cookie, 0)];
 }
 
 /** The `base:allocation` extents to report, within the specification's limits. */

@@ -4,7 +4,9 @@ import type { StatusExtent } from "./reply_codec.ts";
  * What an NBD server serves under one export name: a byte range with read, write and
  * flush. The server has already checked every offset and length against `sizeBytes` and
  * refused writes to a read-only export before calling these, so implementations only do
- * the I/O. Methods may be called concurrently (several connections); each must be safe so.
+ * the I/O. Methods may be called concurrently (several connections, and several requests
+ * of one connection: the server never runs two overlapping requests of one connection at
+ * once when one of them writes); each must be safe so.
  * Failures are thrown as `PresyncError` (`NO_SPACE` becomes `NBD_ENOSPC`, anything else
  * `NBD_EIO`).
  */
@@ -24,6 +26,11 @@ export interface NbdExport {
   readonly multiConn?: boolean;
   /** Reads `length` bytes at `offset`. */
   read(offset: number, length: number): Promise<Uint8Array>;
+  /**
+   * Optional: reads `into.length` bytes at `offset` into `into`, so the server can read
+   * straight into the reply it sends (no copy). Absent: the server calls `read`.
+   */
+  readInto?(offset: number, into: Uint8Array): Promise<void>;
   /** Writes `data` at `offset`; durable only after `flush`. */
   write(offset: number, data: Uint8Array): Promise<void>;
   /** Makes `length` bytes at `offset` read as zeros. */

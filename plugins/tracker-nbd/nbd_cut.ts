@@ -1,6 +1,6 @@
 import type { Bitmap } from "../../agent/core/mod.ts";
 import { ErrorCode, PresyncError } from "../../agent/errors.ts";
-import type { LockedFile } from "../../agent/nbd/mod.ts";
+import type { PositionalFile } from "../../agent/nbd/mod.ts";
 import type { Cut } from "../../agent/tracker.ts";
 import { PreservedBlocks } from "./preserved_blocks.ts";
 
@@ -21,7 +21,7 @@ export class NbdCut implements Cut {
   readonly preserved: PreservedBlocks;
   /** Blocks whose preservation is under way: a second writer waits for it. */
   readonly pending = new Map<number, Promise<void>>();
-  readonly #image: LockedFile;
+  readonly #image: PositionalFile;
   readonly #blockSize: number;
   readonly #sizeBytes: number;
   readonly #onRelease: (cut: NbdCut) => void;
@@ -30,7 +30,7 @@ export class NbdCut implements Cut {
   constructor(options: {
     dirty: Bitmap;
     pointInTime: boolean;
-    image: LockedFile;
+    image: PositionalFile;
     blockSize: number;
     sizeBytes: number;
     preserved: PreservedBlocks;

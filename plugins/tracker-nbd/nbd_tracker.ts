@@ -3,7 +3,7 @@ import { ErrorCode, PresyncError } from "../../agent/errors.ts";
 import { atomicWrite, readWhole } from "../../agent/fs/atomic_write.ts";
 import { DenoFileSystem } from "../../agent/fs/deno_file_system.ts";
 import { io } from "../../agent/fs/io_error.ts";
-import { LockedFile, type NbdAddress, type NbdExport, NbdServer } from "../../agent/nbd/mod.ts";
+import { type NbdAddress, type NbdExport, NbdServer, PositionalFile } from "../../agent/nbd/mod.ts";
 import type { Cut, Tracker } from "../../agent/tracker.ts";
 import { blockCount, type VolumeIdentity } from "../../agent/volume/volume_identity.ts";
 import { NbdCut } from "./nbd_cut.ts";
@@ -55,7 +55,7 @@ export class NbdTracker implements Tracker {
   /** Where the server listens (the bound addresses). */
   readonly addresses: NbdAddress[] = [];
   readonly #options: NbdTrackerOptions;
-  readonly #image: LockedFile;
+  readonly #image: PositionalFile;
   #live: Bitmap;
   readonly #cuts = new Set<NbdCut>();
   #server: NbdServer | null = null;
@@ -66,7 +66,7 @@ export class NbdTracker implements Tracker {
   #cutNumber = 0;
   #closed = false;
 
-  private constructor(options: NbdTrackerOptions, image: LockedFile, live: Bitmap) {
+  private constructor(options: NbdTrackerOptions, image: PositionalFile, live: Bitmap) {
     this.#options = options;
     this.#image = image;
     this.#live = live;
@@ -78,7 +78,7 @@ export class NbdTracker implements Tracker {
   /** Opens the image, restores or assumes the dirty set, and starts serving. */
   static async create(options: NbdTrackerOptions): Promise<NbdTracker> {
     const { identity, imagePath, stateDir } = options;
-    const image = await LockedFile.open(imagePath);
+    const image = await PositionalFile.open(imagePath);
     let tracker: NbdTracker | null = null;
     try {
       const size = await image.size();
@@ -175,7 +175,7 @@ export class NbdTracker implements Tracker {
   }
 
   /** The image file (for the export's reads, writes and flushes). */
-  get image(): LockedFile {
+  get image(): PositionalFile {
     return this.#image;
   }
 
@@ -194,7 +194,7 @@ export class NbdTracker implements Tracker {
     try {
       if (this.#inflight > 0) await new Promise<void>((resolve) => (this.#drained = resolve));
       this.#drained = null;
-      const reader = await LockedFile.open(this.#options.imagePath, { readOnly: true });
+      const reader = await PositionalFile.open(this.#options.imagePath, { readOnly: true });
       const dirty = this.#live;
       this.#live = new Bitmap(dirty.size);
       const cut = this.#newCut(dirty, true, reader);
@@ -208,11 +208,11 @@ export class NbdTracker implements Tracker {
 
   async resume(dirty: Bitmap): Promise<Cut> {
     this.#assertOpen();
-    const reader = await LockedFile.open(this.#options.imagePath, { readOnly: true });
+    const reader = await PositionalFile.open(this.#options.imagePath, { readOnly: true });
     return this.#newCut(dirty.clone(), false, reader);
   }
 
-  #newCut(dirty: Bitmap, pointInTime: boolean, reader: LockedFile): NbdCut {
+  #newCut(dirty: Bitmap, pointInTime: boolean, reader: PositionalFile): NbdCut {
     const n = ++this.#cutNumber;
     return new NbdCut({
       dirty,
@@ -307,6 +307,10 @@ class TrackingExport implements NbdExport {
 
   read(offset: number, length: number): Promise<Uint8Array> {
     return this.#tracker.image.read(offset, new Uint8Array(length));
+  }
+
+  async readInto(offset: number, into: Uint8Array): Promise<void> {
+    await this.#tracker.image.read(offset, into);
   }
 
   async #change(

@@ -1,4 +1,4 @@
-import { LockedFile } from "../../agent/nbd/mod.ts";
+import { PositionalFile } from "../../agent/nbd/mod.ts";
 
 /** Default memory for preserved blocks before they spill to a file: 64 MiB. */
 export const DEFAULT_PRESERVE_MEMORY_BYTES = 64 * 1024 * 1024;
@@ -17,7 +17,7 @@ export class PreservedBlocks {
   readonly #spilled = new Map<number, { offset: number; length: number }>();
   #memoryBytes = 0;
   #spillEnd = 0;
-  #spill: Promise<LockedFile> | null = null;
+  #spill: Promise<PositionalFile> | null = null;
   #closed = false;
 
   constructor(spillPath: string, memoryLimitBytes: number = DEFAULT_PRESERVE_MEMORY_BYTES) {
@@ -56,7 +56,7 @@ export class PreservedBlocks {
       this.#memoryBytes += data.length;
       return;
     }
-    this.#spill ??= LockedFile.open(this.#spillPath, { create: true });
+    this.#spill ??= PositionalFile.open(this.#spillPath, { create: true });
     const file = await this.#spill;
     const offset = this.#spillEnd;
     this.#spillEnd += data.length;
