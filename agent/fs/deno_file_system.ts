@@ -1,28 +1,44 @@
 import type { FileHandle, FileSystem, OpenOptions } from "./file_system.ts";
 
+/**
+ * A file handle whose positioned reads and writes may be called concurrently: Deno has no
+ * pread/pwrite, so each is a seek then a read or write, and they run one at a time (two
+ * interleaved seeks would read or write at the wrong offset).
+ */
 class DenoFileHandle implements FileHandle {
   #file: Deno.FsFile;
   #closed = false;
+  #queue: Promise<unknown> = Promise.resolve();
 
   constructor(file: Deno.FsFile) {
     this.#file = file;
   }
 
-  async read(offset: number, into: Uint8Array): Promise<number> {
-    await this.#file.seek(offset, Deno.SeekMode.Start);
-    let total = 0;
-    while (total < into.length) {
-      const n = await this.#file.read(into.subarray(total));
-      if (n === null) break;
-      total += n;
-    }
-    return total;
+  #serial<T>(fn: () => Promise<T>): Promise<T> {
+    const next = this.#queue.then(fn);
+    this.#queue = next.catch(() => {});
+    return next;
   }
 
-  async write(offset: number, data: Uint8Array): Promise<void> {
-    await this.#file.seek(offset, Deno.SeekMode.Start);
-    let written = 0;
-    while (written < data.length) written += await this.#file.write(data.subarray(written));
+  read(offset: number, into: Uint8Array): Promise<number> {
+    return this.#serial(async () => {
+      await this.#file.seek(offset, Deno.SeekMode.Start);
+      let total = 0;
+      while (total < into.length) {
+        const n = await this.#file.read(into.subarray(total));
+        if (n === null) break;
+        total += n;
+      }
+      return total;
+    });
+  }
+
+  write(offset: number, data: Uint8Array): Promise<void> {
+    return this.#serial(async () => {
+      await this.#file.seek(offset, Deno.SeekMode.Start);
+      let written = 0;
+      while (written < data.length) written += await this.#file.write(data.subarray(written));
+    });
   }
 
   async size(): Promise<number> {
