@@ -66,6 +66,8 @@ export const ErrorCode = {
   TIMEOUT: "TIMEOUT",
   /** An NBD server refused an option or a request (its NBD error value is in the message). */
   NBD_REQUEST_FAILED: "NBD_REQUEST_FAILED",
+  /** The replica is exported to a VM at the destination: it must not change under it. */
+  VOLUME_EXPORTED: "VOLUME_EXPORTED",
 } as const;
 
 /** One of the {@linkcode ErrorCode} values. */

@@ -5,17 +5,21 @@ import { errorFromReply } from "../net/sync_protocol.ts";
 
 /** Default control address of a source agent. */
 export const DEFAULT_AGENT_CONTROL = "127.0.0.1:7732";
+/** Default control address of a destination daemon (`presync serve`). */
+export const DEFAULT_SERVE_CONTROL = "127.0.0.1:7733";
 
 /**
- * Calls a running agent's control endpoint. The token comes from `--key-file` when given,
- * else from the token file the agent left for its user.
+ * Sends a request to a running agent's control endpoint (default: the source agent's). The
+ * token comes from `--key-file` when given, else from the token file the agent left for
+ * its user.
  */
-export async function callControl(
+export async function controlRequest(
   control: string | undefined,
   keyFile: string | undefined,
   method: "GET" | "POST",
   path: string,
-): Promise<Record<string, unknown>> {
+  init: { body?: unknown; signal?: AbortSignal } = {},
+): Promise<Response> {
   const address = parseHostPort("control", control ?? DEFAULT_AGENT_CONTROL);
   let token: string;
   if (keyFile) token = controlToken(await readKey(keyFile));
@@ -29,11 +33,12 @@ export async function callControl(
       );
     }
   }
-  let response: Response;
   try {
-    response = await fetch(`http://${address.hostname}:${address.port}${path}`, {
+    return await fetch(`http://${address.hostname}:${address.port}${path}`, {
       method,
       headers: { authorization: `Bearer ${token}` },
+      body: init.body === undefined ? undefined : JSON.stringify(init.body),
+      signal: init.signal,
     });
   } catch (cause) {
     throw new PresyncError(
@@ -42,6 +47,16 @@ export async function callControl(
       { cause },
     );
   }
+}
+
+/** Calls a running agent's control endpoint and returns its JSON answer. */
+export async function callControl(
+  control: string | undefined,
+  keyFile: string | undefined,
+  method: "GET" | "POST",
+  path: string,
+): Promise<Record<string, unknown>> {
+  const response = await controlRequest(control, keyFile, method, path);
   const body = await response.json();
   if (response.status === 200 && body.ok !== false) return body;
   throw errorFromReply(body, "agent");

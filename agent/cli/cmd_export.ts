@@ -1,18 +1,30 @@
 import { serveReplica } from "../export/mod.ts";
 import { formatNbdAddress, nbdUri, parseNbdAddress } from "../nbd/mod.ts";
+import { ErrorCode, PresyncError } from "../errors.ts";
+import { errorFromReply } from "../net/sync_protocol.ts";
 import { parseCommand, required } from "./_args.ts";
+import { controlRequest, DEFAULT_SERVE_CONTROL } from "./_control_client.ts";
 import { ExitCode } from "./exit_codes.ts";
 
 export const EXPORT_USAGE = `presync export NAME --store DIR --listen ADDR [options]
+presync export NAME --postcopy --listen ADDR [options]
 
 Serves the committed replica of volume NAME over NBD so a VM can boot from it, until
 interrupted (SIGINT/SIGTERM). Read-only unless --writable.
 
-  --store DIR         the destination's replica store
+With --postcopy the export runs inside the destination daemon (\`presync serve\`, reached on
+its control endpoint): it waits for the source to start evacuating NAME, then serves at
+once — blocks of the final generation that have not arrived are fetched from the source on
+demand, ahead of the bulk transfer — and the replica cannot change while it is exported.
+
+  --store DIR         the destination's replica store (without --postcopy)
   --listen ADDR       HOST:PORT or unix:PATH; may be given more than once
   --writable          accept writes into a copy-on-write overlay; the replica is never written
   --overlay FILE      overlay file (default DIR/NAME.overlay; reused when it exists)
-  --json              print the serving details as JSON
+  --postcopy          serve from the running daemon during the evacuation (see above)
+  --control HOST:PORT the daemon's control endpoint (default ${DEFAULT_SERVE_CONTROL})
+  --key-file FILE     the daemon's key, when its token file is not readable
+  --json              print the serving details (and postcopy events) as JSON lines
 
 Example: presync export vm1 --store /srv/presync --listen unix:/run/vm1.sock --writable
          qemu-system-x86_64 -drive file=nbd+unix:///vm1?socket=/run/vm1.sock,format=raw`;
@@ -24,16 +36,37 @@ export async function cmdExport(args: string[], signal?: AbortSignal): Promise<n
     listen: { type: "string", multiple: true },
     writable: { type: "boolean" },
     overlay: { type: "string" },
+    postcopy: { type: "boolean" },
+    control: { type: "string" },
+    "key-file": { type: "string" },
     json: { type: "boolean" },
   });
   const volume = required("export", "NAME", positionals[0]);
-  const storeDir = required("export", "--store DIR", values.store);
-  const listen = required(
+  const listenText = required(
     "export",
     "--listen ADDR",
     values.listen?.length ? values.listen : undefined,
-  )
-    .map(parseNbdAddress);
+  );
+  const listen = listenText.map(parseNbdAddress);
+  if (values.postcopy) {
+    if (values.store) {
+      throw new PresyncError(
+        ErrorCode.INVALID_ARGUMENT,
+        "--postcopy runs the export inside the daemon, which has its own store: drop --store",
+      );
+    }
+    return await exportThroughDaemon(
+      volume,
+      {
+        listen: listenText,
+        writable: values.writable === true,
+        overlay: values.overlay,
+      },
+      values,
+      signal,
+    );
+  }
+  const storeDir = required("export", "--store DIR", values.store);
   const serving = await serveReplica({
     storeDir,
     volume,
@@ -63,6 +96,68 @@ export async function cmdExport(args: string[], signal?: AbortSignal): Promise<n
     return ExitCode.OK;
   } finally {
     await serving.close();
+  }
+}
+
+/**
+ * `--postcopy`: asks the daemon to run the export and prints its events until interrupted
+ * (which stops the export) or until the daemon ends it.
+ */
+async function exportThroughDaemon(
+  volume: string,
+  body: { listen: string[]; writable: boolean; overlay?: string },
+  flags: { control?: string; "key-file"?: string; json?: boolean },
+  signal?: AbortSignal,
+): Promise<number> {
+  const abort = new AbortController();
+  untilStopped(signal).then(() => abort.abort());
+  const response = await controlRequest(
+    flags.control ?? DEFAULT_SERVE_CONTROL,
+    flags["key-file"],
+    "POST",
+    `/volumes/${encodeURIComponent(volume)}/export`,
+    { body, signal: abort.signal },
+  );
+  if (response.status !== 200 || !response.body) {
+    throw errorFromReply(await response.json(), "daemon");
+  }
+  try {
+    const lines = response.body.pipeThrough(new TextDecoderStream());
+    let buffered = "";
+    for await (const chunk of lines) {
+      buffered += chunk;
+      let newline;
+      while ((newline = buffered.indexOf("\n")) >= 0) {
+        const event = JSON.parse(buffered.slice(0, newline));
+        buffered = buffered.slice(newline + 1);
+        if (event.ok === false) throw errorFromReply(event, "daemon");
+        console.log(flags.json ? JSON.stringify(event) : describe(event));
+      }
+    }
+  } catch (err) {
+    if (!abort.signal.aborted) throw err;
+  }
+  return ExitCode.OK;
+}
+
+/** One export event for people. */
+function describe(event: Record<string, unknown>): string {
+  switch (event.event) {
+    case "waiting":
+      return `waiting for the source to start evacuating ${event.volume}…`;
+    case "serving":
+      return `serving ${event.volume} (final generation ${event.generation}` +
+        `${event.postcopy ? ", postcopy: missing blocks come from the source" : ""}, ` +
+        `${event.writable ? `writable, overlay ${event.overlay}` : "read-only"}) at ` +
+        (event.uris as string[]).join(", ");
+    case "committed":
+      return `final generation of ${event.volume} committed: ${event.fetchedBlocks} blocks ` +
+        `were fetched on demand` +
+        (Number(event.differing) > 0
+          ? `; WARNING: ${event.differing} blocks served differ from the committed ones`
+          : "");
+    default:
+      return JSON.stringify(event);
   }
 }
 

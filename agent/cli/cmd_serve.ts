@@ -1,5 +1,7 @@
 import { serveControl } from "../daemon/control_server.ts";
-import { DestinationDaemon } from "../daemon/destination_daemon.ts";
+import { DestinationDaemon, type ExportRequest } from "../daemon/destination_daemon.ts";
+import { ErrorCode, PresyncError } from "../errors.ts";
+import { parseNbdAddress } from "../nbd/mod.ts";
 import { parseHostPort, readKey } from "../key_file.ts";
 import { createLogger } from "../log.ts";
 import { parseCommand, required } from "./_args.ts";
@@ -13,7 +15,8 @@ export const SERVE_USAGE = `presync serve --store DIR --listen HOST:PORT --key-f
 Runs the destination agent: accepts authenticated sessions from source agents and keeps
 their replicas in DIR (one subdirectory per volume; a new volume is created on first sync).
 
-  --control HOST:PORT    loopback control endpoint (status, /metrics); default 127.0.0.1:7733
+  --control HOST:PORT    loopback control endpoint (status, /metrics, postcopy exports);
+                         default 127.0.0.1:7733
   --transport tcp|tls    default tcp; tls needs --tls-cert FILE --tls-key FILE
   --idle-timeout SECONDS a silent link is declared dead after this (default 15)
   --log-format json|text default text
@@ -47,7 +50,12 @@ export async function cmdServe(args: string[]): Promise<number> {
   const control = await serveControl(
     parseHostPort("control", (values.control as string) ?? "127.0.0.1:7733"),
     psk,
-    { status: () => daemon.status(), metrics: () => daemon.metrics() },
+    {
+      status: () => daemon.status(),
+      metrics: () => daemon.metrics(),
+      export: (name, body, signal, emit) =>
+        daemon.export(name, exportRequestOf(body), signal, emit),
+    },
     log,
   );
   await waitForSignal();
@@ -55,6 +63,22 @@ export async function cmdServe(args: string[]): Promise<number> {
   daemon.stop();
   await control.close();
   return ExitCode.OK;
+}
+
+/** The export request a `presync export --postcopy` sent (see cmd_export.ts). */
+function exportRequestOf(body: Record<string, unknown>): ExportRequest {
+  const listen = Array.isArray(body.listen) ? body.listen : [];
+  if (listen.length === 0) {
+    throw new PresyncError(ErrorCode.INVALID_ARGUMENT, "export needs at least one listen address");
+  }
+  if (body.overlay !== undefined && typeof body.overlay !== "string") {
+    throw new PresyncError(ErrorCode.INVALID_ARGUMENT, "the overlay must be a file path");
+  }
+  return {
+    listen: listen.map((a) => parseNbdAddress(String(a))),
+    writable: body.writable === true,
+    overlayPath: body.overlay,
+  };
 }
 
 /** Resolves on SIGINT or SIGTERM. */

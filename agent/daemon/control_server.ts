@@ -13,6 +13,16 @@ export interface ControlHandlers {
   resume?(name: string): void;
   evacuate?(name: string): Promise<unknown>;
   verify?(name: string): Promise<{ ok: boolean }>;
+  /**
+   * Serves volume `name` until `signal` aborts (the client went away), reporting progress
+   * through `emit`; `body` is the client's JSON request.
+   */
+  export?(
+    name: string,
+    body: Record<string, unknown>,
+    signal: AbortSignal,
+    emit: (event: Record<string, unknown>) => void,
+  ): Promise<void>;
 }
 
 /** The bearer token for the control endpoint: keyed BLAKE3 of a fixed label under the PSK. */
@@ -33,8 +43,10 @@ const LOOPBACK = new Set(["127.0.0.1", "::1", "localhost"]);
 
 /**
  * Serves the control endpoint on a loopback address: `GET /status`, `GET /metrics`
- * (Prometheus text, no token needed), `POST /volumes/NAME/{pause,resume,evacuate,verify}`.
- * Every request but `/metrics` needs `Authorization: Bearer <token>`.
+ * (Prometheus text, no token needed), `POST /volumes/NAME/{pause,resume,evacuate,verify}`,
+ * and `POST /volumes/NAME/export`, whose answer is a stream of JSON lines that lasts as long
+ * as the export (closing the request stops it). Every request but `/metrics` needs
+ * `Authorization: Bearer <token>`.
  */
 export async function serveControl(
   address: { hostname: string; port: number },
@@ -77,6 +89,10 @@ export async function serveControl(
             handlers.status(),
           );
         }
+        const exporting = /^\/volumes\/([^/]+)\/export$/.exec(url.pathname);
+        if (req.method === "POST" && exporting && handlers.export) {
+          return await streamExport(req, decodeURIComponent(exporting[1]), handlers.export);
+        }
         const match = /^\/volumes\/([^/]+)\/(pause|resume|evacuate|verify)$/.exec(url.pathname);
         if (req.method === "POST" && match) {
           const [, name, action] = match;
@@ -113,4 +129,42 @@ export async function serveControl(
       await Deno.remove(path).catch(() => {});
     },
   };
+}
+
+/** Runs an export for as long as the request lasts, its events as JSON lines. */
+async function streamExport(
+  req: Request,
+  name: string,
+  run: NonNullable<ControlHandlers["export"]>,
+): Promise<Response> {
+  const body = await req.json().catch(() => null);
+  if (!body || typeof body !== "object" || Array.isArray(body)) {
+    throw new PresyncError(ErrorCode.INVALID_ARGUMENT, "the export request must be a JSON object");
+  }
+  // The body stream is cancelled when the client goes away: that stops the export.
+  const stop = new AbortController();
+  const encoder = new TextEncoder();
+  let lines!: ReadableStreamDefaultController<Uint8Array>;
+  const stream = new ReadableStream<Uint8Array>({
+    start: (controller) => void (lines = controller),
+    cancel: () => stop.abort(),
+  });
+  const emit = (event: Record<string, unknown>) => {
+    try {
+      lines.enqueue(encoder.encode(JSON.stringify(event) + "\n"));
+    } catch {
+      // The client went away; the abort ends the export.
+    }
+  };
+  run(name, body, stop.signal, emit)
+    .catch((err) => emit(errorReply(err)))
+    .finally(() => {
+      stop.abort();
+      try {
+        lines.close();
+      } catch {
+        // Already closed by the client.
+      }
+    });
+  return new Response(stream, { headers: { "content-type": "application/x-ndjson" } });
 }

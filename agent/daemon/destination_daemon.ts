@@ -1,6 +1,11 @@
 import { createZstdCodec } from "../../plugins/codec-zstd/mod.ts";
 import { createNoneCodec } from "../../plugins/codec-none/mod.ts";
+import { ErrorCode, PresyncError } from "../errors.ts";
+import { PostcopyView, type ReplicaServing, serveReplica } from "../export/mod.ts";
 import { DenoFileSystem } from "../fs/deno_file_system.ts";
+import { type NbdAddress, nbdUri } from "../nbd/mod.ts";
+import { ENTRY_BYTES } from "../volume/block_hashes.ts";
+import { validateVolumeName } from "../volume/volume_identity.ts";
 import { type Logger, sessionLoggerOf } from "../log.ts";
 import { SyncServer } from "../net/sync_server.ts";
 import { ReplicaStore } from "../store/replica_store.ts";
@@ -8,6 +13,14 @@ import { Session } from "../wire/session.ts";
 import type { SessionOptions } from "../wire/session_options.ts";
 import type { Transport, TransportAddress, TransportListener } from "../wire/transport.ts";
 import { type MetricFamily, renderMetrics } from "./metrics.ts";
+
+/** Where and how {@linkcode DestinationDaemon.export} serves a volume. */
+export interface ExportRequest {
+  listen: NbdAddress[];
+  writable?: boolean;
+  /** The overlay file when writable (default `<store>/<volume>.overlay`). */
+  overlayPath?: string;
+}
 
 /** Configuration of {@linkcode DestinationDaemon}. */
 export interface DestinationConfig {
@@ -29,6 +42,8 @@ export class DestinationDaemon {
   readonly server: SyncServer;
   #listener: TransportListener | null = null;
   readonly #sessions = new Set<Session>();
+  readonly #exports = new Map<string, { generation: number; view?: PostcopyView }>();
+  readonly #stopping = new AbortController();
 
   constructor(config: DestinationConfig) {
     this.#config = config;
@@ -80,6 +95,113 @@ export class DestinationDaemon {
     }
   }
 
+  /**
+   * Serves volume `name` to a VM over NBD from inside the daemon, for an evacuation: waits
+   * for the source to announce the final generation, then serves the replica with that
+   * generation's blocks fetched from the source until they are committed (postcopy), and
+   * keeps the volume from changing until `signal` aborts. `emit` reports progress:
+   * `waiting`, `serving` (addresses), `committed` (with the postcopy counters).
+   */
+  async export(
+    name: string,
+    request: ExportRequest,
+    signal: AbortSignal,
+    emit: (event: Record<string, unknown>) => void,
+  ): Promise<void> {
+    validateVolumeName(name);
+    if (!(await this.store.has(name))) {
+      throw new PresyncError(
+        ErrorCode.VOLUME_NOT_FOUND,
+        `no replica of volume ${name} in ${this.store.root}`,
+      );
+    }
+    emit({ event: "waiting", volume: name });
+    signal = AbortSignal.any([signal, this.#stopping.signal]);
+    const { final, unlock } = await this.server.exportFinal(name, signal);
+    const log = this.#config.log;
+    let view: PostcopyView | undefined;
+    let serving: ReplicaServing | undefined;
+    try {
+      if (!final.committed) {
+        view = new PostcopyView({
+          dirty: final.dirty,
+          fetch: (first, count) => this.server.fetch(name, final.generation, first, count),
+          onRetry: (err) =>
+            log("warn", "postcopy_fetch_retry", { volume: name, error: String(err) }),
+        });
+        const postcopy = view;
+        final.onCommitted.add(() => {
+          this.#postcopyDone(name, postcopy).then(
+            emit,
+            (err) => log("error", "postcopy_check_failed", { volume: name, error: String(err) }),
+          );
+        });
+      }
+      serving = await serveReplica({
+        storeDir: this.#config.storeDir,
+        volume: name,
+        listen: request.listen,
+        writable: request.writable,
+        overlayPath: request.overlayPath,
+        postcopy: view,
+        recover: false,
+        onError: (err) =>
+          log("warn", "export_connection_ended", { volume: name, error: String(err) }),
+      });
+      const details = {
+        event: "serving",
+        volume: name,
+        generation: final.generation,
+        postcopy: !final.committed,
+        writable: request.writable === true,
+        overlay: serving.overlayPath ?? null,
+        uris: serving.addresses.map((a) => nbdUri(a, name)),
+      };
+      log("info", "export_started", details);
+      this.#exports.set(name, { generation: final.generation, view });
+      emit(details);
+      await new Promise<void>((resolve) => {
+        if (signal.aborted) resolve();
+        signal.addEventListener("abort", () => resolve(), { once: true });
+      });
+    } finally {
+      this.#exports.delete(name);
+      await serving?.close();
+      view?.close();
+      unlock();
+      log("info", "export_stopped", { volume: name });
+    }
+  }
+
+  /** After the final commit: checks the blocks the VM was served against the manifest. */
+  async #postcopyDone(name: string, view: PostcopyView): Promise<Record<string, unknown>> {
+    const manifest = await new DenoFileSystem().open(`${this.store.volumeDir(name)}/manifest`);
+    try {
+      const entryOf = async (block: number) => {
+        const entry = new Uint8Array(ENTRY_BYTES);
+        await manifest.read(block * ENTRY_BYTES, entry);
+        return entry;
+      };
+      const differing = await view.markCommitted(entryOf);
+      const event = {
+        event: "committed",
+        volume: name,
+        ...view.stats,
+        differing: differing.length,
+      };
+      if (differing.length > 0) {
+        this.#config.log("error", "postcopy_mismatch", {
+          ...event,
+          blocks: differing.slice(0, 16),
+          hint: "the source changed after the final cut (was its VM paused?)",
+        });
+      } else this.#config.log("info", "postcopy_committed", event);
+      return event;
+    } finally {
+      manifest.close();
+    }
+  }
+
   /** Per-volume committed state. */
   async status(): Promise<{ volumes: Record<string, unknown>[] }> {
     const names = await this.store.list();
@@ -92,8 +214,16 @@ export class DestinationDaemon {
         committed = { ...replica.meta, connected: false };
         replica.close();
       }
+      const exported = this.#exports.get(name);
       volumes.push({
         name,
+        exported: exported
+          ? {
+            generation: exported.generation,
+            postcopy: exported.view ? !exported.view.committed : false,
+            ...exported.view?.stats,
+          }
+          : null,
         committedGeneration: committed.committedGeneration,
         rpoSeconds: committed.cutTimeMs > 0 ? (Date.now() - committed.cutTimeMs) / 1000 : null,
         sourceConnected: live?.connected ?? false,
@@ -134,8 +264,9 @@ export class DestinationDaemon {
     return renderMetrics(families);
   }
 
-  /** Stops listening and closes every session. */
+  /** Stops listening, every export and every session. */
   stop(): void {
+    this.#stopping.abort();
     this.#listener?.close();
     for (const session of this.#sessions) session.abort();
   }

@@ -5,6 +5,7 @@ import { DenoFileSystem } from "../fs/deno_file_system.ts";
 import type { FileSystem } from "../fs/file_system.ts";
 import { io } from "../fs/io_error.ts";
 import { type Logger, sessionLoggerOf } from "../log.ts";
+import { type CutLookup, serveFetchStream } from "../net/block_fetch.ts";
 import { RemoteDestination } from "../net/remote_destination.ts";
 import { RateLimiter } from "../rate_limiter.ts";
 import { SourceState } from "../source/source_state.ts";
@@ -136,6 +137,7 @@ export class SourceAgent {
         lastScanMs: 0,
         lastCommitMs: 0,
         hot: null,
+        cut: null,
         dirtyBlocksPerSecond: 0,
         lastDirtyBlocks: 0,
         lastCutMs: Date.now(),
@@ -189,6 +191,7 @@ export class SourceAgent {
         attempt = 0;
         const session = this.#session;
         const pinger = this.#measureRtt(session);
+        this.#serveFetches(session);
         await Promise.race([
           Promise.all(this.#volumeRuns = this.volumes.map((v) => this.#runVolume(v, session))),
           session.closed.then(() => {
@@ -251,6 +254,31 @@ export class SourceAgent {
         return;
       }
       await this.#sleep(1000);
+    }
+  }
+
+  /**
+   * Answers the destination's postcopy fetches on `session`: blocks of the generation being
+   * sent, read from its cut, each on its own on-demand stream.
+   */
+  async #serveFetches(session: Session): Promise<void> {
+    const lookup: CutLookup = (volume, generation) => {
+      const v = this.volumes.find((x) => x.name === volume);
+      if (!v?.cut || v.state.pending?.generation !== generation) {
+        throw new PresyncError(
+          ErrorCode.GENERATION_MISMATCH,
+          `generation ${generation} of ${volume} is not being sent now`,
+          { retryable: true },
+        );
+      }
+      return { cut: v.cut, identity: v.state.identity };
+    };
+    while (true) {
+      const stream = await session.acceptStream().catch(() => null);
+      if (!stream) return;
+      serveFetchStream(stream, lookup, this.#config.codec).catch((err) =>
+        this.#config.log("warn", "fetch_failed", { error: String(err) })
+      );
     }
   }
 
@@ -348,6 +376,8 @@ export class SourceAgent {
     const before = destination.counters.wireBytes;
     const cutTimeMs = v.state.pending?.cutTimeMs ?? Date.now();
     let sourceRoot = "";
+    v.cut = cut;
+    destination.finalGeneration = v.evacuation?.finalGeneration ?? null;
     try {
       const report = await sendGeneration(v.state, cut, destination, { hot: v.hot ?? undefined });
       v.hot?.free();
@@ -364,6 +394,7 @@ export class SourceAgent {
         bytes: report.bytesSent,
       });
     } finally {
+      v.cut = null;
       await cut.release();
       // Time on the wire: the commit is predicted on its own (lastCommitMs).
       const seconds = (performance.now() - started - destination.counters.lastCommitMs) / 1000;

@@ -2,7 +2,7 @@ import type { Bitmap } from "../core/mod.ts";
 import type { RemoteDestination, TransferCounters } from "../net/remote_destination.ts";
 import type { RateLimiter } from "../rate_limiter.ts";
 import type { SourceState } from "../source/source_state.ts";
-import type { Tracker } from "../tracker.ts";
+import type { Cut, Tracker } from "../tracker.ts";
 import type { EvacuateReport } from "./source_agent.ts";
 
 /** What a volume is doing. */
@@ -59,6 +59,8 @@ export interface AgentVolume {
   lastError: string | null;
   /** The last generation's dirty set: likely rewritten soon, so sent last. */
   hot: Bitmap | null;
+  /** The cut of the generation being sent (postcopy fetches read it), while sending. */
+  cut: Cut | null;
 }
 
 /** `status --json` of one volume. */

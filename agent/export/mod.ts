@@ -8,14 +8,16 @@
  * - **overlay**: with `--writable`, the VM's writes go to a copy-on-write file beside the
  *   store (`<store>/<volume>.overlay` + `.map`), block by block; the replica itself is
  *   never written, so it can still receive or be verified against the source.
- * - **postcopy** (not implemented yet): while the final generation is still arriving, a
- *   read of a block not yet committed would be fetched from the source on demand. The
- *   hook is {@linkcode PostcopySource} (`isMissing`, `fetchBlock`); wiring it to the
- *   session's high-priority stream is left to the network layer.
+ * - **postcopy**: while an evacuation's final generation is still arriving, the export runs
+ *   inside the destination daemon (`presync export --postcopy`) and a read of a block of
+ *   that generation is fetched from the source on demand over the session's on-demand
+ *   streams ({@linkcode PostcopyView}), with read-ahead; after the commit the replica
+ *   has every block, and the blocks served are checked against the committed manifest.
  *
  * @module
  */
 
 export { type PostcopySource, ReplicaExport, type ReplicaExportOptions } from "./replica_export.ts";
 export { OverlayExport, type OverlayExportOptions } from "./overlay_export.ts";
+export { PostcopyView, type PostcopyViewOptions } from "./postcopy_view.ts";
 export { type ReplicaServing, serveReplica, type ServeReplicaOptions } from "./serve_replica.ts";

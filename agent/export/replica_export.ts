@@ -5,7 +5,7 @@ import { NBD_STATE_HOLE, NBD_STATE_ZERO } from "../nbd/nbd_constants.ts";
 import type { NbdExport } from "../nbd/nbd_export.ts";
 import type { StatusExtent } from "../nbd/reply_codec.ts";
 import { ReplicaStore } from "../store/replica_store.ts";
-import type { ReplicaMeta } from "../store/replica_volume.ts";
+import { readReplicaMeta, type ReplicaMeta } from "../store/replica_volume.ts";
 import { ENTRY_BYTES, isZeroEntry } from "../volume/block_hashes.ts";
 import { blockCount, type VolumeIdentity } from "../volume/volume_identity.ts";
 
@@ -15,14 +15,19 @@ const MANIFEST_PIECE_ENTRIES = 64 * 1024;
 const STATUS_BLOCKS_PER_REPLY = 1 << 20;
 
 /**
- * Postcopy: blocks of the generation still arriving are fetched from the source on demand.
- * Not wired yet — it needs the network layer; the export calls these when given.
+ * Postcopy: the blocks of the generation still arriving are fetched from the source on
+ * demand (`PostcopyView`, over the session's on-demand streams).
  */
 export interface PostcopySource {
   /** Whether `block` is not yet committed in the replica (and must come from the source). */
   isMissing(block: number): boolean;
-  /** The block's bytes as of the generation being committed, fetched at high priority. */
-  fetchBlock(block: number): Promise<Uint8Array>;
+  /** Whether the generation arriving writes `block` (its zero status may change). */
+  isChanging(block: number): boolean;
+  /**
+   * The bytes of `count` consecutive missing blocks from `first`, as of the generation being
+   * committed; an entry is null when it was committed meanwhile (read the replica).
+   */
+  fetchBlocks(first: number, count: number): Promise<(Uint8Array | null)[]>;
 }
 
 /** Options of {@linkcode ReplicaExport.open}. */
@@ -33,6 +38,12 @@ export interface ReplicaExportOptions {
   exportName?: string;
   /** On-demand fetching of blocks not yet committed (postcopy); absent: none. */
   postcopy?: PostcopySource;
+  /**
+   * Run the store's crash recovery first (default true). False inside the destination
+   * daemon, where the sync server owns the replica and a commit may be in progress: the
+   * blocks it changes are then the postcopy's.
+   */
+  recover?: boolean;
 }
 
 /**
@@ -74,11 +85,16 @@ export class ReplicaExport implements NbdExport {
 
   /** Recovers and opens the replica `volume` of the store at `storeDir`. */
   static async open(options: ReplicaExportOptions): Promise<ReplicaExport> {
-    const store = new ReplicaStore(new DenoFileSystem(), options.storeDir);
-    const volume = await store.open(options.volume);
-    const meta = volume.meta;
-    const dir = volume.dir;
-    volume.close();
+    const fs = new DenoFileSystem();
+    const store = new ReplicaStore(fs, options.storeDir);
+    const dir = store.volumeDir(options.volume);
+    let meta: ReplicaMeta;
+    if (options.recover === false) meta = await readReplicaMeta(fs, dir);
+    else {
+      const volume = await store.open(options.volume);
+      meta = volume.meta;
+      volume.close();
+    }
     const zero = await zeroBlocksOf(`${dir}/manifest`, meta.identity);
     try {
       const image = await PositionalFile.open(`${dir}/image`, { readOnly: true });
@@ -101,15 +117,37 @@ export class ReplicaExport implements NbdExport {
     const { blockSize } = this.#identity;
     const first = Math.floor(offset / blockSize);
     const last = Math.floor((offset + length - 1) / blockSize);
+    // Runs of missing blocks, fetched concurrently.
+    const runs: Promise<void>[] = [];
     for (let block = first; block <= last; block++) {
       if (!postcopy.isMissing(block)) continue;
-      const bytes = await postcopy.fetchBlock(block);
-      const start = block * blockSize;
-      const from = Math.max(offset, start);
-      const to = Math.min(offset + length, start + bytes.length);
-      data.set(bytes.subarray(from - start, to - start), from - offset);
+      const start = block;
+      while (block + 1 <= last && postcopy.isMissing(block + 1)) block++;
+      runs.push(this.#fillFromSource(postcopy, data, offset, start, block - start + 1));
     }
+    await Promise.all(runs);
     return data;
+  }
+
+  async #fillFromSource(
+    postcopy: PostcopySource,
+    data: Uint8Array,
+    offset: number,
+    first: number,
+    count: number,
+  ): Promise<void> {
+    const { blockSize } = this.#identity;
+    const fetched = await postcopy.fetchBlocks(first, count);
+    for (let i = 0; i < count; i++) {
+      const start = (first + i) * blockSize;
+      const from = Math.max(offset, start);
+      const to = Math.min(offset + data.length, start + blockSize, this.sizeBytes);
+      const bytes = fetched[i];
+      const into = data.subarray(from - offset, to - offset);
+      // Committed meanwhile: the replica has it now.
+      if (bytes === null) await this.#image.read(from, into);
+      else into.set(bytes.subarray(from - start, to - start));
+    }
   }
 
   write(): Promise<void> {
@@ -140,7 +178,7 @@ export class ReplicaExport implements NbdExport {
     const extents: StatusExtent[] = [];
     let at = offset;
     const hole = (block: number) =>
-      this.#zero.get(block) && !(this.#postcopy?.isMissing(block) ?? false);
+      this.#zero.get(block) && !(this.#postcopy?.isChanging(block) ?? false);
     for (let block = first; block <= last;) {
       const zero = hole(block);
       let next = block + 1;

@@ -13,8 +13,10 @@ export interface ServeReplicaOptions {
   writable?: boolean;
   /** The overlay file when writable (default `<storeDir>/<volume>.overlay`). */
   overlayPath?: string;
-  /** Postcopy hook (not wired to the network yet; see {@linkcode PostcopySource}). */
+  /** Blocks of the generation still arriving, fetched from the source on demand. */
   postcopy?: PostcopySource;
+  /** Run the store's crash recovery first (default true; see `ReplicaExportOptions`). */
+  recover?: boolean;
   /** Errors that ended a client connection. */
   onError?: (err: unknown) => void;
 }
@@ -41,6 +43,7 @@ export async function serveReplica(options: ServeReplicaOptions): Promise<Replic
     storeDir: options.storeDir,
     volume: options.volume,
     postcopy: options.postcopy,
+    recover: options.recover,
   });
   let overlay: OverlayExport | null = null;
   let server: NbdServer | null = null;

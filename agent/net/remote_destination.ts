@@ -59,6 +59,11 @@ export class RemoteDestination implements Destination {
   readonly counters: TransferCounters;
   /** Called before each block is sent; resolves when sending may go on (pause). */
   gate: () => Promise<void> = () => Promise.resolve();
+  /**
+   * The final generation of an evacuation, when one is being sent: its `begin` says so, and
+   * the destination may then serve it to a VM before it is complete (postcopy).
+   */
+  finalGeneration: number | null = null;
 
   private constructor(
     stream: SessionStream,
@@ -138,7 +143,13 @@ export class RemoteDestination implements Destination {
   }
 
   async beginGeneration(generation: number, dirty: Bitmap, cutTimeMs: number): Promise<void> {
-    await this.#request({ op: "begin", generation, cutTimeMs, dirty: bitmapToWire(dirty) });
+    await this.#request({
+      op: "begin",
+      generation,
+      cutTimeMs,
+      dirty: bitmapToWire(dirty),
+      final: generation === this.finalGeneration,
+    });
   }
 
   async stage(blocks: StagedBlock[]): Promise<StageResult> {

@@ -1,12 +1,20 @@
 import { type Codec, decodeBlockFrame, ZERO_MARKER_KIND } from "../codec/mod.ts";
+import type { Bitmap } from "../core/mod.ts";
 import { ErrorCode, PresyncError } from "../errors.ts";
 import type { ReplicaStore } from "../store/replica_store.ts";
 import type { ReplicaVolume } from "../store/replica_volume.ts";
 import type { StagedBlock } from "../store/staging_area.ts";
-import { blockCount, parseVolumeIdentity, validateVolumeName } from "../volume/volume_identity.ts";
+import {
+  blockCount,
+  parseVolumeIdentity,
+  validateVolumeName,
+  type VolumeIdentity,
+} from "../volume/volume_identity.ts";
+import { Signal } from "../wire/_signal.ts";
 import { assertSameVolume } from "../volume/volume_identity.ts";
 import type { Session } from "../wire/session.ts";
 import type { SessionStream } from "../wire/session_stream.ts";
+import { fetchBlocks, type FetchedBlock } from "./block_fetch.ts";
 import { MessageKind, MessageReader, MessageWriter, parseJsonBody } from "./message_stream.ts";
 import {
   bitmapFromWire,
@@ -44,6 +52,20 @@ interface StreamContext {
 interface Holder {
   stop(): void;
   released: Promise<void>;
+  /** The session of the source, for postcopy fetches. */
+  session: Session;
+  identity: VolumeIdentity;
+}
+
+/** An evacuation's final generation of a volume, as its source announced it. */
+export interface FinalGeneration {
+  generation: number;
+  /** Its blocks (owned by the server). */
+  dirty: Bitmap;
+  /** Whether it is committed. */
+  committed: boolean;
+  /** Called once, when it is committed (after the replica's meta says so). */
+  onCommitted: Set<() => void>;
 }
 
 /**
@@ -55,6 +77,11 @@ export class SyncServer {
   readonly #codecs: Codec[];
   readonly #log: ServerLog;
   readonly #holders = new Map<string, Holder>();
+  /** Final generations announced by evacuating sources, per volume. */
+  readonly #finals = new Map<string, FinalGeneration>();
+  readonly #finalSignal = new Signal();
+  /** Volumes exported to a VM here: the final generation they accept, per volume. */
+  readonly #exported = new Map<string, number>();
   /** Committed state per volume, for status. */
   readonly volumes = new Map<
     string,
@@ -73,13 +100,13 @@ export class SyncServer {
     while (true) {
       const stream = await session.acceptStream().catch(() => null);
       if (!stream) break;
-      handlers.push(this.serveStream(stream));
+      handlers.push(this.serveStream(stream, session));
     }
     await Promise.allSettled(handlers);
   }
 
-  /** Serves one sync stream: `open`, then requests and blocks, until it ends. */
-  async serveStream(stream: SessionStream): Promise<void> {
+  /** Serves one sync stream of `session`: `open`, then requests and blocks, until it ends. */
+  async serveStream(stream: SessionStream, session: Session): Promise<void> {
     const reader = new MessageReader(stream.readable, MAX_SYNC_MESSAGE_BYTES);
     const writer = new MessageWriter(stream.writable);
     let replica: ReplicaVolume | null = null;
@@ -98,7 +125,7 @@ export class SyncServer {
         stream.reset();
         reader.cancel();
       };
-      release = await this.#acquire(name, stop);
+      release = await this.#acquire(name, { stop, session, identity });
       replica = await this.#store.has(name)
         ? await this.#store.open(name)
         : await this.#store.init(identity);
@@ -128,7 +155,7 @@ export class SyncServer {
   }
 
   /** Takes the volume, stopping an older stream that still holds it. */
-  async #acquire(name: string, stop: () => void): Promise<() => void> {
+  async #acquire(name: string, holding: Omit<Holder, "released">): Promise<() => void> {
     const old = this.#holders.get(name);
     if (old) {
       this.#log("info", "source_takeover", { volume: name });
@@ -137,12 +164,74 @@ export class SyncServer {
     }
     let done!: () => void;
     const released = new Promise<void>((resolve) => done = resolve);
-    const holder = { stop, released };
+    const holder = { ...holding, released };
     this.#holders.set(name, holder);
     return () => {
       if (this.#holders.get(name) === holder) this.#holders.delete(name);
       done();
     };
+  }
+
+  #recordFinal(name: string, generation: number, dirty: Bitmap): void {
+    const known = this.#finals.get(name);
+    if (known?.generation === generation) return;
+    known?.dirty.free();
+    this.#finals.set(name, {
+      generation,
+      dirty: dirty.clone(),
+      committed: false,
+      onCommitted: new Set(),
+    });
+    this.#log("info", "evacuation_final_generation", { volume: name, generation });
+    this.#finalSignal.notify();
+  }
+
+  /**
+   * Waits until the source of `name` announces the final generation of an evacuation (or
+   * returns the one already announced), then locks the volume for an export: from then on
+   * only that generation may be received. Returns the final generation and the unlock.
+   *
+   * @throws {PresyncError} `VOLUME_EXPORTED` when the volume is exported already; the
+   *   signal's reason when it aborts first
+   */
+  async exportFinal(
+    name: string,
+    signal: AbortSignal,
+  ): Promise<{ final: FinalGeneration; unlock: () => void }> {
+    if (this.#exported.has(name)) {
+      throw new PresyncError(ErrorCode.VOLUME_EXPORTED, `volume ${name} is exported already`);
+    }
+    while (!this.#finals.has(name)) {
+      signal.throwIfAborted();
+      const aborted = new Promise<void>((resolve) =>
+        signal.addEventListener("abort", () => resolve(), { once: true })
+      );
+      await Promise.race([this.#finalSignal.wait(), aborted]);
+    }
+    signal.throwIfAborted();
+    if (this.#exported.has(name)) {
+      throw new PresyncError(ErrorCode.VOLUME_EXPORTED, `volume ${name} is exported already`);
+    }
+    const final = this.#finals.get(name)!;
+    this.#exported.set(name, final.generation);
+    return { final, unlock: () => this.#exported.delete(name) };
+  }
+
+  /**
+   * Fetches blocks of `generation` of `name` from its source over an on-demand stream.
+   *
+   * @throws {PresyncError} `CONNECTION_LOST` (retryable) when no source of `name` is connected
+   */
+  fetch(name: string, generation: number, first: number, count: number): Promise<FetchedBlock[]> {
+    const holder = this.#holders.get(name);
+    if (!holder) {
+      return Promise.reject(
+        new PresyncError(ErrorCode.CONNECTION_LOST, `the source of ${name} is not connected`, {
+          retryable: true,
+        }),
+      );
+    }
+    return fetchBlocks(holder.session, holder.identity, generation, first, count, this.#codecs);
   }
 
   async #loop(replica: ReplicaVolume, reader: MessageReader, writer: MessageWriter): Promise<void> {
@@ -233,8 +322,21 @@ export class SyncServer {
       case "resume":
         return { ok: true, resume: resumeToWire(replica.resumeInfo()) };
       case "begin": {
+        const name = replica.identity.name;
+        const generation = Number(request.generation);
+        const final = request.final === true;
+        const exported = this.#exported.get(name);
+        if (exported !== undefined && !(final && generation === exported)) {
+          throw new PresyncError(
+            ErrorCode.VOLUME_EXPORTED,
+            `volume ${name} is exported to a VM at the destination (presync export); its ` +
+              `replica cannot change under it: stop the export to sync the volume again`,
+            { retryable: true },
+          );
+        }
         using dirty = bitmapFromWire(request.dirty, blockCount(replica.identity));
-        await replica.beginGeneration(Number(request.generation), dirty, Number(request.cutTimeMs));
+        await replica.beginGeneration(generation, dirty, Number(request.cutTimeMs));
+        if (final) this.#recordFinal(name, generation, dirty);
         return { ok: true };
       }
       case "flush": {
@@ -248,6 +350,12 @@ export class SyncServer {
           volume: replica.identity.name,
           generation: meta.committedGeneration,
         });
+        const final = this.#finals.get(replica.identity.name);
+        if (final?.generation === meta.committedGeneration && !final.committed) {
+          final.committed = true;
+          for (const notify of final.onCommitted) notify();
+          final.onCommitted.clear();
+        }
         return {
           ok: true,
           meta: {

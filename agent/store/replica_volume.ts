@@ -131,7 +131,7 @@ export class ReplicaVolume {
 
   /** Opens the replica in `dir`, replaying or tidying after a crash. */
   static async open(fs: FileSystem, dir: string): Promise<ReplicaVolume> {
-    const meta = await readMeta(fs, dir);
+    const meta = await readReplicaMeta(fs, dir);
     const { identity } = meta;
     const image = await io(`open ${dir}/image`, () => fs.open(`${dir}/image`, { write: true }));
     const size = await image.size();
@@ -426,7 +426,8 @@ async function writeMeta(fs: FileSystem, dir: string, meta: ReplicaMeta): Promis
   await io(`write ${dir}/meta.json`, () => atomicWrite(fs, `${dir}/meta.json`, bytes));
 }
 
-async function readMeta(fs: FileSystem, dir: string): Promise<ReplicaMeta> {
+/** Reads `meta.json` of the replica in `dir` (no recovery: see {@linkcode ReplicaVolume.open}). */
+export async function readReplicaMeta(fs: FileSystem, dir: string): Promise<ReplicaMeta> {
   const bytes = await io(`read ${dir}/meta.json`, () => readWhole(fs, `${dir}/meta.json`));
   if (!bytes) {
     throw new PresyncError(

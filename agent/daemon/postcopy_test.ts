@@ -1,0 +1,133 @@
+import assert from "node:assert/strict";
+import { Cluster, PresyncProcess } from "../../fixtures/cluster.ts";
+import { needTools, runTool } from "../../fixtures/nbd_tools.ts";
+import { type Prng, withSeed } from "../../fixtures/prng.ts";
+import { hashFile } from "../../fixtures/workload.ts";
+
+const MiB = 1024 * 1024;
+const tools = await needTools(["nbdcopy", "qemu-io"]);
+
+/** Writes `bytes` of random data at `offset` of the image. */
+async function scribble(image: string, prng: Prng, offset: number, bytes: number) {
+  const file = await Deno.open(image, { write: true });
+  await file.seek(offset, Deno.SeekMode.Start);
+  await file.write(prng.fill(new Uint8Array(bytes)));
+  file.close();
+}
+
+/** The JSON lines `presync export --json` printed so far. */
+function events(process: PresyncProcess): Record<string, unknown>[] {
+  return process.output.split("\n").filter((l) => l.startsWith("{")).map((l) => JSON.parse(l));
+}
+
+/**
+ * A full evacuation with postcopy: the destination starts serving the volume as soon as the
+ * final generation begins; a reader that copies the whole disk meanwhile gets the source's
+ * bytes as of the final cut (blocks still on their way are fetched on demand), and the
+ * commit confirms every block served.
+ */
+async function postcopyRun(prng: Prng, writable: boolean): Promise<void> {
+  const root = await Deno.makeTempDir({ prefix: "presync-postcopy-" });
+  let cluster: Cluster | null = null;
+  let exporter: PresyncProcess | null = null;
+  try {
+    const image = `${root}/source.img`;
+    await Deno.writeFile(image, new Uint8Array(0));
+    await Deno.truncate(image, 16 * MiB);
+    await scribble(image, prng, 0, 2 * MiB);
+    // 16 Mbit/s: the final generation (6 MiB of random data) takes about 3 s to arrive.
+    const link = { delayMs: 20, rateBitsPerSecond: 16e6, queueBytes: 128 * 1024 };
+    cluster = await Cluster.start({ root, image, wan: { up: link, down: link } });
+    const c = cluster;
+    await c.waitFor(
+      "generation 1",
+      async () => Number((await c.volumeStatus()).committedGeneration) >= 1,
+    );
+    // No more background cuts: the next generation is the evacuation's.
+    await c.agent.kill("SIGTERM");
+    c.startAgent(["--interval", "3600"]);
+    await c.waitFor("the agent", async () => (await c.volumeStatus()).state === "idle");
+    await scribble(image, prng, 5 * MiB, 6 * MiB);
+    await scribble(image, prng, 15 * MiB, 4096);
+    const expected = await hashFile(image);
+
+    const socket = `${root}/vm.sock`;
+    exporter = new PresyncProcess([
+      "export",
+      "vm",
+      "--postcopy",
+      "--listen",
+      `unix:${socket}`,
+      "--control",
+      `127.0.0.1:${c.serveControl}`,
+      "--key-file",
+      `${root}/key`,
+      "--json",
+      ...(writable ? ["--writable"] : []),
+    ]);
+    const ex = exporter;
+    await c.waitFor("the export to wait", () => Promise.resolve(events(ex).length > 0));
+    assert.equal(events(ex)[0].event, "waiting");
+    const evacuation = c.control("POST", "/volumes/vm/evacuate");
+    await c.waitFor(
+      "the export to serve",
+      () => Promise.resolve(events(ex).some((e) => e.event === "serving")),
+    );
+    const serving = events(ex).find((e) => e.event === "serving")!;
+    assert.equal(serving.postcopy, true, JSON.stringify(serving));
+    const uri = `nbd+unix:///vm?socket=${socket}`;
+    await runTool("nbdcopy", [uri, `${root}/copy.img`]);
+    assert.equal(await hashFile(`${root}/copy.img`), expected, "the VM saw other bytes");
+    if (writable) {
+      await runTool("qemu-io", ["-f", "raw", "-c", "write -P 0x5a 5242880 65536", uri]);
+    }
+
+    const report = await evacuation;
+    assert.equal(report.ok, true, JSON.stringify(report));
+    await c.waitFor(
+      "the commit event",
+      () => Promise.resolve(events(ex).some((e) => e.event === "committed")),
+    );
+    const committed = events(ex).find((e) => e.event === "committed")!;
+    assert.ok(Number(committed.fetchedBlocks) > 0, JSON.stringify(committed));
+    assert.equal(committed.differing, 0);
+    assert.equal(await hashFile(`${root}/store/vm/image`), expected);
+    // After the commit the export reads the replica: still the same disk.
+    await runTool("nbdcopy", [uri, `${root}/copy2.img`]);
+    if (!writable) {
+      assert.equal(await hashFile(`${root}/copy2.img`), expected);
+      // While exported, the replica must not change under the VM: a source that goes on
+      // syncing is refused, until the export stops.
+      await scribble(image, prng, 0, 65536);
+      await c.agent.kill("SIGTERM");
+      c.startAgent();
+      await c.waitFor("the refusal", () => Promise.resolve(/VOLUME_EXPORTED/.test(c.agent.output)));
+      assert.equal(await hashFile(`${root}/store/vm/image`), expected);
+      await ex.kill("SIGTERM");
+      const resumed = await hashFile(image);
+      await c.waitFor(
+        "the sync to go on after the export",
+        async () => await hashFile(`${root}/store/vm/image`) === resumed,
+      );
+    } else {
+      await runTool("qemu-io", ["-f", "raw", "-c", "read -P 0x5a 5242880 65536", uri]);
+      assert.equal(await hashFile(`${root}/store/vm/image`), expected, "the overlay leaked");
+    }
+  } finally {
+    if (exporter) await exporter.kill("SIGTERM");
+    await cluster?.stop();
+    await Deno.remove(root, { recursive: true });
+  }
+}
+
+Deno.test({
+  name: "postcopy: a read-only export during the evacuation serves the final cut's bytes",
+  ...tools,
+  fn: () => withSeed((prng) => postcopyRun(prng, false)),
+});
+
+Deno.test({
+  name: "postcopy: a writable export keeps the VM's writes in the overlay, never the replica",
+  ...tools,
+  fn: () => withSeed((prng) => postcopyRun(prng, true)),
+});
