@@ -162,7 +162,13 @@ Deno.test("through a 20 ms RTT link, control waits for at most one window of bul
   }
   const reader = controlIn!.readable.getReader();
   await reader.read();
-  await new Promise((resolve) => setTimeout(resolve, 300)); // let bulk saturate the link
+  // Let bulk saturate the link (and fill the queues) before control is sent; on a loaded
+  // machine this can take longer than the link alone would need.
+  const deadline = Date.now() + 10_000;
+  while (r.client.stats().framesSent[Priority.BULK] <= 20 && Date.now() < deadline) {
+    await new Promise((resolve) => setTimeout(resolve, 50));
+  }
+  await new Promise((resolve) => setTimeout(resolve, 100));
   const before = r.client.stats();
   const sentAt = performance.now();
   await controlWriter.write(new Uint8Array([1]));
