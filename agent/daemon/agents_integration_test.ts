@@ -198,6 +198,37 @@ seededTest("status predicts the evacuation time within 15%", async (prng) => {
   });
 });
 
+seededTest("a paused agent stops on SIGTERM in the middle of a generation", async (prng) => {
+  await withRoot(async (root) => {
+    const image = `${root}/source.img`;
+    await makeImage(image, prng, 32 * MiB, 32 * MiB);
+    const link = { delayMs: 5, rateBitsPerSecond: 20e6, queueBytes: 256 * 1024 };
+    const cluster = await Cluster.start({ root, image, wan: { up: link, down: link } });
+    try {
+      await cluster.waitFor(
+        "sending",
+        async () => (await cluster.volumeStatus()).state === "sending",
+      );
+      await cluster.control("POST", "/volumes/vm/pause");
+      await cluster.waitFor(
+        "paused",
+        async () => (await cluster.volumeStatus()).state === "paused",
+      );
+      // Let the blocks in flight drain, so the sender waits at the pause gate.
+      await new Promise((resolve) => setTimeout(resolve, 3000));
+      cluster.agent.child.kill("SIGTERM");
+      // Before the fix the volume loop waited at the pause gate forever.
+      const exited = await Promise.race([
+        cluster.agent.wait().then((status) => status.code),
+        new Promise<string>((resolve) => setTimeout(() => resolve("still running"), 30_000)),
+      ]);
+      assert.equal(exited, ExitCode.OK, cluster.agent.output);
+    } finally {
+      await cluster.stop();
+    }
+  });
+});
+
 Deno.test("a wrong key is refused: the agent exits with the auth code, nothing is written", async () => {
   await withRoot(async (root) => {
     const image = `${root}/source.img`;

@@ -309,7 +309,11 @@ export class SourceAgent {
       v.limiter,
       v.counters,
     );
-    destination.gate = () => v.resumeGate ?? Promise.resolve();
+    // A paused volume waits at the gate until resumed, or until the session ends (stop, link
+    // down): then the next write fails and the loop ends instead of holding up a reconnect
+    // or the agent's exit.
+    const ended = session.closed.then(() => {}, () => {});
+    destination.gate = () => v.resumeGate ? Promise.race([v.resumeGate, ended]) : Promise.resolve();
     v.destination = destination;
     v.committedGeneration = resume.committedGeneration;
     v.committedCutTimeMs = resume.cutTimeMs;
