@@ -7,6 +7,7 @@ import type { StagedBlock, StageResult } from "../store/staging_area.ts";
 import type { Destination } from "../sync/destination.ts";
 import { blockCount, type VolumeIdentity } from "../volume/volume_identity.ts";
 import type { SessionStream } from "../wire/session_stream.ts";
+import { yieldToEventLoop } from "../yield.ts";
 import {
   type Message,
   MessageKind,
@@ -24,6 +25,8 @@ import {
 } from "./sync_protocol.ts";
 
 const NO_HASH = new Uint8Array(32);
+/** Bytes compressed between two yields to the event loop. */
+const YIELD_EVERY_BYTES = 256 * 1024;
 
 /** Transfer counters of one remote destination. */
 export interface TransferCounters {
@@ -154,8 +157,14 @@ export class RemoteDestination implements Destination {
 
   async stage(blocks: StagedBlock[]): Promise<StageResult> {
     if (this.#failure) throw this.#failure;
+    let encoded = 0;
     for (const { block, data, hash } of blocks) {
       await this.gate();
+      if ((encoded += data?.length ?? 0) >= YIELD_EVERY_BYTES) {
+        // Compression is CPU work: let an NBD server in this process answer between pieces.
+        encoded = 0;
+        await yieldToEventLoop();
+      }
       const frame = data === null
         ? encodeBlockFrame(new Uint8Array(0), this.#codec, { isZero: () => true })
         : encodeBlockFrame(data, this.#codec, { isZero });

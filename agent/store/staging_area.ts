@@ -14,6 +14,7 @@ import {
   RECORD_HEADER_BYTES,
   type RecordHeader,
 } from "./_staging_record.ts";
+import { yieldToEventLoop } from "../yield.ts";
 
 /** One block handed to the store: its bytes with their BLAKE3, or `data: null` for zeros. */
 export interface StagedBlock {
@@ -42,7 +43,7 @@ interface StagingHeader {
 
 const LOG_READ_BYTES = 8 * 1024 * 1024;
 /** Bytes verified between two yields to the event loop while staging. */
-const YIELD_EVERY_BYTES = 1024 * 1024;
+const YIELD_EVERY_BYTES = 256 * 1024;
 
 /**
  * The generation being received: an append-only log of verified blocks, their hashes in a
@@ -202,7 +203,7 @@ export class StagingArea {
         if (hashedBytes >= YIELD_EVERY_BYTES) {
           // Let the rest of the process (sessions, an NBD server) run between slices.
           hashedBytes = 0;
-          await new Promise((resolve) => setTimeout(resolve, 0));
+          await yieldToEventLoop();
         }
         if (!item.hash || !equalBytes(hash, item.hash)) {
           result.rejected.push(block);
@@ -303,7 +304,7 @@ export class StagingArea {
       checkedBytes += header.length;
       if (checkedBytes >= YIELD_EVERY_BYTES) {
         checkedBytes = 0;
-        await new Promise((resolve) => setTimeout(resolve, 0));
+        await yieldToEventLoop();
       }
       offset += RECORD_HEADER_BYTES + header.length;
     }
