@@ -40,8 +40,8 @@ const RANDOM_OPS = Math.min(OPS, 5000);
 
 if (values["latency-client"]) {
   // Child mode: time N random 4 KiB writes through the NBD socket, print the percentiles.
-  const [path, count] = values["latency-client"].split(",");
-  const client = await NbdClient.connect({ transport: "unix", path }, "bench");
+  const [path, count, name = "bench"] = values["latency-client"].split(",");
+  const client = await NbdClient.connect({ transport: "unix", path }, name);
   const data = crypto.getRandomValues(new Uint8Array(4096));
   const times: number[] = [];
   for (let i = 0; i < Number(count); i++) {
