@@ -130,7 +130,10 @@ export class DestinationDaemon {
             log("warn", "postcopy_fetch_retry", { volume: name, error: String(err) }),
         });
         const postcopy = view;
+        // Until the commit, fetched blocks must not wait behind seconds of queued bulk.
+        this.server.narrowBulk(name, Infinity);
         final.onCommitted.add(() => {
+          this.server.widenBulk(name);
           this.#postcopyDone(name, postcopy).then(
             emit,
             (err) => log("error", "postcopy_check_failed", { volume: name, error: String(err) }),
@@ -166,6 +169,7 @@ export class DestinationDaemon {
       });
     } finally {
       this.#exports.delete(name);
+      this.server.widenBulk(name);
       await serving?.close();
       view?.close();
       unlock();

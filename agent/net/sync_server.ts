@@ -15,7 +15,13 @@ import { assertSameVolume } from "../volume/volume_identity.ts";
 import type { Session } from "../wire/session.ts";
 import type { SessionStream } from "../wire/session_stream.ts";
 import { fetchBlocks, type FetchedBlock } from "./block_fetch.ts";
-import { MessageKind, MessageReader, MessageWriter, parseJsonBody } from "./message_stream.ts";
+import {
+  MESSAGE_HEADER_BYTES,
+  MessageKind,
+  MessageReader,
+  MessageWriter,
+  parseJsonBody,
+} from "./message_stream.ts";
 import {
   bitmapFromWire,
   decodeBlockMessage,
@@ -23,6 +29,15 @@ import {
   MAX_SYNC_MESSAGE_BYTES,
   resumeToWire,
 } from "./sync_protocol.ts";
+
+/** The narrowed bulk window before a rate is measured. */
+const NARROW_START_BYTES = 512 * 1024;
+/** The smallest narrowed bulk window. */
+const NARROW_MIN_BYTES = 128 * 1024;
+/** How often the narrowed window follows the measured rate, ms. */
+const NARROW_INTERVAL_MS = 250;
+/** Arrival-rate samples the narrowed window looks back over (the highest counts). */
+const NARROW_RATE_SAMPLES = 8;
 
 /** Blocks staged per batch on the destination. */
 const STAGE_BATCH = 64;
@@ -46,6 +61,8 @@ interface StreamContext {
   /** Blocks refused since the last flush reply. */
   rejected: number[];
   stageBatch: () => Promise<void>;
+  /** Counts the bytes of each message received. */
+  onBytes: (n: number) => void;
 }
 
 /** Who holds a volume: one source stream at a time; a newer one takes over. */
@@ -55,6 +72,12 @@ interface Holder {
   /** The session of the source, for postcopy fetches. */
   session: Session;
   identity: VolumeIdentity;
+  /** The sync stream (bulk blocks arrive on it). */
+  stream: SessionStream;
+  /** Bytes received on the sync stream so far. */
+  received: number;
+  /** Whether its bulk window is being narrowed (see `SyncServer.narrowBulk`). */
+  narrowing?: boolean;
 }
 
 /** An evacuation's final generation of a volume, as its source announced it. */
@@ -80,6 +103,8 @@ export class SyncServer {
   /** Final generations announced by evacuating sources, per volume. */
   readonly #finals = new Map<string, FinalGeneration>();
   readonly #finalSignal = new Signal();
+  /** Until when each volume's bulk window stays narrow (`narrowBulk`). */
+  readonly #narrowUntil = new Map<string, number>();
   /** Volumes exported to a VM here: the final generation they accept, per volume. */
   readonly #exported = new Map<string, number>();
   /** Committed state per volume, for status. */
@@ -111,6 +136,7 @@ export class SyncServer {
     const writer = new MessageWriter(stream.writable);
     let replica: ReplicaVolume | null = null;
     let release: (() => void) | null = null;
+    let holder: Omit<Holder, "released"> | null = null;
     let name = "";
     try {
       const first = await reader.read();
@@ -125,7 +151,9 @@ export class SyncServer {
         stream.reset();
         reader.cancel();
       };
-      release = await this.#acquire(name, { stop, session, identity });
+      holder = { stop, session, identity, stream, received: 0 };
+      release = await this.#acquire(name, holder);
+      if ((this.#narrowUntil.get(name) ?? 0) > performance.now()) this.#narrow(name, holder);
       replica = await this.#store.has(name)
         ? await this.#store.open(name)
         : await this.#store.init(identity);
@@ -136,7 +164,8 @@ export class SyncServer {
         generation: replica.meta.committedGeneration,
       });
       await writer.writeJson({ ok: true, resume: resumeToWire(replica.resumeInfo()) });
-      await this.#loop(replica, reader, writer);
+      const counted = holder;
+      await this.#loop(replica, reader, writer, (n) => counted.received += n);
     } catch (err) {
       if (name) this.#log("warn", "sync_stream_failed", { volume: name, error: String(err) });
       else this.#log("warn", "sync_stream_refused", { error: String(err) });
@@ -156,6 +185,7 @@ export class SyncServer {
 
   /** Takes the volume, stopping an older stream that still holds it. */
   async #acquire(name: string, holding: Omit<Holder, "released">): Promise<() => void> {
+    // The holder object itself is kept (its counters are updated through it).
     const old = this.#holders.get(name);
     if (old) {
       this.#log("info", "source_takeover", { volume: name });
@@ -164,7 +194,7 @@ export class SyncServer {
     }
     let done!: () => void;
     const released = new Promise<void>((resolve) => done = resolve);
-    const holder = { ...holding, released };
+    const holder = Object.assign(holding, { released });
     this.#holders.set(name, holder);
     return () => {
       if (this.#holders.get(name) === holder) this.#holders.delete(name);
@@ -234,7 +264,71 @@ export class SyncServer {
     return fetchBlocks(holder.session, holder.identity, generation, first, count, this.#codecs);
   }
 
-  async #loop(replica: ReplicaVolume, reader: MessageReader, writer: MessageWriter): Promise<void> {
+  /**
+   * Keeps the bulk stream of `name` on a narrow receive window until `untilMs`
+   * (`performance.now()` clock), across reconnects: near the link's bandwidth-delay product
+   * instead of the session's default (sized for throughput), so the source keeps only about
+   * that much bulk in the network and an on-demand answer (a postcopy fetch) waits behind
+   * about one round trip of bulk instead of seconds of it.
+   */
+  narrowBulk(name: string, untilMs: number): void {
+    this.#narrowUntil.set(name, Math.max(this.#narrowUntil.get(name) ?? 0, untilMs));
+    const holder = this.#holders.get(name);
+    if (holder) this.#narrow(name, holder);
+  }
+
+  /** Gives the bulk stream of `name` the session's default window again. */
+  widenBulk(name: string): void {
+    this.#narrowUntil.delete(name);
+  }
+
+  /**
+   * The narrowing loop of one holder: the window follows the highest arrival rate of the
+   * last two seconds times the smallest RTT seen, ×1.5 so the link stays full (the window is granted back in
+   * quarters: between 3/4 and all of it is in flight).
+   */
+  #narrow(name: string, holder: Omit<Holder, "released">): void {
+    if (holder.narrowing) return;
+    holder.narrowing = true;
+    const set = (bytes: number) => {
+      try {
+        holder.stream.setReceiveWindow(Math.min(bytes, holder.session.streamWindowBytes));
+      } catch {
+        // The stream ended; nothing to narrow.
+      }
+    };
+    const active = () =>
+      this.#holders.get(name) === holder &&
+      performance.now() < (this.#narrowUntil.get(name) ?? 0);
+    set(NARROW_START_BYTES);
+    (async () => {
+      let minRttMs = Infinity;
+      const rates: number[] = [];
+      let last = { atMs: performance.now(), received: holder.received };
+      while (active()) {
+        const rtt = await holder.session.ping().catch(() => null);
+        if (rtt === null) break;
+        minRttMs = Math.min(minRttMs, rtt);
+        await new Promise((resolve) => setTimeout(resolve, NARROW_INTERVAL_MS));
+        const at = { atMs: performance.now(), received: holder.received };
+        rates.push((at.received - last.received) / ((at.atMs - last.atMs) / 1000));
+        if (rates.length > NARROW_RATE_SAMPLES) rates.shift();
+        last = at;
+        if (active()) {
+          set(Math.round(Math.max(NARROW_MIN_BYTES, 1.5 * Math.max(...rates) * minRttMs / 1000)));
+        }
+      }
+      holder.narrowing = false;
+      set(holder.session.streamWindowBytes);
+    })();
+  }
+
+  async #loop(
+    replica: ReplicaVolume,
+    reader: MessageReader,
+    writer: MessageWriter,
+    onBytes: (n: number) => void,
+  ): Promise<void> {
     const { blockSize } = replica.identity;
     const blocks = blockCount(replica.identity);
     const batch: StagedBlock[] = [];
@@ -254,6 +348,7 @@ export class SyncServer {
         batch,
         rejected,
         stageBatch,
+        onBytes,
       });
     } finally {
       // The link went away: keep what arrived intact. Blocks staged so far are verified;
@@ -264,10 +359,12 @@ export class SyncServer {
   }
 
   async #serveMessages(stream: StreamContext): Promise<void> {
-    const { replica, reader, writer, blocks, blockSize, batch, rejected, stageBatch } = stream;
+    const { replica, reader, writer, blocks, blockSize, batch, rejected, stageBatch, onBytes } =
+      stream;
     while (true) {
       const message = await reader.read();
       if (!message) return;
+      onBytes(message.body.length + MESSAGE_HEADER_BYTES);
       if (message.kind === MessageKind.BLOCK) {
         const { block, hash, frame } = decodeBlockMessage(message.body);
         if (block >= blocks) {

@@ -1,4 +1,4 @@
-import { ErrorCode, PresyncError } from "../errors.ts";
+import { assertInteger, ErrorCode, PresyncError } from "../errors.ts";
 import { frameBytes, GOAWAY_REASON_FOR, u32 } from "./_frame_bytes.ts";
 import { Signal } from "./_signal.ts";
 import {
@@ -15,6 +15,7 @@ import { clientHandshake, type HandshakeResult, serverHandshake } from "./handsh
 import { keepaliveAction } from "./keepalive.ts";
 import { PingTracker } from "./ping_tracker.ts";
 import { ReceiveWindow } from "./receive_window.ts";
+import { MIN_WINDOW_BYTES } from "./hello.ts";
 import { FrameScheduler, type QueuedFrame } from "./scheduler.ts";
 import {
   resolveSessionConfig,
@@ -132,6 +133,11 @@ export class Session implements StreamHost {
     const config = resolveSessionConfig(options);
     const hs = await serverHandshake(channel, config);
     return new Session(channel, config, hs, false);
+  }
+
+  /** The receive window granted per stream by default, bytes (the largest a stream gets). */
+  get streamWindowBytes(): number {
+    return this.#config.streamWindowBytes;
   }
 
   /** Smoothed round-trip time in ms, or undefined before the first PONG. */
@@ -336,6 +342,14 @@ export class Session implements StreamHost {
     if (!this.#error && !this.#ending) {
       this.#sendSession(FrameType.RESET, 0, stream.id, u32(ResetCode.CANCELLED));
     }
+  }
+
+  /** @internal */
+  resizeReceiveWindow(stream: SessionStream, bytes: number): void {
+    assertInteger("receive window", bytes, MIN_WINDOW_BYTES, this.#config.streamWindowBytes);
+    if (!this.#streams.has(stream.id) || stream.receivedFin) return;
+    const increment = stream.receiveWindow.resize(bytes);
+    if (increment > 0) this.#sendSession(FrameType.WINDOW, 0, stream.id, u32(increment));
   }
 
   /** @internal */

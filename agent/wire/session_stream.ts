@@ -11,6 +11,8 @@ export interface StreamHost {
   finish(stream: SessionStream): Promise<void>;
   /** Resets the stream in both directions (RESET to the peer). */
   reset(stream: SessionStream, reason: unknown): void;
+  /** Changes the stream's receive window (see `SessionStream.setReceiveWindow`). */
+  resizeReceiveWindow(stream: SessionStream, bytes: number): void;
   /** The application consumed `n` received bytes: credit the windows. */
   consumed(stream: SessionStream, n: number): void;
 }
@@ -89,6 +91,15 @@ export class SessionStream {
       close: () => host.finish(this),
       abort: (reason) => host.reset(this, reason),
     });
+  }
+
+  /**
+   * Sets the receive window this side grants the peer on this stream (bytes it may have in
+   * flight): smaller than the session's default, it keeps the peer's bulk data from queueing
+   * in the network ahead of more urgent streams. Takes effect as the peer's data arrives.
+   */
+  setReceiveWindow(bytes: number): void {
+    this.#host.resizeReceiveWindow(this, bytes);
   }
 
   /** Resets the stream in both directions: pending reads and writes fail with `STREAM_RESET`. */
