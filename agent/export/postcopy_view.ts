@@ -12,7 +12,7 @@ export interface PostcopyViewOptions {
   dirty: Bitmap;
   /** Fetches `count` consecutive blocks from `first` from the source. */
   fetch(first: number, count: number): Promise<FetchedBlock[]>;
-  /** Missing blocks fetched past the end of a read, for sequential readers (default 16). */
+  /** Most missing blocks fetched past the end of a sequential reader's read (default 16). */
   readAheadBlocks?: number;
   /** Fetched blocks kept for re-reads until the commit (default 1024). */
   cacheBlocks?: number;
@@ -47,6 +47,9 @@ export class PostcopyView implements PostcopySource {
   /** Hash served per block (null: zeros). */
   readonly #served = new Map<number, Uint8Array | null>();
   #committed = false;
+  /** Where a sequential reader's next read starts, and its current read-ahead in blocks. */
+  #nextBlock = -1;
+  #ahead = 0;
   readonly #commitWaiters = new Set<() => void>();
   readonly stats: PostcopyStats = { fetchedBlocks: 0, fetches: 0, cacheHits: 0 };
 
@@ -82,12 +85,16 @@ export class PostcopyView implements PostcopySource {
         runStart = -1;
       }
     }
+    // Read-ahead only for a sequential reader (this read starts where the last one ended),
+    // growing while it stays sequential: a random reader's fetches stay small, which matters
+    // on a slow link, where every block fetched costs transfer time.
+    const sequential = first === this.#nextBlock;
+    this.#ahead = sequential
+      ? Math.min(this.#options.readAheadBlocks ?? 16, Math.max(2, this.#ahead * 2))
+      : 0;
+    this.#nextBlock = first + count;
     if (runStart >= 0) {
-      // Read-ahead: the missing blocks right after the read, for a sequential reader.
-      const limit = Math.min(
-        this.#dirty.size,
-        first + count + (this.#options.readAheadBlocks ?? 16),
-      );
+      const limit = Math.min(this.#dirty.size, first + count + this.#ahead);
       let end = first + count;
       while (end < limit && this.isMissing(end) && needed(end)) end++;
       this.#startFetch(runStart, end - runStart);

@@ -50,19 +50,28 @@ Deno.test("postcopy view: only the generation's blocks are missing, until the co
   v.close();
 });
 
-Deno.test("postcopy view: one fetch per run, read-ahead within the generation, re-reads cached", async () => {
+Deno.test("postcopy view: one fetch per run; read-ahead grows for a sequential reader only", async () => {
   const { v, requests } = view();
-  const got = await v.fetchBlocks(12, 3);
-  assert.deepEqual(got.map((b) => b![0]), [13, 14, 15]);
-  assert.deepEqual(requests, [[12, 7]], "3 blocks + 4 read ahead in one request");
-  // The read-ahead blocks are served from the cache.
+  const got = await v.fetchBlocks(12, 2);
+  assert.deepEqual(got.map((b) => b![0]), [13, 14]);
+  assert.deepEqual(requests, [[12, 2]], "a first (random) read fetches only what it reads");
+  await v.fetchBlocks(14, 1);
+  assert.deepEqual(requests.at(-1), [14, 3], "sequential: 1 block + 2 ahead");
+  // The read-ahead blocks come from the cache; the run goes on with a longer read-ahead.
   const again = await v.fetchBlocks(15, 2);
   assert.deepEqual(again.map((b) => b![0]), [16, 17]);
-  assert.equal(requests.length, 1);
   assert.equal(v.stats.cacheHits, 2);
-  // Read-ahead stops at the end of the generation's blocks.
+  await v.fetchBlocks(17, 1);
+  assert.deepEqual(requests.at(-1), [17, 5], "1 block + 4 ahead");
+  // A jump is random again; read-ahead stops at the end of the generation's blocks.
+  await v.fetchBlocks(30, 1);
+  assert.deepEqual(requests.at(-1), [30, 1]);
+  await v.fetchBlocks(31, 1);
+  await v.fetchBlocks(34, 1);
+  await v.fetchBlocks(35, 1);
+  await v.fetchBlocks(36, 1);
   await v.fetchBlocks(37, 2);
-  assert.deepEqual(requests.at(-1), [37, 3]);
+  assert.deepEqual(requests.at(-1), [38, 2], "37 was read ahead; stops at 39, the last block");
   v.close();
 });
 
