@@ -89,6 +89,50 @@ seededTest(
 );
 
 seededTest(
+  "a blackholed link: both agents notice, reconnect and converge, nothing unhandled",
+  async (prng) => {
+    await withRoot(async (root) => {
+      const image = `${root}/source.img`;
+      await makeImage(image, prng, 32 * MiB, 32 * MiB);
+      const link = { delayMs: 20, rateBitsPerSecond: 50e6, queueBytes: 1 << 20 };
+      const cluster = await Cluster.start({
+        root,
+        image,
+        wan: {
+          up: link,
+          down: link,
+          cuts: [
+            { atMs: 2000, durationMs: 4000, mode: "blackhole" },
+            { atMs: 9000, durationMs: 4000, mode: "blackhole" },
+          ],
+        },
+      });
+      try {
+        await waitConverged(cluster, image);
+        assert.ok(cluster.emu.counters().cuts >= 1, "the cut happened");
+        // The second cut comes while the agent is idle (it cuts a generation every second).
+        await cluster.waitFor(
+          "the second cut",
+          () => Promise.resolve(cluster.emu.counters().cuts >= 2),
+        );
+        const before = Number((await cluster.volumeStatus()).committedGeneration);
+        await cluster.waitFor(
+          "a generation after it",
+          async () =>
+            Number((await cluster.volumeStatus()).committedGeneration) > before + 1 &&
+            !cluster.emu.isCut,
+        );
+        for (const process of [cluster.agent, cluster.serve]) {
+          assert.doesNotMatch(process.output, /unhandled_rejection/, process.output);
+        }
+      } finally {
+        await cluster.stop();
+      }
+    });
+  },
+);
+
+seededTest(
   "SIGKILL of the destination, then of the source: never torn, no full resend",
   async (prng) => {
     await withRoot(async (root) => {

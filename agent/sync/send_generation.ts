@@ -154,6 +154,9 @@ async function sendBlocks(
     inFlight = destination.flush().then(() => state.recordAcked(covered)).finally(() =>
       covered.free()
     );
+    // Awaited before the next flush or at the end; when sending fails first (link down), the
+    // error is reported from there, so this one must not count as unhandled meanwhile.
+    inFlight.catch(() => {});
     if (!destination.concurrentFlush) await inFlight;
     await hooks.afterFlush?.();
   };
