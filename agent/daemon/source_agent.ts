@@ -11,7 +11,7 @@ import { RateLimiter } from "../rate_limiter.ts";
 import { SourceState } from "../source/source_state.ts";
 import { sendGeneration } from "../sync/send_generation.ts";
 import type { Cut, Tracker } from "../tracker.ts";
-import { createNbdTracker } from "../../plugins/tracker-nbd/mod.ts";
+import { WorkerNbdTracker } from "../../plugins/tracker-nbd/mod.ts";
 import type { NbdAddress } from "../nbd/mod.ts";
 import { newVolumeIdentity, validateVolumeName } from "../volume/volume_identity.ts";
 import { Priority } from "../wire/frame.ts";
@@ -162,7 +162,8 @@ export class SourceAgent {
     let initialDirty: Cut | null = null;
     if (!(await this.#fs.exists(`${dir}/nbd-live.dirty`))) initialDirty = await scan.cut();
     try {
-      return await createNbdTracker({
+      // On a thread of its own: the VM's writes never wait for the sender's CPU work.
+      return await WorkerNbdTracker.create({
         imagePath: image,
         identity: state.identity,
         stateDir: dir,

@@ -21,6 +21,11 @@
  * volume name, e.g. `qemu-system-x86_64 -drive
  * file=nbd+unix:///NAME?socket=PATH,format=raw,cache=none`.
  *
+ * - **worker**: the agent runs the tracker in a Worker ({@linkcode WorkerNbdTracker}): the
+ *   VM's NBD server, live bitmap and copy-before-write on a thread of their own, cuts and
+ *   block reads crossing as messages, so a VM write is never queued behind the sender's
+ *   hashing and compression on the main thread.
+ *
  * After a crash of the agent the live bitmap is lost; the tracker then starts with every
  * block dirty unless the caller passes `initialDirty` (e.g. the scan tracker's diff of the
  * image against the manifest). A clean `close()` saves the live bitmap for the next start.
@@ -35,5 +40,6 @@ export {
   type NbdTrackerOptions,
 } from "./nbd_tracker.ts";
 export { NbdCut } from "./nbd_cut.ts";
+export { WorkerNbdTracker } from "./worker_tracker.ts";
 export { DEFAULT_PRESERVE_MEMORY_BYTES, PreservedBlocks } from "./preserved_blocks.ts";
 export { type NbdAddress, parseNbdAddress } from "../../agent/nbd/mod.ts";

@@ -1,0 +1,35 @@
+import type { ErrorCode } from "../../agent/errors.ts";
+import type { NbdAddress } from "../../agent/nbd/mod.ts";
+import type { NbdTrackerOptions } from "./nbd_tracker.ts";
+
+/** Tracker options as they cross to the worker (bitmaps serialized, no callbacks). */
+export type WorkerTrackerOptions = Omit<NbdTrackerOptions, "initialDirty" | "onError"> & {
+  initialDirty?: Uint8Array;
+};
+
+/** Main thread → worker. */
+export type WorkerRequest =
+  | { id: number; op: "init"; options: WorkerTrackerOptions }
+  | { id: number; op: "cut" }
+  | { id: number; op: "resume"; dirty: Uint8Array }
+  | { id: number; op: "read"; cutId: number; first: number; count: number }
+  | { id: number; op: "release"; cutId: number }
+  | { id: number; op: "close" };
+
+/** Worker → main thread (`id` 0: not an answer, an event). */
+export type WorkerReply =
+  | { id: number; op: "ok"; addresses?: NbdAddress[] }
+  | { id: number; op: "cut"; cutId: number; dirty: Uint8Array; pointInTime: boolean }
+  | { id: number; op: "data"; data: Uint8Array }
+  | { id: number; op: "error"; code?: ErrorCode; message: string; retryable: boolean }
+  | { id: 0; op: "connectionError"; error: string };
+
+/**
+ * `bytes` as an array owning its whole buffer, so the buffer can be transferred (moved, not
+ * copied) to the other thread: a view into a larger buffer (e.g. WASM memory) is copied.
+ */
+export function owned(bytes: Uint8Array): Uint8Array<ArrayBuffer> {
+  const whole = bytes.byteOffset === 0 && bytes.byteLength === bytes.buffer.byteLength &&
+    bytes.buffer instanceof ArrayBuffer;
+  return (whole ? bytes : bytes.slice()) as Uint8Array<ArrayBuffer>;
+}

@@ -1,0 +1,104 @@
+import assert from "node:assert/strict";
+import { Bitmap } from "../../agent/core/mod.ts";
+import { ErrorCode } from "../../agent/errors.ts";
+import { NbdClient } from "../../agent/nbd/mod.ts";
+import { newVolumeIdentity } from "../../agent/volume/volume_identity.ts";
+import { assertRejectsCode } from "../../fixtures/assert.ts";
+import { createSparseImage } from "../../fixtures/nbd_tools.ts";
+import { seededTest } from "../../fixtures/seeded.ts";
+import { LIVE_DIRTY_FILE } from "./mod.ts";
+import { WorkerNbdTracker } from "./worker_tracker.ts";
+
+const BLOCK = 4096;
+const SIZE = 64 * BLOCK;
+
+seededTest(
+  "worker tracker: marks exactly the written blocks; a cut reads as of the cut while the VM overwrites",
+  async (prng) => {
+    const dir = await Deno.makeTempDir({ prefix: "presync-nbd-worker-" });
+    const image = `${dir}/disk.img`;
+    await createSparseImage(image, SIZE);
+    const identity = newVolumeIdentity("t", SIZE, BLOCK);
+    using none = new Bitmap(SIZE / BLOCK);
+    const tracker = await WorkerNbdTracker.create({
+      imagePath: image,
+      identity,
+      stateDir: `${dir}/state`,
+      listen: [{ transport: "unix", path: `${dir}/s.sock` }],
+      initialDirty: none,
+      preserveMemoryBytes: 8 * BLOCK, // the rest spills
+    });
+    const client = await NbdClient.connect(tracker.addresses[0], "t");
+    try {
+      const first = prng.fill(new Uint8Array(SIZE));
+      await client.write(0, first.subarray(0, 10 * BLOCK));
+      await client.write(40 * BLOCK, first.subarray(40 * BLOCK, 41 * BLOCK + 1));
+      const partial = await tracker.cut();
+      assert.deepEqual([...partial.dirty.extents()], [
+        [0, 10],
+        [40, 2],
+      ]);
+      await partial.release();
+      await client.write(0, first);
+      const cut = await tracker.cut();
+      assert.equal(cut.pointInTime, true);
+      assert.equal(cut.dirty.popcount(), SIZE / BLOCK);
+      // Overwrite everything in random pieces while the cut is unreleased.
+      for (let i = 0; i < 40; i++) {
+        const length = 1 + prng.int(3 * BLOCK);
+        const offset = prng.int(SIZE - length);
+        await client.write(offset, prng.fill(new Uint8Array(length)));
+      }
+      const last = prng.fill(new Uint8Array(SIZE));
+      await client.write(0, last);
+      assert.deepEqual(await cut.read(0, SIZE / BLOCK), first);
+      assert.deepEqual(await cut.read(5, 3), first.subarray(5 * BLOCK, 8 * BLOCK));
+      await cut.release();
+      const next = await tracker.cut();
+      assert.equal(next.dirty.popcount(), SIZE / BLOCK);
+      assert.deepEqual(await next.read(0, SIZE / BLOCK), last);
+      await next.release();
+      // A resumed cut reads the current bytes.
+      using some = new Bitmap(SIZE / BLOCK).setRange(3, 2);
+      const resumed = await tracker.resume(some);
+      assert.equal(resumed.pointInTime, false);
+      assert.equal(resumed.dirty.popcount(), 2);
+      assert.deepEqual(await resumed.read(3, 2), last.subarray(3 * BLOCK, 5 * BLOCK));
+      await resumed.release();
+      await client.write(7 * BLOCK, new Uint8Array(BLOCK).fill(1));
+    } finally {
+      await client.close();
+      await tracker.close();
+    }
+    // A clean close saved the live set (block 7) for the next start.
+    assert.ok((await Deno.stat(`${dir}/state/${LIVE_DIRTY_FILE}`)).isFile);
+    const again = await WorkerNbdTracker.create({
+      imagePath: image,
+      identity,
+      stateDir: `${dir}/state`,
+    });
+    const cut = await again.cut();
+    assert.deepEqual([...cut.dirty.extents()], [[7, 1]]);
+    await cut.release();
+    await again.close();
+    await assertRejectsCode(again.cut(), ErrorCode.INVALID_ARGUMENT);
+    await Deno.remove(dir, { recursive: true });
+  },
+);
+
+Deno.test("worker tracker: errors cross the thread with their code", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "presync-nbd-worker-" });
+  try {
+    await createSparseImage(`${dir}/disk.img`, SIZE + 1);
+    await assertRejectsCode(
+      WorkerNbdTracker.create({
+        imagePath: `${dir}/disk.img`,
+        identity: newVolumeIdentity("t", SIZE, BLOCK),
+        stateDir: `${dir}/state`,
+      }),
+      ErrorCode.VOLUME_MISMATCH,
+    );
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
