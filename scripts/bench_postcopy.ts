@@ -15,7 +15,7 @@
  */
 
 import { parseArgs } from "node:util";
-import { Cluster, PresyncProcess } from "../fixtures/cluster.ts";
+import { Cluster, jsonLines, type PresyncProcess } from "../fixtures/cluster.ts";
 import { NbdClient } from "../agent/nbd/mod.ts";
 import { Prng } from "../fixtures/prng.ts";
 
@@ -71,22 +71,9 @@ try {
   vm.close();
 
   const socket = `${root}/vm.sock`;
-  exporter = new PresyncProcess([
-    "export",
-    "vm",
-    "--postcopy",
-    "--writable",
-    "--listen",
-    `unix:${socket}`,
-    "--control",
-    `127.0.0.1:${c.serveControl}`,
-    "--key-file",
-    `${root}/key`,
-    "--json",
-  ]);
+  exporter = c.startPostcopyExport(socket, ["--writable"]);
   const ex = exporter;
-  const events = () =>
-    ex.output.split("\n").filter((l) => l.startsWith("{")).map((l) => JSON.parse(l));
+  const events = () => jsonLines(ex);
   await c.waitFor("the export to wait", () => Promise.resolve(events().length > 0));
   const t0 = performance.now();
   let evacuatedAt = 0;
@@ -128,7 +115,7 @@ try {
     () => Promise.resolve(events().some((e) => e.event === "committed")),
     600_000,
   );
-  const committed = events().find((e) => e.event === "committed");
+  const committed = events().find((e) => e.event === "committed")!;
   // The same boot once everything is local: what a VM started after the commit would take.
   const localBoot = await boot();
   console.log(

@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { Cluster, PresyncProcess } from "../../fixtures/cluster.ts";
+import { Cluster, jsonLines, type PresyncProcess } from "../../fixtures/cluster.ts";
 import { needTools, runTool } from "../../fixtures/nbd_tools.ts";
 import { type Prng, withSeed } from "../../fixtures/prng.ts";
 import { hashFile } from "../../fixtures/workload.ts";
@@ -13,11 +13,6 @@ async function scribble(image: string, prng: Prng, offset: number, bytes: number
   await file.seek(offset, Deno.SeekMode.Start);
   await file.write(prng.fill(new Uint8Array(bytes)));
   file.close();
-}
-
-/** The JSON lines `presync export --json` printed so far. */
-function events(process: PresyncProcess): Record<string, unknown>[] {
-  return process.output.split("\n").filter((l) => l.startsWith("{")).map((l) => JSON.parse(l));
 }
 
 /**
@@ -52,28 +47,16 @@ async function postcopyRun(prng: Prng, writable: boolean): Promise<void> {
     const expected = await hashFile(image);
 
     const socket = `${root}/vm.sock`;
-    exporter = new PresyncProcess([
-      "export",
-      "vm",
-      "--postcopy",
-      "--listen",
-      `unix:${socket}`,
-      "--control",
-      `127.0.0.1:${c.serveControl}`,
-      "--key-file",
-      `${root}/key`,
-      "--json",
-      ...(writable ? ["--writable"] : []),
-    ]);
+    exporter = c.startPostcopyExport(socket, writable ? ["--writable"] : []);
     const ex = exporter;
-    await c.waitFor("the export to wait", () => Promise.resolve(events(ex).length > 0));
-    assert.equal(events(ex)[0].event, "waiting");
+    await c.waitFor("the export to wait", () => Promise.resolve(jsonLines(ex).length > 0));
+    assert.equal(jsonLines(ex)[0].event, "waiting");
     const evacuation = c.control("POST", "/volumes/vm/evacuate");
     await c.waitFor(
       "the export to serve",
-      () => Promise.resolve(events(ex).some((e) => e.event === "serving")),
+      () => Promise.resolve(jsonLines(ex).some((e) => e.event === "serving")),
     );
-    const serving = events(ex).find((e) => e.event === "serving")!;
+    const serving = jsonLines(ex).find((e) => e.event === "serving")!;
     assert.equal(serving.postcopy, true, JSON.stringify(serving));
     const uri = `nbd+unix:///vm?socket=${socket}`;
     await runTool("nbdcopy", [uri, `${root}/copy.img`]);
@@ -86,9 +69,9 @@ async function postcopyRun(prng: Prng, writable: boolean): Promise<void> {
     assert.equal(report.ok, true, JSON.stringify(report));
     await c.waitFor(
       "the commit event",
-      () => Promise.resolve(events(ex).some((e) => e.event === "committed")),
+      () => Promise.resolve(jsonLines(ex).some((e) => e.event === "committed")),
     );
-    const committed = events(ex).find((e) => e.event === "committed")!;
+    const committed = jsonLines(ex).find((e) => e.event === "committed")!;
     assert.ok(Number(committed.fetchedBlocks) > 0, JSON.stringify(committed));
     assert.equal(committed.differing, 0);
     assert.equal(await hashFile(`${root}/store/vm/image`), expected);
