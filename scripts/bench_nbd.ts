@@ -8,7 +8,8 @@
  * Throughput: `qemu-img bench` (4 KiB, queue depth 32, sequential) and `qemu-io` (4 KiB at
  * random aligned offsets, one at a time) over a Unix socket. Latency: a separate process
  * (this script with `--latency-client`) times each 4 KiB WRITE with our NBD client, while
- * this process samples its own event-loop delay (the sender and the NBD server share it).
+ * this process samples its own event-loop delay (the sender's; the tracker, as in the agent,
+ * serves the VM from a Worker of its own).
  *
  * @module
  */
@@ -22,7 +23,7 @@ import { ReplicaStore } from "../agent/store/replica_store.ts";
 import { sendGeneration } from "../agent/sync/send_generation.ts";
 import { newVolumeIdentity } from "../agent/volume/volume_identity.ts";
 import { createSparseImage, runTool, startQemuNbd } from "../fixtures/nbd_tools.ts";
-import { createNbdTracker } from "../plugins/tracker-nbd/mod.ts";
+import { WorkerNbdTracker } from "../plugins/tracker-nbd/mod.ts";
 
 const { values } = parseArgs({
   args: Deno.args,
@@ -157,7 +158,7 @@ try {
   const state = await SourceState.init(fs, `${dir}/state`, identity);
   const replica = await new ReplicaStore(fs, `${dir}/store`).init(identity);
   using nothing = new Bitmap(SIZE / identity.blockSize);
-  const tracker = await createNbdTracker({
+  const tracker = await WorkerNbdTracker.create({
     imagePath: image,
     identity,
     stateDir: `${dir}/state`,
