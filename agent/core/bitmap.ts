@@ -162,6 +162,14 @@ export class Bitmap {
     return this.popcount() === 0;
   }
 
+  /** True when `other` has the same size and the same bits set. */
+  equals(other: Bitmap): boolean {
+    if (other.size !== this.#size) return false;
+    using union = this.clone().or(other);
+    using common = this.clone().and(other);
+    return union.andNot(common).isEmpty();
+  }
+
   /** Runs of set bits in increasing order, as `[start, length]`, merged when adjacent. */
   *extents(from = 0): Generator<Extent> {
     assertInteger("extent search start", from, 0, this.#size);

@@ -190,3 +190,20 @@ Deno.test("freed bitmaps give their memory back", () => {
   }
   assert.equal(core.memory.buffer.byteLength, before);
 });
+
+seededTest("equals: same size and same bits, nothing else", (prng) => {
+  const size = 1 + prng.int(5000);
+  using a = new Bitmap(size);
+  for (let i = 0; i < size / 10; i++) a.set(prng.int(size));
+  using b = a.clone();
+  assert.ok(a.equals(b));
+  const flip = prng.int(size);
+  if (b.get(flip)) b.clear(flip);
+  else b.set(flip);
+  assert.ok(!a.equals(b), `bit ${flip} differs`);
+  using larger = new Bitmap(size + 1);
+  using empty = new Bitmap(size);
+  assert.ok(!empty.equals(larger));
+  using other = new Bitmap(size);
+  assert.ok(empty.equals(other));
+});

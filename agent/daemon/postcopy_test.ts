@@ -114,3 +114,59 @@ Deno.test({
   ...tools,
   fn: () => withSeed((prng) => postcopyRun(prng, true)),
 });
+
+Deno.test({
+  name: "postcopy: the source restarts mid-evacuation; the export keeps serving and commits",
+  ...tools,
+  fn: () =>
+    withSeed(async (prng) => {
+      const root = await Deno.makeTempDir({ prefix: "presync-postcopy-" });
+      let cluster: Cluster | null = null;
+      let exporter: PresyncProcess | null = null;
+      try {
+        const image = `${root}/source.img`;
+        await Deno.writeFile(image, new Uint8Array(0));
+        await Deno.truncate(image, 16 * MiB);
+        await scribble(image, prng, 0, 2 * MiB);
+        const link = { delayMs: 20, rateBitsPerSecond: 16e6, queueBytes: 128 * 1024 };
+        cluster = await Cluster.start({ root, image, wan: { up: link, down: link } });
+        const c = cluster;
+        await c.waitFor(
+          "generation 1",
+          async () => Number((await c.volumeStatus()).committedGeneration) >= 1,
+        );
+        await c.agent.kill("SIGTERM");
+        c.startAgent(["--interval", "3600"]);
+        await c.waitFor("the agent", async () => (await c.volumeStatus()).state === "idle");
+        await scribble(image, prng, 4 * MiB, 8 * MiB);
+        const expected = await hashFile(image);
+        const socket = `${root}/vm.sock`;
+        exporter = c.startPostcopyExport(socket);
+        const ex = exporter;
+        await c.waitFor("the export to wait", () => Promise.resolve(jsonLines(ex).length > 0));
+        c.control("POST", "/volumes/vm/evacuate").catch(() => {});
+        await c.waitFor("the export to serve", () =>
+          Promise.resolve(jsonLines(ex).some((e) => e.event === "serving")));
+        // The source dies with the final generation half sent, and comes back without knowing
+        // it was evacuating: it resends that generation as an ordinary one.
+        await c.agent.kill("SIGKILL");
+        c.startAgent(["--interval", "3600"]);
+        const uri = `nbd+unix:///vm?socket=${socket}`;
+        await runTool("nbdcopy", [uri, `${root}/copy.img`]);
+        assert.equal(await hashFile(`${root}/copy.img`), expected, "the VM saw other bytes");
+        await c.waitFor("the commit event", () =>
+          Promise.resolve(
+            jsonLines(ex).some((e) =>
+              e.event === "committed"
+            ),
+          ));
+        const committed = jsonLines(ex).find((e) => e.event === "committed")!;
+        assert.equal(committed.differing, 0);
+        assert.equal(await hashFile(`${root}/store/vm/image`), expected);
+      } finally {
+        if (exporter) await exporter.kill("SIGTERM");
+        await cluster?.stop();
+        await Deno.remove(root, { recursive: true });
+      }
+    }),
+});

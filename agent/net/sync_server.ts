@@ -105,8 +105,8 @@ export class SyncServer {
   readonly #finalSignal = new Signal();
   /** Until when each volume's bulk window stays narrow (`narrowBulk`). */
   readonly #narrowUntil = new Map<string, number>();
-  /** Volumes exported to a VM here: the final generation they accept, per volume. */
-  readonly #exported = new Map<string, number>();
+  /** Volumes exported to a VM here (only their final generation may still arrive). */
+  readonly #exported = new Set<string>();
   /** Committed state per volume, for status. */
   readonly volumes = new Map<
     string,
@@ -243,7 +243,7 @@ export class SyncServer {
       throw new PresyncError(ErrorCode.VOLUME_EXPORTED, `volume ${name} is exported already`);
     }
     const final = this.#finals.get(name)!;
-    this.#exported.set(name, final.generation);
+    this.#exported.add(name);
     return { final, unlock: () => this.#exported.delete(name) };
   }
 
@@ -422,8 +422,14 @@ export class SyncServer {
         const name = replica.identity.name;
         const generation = Number(request.generation);
         const final = request.final === true;
-        const exported = this.#exported.get(name);
-        if (exported !== undefined && !(final && generation === exported)) {
+        using dirty = bitmapFromWire(request.dirty, blockCount(replica.identity));
+        // While exported, only the final generation the export serves may (still) arrive; a
+        // source restarted mid-evacuation resends it without knowing it is final.
+        const serving = this.#exported.has(name) ? this.#finals.get(name) : undefined;
+        if (
+          serving && (generation !== serving.generation || serving.committed ||
+            !serving.dirty.equals(dirty))
+        ) {
           throw new PresyncError(
             ErrorCode.VOLUME_EXPORTED,
             `volume ${name} is exported to a VM at the destination (presync export); its ` +
@@ -431,7 +437,6 @@ export class SyncServer {
             { retryable: true },
           );
         }
-        using dirty = bitmapFromWire(request.dirty, blockCount(replica.identity));
         await replica.beginGeneration(generation, dirty, Number(request.cutTimeMs));
         if (final) this.#recordFinal(name, generation, dirty);
         return { ok: true };

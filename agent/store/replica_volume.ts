@@ -224,9 +224,7 @@ export class ReplicaVolume {
       );
     }
     if (this.#staging) {
-      using union = this.#staging.dirty.clone().or(dirty);
-      using common = this.#staging.dirty.clone().and(dirty);
-      if (union.andNot(common).isEmpty()) return;
+      if (this.#staging.dirty.equals(dirty)) return;
       await this.#dropStaging();
     }
     this.#staging = await StagingArea.create(
