@@ -25,6 +25,8 @@ export class WorkerNbdTracker implements Tracker {
   readonly #pending = new Map<number, Pending>();
   #nextId = 1;
   #closed = false;
+  /** Set when the worker died: every later call fails with it. */
+  #failure: PresyncError | null = null;
 
   private constructor(options: NbdTrackerOptions) {
     this.sizeBytes = options.identity.sizeBytes;
@@ -73,6 +75,7 @@ export class WorkerNbdTracker implements Tracker {
   }
 
   #call(request: Request, transfer: Transferable[] = []): Promise<WorkerReply> {
+    if (this.#failure) return Promise.reject(this.#failure);
     if (this.#closed) {
       return Promise.reject(
         new PresyncError(ErrorCode.INVALID_ARGUMENT, "the NBD tracker is closed"),
@@ -86,6 +89,7 @@ export class WorkerNbdTracker implements Tracker {
   }
 
   #fail(error: PresyncError): void {
+    this.#failure = error;
     for (const pending of this.#pending.values()) pending.reject(error);
     this.#pending.clear();
   }
