@@ -16,6 +16,41 @@ async function scribble(image: string, prng: Prng, offset: number, bytes: number
 }
 
 /**
+ * A synced volume whose next generation will be the evacuation's: a 16 MiB image with 2 MiB
+ * of data synced (generation 1) on a 16 Mbit/s link, the agent restarted without background
+ * cuts, then `final` (offset, bytes) pieces of random data written. Returns the cluster and
+ * the hash the replica must end with.
+ */
+async function readyToEvacuate(
+  root: string,
+  prng: Prng,
+  final: [number, number][],
+): Promise<{ cluster: Cluster; image: string; expected: string }> {
+  const image = `${root}/source.img`;
+  await Deno.writeFile(image, new Uint8Array(0));
+  await Deno.truncate(image, 16 * MiB);
+  await scribble(image, prng, 0, 2 * MiB);
+  // 16 Mbit/s: a final generation of 6–8 MiB of random data takes 3–4 s to arrive.
+  const link = { delayMs: 20, rateBitsPerSecond: 16e6, queueBytes: 128 * 1024 };
+  const cluster = await Cluster.start({ root, image, wan: { up: link, down: link } });
+  try {
+    await cluster.waitFor(
+      "generation 1",
+      async () => Number((await cluster.volumeStatus()).committedGeneration) >= 1,
+    );
+    // No more background cuts: the next generation is the evacuation's.
+    await cluster.agent.kill("SIGTERM");
+    cluster.startAgent(["--interval", "3600"]);
+    await cluster.waitFor("the agent", async () => (await cluster.volumeStatus()).state === "idle");
+    for (const [offset, bytes] of final) await scribble(image, prng, offset, bytes);
+    return { cluster, image, expected: await hashFile(image) };
+  } catch (err) {
+    await cluster.stop();
+    throw err;
+  }
+}
+
+/**
  * A full evacuation with postcopy: the destination starts serving the volume as soon as the
  * final generation begins; a reader that copies the whole disk meanwhile gets the source's
  * bytes as of the final cut (blocks still on their way are fetched on demand), and the
@@ -26,25 +61,10 @@ async function postcopyRun(prng: Prng, writable: boolean): Promise<void> {
   let cluster: Cluster | null = null;
   let exporter: PresyncProcess | null = null;
   try {
-    const image = `${root}/source.img`;
-    await Deno.writeFile(image, new Uint8Array(0));
-    await Deno.truncate(image, 16 * MiB);
-    await scribble(image, prng, 0, 2 * MiB);
-    // 16 Mbit/s: the final generation (6 MiB of random data) takes about 3 s to arrive.
-    const link = { delayMs: 20, rateBitsPerSecond: 16e6, queueBytes: 128 * 1024 };
-    cluster = await Cluster.start({ root, image, wan: { up: link, down: link } });
+    const ready = await readyToEvacuate(root, prng, [[5 * MiB, 6 * MiB], [15 * MiB, 4096]]);
+    cluster = ready.cluster;
+    const { image, expected } = ready;
     const c = cluster;
-    await c.waitFor(
-      "generation 1",
-      async () => Number((await c.volumeStatus()).committedGeneration) >= 1,
-    );
-    // No more background cuts: the next generation is the evacuation's.
-    await c.agent.kill("SIGTERM");
-    c.startAgent(["--interval", "3600"]);
-    await c.waitFor("the agent", async () => (await c.volumeStatus()).state === "idle");
-    await scribble(image, prng, 5 * MiB, 6 * MiB);
-    await scribble(image, prng, 15 * MiB, 4096);
-    const expected = await hashFile(image);
 
     const socket = `${root}/vm.sock`;
     exporter = c.startPostcopyExport(socket, writable ? ["--writable"] : []);
@@ -124,22 +144,10 @@ Deno.test({
       let cluster: Cluster | null = null;
       let exporter: PresyncProcess | null = null;
       try {
-        const image = `${root}/source.img`;
-        await Deno.writeFile(image, new Uint8Array(0));
-        await Deno.truncate(image, 16 * MiB);
-        await scribble(image, prng, 0, 2 * MiB);
-        const link = { delayMs: 20, rateBitsPerSecond: 16e6, queueBytes: 128 * 1024 };
-        cluster = await Cluster.start({ root, image, wan: { up: link, down: link } });
+        const ready = await readyToEvacuate(root, prng, [[4 * MiB, 8 * MiB]]);
+        cluster = ready.cluster;
+        const { expected } = ready;
         const c = cluster;
-        await c.waitFor(
-          "generation 1",
-          async () => Number((await c.volumeStatus()).committedGeneration) >= 1,
-        );
-        await c.agent.kill("SIGTERM");
-        c.startAgent(["--interval", "3600"]);
-        await c.waitFor("the agent", async () => (await c.volumeStatus()).state === "idle");
-        await scribble(image, prng, 4 * MiB, 8 * MiB);
-        const expected = await hashFile(image);
         const socket = `${root}/vm.sock`;
         exporter = c.startPostcopyExport(socket);
         const ex = exporter;
