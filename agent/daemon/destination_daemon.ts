@@ -126,6 +126,7 @@ export class DestinationDaemon {
         view = new PostcopyView({
           dirty: final.dirty,
           fetch: (first, count) => this.server.fetch(name, final.generation, first, count),
+          readStaged: (block) => this.server.readStaged(name, final.generation, block),
           onRetry: (err) =>
             log("warn", "postcopy_fetch_retry", { volume: name, error: String(err) }),
         });

@@ -1,4 +1,4 @@
-import type { Bitmap } from "../core/mod.ts";
+import { type Bitmap, blake3, isZero } from "../core/mod.ts";
 import { ErrorCode, PresyncError } from "../errors.ts";
 import { MAX_FETCH_BLOCKS } from "../net/block_fetch.ts";
 import type { FetchedBlock } from "../net/block_fetch.ts";
@@ -12,6 +12,8 @@ export interface PostcopyViewOptions {
   dirty: Bitmap;
   /** Fetches `count` consecutive blocks from `first` from the source. */
   fetch(first: number, count: number): Promise<FetchedBlock[]>;
+  /** A block of the generation that already arrived at the destination (null: not yet). */
+  readStaged?(block: number): Promise<Uint8Array | null>;
   /** Most missing blocks fetched past the end of a sequential reader's read (default 16). */
   readAheadBlocks?: number;
   /** Fetched blocks kept for re-reads until the commit (default 1024). */
@@ -30,12 +32,15 @@ export interface PostcopyStats {
   fetches: number;
   /** Reads of missing blocks served from the cache of fetched ones. */
   cacheHits: number;
+  /** Missing blocks read from the staging area (they had arrived, not yet committed). */
+  stagedBlocks: number;
 }
 
 /**
  * The destination's view of an evacuation's final generation while it arrives: its blocks
- * are missing from the replica until the commit, so a read of one is fetched from the source
- * (with read-ahead, and cached until the commit); everything else is the replica's. After
+ * are missing from the replica until the commit, so a read of one is served from the staging
+ * area when the block already arrived, else fetched from the source (with read-ahead, and
+ * cached until the commit); everything else is the replica's. After
  * {@linkcode markCommitted} nothing is missing. Every block served is remembered with its
  * hash, so the commit can confirm the VM saw exactly what was committed.
  */
@@ -51,7 +56,7 @@ export class PostcopyView implements PostcopySource {
   #nextBlock = -1;
   #ahead = 0;
   readonly #commitWaiters = new Set<() => void>();
-  readonly stats: PostcopyStats = { fetchedBlocks: 0, fetches: 0, cacheHits: 0 };
+  readonly stats: PostcopyStats = { fetchedBlocks: 0, fetches: 0, cacheHits: 0, stagedBlocks: 0 };
 
   constructor(options: PostcopyViewOptions) {
     this.#dirty = options.dirty.clone();
@@ -134,10 +139,8 @@ export class PostcopyView implements PostcopySource {
     while (true) {
       if (this.#committed) return null;
       try {
-        this.stats.fetches++;
-        const blocks = await this.#options.fetch(first, count);
+        const blocks = await this.#stagedThenSource(first, count);
         if (this.#committed) return null;
-        this.stats.fetchedBlocks += blocks.length;
         for (const b of blocks) this.#remember(b);
         return blocks;
       } catch (err) {
@@ -155,6 +158,37 @@ export class PostcopyView implements PostcopySource {
         delay = Math.min(2000, delay * 2);
       }
     }
+  }
+
+  /**
+   * Blocks that already arrived in the staging area are read there (so they do not depend on
+   * the link); the runs still missing come from the source.
+   */
+  async #stagedThenSource(first: number, count: number): Promise<FetchedBlock[]> {
+    const out: (FetchedBlock | null)[] = new Array(count).fill(null);
+    const readStaged = this.#options.readStaged;
+    if (readStaged) {
+      await Promise.all(out.map(async (_, i) => {
+        const data = await readStaged(first + i).catch(() => null);
+        if (!data) return;
+        out[i] = { block: first + i, data, hash: isZero(data) ? null : blake3(data) };
+        this.stats.stagedBlocks++;
+      }));
+    }
+    for (let i = 0; i < count;) {
+      if (out[i]) {
+        i++;
+        continue;
+      }
+      let end = i;
+      while (end < count && !out[end]) end++;
+      this.stats.fetches++;
+      const fetched = await this.#options.fetch(first + i, end - i);
+      this.stats.fetchedBlocks += fetched.length;
+      fetched.forEach((b, k) => out[i + k] = b);
+      i = end;
+    }
+    return out as FetchedBlock[];
   }
 
   #remember(block: FetchedBlock): void {

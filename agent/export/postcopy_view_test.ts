@@ -115,3 +115,31 @@ Deno.test("postcopy view: the commit names blocks served with other bytes than c
   assert.deepEqual(differing, [11]);
   v.close();
 });
+
+Deno.test("postcopy view: blocks already staged are read there; only the rest is fetched, even with the source down", async () => {
+  const dirty = new Bitmap(64).setRange(10, 30);
+  const requests: [number, number][] = [];
+  let sourceUp = true;
+  const v = new PostcopyView({
+    dirty,
+    timeoutMs: 300,
+    readStaged: (block) =>
+      Promise.resolve(block % 2 === 0 || block >= 30 ? blockOf(block).data : null),
+    fetch: (first, count) => {
+      requests.push([first, count]);
+      if (!sourceUp) {
+        return Promise.reject(new PresyncError(ErrorCode.CONNECTION_LOST, "link down"));
+      }
+      return Promise.resolve(Array.from({ length: count }, (_, i) => blockOf(first + i)));
+    },
+  });
+  dirty.free();
+  const got = await v.fetchBlocks(10, 4);
+  assert.deepEqual(got.map((b) => b![0]), [11, 12, 13, 14]);
+  assert.deepEqual(requests, [[11, 1], [13, 1]], "the odd blocks from the source");
+  assert.equal(v.stats.stagedBlocks, 2);
+  sourceUp = false;
+  assert.deepEqual((await v.fetchBlocks(30, 3)).map((b) => b![0]), [31, 32, 33]);
+  await assertRejectsCode(v.fetchBlocks(21, 1), ErrorCode.TIMEOUT);
+  v.close();
+});

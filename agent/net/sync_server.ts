@@ -74,6 +74,8 @@ interface Holder {
   identity: VolumeIdentity;
   /** The sync stream (bulk blocks arrive on it). */
   stream: SessionStream;
+  /** The replica, once opened. */
+  replica?: ReplicaVolume;
   /** Bytes received on the sync stream so far. */
   received: number;
   /** Whether its bulk window is being narrowed (see `SyncServer.narrowBulk`). */
@@ -158,6 +160,7 @@ export class SyncServer {
         ? await this.#store.open(name)
         : await this.#store.init(identity);
       assertSameVolume(replica.identity, identity);
+      holder.replica = replica;
       this.#track(replica, true);
       this.#log("info", "source_attached", {
         volume: name,
@@ -262,6 +265,15 @@ export class SyncServer {
       );
     }
     return fetchBlocks(holder.session, holder.identity, generation, first, count, this.#codecs);
+  }
+
+  /**
+   * Block `block` of `generation` of `name` when it already arrived in the staging area of
+   * the stream serving the volume now; null otherwise (the caller fetches it).
+   */
+  readStaged(name: string, generation: number, block: number): Promise<Uint8Array | null> {
+    const replica = this.#holders.get(name)?.replica;
+    return replica ? replica.readStaged(generation, block) : Promise.resolve(null);
   }
 
   /**

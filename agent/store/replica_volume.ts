@@ -253,6 +253,16 @@ export class ReplicaVolume {
     return this.#requireStaging().stage(blocks);
   }
 
+  /**
+   * The bytes of `block` of `generation` when that generation is being staged and the block
+   * arrived (see `StagingArea.readStaged`); null otherwise.
+   */
+  readStaged(generation: number, block: number): Promise<Uint8Array | null> {
+    const staging = this.#staging;
+    if (!staging || staging.generation !== generation) return Promise.resolve(null);
+    return staging.readStaged(block);
+  }
+
   /** Makes staged blocks durable; only then may they be acknowledged to the source. */
   flush(): Promise<void> {
     return this.#requireStaging().flush();

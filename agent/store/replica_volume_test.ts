@@ -196,3 +196,38 @@ Deno.test({
     }
   },
 });
+
+seededTest(
+  "readStaged: blocks staged since opening, checked; others and other generations null",
+  async (prng) => {
+    const fs = new PowerCutFileSystem();
+    const replica = await newReplica(fs, "/s");
+    try {
+      using dirty = new Bitmap(BLOCKS).setRange(4, 4);
+      await replica.beginGeneration(1, dirty, Date.now());
+      const data = prng.fill(new Uint8Array(BLOCK));
+      const zero = new Uint8Array(BLOCK);
+      await replica.stage([
+        { block: 4, data, hash: blake3(data) },
+        { block: 5, data: null },
+        { block: 6, data: zero, hash: blake3(zero) },
+      ]);
+      assert.deepEqual(await replica.readStaged(1, 4), data);
+      assert.deepEqual(await replica.readStaged(1, 5), zero);
+      assert.deepEqual(await replica.readStaged(1, 6), zero);
+      assert.equal(await replica.readStaged(1, 7), null, "not received");
+      assert.equal(await replica.readStaged(2, 4), null, "another generation");
+      // A flipped byte in the record's payload is caught, never served.
+      const log = await fs.open("/s/db1/staging/log", { write: true });
+      const at = 48 + prng.int(BLOCK);
+      const byte = new Uint8Array(1);
+      await log.read(at, byte);
+      byte[0] ^= 1;
+      await log.write(at, byte);
+      log.close();
+      await assertRejectsCode(replica.readStaged(1, 4), "STORE_CORRUPT");
+    } finally {
+      replica.close();
+    }
+  },
+);

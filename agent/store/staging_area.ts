@@ -65,6 +65,8 @@ export class StagingArea {
   /** Blocks appended (durable only up to the last flush). */
   readonly #received: Bitmap;
   #logLength: number;
+  /** Log offset of each record appended since the area was opened, by block. */
+  readonly #offsets = new Map<number, number>();
 
   private constructor(
     fs: FileSystem,
@@ -234,6 +236,11 @@ export class StagingArea {
         await this.#log.truncate(this.#logLength).catch(() => {});
         throw err;
       }
+      let offset = this.#logLength;
+      for (let i = 0; i < records.length; i++) {
+        this.#offsets.set(entries[i][0], offset);
+        offset += records[i].length;
+      }
       this.#logLength += total;
       await writeEntries(this.hashes, entries);
     }
@@ -308,6 +315,29 @@ export class StagingArea {
       }
       offset += RECORD_HEADER_BYTES + header.length;
     }
+  }
+
+  /**
+   * The bytes of `block` when it was staged since the area was opened (null otherwise: not
+   * received, or received before a restart), checked against its hash. A postcopy export
+   * reads blocks that already arrived here instead of asking the source again.
+   */
+  async readStaged(block: number): Promise<Uint8Array | null> {
+    const offset = this.#offsets.get(block);
+    if (offset === undefined) return null;
+    const length = blockLength(this.#identity, block);
+    const record = new Uint8Array(RECORD_HEADER_BYTES + length);
+    const n = await io(`read ${this.dir}/log`, () => this.#log.read(offset, record));
+    const header = decodeRecordHeader(record.subarray(0, RECORD_HEADER_BYTES), offset, length);
+    if (header.block !== block) {
+      throw corrupt(`${this.dir}/log: no record of block ${block} at ${offset}`);
+    }
+    if (header.kind === KIND_ZERO) return new Uint8Array(length);
+    const payload = record.subarray(RECORD_HEADER_BYTES, RECORD_HEADER_BYTES + header.length);
+    if (n < record.length || !equalBytes(blake3(payload), header.hash)) {
+      throw corrupt(`staging record of block ${block} in ${this.dir}/log does not match its hash`);
+    }
+    return payload;
   }
 
   /** Closes files and frees bitmaps. Idempotent. */
