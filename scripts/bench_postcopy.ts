@@ -140,6 +140,7 @@ try {
   );
   console.log(
     `\nfetched on demand: ${committed.fetchedBlocks} blocks in ${committed.fetches} requests; ` +
+      `read from the staging area: ${committed.stagedBlocks} blocks; ` +
       `blocks served that differ from the commit: ${committed.differing}`,
   );
 } finally {
