@@ -2,7 +2,7 @@ import { blake3Keyed } from "../core/mod.ts";
 import { ErrorCode, PresyncError } from "../errors.ts";
 import { toHex } from "../hex.ts";
 import type { Logger } from "../log.ts";
-import { constantTimeEqual } from "../wire/constant_time_equal.ts";
+import { constantTimeEqual } from "../bytes.ts";
 import { errorReply } from "../net/sync_protocol.ts";
 
 /** What the control endpoint can ask of a running agent or destination. */

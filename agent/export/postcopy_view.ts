@@ -2,7 +2,7 @@ import { type Bitmap, blake3, isZero } from "../core/mod.ts";
 import { ErrorCode, PresyncError } from "../errors.ts";
 import { MAX_FETCH_BLOCKS } from "../net/block_fetch.ts";
 import type { FetchedBlock } from "../net/block_fetch.ts";
-import { equalBytes } from "../store/staging_area.ts";
+import { constantTimeEqual } from "../bytes.ts";
 import { ZERO_ENTRY } from "../volume/block_hashes.ts";
 import type { PostcopySource } from "./replica_export.ts";
 
@@ -223,7 +223,7 @@ export class PostcopyView implements PostcopySource {
     for (const wake of [...this.#commitWaiters]) wake();
     const differing: number[] = [];
     for (const [block, hash] of this.#served) {
-      if (!equalBytes(await entryOf(block), hash ?? ZERO_ENTRY)) differing.push(block);
+      if (!constantTimeEqual(await entryOf(block), hash ?? ZERO_ENTRY)) differing.push(block);
     }
     this.#served.clear();
     return differing;

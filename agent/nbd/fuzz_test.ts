@@ -12,6 +12,7 @@ import {
   parseOptionHeader,
 } from "./option_codec.ts";
 import { checkRequest, decodeRequest, encodeRequest } from "./request_codec.ts";
+import { concatBytes } from "../bytes.ts";
 
 const SIZE = 1 << 20;
 
@@ -66,14 +67,7 @@ function validSession(prng: Prng): Uint8Array {
     );
     if (type === C.NBD_CMD_WRITE) parts.push(new Uint8Array(Math.min(length, 9000)));
   }
-  const total = parts.reduce((n, p) => n + p.length, 0);
-  const out = new Uint8Array(total);
-  let at = 0;
-  for (const p of parts) {
-    out.set(p, at);
-    at += p.length;
-  }
-  return out;
+  return concatBytes(parts);
 }
 
 seededTest("fuzz: 10,000 random request headers and option payloads never throw", (prng) => {

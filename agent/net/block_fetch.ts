@@ -10,7 +10,7 @@ import { type Codec, decodeBlockFrame, encodeBlockFrame, ZERO_MARKER_KIND } from
 import { blake3, isZero } from "../core/mod.ts";
 import { ErrorCode, PresyncError } from "../errors.ts";
 import type { Cut } from "../tracker.ts";
-import { equalBytes } from "../store/staging_area.ts";
+import { constantTimeEqual } from "../bytes.ts";
 import {
   blockCount,
   blockLength,
@@ -182,6 +182,6 @@ function checkBlock(
   const raw = decodeBlockFrame(message.frame, { maxRawLength: identity.blockSize, codecs });
   if (raw.length !== length) throw bad(`${raw.length} bytes instead of ${length}`);
   if (message.frame[0] === ZERO_MARKER_KIND) return { block: expected, data: raw, hash: null };
-  if (!equalBytes(blake3(raw), message.hash)) throw bad("its bytes do not match its hash");
+  if (!constantTimeEqual(blake3(raw), message.hash)) throw bad("its bytes do not match its hash");
   return { block: expected, data: raw.slice(), hash: message.hash.slice() };
 }

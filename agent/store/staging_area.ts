@@ -15,6 +15,7 @@ import {
   type RecordHeader,
 } from "./_staging_record.ts";
 import { yieldToEventLoop } from "../yield.ts";
+import { concatBytes, constantTimeEqual } from "../bytes.ts";
 
 /** One block handed to the store: its bytes with their BLAKE3, or `data: null` for zeros. */
 export interface StagedBlock {
@@ -176,7 +177,7 @@ export class StagingArea {
       const { block } = item;
       // A block of zeros is stored as a zero record whichever way it was sent.
       const data = item.data !== null && isZero(item.data) && item.hash &&
-          equalBytes(blake3(item.data), item.hash)
+          constantTimeEqual(blake3(item.data), item.hash)
         ? null
         : item.data;
       if (
@@ -207,7 +208,7 @@ export class StagingArea {
           hashedBytes = 0;
           await yieldToEventLoop();
         }
-        if (!item.hash || !equalBytes(hash, item.hash)) {
+        if (!item.hash || !constantTimeEqual(hash, item.hash)) {
           result.rejected.push(block);
           continue;
         }
@@ -224,10 +225,7 @@ export class StagingArea {
       result.staged++;
     }
     if (records.length > 0) {
-      const total = records.reduce((n, r) => n + r.length, 0);
-      const batch = new Uint8Array(total);
-      let at = 0;
-      for (const r of records) batch.set(r, at), at += r.length;
+      const batch = concatBytes(records);
       try {
         await io(`append to ${this.dir}/log`, () => this.#log.write(this.#logLength, batch));
       } catch (err) {
@@ -241,7 +239,7 @@ export class StagingArea {
         this.#offsets.set(entries[i][0], offset);
         offset += records[i].length;
       }
-      this.#logLength += total;
+      this.#logLength += batch.length;
       await writeEntries(this.hashes, entries);
     }
     return result;
@@ -298,8 +296,8 @@ export class StagingArea {
       // for that block, and its payload must match that hash.
       const ok = header.block < this.dirty.size && this.#received.get(header.block) &&
         !seen.get(header.block) &&
-        equalBytes(header.hash, await this.hashes.read(header.block, 1)) &&
-        (header.kind === KIND_ZERO || equalBytes(blake3(payload), header.hash));
+        constantTimeEqual(header.hash, await this.hashes.read(header.block, 1)) &&
+        (header.kind === KIND_ZERO || constantTimeEqual(blake3(payload), header.hash));
       if (ok) seen.set(header.block);
       if (!ok) {
         throw corrupt(
@@ -334,7 +332,7 @@ export class StagingArea {
     }
     if (header.kind === KIND_ZERO) return new Uint8Array(length);
     const payload = record.subarray(RECORD_HEADER_BYTES, RECORD_HEADER_BYTES + header.length);
-    if (n < record.length || !equalBytes(blake3(payload), header.hash)) {
+    if (n < record.length || !constantTimeEqual(blake3(payload), header.hash)) {
       throw corrupt(`staging record of block ${block} in ${this.dir}/log does not match its hash`);
     }
     return payload;
@@ -379,12 +377,4 @@ function parseHeader(bytes: Uint8Array, dir: string): StagingHeader {
     // Reported below.
   }
   throw corrupt(`${dir}/header.json is damaged`);
-}
-
-/** Constant-time equality of two byte arrays (a mismatch position reveals nothing). */
-export function equalBytes(a: Uint8Array, b: Uint8Array): boolean {
-  if (a.length !== b.length) return false;
-  let diff = 0;
-  for (let i = 0; i < a.length; i++) diff |= a[i] ^ b[i];
-  return diff === 0;
 }

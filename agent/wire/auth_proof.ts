@@ -1,5 +1,6 @@
 import { blake3Keyed } from "../core/mod.ts";
 import { ErrorCode, PresyncError } from "../errors.ts";
+import { concatBytes } from "../bytes.ts";
 
 /** Bytes in a pre-shared key. */
 export const PSK_BYTES = 32;
@@ -13,16 +14,6 @@ const LABELS = {
   c2s: encoder.encode("presync/1 frame key c2s"),
   s2c: encoder.encode("presync/1 frame key s2c"),
 };
-
-function concat(parts: Uint8Array[]): Uint8Array {
-  const out = new Uint8Array(parts.reduce((n, p) => n + p.length, 0));
-  let offset = 0;
-  for (const part of parts) {
-    out.set(part, offset);
-    offset += part.length;
-  }
-  return out;
-}
 
 /**
  * Throws unless `psk` is a 32-byte pre-shared key.
@@ -58,26 +49,26 @@ export class AuthTranscript {
   constructor(psk: Uint8Array, clientHello: Uint8Array, serverHello: Uint8Array) {
     checkPsk(psk);
     this.#psk = psk;
-    this.#hellos = concat([clientHello, serverHello]);
+    this.#hellos = concatBytes([clientHello, serverHello]);
   }
 
   /** `Pc`: proves the client knows the key, bound to both fresh nonces. */
   clientProof(): Uint8Array {
-    return blake3Keyed(this.#psk, concat([LABELS.client, this.#hellos]));
+    return blake3Keyed(this.#psk, concatBytes([LABELS.client, this.#hellos]));
   }
 
   /** `Ps`: proves the server knows the key, bound to the transcript and the client's proof. */
   serverProof(clientProof: Uint8Array): Uint8Array {
-    return blake3Keyed(this.#psk, concat([LABELS.server, this.#hellos, clientProof]));
+    return blake3Keyed(this.#psk, concatBytes([LABELS.server, this.#hellos, clientProof]));
   }
 
   /** The key frames from client to server are tagged with. */
   clientToServerKey(): Uint8Array {
-    return blake3Keyed(this.#psk, concat([LABELS.c2s, this.#hellos]));
+    return blake3Keyed(this.#psk, concatBytes([LABELS.c2s, this.#hellos]));
   }
 
   /** The key frames from server to client are tagged with. */
   serverToClientKey(): Uint8Array {
-    return blake3Keyed(this.#psk, concat([LABELS.s2c, this.#hellos]));
+    return blake3Keyed(this.#psk, concatBytes([LABELS.s2c, this.#hellos]));
   }
 }

@@ -1,6 +1,6 @@
 import { blake3Keyed } from "../core/mod.ts";
 import { ErrorCode, PresyncError } from "../errors.ts";
-import { constantTimeEqual } from "./constant_time_equal.ts";
+import { constantTimeEqual } from "../bytes.ts";
 
 /** Bytes in a session frame header (`docs/PROTOCOL.md`, "Session layer", "Frame"). */
 export const FRAME_HEADER_BYTES = 18;

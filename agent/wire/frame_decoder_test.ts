@@ -5,6 +5,7 @@ import { seededTest } from "../../fixtures/seeded.ts";
 import type { Prng } from "../../fixtures/prng.ts";
 import { encodeFrame, type Frame, FRAME_HEADER_BYTES, FrameFlag, FrameType } from "./frame.ts";
 import { FrameDecoder } from "./frame_decoder.ts";
+import { concatBytes } from "../bytes.ts";
 
 const KEY = new Uint8Array(32).fill(3);
 const MAX = 4096;
@@ -62,14 +63,7 @@ function randomFrame(prng: Prng): Frame {
 }
 
 function encodeAll(frames: Frame[]): Uint8Array {
-  const parts = frames.map((f, seq) => encodeFrame(f, KEY, seq));
-  const out = new Uint8Array(parts.reduce((n, p) => n + p.length, 0));
-  let offset = 0;
-  for (const p of parts) {
-    out.set(p, offset);
-    offset += p.length;
-  }
-  return out;
+  return concatBytes(frames.map((f, seq) => encodeFrame(f, KEY, seq)));
 }
 
 /** Feeds `bytes` in random pieces; returns the frames or the PresyncError. */

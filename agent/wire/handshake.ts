@@ -1,7 +1,7 @@
 import { ErrorCode, PresyncError } from "../errors.ts";
 import { ExactReader } from "./_exact_reader.ts";
 import { AuthTranscript, PROOF_BYTES } from "./auth_proof.ts";
-import { constantTimeEqual } from "./constant_time_equal.ts";
+import { constantTimeEqual } from "../bytes.ts";
 import {
   decodeHello,
   encodeHello,

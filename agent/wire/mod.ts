@@ -49,7 +49,7 @@
  */
 
 export { AuthTranscript, checkPsk, PROOF_BYTES, PSK_BYTES } from "./auth_proof.ts";
-export { constantTimeEqual } from "./constant_time_equal.ts";
+export { constantTimeEqual } from "../bytes.ts";
 export {
   encodeFrame,
   type Frame,

@@ -1,6 +1,6 @@
 import { blake3Keyed } from "../core/mod.ts";
 import { ErrorCode, PresyncError } from "../errors.ts";
-import { constantTimeEqual } from "./constant_time_equal.ts";
+import { constantTimeEqual } from "../bytes.ts";
 
 /** Bytes in a stripe JOIN record (`docs/PROTOCOL.md`, "Striping"). */
 export const STRIPE_JOIN_BYTES = 32;
