@@ -15,6 +15,7 @@ import { WorkerNbdTracker } from "../../plugins/tracker-nbd/mod.ts";
 import type { NbdAddress } from "../nbd/mod.ts";
 import { newVolumeIdentity, validateVolumeName } from "../volume/volume_identity.ts";
 import { Priority } from "../wire/frame.ts";
+import { Signal } from "../wire/_signal.ts";
 import { Session } from "../wire/session.ts";
 import type { SessionOptions } from "../wire/session_options.ts";
 import type { Transport, TransportAddress } from "../wire/transport.ts";
@@ -87,7 +88,8 @@ export class SourceAgent {
   readonly #delay = new DelayController();
   #session: Session | null = null;
   #stopped = false;
-  readonly #wakers = new Set<() => void>();
+  /** Wakes sleeping loops when something changes (resume, evacuate, stop). */
+  readonly #wake = new Signal();
   /** The volume loops of the current session. */
   #volumeRuns: Promise<void>[] = [];
   /** Set when the agent stopped for good (auth failure…). */
@@ -536,20 +538,12 @@ export class SourceAgent {
   }
 
   #wakeAll(): void {
-    for (const wake of [...this.#wakers]) wake();
+    this.#wake.notify();
   }
 
   /** Sleeps `ms`, or less when something changes (resume, evacuate, stop). */
   #sleep(ms: number): Promise<void> {
-    return new Promise((resolve) => {
-      const done = () => {
-        clearTimeout(timer);
-        this.#wakers.delete(done);
-        resolve();
-      };
-      const timer = setTimeout(done, ms);
-      this.#wakers.add(done);
-    });
+    return this.#wake.wait(ms);
   }
 }
 

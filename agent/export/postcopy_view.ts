@@ -1,6 +1,7 @@
 import { type Bitmap, blake3, isZero } from "../core/mod.ts";
 import { ErrorCode, PresyncError } from "../errors.ts";
 import { MAX_FETCH_BLOCKS } from "../net/block_fetch.ts";
+import { Signal } from "../wire/_signal.ts";
 import type { FetchedBlock } from "../net/block_fetch.ts";
 import { constantTimeEqual } from "../bytes.ts";
 import { ZERO_ENTRY } from "../volume/block_hashes.ts";
@@ -55,7 +56,8 @@ export class PostcopyView implements PostcopySource {
   /** Where a sequential reader's next read starts, and its current read-ahead in blocks. */
   #nextBlock = -1;
   #ahead = 0;
-  readonly #commitWaiters = new Set<() => void>();
+  /** Notified at the commit (and close): retries waiting for the source stop waiting. */
+  readonly #committedSignal = new Signal();
   readonly stats: PostcopyStats = { fetchedBlocks: 0, fetches: 0, cacheHits: 0, stagedBlocks: 0 };
 
   constructor(options: PostcopyViewOptions) {
@@ -154,7 +156,7 @@ export class PostcopyView implements PostcopySource {
             { cause: err },
           );
         }
-        await this.#untilCommittedOr(delay);
+        await this.#committedSignal.wait(delay);
         delay = Math.min(2000, delay * 2);
       }
     }
@@ -199,18 +201,6 @@ export class PostcopyView implements PostcopySource {
     }
   }
 
-  #untilCommittedOr(ms: number): Promise<void> {
-    return new Promise((resolve) => {
-      const done = () => {
-        clearTimeout(timer);
-        this.#commitWaiters.delete(done);
-        resolve();
-      };
-      const timer = setTimeout(done, ms);
-      this.#commitWaiters.add(done);
-    });
-  }
-
   /**
    * The generation is committed: from now on the replica has every block. Checks the blocks
    * served so far against the committed manifest (`entryOf` reads one entry) and returns
@@ -220,7 +210,7 @@ export class PostcopyView implements PostcopySource {
   async markCommitted(entryOf: (block: number) => Promise<Uint8Array>): Promise<number[]> {
     this.#committed = true;
     this.#cache.clear();
-    for (const wake of [...this.#commitWaiters]) wake();
+    this.#committedSignal.notify();
     const differing: number[] = [];
     for (const [block, hash] of this.#served) {
       if (!constantTimeEqual(await entryOf(block), hash ?? ZERO_ENTRY)) differing.push(block);
@@ -232,7 +222,7 @@ export class PostcopyView implements PostcopySource {
   /** Frees memory. */
   close(): void {
     this.#committed = true;
-    for (const wake of [...this.#commitWaiters]) wake();
+    this.#committedSignal.notify();
     this.#cache.clear();
     this.#dirty.free();
   }

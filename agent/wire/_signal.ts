@@ -2,9 +2,18 @@
 export class Signal {
   #waiters: (() => void)[] = [];
 
-  /** Resolves at the next {@linkcode Signal.notify}. */
-  wait(): Promise<void> {
-    return new Promise((resolve) => this.#waiters.push(resolve));
+  /** Resolves at the next {@linkcode Signal.notify}, or after `timeoutMs` when given. */
+  wait(timeoutMs?: number): Promise<void> {
+    if (timeoutMs === undefined) return new Promise((resolve) => this.#waiters.push(resolve));
+    return new Promise((resolve) => {
+      const done = () => {
+        clearTimeout(timer);
+        this.#waiters = this.#waiters.filter((w) => w !== done);
+        resolve();
+      };
+      const timer = setTimeout(done, timeoutMs);
+      this.#waiters.push(done);
+    });
   }
 
   /** Wakes every current waiter. */
