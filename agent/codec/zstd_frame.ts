@@ -194,3 +194,35 @@ export function assertZstdPayload(payload: Uint8Array, rawLength: number): ZstdF
   }
   return info;
 }
+
+/**
+ * The error for a payload the decoder `library` refused (`error`): corrupt, or lying about
+ * its size.
+ */
+export function undecodable(
+  payload: Uint8Array,
+  rawLength: number,
+  library: string,
+  error: unknown,
+): PresyncError {
+  return new PresyncError(
+    ErrorCode.FRAME_MALFORMED,
+    `zstd payload of ${payload.length} bytes does not decode to exactly ${rawLength} ` +
+      `bytes: it is corrupt or lies about its size (${library}: ${(error as Error).message})`,
+    { cause: error },
+  );
+}
+
+/**
+ * Checks that a decoder produced exactly `rawLength` bytes.
+ *
+ * @throws {PresyncError} `FRAME_MALFORMED` naming the expected and received lengths
+ */
+export function assertDecodedLength(out: Uint8Array, rawLength: number): void {
+  if (out.length !== rawLength) {
+    throw malformed(
+      `zstd payload decodes to the wrong length: expected ${rawLength} bytes, ` +
+        `received ${out.length}`,
+    );
+  }
+}

@@ -8,7 +8,11 @@
 
 import { compress, decompress, init } from "@bokuweb/zstd-wasm";
 import { Algorithm, type Codec } from "../../agent/codec/codec.ts";
-import { assertZstdPayload } from "../../agent/codec/zstd_frame.ts";
+import {
+  assertDecodedLength,
+  assertZstdPayload,
+  undecodable,
+} from "../../agent/codec/zstd_frame.ts";
 import { assertInteger, ErrorCode, PresyncError } from "../../agent/errors.ts";
 
 /** Lowest accepted level, as for `zstd-native`. */
@@ -75,20 +79,9 @@ export async function createZstdWasmCodec(): Promise<Codec> {
       try {
         out = decompress(payload, { defaultHeapSize: rawLength });
       } catch (error) {
-        throw new PresyncError(
-          ErrorCode.FRAME_MALFORMED,
-          `zstd payload of ${payload.length} bytes does not decode to exactly ${rawLength} ` +
-            `bytes: it is corrupt or lies about its size (zstd-wasm: ${(error as Error).message})`,
-          { cause: error },
-        );
+        throw undecodable(payload, rawLength, "zstd-wasm", error);
       }
-      if (out.length !== rawLength) {
-        throw new PresyncError(
-          ErrorCode.FRAME_MALFORMED,
-          `zstd payload decodes to the wrong length: expected ${rawLength} bytes, ` +
-            `received ${out.length}`,
-        );
-      }
+      assertDecodedLength(out, rawLength);
       return out;
     },
   };

@@ -7,7 +7,12 @@
 
 import { constants, zstdCompressSync, zstdDecompressSync, type ZstdOptions } from "node:zlib";
 import { Algorithm, type Codec } from "../../agent/codec/codec.ts";
-import { assertZstdPayload, readZstdFrame } from "../../agent/codec/zstd_frame.ts";
+import {
+  assertDecodedLength,
+  assertZstdPayload,
+  readZstdFrame,
+  undecodable,
+} from "../../agent/codec/zstd_frame.ts";
 import { assertInteger, ErrorCode, PresyncError } from "../../agent/errors.ts";
 
 /** Lowest accepted level; zstd's negative "fast" levels are not offered. */
@@ -105,23 +110,16 @@ export function createZstdCodec(options: ZstdCodecOptions = {}): Codec {
           chunkSize: Math.max(MIN_CHUNK_BYTES, rawLength + 1),
         });
       } catch (error) {
-        const tooLarge = (error as { code?: string }).code === "ERR_BUFFER_TOO_LARGE";
+        if ((error as { code?: string }).code !== "ERR_BUFFER_TOO_LARGE") {
+          throw undecodable(payload, rawLength, "zstd", error);
+        }
         throw new PresyncError(
           ErrorCode.FRAME_MALFORMED,
-          tooLarge
-            ? `zstd payload decodes to more than its raw length: expected ${rawLength} bytes`
-            : `zstd payload of ${payload.length} bytes does not decode to exactly ${rawLength} ` +
-              `bytes: it is corrupt or lies about its size (zstd: ${(error as Error).message})`,
+          `zstd payload decodes to more than its raw length: expected ${rawLength} bytes`,
           { cause: error },
         );
       }
-      if (out.length !== rawLength) {
-        throw new PresyncError(
-          ErrorCode.FRAME_MALFORMED,
-          `zstd payload decodes to the wrong length: expected ${rawLength} bytes, ` +
-            `received ${out.length}`,
-        );
-      }
+      assertDecodedLength(out, rawLength);
       return new Uint8Array(out.buffer, out.byteOffset, out.byteLength);
     },
   };
