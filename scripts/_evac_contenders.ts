@@ -27,6 +27,12 @@ export function linkDirection(link: LinkPoint): Partial<LinkDirection> {
   };
 }
 
+/** The WAN emulator in front of 127.0.0.1:`port`, both directions shaped as `link`. */
+function emulatedLinkTo(port: number, link: LinkPoint): WanEmu {
+  const direction = linkDirection(link);
+  return WanEmu.start({ target: { hostname: "127.0.0.1", port }, up: direction, down: direction });
+}
+
 /** A human name such as "100 Mbit/s, 150 ms". */
 export function linkName(link: LinkPoint): string {
   return `${link.rateBitsPerSecond / 1e6} Mbit/s, ${link.rttMs} ms`;
@@ -54,12 +60,7 @@ export async function fullCopy(
   const replica = `${workDir}/full-copy.img`;
   const port = freePort();
   const listener = Deno.listen({ hostname: "127.0.0.1", port });
-  const direction = linkDirection(link);
-  const emu = WanEmu.start({
-    target: { hostname: "127.0.0.1", port },
-    up: direction,
-    down: direction,
-  });
+  const emu = emulatedLinkTo(port, link);
   try {
     const started = performance.now();
     const receiver = (async () => {
@@ -123,12 +124,7 @@ export async function rsyncCopy(
     stdout: "null",
     stderr: "inherit",
   }).spawn();
-  const direction = linkDirection(link);
-  const emu = WanEmu.start({
-    target: { hostname: "127.0.0.1", port },
-    up: direction,
-    down: direction,
-  });
+  const emu = emulatedLinkTo(port, link);
   try {
     await waitPort(port);
     const started = performance.now();
