@@ -5,7 +5,6 @@ import { PostcopyView, type ReplicaServing, serveReplica } from "../export/mod.t
 import { DenoFileSystem } from "../fs/deno_file_system.ts";
 import { type NbdAddress, nbdUri } from "../nbd/mod.ts";
 import { ENTRY_BYTES } from "../volume/block_hashes.ts";
-import { validateVolumeName } from "../volume/volume_identity.ts";
 import { type Logger, sessionLoggerOf } from "../log.ts";
 import { SyncServer } from "../net/sync_server.ts";
 import { ReplicaStore } from "../store/replica_store.ts";
@@ -108,7 +107,6 @@ export class DestinationDaemon {
     signal: AbortSignal,
     emit: (event: Record<string, unknown>) => void,
   ): Promise<void> {
-    validateVolumeName(name);
     if (!(await this.store.has(name))) {
       throw new PresyncError(
         ErrorCode.VOLUME_NOT_FOUND,

@@ -7,7 +7,7 @@ import type { StagedBlock, StageResult } from "../store/staging_area.ts";
 import type { Destination } from "../sync/destination.ts";
 import { blockCount, type VolumeIdentity } from "../volume/volume_identity.ts";
 import type { SessionStream } from "../wire/session_stream.ts";
-import { yieldToEventLoop } from "../yield.ts";
+import { YIELD_EVERY_BYTES, yieldToEventLoop } from "../yield.ts";
 import {
   type Message,
   MessageKind,
@@ -25,8 +25,6 @@ import {
 } from "./sync_protocol.ts";
 
 const NO_HASH = new Uint8Array(32);
-/** Bytes compressed between two yields to the event loop. */
-const YIELD_EVERY_BYTES = 256 * 1024;
 
 /** Transfer counters of one remote destination. */
 export interface TransferCounters {

@@ -14,7 +14,7 @@ import {
   RECORD_HEADER_BYTES,
   type RecordHeader,
 } from "./_staging_record.ts";
-import { yieldToEventLoop } from "../yield.ts";
+import { YIELD_EVERY_BYTES, yieldToEventLoop } from "../yield.ts";
 import { concatBytes, constantTimeEqual } from "../bytes.ts";
 
 /** One block handed to the store: its bytes with their BLAKE3, or `data: null` for zeros. */
@@ -43,8 +43,6 @@ interface StagingHeader {
 }
 
 const LOG_READ_BYTES = 8 * 1024 * 1024;
-/** Bytes verified between two yields to the event loop while staging. */
-const YIELD_EVERY_BYTES = 256 * 1024;
 
 /**
  * The generation being received: an append-only log of verified blocks, their hashes in a

@@ -7,7 +7,7 @@ import type { Cut } from "../tracker.ts";
 import { blockEntries, ENTRY_BYTES, isZeroEntry } from "../volume/block_hashes.ts";
 import { assertSameVolume } from "../volume/volume_identity.ts";
 import type { Destination } from "./destination.ts";
-import { yieldToEventLoop } from "../yield.ts";
+import { YIELD_EVERY_BYTES, yieldToEventLoop } from "../yield.ts";
 
 /** Most bytes read from the source in one go while sending. */
 export const SEND_READ_BYTES = 8 * 1024 * 1024;
@@ -110,16 +110,13 @@ export async function sendGeneration(
   }
 }
 
-/** Bytes hashed between two yields to the event loop while sending. */
-const HASH_SLICE_BYTES = 256 * 1024;
-
 /**
  * `blockEntries` in slices of about 256 KiB, yielding to the event loop between slices: an
  * NBD server in the same process (the nbd tracker) keeps answering the VM within a fraction
  * of a millisecond instead of waiting for a whole 8 MiB batch to be hashed.
  */
 async function entriesYielding(data: Uint8Array, blockSize: number): Promise<Uint8Array> {
-  const perSlice = Math.max(1, Math.floor(HASH_SLICE_BYTES / blockSize)) * blockSize;
+  const perSlice = Math.max(1, Math.floor(YIELD_EVERY_BYTES / blockSize)) * blockSize;
   if (data.length <= perSlice) return blockEntries(data, blockSize);
   const out = new Uint8Array(Math.ceil(data.length / blockSize) * ENTRY_BYTES);
   for (let at = 0; at < data.length; at += perSlice) {
