@@ -234,11 +234,10 @@ export class SyncServer {
     if (this.#exported.has(name)) {
       throw new PresyncError(ErrorCode.VOLUME_EXPORTED, `volume ${name} is exported already`);
     }
-    while (!this.#finals.has(name)) {
-      signal.throwIfAborted();
-      const aborted = new Promise<void>((resolve) =>
-        signal.addEventListener("abort", () => resolve(), { once: true })
-      );
+    const aborted = new Promise<void>((resolve) =>
+      signal.addEventListener("abort", () => resolve(), { once: true })
+    );
+    while (!this.#finals.has(name) && !signal.aborted) {
       await Promise.race([this.#finalSignal.wait(), aborted]);
     }
     signal.throwIfAborted();
@@ -296,8 +295,8 @@ export class SyncServer {
 
   /**
    * The narrowing loop of one holder: the window follows the highest arrival rate of the
-   * last two seconds times the smallest RTT seen, ×1.5 so the link stays full (the window is granted back in
-   * quarters: between 3/4 and all of it is in flight).
+   * last two seconds times the smallest RTT seen, ×1.5 so the link stays full (the window is
+   * granted back in quarters: between 3/4 and all of it is in flight).
    */
   #narrow(name: string, holder: Omit<Holder, "released">): void {
     if (holder.narrowing) return;
