@@ -119,6 +119,7 @@ export class DestinationDaemon {
     const log = this.#config.log;
     let view: PostcopyView | undefined;
     let serving: ReplicaServing | undefined;
+    let onCommitted: (() => void) | undefined;
     try {
       if (!final.committed) {
         view = new PostcopyView({
@@ -131,13 +132,14 @@ export class DestinationDaemon {
         const postcopy = view;
         // Until the commit, fetched blocks must not wait behind seconds of queued bulk.
         this.server.narrowBulk(name, Infinity);
-        final.onCommitted.add(() => {
+        onCommitted = () => {
           this.server.widenBulk(name);
           this.#postcopyDone(name, postcopy).then(
             emit,
             (err) => log("error", "postcopy_check_failed", { volume: name, error: String(err) }),
           );
-        });
+        };
+        final.onCommitted.add(onCommitted);
       }
       serving = await serveReplica({
         storeDir: this.#config.storeDir,
@@ -167,6 +169,7 @@ export class DestinationDaemon {
         signal.addEventListener("abort", () => resolve(), { once: true });
       });
     } finally {
+      if (onCommitted) final.onCommitted.delete(onCommitted);
       this.#exports.delete(name);
       this.server.widenBulk(name);
       await serving?.close();
@@ -186,20 +189,15 @@ export class DestinationDaemon {
         return entry;
       };
       const differing = await view.markCommitted(entryOf);
-      const event = {
-        event: "committed",
-        volume: name,
-        ...view.stats,
-        differing: differing.length,
-      };
+      const fields = { volume: name, ...view.stats, differing: differing.length };
       if (differing.length > 0) {
         this.#config.log("error", "postcopy_mismatch", {
-          ...event,
+          ...fields,
           blocks: differing.slice(0, 16),
           hint: "the source changed after the final cut (was its VM paused?)",
         });
-      } else this.#config.log("info", "postcopy_committed", event);
-      return event;
+      } else this.#config.log("info", "postcopy_committed", fields);
+      return { event: "committed", ...fields };
     } finally {
       manifest.close();
     }
