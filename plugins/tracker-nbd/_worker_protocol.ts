@@ -7,14 +7,17 @@ export type WorkerTrackerOptions = Omit<NbdTrackerOptions, "initialDirty" | "onE
   initialDirty?: Uint8Array;
 };
 
-/** Main thread → worker. */
-export type WorkerRequest =
-  | { id: number; op: "init"; options: WorkerTrackerOptions }
-  | { id: number; op: "cut" }
-  | { id: number; op: "resume"; dirty: Uint8Array }
-  | { id: number; op: "read"; cutId: number; first: number; count: number }
-  | { id: number; op: "release"; cutId: number }
-  | { id: number; op: "close" };
+/** What the main thread asks of the worker. */
+export type WorkerCall =
+  | { op: "init"; options: WorkerTrackerOptions }
+  | { op: "cut" }
+  | { op: "resume"; dirty: Uint8Array }
+  | { op: "read"; cutId: number; first: number; count: number }
+  | { op: "release"; cutId: number }
+  | { op: "close" };
+
+/** Main thread → worker: a call and the id its reply carries. */
+export type WorkerRequest = WorkerCall & { id: number };
 
 /** Worker → main thread (`id` 0: not an answer, an event). */
 export type WorkerReply =

@@ -4,11 +4,9 @@ import type { NbdAddress } from "../../agent/nbd/mod.ts";
 import type { Cut, Tracker } from "../../agent/tracker.ts";
 import { blockCount } from "../../agent/volume/volume_identity.ts";
 import type { NbdTrackerOptions } from "./nbd_tracker.ts";
-import { owned, type WorkerReply, type WorkerRequest } from "./_worker_protocol.ts";
+import { owned, type WorkerCall, type WorkerReply } from "./_worker_protocol.ts";
 
 type Pending = { resolve: (reply: WorkerReply) => void; reject: (err: unknown) => void };
-type Request = WorkerRequest extends infer R ? R extends { id: number } ? Omit<R, "id"> : never
-  : never;
 
 /**
  * The NBD tracker on a thread of its own (`_tracker_worker.ts`): the VM's NBD server, the live
@@ -74,7 +72,7 @@ export class WorkerNbdTracker implements Tracker {
     }
   }
 
-  #call(request: Request, transfer: Transferable[] = []): Promise<WorkerReply> {
+  #call(request: WorkerCall, transfer: Transferable[] = []): Promise<WorkerReply> {
     if (this.#failure) return Promise.reject(this.#failure);
     if (this.#closed) {
       return Promise.reject(
