@@ -23,6 +23,11 @@ export interface TransactionAction {
 export interface RecoveryPlan {
   /** The bitmap that records the next generation's writes once `actions` ran. */
   active: string;
+  /**
+   * Removals of bitmaps that hold nothing needed (recorded, untrustworthy), run first: a
+   * name removed and added again in one transaction would collide.
+   */
+  cleanup: TransactionAction[];
   /** One QMP transaction (possibly empty): atomic, so no write falls between bitmaps. */
   actions: TransactionAction[];
   /** True when no bitmap accounts for every write since the last recorded generation. */
@@ -83,7 +88,8 @@ export function planRecovery(
       : "no bitmap records writes any more (removed or disabled by someone else)";
     return {
       active,
-      actions: [...ours.map((b) => remove(b.name)), add()],
+      cleanup: ours.map((b) => remove(b.name)),
+      actions: [add()],
       scan: true,
       reason,
       merged: [],
@@ -103,9 +109,10 @@ export function planRecovery(
       data: { node, target: active, bitmaps: folded },
     });
   }
-  actions.push(...[...folded, ...stale.map((b) => b.name)].map(remove));
+  actions.push(...folded.map(remove));
   return {
     active,
+    cleanup: stale.map((b) => remove(b.name)),
     actions,
     scan: false,
     reason: folded.length > 0 || stale.length > 0 || !target

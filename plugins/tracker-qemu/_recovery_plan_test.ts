@@ -8,16 +8,6 @@ function bitmap(name: string, recording: boolean, extra: Partial<NodeBitmap> = {
   return { name, recording, persistent: true, busy: false, inconsistent: false, ...extra };
 }
 
-Deno.test("names carry the volume and the generation; only ours parse", () => {
-  assert.equal(names.bitmap(7), "presync-db1-7");
-  assert.equal(names.generationOf("presync-db1-7"), 7);
-  assert.equal(names.generationOf("presync-db1-x"), null);
-  assert.equal(names.generationOf("presync-db10-7"), null);
-  assert.equal(names.generationOf("backup-7"), null);
-  assert.equal(names.generationOf(undefined), null);
-  assert.ok(names.isOurs(names.fleeceNode(3)) && !names.isOurs("libvirt-1-format"));
-});
-
 Deno.test("first start: no bitmap, so a fresh one and a scan", () => {
   const plan = planRecovery(names, "n", [bitmap("other", true)], 0, true);
   assert.equal(plan.scan, true);
@@ -48,9 +38,10 @@ Deno.test("crash after the agent recorded the cut: the frozen bitmap is dropped,
   assert.equal(plan.scan, false);
   assert.deepEqual(plan.removed, ["presync-db1-4"]);
   assert.deepEqual(plan.merged, []);
-  assert.deepEqual(plan.actions, [
+  assert.deepEqual(plan.cleanup, [
     { type: "block-dirty-bitmap-remove", data: { node: "n", name: "presync-db1-4" } },
   ]);
+  assert.deepEqual(plan.actions, []);
 });
 
 Deno.test("crash between the QMP rotation and recording: the unrecorded cut is folded in", () => {
@@ -91,6 +82,7 @@ Deno.test("names ahead of the recorded generation are renamed by one atomic merg
     "block-dirty-bitmap-remove",
     "block-dirty-bitmap-remove",
   ]);
+  assert.deepEqual(plan.cleanup, []);
 });
 
 Deno.test("an inconsistent, removed or disabled active bitmap means a scan, never trust", () => {
@@ -104,6 +96,11 @@ Deno.test("an inconsistent, removed or disabled active bitmap means a scan, neve
   assert.equal(inconsistent.scan, true);
   assert.match(inconsistent.reason, /inconsistent/);
   assert.deepEqual(inconsistent.removed, ["presync-db1-5"]);
+  // Removed before the fresh bitmap of the same name is added.
+  assert.deepEqual(inconsistent.cleanup.map((a) => a.data.name), ["presync-db1-5"]);
+  assert.deepEqual(inconsistent.actions.map((a) => [a.type, a.data.name]), [
+    ["block-dirty-bitmap-add", "presync-db1-5"],
+  ]);
   const disabled = planRecovery(names, "n", [bitmap("presync-db1-5", false)], 3, true);
   assert.equal(disabled.scan, true);
   assert.match(disabled.reason, /removed or disabled/);
@@ -117,11 +114,4 @@ Deno.test("an inconsistent, removed or disabled active bitmap means a scan, neve
   );
   assert.equal(leftover.scan, false);
   assert.deepEqual(leftover.removed, ["presync-db1-4"]);
-});
-
-Deno.test("overlay file names parse back to their generation, other files do not", () => {
-  assert.equal(names.fleeceFileGeneration("presync-db1-fleece-12.qcow2"), 12);
-  assert.equal(names.fleeceFile("/d", 12), "/d/presync-db1-fleece-12.qcow2");
-  assert.equal(names.fleeceFileGeneration("presync-db1-fleece-12.qcow2.tmp"), null);
-  assert.equal(names.fleeceFileGeneration("presync-db2-fleece-12.qcow2"), null);
 });

@@ -88,6 +88,50 @@ export class TrackerRig implements AsyncDisposable {
     await this.writer.close();
   }
 
+  /** Reopens the source state from disk (after another process changed it). */
+  async reopenState(): Promise<void> {
+    this.state.close();
+    this.state = await SourceState.open(this.fs, `${this.dir}/state`);
+  }
+
+  /**
+   * Runs `_crash_child.ts`: an agent that cuts one generation (recording it with `record`)
+   * and is then killed with SIGKILL. Returns the generation and its extents.
+   */
+  async crashAfterCut(
+    mode: "record" | "no-record",
+  ): Promise<{ generation: number; extents: number[][] }> {
+    const child = new Deno.Command(Deno.execPath(), {
+      args: ["run", "-A", new URL("./_crash_child.ts", import.meta.url).pathname, this.dir, mode],
+      stdout: "piped",
+      stderr: "piped",
+    }).spawn();
+    const errors = new Response(child.stderr).text();
+    let output = "";
+    const reader = child.stdout.pipeThrough(new TextDecoderStream()).getReader();
+    try {
+      while (!output.includes("\n")) {
+        const { value, done } = await reader.read();
+        if (done) break;
+        output += value;
+      }
+    } finally {
+      try {
+        child.kill("SIGKILL");
+      } catch {
+        // Ended already.
+      }
+      await reader.cancel();
+      await child.status;
+    }
+    if (!output.startsWith("CUT ")) {
+      throw new Error(`the crash child failed: ${output}${await errors}`);
+    }
+    await errors;
+    const [, generation, extents] = /^CUT (\d+) (.*)$/m.exec(output)!;
+    return { generation: Number(generation), extents: JSON.parse(extents) };
+  }
+
   /** The tracker's options for this rig. */
   options(extra: Partial<QemuTrackerOptions> = {}): QemuTrackerOptions {
     return {

@@ -174,6 +174,7 @@ export class QemuTracker implements Tracker {
     const interrupted = state !== null && !state.complete;
     this.#setCarry(null);
     let scanned = 0;
+    await this.#transaction(plan.cleanup);
     if (plan.scan || interrupted) {
       state?.dirty?.free();
       // Saved before the new bitmap exists: dying in the scan below means scanning again.
