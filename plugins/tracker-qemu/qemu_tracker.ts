@@ -3,16 +3,16 @@ import { ErrorCode, PresyncError } from "../../agent/errors.ts";
 import { DenoFileSystem } from "../../agent/fs/deno_file_system.ts";
 import type { FileSystem } from "../../agent/fs/file_system.ts";
 import type { Logger } from "../../agent/log.ts";
-import { NbdClient } from "../../agent/nbd/mod.ts";
+import type { NbdClient } from "../../agent/nbd/mod.ts";
 import { DEFAULT_QMP_TIMEOUT_MS, QmpClient } from "../../agent/qemu/mod.ts";
 import type { Cut, Tracker } from "../../agent/tracker.ts";
 import type { ManifestFile } from "../../agent/volume/manifest_file.ts";
 import { blockCount, type VolumeIdentity } from "../../agent/volume/volume_identity.ts";
 import { markDirtyExtents } from "../tracker-qemu-bitmap/mod.ts";
-import { findNode, listExports, type NodeInfo, until } from "./_block_graph.ts";
+import { findNode, type NodeInfo } from "./_block_graph.ts";
 import { Fleece, removeLeftovers } from "./_fleece.ts";
 import { TrackerNames } from "./_names.ts";
-import { ensureNbdServer, stopNbdServerIfIdle } from "./_nbd_server.ts";
+import { NbdExports } from "./_nbd_exports.ts";
 import { scanAgainstManifest } from "./_nbd_scan.ts";
 import { planRecovery, type TransactionAction } from "./_recovery_plan.ts";
 import { loadScanState, removeScanState, saveScanState, SCAN_STATE_FILE } from "./_scan_state.ts";
@@ -66,6 +66,21 @@ export interface TrackerRecovery {
  * each `cut()` rotates bitmaps and starts a fleecing view in ONE QMP `transaction`, so no
  * write falls between two generations and the generation is read as the disk was at the
  * cut while the VM runs on. See this plugin's `mod.ts` for the setup and crash recovery.
+ *
+ * @example
+ * ```ts ignore
+ * const state = await SourceState.open(fs, "/var/lib/presync/agent/db1");
+ * const tracker = await QemuTracker.open({
+ *   qmpSocket: "/run/presync/db1.qmp",
+ *   node: "libvirt-1-format",
+ *   identity: state.identity,
+ *   manifest: state.manifest,
+ *   recordedGeneration: state.pending?.generation ?? state.committedGeneration,
+ *   stateDir: "/var/lib/presync/agent/db1",
+ *   workDir: "/run/presync/db1",
+ * });
+ * const cut = await tracker.cut(); // cut.pointInTime === true
+ * ```
  */
 export class QemuTracker implements Tracker {
   readonly sizeBytes: number;
@@ -77,6 +92,8 @@ export class QemuTracker implements Tracker {
   readonly #scanStatePath: string;
   readonly #socket: string;
   #qmp: QmpClient | null = null;
+  /** Exports on the QEMU of `#qmp`. */
+  #exports!: NbdExports;
   #node!: NodeInfo;
   #next: number;
   #carry: { generation: number; dirty: Bitmap } | null = null;
@@ -129,6 +146,7 @@ export class QemuTracker implements Tracker {
     this.#attachNeeded = true;
     try {
       this.#qmp = await QmpClient.connect(this.#options.qmpSocket, { timeoutMs: this.#timeoutMs });
+      this.#exports = new NbdExports(this.#qmp, this.#socket, this.sizeBytes, this.#timeoutMs);
     } catch (err) {
       if (err instanceof PresyncError && err.code !== ErrorCode.IO) throw err;
       throw new PresyncError(
@@ -229,55 +247,15 @@ export class QemuTracker implements Tracker {
       return await scanAgainstManifest(client, this.#options.manifest, this.#options.identity);
     } finally {
       await client.close();
-      await this.#unexport(this.#names.export("live"));
+      await this.#exports.remove(this.#names.export("live"));
     }
   }
 
+  /** A read-only export of the live disk and a client on it. */
   async #exportLive(): Promise<NbdClient> {
     const id = this.#names.export("live");
-    await this.#export(id, this.#node.nodeName, []);
-    return await this.#nbd(id, []);
-  }
-
-  async #export(id: string, node: string, bitmaps: string[]): Promise<void> {
-    await ensureNbdServer(this.#qmp!, this.#socket);
-    await this.#qmp!.execute("block-export-add", {
-      type: "nbd",
-      id,
-      "node-name": node,
-      name: id,
-      writable: false,
-      ...(bitmaps.length > 0 ? { bitmaps } : {}),
-    });
-  }
-
-  async #nbd(id: string, contexts: string[]): Promise<NbdClient> {
-    const client = await NbdClient.connect(
-      { transport: "unix", path: this.#socket },
-      id,
-      { metaContexts: contexts },
-    );
-    if (client.sizeBytes !== this.sizeBytes) {
-      await client.close();
-      throw new PresyncError(
-        ErrorCode.VOLUME_MISMATCH,
-        `QEMU's export ${id} is ${client.sizeBytes} bytes, the volume ${this.sizeBytes}`,
-      );
-    }
-    return client;
-  }
-
-  async #unexport(id: string): Promise<void> {
-    const qmp = this.#qmp!;
-    if ((await listExports(qmp)).includes(id)) {
-      await qmp.execute("block-export-del", { id, mode: "hard" });
-      await until(
-        `delete NBD export ${id}`,
-        async () => !(await listExports(qmp)).includes(id),
-        this.#timeoutMs,
-      );
-    }
-    await stopNbdServerIfIdle(qmp, this.#socket);
+    await this.#exports.add(id, this.#node.nodeName);
+    return await this.#exports.connect(id);
   }
 
   #checkIdle(what: string): void {
@@ -337,9 +315,9 @@ export class QemuTracker implements Tracker {
       throw await this.#explainFailedRotation(err, frozen);
     }
     try {
-      await this.#export(this.#names.export(g), fleece.node, [frozen]);
+      await this.#exports.add(this.#names.export(g), fleece.node, [frozen]);
       const context = `qemu:dirty-bitmap:${frozen}`;
-      const client = await this.#nbd(this.#names.export(g), [context]);
+      const client = await this.#exports.connect(this.#names.export(g), [context]);
       const dirty = new Bitmap(blockCount(this.#options.identity));
       try {
         for (let at = 0; at < this.sizeBytes;) {
@@ -400,7 +378,7 @@ export class QemuTracker implements Tracker {
         { type: "block-dirty-bitmap-enable", data: { node, name: this.#names.bitmap(g) } },
         { type: "block-dirty-bitmap-remove", data: { node, name: this.#names.bitmap(g + 1) } },
       ]);
-      await stopNbdServerIfIdle(this.#qmp!, this.#socket);
+      await this.#exports.stopServerIfIdle();
     } catch {
       // QEMU is gone or refuses: the next attach folds the unrecorded bitmap in.
       this.#attachNeeded = true;
@@ -417,7 +395,7 @@ export class QemuTracker implements Tracker {
     if (node.bitmaps.some((b) => b.name === name)) {
       await qmp.execute("block-dirty-bitmap-remove", { node: node.nodeName, name });
     }
-    await stopNbdServerIfIdle(qmp, this.#socket);
+    await this.#exports.stopServerIfIdle();
   }
 
   /**
@@ -431,7 +409,7 @@ export class QemuTracker implements Tracker {
     const cut = new QemuCut(dirty.clone(), false, client, this.#options.identity, async () => {
       const qmp = this.#qmp;
       if (!qmp || qmp.isClosed) return;
-      await this.#unexport(this.#names.export("live"));
+      await this.#exports.remove(this.#names.export("live"));
     });
     this.#outstanding = cut;
     return cut;
@@ -450,7 +428,7 @@ export class QemuTracker implements Tracker {
     if (qmp && !qmp.isClosed && !this.#attachNeeded) {
       try {
         await removeLeftovers(qmp, this.#names, this.#options.workDir, this.#timeoutMs);
-        await stopNbdServerIfIdle(qmp, this.#socket);
+        await this.#exports.stopServerIfIdle();
       } finally {
         await qmp.close();
       }
