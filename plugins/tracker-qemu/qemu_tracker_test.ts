@@ -1,6 +1,8 @@
 import assert from "node:assert/strict";
+import { assertRejectsCode } from "../../fixtures/assert.ts";
 import { needQemu } from "../../fixtures/guest/qemu_process.ts";
-import { BLOCK, TrackerRig } from "./_test_rig.ts";
+import { BLOCK, SIZE, TrackerRig } from "./_test_rig.ts";
+import { QemuTracker } from "./mod.ts";
 
 const qemu = await needQemu(["qemu-img"]);
 
@@ -49,3 +51,38 @@ for (const format of ["raw", "qcow2"] as const) {
     },
   });
 }
+
+Deno.test({
+  name: "clear errors: no QEMU, an unknown node, a resized disk, a cut before the last is " +
+    "released, and QEMU's one NBD server taken by someone else",
+  ...qemu,
+  async fn() {
+    await using rig = await TrackerRig.start("raw");
+    const gone = await assertRejectsCode(
+      QemuTracker.open(rig.options({ qmpSocket: `${rig.dir}/nothing.sock` })),
+      "CONNECTION_LOST",
+    );
+    assert.ok(gone.retryable);
+    const unknown = await assertRejectsCode(rig.open({ node: "nope" }), "INVALID_ARGUMENT");
+    assert.match(unknown.message, /no block node or drive named "nope"; it has: disk0, drive0/);
+    await assertRejectsCode(
+      rig.open({ identity: { ...rig.state.identity, sizeBytes: SIZE * 2 } }),
+      "VOLUME_MISMATCH",
+    );
+    // By its drive id works as well as by node name.
+    const tracker = await rig.open({ node: "drive0" });
+    assert.equal(tracker.nodeName, "disk0");
+    const cut = await tracker.cut();
+    await assertRejectsCode(tracker.cut(), "INVALID_ARGUMENT");
+    await cut.release();
+    await rig.writer.execute("nbd-server-start", {
+      addr: { type: "unix", data: { path: `${rig.dir}/libvirt-nbd.sock` } },
+    });
+    const taken = await assertRejectsCode(tracker.cut(), "QMP_COMMAND_FAILED");
+    assert.ok(taken.retryable);
+    assert.match(taken.message, /one NBD server at a time/);
+    await rig.writer.execute("nbd-server-stop");
+    await rig.write(7, 0x77);
+    assert.deepEqual(await rig.sync(tracker), [[7, 1]], "the failed cut lost no write");
+  },
+});
