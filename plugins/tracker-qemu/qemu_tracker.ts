@@ -387,15 +387,30 @@ export class QemuTracker implements Tracker {
 
   /** After generation `g` is in the agent's hands: drops its overlay and frozen bitmap. */
   async #releaseGeneration(g: number, fleece: Fleece): Promise<void> {
+    await this.#whileQemuLives(async (qmp) => {
+      await fleece.teardown(this.#timeoutMs);
+      const name = this.#names.bitmap(g);
+      const node = await findNode(qmp, this.#node.nodeName);
+      if (node.bitmaps.some((b) => b.name === name)) {
+        await qmp.execute("block-dirty-bitmap-remove", { node: node.nodeName, name });
+      }
+      await this.#exports.stopServerIfIdle();
+    });
+  }
+
+  /**
+   * Runs a clean-up in QEMU, unless QEMU went away (before or during it): then nothing of
+   * what it would drop is left, and the next attach cleans up whatever an image kept.
+   */
+  async #whileQemuLives(cleanUp: (qmp: QmpClient) => Promise<void>): Promise<void> {
     const qmp = this.#qmp;
-    if (!qmp || qmp.isClosed) return; // QEMU went away: nothing of it is left to drop.
-    await fleece.teardown(this.#timeoutMs);
-    const name = this.#names.bitmap(g);
-    const node = await findNode(qmp, this.#node.nodeName);
-    if (node.bitmaps.some((b) => b.name === name)) {
-      await qmp.execute("block-dirty-bitmap-remove", { node: node.nodeName, name });
+    if (!qmp || qmp.isClosed) return;
+    try {
+      await cleanUp(qmp);
+    } catch (err) {
+      if (!(err instanceof PresyncError) || err.code !== ErrorCode.CONNECTION_LOST) throw err;
+      this.#attachNeeded = true;
     }
-    await this.#exports.stopServerIfIdle();
   }
 
   /**
@@ -406,11 +421,13 @@ export class QemuTracker implements Tracker {
     this.#checkIdle("resume()");
     await this.#ready();
     const client = await this.#exportLive();
-    const cut = new QemuCut(dirty.clone(), false, client, this.#options.identity, async () => {
-      const qmp = this.#qmp;
-      if (!qmp || qmp.isClosed) return;
-      await this.#exports.remove(this.#names.export("live"));
-    });
+    const cut = new QemuCut(
+      dirty.clone(),
+      false,
+      client,
+      this.#options.identity,
+      () => this.#whileQemuLives(() => this.#exports.remove(this.#names.export("live"))),
+    );
     this.#outstanding = cut;
     return cut;
   }

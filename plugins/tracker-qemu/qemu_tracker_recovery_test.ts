@@ -132,3 +132,24 @@ Deno.test({
     assert.deepEqual((await rig.leftovers()).nodes, []);
   },
 });
+
+Deno.test({
+  name: "QEMU killed while a generation is read: the read fails, release still succeeds, and " +
+    "the next cut reattaches to the new QEMU and scans",
+  ...qemu,
+  async fn() {
+    await using rig = await TrackerRig.start("raw");
+    const tracker = await rig.open();
+    await rig.write(1, 0x51);
+    const cut = await tracker.cut();
+    await rig.stopQemu("kill");
+    await assert.rejects(cut.read(1, 1));
+    await cut.release();
+    await rig.startQemu();
+    await rig.write(2, 0x52);
+    // That cut was never recorded nor sent: the scan finds both blocks against the manifest.
+    assert.deepEqual(await rig.sync(tracker), [[1, 2]]);
+    assert.equal(tracker.recovery.method, "scan");
+    await rig.assertReplicaEquals();
+  },
+});
