@@ -94,7 +94,14 @@ export class QmpClient implements AsyncDisposable {
         lines.next(),
         new Promise<never>((_, reject) => {
           timer = setTimeout(
-            () => reject(timeout(`greet on ${path}`, timeoutMs)),
+            () =>
+              reject(
+                timeout(
+                  `greet on ${path} (QEMU serves one client per QMP socket: is another ` +
+                    `one, e.g. libvirt or a second presync, connected to it?)`,
+                  timeoutMs,
+                ),
+              ),
             timeoutMs,
           );
         }),

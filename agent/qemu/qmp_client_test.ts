@@ -175,3 +175,18 @@ Deno.test("a command QEMU does not answer in time fails with TIMEOUT; a late rep
   assert.ok(err.retryable);
   assert.equal(await qmp.execute("three"), 3);
 });
+
+Deno.test({
+  name: "a QMP socket another client holds: the second client times out saying why",
+  ...qemu,
+  async fn() {
+    await using rig = await startBareQemu();
+    await using first = await QmpClient.connect(rig.vm.qmp[0]);
+    const err = await assertRejectsCode(
+      QmpClient.connect(rig.vm.qmp[0], { timeoutMs: 300 }),
+      "TIMEOUT",
+    );
+    assert.match(err.message, /one client per QMP socket/);
+    assert.equal((await first.execute("query-status") as { status: string }).status, "running");
+  },
+});
