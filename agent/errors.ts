@@ -68,6 +68,10 @@ export const ErrorCode = {
   NBD_REQUEST_FAILED: "NBD_REQUEST_FAILED",
   /** The replica is exported to a VM at the destination: it must not change under it. */
   VOLUME_EXPORTED: "VOLUME_EXPORTED",
+  /** QEMU answered a QMP command with an error (its error class and text are in the message). */
+  QMP_COMMAND_FAILED: "QMP_COMMAND_FAILED",
+  /** A dirty bitmap presync relies on was removed from QEMU or became unusable. */
+  QEMU_BITMAP_LOST: "QEMU_BITMAP_LOST",
 } as const;
 
 /** One of the {@linkcode ErrorCode} values. */
