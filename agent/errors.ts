@@ -68,6 +68,13 @@ export const ErrorCode = {
   NBD_REQUEST_FAILED: "NBD_REQUEST_FAILED",
   /** The replica is exported to a VM at the destination: it must not change under it. */
   VOLUME_EXPORTED: "VOLUME_EXPORTED",
+  /**
+   * A control socket or its directory could be controlled by another user (a symlink, a file
+   * planted at the socket's path, a directory others can write or that someone else owns).
+   */
+  CONTROL_UNSAFE: "CONTROL_UNSAFE",
+  /** An address or socket path to listen on is taken (by another presync, or another program). */
+  ADDRESS_IN_USE: "ADDRESS_IN_USE",
 } as const;
 
 /** One of the {@linkcode ErrorCode} values. */

@@ -6,12 +6,20 @@ export type LogLevel = "info" | "warn" | "error";
 /** Writes one log line: a stable event name and fields. */
 export type Logger = (level: LogLevel, event: string, fields?: Record<string, unknown>) => void;
 
+/** Where log lines go: stderr, one write per line, unless a progress board draws there. */
+export type LogSink = (line: string) => void;
+
+const encoder = new TextEncoder();
+
+function stderrLine(line: string): void {
+  Deno.stderr.writeSync(encoder.encode(line + "\n"));
+}
+
 /**
- * A logger writing to stderr: JSON lines (`json`, for journald and log shippers) or
- * `time level event key=value …` lines (`text`).
+ * A logger writing to `sink` (default stderr): JSON lines (`json`, for journald and log
+ * shippers) or `time level event key=value …` lines (`text`).
  */
-export function createLogger(format: "json" | "text"): Logger {
-  const encoder = new TextEncoder();
+export function createLogger(format: "json" | "text", sink: LogSink = stderrLine): Logger {
   return (level, event, fields = {}) => {
     const time = new Date().toISOString();
     const line = format === "json"
@@ -21,7 +29,7 @@ export function createLogger(format: "json" | "text"): Logger {
           ` ${k}=${typeof v === "string" ? v : JSON.stringify(v)}`
         ).join("")
       }`;
-    Deno.stderr.writeSync(encoder.encode(line + "\n"));
+    sink(line);
   };
 }
 
