@@ -5,12 +5,16 @@
 #   qemu-img, qemu-io, qemu-nbd (qemu-utils), nbdinfo, nbdcopy (libnbd-bin) - real NBD peers
 #   rsync  - the evacuation benchmark's baseline
 #   openssl - test certificates for the TLS and QUIC transports
+#   promtool (prometheus) - checks the /metrics exposition in the tests
+#   script (bsdutils) - runs the agent and evacuate under a pseudo-terminal in the tests
+#   systemd-analyze (systemd) - verifies the shipped systemd units in the tests
 # Idempotent and quiet when everything is present. Needs root (apt-get) to install; without
 # it, says what is missing and carries on (the tests that need a tool then say they skip).
 set -euo pipefail
 
 declare -A package_of=([zstd]=zstd [b3sum]=b3sum [qemu-img]=qemu-utils [nbdinfo]=libnbd-bin
-  [rsync]=rsync [openssl]=openssl)
+  [rsync]=rsync [openssl]=openssl [promtool]=prometheus [script]=bsdutils
+  [systemd-analyze]=systemd)
 missing=()
 for tool in "${!package_of[@]}"; do
   command -v "$tool" >/dev/null 2>&1 || missing+=("${package_of[$tool]}")

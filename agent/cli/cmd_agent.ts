@@ -1,7 +1,7 @@
 import { codecByName, DEFAULT_CODEC_NAME } from "../codec/mod.ts";
 import { parseMetricsListen, serveControl } from "../daemon/control_server.ts";
 import { controlSocketPath } from "../daemon/control_socket.ts";
-import { counters } from "../daemon/counters.ts";
+import { type Counters, counters } from "../daemon/counters.ts";
 import { type MetricFamily, renderMetrics } from "../daemon/metrics.ts";
 import { parseSchedule } from "../daemon/rate_schedule.ts";
 import { SourceAgent } from "../daemon/source_agent.ts";
@@ -193,7 +193,7 @@ async function runAgent(
 }
 
 /** The agent's Prometheus metrics: gauges from each volume's status, then the counters. */
-export function agentMetrics(status: VolumeStatus[]): string {
+export function agentMetrics(status: VolumeStatus[], processCounters: Counters = counters): string {
   const gauge = (
     name: string,
     help: string,
@@ -228,6 +228,6 @@ export function agentMetrics(status: VolumeStatus[]): string {
       (s) => s.predictedEvacuationSeconds,
     ),
     gauge("presync_paused", "1 while the volume is paused.", (s) => s.paused ? 1 : 0),
-    ...counters.families(),
+    ...processCounters.families(),
   ]);
 }

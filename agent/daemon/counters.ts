@@ -75,7 +75,7 @@ export class Counters {
   );
   readonly #sentBlocks = new LabelledCounter(
     "presync_sent_blocks_total",
-    "Blocks of committed generations sent to the destination.",
+    "Changed blocks of the generations committed at the destination.",
   );
   readonly #receivedBytes = new LabelledCounter(
     "presync_received_bytes_total",
@@ -113,7 +113,7 @@ export class Counters {
     this.#sentBytes.add({ volume }, bytes);
   }
 
-  /** A generation of `volume` sending `blocks` blocks was committed in `commitSeconds`. */
+  /** A generation of `volume` of `blocks` changed blocks was committed in `commitSeconds`. */
   generationCommitted(volume: string, blocks: number, commitSeconds: number): void {
     this.#sentBlocks.add({ volume }, blocks);
     this.#committed.add({ volume }, 1);
