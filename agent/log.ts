@@ -17,7 +17,8 @@ function stderrLine(line: string): void {
 
 /**
  * A logger writing to `sink` (default stderr): JSON lines (`json`, for journald and log
- * shippers) or `time level event key=value …` lines (`text`).
+ * shippers) or `time level event key=value …` lines (`text`); fields whose value is
+ * undefined are left out of both.
  */
 export function createLogger(format: "json" | "text", sink: LogSink = stderrLine): Logger {
   return (level, event, fields = {}) => {
@@ -25,7 +26,7 @@ export function createLogger(format: "json" | "text", sink: LogSink = stderrLine
     const line = format === "json"
       ? JSON.stringify({ time, level, event, ...fields })
       : `${time} ${level} ${event}${
-        Object.entries(fields).map(([k, v]) =>
+        Object.entries(fields).filter(([, v]) => v !== undefined).map(([k, v]) =>
           ` ${k}=${typeof v === "string" ? v : JSON.stringify(v)}`
         ).join("")
       }`;

@@ -57,10 +57,13 @@ export async function serveControl(
   log: Logger,
 ): Promise<ControlEndpoint> {
   const claim = await claimSocketPath(options.socket);
+  // Aborted by close(): requests still waiting (an evacuation) are answered at once, so
+  // stopping the daemon never waits for them.
+  const closing = new AbortController();
   if (claim === "stale") log("warn", "stale_control_socket_replaced", { socket: options.socket });
   const server = Deno.serve(
     { path: options.socket, onListen: () => {} },
-    (req) => handle(req, handlers),
+    (req) => handle(req, handlers, closing.signal),
   );
   await Deno.chmod(options.socket, 0o600);
   let metrics: Deno.HttpServer<Deno.NetAddr> | null = null;
@@ -78,6 +81,7 @@ export async function serveControl(
     socket: options.socket,
     metricsAddr: metrics ? { hostname: metrics.addr.hostname, port: metrics.addr.port } : null,
     async close() {
+      closing.abort();
       await Promise.all([server.shutdown(), metrics?.shutdown()]);
     },
   };
@@ -137,7 +141,23 @@ export function parseMetricsListen(text: string): { hostname: string; port: numb
   return { hostname: hostname === "" ? "127.0.0.1" : hostname, port };
 }
 
-async function handle(req: Request, handlers: ControlHandlers): Promise<Response> {
+/** Rejects once `signal` aborts: the daemon is stopping. */
+function stopping(signal: AbortSignal): Promise<never> {
+  return new Promise((_, reject) => {
+    const fail = () =>
+      reject(
+        new PresyncError(ErrorCode.CONNECTION_LOST, "the daemon is stopping", { retryable: true }),
+      );
+    if (signal.aborted) fail();
+    signal.addEventListener("abort", fail, { once: true });
+  });
+}
+
+async function handle(
+  req: Request,
+  handlers: ControlHandlers,
+  closing: AbortSignal,
+): Promise<Response> {
   const url = new URL(req.url);
   try {
     if (req.method === "GET" && url.pathname === "/metrics") return metrics(handlers);
@@ -155,7 +175,7 @@ async function handle(req: Request, handlers: ControlHandlers): Promise<Response
       if (!handler) {
         throw new PresyncError(ErrorCode.INVALID_ARGUMENT, `this process does not ${action}`);
       }
-      const result = await handler(decodeURIComponent(name));
+      const result = await Promise.race([handler(decodeURIComponent(name)), stopping(closing)]);
       return Response.json({ ok: true, result: result ?? null });
     }
     return Response.json({
