@@ -82,3 +82,38 @@ Deno.test("config: a bad value from the file names the file and the key", async 
     assert.match(interval.message, /interval must be a number of seconds, 0 or more/);
   });
 });
+
+Deno.test('an agent starts from {"volume": "a=IMAGE", "interval": 5, "rate": 2500000}', async () => {
+  const { controlFetch, freePort, PresyncProcess } = await import("../../fixtures/cluster.ts");
+  const { writeNewKey } = await import("../key_file.ts");
+  const dir = await Deno.makeTempDir({ prefix: "presync-config-" });
+  const config = {
+    volume: `a=${dir}/a.img`,
+    interval: 5,
+    rate: 2_500_000,
+    "idle-timeout": 6,
+    to: `127.0.0.1:${freePort()}`,
+    "key-file": `${dir}/key`,
+    state: `${dir}/state`,
+    control: `${dir}/agent.sock`,
+  };
+  await writeNewKey(`${dir}/key`);
+  await Deno.writeFile(`${dir}/a.img`, new Uint8Array(65536));
+  await Deno.writeTextFile(`${dir}/agent.json`, JSON.stringify(config));
+  const agent = new PresyncProcess(["agent", "--config", `${dir}/agent.json`]);
+  try {
+    const deadline = Date.now() + 30_000;
+    let names: string[] = [];
+    while (names.length === 0) {
+      assert.ok(Date.now() < deadline && !agent.exited, agent.output);
+      const status = await controlFetch(config.control, "GET", "/status")
+        .then((r) => r.json(), () => null);
+      names = (status?.volumes ?? []).map((v: { name: string }) => v.name);
+      await new Promise((resolve) => setTimeout(resolve, 100));
+    }
+    assert.deepStrictEqual(names, ["a"]);
+  } finally {
+    assert.equal((await agent.kill("SIGTERM")).code, 0, agent.output);
+    await Deno.remove(dir, { recursive: true });
+  }
+});
