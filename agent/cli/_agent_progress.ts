@@ -25,9 +25,12 @@ export function reportProgress(
   log: Logger,
   board: ProgressBoard | null,
 ): () => void {
-  // Per volume: the bar's key (volume and generation), and off a terminal the progress and
-  // when it was last logged.
-  const shown = new Map<string, { key: string; progress: DrainProgress; loggedMs: number }>();
+  // Per volume: the bar's key (volume and generation); off a terminal, the progress and when
+  // it was last logged (on a terminal the board keeps the progress).
+  const shown = new Map<
+    string,
+    { key: string; progress: DrainProgress | null; loggedMs: number }
+  >();
   const tick = () => {
     const now = performance.now();
     for (const v of status()) {
@@ -42,14 +45,14 @@ export function reportProgress(
       if (!sending) continue;
       let entry = shown.get(v.name);
       if (!entry) {
-        entry = { key, progress: new DrainProgress(), loggedMs: -Infinity };
+        entry = { key, progress: board ? null : new DrainProgress(), loggedMs: -Infinity };
         shown.set(v.name, entry);
       }
       if (board) {
         board.show(key, key, v.pendingBytes, v.generationBytes);
         continue;
       }
-      const p = entry.progress.update(v.pendingBytes, v.generationBytes, now);
+      const p = entry.progress!.update(v.pendingBytes, v.generationBytes, now);
       if (now - entry.loggedMs < PROGRESS_LOG_INTERVAL_MS) continue;
       entry.loggedMs = now;
       log("info", "progress", {

@@ -36,7 +36,8 @@ interface Wait {
 
 /**
  * What the evacuation of `v` waits for now, from its status (`null`: the agent did not
- * answer); `sentFinal` says whether the final generation was seen on its way.
+ * answer); `sentFinal` says whether the final generation was seen on its way. A status field
+ * `evacuationStep` (the agent's own sentence for the step it is in) is shown as it is.
  */
 export function describeWait(v: Record<string, unknown> | null, sentFinal: boolean): Wait {
   if (v === null) {

@@ -73,3 +73,22 @@ Deno.test("evacuate against a dead destination says what it waits for and exits 
     await Deno.remove(root, { recursive: true });
   }
 });
+
+Deno.test("evacuate names each wait; only a missing agent or link counts towards --timeout", async () => {
+  const { describeWait } = await import("./cmd_evacuate.ts");
+  assert.deepStrictEqual(describeWait(null, false), {
+    message: "waiting for the agent: its control socket does not answer",
+    unreachable: true,
+  });
+  assert.equal(describeWait({ state: "disconnected" }, false).unreachable, true);
+  assert.equal(describeWait({ state: "starting" }, true).unreachable, true);
+  for (const state of ["idle", "scanning", "sending", "evacuating", "evacuated", "paused"]) {
+    assert.equal(describeWait({ state }, false).unreachable, false, state);
+  }
+  assert.match(describeWait({ state: "idle" }, false).message, /preparing the final cut/);
+  assert.match(describeWait({ state: "idle" }, true).message, /waiting for the commit/);
+  assert.deepStrictEqual(
+    describeWait({ state: "disconnected", evacuationStep: "hook: virsh suspend db1" }, false),
+    { message: "hook: virsh suspend db1", unreachable: true },
+  );
+});
