@@ -7,8 +7,9 @@ export interface SendingStatus {
   name: string;
   state: string;
   committedGeneration: number;
-  pendingBytes: number;
   generationBytes: number;
+  /** The part of the generation not yet acknowledged. */
+  generationPendingBytes: number;
 }
 
 /** How often a progress log event is written per volume, off a terminal. */
@@ -49,10 +50,10 @@ export function reportProgress(
         shown.set(v.name, entry);
       }
       if (board) {
-        board.show(key, key, v.pendingBytes, v.generationBytes);
+        board.show(key, key, v.generationPendingBytes, v.generationBytes);
         continue;
       }
-      const p = entry.progress!.update(v.pendingBytes, v.generationBytes, now);
+      const p = entry.progress!.update(v.generationPendingBytes, v.generationBytes, now);
       if (now - entry.loggedMs < PROGRESS_LOG_INTERVAL_MS) continue;
       entry.loggedMs = now;
       log("info", "progress", {

@@ -53,7 +53,7 @@ Deno.test("off a terminal, progress is a structured log event, never a bar", asy
     name: "vm",
     state: "sending",
     committedGeneration: 2,
-    pendingBytes: 6 * MiB,
+    generationPendingBytes: 6 * MiB,
     generationBytes: 4 * MiB,
   }];
   const stop = reportProgress(

@@ -164,12 +164,9 @@ async function evacuate(
       }
       const sending = v?.state === "sending" || v?.state === "evacuating";
       if (board && v && sending && Number(v.generationBytes) > 0) {
-        board.show(
-          volume,
-          `${volume} ${v.state}`,
-          Number(v.pendingBytes),
-          Number(v.generationBytes),
-        );
+        // The generation on its way: writes after its cut belong to the next one.
+        const remaining = Number(v.generationPendingBytes ?? v.pendingBytes);
+        board.show(volume, `${volume} ${v.state}`, remaining, Number(v.generationBytes));
       }
       if (unreachableSince !== null && now - unreachableSince >= timeoutMs) {
         throw new PresyncError(

@@ -71,6 +71,7 @@ Deno.test({
       rpoSeconds: 12.5,
       pendingBytes: 4096,
       generationBytes: 8192,
+      generationPendingBytes: 2048,
       goodputBytesPerSecond: 1_250_000,
       rttMs: 150.2,
       predictedEvacuationSeconds: 3.2,
