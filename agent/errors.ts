@@ -72,6 +72,13 @@ export const ErrorCode = {
   QMP_COMMAND_FAILED: "QMP_COMMAND_FAILED",
   /** A dirty bitmap presync relies on was removed from QEMU or became unusable. */
   QEMU_BITMAP_LOST: "QEMU_BITMAP_LOST",
+  /**
+   * A control socket or its directory could be controlled by another user (a symlink, a file
+   * planted at the socket's path, a directory others can write or that someone else owns).
+   */
+  CONTROL_UNSAFE: "CONTROL_UNSAFE",
+  /** An address or socket path to listen on is taken (by another presync, or another program). */
+  ADDRESS_IN_USE: "ADDRESS_IN_USE",
 } as const;
 
 /** One of the {@linkcode ErrorCode} values. */

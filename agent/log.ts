@@ -6,22 +6,31 @@ export type LogLevel = "info" | "warn" | "error";
 /** Writes one log line: a stable event name and fields. */
 export type Logger = (level: LogLevel, event: string, fields?: Record<string, unknown>) => void;
 
+/** Where log lines go: stderr, one write per line, unless a progress board draws there. */
+export type LogSink = (line: string) => void;
+
+const encoder = new TextEncoder();
+
+function stderrLine(line: string): void {
+  Deno.stderr.writeSync(encoder.encode(line + "\n"));
+}
+
 /**
- * A logger writing to stderr: JSON lines (`json`, for journald and log shippers) or
- * `time level event key=value …` lines (`text`).
+ * A logger writing to `sink` (default stderr): JSON lines (`json`, for journald and log
+ * shippers) or `time level event key=value …` lines (`text`); fields whose value is
+ * undefined are left out of both.
  */
-export function createLogger(format: "json" | "text"): Logger {
-  const encoder = new TextEncoder();
+export function createLogger(format: "json" | "text", sink: LogSink = stderrLine): Logger {
   return (level, event, fields = {}) => {
     const time = new Date().toISOString();
     const line = format === "json"
       ? JSON.stringify({ time, level, event, ...fields })
       : `${time} ${level} ${event}${
-        Object.entries(fields).map(([k, v]) =>
+        Object.entries(fields).filter(([, v]) => v !== undefined).map(([k, v]) =>
           ` ${k}=${typeof v === "string" ? v : JSON.stringify(v)}`
         ).join("")
       }`;
-    Deno.stderr.writeSync(encoder.encode(line + "\n"));
+    sink(line);
   };
 }
 

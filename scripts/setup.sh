@@ -8,13 +8,17 @@
 #   qemu-system-x86_64 (qemu-system-x86) - running VMs: QMP, the QEMU tracker, the test guest
 #   busybox (busybox-static), mkfs.ext4 and e2fsck (e2fsprogs), cpio - the test guest's
 #     initramfs and disk (fixtures/guest/; its kernel is fetched with apt-get download)
+#   promtool (prometheus) - checks the /metrics exposition in the tests
+#   script (bsdutils) - runs the agent and evacuate under a pseudo-terminal in the tests
+#   systemd-analyze (systemd) - verifies the shipped systemd units in the tests
 # Idempotent and quiet when everything is present. Needs root (apt-get) to install; without
 # it, says what is missing and carries on (the tests that need a tool then say they skip).
 set -euo pipefail
 
 declare -A package_of=([zstd]=zstd [b3sum]=b3sum [qemu-img]=qemu-utils [nbdinfo]=libnbd-bin
   [rsync]=rsync [openssl]=openssl [qemu-system-x86_64]=qemu-system-x86 [busybox]=busybox-static
-  [mkfs.ext4]=e2fsprogs [cpio]=cpio)
+  [mkfs.ext4]=e2fsprogs [cpio]=cpio [promtool]=prometheus [script]=bsdutils
+  [systemd-analyze]=systemd)
 missing=()
 for tool in "${!package_of[@]}"; do
   command -v "$tool" >/dev/null 2>&1 || missing+=("${package_of[$tool]}")

@@ -1,63 +1,177 @@
-import { controlToken, tokenPath } from "../daemon/control_server.ts";
+import { controlSocketPath } from "../daemon/control_socket.ts";
+import { type ControlRole, runtimeDir } from "../daemon/runtime_dir.ts";
 import { ErrorCode, PresyncError } from "../errors.ts";
-import { parseHostPort, readKey } from "../key_file.ts";
 import { errorFromReply } from "../net/sync_protocol.ts";
 
-/** Default control address of a source agent. */
-export const DEFAULT_AGENT_CONTROL = "127.0.0.1:7732";
-/** Default control address of a destination daemon (`presync serve`). */
-export const DEFAULT_SERVE_CONTROL = "127.0.0.1:7733";
+/** The daemon a command talks to: its role, `--control` if given, the volume it is about. */
+export interface ControlTarget {
+  role: ControlRole;
+  /** `--control`: a socket path or a name in the role's runtime directory. */
+  control?: string;
+  /** The volume the command is about: picks, among several agents, the one that has it. */
+  volume?: string;
+}
 
 /**
- * Sends a request to a running agent's control endpoint (default: the source agent's). The
- * token comes from `--key-file` when given, else from the token file the agent left for
- * its user.
+ * An HTTP client on a daemon's control socket, checked before the first byte is sent (see
+ * {@linkcode checkControlSocket}). Close it (or `using`) when done.
  */
-export async function controlRequest(
-  control: string | undefined,
-  keyFile: string | undefined,
-  method: "GET" | "POST",
-  path: string,
-  init: { body?: unknown; signal?: AbortSignal } = {},
-): Promise<Response> {
-  const address = parseHostPort("control", control ?? DEFAULT_AGENT_CONTROL);
-  let token: string;
-  if (keyFile) token = controlToken(await readKey(keyFile));
-  else {
+export class ControlClient {
+  readonly socket: string;
+  readonly #client: Deno.HttpClient;
+  readonly #who: string;
+
+  constructor(socket: string, role: ControlRole) {
+    checkControlSocket(socket);
+    this.socket = socket;
+    this.#who = role === "serve" ? "daemon" : "agent";
+    this.#client = Deno.createHttpClient({ proxy: { transport: "unix", path: socket } });
+  }
+
+  /** Sends a request; a daemon that does not answer is `CONNECTION_LOST` (exit 5). */
+  async request(
+    method: "GET" | "POST",
+    path: string,
+    init: { body?: unknown; signal?: AbortSignal } = {},
+  ): Promise<Response> {
     try {
-      token = (await Deno.readTextFile(tokenPath(address.port))).trim();
-    } catch {
+      return await fetch(`http://presync${path}`, {
+        method,
+        client: this.#client,
+        body: init.body === undefined ? undefined : JSON.stringify(init.body),
+        signal: init.signal,
+      });
+    } catch (cause) {
+      if (init.signal?.aborted) throw cause;
       throw new PresyncError(
-        ErrorCode.AUTH_FAILED,
-        `no control token for port ${address.port}: is the agent running as this user? (or pass --key-file)`,
+        ErrorCode.CONNECTION_LOST,
+        `nothing answers on control socket ${this.socket} (the daemon stopped or was killed?): ` +
+          `${cause instanceof Error ? cause.message : cause}`,
+        { cause, retryable: true },
       );
     }
   }
-  try {
-    return await fetch(`http://${address.hostname}:${address.port}${path}`, {
-      method,
-      headers: { authorization: `Bearer ${token}` },
-      body: init.body === undefined ? undefined : JSON.stringify(init.body),
-      signal: init.signal,
-    });
-  } catch (cause) {
-    throw new PresyncError(
-      ErrorCode.CONNECTION_LOST,
-      `no presync agent answers on ${address.hostname}:${address.port} (${cause})`,
-      { cause },
-    );
+
+  /** Calls the endpoint and returns its JSON answer; an error answer is thrown as its code. */
+  async call(
+    method: "GET" | "POST",
+    path: string,
+    init: { signal?: AbortSignal } = {},
+  ): Promise<Record<string, unknown>> {
+    const response = await this.request(method, path, init);
+    const body = await response.json();
+    if (response.status === 200 && body.ok !== false) return body;
+    throw errorFromReply(body, this.#who);
+  }
+
+  close(): void {
+    this.#client.close();
+  }
+
+  [Symbol.dispose](): void {
+    this.close();
   }
 }
 
-/** Calls a running agent's control endpoint and returns its JSON answer. */
+/**
+ * The control sockets a command should talk to: the one `--control` names; else, in the
+ * role's runtime directory, `VOLUME.sock` when there is one, else every `*.sock` there (the
+ * caller picks the agent that has the volume, or asks them all). None: `CONNECTION_LOST`
+ * (exit 5) saying where it looked.
+ */
+export function findControlSockets(target: ControlTarget): string[] {
+  const defaultName = target.role === "serve" ? "serve" : target.volume ?? "agent";
+  if (target.control !== undefined) {
+    return [controlSocketPath(target.role, target.control, defaultName)];
+  }
+  const dir = runtimeDir(target.role);
+  let names: string[];
+  try {
+    names = [...Deno.readDirSync(dir)].filter((e) => e.name.endsWith(".sock")).map((e) => e.name)
+      .sort();
+  } catch {
+    names = [];
+  }
+  if (target.volume && names.includes(`${target.volume}.sock`)) {
+    return [`${dir}/${target.volume}.sock`];
+  }
+  if (names.length === 0) {
+    const what = target.role === "serve" ? "presync serve" : "presync agent";
+    throw new PresyncError(
+      ErrorCode.CONNECTION_LOST,
+      `no ${what} is running for this user: no control socket in ${dir} (start ${what}; if ` +
+        `it runs as another user, run this command as that user or as root; or give --control)`,
+    );
+  }
+  return names.map((name) => `${dir}/${name}`);
+}
+
+/**
+ * Opens the control client of the daemon for `target`: with several agents running, the
+ * one whose status lists `target.volume` (or the only one).
+ */
+export async function connectControl(target: ControlTarget): Promise<ControlClient> {
+  const sockets = findControlSockets(target);
+  if (sockets.length === 1) return new ControlClient(sockets[0], target.role);
+  for (const socket of sockets) {
+    const client = new ControlClient(socket, target.role);
+    const status = await client.call("GET", "/status").catch(() => null);
+    const volumes = (status?.volumes ?? []) as { name?: string }[];
+    if (!target.volume || volumes.some((v) => v.name === target.volume)) return client;
+    client.close();
+  }
+  throw new PresyncError(
+    ErrorCode.VOLUME_NOT_FOUND,
+    `no running agent has a volume named ${JSON.stringify(target.volume)} (asked ${
+      sockets.join(", ")
+    })`,
+  );
+}
+
+/** Calls one endpoint of the daemon for `target` and returns its JSON answer. */
 export async function callControl(
-  control: string | undefined,
-  keyFile: string | undefined,
+  target: ControlTarget,
   method: "GET" | "POST",
   path: string,
 ): Promise<Record<string, unknown>> {
-  const response = await controlRequest(control, keyFile, method, path);
-  const body = await response.json();
-  if (response.status === 200 && body.ok !== false) return body;
-  throw errorFromReply(body, "agent");
+  using client = await connectControl(target);
+  return await client.call(method, path);
+}
+
+/**
+ * Refuses a control socket another user could have put there (`CONTROL_UNSAFE`), before
+ * anything is sent to it: it must be a socket (not a symlink or a file), in a real directory
+ * that nobody but its owner can write, owned by the socket's owner or root; and the socket
+ * must belong to this user or root (root may talk to a service account's socket in that
+ * account's own directory, e.g. `presync serve` running as `presync`).
+ */
+export function checkControlSocket(socket: string): void {
+  const uid = Deno.uid() ?? 0;
+  const unsafe = (what: string) =>
+    new PresyncError(
+      ErrorCode.CONTROL_UNSAFE,
+      `refusing control socket ${socket}: ${what}, so another user could be answering on it`,
+    );
+  let info: Deno.FileInfo;
+  try {
+    info = Deno.lstatSync(socket);
+  } catch {
+    throw new PresyncError(
+      ErrorCode.CONNECTION_LOST,
+      `no control socket at ${socket}: is the daemon running (as this user)?`,
+    );
+  }
+  if (!info.isSocket) throw unsafe(info.isSymlink ? "it is a symlink" : "it is not a socket");
+  const dirPath = Deno.realPathSync(socket.slice(0, socket.lastIndexOf("/")) || "/");
+  const dir = Deno.lstatSync(dirPath);
+  const dirMode = (dir.mode ?? 0) & 0o777;
+  if (dirMode & 0o022) {
+    throw unsafe(`its directory ${dirPath} has mode ${dirMode.toString(8)} (others may write)`);
+  }
+  if (dir.uid !== info.uid && dir.uid !== 0) {
+    throw unsafe(`its directory ${dirPath} belongs to uid ${dir.uid}, the socket to ${info.uid}`);
+  }
+  if (uid !== 0 && info.uid !== uid && info.uid !== 0) {
+    throw unsafe(`it belongs to uid ${info.uid}, not to this user (uid ${uid}) or root`);
+  }
 }

@@ -1,18 +1,27 @@
 import { codecByName, DEFAULT_CODEC_NAME } from "../codec/mod.ts";
-import { serveControl } from "../daemon/control_server.ts";
+import { parseMetricsListen, serveControl } from "../daemon/control_server.ts";
+import { controlSocketPath } from "../daemon/control_socket.ts";
+import { type Counters, counters } from "../daemon/counters.ts";
 import { type MetricFamily, renderMetrics } from "../daemon/metrics.ts";
-import { parseRate, parseSchedule } from "../daemon/rate_schedule.ts";
+import { parseSchedule } from "../daemon/rate_schedule.ts";
 import { SourceAgent } from "../daemon/source_agent.ts";
+import type { VolumeStatus } from "../daemon/volume_status.ts";
 import { ErrorCode, PresyncError } from "../errors.ts";
 import { parseHostPort, readKey } from "../key_file.ts";
+import { createLogger, type Logger } from "../log.ts";
 import { parseNbdAddress } from "../nbd/mod.ts";
-import { createLogger } from "../log.ts";
-import { DEFAULT_BLOCK_SIZE, validateBlockSize } from "../volume/volume_identity.ts";
-import { parseBytes, parseCommand, required } from "./_args.ts";
-import { DEFAULT_AGENT_CONTROL } from "./_control_client.ts";
-import { withConfigFile } from "./_config.ts";
+import { UNLIMITED } from "../units/mod.ts";
+import { VERSION } from "../version.ts";
+import {
+  DEFAULT_BLOCK_SIZE,
+  validateBlockSize,
+  validateVolumeName,
+} from "../volume/volume_identity.ts";
+import { reportProgress } from "./_agent_progress.ts";
+import { parseCommand } from "./_args.ts";
+import { loadSettings, NUMERIC_FLAGS, type Settings } from "./_config.ts";
 import { logUnhandledRejections } from "./_guard.ts";
-import { Progress } from "./_progress.ts";
+import { ProgressBoard } from "./_progress_board.ts";
 import { DAEMON_FLAGS, sessionOptionsFromFlags, transportFromFlags } from "./_transport.ts";
 import { waitForSignal } from "./cmd_serve.ts";
 import { ExitCode, exitCodeFor } from "./exit_codes.ts";
@@ -27,19 +36,28 @@ destination in the background; reconnects and resumes by itself.
   --tracker scan|nbd     how writes are found: scan re-reads and hashes the image (default);
                          nbd serves the image to the VM over NBD and marks every write
   --nbd-listen ADDR      with --tracker nbd: HOST:PORT or unix:PATH (export name = volume)
-  --block-size N         block size of new volumes (default 64k)
-  --rate R               background rate limit, e.g. 20mbit (0: unlimited; default 0)
+  --block-size SIZE      block size of new volumes: 4k to 4m, a power of two (default 64k)
+  --rate RATE            background rate limit: 50mbit, 6MB/s, 5MiB/s (default 0: unlimited)
   --schedule S           time-of-day rates, e.g. "08:00-20:00=10mbit,*=0"
   --interval SECONDS     time between cuts once in sync (default 30)
-  --read-rate R          cap on reads from the images, e.g. 200MB (default unlimited)
+  --read-rate RATE       cap on reads from the images, e.g. 200MB/s (default unlimited)
   --delay-target MS      yield when queuing delay exceeds this (LEDBAT-like; 0: off; default 25)
   --codec NAME           zstd-native (default), zstd-wasm or none
   --evacuate-hook CMD    shell command run before the final cut (e.g. pause the VM)
-  --control HOST:PORT    loopback control endpoint (default ${DEFAULT_AGENT_CONTROL})
+  --control NAME|PATH    control socket: a name in the runtime directory (/run/presync/agent
+                         for root) or a path (default: the volume's name, or "agent" for
+                         several volumes)
+  --metrics-listen [HOST:]PORT  also serve /metrics over TCP for Prometheus (host default
+                         127.0.0.1)
   --transport tcp|tls    default tcp; tls needs --tls-pin SHA256 or --tls-ca FILE
   --idle-timeout SECONDS a silent link is declared dead after this (default 15)
-  --log-format json|text default text
-  --config FILE          JSON object with any of these flags`;
+  --log-format json|text default text; on a terminal with text logs, one progress bar per volume
+  --config FILE          JSON object with any of these flags as keys, e.g.
+                         {"volume": "db=/var/lib/db.img", "interval": 30, "rate": "50mbit"}
+
+Sizes: a bare k/m/g is binary (64k = 65536), KB/MB are 10^3/10^6, KiB/MiB 2^10/2^20.
+Rates: mbit/Mbit/s/Mbps are bits per second (SI), MB/s and MiB/s bytes per second; 20M and
+20Mb are refused as ambiguous.`;
 
 const OPTIONS = {
   volume: { type: "string", multiple: true },
@@ -55,14 +73,16 @@ const OPTIONS = {
   "delay-target": { type: "string" },
   codec: { type: "string" },
   "evacuate-hook": { type: "string" },
+  "metrics-listen": { type: "string" },
   ...DAEMON_FLAGS,
 } as const;
 
-function parseVolumes(values: string[]): { name: string; image: string }[] {
+function parseVolumes(settings: Settings): { name: string; image: string }[] {
+  const values = settings.list("volume");
   if (values.length === 0) {
     throw new PresyncError(
       ErrorCode.INVALID_ARGUMENT,
-      "at least one --volume NAME=IMAGE is required",
+      `at least one --volume NAME=IMAGE is required (or "volume" in the --config file)`,
     );
   }
   return values.map((text) => {
@@ -70,73 +90,86 @@ function parseVolumes(values: string[]): { name: string; image: string }[] {
     if (at <= 0 || at === text.length - 1) {
       throw new PresyncError(
         ErrorCode.INVALID_ARGUMENT,
-        `--volume must be NAME=IMAGE: received ${JSON.stringify(text)}`,
+        `${settings.name("volume")} must be NAME=IMAGE: received ${JSON.stringify(text)}`,
       );
     }
-    return { name: text.slice(0, at), image: text.slice(at + 1) };
+    return { name: validateVolumeName(text.slice(0, at)), image: text.slice(at + 1) };
   });
 }
 
 /** `presync agent`: runs until SIGINT/SIGTERM or a fatal error (wrong key…). */
 export async function cmdAgent(args: string[]): Promise<number> {
   const parsed = parseCommand("agent", args, OPTIONS);
-  const values = await withConfigFile(parsed.values, Object.keys(OPTIONS));
-  const log = createLogger(values["log-format"] === "json" ? "json" : "text");
-  logUnhandledRejections(log);
-  const tracker = (values.tracker as string | undefined) ?? "scan";
-  if (tracker !== "scan" && tracker !== "nbd") {
-    throw new PresyncError(
-      ErrorCode.INVALID_ARGUMENT,
-      `--tracker must be scan or nbd: received ${tracker}`,
-    );
+  const settings = await loadSettings(parsed.values, OPTIONS, NUMERIC_FLAGS);
+  const logFormat = settings.choice("log-format", ["text", "json"] as const, "text");
+  // Bars only where a person watches text logs: never inside JSON lines or a log file.
+  const board = logFormat === "text" && Deno.stderr.isTerminal() ? new ProgressBoard() : null;
+  const log = createLogger(logFormat, board ? (line) => board.print(line) : undefined);
+  try {
+    return await runAgent(settings, log, board);
+  } finally {
+    board?.stop();
   }
-  const volumes = parseVolumes((values.volume as string[] | undefined) ?? []);
+}
+
+async function runAgent(
+  settings: Settings,
+  log: Logger,
+  board: ProgressBoard | null,
+): Promise<number> {
+  const values = settings.values;
+  logUnhandledRejections(log);
+  const tracker = settings.choice("tracker", ["scan", "nbd"] as const, "scan");
+  const volumes = parseVolumes(settings);
   let nbdListen;
   if (tracker === "nbd") {
-    if (volumes.length !== 1 || !values["nbd-listen"]) {
+    if (volumes.length !== 1 || !settings.text("nbd-listen")) {
       throw new PresyncError(
         ErrorCode.INVALID_ARGUMENT,
         "--tracker nbd serves one volume: give exactly one --volume and --nbd-listen ADDR (HOST:PORT or unix:PATH)",
       );
     }
-    nbdListen = parseNbdAddress(values["nbd-listen"] as string);
+    nbdListen = parseNbdAddress(settings.text("nbd-listen")!);
   }
-  const psk = await readKey(required("agent", "--key-file FILE", values["key-file"] as string));
-  const interval = Number((values.interval as string | undefined) ?? "30");
-  if (!(interval >= 0)) {
-    throw new PresyncError(
-      ErrorCode.INVALID_ARGUMENT,
-      `--interval must be seconds: received ${values.interval}`,
-    );
-  }
-  const agent = new SourceAgent({
+  const socket = controlSocketPath(
+    "agent",
+    settings.text("control"),
+    volumes.length === 1 ? volumes[0].name : "agent",
+  );
+  const metricsText = settings.text("metrics-listen");
+  const metricsListen = metricsText === undefined ? undefined : parseMetricsListen(metricsText);
+  // Every setting is read (and checked) before anything starts.
+  const readRate = settings.rate("read-rate", UNLIMITED);
+  const schedule = settings.text("schedule");
+  const options = {
     volumes,
     tracker,
     nbdListen,
-    to: parseHostPort("to", required("agent", "--to HOST:PORT", values.to as string)),
-    transport: await transportFromFlags(values, "client"),
-    psk,
-    stateDir: required("agent", "--state DIR", values.state as string),
-    blockSize: validateBlockSize(
-      parseBytes("block-size", values["block-size"] as string, DEFAULT_BLOCK_SIZE),
-    ),
-    rate: parseRate("rate", (values.rate as string | undefined) ?? "0"),
-    schedule: values.schedule ? parseSchedule(values.schedule as string) : [],
-    intervalMs: interval * 1000,
-    readRateBytesPerSecond: parseBytes("read-rate", values["read-rate"] as string, 0),
-    codec: await codecByName((values.codec as string | undefined) ?? DEFAULT_CODEC_NAME),
-    delayTargetMs: Number((values["delay-target"] as string | undefined) ?? "25"),
-    evacuateHook: values["evacuate-hook"] as string | undefined,
-    log,
+    to: parseHostPort("to", settings.need("agent", "to", "HOST:PORT")),
+    stateDir: settings.need("agent", "state", "DIR"),
+    blockSize: validateBlockSize(settings.size("block-size", DEFAULT_BLOCK_SIZE)),
+    rate: settings.rate("rate", UNLIMITED),
+    schedule: schedule ? parseSchedule(schedule) : [],
+    intervalMs: settings.number("interval", 30, "seconds") * 1000,
+    readRateBytesPerSecond: readRate === UNLIMITED ? 0 : readRate,
+    delayTargetMs: settings.number("delay-target", 25, "milliseconds"),
+    evacuateHook: settings.text("evacuate-hook"),
     session: sessionOptionsFromFlags(values),
+  };
+  const keyFile = settings.need("agent", "key-file", "FILE");
+  const agent = new SourceAgent({
+    ...options,
+    transport: await transportFromFlags(values, "client"),
+    psk: await readKey(keyFile),
+    codec: await codecByName(settings.text("codec", DEFAULT_CODEC_NAME)),
+    log,
   });
   await agent.init();
   const control = await serveControl(
-    parseHostPort("control", (values.control as string) ?? DEFAULT_AGENT_CONTROL),
-    psk,
+    { socket, metricsListen },
     {
-      status: () => ({ volumes: agent.status() }),
-      metrics: () => agentMetrics(agent),
+      status: () => ({ version: VERSION, volumes: agent.status() }),
+      metrics: () => agentMetrics(agent.status()),
       pause: (name) => agent.pause(name),
       resume: (name) => agent.resume(name),
       evacuate: (name) => agent.evacuate(name),
@@ -144,7 +177,7 @@ export async function cmdAgent(args: string[]): Promise<number> {
     },
     log,
   );
-  const stopProgress = showProgress(agent);
+  const stopProgress = reportProgress(() => agent.status(), log, board);
   const running = agent.run();
   const stopped = await Promise.race([
     waitForSignal().then(() => "signal"),
@@ -159,12 +192,12 @@ export async function cmdAgent(args: string[]): Promise<number> {
   return agent.fatal ? exitCodeFor(agent.fatal) : ExitCode.OK;
 }
 
-function agentMetrics(agent: SourceAgent): string {
-  const status = agent.status();
+/** The agent's Prometheus metrics: gauges from each volume's status, then the counters. */
+export function agentMetrics(status: VolumeStatus[], processCounters: Counters = counters): string {
   const gauge = (
     name: string,
     help: string,
-    pick: (s: (typeof status)[number]) => number | null,
+    pick: (s: VolumeStatus) => number | null,
   ): MetricFamily => ({
     name,
     help,
@@ -185,43 +218,16 @@ function agentMetrics(agent: SourceAgent): string {
       (s) => s.goodputBytesPerSecond,
     ),
     gauge(
-      "presync_rtt_milliseconds",
+      "presync_rtt_seconds",
       "Smoothed round-trip time to the destination.",
-      (s) => s.rttMs,
+      (s) => s.rttMs === null ? null : s.rttMs / 1000,
     ),
     gauge(
       "presync_predicted_evacuation_seconds",
       "Predicted evacuation time.",
       (s) => s.predictedEvacuationSeconds,
     ),
+    gauge("presync_paused", "1 while the volume is paused.", (s) => s.paused ? 1 : 0),
+    ...processCounters.families(),
   ]);
-}
-
-/** Shows each generation's sending progress (a bar on a terminal, lines in logs). */
-function showProgress(agent: SourceAgent): () => void {
-  const bars = new Map<string, { generation: number; progress: Progress }>();
-  const timer = setInterval(() => {
-    for (const v of agent.status()) {
-      const sending = (v.state === "sending" || v.state === "evacuating") && v.generationBytes > 0;
-      const current = bars.get(v.name);
-      if (!sending) {
-        current?.progress.done();
-        bars.delete(v.name);
-        continue;
-      }
-      const generation = v.committedGeneration + 1;
-      if (!current || current.generation !== generation) {
-        current?.progress.done();
-        bars.set(v.name, {
-          generation,
-          progress: new Progress(`${v.name} generation ${generation}`),
-        });
-      }
-      bars.get(v.name)!.progress.update(v.generationBytes - v.pendingBytes, v.generationBytes);
-    }
-  }, 1000);
-  return () => {
-    clearInterval(timer);
-    for (const { progress } of bars.values()) progress.done();
-  };
 }

@@ -3,7 +3,7 @@ import { formatNbdAddress, nbdUri, parseNbdAddress } from "../nbd/mod.ts";
 import { ErrorCode, PresyncError } from "../errors.ts";
 import { errorFromReply } from "../net/sync_protocol.ts";
 import { parseCommand, required } from "./_args.ts";
-import { controlRequest, DEFAULT_SERVE_CONTROL } from "./_control_client.ts";
+import { connectControl } from "./_control_client.ts";
 import { ExitCode } from "./exit_codes.ts";
 
 export const EXPORT_USAGE = `presync export NAME --store DIR --listen ADDR [options]
@@ -22,8 +22,8 @@ demand, ahead of the bulk transfer — and the replica cannot change while it is
   --writable          accept writes into a copy-on-write overlay; the replica is never written
   --overlay FILE      overlay file (default DIR/NAME.overlay; reused when it exists)
   --postcopy          serve from the running daemon during the evacuation (see above)
-  --control HOST:PORT the daemon's control endpoint (default ${DEFAULT_SERVE_CONTROL})
-  --key-file FILE     the daemon's key, when its token file is not readable
+  --control NAME|PATH the daemon's control socket (default: serve, in /run/presync/serve
+                      for root)
   --json              print the serving details (and postcopy events) as JSON lines
 
 Example: presync export vm1 --store /srv/presync --listen unix:/run/vm1.sock --writable
@@ -38,7 +38,6 @@ export async function cmdExport(args: string[], signal?: AbortSignal): Promise<n
     overlay: { type: "string" },
     postcopy: { type: "boolean" },
     control: { type: "string" },
-    "key-file": { type: "string" },
     json: { type: "boolean" },
   });
   const volume = required("export", "NAME", positionals[0]);
@@ -106,14 +105,13 @@ export async function cmdExport(args: string[], signal?: AbortSignal): Promise<n
 async function exportThroughDaemon(
   volume: string,
   body: { listen: string[]; writable: boolean; overlay?: string },
-  flags: { control?: string; "key-file"?: string; json?: boolean },
+  flags: { control?: string; json?: boolean },
   signal?: AbortSignal,
 ): Promise<number> {
   const abort = new AbortController();
   untilStopped(signal).then(() => abort.abort());
-  const response = await controlRequest(
-    flags.control ?? DEFAULT_SERVE_CONTROL,
-    flags["key-file"],
+  using client = await connectControl({ role: "serve", control: flags.control });
+  const response = await client.request(
     "POST",
     `/volumes/${encodeURIComponent(volume)}/export`,
     { body, signal: abort.signal },

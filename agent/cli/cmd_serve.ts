@@ -1,11 +1,15 @@
-import { serveControl } from "../daemon/control_server.ts";
+import { parseMetricsListen, serveControl } from "../daemon/control_server.ts";
+import { controlSocketPath } from "../daemon/control_socket.ts";
+import { counters } from "../daemon/counters.ts";
 import { DestinationDaemon, type ExportRequest } from "../daemon/destination_daemon.ts";
 import { ErrorCode, PresyncError } from "../errors.ts";
 import { parseNbdAddress } from "../nbd/mod.ts";
 import { parseHostPort, readKey } from "../key_file.ts";
 import { createLogger } from "../log.ts";
-import { parseCommand, required } from "./_args.ts";
-import { withConfigFile } from "./_config.ts";
+import { renderMetrics } from "../daemon/metrics.ts";
+import { VERSION } from "../version.ts";
+import { parseCommand } from "./_args.ts";
+import { loadSettings, NUMERIC_FLAGS } from "./_config.ts";
 import { logUnhandledRejections } from "./_guard.ts";
 import { DAEMON_FLAGS, sessionOptionsFromFlags, transportFromFlags } from "./_transport.ts";
 import { ExitCode } from "./exit_codes.ts";
@@ -15,49 +19,73 @@ export const SERVE_USAGE = `presync serve --store DIR --listen HOST:PORT --key-f
 Runs the destination agent: accepts authenticated sessions from source agents and keeps
 their replicas in DIR (one subdirectory per volume; a new volume is created on first sync).
 
-  --control HOST:PORT    loopback control endpoint (status, /metrics, postcopy exports);
-                         default 127.0.0.1:7733
+  --control NAME|PATH    control socket (status, /metrics, postcopy exports): a name in the
+                         runtime directory (/run/presync/serve for root) or a path
+                         (default: serve)
+  --metrics-listen [HOST:]PORT  also serve /metrics over TCP for Prometheus (host default
+                         127.0.0.1)
   --transport tcp|tls    default tcp; tls needs --tls-cert FILE --tls-key FILE
   --idle-timeout SECONDS a silent link is declared dead after this (default 15)
   --log-format json|text default text
-  --config FILE          JSON object with any of these flags`;
+  --config FILE          JSON object with any of these flags as keys, e.g.
+                         {"store": "/srv/presync", "listen": "0.0.0.0:7700", "idle-timeout": 15}`;
 
 const OPTIONS = {
   store: { type: "string" },
   listen: { type: "string" },
+  "metrics-listen": { type: "string" },
   ...DAEMON_FLAGS,
 } as const;
 
 /** `presync serve`: runs until SIGINT or SIGTERM. */
 export async function cmdServe(args: string[]): Promise<number> {
   const parsed = parseCommand("serve", args, OPTIONS);
-  const values = await withConfigFile(parsed.values, Object.keys(OPTIONS));
-  const log = createLogger(values["log-format"] === "json" ? "json" : "text");
+  const settings = await loadSettings(parsed.values, OPTIONS, NUMERIC_FLAGS);
+  const values = settings.values;
+  const log = createLogger(settings.choice("log-format", ["text", "json"] as const, "text"));
   logUnhandledRejections(log);
-  const psk = await readKey(required("serve", "--key-file FILE", values["key-file"] as string));
+  const socket = controlSocketPath("serve", settings.text("control"), "serve");
+  const metricsText = settings.text("metrics-listen");
+  const metricsListen = metricsText === undefined ? undefined : parseMetricsListen(metricsText);
+  const listen = parseHostPort("listen", settings.need("serve", "listen", "HOST:PORT"));
+  const psk = await readKey(settings.need("serve", "key-file", "FILE"));
   const daemon = new DestinationDaemon({
-    storeDir: required("serve", "--store DIR", values.store as string),
-    listen: parseHostPort(
-      "listen",
-      required("serve", "--listen HOST:PORT", values.listen as string),
-    ),
+    storeDir: settings.need("serve", "store", "DIR"),
+    listen,
     transport: await transportFromFlags(values, "server"),
     psk,
     log,
     session: sessionOptionsFromFlags(values),
   });
-  daemon.start();
-  const control = await serveControl(
-    parseHostPort("control", (values.control as string) ?? "127.0.0.1:7733"),
-    psk,
-    {
-      status: () => daemon.status(),
-      metrics: () => daemon.metrics(),
-      export: (name, body, signal, emit) =>
-        daemon.export(name, exportRequestOf(body), signal, emit),
-    },
-    log,
-  );
+  try {
+    daemon.start();
+  } catch (err) {
+    if (err instanceof Deno.errors.AddrInUse) {
+      throw new PresyncError(
+        ErrorCode.ADDRESS_IN_USE,
+        `${settings.name("listen")} ${listen.hostname}:${listen.port}: the address is in use ` +
+          `(another presync serve running?): stop it or choose another --listen`,
+        { cause: err },
+      );
+    }
+    throw err;
+  }
+  let control;
+  try {
+    control = await serveControl(
+      { socket, metricsListen },
+      {
+        status: async () => ({ version: VERSION, ...(await daemon.status()) }),
+        metrics: () => daemon.metrics() + renderMetrics(counters.families()),
+        export: (name, body, signal, emit) =>
+          daemon.export(name, exportRequestOf(body), signal, emit),
+      },
+      log,
+    );
+  } catch (err) {
+    daemon.stop();
+    throw err;
+  }
   await waitForSignal();
   log("info", "stopping", {});
   daemon.stop();

@@ -1,6 +1,7 @@
 import { syncLocal } from "../sync/local_sync.ts";
 import { DEFAULT_BLOCK_SIZE } from "../volume/volume_identity.ts";
-import { parseBytes, parseCommand, required } from "./_args.ts";
+import { parseRate, parseSize, UNLIMITED } from "../units/mod.ts";
+import { parseCommand, required } from "./_args.ts";
 import { ExitCode } from "./exit_codes.ts";
 
 export const SYNC_USAGE = `presync sync --local SOURCE_IMAGE STORE_DIR --volume NAME [options]
@@ -9,8 +10,8 @@ Syncs a local image into a local replica store in one process: finishes a genera
 earlier run left pending, then cuts, sends and commits a new one.
 
   --state DIR         source state directory (default: SOURCE_IMAGE.presync-state)
-  --block-size N      block size of a new volume (default 64k; 4k to 4m, power of two)
-  --read-rate N       cap on source reads, bytes per second (e.g. 200m; default unlimited)
+  --block-size SIZE   block size of a new volume (default 64k; 4k to 4m, power of two)
+  --read-rate RATE    cap on source reads, e.g. 200MB/s (default unlimited)
   --json              print the report as JSON`;
 
 /** `presync sync --local …`. */
@@ -27,13 +28,18 @@ export async function cmdSync(args: string[]): Promise<number> {
   const image = required("sync", "SOURCE_IMAGE", positionals[0]);
   const store = required("sync", "STORE_DIR", positionals[1]);
   const volume = required("sync", "--volume NAME", values.volume);
+  const readRate = values["read-rate"] === undefined
+    ? UNLIMITED
+    : parseRate("--read-rate", values["read-rate"]);
   const reports = await syncLocal({
     imagePath: image,
     storeDir: store,
     volume,
     stateDir: values.state ?? `${image}.presync-state`,
-    blockSize: parseBytes("block-size", values["block-size"], DEFAULT_BLOCK_SIZE),
-    readRateBytesPerSecond: parseBytes("read-rate", values["read-rate"], 0),
+    blockSize: values["block-size"] === undefined
+      ? DEFAULT_BLOCK_SIZE
+      : parseSize("--block-size", values["block-size"]),
+    readRateBytesPerSecond: readRate === UNLIMITED ? 0 : readRate,
   });
   if (values.json) {
     console.log(JSON.stringify(reports.map(({ sentExtents: _, ...r }) => r)));

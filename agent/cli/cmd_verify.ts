@@ -4,7 +4,7 @@ import { parseCommand, required } from "./_args.ts";
 import { callControl } from "./_control_client.ts";
 import { ExitCode } from "./exit_codes.ts";
 
-export const VERIFY_USAGE = `presync verify NAME [--control HOST:PORT] [--json]
+export const VERIFY_USAGE = `presync verify NAME [--control NAME|PATH] [--json]
 presync verify --local STORE_DIR --volume NAME [options]
 
 The first form asks the running source agent to have the destination verify the replica
@@ -25,7 +25,6 @@ export async function cmdVerify(args: string[]): Promise<number> {
     volume: { type: "string" },
     source: { type: "string" },
     control: { type: "string" },
-    "key-file": { type: "string" },
     root: { type: "string" },
     json: { type: "boolean" },
   });
@@ -59,13 +58,11 @@ export async function cmdVerify(args: string[]): Promise<number> {
 async function verifyRemote(args: string[]): Promise<number> {
   const { values, positionals } = parseCommand("verify", args, {
     control: { type: "string" },
-    "key-file": { type: "string" },
     json: { type: "boolean" },
   });
   const name = required("verify", "NAME", positionals[0]);
   const reply = await callControl(
-    values.control,
-    values["key-file"],
+    { role: "agent", control: values.control, volume: name },
     "POST",
     `/volumes/${encodeURIComponent(name)}/verify`,
   );

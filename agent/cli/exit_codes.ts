@@ -5,13 +5,13 @@ export const ExitCode = {
   OK: 0,
   /** Any failure not listed below. */
   FAILURE: 1,
-  /** Bad command line. */
+  /** Bad command line or configuration (a config file, an address already in use). */
   USAGE: 2,
   /** A replica does not match its source or expected root. */
   VERIFY_MISMATCH: 3,
   /** The peer refused our key, or we refused theirs. */
   AUTH_FAILED: 4,
-  /** The peer could not be reached. */
+  /** The peer (destination, agent or daemon) could not be reached. */
   UNREACHABLE: 5,
 } as const;
 
@@ -21,6 +21,7 @@ export function exitCodeFor(err: unknown): number {
   switch (err.code) {
     case ErrorCode.INVALID_ARGUMENT:
     case ErrorCode.INVALID_VOLUME_NAME:
+    case ErrorCode.ADDRESS_IN_USE:
       return ExitCode.USAGE;
     case ErrorCode.VERIFY_MISMATCH:
       return ExitCode.VERIFY_MISMATCH;

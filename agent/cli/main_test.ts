@@ -80,3 +80,86 @@ Deno.test("bad command lines exit 2 with a message naming the problem", async ()
     ExitCode.USAGE,
   );
 });
+
+Deno.test("typos get a suggestion, and unknown flags a message in our words", async () => {
+  const command = await presync("stauts");
+  assert.equal(command.code, ExitCode.USAGE);
+  assert.match(command.stderr, /unknown command "stauts" \(did you mean status\?\)/);
+  const flag = await presync("sync", "--local", "a.img", "s", "--volume", "v", "--blok-size", "4k");
+  assert.equal(flag.code, ExitCode.USAGE);
+  assert.match(
+    flag.stderr,
+    /unknown flag --blok-size \(did you mean --block-size\?\); see presync help sync/,
+  );
+  assert.doesNotMatch(flag.stderr, /To specify a positional argument/);
+  const missing = await presync("status", "--control");
+  assert.equal(missing.code, ExitCode.USAGE);
+  assert.match(missing.stderr, /--control needs a value/);
+  const valued = await presync("status", "--json=yes");
+  assert.match(valued.stderr, /--json is a switch and takes no value/);
+});
+
+Deno.test("--version, help and help COMMAND", async () => {
+  const { VERSION } = await import("../version.ts");
+  const version = await presync("--version");
+  assert.equal(version.code, ExitCode.OK);
+  assert.match(version.stdout, new RegExp(`^presync ${VERSION.replaceAll(".", "\\.")} \\(deno `));
+  const overview = await presync("help");
+  assert.equal(overview.code, ExitCode.OK);
+  for (const name of ["agent", "serve", "status", "evacuate", "export"]) {
+    assert.match(overview.stdout, new RegExp(`^  ${name} +\\S`, "m"), name);
+  }
+  const help = await presync("help", "evacuate");
+  assert.equal(help.code, ExitCode.OK);
+  assert.match(help.stdout, /^presync evacuate NAME .*--timeout SECONDS/);
+  assert.equal((await presync("help", "evacuat")).code, ExitCode.USAGE);
+});
+
+Deno.test("status with no agent running exits 5; with --json the error is JSON on stdout", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "presync-cli-" });
+  try {
+    const status = await presync("status", "--control", `${dir}/agent.sock`, "--json");
+    assert.equal(status.code, ExitCode.UNREACHABLE, status.stderr);
+    const error = JSON.parse(status.stdout);
+    assert.deepStrictEqual(
+      { ok: error.ok, code: error.code, exitCode: error.exitCode },
+      { ok: false, code: "CONNECTION_LOST", exitCode: ExitCode.UNREACHABLE },
+    );
+    assert.match(error.message, /no control socket/);
+    const text = await presync("evacuate", "vm", "--control", `${dir}/agent.sock`);
+    assert.equal(text.code, ExitCode.UNREACHABLE);
+    assert.equal(text.stdout, "");
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("ambiguous and malformed units on the command line exit 2 with both readings", async () => {
+  const rate = await presync(
+    "agent",
+    "--volume",
+    "a=/x",
+    "--rate",
+    "20Mb",
+    "--to",
+    "127.0.0.1:1",
+    "--key-file",
+    "/nonexistent",
+    "--state",
+    "/nonexistent",
+  );
+  assert.equal(rate.code, ExitCode.USAGE);
+  assert.match(rate.stderr, /--rate "20Mb" is ambiguous: .*20 Mbit\/s.* 20 MB\/s = 160 Mbit\/s/);
+  const size = await presync(
+    "sync",
+    "--local",
+    "a.img",
+    "s",
+    "--volume",
+    "v",
+    "--block-size",
+    "4kb",
+  );
+  assert.equal(size.code, ExitCode.USAGE);
+  assert.match(size.stderr, /--block-size "4kb" is not a size/);
+});

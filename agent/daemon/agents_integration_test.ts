@@ -294,7 +294,7 @@ Deno.test("a wrong key is refused: the agent exits with the auth code, nothing i
         "--state",
         `${root}/intruder-state`,
         "--control",
-        "127.0.0.1:0",
+        `${root}/intruder.sock`,
       ]);
       const status = await intruder.wait();
       assert.equal(status.code, ExitCode.AUTH_FAILED, intruder.output);
@@ -369,7 +369,7 @@ Deno.test({
           "--state",
           `${root}/other-state`,
           "--control",
-          "127.0.0.1:0",
+          `${root}/other.sock`,
           "--transport",
           "tls",
           "--tls-pin",
@@ -405,9 +405,7 @@ Deno.test("commands naming a volume the agent does not have are refused by name"
         "evacuate",
         "nosuch",
         "--control",
-        `127.0.0.1:${cluster.agentControl}`,
-        "--key-file",
-        `${root}/key`,
+        cluster.agentControl,
       ]);
       assert.equal((await cli.wait()).code, ExitCode.FAILURE);
       assert.match(cli.output, /VOLUME_NOT_FOUND/);

@@ -1,9 +1,7 @@
-import { blake3Keyed } from "../core/mod.ts";
 import { ErrorCode, PresyncError } from "../errors.ts";
-import { toHex } from "../hex.ts";
 import type { Logger } from "../log.ts";
-import { constantTimeEqual } from "../bytes.ts";
 import { errorReply } from "../net/sync_protocol.ts";
+import { claimSocketPath } from "./control_socket.ts";
 
 /** What the control endpoint can ask of a running agent or destination. */
 export interface ControlHandlers {
@@ -25,110 +23,169 @@ export interface ControlHandlers {
   ): Promise<void>;
 }
 
-/** The bearer token for the control endpoint: keyed BLAKE3 of a fixed label under the PSK. */
-export function controlToken(psk: Uint8Array): string {
-  return toHex(blake3Keyed(psk, new TextEncoder().encode("presync control endpoint v1")));
+/** Options of {@linkcode serveControl}. */
+export interface ControlOptions {
+  /** The unix socket to serve on (see `controlSocketPath`); made 0600 in a 0700 directory. */
+  socket: string;
+  /** Also serve `GET /metrics` (and nothing else) over TCP here, for Prometheus. */
+  metricsListen?: { hostname: string; port: number };
+}
+
+/** A running control endpoint. */
+export interface ControlEndpoint {
+  /** The control socket's path. */
+  socket: string;
+  /** The bound `/metrics` TCP address, when `metricsListen` was given. */
+  metricsAddr: { hostname: string; port: number } | null;
+  /** Stops serving and removes the socket. */
+  close(): Promise<void>;
 }
 
 /**
- * Where a running agent leaves its control token for local commands (`presync status`…),
- * readable by its user only: same key, no flag needed on the command line.
- */
-export function tokenPath(port: number): string {
-  const dir = Deno.env.get("XDG_RUNTIME_DIR") ?? "/tmp";
-  return `${dir}/presync-control-${port}.token`;
-}
-
-const LOOPBACK = new Set(["127.0.0.1", "::1", "localhost"]);
-
-/**
- * Serves the control endpoint on a loopback address: `GET /status`, `GET /metrics`
- * (Prometheus text, no token needed), `POST /volumes/NAME/{pause,resume,evacuate,verify}`,
- * and `POST /volumes/NAME/export`, whose answer is a stream of JSON lines that lasts as long
- * as the export (closing the request stops it). Every request but `/metrics` needs
- * `Authorization: Bearer <token>`.
+ * Serves the control endpoint on a unix socket that only this user can reach (the socket is
+ * 0600 in a 0700 directory: the file permissions are the authentication, as for other local
+ * daemons' sockets): `GET /status`, `GET /metrics` (Prometheus text),
+ * `POST /volumes/NAME/{pause,resume,evacuate,verify}`, and `POST /volumes/NAME/export`,
+ * whose answer is a stream of JSON lines that lasts as long as the export (closing the
+ * request stops it). A stale socket left by a killed daemon is replaced; a live daemon's is
+ * not taken (`ADDRESS_IN_USE`); a planted file or symlink is refused (`CONTROL_UNSAFE`).
+ * With `metricsListen`, `/metrics` alone is also served read-only over TCP.
  */
 export async function serveControl(
-  address: { hostname: string; port: number },
-  psk: Uint8Array,
+  options: ControlOptions,
   handlers: ControlHandlers,
   log: Logger,
-): Promise<{ port: number; close(): Promise<void> }> {
-  if (!LOOPBACK.has(address.hostname)) {
-    throw new PresyncError(
-      ErrorCode.INVALID_ARGUMENT,
-      `--control must be a loopback address (127.0.0.1, ::1 or localhost): received ${address.hostname}`,
-    );
-  }
-  const token = new TextEncoder().encode(controlToken(psk));
+): Promise<ControlEndpoint> {
+  const claim = await claimSocketPath(options.socket);
+  // Aborted by close(): requests still waiting (an evacuation) are answered at once, so
+  // stopping the daemon never waits for them.
+  const closing = new AbortController();
+  if (claim === "stale") log("warn", "stale_control_socket_replaced", { socket: options.socket });
   const server = Deno.serve(
-    { hostname: address.hostname, port: address.port, onListen: () => {} },
-    async (req) => {
-      const url = new URL(req.url);
-      if (req.method === "GET" && url.pathname === "/metrics") {
-        return new Response(handlers.metrics(), {
-          headers: { "content-type": "text/plain; version=0.0.4" },
-        });
-      }
-      const given = new TextEncoder().encode(
-        (req.headers.get("authorization") ?? "").replace(/^Bearer /, ""),
-      );
-      if (!constantTimeEqual(given, token)) {
-        log("warn", "control_refused", { path: url.pathname });
-        return Response.json({
-          ok: false,
-          code: ErrorCode.AUTH_FAILED,
-          message: "wrong or missing control token",
-        }, {
-          status: 401,
-        });
-      }
-      try {
-        if (req.method === "GET" && url.pathname === "/status") {
-          return Response.json(
-            handlers.status(),
-          );
-        }
-        const exporting = /^\/volumes\/([^/]+)\/export$/.exec(url.pathname);
-        if (req.method === "POST" && exporting && handlers.export) {
-          return await streamExport(req, decodeURIComponent(exporting[1]), handlers.export);
-        }
-        const match = /^\/volumes\/([^/]+)\/(pause|resume|evacuate|verify)$/.exec(url.pathname);
-        if (req.method === "POST" && match) {
-          const [, name, action] = match;
-          const handler = handlers[action as "pause" | "resume" | "evacuate" | "verify"];
-          if (!handler) {
-            throw new PresyncError(
-              ErrorCode.INVALID_ARGUMENT,
-              `this process does not ${action}`,
-            );
-          }
-          const result = await handler(decodeURIComponent(name));
-          return Response.json({ ok: true, result: result ?? null });
-        }
-        return Response.json({
-          ok: false,
-          code: ErrorCode.INVALID_ARGUMENT,
-          message: "no such endpoint",
-        }, {
-          status: 404,
-        });
-      } catch (err) {
-        return Response.json(errorReply(err), { status: 500 });
-      }
-    },
+    { path: options.socket, onListen: () => {} },
+    (req) => handle(req, handlers, closing.signal),
   );
-  const port = server.addr.port;
-  const path = tokenPath(port);
-  await Deno.writeTextFile(path, new TextDecoder().decode(token), { mode: 0o600 });
-  await Deno.chmod(path, 0o600);
+  await Deno.chmod(options.socket, 0o600);
+  let metrics: Deno.HttpServer<Deno.NetAddr> | null = null;
+  try {
+    if (options.metricsListen) metrics = serveMetrics(options.metricsListen, handlers);
+  } catch (err) {
+    await server.shutdown();
+    throw err;
+  }
+  log("info", "control_listening", {
+    socket: options.socket,
+    metrics: metrics ? `${metrics.addr.hostname}:${metrics.addr.port}` : undefined,
+  });
   return {
-    port,
+    socket: options.socket,
+    metricsAddr: metrics ? { hostname: metrics.addr.hostname, port: metrics.addr.port } : null,
     async close() {
-      await server.shutdown();
-      await Deno.remove(path).catch(() => {});
+      closing.abort();
+      await Promise.all([server.shutdown(), metrics?.shutdown()]);
     },
   };
+}
+
+/** `GET /metrics` over TCP for Prometheus: read-only, every other request is refused. */
+function serveMetrics(
+  address: { hostname: string; port: number },
+  handlers: ControlHandlers,
+): Deno.HttpServer<Deno.NetAddr> {
+  try {
+    return Deno.serve({ ...address, onListen: () => {} }, (req) => {
+      if (req.method === "GET" && new URL(req.url).pathname === "/metrics") {
+        return metrics(handlers);
+      }
+      return Response.json({
+        ok: false,
+        code: ErrorCode.INVALID_ARGUMENT,
+        message: "only GET /metrics is served here; the control endpoint is the unix socket",
+      }, { status: 404 });
+    });
+  } catch (err) {
+    if (err instanceof Deno.errors.AddrInUse) {
+      throw new PresyncError(
+        ErrorCode.ADDRESS_IN_USE,
+        `--metrics-listen ${address.hostname}:${address.port}: the address is in use by another ` +
+          `process`,
+        { cause: err },
+      );
+    }
+    throw err;
+  }
+}
+
+function metrics(handlers: ControlHandlers): Response {
+  return new Response(handlers.metrics(), {
+    headers: { "content-type": "text/plain; version=0.0.4; charset=utf-8" },
+  });
+}
+
+/**
+ * The `--metrics-listen [HOST:]PORT` address: loopback unless a host is given (the metrics
+ * name volumes; expose them beyond the host deliberately).
+ */
+export function parseMetricsListen(text: string): { hostname: string; port: number } {
+  const match = /^(?:(.*):)?(\d{1,5})$/.exec(text.trim());
+  const port = Number(match?.[2]);
+  if (!match || port > 65535) {
+    throw new PresyncError(
+      ErrorCode.INVALID_ARGUMENT,
+      `--metrics-listen must be [HOST:]PORT, e.g. 9732 or 127.0.0.1:9732: received ${
+        JSON.stringify(text)
+      }`,
+    );
+  }
+  const hostname = (match[1] ?? "127.0.0.1").replace(/^\[(.*)\]$/, "$1");
+  return { hostname: hostname === "" ? "127.0.0.1" : hostname, port };
+}
+
+/** Rejects once `signal` aborts: the daemon is stopping. */
+function stopping(signal: AbortSignal): Promise<never> {
+  return new Promise((_, reject) => {
+    const fail = () =>
+      reject(
+        new PresyncError(ErrorCode.CONNECTION_LOST, "the daemon is stopping", { retryable: true }),
+      );
+    if (signal.aborted) fail();
+    signal.addEventListener("abort", fail, { once: true });
+  });
+}
+
+async function handle(
+  req: Request,
+  handlers: ControlHandlers,
+  closing: AbortSignal,
+): Promise<Response> {
+  const url = new URL(req.url);
+  try {
+    if (req.method === "GET" && url.pathname === "/metrics") return metrics(handlers);
+    if (req.method === "GET" && url.pathname === "/status") {
+      return Response.json(await handlers.status());
+    }
+    const exporting = /^\/volumes\/([^/]+)\/export$/.exec(url.pathname);
+    if (req.method === "POST" && exporting && handlers.export) {
+      return await streamExport(req, decodeURIComponent(exporting[1]), handlers.export);
+    }
+    const match = /^\/volumes\/([^/]+)\/(pause|resume|evacuate|verify)$/.exec(url.pathname);
+    if (req.method === "POST" && match) {
+      const [, name, action] = match;
+      const handler = handlers[action as "pause" | "resume" | "evacuate" | "verify"];
+      if (!handler) {
+        throw new PresyncError(ErrorCode.INVALID_ARGUMENT, `this process does not ${action}`);
+      }
+      const result = await Promise.race([handler(decodeURIComponent(name)), stopping(closing)]);
+      return Response.json({ ok: true, result: result ?? null });
+    }
+    return Response.json({
+      ok: false,
+      code: ErrorCode.INVALID_ARGUMENT,
+      message: `no such endpoint: ${req.method} ${url.pathname}`,
+    }, { status: 404 });
+  } catch (err) {
+    return Response.json(errorReply(err), { status: 500 });
+  }
 }
 
 /** Runs an export for as long as the request lasts, its events as JSON lines. */

@@ -1,28 +1,8 @@
 import { ErrorCode, PresyncError } from "../errors.ts";
+import { parseRate } from "../units/mod.ts";
 
-/** Bytes per second; `Infinity` means unlimited. */
+/** Bytes per second; `Infinity` means unlimited (see `agent/units/`). */
 export type Rate = number;
-
-/**
- * Parses a rate: `0` (unlimited), `20mbit`, `500kbit`, `1gbit`, `10MB` (bytes), `65536`
- * (bytes per second). Throws `INVALID_ARGUMENT` naming the flag.
- */
-export function parseRate(flag: string, text: string): Rate {
-  const match = /^(\d+(?:\.\d+)?)\s*(|k|m|g)(bit|b|B)?$/i.exec(text.trim());
-  if (!match) {
-    throw new PresyncError(
-      ErrorCode.INVALID_ARGUMENT,
-      `--${flag} must be a rate such as 20mbit, 500kbit, 10MB or 0 (unlimited): received ${
-        JSON.stringify(text)
-      }`,
-    );
-  }
-  const value = Number(match[1]);
-  if (value === 0) return Infinity;
-  const scale = { "": 1, k: 1e3, m: 1e6, g: 1e9 }[match[2].toLowerCase()]!;
-  const bits = (match[3] ?? "").toLowerCase() === "bit";
-  return bits ? (value * scale) / 8 : value * scale;
-}
 
 /** One schedule rule: minutes since midnight [from, to) → rate; `from`/`to` null for `*`. */
 export interface ScheduleRule {
@@ -34,13 +14,13 @@ export interface ScheduleRule {
 /**
  * Parses a time-of-day schedule such as `08:00-20:00=10mbit,*=0`: the first rule whose
  * window contains the local time wins; `*` matches any time; windows may wrap midnight
- * (`22:00-06:00=50mbit`).
+ * (`22:00-06:00=50mbit`). Rates are read by the one rate parser (`agent/units/`).
  */
 export function parseSchedule(text: string): ScheduleRule[] {
   return text.split(",").map((part) => {
     const [window, rateText] = part.split("=");
     if (rateText === undefined) throw badSchedule(text);
-    const rate = parseRate("schedule", rateText);
+    const rate = parseRate("--schedule", rateText);
     if (window.trim() === "*") return { from: null, to: null, rate };
     const match = /^(\d\d):(\d\d)-(\d\d):(\d\d)$/.exec(window.trim());
     if (!match) throw badSchedule(text);

@@ -19,6 +19,7 @@ import { Signal } from "../wire/_signal.ts";
 import { Session } from "../wire/session.ts";
 import type { SessionOptions } from "../wire/session_options.ts";
 import type { Transport, TransportAddress } from "../wire/transport.ts";
+import { counters } from "./counters.ts";
 import { DelayController } from "./delay_controller.ts";
 import { type Rate, scheduledRate, type ScheduleRule } from "./rate_schedule.ts";
 import { type AgentVolume, type VolumeStatus, volumeStatus } from "./volume_status.ts";
@@ -191,6 +192,7 @@ export class SourceAgent {
           logger: sessionLoggerOf(log),
         });
         log("info", "connected", { to: `${this.#config.to.hostname}:${this.#config.to.port}` });
+        counters.connected();
         attempt = 0;
         const session = this.#session;
         const pinger = this.#measureRtt(session);
@@ -211,6 +213,7 @@ export class SourceAgent {
             retryable: true,
             cause: err,
           });
+        counters.error(error);
         if (FATAL.has(error.code)) {
           log("error", "agent_stopped", { code: error.code, error: error.message });
           this.fatal = error;
@@ -225,6 +228,7 @@ export class SourceAgent {
         for (const v of this.volumes) if (v.phase !== "evacuated") v.phase = "disconnected";
         const delayMs = Math.min(30_000, 250 * 2 ** attempt) * (0.5 + Math.random());
         attempt = Math.min(attempt + 1, 10);
+        counters.linkCut();
         log("warn", "link_down", {
           code: error.code,
           error: error.message,
@@ -395,6 +399,7 @@ export class SourceAgent {
       v.committedGeneration = report.generation;
       v.committedCutTimeMs = cutTimeMs;
       v.lastCommitMs = destination.counters.lastCommitMs;
+      counters.generationCommitted(v.name, cut.dirty.popcount(), v.lastCommitMs / 1000);
       this.#config.log("info", "generation_committed", {
         volume: v.name,
         generation: report.generation,
@@ -406,6 +411,7 @@ export class SourceAgent {
       // Time on the wire: the commit is predicted on its own (lastCommitMs).
       const seconds = (performance.now() - started - destination.counters.lastCommitMs) / 1000;
       const wire = destination.counters.wireBytes - before;
+      counters.sent(v.name, wire);
       // Goodput measures the link: samples held back by the rate limit say nothing of it.
       const throttled = v.limiter.bytesPerSecond !== Infinity &&
         wire / seconds > 0.8 * v.limiter.bytesPerSecond;

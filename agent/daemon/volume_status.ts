@@ -74,6 +74,8 @@ export interface VolumeStatus {
   pendingBytes: number;
   /** Estimated wire bytes of the whole pending generation (0 when none), for progress. */
   generationBytes: number;
+  /** Estimated wire bytes of the pending generation not yet acknowledged, for progress. */
+  generationPendingBytes: number;
   goodputBytesPerSecond: number;
   rttMs: number | null;
   /** Final scan + pending bytes at the measured goodput + commit + two round trips. */
@@ -95,10 +97,12 @@ export function volumeStatus(v: AgentVolume, rttMs: number | undefined): VolumeS
   const pending = v.state.pending;
   let pendingBlocks = 0;
   let generationBlocks = 0;
+  let generationPendingBlocks = 0;
   if (pending) {
     generationBlocks = pending.dirty.popcount();
     const unacked = pending.dirty.clone();
     pendingBlocks = unacked.andNot(pending.acked).popcount();
+    generationPendingBlocks = pendingBlocks;
     unacked.free();
   }
   if (v.phase !== "evacuated") {
@@ -124,6 +128,7 @@ export function volumeStatus(v: AgentVolume, rttMs: number | undefined): VolumeS
     rpoSeconds: v.committedCutTimeMs > 0 ? (Date.now() - v.committedCutTimeMs) / 1000 : null,
     pendingBytes,
     generationBytes: Math.round(generationBlocks * blockSize * ratio),
+    generationPendingBytes: Math.round(generationPendingBlocks * blockSize * ratio),
     goodputBytesPerSecond: Math.round(goodput),
     rttMs: rtt === null ? null : Math.round(rtt * 10) / 10,
     predictedEvacuationSeconds: predicted === null ? null : Math.round(predicted * 100) / 100,

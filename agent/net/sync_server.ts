@@ -29,6 +29,7 @@ import {
   MAX_SYNC_MESSAGE_BYTES,
   resumeToWire,
 } from "./sync_protocol.ts";
+import { counters } from "../daemon/counters.ts";
 
 /** The narrowed bulk window before a rate is measured. */
 const NARROW_START_BYTES = 512 * 1024;
@@ -170,6 +171,7 @@ export class SyncServer {
       const counted = holder;
       await this.#loop(replica, reader, writer, (n) => counted.received += n);
     } catch (err) {
+      counters.error(err);
       if (name) this.#log("warn", "sync_stream_failed", { volume: name, error: String(err) });
       else this.#log("warn", "sync_stream_refused", { error: String(err) });
       await writer.writeJson(errorReply(err)).catch(() => {});
@@ -376,6 +378,7 @@ export class SyncServer {
       const message = await reader.read();
       if (!message) return;
       onBytes(message.body.length + MESSAGE_HEADER_BYTES);
+      counters.received(replica.identity.name, message.body.length + MESSAGE_HEADER_BYTES);
       if (message.kind === MessageKind.BLOCK) {
         const { block, hash, frame } = decodeBlockMessage(message.body);
         if (block >= blocks) {
@@ -401,6 +404,7 @@ export class SyncServer {
         batch.push(
           zero ? { block, data: null } : { block, data: data.slice(), hash: hash.slice() },
         );
+        counters.blockReceived(replica.identity.name);
         if (batch.length >= STAGE_BATCH) await stageBatch();
         continue;
       }
@@ -416,6 +420,7 @@ export class SyncServer {
         await writer.writeJson(await this.#answer(replica, request, rejected));
       } catch (err) {
         if (err instanceof PresyncError && err.code === ErrorCode.PROTOCOL_VIOLATION) throw err;
+        counters.error(err);
         await writer.writeJson(errorReply(err));
       }
     }
@@ -457,7 +462,10 @@ export class SyncServer {
         return { ok: true, seq: request.seq, rejected: rejected.splice(0) };
       }
       case "commit": {
-        const meta = await replica.commit(Number(request.generation), String(request.merkleRoot));
+        const meta = await counters.timeCommit(
+          replica.identity.name,
+          () => replica.commit(Number(request.generation), String(request.merkleRoot)),
+        );
         this.#track(replica, true);
         this.#log("info", "generation_committed", {
           volume: replica.identity.name,

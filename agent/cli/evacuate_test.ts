@@ -1,0 +1,94 @@
+import assert from "node:assert/strict";
+import { controlFetch, freePort, PresyncProcess } from "../../fixtures/cluster.ts";
+import { writeNewKey } from "../key_file.ts";
+import { ExitCode } from "./exit_codes.ts";
+
+Deno.test("evacuate against a dead destination says what it waits for and exits 5 after --timeout", async () => {
+  const root = await Deno.makeTempDir({ prefix: "presync-evac-" });
+  let agent: PresyncProcess | null = null;
+  let evacuate: PresyncProcess | null = null;
+  try {
+    await writeNewKey(`${root}/key`);
+    await Deno.writeFile(`${root}/source.img`, new Uint8Array(1024 * 1024).fill(9));
+    agent = new PresyncProcess([
+      "agent",
+      "--volume",
+      `vm=${root}/source.img`,
+      "--to",
+      `127.0.0.1:${freePort()}`,
+      "--key-file",
+      `${root}/key`,
+      "--state",
+      `${root}/state`,
+      "--control",
+      `${root}/agent.sock`,
+      "--log-format",
+      "json",
+    ]);
+    const deadline = Date.now() + 30_000;
+    while (true) {
+      const up = await controlFetch(`${root}/agent.sock`, "GET", "/status").then(
+        (r) => r.ok,
+        () => false,
+      );
+      if (up) break;
+      assert.ok(
+        Date.now() < deadline && !agent.exited,
+        `the agent never answered:\n${agent.output}`,
+      );
+      await new Promise((resolve) => setTimeout(resolve, 100));
+    }
+    evacuate = new PresyncProcess([
+      "evacuate",
+      "vm",
+      "--control",
+      `${root}/agent.sock`,
+      "--timeout",
+      "2",
+    ]);
+    // No bound on how long it takes, only that it ends by itself: a test deadline kills it.
+    const killer = setTimeout(() => evacuate?.kill(), 60_000);
+    const status = await evacuate.wait();
+    clearTimeout(killer);
+    assert.equal(status.code, ExitCode.UNREACHABLE, evacuate.output);
+    assert.match(evacuate.output, /vm: waiting for the destination: the agent has no link to it/);
+    assert.match(evacuate.output, /the destination has been unreachable for \d+ s \(--timeout 2\)/);
+    assert.match(evacuate.output, /\[TIMEOUT\]/);
+    const json = new PresyncProcess([
+      "evacuate",
+      "vm",
+      "--control",
+      `${root}/agent.sock`,
+      "--timeout",
+      "1",
+      "--json",
+    ]);
+    assert.equal((await json.wait()).code, ExitCode.UNREACHABLE);
+    const line = json.output.split("\n").find((l) => l.startsWith("{"));
+    assert.deepStrictEqual(JSON.parse(line!).code, "TIMEOUT");
+    assert.ok(!agent.exited, "the agent keeps running and keeps the evacuation requested");
+  } finally {
+    await evacuate?.kill();
+    await agent?.kill("SIGTERM");
+    await Deno.remove(root, { recursive: true });
+  }
+});
+
+Deno.test("evacuate names each wait; only a missing agent or link counts towards --timeout", async () => {
+  const { describeWait } = await import("./cmd_evacuate.ts");
+  assert.deepStrictEqual(describeWait(null, false), {
+    message: "waiting for the agent: its control socket does not answer",
+    unreachable: true,
+  });
+  assert.equal(describeWait({ state: "disconnected" }, false).unreachable, true);
+  assert.equal(describeWait({ state: "starting" }, true).unreachable, true);
+  for (const state of ["idle", "scanning", "sending", "evacuating", "evacuated", "paused"]) {
+    assert.equal(describeWait({ state }, false).unreachable, false, state);
+  }
+  assert.match(describeWait({ state: "idle" }, false).message, /preparing the final cut/);
+  assert.match(describeWait({ state: "idle" }, true).message, /waiting for the commit/);
+  assert.deepStrictEqual(
+    describeWait({ state: "disconnected", evacuationStep: "hook: virsh suspend db1" }, false),
+    { message: "hook: virsh suspend db1", unreachable: true },
+  );
+});
