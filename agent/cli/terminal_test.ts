@@ -95,7 +95,7 @@ Deno.test({
           "--interval",
           "1",
           "--rate",
-          "24mbit",
+          "8mbit",
         ]);
         const context = () => `--- agent\n${agent?.output}\n--- serve\n${serve?.output}`;
         const status = async () => {
