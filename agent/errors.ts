@@ -68,6 +68,12 @@ export const ErrorCode = {
   NBD_REQUEST_FAILED: "NBD_REQUEST_FAILED",
   /** The replica is exported to a VM at the destination: it must not change under it. */
   VOLUME_EXPORTED: "VOLUME_EXPORTED",
+  /** Another live source agent syncs this volume (two agents with one state: split brain). */
+  VOLUME_HELD: "VOLUME_HELD",
+  /** The source's state is older than the destination's replica (restored from a backup?). */
+  SOURCE_STATE_STALE: "SOURCE_STATE_STALE",
+  /** The volume was evacuated: it no longer syncs from this agent until it is restarted. */
+  VOLUME_EVACUATED: "VOLUME_EVACUATED",
 } as const;
 
 /** One of the {@linkcode ErrorCode} values. */

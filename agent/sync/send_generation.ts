@@ -2,11 +2,11 @@ import { Bitmap } from "../core/mod.ts";
 import { ErrorCode, PresyncError } from "../errors.ts";
 import type { SourceState } from "../source/source_state.ts";
 import { toHex } from "../hex.ts";
-import type { StagedBlock } from "../store/staging_area.ts";
 import type { Cut } from "../tracker.ts";
 import { blockEntries, ENTRY_BYTES, isZeroEntry } from "../volume/block_hashes.ts";
 import { assertSameVolume } from "../volume/volume_identity.ts";
-import type { Destination } from "./destination.ts";
+import type { Destination, StagedBlock } from "./destination.ts";
+import { assertResumable } from "./resume_check.ts";
 import { YIELD_EVERY_BYTES, yieldToEventLoop } from "../yield.ts";
 
 /** Most bytes read from the source in one go while sending. */
@@ -27,6 +27,10 @@ export interface SendOptions {
    * the read instead of costing a resend in the next generation.
    */
   hot?: Bitmap;
+  /** The generation is an evacuation's last: its `begin` says so (see `BeginOptions`). */
+  final?: boolean;
+  /** Called once every block is durable, just before the commit is asked for. */
+  onCommit?: () => void;
 }
 
 /** What {@linkcode sendGeneration} did. */
@@ -42,6 +46,8 @@ export interface SendReport {
   alreadyStaged: number;
   /** Merkle root of the committed generation (hex). */
   merkleRoot: string;
+  /** How long the destination took to commit, ms (0 when it had committed already). */
+  commitMs: number;
 }
 
 /**
@@ -75,38 +81,38 @@ export async function sendGeneration(
     zeroBlocks: 0,
     alreadyStaged: 0,
     merkleRoot: "",
+    commitMs: 0,
   };
   try {
+    assertResumable(state, info.committedGeneration);
     if (info.committedGeneration === generation) {
       // Committed before the acknowledgement reached us: only the bookkeeping is left.
-      info.staged?.received.free();
       report.merkleRoot = info.merkleRoot;
       await state.recordCommitted(generation);
       return report;
     }
-    if (info.committedGeneration !== generation - 1) {
-      info.staged?.received.free();
-      throw new PresyncError(
-        ErrorCode.GENERATION_MISMATCH,
-        `destination volume \`${state.identity.name}\` is at generation ${info.committedGeneration} ` +
-          `but the source is sending generation ${generation}; re-initialise one side to resync`,
-      );
-    }
-    await destination.beginGeneration(generation, pending.dirty, pending.cutTimeMs);
+    await destination.beginGeneration(generation, pending.dirty, pending.cutTimeMs, {
+      final: hooks.final === true,
+    });
     using toSend = pending.dirty.clone();
     if (info.staged?.generation === generation) {
-      report.alreadyStaged = info.staged.received.clone().and(pending.dirty).popcount();
+      using staged = info.staged.received.clone().and(pending.dirty);
+      report.alreadyStaged = staged.popcount();
       toSend.andNot(info.staged.received);
     }
-    info.staged?.received.free();
     await sendBlocks(state, cut, destination, toSend, report, hooks);
     report.merkleRoot = toHex(await state.manifest.root());
+    hooks.onCommit?.();
+    const commitStarted = performance.now();
     await destination.commit(generation, report.merkleRoot);
+    report.commitMs = performance.now() - commitStarted;
     await state.recordCommitted(generation);
     return report;
   } catch (err) {
     report.sent.free();
     throw err;
+  } finally {
+    info.staged?.received.free();
   }
 }
 
