@@ -90,13 +90,17 @@ export class RemoteDestination {
   }
 
   async #readReplies(): Promise<void> {
+    // The error the destination replied with last, until a success: when the stream ends
+    // right after it, that error is why (its last word, e.g. a full disk while staging).
+    let lastWord: PresyncError | null = null;
     try {
       while (true) {
         const message = await this.#reader.read();
         if (!message) {
-          throw new PresyncError(ErrorCode.CONNECTION_LOST, "destination closed the sync stream", {
-            retryable: true,
-          });
+          throw lastWord ??
+            new PresyncError(ErrorCode.CONNECTION_LOST, "destination closed the sync stream", {
+              retryable: true,
+            });
         }
         if (message.kind !== MessageKind.JSON) {
           throw new PresyncError(
@@ -114,16 +118,23 @@ export class RemoteDestination {
         }
         try {
           waiter.resolve(parseReply(waiter.op, value));
+          lastWord = null;
         } catch (err) {
           waiter.reject(err);
           if (err instanceof PresyncError && err.code === ErrorCode.PROTOCOL_VIOLATION) throw err;
+          lastWord = err instanceof PresyncError ? err : null;
         }
       }
     } catch (err) {
-      this.#failure = err;
-      for (const waiter of this.#waiters.splice(0)) waiter.reject(err);
-      await this.#reader.cancel();
+      await this.#fail(err);
     }
+  }
+
+  /** Fails the stream: every waiting and later call fails with `err`. */
+  async #fail(err: unknown): Promise<void> {
+    this.#failure ??= err;
+    for (const waiter of this.#waiters.splice(0)) waiter.reject(this.#failure);
+    await this.#reader.cancel();
   }
 
   async #call<O extends keyof SyncReplies>(
@@ -182,11 +193,14 @@ export class RemoteDestination {
     const reply = await this.#call({ op: SyncOp.FLUSH, seq });
     const blocks = blockCount(this.#identity);
     if (reply.seq !== seq || reply.rejected.some((b) => b >= blocks)) {
-      throw new PresyncError(
+      // Out of step with the destination: nothing more on this stream can be trusted.
+      const error = new PresyncError(
         ErrorCode.PROTOCOL_VIOLATION,
         `reply to flush ${seq}: expected seq ${seq} and blocks below ${blocks}, received seq ` +
           `${reply.seq} and ${reply.rejected.length} rejected blocks`,
       );
+      await this.#fail(error);
+      throw error;
     }
     return reply.rejected;
   }

@@ -171,8 +171,13 @@ export async function serveReplicaStream(
     }
   } finally {
     // The link went away: keep what arrived intact. Blocks staged so far are verified;
-    // making them durable now means the source will not send them again.
-    await stageBatch().catch(() => {});
-    await replica.flush().catch(() => {});
+    // making them durable now means the source will not send them again. (With nothing
+    // staged there is nothing to flush: the stream's own error is what counts.)
+    try {
+      await stageBatch();
+      await replica.flush();
+    } catch {
+      // Reported by the next stream's resume state: what is not durable is sent again.
+    }
   }
 }
