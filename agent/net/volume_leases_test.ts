@@ -78,9 +78,8 @@ Deno.test("leases: another live agent is refused naming both; a gone one is repl
   assert.equal(a.stopped, 0);
   assert.equal(leases.holder("vm"), a);
   // Its agent dies: the probe fails, and the next agent takes over.
-  let lease!: { release(): void };
   const gone = holder("c", {}, false);
-  lease = await leases.acquire("other", gone);
+  const lease = await leases.acquire("other", gone);
   gone.stop = () => lease.release();
   const d = holder("d", {}, true);
   await leases.acquire("other", d);
