@@ -141,7 +141,7 @@ seededTest(
         assert.equal(status.lastErrorCode, "SOURCE_STATE_STALE");
         assert.match(String(status.lastError), /older than the replica/);
         // Before, this waited 150 s without a word: a deadline tells a hang from an answer.
-        let deadline: number | undefined;
+        let deadline: ReturnType<typeof setTimeout> | undefined;
         const reply = await Promise.race([
           cluster.control("POST", "/volumes/vm/evacuate"),
           new Promise<never>((_, reject) => {
