@@ -140,6 +140,9 @@ export class SourceAgent {
       serve: (session) => this.#serveSession(session),
       stopped: () => this.#stopped,
       sleep: (ms) => this.#sleep(ms),
+      onDown: (error) => {
+        for (const v of this.#volumes) v.linkDown(error);
+      },
       log,
     });
     const end = this.fatal ??

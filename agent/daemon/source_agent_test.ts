@@ -240,7 +240,8 @@ Deno.test("source agent: an evacuation while the destination is unreachable says
       const evacuation = source.evacuate("vm");
       const waiting = statusOf(source, "vm").evacuation!;
       assert.equal(waiting.step, "waiting_for_link");
-      assert.match(String(waiting.detail), /not connected to the destination yet/);
+      assert.match(String(waiting.detail), /not reachable: memory peer unreachable/);
+      assert.equal(statusOf(source, "vm").lastErrorCode, ErrorCode.CONNECTION_LOST);
       dest.transport.allow();
       const report = await evacuation;
       assert.equal(report.verified, true);

@@ -320,6 +320,14 @@ export class VolumePipeline {
     );
   }
 
+  /** The destination cannot be reached (`error` says why): the volume waits for the link. */
+  linkDown(error: PresyncError): void {
+    if (this.parked) return;
+    if (this.#phase !== "evacuated") this.#phase = "disconnected";
+    this.#lastError = error;
+    this.#evacuation?.to("waiting_for_link", `the destination is not reachable: ${error.message}`);
+  }
+
   /** Lets a parked volume sync again (its supervisor must be started again). */
   unpark(): void {
     if (this.#phase === "parked") this.#phase = "disconnected";
