@@ -1,7 +1,7 @@
 import type { Bitmap } from "../core/mod.ts";
 import { ErrorCode, PresyncError } from "../errors.ts";
 import { Signal } from "../wire/_signal.ts";
-import type { ServerLog } from "./replica_stream.ts";
+import type { Logger } from "../log.ts";
 
 /** An evacuation's final generation of a volume, as its source announced it. */
 export interface FinalGeneration {
@@ -23,9 +23,9 @@ export class EvacuationFinals {
   readonly #finals = new Map<string, FinalGeneration>();
   readonly #announced = new Signal();
   readonly #exported = new Set<string>();
-  readonly #log: ServerLog;
+  readonly #log: Logger;
 
-  constructor(log: ServerLog) {
+  constructor(log: Logger) {
     this.#log = log;
   }
 

@@ -1,6 +1,7 @@
 import { type Codec, decodeBlockFrame, ZERO_MARKER_KIND } from "../codec/mod.ts";
 import type { Bitmap } from "../core/mod.ts";
 import { ErrorCode, PresyncError } from "../errors.ts";
+import type { Logger } from "../log.ts";
 import type { CommittedState, ResumeInfo, StagedBlock, StageResult } from "../sync/destination.ts";
 import { blockCount, type VolumeIdentity } from "../volume/volume_identity.ts";
 import {
@@ -22,13 +23,6 @@ import { bitmapFromWire, decodeBlockMessage, resumeToWire } from "./sync_protoco
 
 /** Blocks staged per batch on the destination. */
 const STAGE_BATCH = 64;
-
-/** A line for the destination's log. */
-export type ServerLog = (
-  level: "info" | "warn" | "error",
-  event: string,
-  fields: Record<string, unknown>,
-) => void;
 
 /** What a sync stream needs of the replica it serves (a `ReplicaVolume` of the store). */
 export interface ServedReplica {
@@ -73,7 +67,7 @@ export async function serveReplicaStream(
   reader: MessageReader,
   writer: MessageWriter,
   codecs: Codec[],
-  log: ServerLog,
+  log: Logger,
   hooks: ReplicaStreamHooks,
 ): Promise<void> {
   const { blockSize, name } = replica.identity;

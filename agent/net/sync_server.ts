@@ -1,5 +1,6 @@
 import type { Codec } from "../codec/mod.ts";
 import { ErrorCode, PresyncError } from "../errors.ts";
+import type { Logger } from "../log.ts";
 import { assertSameVolume, type VolumeIdentity } from "../volume/volume_identity.ts";
 import type { Session } from "../wire/session.ts";
 import type { SessionStream } from "../wire/session_stream.ts";
@@ -7,12 +8,11 @@ import { fetchBlocks, type FetchedBlock } from "./block_fetch.ts";
 import { BulkNarrowing, type NarrowedStream } from "./bulk_narrowing.ts";
 import { EvacuationFinals, type FinalGeneration } from "./evacuation_finals.ts";
 import { MessageKind, MessageReader, MessageWriter, parseJsonBody } from "./message_stream.ts";
-import { type ServedReplica, serveReplicaStream, type ServerLog } from "./replica_stream.ts";
+import { type ServedReplica, serveReplicaStream } from "./replica_stream.ts";
 import { errorReply, parseOpenRequest, type SourceInstance } from "./sync_messages.ts";
 import { MAX_SYNC_MESSAGE_BYTES, resumeToWire } from "./sync_protocol.ts";
 import { type LeaseHolder, VolumeLeases } from "./volume_leases.ts";
 
-export type { ServerLog } from "./replica_stream.ts";
 export type { FinalGeneration } from "./evacuation_finals.ts";
 
 /** What the sync server needs of the replica store (a `ReplicaStore`). */
@@ -55,13 +55,13 @@ interface Holder extends LeaseHolder {
 export class SyncServer {
   readonly #store: ReplicaCatalog;
   readonly #codecs: Codec[];
-  readonly #log: ServerLog;
+  readonly #log: Logger;
   readonly #leases: VolumeLeases<Holder>;
   readonly #finals: EvacuationFinals;
   readonly #narrowing = new BulkNarrowing();
   readonly #volumes = new Map<string, SyncedVolume>();
 
-  constructor(store: ReplicaCatalog, codecs: Codec[], log: ServerLog) {
+  constructor(store: ReplicaCatalog, codecs: Codec[], log: Logger) {
     this.#store = store;
     this.#codecs = codecs;
     this.#log = log;

@@ -16,7 +16,8 @@ import { MessageKind, MessageReader, MessageWriter, parseJsonBody } from "./mess
 import { RemoteDestination } from "./remote_destination.ts";
 import { SyncOp } from "./sync_messages.ts";
 import { MAX_SYNC_MESSAGE_BYTES } from "./sync_protocol.ts";
-import { type ServerLog, SyncServer } from "./sync_server.ts";
+import { SyncServer } from "./sync_server.ts";
+import type { Logger } from "../log.ts";
 
 const fs = new DenoFileSystem();
 const codec = createZstdCodec();
@@ -32,7 +33,7 @@ async function rig() {
   bytes.fill(9, 200 * 1024, 250 * 1024);
   await Deno.writeFile(image, bytes);
   const lines: { event: string; fields: Record<string, unknown> }[] = [];
-  const log: ServerLog = (_level, event, fields) => lines.push({ event, fields });
+  const log: Logger = (_level, event, fields = {}) => void lines.push({ event, fields });
   const server = new SyncServer(
     new ReplicaStore(fs, `${root}/store`),
     [codec, createNoneCodec()],

@@ -1,5 +1,5 @@
 import { ErrorCode, PresyncError } from "../errors.ts";
-import type { ServerLog } from "./replica_stream.ts";
+import type { Logger } from "../log.ts";
 import type { SourceInstance } from "./sync_messages.ts";
 
 /** Whoever syncs a volume at the destination: one source stream at a time. */
@@ -50,9 +50,9 @@ function describe(holder: LeaseHolder): string {
 export class VolumeLeases<H extends LeaseHolder> {
   readonly #held = new Map<string, Held<H>>();
   readonly #queues = new Map<string, Promise<unknown>>();
-  readonly #log: ServerLog;
+  readonly #log: Logger;
 
-  constructor(log: ServerLog) {
+  constructor(log: Logger) {
     this.#log = log;
   }
 
