@@ -18,7 +18,8 @@ import { RatePolicy } from "./rate_policy.ts";
 import type { Rate, ScheduleRule } from "./rate_schedule.ts";
 import { superviseVolume } from "./volume_supervisor.ts";
 import { VolumePipeline } from "./volume_pipeline.ts";
-import { type VolumeStatus, volumeStatus } from "./volume_status.ts";
+import { unstartedStatus, type VolumeStatus, volumeStatus } from "./volume_status.ts";
+import { faultFix } from "./volume_faults.ts";
 
 export type { EvacuateReport } from "./evacuation.ts";
 
@@ -54,6 +55,12 @@ export interface SourceAgentConfig {
   fs?: FileSystem;
 }
 
+/** Errors of the configuration itself: the agent does not start. */
+const CONFIGURATION_ERRORS = new Set<ErrorCode>([
+  ErrorCode.INVALID_ARGUMENT,
+  ErrorCode.INVALID_VOLUME_NAME,
+]);
+
 /** How often the RTT is measured (and the rates follow it), ms. */
 const RTT_INTERVAL_MS = 1000;
 
@@ -72,6 +79,8 @@ export class SourceAgent {
   readonly #config: SourceAgentConfig;
   readonly #fs: FileSystem;
   readonly #volumes: VolumePipeline[] = [];
+  /** Volumes that could not start, with why. */
+  readonly #unstarted = new Map<string, { image: string; error: PresyncError }>();
   readonly #rates: RatePolicy;
   /** Which agent process this is, as the destination sees it (split-brain protection). */
   readonly #instance = newSourceInstance();
@@ -91,37 +100,64 @@ export class SourceAgent {
     this.#rates = new RatePolicy(config);
   }
 
-  /** Opens (or initialises) each volume's state and tracker. */
+  /**
+   * Opens (or initialises) each volume's state and tracker. A volume that cannot start (its
+   * image is missing, its state damaged…) is parked with the cause, and the others start;
+   * `resume` tries it again.
+   *
+   * @throws {PresyncError} `INVALID_VOLUME_NAME` or `INVALID_ARGUMENT`: the configuration
+   *   itself is wrong, nothing starts
+   */
   async init(): Promise<void> {
     for (const { name } of this.#config.volumes) validateVolumeName(name);
     for (const { name, image } of this.#config.volumes) {
-      const { state, tracker } = await openSourceVolume({
-        fs: this.#fs,
-        name,
-        imagePath: image,
-        stateDir: `${this.#config.stateDir}/${name}`,
-        blockSize: this.#config.blockSize,
-        readRateBytesPerSecond: this.#config.readRateBytesPerSecond,
-        tracker: this.#config.tracker,
-        nbdListen: this.#config.nbdListen,
-        onNbdError: (err) =>
-          this.#config.log("warn", "nbd_connection_failed", { volume: name, error: String(err) }),
-      });
-      this.#volumes.push(
-        new VolumePipeline({
-          name,
-          image,
-          state,
-          tracker,
-          intervalMs: this.#config.intervalMs,
-          evacuateHook: this.#config.evacuateHook,
-          log: this.#config.log,
-        }),
-      );
+      try {
+        this.#volumes.push(await this.#start(name, image));
+      } catch (err) {
+        if (err instanceof PresyncError && CONFIGURATION_ERRORS.has(err.code)) throw err;
+        this.#parkUnstarted(name, image, err);
+      }
     }
     this.#config.log("info", "agent_started", {
       instance: this.#instance.instance,
       volumes: this.#volumes.map((v) => v.name),
+    });
+  }
+
+  async #start(name: string, image: string): Promise<VolumePipeline> {
+    const { state, tracker } = await openSourceVolume({
+      fs: this.#fs,
+      name,
+      imagePath: image,
+      stateDir: `${this.#config.stateDir}/${name}`,
+      blockSize: this.#config.blockSize,
+      readRateBytesPerSecond: this.#config.readRateBytesPerSecond,
+      tracker: this.#config.tracker,
+      nbdListen: this.#config.nbdListen,
+      onNbdError: (err) =>
+        this.#config.log("warn", "nbd_connection_failed", { volume: name, error: String(err) }),
+    });
+    return new VolumePipeline({
+      name,
+      image,
+      state,
+      tracker,
+      intervalMs: this.#config.intervalMs,
+      evacuateHook: this.#config.evacuateHook,
+      log: this.#config.log,
+    });
+  }
+
+  #parkUnstarted(name: string, image: string, err: unknown): void {
+    const error = err instanceof PresyncError
+      ? err
+      : new PresyncError(ErrorCode.IO, String(err), { cause: err });
+    this.#unstarted.set(name, { image, error });
+    this.#config.log("error", "volume_parked", {
+      volume: name,
+      code: error.code,
+      error: `the volume could not start: ${error.message}`,
+      fix: faultFix(error, name),
     });
   }
 
@@ -232,13 +268,18 @@ export class SourceAgent {
 
   #volume(name: string): VolumePipeline {
     const v = this.#volumes.find((x) => x.name === name);
-    if (!v) {
+    if (v) return v;
+    const unstarted = this.#unstarted.get(name);
+    if (unstarted) {
       throw new PresyncError(
-        ErrorCode.VOLUME_NOT_FOUND,
-        `this agent has no volume named ${JSON.stringify(name)}`,
+        unstarted.error.code,
+        `volume ${name} is parked: it could not start: ${unstarted.error.message}`,
       );
     }
-    return v;
+    throw new PresyncError(
+      ErrorCode.VOLUME_NOT_FOUND,
+      `this agent has no volume named ${JSON.stringify(name)}`,
+    );
   }
 
   /** Stops sending `name` at the next block; tracking goes on. Idempotent. */
@@ -247,12 +288,29 @@ export class SourceAgent {
   }
 
   /**
-   * Resumes sending `name`; a parked volume is retried (after its cause was fixed).
-   * Idempotent.
+   * Resumes sending `name`; a parked volume is retried (after its cause was fixed), one that
+   * could not start is started. Idempotent.
    *
-   * @throws {PresyncError} `VOLUME_EVACUATED` once the volume was evacuated
+   * @throws {PresyncError} `VOLUME_EVACUATED` once the volume was evacuated; why a volume
+   *   still cannot start
    */
-  resume(name: string): void {
+  async resume(name: string): Promise<void> {
+    const unstarted = this.#unstarted.get(name);
+    if (unstarted && !this.fatal && !this.#stopped) {
+      let started: VolumePipeline;
+      try {
+        started = await this.#start(name, unstarted.image);
+      } catch (err) {
+        this.#parkUnstarted(name, unstarted.image, err);
+        throw this.#unstarted.get(name)!.error;
+      }
+      this.#unstarted.delete(name);
+      this.#volumes.push(started);
+      this.#config.log("info", "volume_resumed", { volume: name });
+      this.#applyRates();
+      this.#supervise?.(started);
+      return;
+    }
     const v = this.#volume(name);
     v.resume();
     if (v.parked && !this.fatal && !this.#stopped) {
@@ -268,24 +326,28 @@ export class SourceAgent {
    * at full speed, waits for the commit and verifies the Merkle roots. Each step is logged
    * and shown in `status`.
    */
-  evacuate(name: string): Promise<EvacuateReport> {
+  async evacuate(name: string): Promise<EvacuateReport> {
     const promise = this.#volume(name).evacuate();
     this.#applyRates();
     this.#wakeAll();
-    return promise;
+    return await promise;
   }
 
   /**
    * Asks the destination to verify the replica of `name`: its image against its own block
    * hashes, and its Merkle root against the committed generation's root at the source.
    */
-  verify(name: string): Promise<{ ok: boolean; generation: number; report: unknown }> {
-    return this.#volume(name).verify();
+  async verify(name: string): Promise<{ ok: boolean; generation: number; report: unknown }> {
+    return await this.#volume(name).verify();
   }
 
-  /** Per-volume status. */
+  /** Per-volume status, in the configuration's order. */
   status(): VolumeStatus[] {
-    return this.#volumes.map((v) => volumeStatus(v.snapshot(), this.rttMs));
+    return this.#config.volumes.map(({ name }) => {
+      const v = this.#volumes.find((x) => x.name === name);
+      if (v) return volumeStatus(v.snapshot(), this.rttMs);
+      return unstartedStatus(name, this.#unstarted.get(name)!.error);
+    });
   }
 
   /** Stops the agent. */

@@ -144,7 +144,7 @@ Deno.test("source agent: a resized volume is parked by name; the other syncs on;
       assert.equal(source.fatal, null);
       // Fixed (the image back to its size), `resume` retries the parked volume.
       await Deno.truncate(images.a, 256 * 1024);
-      source.resume("a");
+      await source.resume("a");
       await waitFor("a synced again", () => statusOf(source, "a").state === "idle");
       assert.equal(statusOf(source, "a").lastErrorCode, null);
     } finally {
@@ -245,7 +245,36 @@ Deno.test("source agent: an evacuation while the destination is unreachable says
       dest.transport.allow();
       const report = await evacuation;
       assert.equal(report.verified, true);
-      assert.throws(() => source.resume("vm"), /was evacuated/);
+      await assert.rejects(source.resume("vm"), /was evacuated/);
+    } finally {
+      source.stop();
+      await running;
+      dest.stop();
+    }
+  });
+});
+
+Deno.test("source agent: a volume that cannot start is parked; the others run; resume starts it", async () => {
+  await inTemp(async (root) => {
+    await writeImage(`${root}/b.img`, 256 * 1024, 9);
+    const dest = destination(root);
+    const images = { a: `${root}/missing.img`, b: `${root}/b.img` };
+    const { source, lines } = agent(dest.transport, `${root}/state`, images);
+    await source.init();
+    const running = source.run();
+    try {
+      const a = statusOf(source, "a");
+      assert.equal(a.state, "parked");
+      assert.equal(a.lastErrorCode, ErrorCode.IO);
+      assert.match(String(a.lastError), /could not start: open source image .*missing\.img/);
+      assert.ok(lines.some((l) => l.event === "volume_parked" && l.fields.volume === "a"));
+      await waitFor("b synced", () => statusOf(source, "b").committedGeneration === 1);
+      await assertRejectsCode(source.evacuate("a"), ErrorCode.IO);
+      await assertRejectsCode(source.resume("a"), ErrorCode.IO);
+      await writeImage(images.a, 128 * 1024, 1);
+      await source.resume("a");
+      await waitFor("a synced", () => statusOf(source, "a").committedGeneration === 1);
+      assert.deepEqual(source.status().map((s) => s.name), ["a", "b"]);
     } finally {
       source.stop();
       await running;

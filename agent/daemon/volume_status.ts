@@ -1,3 +1,4 @@
+import type { PresyncError } from "../errors.ts";
 import type { PendingGeneration } from "../source/source_state.ts";
 import type { EvacuationStatus } from "./evacuation.ts";
 
@@ -116,5 +117,24 @@ export function volumeStatus(v: VolumeSnapshot, rttMs: number | undefined): Volu
     lastError: v.lastError,
     lastErrorCode: v.lastErrorCode,
     evacuation: v.evacuation,
+  };
+}
+
+/** Status of a volume that could not start (parked with `error`; nothing else is known). */
+export function unstartedStatus(name: string, error: PresyncError): VolumeStatus {
+  return {
+    name,
+    state: "parked",
+    committedGeneration: 0,
+    rpoSeconds: null,
+    pendingBytes: 0,
+    generationBytes: 0,
+    goodputBytesPerSecond: 0,
+    rttMs: null,
+    predictedEvacuationSeconds: null,
+    paused: false,
+    lastError: `the volume could not start: ${error.message}`,
+    lastErrorCode: error.code,
+    evacuation: null,
   };
 }
