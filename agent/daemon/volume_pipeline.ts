@@ -372,6 +372,14 @@ export class VolumePipeline {
     }
     if (this.#evacuation && this.#evacuation.step !== "failed") return this.#evacuation.promise;
     this.#evacuation = new Evacuation(this.name, this.counters.wireBytes, this.#options.log);
+    const inFlight = this.state.pending;
+    if (this.#link && inFlight && (this.#phase === "sending" || this.#phase === "scanning")) {
+      // A generation is on its way: it goes first, at full speed, then comes the final cut.
+      this.#phase = "evacuating";
+      this.#evacuation.to("sending", `generation ${inFlight.generation}, before the final cut`, {
+        generation: inFlight.generation,
+      });
+    }
     if (!this.#link) {
       this.#evacuation.to(
         "waiting_for_link",

@@ -168,3 +168,44 @@ Deno.test("pipeline: an evacuation asked for while disconnected says it waits fo
     assert.match(String(evacuation.detail), /not reachable: connection refused/);
   });
 });
+
+Deno.test("pipeline: an evacuation asked for mid-send says the generation in flight goes first", async () => {
+  await inTemp(async (root) => {
+    const { log, lines } = memoryLog();
+    await using v = await localVolume(root, "vm", data(512 * KiB), { log });
+    const link = await v.link();
+    let release!: () => void;
+    const held = new Promise<void>((resolve) => release = resolve);
+    let staging!: () => void;
+    const stagingStarted = new Promise<void>((resolve) => staging = resolve);
+    const replica = link.destination;
+    v.pipeline.attach({
+      ...link,
+      destination: {
+        resumeInfo: () => replica.resumeInfo(),
+        beginGeneration: (g, d, c) => replica.beginGeneration(g, d, c),
+        stage: async (blocks) => {
+          staging();
+          await held;
+          return replica.stage(blocks);
+        },
+        flush: () => replica.flush(),
+        commit: (g, r) => replica.commit(g, r),
+      },
+    });
+    const s = oneSleep();
+    const running = v.pipeline.run(s.alive, s.sleep);
+    await stagingStarted;
+    const evacuation = v.pipeline.evacuate();
+    assert.equal(v.pipeline.snapshot().evacuation?.step, "sending");
+    assert.match(
+      String(v.pipeline.snapshot().evacuation?.detail),
+      /generation 1, before the final cut/,
+    );
+    release();
+    await running;
+    assert.equal((await evacuation).generation, 2);
+    const steps = lines.filter((l) => l.event === "evacuation_step").map((l) => l.fields.step);
+    assert.deepEqual(steps.slice(0, 3), ["requested", "sending", "hook_done"]);
+  });
+});
