@@ -17,7 +17,7 @@ import type { VolumeStatus } from "./volume_status.ts";
 const codec = createZstdCodec();
 const quiet = () => {};
 
-/** An in-process destination reachable through a memory transport. */
+/** An in-process destination (store in `root/store`) reachable through a memory transport. */
 function destination(root: string) {
   const { log, lines } = memoryLog();
   const server = new SyncServer(
@@ -281,4 +281,57 @@ Deno.test("source agent: a volume that cannot start is parked; the others run; r
       dest.stop();
     }
   });
+});
+
+Deno.test({
+  name: "source agent: a full destination disk holds back only the volume that does not fit",
+  ignore: Deno.build.os !== "linux" || Deno.uid?.() !== 0,
+  fn: () =>
+    inTemp(async (root) => {
+      const mount = `${root}/small-disk`;
+      await Deno.mkdir(mount);
+      const mounted = await new Deno.Command("mount", {
+        args: ["-t", "tmpfs", "-o", "size=2m", "tmpfs", mount],
+        stderr: "null",
+      }).output();
+      if (!mounted.success) {
+        console.log("skipped: cannot mount a tmpfs here");
+        return;
+      }
+      const dest = destination(mount);
+      try {
+        const images = { big: `${root}/big.img`, small: `${root}/small.img` };
+        const noise = (bytes: number) => {
+          const out = new Uint8Array(bytes);
+          for (let at = 0; at < bytes; at += 65536) {
+            crypto.getRandomValues(out.subarray(at, at + 65536));
+          }
+          return out;
+        };
+        await Deno.writeFile(images.big, noise(4 * 1024 * 1024));
+        await Deno.writeFile(images.small, noise(256 * 1024));
+        const { source, lines } = agent(dest.transport, `${root}/state`, images);
+        await source.init();
+        const running = source.run();
+        try {
+          await waitFor("small synced", () => statusOf(source, "small").committedGeneration === 1);
+          await waitFor(
+            "big held back",
+            () => statusOf(source, "big").lastErrorCode === "NO_SPACE",
+          );
+          const big = statusOf(source, "big");
+          assert.equal(big.state, "retrying");
+          assert.match(String(big.lastError), /disk is full/);
+          assert.ok(lines.some((l) => l.event === "volume_retry" && l.fields.code === "NO_SPACE"));
+          assert.equal(statusOf(source, "small").lastErrorCode, null);
+          assert.equal(source.fatal, null);
+        } finally {
+          source.stop();
+          await running;
+        }
+      } finally {
+        dest.stop();
+        await new Deno.Command("umount", { args: [mount] }).output();
+      }
+    }),
 });
