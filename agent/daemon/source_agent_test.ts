@@ -315,12 +315,12 @@ Deno.test({
         const running = source.run();
         try {
           await waitFor("small synced", () => statusOf(source, "small").committedGeneration === 1);
-          await waitFor(
-            "big held back",
-            () => statusOf(source, "big").lastErrorCode === "NO_SPACE",
-          );
-          const big = statusOf(source, "big");
-          assert.equal(big.state, "retrying");
+          // Between its retries the volume tries again (sending): catch it waiting.
+          let big = statusOf(source, "big");
+          await waitFor("big held back", () => {
+            big = statusOf(source, "big");
+            return big.state === "retrying" && big.lastErrorCode === "NO_SPACE";
+          });
           assert.match(String(big.lastError), /disk is full/);
           assert.ok(lines.some((l) => l.event === "volume_retry" && l.fields.code === "NO_SPACE"));
           assert.equal(statusOf(source, "small").lastErrorCode, null);
