@@ -79,6 +79,12 @@ export const ErrorCode = {
   CONTROL_UNSAFE: "CONTROL_UNSAFE",
   /** An address or socket path to listen on is taken (by another presync, or another program). */
   ADDRESS_IN_USE: "ADDRESS_IN_USE",
+  /** Another live source agent syncs this volume (two agents with one state: split brain). */
+  VOLUME_HELD: "VOLUME_HELD",
+  /** The source's state is older than the destination's replica (restored from a backup?). */
+  SOURCE_STATE_STALE: "SOURCE_STATE_STALE",
+  /** The volume was evacuated: it no longer syncs from this agent until it is restarted. */
+  VOLUME_EVACUATED: "VOLUME_EVACUATED",
 } as const;
 
 /** One of the {@linkcode ErrorCode} values. */

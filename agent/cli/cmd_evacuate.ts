@@ -34,10 +34,25 @@ interface Wait {
   unreachable: boolean;
 }
 
+/** What each step of the agent's evacuation (`status.evacuation.step`) is doing. */
+const STEP_MESSAGES: Record<string, string> = {
+  requested: "evacuation requested: lifting every limit",
+  waiting_for_link:
+    "waiting for the destination: the agent has no link to it and keeps reconnecting",
+  hook: "running the evacuate hook (pausing the VM)",
+  hook_done: "the evacuate hook is done: cutting the final generation",
+  final_cut: "final cut: finding the last changes",
+  sending: "sending at full speed",
+  commit: "waiting for the destination to commit the final generation",
+  verify: "final generation committed: checking the Merkle roots",
+  done: "done",
+  failed: "the evacuation failed",
+};
+
 /**
  * What the evacuation of `v` waits for now, from its status (`null`: the agent did not
- * answer); `sentFinal` says whether the final generation was seen on its way. A status field
- * `evacuationStep` (the agent's own sentence for the step it is in) is shown as it is.
+ * answer); `sentFinal` says whether the final generation was seen on its way. The agent's
+ * own step (`evacuation.step`, with its `detail`) is shown when it reports one.
  */
 export function describeWait(v: Record<string, unknown> | null, sentFinal: boolean): Wait {
   if (v === null) {
@@ -46,9 +61,11 @@ export function describeWait(v: Record<string, unknown> | null, sentFinal: boole
       unreachable: true,
     };
   }
-  if (typeof v.evacuationStep === "string") {
-    const unreachable = v.state === "disconnected" || v.state === "starting";
-    return { message: v.evacuationStep, unreachable };
+  const evacuation = v.evacuation as { step?: unknown; detail?: unknown } | null | undefined;
+  if (evacuation && typeof evacuation.step === "string" && evacuation.step in STEP_MESSAGES) {
+    const unreachable = evacuation.step === "waiting_for_link" || v.state === "disconnected";
+    const detail = typeof evacuation.detail === "string" ? ` (${evacuation.detail})` : "";
+    return { message: STEP_MESSAGES[evacuation.step] + detail, unreachable };
   }
   switch (v.state) {
     case "starting":

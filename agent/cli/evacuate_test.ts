@@ -88,7 +88,20 @@ Deno.test("evacuate names each wait; only a missing agent or link counts towards
   assert.match(describeWait({ state: "idle" }, false).message, /preparing the final cut/);
   assert.match(describeWait({ state: "idle" }, true).message, /waiting for the commit/);
   assert.deepStrictEqual(
-    describeWait({ state: "disconnected", evacuationStep: "hook: virsh suspend db1" }, false),
-    { message: "hook: virsh suspend db1", unreachable: true },
+    describeWait(
+      { state: "idle", evacuation: { step: "hook", detail: "virsh suspend db1" } },
+      false,
+    ),
+    {
+      message: "running the evacuate hook (pausing the VM) (virsh suspend db1)",
+      unreachable: false,
+    },
+  );
+  assert.equal(
+    describeWait({
+      state: "disconnected",
+      evacuation: { step: "waiting_for_link", detail: "connection refused" },
+    }, false).unreachable,
+    true,
   );
 });

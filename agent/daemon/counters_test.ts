@@ -77,6 +77,8 @@ Deno.test({
       predictedEvacuationSeconds: 3.2,
       paused: false,
       lastError: null,
+      lastErrorCode: null,
+      evacuation: null,
     }];
     const text = agentMetrics(status, busyCounters());
     assert.equal(sample(text, 'presync_rtt_seconds{volume="db"}'), 0.1502);

@@ -1,11 +1,15 @@
-import type { Bitmap } from "../core/mod.ts";
-import type { RemoteDestination, TransferCounters } from "../net/remote_destination.ts";
-import type { RateLimiter } from "../rate_limiter.ts";
-import type { SourceState } from "../source/source_state.ts";
-import type { Cut, Tracker } from "../tracker.ts";
-import type { EvacuateReport } from "./source_agent.ts";
+import type { PresyncError } from "../errors.ts";
+import type { PendingGeneration } from "../source/source_state.ts";
+import type { EvacuationStatus } from "./evacuation.ts";
 
-/** What a volume is doing. */
+/**
+ * What a volume is doing: `starting` (not connected yet), `idle` (in sync, waiting for the
+ * next cut), `scanning`, `sending`, `evacuating`, `evacuated` (done; it sends nothing more),
+ * `disconnected` (its destination is unreachable; retried), `retrying` (its destination
+ * refused it for a while, e.g. a full disk; retried with backoff), `parked` (stopped by a
+ * fault that needs the operator: see `lastError`; `presync resume` retries), `error` (the
+ * whole agent stopped).
+ */
 export type VolumePhase =
   | "starting"
   | "idle"
@@ -14,58 +18,40 @@ export type VolumePhase =
   | "evacuating"
   | "evacuated"
   | "disconnected"
+  | "retrying"
+  | "parked"
   | "error";
 
-/** An evacuation in progress. */
-export interface Evacuation {
-  promise: Promise<EvacuateReport>;
-  resolve: (report: EvacuateReport) => void;
-  reject: (err: unknown) => void;
-  startedMs: number;
-  wireBytesAtStart: number;
-  hookDone: boolean;
-  /** The generation cut after the request: its commit ends the evacuation. */
-  finalGeneration: number | null;
-}
-
-/** The source agent's runtime state of one volume. */
-export interface AgentVolume {
+/** What the status of a volume is computed from (taken by the volume's pipeline). */
+export interface VolumeSnapshot {
   name: string;
-  image: string;
-  state: SourceState;
-  tracker: Tracker;
   phase: VolumePhase;
   paused: boolean;
-  resumeGate: Promise<void> | null;
-  releaseGate?: () => void;
-  evacuation: Evacuation | null;
+  blockSize: number;
   committedGeneration: number;
+  /** When the source cut the committed generation (0: unknown). */
   committedCutTimeMs: number;
-  /** Merkle root of the committed generation (hex), as the destination reported it. */
-  committedRoot: string;
-  /** The open sync stream to the destination, while connected. */
-  destination: RemoteDestination | null;
-  limiter: RateLimiter;
-  /** Bytes sent, cumulative across reconnects (live while sending). */
-  counters: TransferCounters;
+  /** The generation in flight, or null. */
+  pending: PendingGeneration | null;
+  /** Blocks likely written since the last cut (see `WriteRate.freshBlocks`). */
+  freshBlocks: number;
+  rawBytes: number;
+  wireBytes: number;
   goodputBytesPerSecond: number;
+  /** How long the last scan took, ms. */
   lastScanMs: number;
   /** How long the last commit took at the destination (prepare, apply), ms. */
   lastCommitMs: number;
-  dirtyBlocksPerSecond: number;
-  /** Blocks the last generation (after the first) found dirty. */
-  lastDirtyBlocks: number;
-  lastCutMs: number;
   lastError: string | null;
-  /** The last generation's dirty set: likely rewritten soon, so sent last. */
-  hot: Bitmap | null;
-  /** The cut of the generation being sent (postcopy fetches read it), while sending. */
-  cut: Cut | null;
+  lastErrorCode: string | null;
+  /** The evacuation in progress or finished, if any. */
+  evacuation: EvacuationStatus | null;
 }
 
 /** `status --json` of one volume. */
 export interface VolumeStatus {
   name: string;
+  /** A {@linkcode VolumePhase}, or `paused`. */
   state: string;
   committedGeneration: number;
   /** Age of the destination's last committed cut, seconds. */
@@ -81,7 +67,12 @@ export interface VolumeStatus {
   /** Final scan + pending bytes at the measured goodput + commit + two round trips. */
   predictedEvacuationSeconds: number | null;
   paused: boolean;
+  /** The last error this volume met (cleared when a generation commits), for operators. */
   lastError: string | null;
+  /** Its stable code (`VOLUME_MISMATCH`, `NO_SPACE`…), for alerts and per-code metrics. */
+  lastErrorCode: string | null;
+  /** The evacuation's step, while one runs or once one ended. */
+  evacuation: EvacuationStatus | null;
 }
 
 /**
@@ -92,38 +83,33 @@ export interface VolumeStatus {
  * compressed at the ratio seen so far, sent at the measured goodput, the commit (as long as
  * the last one), plus two round trips (final flush and commit).
  */
-export function volumeStatus(v: AgentVolume, rttMs: number | undefined): VolumeStatus {
-  const { blockSize } = v.state.identity;
-  const pending = v.state.pending;
+export function volumeStatus(v: VolumeSnapshot, rttMs: number | undefined): VolumeStatus {
+  const { blockSize, pending } = v;
   let pendingBlocks = 0;
   let generationBlocks = 0;
   let generationPendingBlocks = 0;
   if (pending) {
     generationBlocks = pending.dirty.popcount();
-    const unacked = pending.dirty.clone();
+    using unacked = pending.dirty.clone();
     pendingBlocks = unacked.andNot(pending.acked).popcount();
     generationPendingBlocks = pendingBlocks;
-    unacked.free();
   }
   if (v.phase !== "evacuated") {
-    // Blocks written since the last cut, at the rate the last generation saw.
-    const sinceCut = (Date.now() - v.lastCutMs) / 1000;
     const blocks = pending?.dirty.size ?? Infinity;
-    // Rewrites of the same blocks do not add up: no more than the last generation saw.
-    const fresh = Math.min(Math.round(v.dirtyBlocksPerSecond * sinceCut), v.lastDirtyBlocks);
-    pendingBlocks = Math.min(blocks, pendingBlocks + fresh);
+    pendingBlocks = Math.min(blocks, pendingBlocks + v.freshBlocks);
   }
-  const { wireBytes, rawBytes } = v.counters;
-  const ratio = rawBytes > 0 ? Math.min(1, wireBytes / rawBytes) : 1;
+  const ratio = v.rawBytes > 0 ? Math.min(1, v.wireBytes / v.rawBytes) : 1;
   const pendingBytes = Math.round(pendingBlocks * blockSize * ratio);
   const goodput = v.goodputBytesPerSecond;
   const rtt = rttMs ?? null;
   const predicted = goodput > 0
     ? (v.lastScanMs + v.lastCommitMs) / 1000 + pendingBytes / goodput + 2 * (rtt ?? 0) / 1000
     : null;
+  const paused = v.paused && v.phase !== "evacuated" && v.phase !== "parked" &&
+    v.phase !== "error";
   return {
     name: v.name,
-    state: v.paused && v.phase !== "evacuated" ? "paused" : v.phase,
+    state: paused ? "paused" : v.phase,
     committedGeneration: v.committedGeneration,
     rpoSeconds: v.committedCutTimeMs > 0 ? (Date.now() - v.committedCutTimeMs) / 1000 : null,
     pendingBytes,
@@ -134,5 +120,27 @@ export function volumeStatus(v: AgentVolume, rttMs: number | undefined): VolumeS
     predictedEvacuationSeconds: predicted === null ? null : Math.round(predicted * 100) / 100,
     paused: v.paused,
     lastError: v.lastError,
+    lastErrorCode: v.lastErrorCode,
+    evacuation: v.evacuation,
+  };
+}
+
+/** Status of a volume that could not start (parked with `error`; nothing else is known). */
+export function unstartedStatus(name: string, error: PresyncError): VolumeStatus {
+  return {
+    name,
+    state: "parked",
+    committedGeneration: 0,
+    rpoSeconds: null,
+    pendingBytes: 0,
+    generationBytes: 0,
+    generationPendingBytes: 0,
+    goodputBytesPerSecond: 0,
+    rttMs: null,
+    predictedEvacuationSeconds: null,
+    paused: false,
+    lastError: `the volume could not start: ${error.message}`,
+    lastErrorCode: error.code,
+    evacuation: null,
   };
 }

@@ -1,71 +1,36 @@
 import { ErrorCode, PresyncError } from "../errors.ts";
+import { ChunkReader } from "../wire/mod.ts";
 
 /**
- * Exact-length reads over a byte stream: `read(n)` resolves with exactly `n` bytes, or null
- * when the stream ended cleanly before the first of them; a stream that ends in the middle
- * of a message is `CONNECTION_LOST`.
+ * Exact-length reads over a byte stream, NBD's way: `read(n)` resolves with exactly `n`
+ * bytes, or null when the stream ended cleanly before the first of them; a stream that ends
+ * in the middle of a message is `CONNECTION_LOST`. The buffering is the session layer's
+ * {@linkcode ChunkReader} (a read inside one received chunk is not copied).
  */
 export class ByteReader {
-  readonly #reader: ReadableStreamDefaultReader<Uint8Array>;
-  #chunks: Uint8Array[] = [];
-  #buffered = 0;
-  #ended = false;
+  readonly #reader: ChunkReader;
 
   constructor(readable: ReadableStream<Uint8Array>) {
-    this.#reader = readable.getReader();
-  }
-
-  async #fill(n: number): Promise<boolean> {
-    while (this.#buffered < n && !this.#ended) {
-      const { value, done } = await this.#reader.read();
-      if (done) {
-        this.#ended = true;
-        break;
-      }
-      if (value.length === 0) continue;
-      this.#chunks.push(value);
-      this.#buffered += value.length;
-    }
-    return this.#buffered >= n;
+    this.#reader = new ChunkReader(readable.getReader(), new Uint8Array(0));
   }
 
   /** Bytes received and not yet consumed: a `read` of at most this many will not wait. */
   get buffered(): number {
-    return this.#buffered;
+    return this.#reader.buffered;
   }
 
   /** Exactly `n` bytes, or null at a clean end of stream; throws when it ends mid-way. */
   async read(n: number): Promise<Uint8Array | null> {
     if (n === 0) return new Uint8Array(0);
-    if (!(await this.#fill(n))) {
-      if (this.#buffered === 0) return null;
-      throw new PresyncError(
-        ErrorCode.CONNECTION_LOST,
-        `NBD peer closed the connection in the middle of a message (${this.#buffered} of ${n} ` +
-          `bytes received)`,
-        { retryable: true },
-      );
-    }
-    const first = this.#chunks[0];
-    if (first.length >= n) {
-      const out = first.subarray(0, n);
-      if (first.length === n) this.#chunks.shift();
-      else this.#chunks[0] = first.subarray(n);
-      this.#buffered -= n;
-      return out;
-    }
-    const out = new Uint8Array(n);
-    let at = 0;
-    while (at < n) {
-      const chunk = this.#chunks[0];
-      const take = Math.min(chunk.length, n - at);
-      out.set(chunk.subarray(0, take), at);
-      at += take;
-      if (take === chunk.length) this.#chunks.shift();
-      else this.#chunks[0] = chunk.subarray(take);
-    }
-    this.#buffered -= n;
-    return out;
+    const bytes = await this.#reader.read(n);
+    if (bytes !== null) return bytes;
+    if (this.#reader.buffered === 0) return null;
+    throw new PresyncError(
+      ErrorCode.CONNECTION_LOST,
+      `NBD peer closed the connection in the middle of a message (${this.#reader.buffered} of ` +
+        `${n} bytes received)`,
+      { retryable: true },
+    );
   }
 
   /** Exactly `n` bytes; the end of the stream is `CONNECTION_LOST` here. */
@@ -91,11 +56,8 @@ export class ByteReader {
   }
 
   /** Stops reading; pending reads reject. Idempotent. */
-  async cancel(): Promise<void> {
-    try {
-      await this.#reader.cancel();
-    } catch {
-      // Already closed or errored: nothing left to release.
-    }
+  cancel(): Promise<void> {
+    this.#reader.cancel();
+    return Promise.resolve();
   }
 }

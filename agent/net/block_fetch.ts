@@ -11,36 +11,26 @@ import { blake3, isZero } from "../core/mod.ts";
 import { ErrorCode, PresyncError } from "../errors.ts";
 import type { Cut } from "../tracker.ts";
 import { constantTimeEqual } from "../bytes.ts";
-import {
-  blockCount,
-  blockLength,
-  validateVolumeName,
-  type VolumeIdentity,
-} from "../volume/volume_identity.ts";
+import { blockCount, blockLength, type VolumeIdentity } from "../volume/volume_identity.ts";
 import { Priority } from "../wire/frame.ts";
 import type { Session } from "../wire/session.ts";
 import type { SessionStream } from "../wire/session_stream.ts";
 import { MessageKind, MessageReader, MessageWriter, parseJsonBody } from "./message_stream.ts";
 import {
-  decodeBlockMessage,
-  encodeBlockMessage,
   errorFromReply,
   errorReply,
-} from "./sync_protocol.ts";
+  type FetchRequest,
+  parseErrorReply,
+  parseFetchRequest,
+  SyncOp,
+} from "./sync_messages.ts";
+import { decodeBlockMessage, encodeBlockMessage } from "./sync_protocol.ts";
 
-/** Most consecutive blocks one fetch may ask for. */
-export const MAX_FETCH_BLOCKS = 64;
+export { MAX_FETCH_BLOCKS } from "./sync_messages.ts";
+
 /** Largest fetch request accepted (it is a small JSON object). */
 const MAX_REQUEST_BYTES = 4096;
 const NO_HASH = new Uint8Array(32);
-
-/** What the destination asks: `count` blocks from `first` of `generation` of `volume`. */
-export interface FetchRequest {
-  volume: string;
-  generation: number;
-  first: number;
-  count: number;
-}
 
 /** One fetched block, checked against its hash. */
 export interface FetchedBlock {
@@ -101,29 +91,6 @@ export async function serveFetchStream(
   }
 }
 
-function parseFetchRequest(value: Record<string, unknown>): FetchRequest {
-  if (value.op !== "fetch") {
-    throw new PresyncError(ErrorCode.PROTOCOL_VIOLATION, `expected fetch, got ${value.op}`);
-  }
-  const { generation, first, count } = value;
-  if (
-    !Number.isSafeInteger(generation) || !Number.isSafeInteger(first) ||
-    !Number.isSafeInteger(count) || (first as number) < 0 || (count as number) < 1 ||
-    (count as number) > MAX_FETCH_BLOCKS
-  ) {
-    throw new PresyncError(
-      ErrorCode.PROTOCOL_VIOLATION,
-      `fetch needs integer generation, first ≥ 0 and count 1–${MAX_FETCH_BLOCKS}`,
-    );
-  }
-  return {
-    volume: validateVolumeName(value.volume),
-    generation: generation as number,
-    first: first as number,
-    count: count as number,
-  };
-}
-
 /**
  * The destination side: fetches `count` blocks from `first` over a new on-demand stream of
  * `session`, and checks each against the hash the source sent (and its length).
@@ -141,7 +108,14 @@ export async function fetchBlocks(
   const reader = new MessageReader(stream.readable, blockSize + 64 * 1024);
   const writer = new MessageWriter(stream.writable);
   try {
-    await writer.writeJson({ op: "fetch", volume: identity.name, generation, first, count });
+    const request: FetchRequest = {
+      op: SyncOp.FETCH,
+      volume: identity.name,
+      generation,
+      first,
+      count,
+    };
+    await writer.writeJson(request);
     await writer.close();
     const blocks: FetchedBlock[] = [];
     for (let i = 0; i < count; i++) {
@@ -154,7 +128,7 @@ export async function fetchBlocks(
         );
       }
       if (message.kind === MessageKind.JSON) {
-        throw errorFromReply(parseJsonBody(message.body), "source");
+        throw errorFromReply(parseErrorReply(parseJsonBody(message.body)), "source");
       }
       blocks.push(checkBlock(decodeBlockMessage(message.body), first + i, identity, codecs));
     }

@@ -1,4 +1,5 @@
 import { ErrorCode, PresyncError } from "../errors.ts";
+import { ChunkReader } from "../wire/mod.ts";
 
 /** Message kinds on a sync stream (docs/PROTOCOL.md, "Sync protocol"). */
 export const MessageKind = {
@@ -14,60 +15,53 @@ export const MESSAGE_HEADER_BYTES = 5;
 /** One message: its kind and body. */
 export interface Message {
   kind: number;
+  /** The body; it may share memory with the received chunk (do not write to it). */
   body: Uint8Array;
 }
 
 /**
  * Reads length-prefixed messages from a byte stream, refusing any longer than
  * `maxBodyBytes` (the length comes from the peer: it is bounded before anything is
- * allocated).
+ * allocated). A message inside one received chunk is not copied.
  */
 export class MessageReader {
-  readonly #reader: ReadableStreamDefaultReader<Uint8Array>;
+  readonly #reader: ChunkReader;
   readonly #maxBody: number;
-  #buffer = new Uint8Array(0);
 
   constructor(readable: ReadableStream<Uint8Array>, maxBodyBytes: number) {
-    this.#reader = readable.getReader();
+    this.#reader = new ChunkReader(readable.getReader(), new Uint8Array(0));
     this.#maxBody = maxBodyBytes;
   }
 
-  async #fill(bytes: number): Promise<boolean> {
-    while (this.#buffer.length < bytes) {
-      const { value, done } = await this.#reader.read();
-      if (done) return false;
-      const joined = new Uint8Array(this.#buffer.length + value.length);
-      joined.set(this.#buffer);
-      joined.set(value, this.#buffer.length);
-      this.#buffer = joined;
-    }
-    return true;
-  }
-
-  /** The next message, or null at a clean end of stream between messages. */
+  /**
+   * The next message, or null at a clean end of stream between messages.
+   *
+   * @throws {PresyncError} `PROTOCOL_VIOLATION` for a body over the limit; `CONNECTION_LOST`
+   *   (retryable) when the stream ends inside a message; the stream's own error
+   */
   async read(): Promise<Message | null> {
-    if (!(await this.#fill(MESSAGE_HEADER_BYTES))) {
-      if (this.#buffer.length === 0) return null;
+    const header = await this.#reader.read(MESSAGE_HEADER_BYTES);
+    if (header === null) {
+      if (this.#reader.buffered === 0) return null;
       throw truncated();
     }
-    const view = new DataView(this.#buffer.buffer, this.#buffer.byteOffset);
-    const length = view.getUint32(0, true);
-    const kind = this.#buffer[4];
+    const length = new DataView(header.buffer, header.byteOffset).getUint32(0, true);
+    const kind = header[4];
     if (length > this.#maxBody) {
       throw new PresyncError(
         ErrorCode.PROTOCOL_VIOLATION,
         `sync message of ${length} bytes exceeds the limit of ${this.#maxBody}`,
       );
     }
-    if (!(await this.#fill(MESSAGE_HEADER_BYTES + length))) throw truncated();
-    const body = this.#buffer.slice(MESSAGE_HEADER_BYTES, MESSAGE_HEADER_BYTES + length);
-    this.#buffer = this.#buffer.subarray(MESSAGE_HEADER_BYTES + length);
+    const body = length === 0 ? new Uint8Array(0) : await this.#reader.read(length);
+    if (body === null) throw truncated();
     return { kind, body };
   }
 
-  /** Stops reading. */
+  /** Stops reading. Never throws. */
   cancel(): Promise<void> {
-    return this.#reader.cancel().catch(() => {});
+    this.#reader.cancel();
+    return Promise.resolve();
   }
 }
 
@@ -101,19 +95,23 @@ export class MessageWriter {
     return this.write(MessageKind.JSON, new TextEncoder().encode(JSON.stringify(value)));
   }
 
-  /** Ends the stream. */
+  /** Ends the stream. Never throws. */
   close(): Promise<void> {
     return this.#writer.close().catch(() => {});
   }
 }
 
-/** Parses a JSON message body into an object, or throws PROTOCOL_VIOLATION. */
-export function parseJsonBody(body: Uint8Array): Record<string, unknown> {
+/**
+ * Parses a JSON message body.
+ *
+ * @throws {PresyncError} `PROTOCOL_VIOLATION` when it is not UTF-8 JSON
+ */
+export function parseJsonBody(body: Uint8Array): unknown {
   try {
-    const value = JSON.parse(new TextDecoder().decode(body));
-    if (value && typeof value === "object" && !Array.isArray(value)) return value;
-  } catch {
-    // Reported below.
+    return JSON.parse(new TextDecoder("utf-8", { fatal: true }).decode(body));
+  } catch (cause) {
+    throw new PresyncError(ErrorCode.PROTOCOL_VIOLATION, "sync message is not UTF-8 JSON", {
+      cause,
+    });
   }
-  throw new PresyncError(ErrorCode.PROTOCOL_VIOLATION, "sync message is not a JSON object");
 }

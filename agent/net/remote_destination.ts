@@ -1,229 +1,227 @@
-import { type Codec, encodeBlockFrame } from "../codec/mod.ts";
-import { Bitmap, isZero } from "../core/mod.ts";
+import type { Bitmap } from "../core/mod.ts";
 import { ErrorCode, PresyncError } from "../errors.ts";
-import { RateLimiter, throttle } from "../rate_limiter.ts";
-import type { ReplicaMeta, ResumeInfo } from "../store/replica_volume.ts";
-import type { StagedBlock, StageResult } from "../store/staging_area.ts";
-import type { Destination } from "../sync/destination.ts";
+import type { CommittedState, ResumeInfo } from "../sync/destination.ts";
 import { blockCount, type VolumeIdentity } from "../volume/volume_identity.ts";
 import type { SessionStream } from "../wire/session_stream.ts";
-import { YIELD_EVERY_BYTES, yieldToEventLoop } from "../yield.ts";
 import {
-  type Message,
+  MESSAGE_HEADER_BYTES,
   MessageKind,
   MessageReader,
   MessageWriter,
   parseJsonBody,
 } from "./message_stream.ts";
 import {
-  bitmapFromWire,
+  errorFromReply,
+  parseErrorReply,
+  parseReply,
+  type SourceInstance,
+  SyncOp,
+  type SyncReplies,
+  type VerifyReply,
+} from "./sync_messages.ts";
+import {
   bitmapToWire,
   encodeBlockMessage,
-  errorFromReply,
   MAX_SYNC_MESSAGE_BYTES,
-  type WireResume,
+  resumeFromWire,
 } from "./sync_protocol.ts";
 
 const NO_HASH = new Uint8Array(32);
 
-/** Transfer counters of one remote destination. */
-export interface TransferCounters {
-  /** Block bytes handed to stage (uncompressed). */
-  rawBytes: number;
-  /** Bytes written to the session (frames and headers). */
-  wireBytes: number;
-  /** Duration of the last commit request, ms. */
-  lastCommitMs: number;
+/** A request waiting for its reply (replies come in request order). */
+interface Waiter {
+  op: keyof SyncReplies;
+  resolve: (reply: unknown) => void;
+  reject: (err: unknown) => void;
 }
 
 /**
- * A replica on the other side of a session, as a {@linkcode Destination}: the sender moves
- * exactly the blocks it would move to a local replica. Blocks are written without waiting
- * for replies (backpressure comes from the session's flow control); `flush` waits for the
- * destination to make them durable and acknowledge them.
+ * The sync protocol's source side on one stream, as a plain adapter: one method per message
+ * (docs/PROTOCOL.md, "Sync protocol"), every reply validated before it is returned. It
+ * carries no policy: what to send, how fast, compressed how, is the sender's business.
+ * Blocks are written without waiting for replies (backpressure comes from the session's
+ * flow control); requests are answered in order.
+ *
+ * Once the stream fails, every call fails with the same error: a link error, a malformed
+ * reply (`PROTOCOL_VIOLATION`), or the error the destination reported before it ended the
+ * stream.
  */
-export class RemoteDestination implements Destination {
-  readonly concurrentFlush = true;
+export class RemoteDestination {
   readonly #identity: VolumeIdentity;
-  readonly #codec: Codec;
   readonly #reader: MessageReader;
   readonly #writer: MessageWriter;
-  readonly #replies: {
-    resolve: (m: Record<string, unknown>) => void;
-    reject: (e: unknown) => void;
-  }[] = [];
+  readonly #waiters: Waiter[] = [];
   #failure: unknown = null;
   #seq = 0;
-  /** Bytes per second on the wire; adjusted by the agent (schedule, delay control, evacuate). */
-  readonly limiter: RateLimiter;
-  /** Counters, shared by the caller across reconnects. */
-  readonly counters: TransferCounters;
-  /** Called before each block is sent; resolves when sending may go on (pause). */
-  gate: () => Promise<void> = () => Promise.resolve();
-  /**
-   * The final generation of an evacuation, when one is being sent: its `begin` says so, and
-   * the destination may then serve it to a VM before it is complete (postcopy).
-   */
-  finalGeneration: number | null = null;
 
-  private constructor(
-    stream: SessionStream,
-    identity: VolumeIdentity,
-    codec: Codec,
-    limiter: RateLimiter,
-    counters: TransferCounters,
-  ) {
-    this.counters = counters;
+  private constructor(stream: SessionStream, identity: VolumeIdentity) {
     this.#identity = identity;
-    this.#codec = codec;
-    this.limiter = limiter;
     this.#reader = new MessageReader(stream.readable, MAX_SYNC_MESSAGE_BYTES);
     this.#writer = new MessageWriter(stream.writable);
     this.#readReplies();
   }
 
   /**
-   * Opens volume `identity` on a sync stream: the destination creates the replica when it is
-   * new, or checks it is the same volume. Returns the destination and its resume state.
+   * Opens volume `identity` on a sync stream, as `source`: the destination creates the
+   * replica when it is new, or checks it is the same volume and that no other live agent
+   * holds it. Returns the adapter and the destination's resume state.
+   *
+   * @throws {PresyncError} what the destination refused with (`VOLUME_MISMATCH`,
+   *   `VOLUME_HELD`…), a link error, or `PROTOCOL_VIOLATION`
    */
   static async open(
     stream: SessionStream,
     identity: VolumeIdentity,
-    codec: Codec,
-    limiter: RateLimiter,
-    counters: TransferCounters = { rawBytes: 0, wireBytes: 0, lastCommitMs: 0 },
-  ): Promise<{ destination: RemoteDestination; resume: WireResume }> {
-    const destination = new RemoteDestination(stream, identity, codec, limiter, counters);
-    const reply = await destination.#request({ op: "open", volume: identity.name, identity });
-    return { destination, resume: reply.resume as WireResume };
-  }
-
-  async #readReplies(): Promise<void> {
+    source?: SourceInstance,
+  ): Promise<{ remote: RemoteDestination; resume: ResumeInfo }> {
+    const remote = new RemoteDestination(stream, identity);
     try {
-      while (true) {
-        const message: Message | null = await this.#reader.read();
-        if (!message) {
-          throw new PresyncError(ErrorCode.CONNECTION_LOST, "destination closed the sync stream", {
-            retryable: true,
-          });
-        }
-        if (message.kind !== MessageKind.JSON) {
-          throw new PresyncError(ErrorCode.PROTOCOL_VIOLATION, "destination sent a non-JSON reply");
-        }
-        const waiter = this.#replies.shift();
-        if (!waiter) {
-          throw new PresyncError(
-            ErrorCode.PROTOCOL_VIOLATION,
-            "destination sent an unexpected reply",
-          );
-        }
-        waiter.resolve(parseJsonBody(message.body));
-      }
+      const reply = await remote.#call({
+        op: SyncOp.OPEN,
+        volume: identity.name,
+        identity,
+        source,
+      });
+      return { remote, resume: resumeFromWire(reply.resume, identity) };
     } catch (err) {
-      this.#failure = err;
-      for (const waiter of this.#replies.splice(0)) waiter.reject(err);
+      await remote.close();
+      throw err;
     }
   }
 
-  async #request(request: Record<string, unknown>): Promise<Record<string, unknown>> {
+  async #readReplies(): Promise<void> {
+    // The error the destination replied with last, until a success: when the stream ends
+    // right after it, that error is why (its last word, e.g. a full disk while staging).
+    let lastWord: PresyncError | null = null;
+    try {
+      while (true) {
+        const message = await this.#reader.read();
+        if (!message) {
+          throw lastWord ??
+            new PresyncError(ErrorCode.CONNECTION_LOST, "destination closed the sync stream", {
+              retryable: true,
+            });
+        }
+        if (message.kind !== MessageKind.JSON) {
+          throw new PresyncError(
+            ErrorCode.PROTOCOL_VIOLATION,
+            `destination sent a message of kind ${message.kind} on a sync stream (only JSON ` +
+              `replies come back)`,
+          );
+        }
+        const value = parseJsonBody(message.body);
+        const waiter = this.#waiters.shift();
+        if (!waiter) {
+          // The destination's last word before it ends the stream (e.g. a full disk while
+          // staging blocks): the reason every later call fails with.
+          throw errorFromReply(parseErrorReply(value));
+        }
+        try {
+          waiter.resolve(parseReply(waiter.op, value));
+          lastWord = null;
+        } catch (err) {
+          waiter.reject(err);
+          if (err instanceof PresyncError && err.code === ErrorCode.PROTOCOL_VIOLATION) throw err;
+          lastWord = err instanceof PresyncError ? err : null;
+        }
+      }
+    } catch (err) {
+      await this.#fail(err);
+    }
+  }
+
+  /** Fails the stream: every waiting and later call fails with `err`. */
+  async #fail(err: unknown): Promise<void> {
+    this.#failure ??= err;
+    for (const waiter of this.#waiters.splice(0)) waiter.reject(this.#failure);
+    await this.#reader.cancel();
+  }
+
+  async #call<O extends keyof SyncReplies>(
+    request: { op: O } & Record<string, unknown>,
+  ): Promise<SyncReplies[O]> {
     if (this.#failure) throw this.#failure;
-    const reply = new Promise<Record<string, unknown>>((resolve, reject) => {
-      this.#replies.push({ resolve, reject });
+    const reply = new Promise<SyncReplies[O]>((resolve, reject) => {
+      this.#waiters.push({ op: request.op, resolve: resolve as (r: unknown) => void, reject });
     });
     // If the write below fails, nobody awaits the reply: it must not count as unhandled.
     reply.catch(() => {});
     await this.#writer.writeJson(request);
-    const answer = await reply;
-    if (answer.ok !== true) throw errorFromReply(answer);
-    return answer;
+    return await reply;
   }
 
+  /** The destination's resume state now. */
   async resumeInfo(): Promise<ResumeInfo> {
-    const reply = await this.#request({ op: "resume" });
-    return resumeFromWire(reply.resume as WireResume, this.#identity);
+    const reply = await this.#call({ op: SyncOp.RESUME });
+    return resumeFromWire(reply.resume, this.#identity);
   }
 
-  async beginGeneration(generation: number, dirty: Bitmap, cutTimeMs: number): Promise<void> {
-    await this.#request({
-      op: "begin",
+  /** `begin`: starts (or resumes) staging `generation`; `final` marks an evacuation's last. */
+  async beginGeneration(
+    generation: number,
+    dirty: Bitmap,
+    cutTimeMs: number,
+    final: boolean,
+  ): Promise<void> {
+    await this.#call({
+      op: SyncOp.BEGIN,
       generation,
       cutTimeMs,
       dirty: bitmapToWire(dirty),
-      final: generation === this.finalGeneration,
+      final,
     });
   }
 
-  async stage(blocks: StagedBlock[]): Promise<StageResult> {
+  /**
+   * Writes one BLOCK message: block `block` as the block frame `frame`, with its BLAKE3
+   * `hash` (null for a zero marker). Resolves once the stream took it; returns the bytes it
+   * put on the stream.
+   */
+  async sendBlock(block: number, hash: Uint8Array | null, frame: Uint8Array): Promise<number> {
     if (this.#failure) throw this.#failure;
-    let encoded = 0;
-    for (const { block, data, hash } of blocks) {
-      await this.gate();
-      if ((encoded += data?.length ?? 0) >= YIELD_EVERY_BYTES) {
-        // Compression is CPU work: let an NBD server in this process answer between pieces.
-        encoded = 0;
-        await yieldToEventLoop();
-      }
-      const frame = data === null
-        ? encodeBlockFrame(new Uint8Array(0), this.#codec, { isZero: () => true })
-        : encodeBlockFrame(data, this.#codec, { isZero });
-      const body = encodeBlockMessage(block, data === null ? NO_HASH : hash!, frame);
-      await throttle(this.limiter, body.length);
-      await this.#writer.write(MessageKind.BLOCK, body);
-      this.counters.rawBytes += data?.length ?? 0;
-      this.counters.wireBytes += body.length + 5;
-    }
-    return { staged: blocks.length, duplicates: 0, rejected: [] };
-  }
-
-  async flush(): Promise<void> {
-    const reply = await this.#request({ op: "flush", seq: ++this.#seq });
-    const rejected = reply.rejected as number[];
-    if (rejected.length > 0) {
-      throw new PresyncError(
-        ErrorCode.BLOCK_HASH_MISMATCH,
-        `destination rejected ${rejected.length} blocks as corrupt in transit (first: ${
-          rejected[0]
-        }); they will be sent again`,
-        { retryable: true },
-      );
-    }
-  }
-
-  async commit(generation: number, expectedRoot: string): Promise<ReplicaMeta> {
-    const started = performance.now();
-    const reply = await this.#request({ op: "commit", generation, merkleRoot: expectedRoot });
-    this.counters.lastCommitMs = performance.now() - started;
-    const meta = reply.meta as ReplicaMeta;
-    return { ...meta, identity: this.#identity, committedAtMs: Date.now() };
+    const body = encodeBlockMessage(block, hash ?? NO_HASH, frame);
+    await this.#writer.write(MessageKind.BLOCK, body);
+    return body.length + MESSAGE_HEADER_BYTES;
   }
 
   /**
-   * Asks the destination to verify its replica against `merkleRoot`; with `rootOnly`, only
-   * the root (the image is not re-read: for evacuations, where time counts).
+   * `flush`: everything sent before it is durable at the destination once it resolves.
+   * Returns the blocks the destination refused (corrupt in transit), to be sent again.
    */
-  async verify(merkleRoot?: string, rootOnly = false): Promise<Record<string, unknown>> {
-    return await this.#request({ op: "verify", merkleRoot, rootOnly });
+  async flush(): Promise<number[]> {
+    const seq = ++this.#seq;
+    const reply = await this.#call({ op: SyncOp.FLUSH, seq });
+    const blocks = blockCount(this.#identity);
+    if (reply.seq !== seq || reply.rejected.some((b) => b >= blocks)) {
+      // Out of step with the destination: nothing more on this stream can be trusted.
+      const error = new PresyncError(
+        ErrorCode.PROTOCOL_VIOLATION,
+        `reply to flush ${seq}: expected seq ${seq} and blocks below ${blocks}, received seq ` +
+          `${reply.seq} and ${reply.rejected.length} rejected blocks`,
+      );
+      await this.#fail(error);
+      throw error;
+    }
+    return reply.rejected;
   }
 
-  /** Ends the stream. */
+  /** `commit`: the destination's committed state after it, as it reported it. */
+  async commit(generation: number, merkleRoot: string): Promise<CommittedState> {
+    const reply = await this.#call({ op: SyncOp.COMMIT, generation, merkleRoot });
+    return reply.meta;
+  }
+
+  /**
+   * `verify`: the destination checks its replica against `merkleRoot`; with `rootOnly`, only
+   * the root (the image is not re-read: for evacuations, where time counts).
+   */
+  async verify(merkleRoot?: string, rootOnly = false): Promise<VerifyReply> {
+    return await this.#call({ op: SyncOp.VERIFY, merkleRoot, rootOnly });
+  }
+
+  /** Ends the stream. Never throws. */
   async close(): Promise<void> {
     await this.#writer.close();
     await this.#reader.cancel();
   }
-}
-
-/** The resume state from the wire, with its bitmap decoded. */
-export function resumeFromWire(resume: WireResume, identity: VolumeIdentity): ResumeInfo {
-  return {
-    identity,
-    committedGeneration: resume.committedGeneration,
-    merkleRoot: resume.merkleRoot,
-    cutTimeMs: resume.cutTimeMs,
-    staged: resume.staged
-      ? {
-        generation: resume.staged.generation,
-        received: bitmapFromWire(resume.staged.received, blockCount(identity)),
-      }
-      : null,
-  };
 }

@@ -1,19 +1,24 @@
+/**
+ * The binary parts of the sync protocol (docs/PROTOCOL.md, "Sync protocol"): BLOCK message
+ * bodies, serialized bitmaps inside JSON messages, and the resume state's wire form. The
+ * JSON ops and replies are in `sync_messages.ts`.
+ *
+ * @module
+ */
+
 import { Bitmap, HASH_BYTES } from "../core/mod.ts";
-import { ErrorCode, type ErrorCode as ErrorCodeType, PresyncError } from "../errors.ts";
-import type { ReplicaMeta, ResumeInfo } from "../store/replica_volume.ts";
+import { ErrorCode, PresyncError } from "../errors.ts";
+import type { ResumeInfo } from "../sync/destination.ts";
+import { blockCount, type VolumeIdentity } from "../volume/volume_identity.ts";
+import type { WireResume } from "./sync_messages.ts";
+
+// The control endpoint reports errors in the sync protocol's error-reply shape.
+export { errorFromReply, errorReply } from "./sync_messages.ts";
 
 /** Largest sync message body accepted: a serialized bitmap of 2^27 blocks in base64. */
 export const MAX_SYNC_MESSAGE_BYTES = 64 * 1024 * 1024;
 /** Bytes before the block frame in a BLOCK message: u32 block number, 32-byte hash. */
 export const BLOCK_MESSAGE_HEADER_BYTES = 4 + HASH_BYTES;
-
-/** The resume state as it crosses the wire (bitmap serialized, base64). */
-export interface WireResume {
-  committedGeneration: number;
-  merkleRoot: string;
-  cutTimeMs: number;
-  staged: { generation: number; received: string } | null;
-}
 
 /** Encodes a bitmap for a JSON message. */
 export function bitmapToWire(bitmap: Bitmap): string {
@@ -25,7 +30,12 @@ export function bitmapToWire(bitmap: Bitmap): string {
   return btoa(text);
 }
 
-/** Decodes a bitmap from a JSON message, bounded by the volume's block count. */
+/**
+ * Decodes a bitmap from a JSON message, bounded by the volume's block count.
+ *
+ * @throws {PresyncError} `PROTOCOL_VIOLATION` for anything but a base64 bitmap of `blocks`
+ *   bits (`BITMAP_MALFORMED` when its encoding is broken)
+ */
 export function bitmapFromWire(text: unknown, blocks: number): Bitmap {
   if (typeof text !== "string") {
     throw new PresyncError(ErrorCode.PROTOCOL_VIOLATION, "expected a base64 bitmap");
@@ -61,6 +71,22 @@ export function resumeToWire(info: ResumeInfo): WireResume {
   };
 }
 
+/** The resume state from the wire, its bitmap decoded and bounded by the volume's blocks. */
+export function resumeFromWire(resume: WireResume, identity: VolumeIdentity): ResumeInfo {
+  return {
+    identity,
+    committedGeneration: resume.committedGeneration,
+    merkleRoot: resume.merkleRoot,
+    cutTimeMs: resume.cutTimeMs,
+    staged: resume.staged
+      ? {
+        generation: resume.staged.generation,
+        received: bitmapFromWire(resume.staged.received, blockCount(identity)),
+      }
+      : null,
+  };
+}
+
 /** Encodes one BLOCK message body. */
 export function encodeBlockMessage(block: number, hash: Uint8Array, frame: Uint8Array): Uint8Array {
   const body = new Uint8Array(BLOCK_MESSAGE_HEADER_BYTES + frame.length);
@@ -70,7 +96,7 @@ export function encodeBlockMessage(block: number, hash: Uint8Array, frame: Uint8
   return body;
 }
 
-/** Decodes one BLOCK message body. */
+/** Decodes one BLOCK message body (the views share its bytes). */
 export function decodeBlockMessage(
   body: Uint8Array,
 ): { block: number; hash: Uint8Array; frame: Uint8Array } {
@@ -86,27 +112,3 @@ export function decodeBlockMessage(
     frame: body.subarray(BLOCK_MESSAGE_HEADER_BYTES),
   };
 }
-
-/** A JSON reply reporting an error. */
-export function errorReply(err: unknown): Record<string, unknown> {
-  if (err instanceof PresyncError) {
-    return { ok: false, code: err.code, message: err.message, retryable: err.retryable };
-  }
-  return {
-    ok: false,
-    code: ErrorCode.IO,
-    message: err instanceof Error ? err.message : String(err),
-  };
-}
-
-/** Rebuilds the error a peer reported. */
-export function errorFromReply(reply: Record<string, unknown>, who = "destination"): PresyncError {
-  const known = Object.values(ErrorCode) as string[];
-  const code = known.includes(String(reply.code)) ? reply.code as ErrorCodeType : ErrorCode.IO;
-  return new PresyncError(code, `${who}: ${reply.message}`, {
-    retryable: reply.retryable === true,
-  });
-}
-
-/** The replica's committed state as a commit reply carries it. */
-export type WireMeta = Pick<ReplicaMeta, "committedGeneration" | "merkleRoot" | "cutTimeMs">;

@@ -14,7 +14,8 @@ import {
   type VolumeIdentity,
 } from "../volume/volume_identity.ts";
 import { KIND_DATA } from "./_staging_record.ts";
-import { type StagedBlock, type StageResult, StagingArea } from "./staging_area.ts";
+import type { ResumeInfo, StagedBlock, StageResult } from "../sync/destination.ts";
+import { StagingArea } from "./staging_area.ts";
 
 /** Format version of meta.json. */
 const META_VERSION = 1;
@@ -30,17 +31,6 @@ export interface ReplicaMeta {
   cutTimeMs: number;
   /** When the destination committed it. */
   committedAtMs: number;
-}
-
-/** What a source needs to resume: the committed state and the generation being staged. */
-export interface ResumeInfo {
-  identity: VolumeIdentity;
-  committedGeneration: number;
-  merkleRoot: string;
-  /** When the source cut the committed generation (ms since the epoch). */
-  cutTimeMs: number;
-  /** The generation being staged, with the blocks durably received so far; null if none. */
-  staged: { generation: number; received: Bitmap } | null;
 }
 
 /** Result of {@linkcode ReplicaVolume.verify}. */

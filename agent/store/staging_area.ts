@@ -16,25 +16,7 @@ import {
 } from "./_staging_record.ts";
 import { YIELD_EVERY_BYTES, yieldToEventLoop } from "../yield.ts";
 import { concatBytes, constantTimeEqual } from "../bytes.ts";
-
-/** One block handed to the store: its bytes with their BLAKE3, or `data: null` for zeros. */
-export interface StagedBlock {
-  block: number;
-  /** The block's bytes (exactly its length), or null for an all-zero block. */
-  data: Uint8Array | null;
-  /** BLAKE3 of `data`, as the sender computed it. Required when `data` is not null. */
-  hash?: Uint8Array;
-}
-
-/** What {@linkcode StagingArea.stage} did with a batch. */
-export interface StageResult {
-  /** Blocks appended to the log. */
-  staged: number;
-  /** Blocks already staged in this generation, ignored. */
-  duplicates: number;
-  /** Blocks whose bytes did not match their hash: not staged, to be sent again. */
-  rejected: number[];
-}
+import type { StagedBlock, StageResult } from "../sync/destination.ts";
 
 /** The staging header (docs/STORE.md): which generation is being received. */
 interface StagingHeader {

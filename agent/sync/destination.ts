@@ -1,20 +1,90 @@
+/**
+ * The destination contract: what the sender needs from the destination of one volume, and
+ * the data types that cross between them. A local replica (`store/`) implements it directly;
+ * the network path implements it over a session (`daemon/paced_destination.ts` over
+ * `net/remote_destination.ts`), so both move exactly the same blocks. The store imports these
+ * types from here: the sender never imports the store.
+ *
+ * @module
+ */
+
 import type { Bitmap } from "../core/mod.ts";
-import type { ReplicaMeta, ResumeInfo } from "../store/replica_volume.ts";
-import type { StagedBlock, StageResult } from "../store/staging_area.ts";
+import type { VolumeIdentity } from "../volume/volume_identity.ts";
+
+/** One block handed to the destination: its bytes with their BLAKE3, or `data: null` for zeros. */
+export interface StagedBlock {
+  block: number;
+  /** The block's bytes (exactly its length), or null for an all-zero block. */
+  data: Uint8Array | null;
+  /** BLAKE3 of `data`, as the sender computed it. Required when `data` is not null. */
+  hash?: Uint8Array;
+}
+
+/** What the destination did with a batch of blocks. */
+export interface StageResult {
+  /** Blocks appended to the staging area. */
+  staged: number;
+  /** Blocks already staged in this generation, ignored. */
+  duplicates: number;
+  /** Blocks whose bytes did not match their hash: not staged, to be sent again. */
+  rejected: number[];
+}
+
+/** What a source needs to resume: the committed state and the generation being staged. */
+export interface ResumeInfo {
+  identity: VolumeIdentity;
+  committedGeneration: number;
+  /** Merkle root of the replica at the committed generation (hex). */
+  merkleRoot: string;
+  /** When the source cut the committed generation (ms since the epoch); its age is the RPO. */
+  cutTimeMs: number;
+  /**
+   * The generation being staged, with the blocks durably received so far; null if none. The
+   * caller owns (and frees) `received`.
+   */
+  staged: { generation: number; received: Bitmap } | null;
+}
+
+/** The committed state of a replica, as the sender sees it after a commit. */
+export interface CommittedState {
+  /** Last committed generation; 0 for a new, all-zero replica. */
+  committedGeneration: number;
+  /** Merkle root of the replica at that generation (hex). */
+  merkleRoot: string;
+  /** When the source cut that generation (ms since the epoch). */
+  cutTimeMs: number;
+}
+
+/** Options of {@linkcode Destination.beginGeneration}. */
+export interface BeginOptions {
+  /**
+   * The last generation of an evacuation: a destination that serves the volume to a VM
+   * (postcopy) may serve it before it is complete. Ignored by a local replica.
+   */
+  final?: boolean;
+}
 
 /**
- * What the sender needs from the destination of one volume. A local `ReplicaVolume`
- * satisfies it directly (local sync); the network path implements it over a session, so
- * both move exactly the same blocks.
+ * What the sender needs from the destination of one volume. Calls for one volume come from
+ * one sender at a time, in this order per generation: `resumeInfo`, `beginGeneration`, then
+ * `stage` and `flush` any number of times, then `commit`.
  */
 export interface Destination {
   /** Committed generation and what is durably staged of the next. Safe to call any time. */
   resumeInfo(): Promise<ResumeInfo> | ResumeInfo;
-  /** Starts (or, for the same generation and set, resumes) staging a generation. */
-  beginGeneration(generation: number, dirty: Bitmap, cutTimeMs: number): Promise<void>;
-  /** Verifies and appends blocks; not durable until `flush`. */
+  /**
+   * Starts staging `generation` (the committed one + 1) with the block set `dirty`. For the
+   * same generation and set it resumes, keeping what is staged: safe to repeat after a retry.
+   */
+  beginGeneration(
+    generation: number,
+    dirty: Bitmap,
+    cutTimeMs: number,
+    options?: BeginOptions,
+  ): Promise<void>;
+  /** Verifies and appends blocks; not durable until `flush`. Blocks staged twice are ignored. */
   stage(blocks: StagedBlock[]): Promise<StageResult>;
-  /** Makes staged blocks durable: after it resolves they count as acknowledged. */
+  /** Makes staged blocks durable: after it resolves they count as acknowledged. Idempotent. */
   flush(): Promise<void>;
   /**
    * True when `stage` may be called while a `flush` is still in flight (the flush then
@@ -22,6 +92,10 @@ export interface Destination {
    * order, so the sender need not wait a round trip at every acknowledgement point.
    */
   readonly concurrentFlush?: boolean;
-  /** Commits the generation if its Merkle root matches. */
-  commit(generation: number, expectedRoot: string): Promise<ReplicaMeta>;
+  /**
+   * Commits the generation if every block of its set is staged and the resulting Merkle root
+   * equals `expectedRoot` (hex); otherwise nothing is applied. Retrying after a lost reply is
+   * answered by `resumeInfo` (the generation shows as committed).
+   */
+  commit(generation: number, expectedRoot: string): Promise<CommittedState>;
 }

@@ -1,18 +1,10 @@
 import type { Extent } from "../core/mod.ts";
-import { ScanTracker } from "../../plugins/tracker-scan/scan_tracker.ts";
 import { DenoFileSystem } from "../fs/deno_file_system.ts";
 import type { FileSystem } from "../fs/file_system.ts";
-import { io } from "../fs/io_error.ts";
-import { SourceState } from "../source/source_state.ts";
+import { openSourceVolume } from "../source/open_source_volume.ts";
 import { ReplicaStore } from "../store/replica_store.ts";
 import type { ReplicaVolume } from "../store/replica_volume.ts";
-import type { Tracker } from "../tracker.ts";
-import {
-  DEFAULT_BLOCK_SIZE,
-  newVolumeIdentity,
-  validateBlockSize,
-  validateVolumeName,
-} from "../volume/volume_identity.ts";
+import { DEFAULT_BLOCK_SIZE } from "../volume/volume_identity.ts";
 import { sendGeneration, type SendReport } from "./send_generation.ts";
 
 /** Options of {@linkcode syncLocal}. */
@@ -52,23 +44,20 @@ export type GenerationReport = Omit<SendReport, "sent"> & {
  */
 export async function syncLocal(options: LocalSyncOptions): Promise<GenerationReport[]> {
   const fs = options.fs ?? new DenoFileSystem();
-  const name = validateVolumeName(options.volume);
-  validateBlockSize(options.blockSize ?? DEFAULT_BLOCK_SIZE);
-  const state = await openOrInitState(fs, options, name);
+  const { state, tracker } = await openSourceVolume({
+    fs,
+    name: options.volume,
+    imagePath: options.imagePath,
+    stateDir: options.stateDir,
+    blockSize: options.blockSize ?? DEFAULT_BLOCK_SIZE,
+    readRateBytesPerSecond: options.readRateBytesPerSecond,
+  });
   let replica: ReplicaVolume | null = null;
   try {
     const store = new ReplicaStore(fs, options.storeDir);
+    const name = state.identity.name;
     replica = await store.has(name) ? await store.open(name) : await store.init(state.identity);
     const reports: GenerationReport[] = [];
-    const tracker: Tracker = new ScanTracker({
-      imagePath: options.imagePath,
-      identity: state.identity,
-      manifest: state.manifest,
-      baselineGeneration: state.committedGeneration,
-      checkpointPath: `${options.stateDir}/scan.checkpoint`,
-      readRateBytesPerSecond: options.readRateBytesPerSecond,
-      fs,
-    });
     if (state.pending) {
       const cut = await tracker.resume(state.pending.dirty);
       try {
@@ -84,10 +73,10 @@ export async function syncLocal(options: LocalSyncOptions): Promise<GenerationRe
       reports.push(summarize(await sendGeneration(state, cut, replica, options), false));
     } finally {
       await cut.release();
-      await tracker.close();
     }
     return reports;
   } finally {
+    await tracker.close();
     replica?.close();
     state.close();
   }
@@ -99,26 +88,4 @@ function summarize(report: SendReport, resumed: boolean): GenerationReport {
   const sentExtents = [...sent.extents()];
   sent.free();
   return { ...rest, blocksSent, sentExtents, resumed };
-}
-
-async function openOrInitState(
-  fs: FileSystem,
-  options: LocalSyncOptions,
-  name: string,
-): Promise<SourceState> {
-  if (await fs.exists(`${options.stateDir}/state.json`)) {
-    return SourceState.open(fs, options.stateDir);
-  }
-  const image = await io(
-    `open source image ${options.imagePath}`,
-    () => fs.open(options.imagePath),
-  );
-  let size: number;
-  try {
-    size = await image.size();
-  } finally {
-    image.close();
-  }
-  const blockSize = validateBlockSize(options.blockSize ?? DEFAULT_BLOCK_SIZE);
-  return SourceState.init(fs, options.stateDir, newVolumeIdentity(name, size, blockSize));
 }

@@ -2,18 +2,24 @@ import { Bitmap } from "../core/mod.ts";
 import { ErrorCode, PresyncError } from "../errors.ts";
 import type { SourceState } from "../source/source_state.ts";
 import { toHex } from "../hex.ts";
-import type { StagedBlock } from "../store/staging_area.ts";
 import type { Cut } from "../tracker.ts";
 import { blockEntries, ENTRY_BYTES, isZeroEntry } from "../volume/block_hashes.ts";
-import { assertSameVolume } from "../volume/volume_identity.ts";
-import type { Destination } from "./destination.ts";
+import { assertSameVolume, blockLength } from "../volume/volume_identity.ts";
+import type { Destination, StagedBlock } from "./destination.ts";
+import { assertResumable } from "./resume_check.ts";
 import { YIELD_EVERY_BYTES, yieldToEventLoop } from "../yield.ts";
 
 /** Most bytes read from the source in one go while sending. */
 export const SEND_READ_BYTES = 8 * 1024 * 1024;
 /**
- * Bytes staged between two flushes (acknowledgement points): what a destination crash can
- * cost in resent data at most.
+ * Most block bytes (before compression) sent and not yet acknowledged by a flush: what a
+ * destination crash can cost in resent data at most. The destination keeps what its last
+ * flush made durable (its resume state says so), so only blocks sent after the last
+ * acknowledged flush can be lost. With a destination that takes blocks while a flush is in
+ * flight (the network), a flush goes out every half of this, so the flush in flight and the
+ * blocks sent behind it stay within it; otherwise every flush is awaited and one comes every
+ * `FLUSH_EVERY_BYTES`. Half of it per round trip also bounds how fast one volume can go on a
+ * long link (8 MiB per RTT), which is above what the session's 4 MiB window allows anyway.
  */
 export const FLUSH_EVERY_BYTES = 16 * 1024 * 1024;
 
@@ -27,6 +33,10 @@ export interface SendOptions {
    * the read instead of costing a resend in the next generation.
    */
   hot?: Bitmap;
+  /** The generation is an evacuation's last: its `begin` says so (see `BeginOptions`). */
+  final?: boolean;
+  /** Called once every block is durable, just before the commit is asked for. */
+  onCommit?: () => void;
 }
 
 /** What {@linkcode sendGeneration} did. */
@@ -42,6 +52,8 @@ export interface SendReport {
   alreadyStaged: number;
   /** Merkle root of the committed generation (hex). */
   merkleRoot: string;
+  /** How long the destination took to commit, ms (0 when it had committed already). */
+  commitMs: number;
 }
 
 /**
@@ -75,38 +87,38 @@ export async function sendGeneration(
     zeroBlocks: 0,
     alreadyStaged: 0,
     merkleRoot: "",
+    commitMs: 0,
   };
   try {
+    assertResumable(state, info.committedGeneration);
     if (info.committedGeneration === generation) {
       // Committed before the acknowledgement reached us: only the bookkeeping is left.
-      info.staged?.received.free();
       report.merkleRoot = info.merkleRoot;
       await state.recordCommitted(generation);
       return report;
     }
-    if (info.committedGeneration !== generation - 1) {
-      info.staged?.received.free();
-      throw new PresyncError(
-        ErrorCode.GENERATION_MISMATCH,
-        `destination volume \`${state.identity.name}\` is at generation ${info.committedGeneration} ` +
-          `but the source is sending generation ${generation}; re-initialise one side to resync`,
-      );
-    }
-    await destination.beginGeneration(generation, pending.dirty, pending.cutTimeMs);
+    await destination.beginGeneration(generation, pending.dirty, pending.cutTimeMs, {
+      final: hooks.final === true,
+    });
     using toSend = pending.dirty.clone();
     if (info.staged?.generation === generation) {
-      report.alreadyStaged = info.staged.received.clone().and(pending.dirty).popcount();
+      using staged = info.staged.received.clone().and(pending.dirty);
+      report.alreadyStaged = staged.popcount();
       toSend.andNot(info.staged.received);
     }
-    info.staged?.received.free();
     await sendBlocks(state, cut, destination, toSend, report, hooks);
     report.merkleRoot = toHex(await state.manifest.root());
+    hooks.onCommit?.();
+    const commitStarted = performance.now();
     await destination.commit(generation, report.merkleRoot);
+    report.commitMs = performance.now() - commitStarted;
     await state.recordCommitted(generation);
     return report;
   } catch (err) {
     report.sent.free();
     throw err;
+  } finally {
+    info.staged?.received.free();
   }
 }
 
@@ -137,8 +149,11 @@ async function sendBlocks(
   report: SendReport,
   hooks: SendOptions,
 ): Promise<void> {
-  const { blockSize } = state.identity;
+  const { identity } = state;
+  const { blockSize } = identity;
   const perRead = Math.max(1, Math.floor(SEND_READ_BYTES / blockSize));
+  // The unacknowledged bytes are at most the flush in flight plus what was sent behind it.
+  const flushEveryBytes = destination.concurrentFlush ? FLUSH_EVERY_BYTES / 2 : FLUSH_EVERY_BYTES;
   using unflushed = new Bitmap(toSend.size);
   let unflushedBytes = 0;
   // With a destination that allows it, one flush stays in flight while sending goes on.
@@ -157,6 +172,22 @@ async function sendBlocks(
     if (!destination.concurrentFlush) await inFlight;
     await hooks.afterFlush?.();
   };
+  /** Stages `blocks` (consecutive, from `first`, of `bytes` in all) as unflushed. */
+  const stage = async (first: number, blocks: StagedBlock[], bytes: number) => {
+    if (blocks.length === 0) return;
+    const result = await destination.stage(blocks);
+    if (result.rejected.length > 0) {
+      throw new PresyncError(
+        ErrorCode.BLOCK_HASH_MISMATCH,
+        `destination rejected ${result.rejected.length} blocks (first: ${result.rejected[0]}) ` +
+          `as not matching their hashes`,
+        { retryable: true },
+      );
+    }
+    report.sent.setRange(first, blocks.length);
+    unflushed.setRange(first, blocks.length);
+    unflushedBytes += bytes;
+  };
   // Cold blocks first, then the hot ones.
   using hot = toSend.clone();
   if (hooks.hot && hooks.hot.size === toSend.size) hot.and(hooks.hot);
@@ -169,31 +200,30 @@ async function sendBlocks(
       const entries = await entriesYielding(data, blockSize);
       await state.manifest.write(first, entries);
       await state.manifest.sync();
-      const blocks: StagedBlock[] = [];
+      // Staged in pieces that end where a flush is due, so no flush covers more than its share.
+      let piece: StagedBlock[] = [];
+      let pieceFirst = first;
+      let pieceBytes = 0;
       for (let i = 0; i < count; i++) {
+        const length = blockLength(identity, first + i);
+        if (unflushedBytes + pieceBytes + length > flushEveryBytes) {
+          await stage(pieceFirst, piece, pieceBytes);
+          await flush();
+          [piece, pieceFirst, pieceBytes] = [[], first + i, 0];
+        }
         const entry = entries.subarray(i * ENTRY_BYTES, (i + 1) * ENTRY_BYTES);
         if (isZeroEntry(entry)) {
-          blocks.push({ block: first + i, data: null });
+          piece.push({ block: first + i, data: null });
           report.zeroBlocks++;
         } else {
-          const bytes = data.subarray(i * blockSize, (i + 1) * blockSize);
-          blocks.push({ block: first + i, data: bytes, hash: entry });
+          const bytes = data.subarray(i * blockSize, i * blockSize + length);
+          piece.push({ block: first + i, data: bytes, hash: entry });
           report.bytesSent += bytes.length;
         }
+        pieceBytes += length;
       }
-      const result = await destination.stage(blocks);
-      if (result.rejected.length > 0) {
-        throw new PresyncError(
-          ErrorCode.BLOCK_HASH_MISMATCH,
-          `destination rejected ${result.rejected.length} blocks (first: ${result.rejected[0]}) ` +
-            `as not matching their hashes`,
-          { retryable: true },
-        );
-      }
-      report.sent.setRange(first, count);
-      unflushed.setRange(first, count);
-      unflushedBytes += data.length;
-      if (unflushedBytes >= FLUSH_EVERY_BYTES) await flush();
+      await stage(pieceFirst, piece, pieceBytes);
+      if (unflushedBytes >= flushEveryBytes) await flush();
     }
   }
   await flush();

@@ -49,6 +49,7 @@
  */
 
 export { AuthTranscript, checkPsk, PROOF_BYTES, PSK_BYTES } from "./auth_proof.ts";
+export { ChunkReader } from "./_chunk_reader.ts";
 export { constantTimeEqual } from "../bytes.ts";
 export {
   encodeFrame,

@@ -1,0 +1,167 @@
+import type { PresyncError } from "../errors.ts";
+import type { Logger } from "../log.ts";
+
+/** What `evacuate` reports once the final generation committed. */
+export interface EvacuateReport {
+  volume: string;
+  seconds: number;
+  bytesSent: number;
+  generation: number;
+  merkleRoot: string;
+  verified: boolean;
+}
+
+/**
+ * The steps of an evacuation, in order (`waiting_for_link` and `sending` may repeat after a
+ * link cut): asked for, waiting until the volume reaches its destination, the evacuate hook
+ * (pausing the VM) running and done, the final cut, sending it at full speed, the commit at
+ * the destination, the Merkle root check, and the outcome.
+ */
+export type EvacuationStep =
+  | "requested"
+  | "waiting_for_link"
+  | "hook"
+  | "hook_done"
+  | "final_cut"
+  | "sending"
+  | "commit"
+  | "verify"
+  | "done"
+  | "failed";
+
+/** An evacuation's progress, for `status`. */
+export interface EvacuationStatus {
+  step: EvacuationStep;
+  /** Seconds in this step so far. */
+  stepSeconds: number;
+  /** Seconds since the evacuation was asked for. */
+  seconds: number;
+  /** The final generation, once cut. */
+  finalGeneration: number | null;
+  /** What the step waits for, or why it failed (e.g. the destination is unreachable). */
+  detail: string | null;
+}
+
+/**
+ * One volume's evacuation: which step it is in (logged as `evacuation_step` at every change,
+ * shown in `status`), and the report its caller waits for. The per-volume pipeline drives
+ * the steps; this object only records them and settles the promise once.
+ */
+export class Evacuation {
+  /** Resolves with the report once the final generation is committed and checked. */
+  readonly promise: Promise<EvacuateReport>;
+  /** Wire bytes the volume had sent when the evacuation was asked for. */
+  readonly wireBytesAtStart: number;
+  readonly #volume: string;
+  readonly #log: Logger;
+  readonly #startedMs: number;
+  #step: EvacuationStep = "requested";
+  #stepSinceMs: number;
+  #detail: string | null = null;
+  #finalGeneration: number | null = null;
+  #hookDone = false;
+  #resolve!: (report: EvacuateReport) => void;
+  #reject!: (err: unknown) => void;
+
+  constructor(volume: string, wireBytesAtStart: number, log: Logger) {
+    this.#volume = volume;
+    this.#log = log;
+    this.wireBytesAtStart = wireBytesAtStart;
+    this.#startedMs = performance.now();
+    this.#stepSinceMs = this.#startedMs;
+    this.promise = new Promise((resolve, reject) => {
+      this.#resolve = resolve;
+      this.#reject = reject;
+    });
+    // Callers that gave up (a timed-out `evacuate`) must not leave an unhandled rejection.
+    this.promise.catch(() => {});
+    log("info", "evacuation_step", { volume, step: "requested" });
+  }
+
+  /** The current step. */
+  get step(): EvacuationStep {
+    return this.#step;
+  }
+
+  /** Whether the evacuation ended (done or failed). */
+  get settled(): boolean {
+    return this.#step === "done" || this.#step === "failed";
+  }
+
+  /** Whether the evacuate hook ran (it runs once per evacuation, before the final cut). */
+  get hookDone(): boolean {
+    return this.#hookDone;
+  }
+
+  /** The final generation, once cut. */
+  get finalGeneration(): number | null {
+    return this.#finalGeneration;
+  }
+
+  /** Seconds since the evacuation was asked for. */
+  get seconds(): number {
+    return (performance.now() - this.#startedMs) / 1000;
+  }
+
+  /**
+   * Moves to `step` (no-op when already there with the same detail), logging it with
+   * `fields`; `detail` says what the step waits for.
+   */
+  to(step: EvacuationStep, detail: string | null = null, fields: Record<string, unknown> = {}) {
+    if (this.settled || (step === this.#step && detail === this.#detail)) return;
+    if (step !== this.#step) this.#stepSinceMs = performance.now();
+    this.#step = step;
+    this.#detail = detail;
+    if (step === "hook_done") this.#hookDone = true;
+    this.#log("info", "evacuation_step", {
+      volume: this.#volume,
+      step,
+      ...(detail === null ? {} : { detail }),
+      ...fields,
+    });
+  }
+
+  /** Records the final cut: generation `generation` ends the evacuation once committed. */
+  cutFinal(generation: number, blocks: number): void {
+    this.#finalGeneration = generation;
+    this.to("final_cut", null, { generation, blocks });
+  }
+
+  /** Ends the evacuation with `report`. */
+  finish(report: EvacuateReport): void {
+    if (this.settled) return;
+    this.to("done", null, {
+      generation: report.generation,
+      seconds: Math.round(report.seconds * 100) / 100,
+      verified: report.verified,
+    });
+    this.#resolve(report);
+  }
+
+  /** Ends the evacuation with `error` (the hook failed, the volume was parked…). */
+  fail(error: PresyncError): void {
+    if (this.settled) return;
+    this.#stepSinceMs = performance.now();
+    this.#step = "failed";
+    this.#detail = error.message;
+    this.#log("error", "evacuation_step", {
+      volume: this.#volume,
+      step: "failed",
+      code: error.code,
+      error: error.message,
+    });
+    this.#reject(error);
+  }
+
+  /** Its progress for `status`. */
+  status(): EvacuationStatus {
+    const now = performance.now();
+    return {
+      step: this.#step,
+      stepSeconds: Math.round((now - this.#stepSinceMs) / 100) / 10,
+      seconds: Math.round((now - this.#startedMs) / 100) / 10,
+      finalGeneration: this.#finalGeneration,
+      detail: this.#detail,
+    };
+  }
+}

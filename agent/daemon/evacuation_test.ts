@@ -1,0 +1,55 @@
+import assert from "node:assert/strict";
+import { memoryLog } from "../../fixtures/local_volume.ts";
+import { ErrorCode, PresyncError } from "../errors.ts";
+import { Evacuation } from "./evacuation.ts";
+
+Deno.test("evacuation: each step is logged once and shown in status", async () => {
+  const { log, lines } = memoryLog();
+  const e = new Evacuation("vm", 1000, log);
+  e.to("waiting_for_link", "the destination is not reachable: refused");
+  e.to("waiting_for_link", "the destination is not reachable: refused");
+  assert.equal(e.status().step, "waiting_for_link");
+  assert.match(String(e.status().detail), /refused/);
+  e.to("hook_done");
+  assert.equal(e.hookDone, true);
+  e.cutFinal(7, 12);
+  assert.equal(e.finalGeneration, 7);
+  e.to("sending");
+  const report = {
+    volume: "vm",
+    seconds: 1.5,
+    bytesSent: 5,
+    generation: 7,
+    merkleRoot: "r",
+    verified: true,
+  };
+  e.finish(report);
+  e.to("sending"); // after the end: ignored
+  assert.deepEqual(await e.promise, report);
+  const steps = lines.map((l) => l.fields.step);
+  assert.deepEqual(steps, [
+    "requested",
+    "waiting_for_link",
+    "hook_done",
+    "final_cut",
+    "sending",
+    "done",
+  ]);
+  assert.equal(lines.find((l) => l.fields.step === "final_cut")!.fields.generation, 7);
+  assert.equal(e.status().step, "done");
+  assert.equal(e.settled, true);
+});
+
+Deno.test("evacuation: a failure rejects once, with its code, and is logged as an error", async () => {
+  const { log, lines } = memoryLog();
+  const e = new Evacuation("vm", 0, log);
+  const parked = new PresyncError(ErrorCode.VOLUME_HELD, "another agent holds vm");
+  e.fail(parked);
+  e.fail(new PresyncError(ErrorCode.IO, "later"));
+  await assert.rejects(e.promise, (err) => err === parked);
+  const failed = lines.filter((l) => l.fields.step === "failed");
+  assert.equal(failed.length, 1);
+  assert.equal(failed[0].level, "error");
+  assert.equal(failed[0].fields.code, ErrorCode.VOLUME_HELD);
+  assert.equal(e.status().detail, "another agent holds vm");
+});

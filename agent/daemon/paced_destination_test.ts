@@ -1,0 +1,85 @@
+import assert from "node:assert/strict";
+import { createZstdCodec } from "../../plugins/codec-zstd/mod.ts";
+import { assertRejectsCode } from "../../fixtures/assert.ts";
+import { decodeBlockFrame } from "../codec/mod.ts";
+import { Bitmap, blake3 } from "../core/mod.ts";
+import { ErrorCode } from "../errors.ts";
+import { type BlockLink, PacedDestination } from "./paced_destination.ts";
+
+const codec = createZstdCodec();
+const ROOT = "ef".repeat(32);
+
+/** A link that records what it is sent. */
+function recordingLink(rejected: number[] = []) {
+  const sent: { block: number; hash: Uint8Array | null; frame: Uint8Array }[] = [];
+  const begins: boolean[] = [];
+  const link: BlockLink = {
+    resumeInfo: () => Promise.reject(new Error("not used")),
+    beginGeneration: (_g, _d, _c, final) => Promise.resolve(void begins.push(final)),
+    sendBlock: (block, hash, frame) => {
+      sent.push({ block, hash, frame });
+      return Promise.resolve(frame.length + 41);
+    },
+    flush: () => Promise.resolve(rejected),
+    commit: (committedGeneration) =>
+      Promise.resolve({ committedGeneration, merkleRoot: ROOT, cutTimeMs: 5 }),
+  };
+  return { link, sent, begins };
+}
+
+Deno.test("paced destination: blocks go out as frames with their hash, each paced first", async () => {
+  const { link, sent } = recordingLink();
+  const paced: number[] = [];
+  const counters = { rawBytes: 0, wireBytes: 0 };
+  const d = new PacedDestination(link, {
+    codec,
+    counters,
+    pace: (bytes) => Promise.resolve(void paced.push(bytes)),
+  });
+  const text = new Uint8Array(65536).fill(65);
+  const noise = crypto.getRandomValues(new Uint8Array(65536));
+  await d.stage([
+    { block: 0, data: text, hash: blake3(text) },
+    { block: 1, data: null },
+    { block: 2, data: noise, hash: blake3(noise) },
+  ]);
+  assert.deepEqual(sent.map((s) => s.block), [0, 1, 2]);
+  assert.deepEqual(decodeBlockFrame(sent[0].frame, { maxRawLength: 65536, codecs: [codec] }), text);
+  assert.ok(sent[0].frame.length < 1000, "compressible data is compressed");
+  assert.equal(sent[1].hash, null, "a zero block travels as a marker");
+  assert.equal(sent[2].frame.length, 65536 + 5, "incompressible data is sent raw");
+  // Each block is paced by the bytes it puts on the wire, before it is sent.
+  assert.deepEqual(paced, sent.map((s) => s.frame.length + 41));
+  assert.equal(counters.rawBytes, 2 * 65536);
+  assert.equal(counters.wireBytes, paced.reduce((a, b) => a + b));
+});
+
+Deno.test("paced destination: the final flag reaches begin; a commit is what the link said", async () => {
+  const { link, begins } = recordingLink();
+  const d = new PacedDestination(link, {
+    codec,
+    counters: { rawBytes: 0, wireBytes: 0 },
+    pace: () => Promise.resolve(),
+  });
+  using dirty = new Bitmap(4);
+  await d.beginGeneration(3, dirty, 1, { final: true });
+  await d.beginGeneration(3, dirty, 1);
+  assert.deepEqual(begins, [true, false]);
+  assert.deepEqual(await d.commit(3, ROOT), {
+    committedGeneration: 3,
+    merkleRoot: ROOT,
+    cutTimeMs: 5,
+  });
+});
+
+Deno.test("paced destination: blocks the destination refused fail the flush, retryably", async () => {
+  const { link } = recordingLink([4, 9]);
+  const d = new PacedDestination(link, {
+    codec,
+    counters: { rawBytes: 0, wireBytes: 0 },
+    pace: () => Promise.resolve(),
+  });
+  const err = await assertRejectsCode(d.flush(), ErrorCode.BLOCK_HASH_MISMATCH);
+  assert.equal(err.retryable, true);
+  assert.match(err.message, /rejected 2 blocks .*first: 4/);
+});

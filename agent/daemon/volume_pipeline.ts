@@ -1,0 +1,461 @@
+import { counters } from "./counters.ts";
+import type { Bitmap } from "../core/mod.ts";
+import { ErrorCode, PresyncError } from "../errors.ts";
+import type { Logger } from "../log.ts";
+import type { ReplicaCheck } from "../net/sync_messages.ts";
+import { RateLimiter, throttle } from "../rate_limiter.ts";
+import type { SourceState } from "../source/source_state.ts";
+import type { CommittedState, Destination } from "../sync/destination.ts";
+import { assertResumable } from "../sync/resume_check.ts";
+import { sendGeneration } from "../sync/send_generation.ts";
+import type { Cut, Tracker } from "../tracker.ts";
+import type { VolumeIdentity } from "../volume/volume_identity.ts";
+import { runEvacuateHook } from "./evacuate_hook.ts";
+import { type EvacuateReport, Evacuation } from "./evacuation.ts";
+import { GoodputMeter } from "./goodput_meter.ts";
+import type { TransferCounters } from "./paced_destination.ts";
+import { PauseGate } from "./pause_gate.ts";
+import type { VolumePhase, VolumeSnapshot } from "./volume_status.ts";
+import { WriteRate } from "./write_rate.ts";
+
+/** Burst of the per-volume rate limiter, bytes. */
+const RATE_BURST_BYTES = 1 << 20;
+/** How long an evacuated volume's loop sleeps between checks, ms. */
+const EVACUATED_SLEEP_MS = 60_000;
+
+/** One connection of a volume to its destination, as the pipeline uses it. */
+export interface VolumeLink {
+  /** Where generations go (paced and encoded on the network path). */
+  readonly destination: Destination;
+  /** The destination's committed state when the link opened. */
+  readonly resume: CommittedState;
+  /** Asks the destination to check its replica against `merkleRoot`. */
+  verify(
+    merkleRoot: string,
+    rootOnly: boolean,
+  ): Promise<{ generation: number; report: ReplicaCheck }>;
+  /** Ends the link. Never throws. */
+  close(): Promise<void>;
+}
+
+/** Options of {@linkcode VolumePipeline}. */
+export interface VolumePipelineOptions {
+  name: string;
+  /** The source image (for the hook's environment). */
+  image: string;
+  state: SourceState;
+  tracker: Tracker;
+  /** Time between two cuts when the volume is in sync, ms. */
+  intervalMs: number;
+  /** Shell command run before the final cut of an evacuation. */
+  evacuateHook?: string;
+  /** Runs the hook (default: {@linkcode runEvacuateHook}; tests pass their own). */
+  runHook?: (command: string, volume: string, image: string) => Promise<void>;
+  log: Logger;
+}
+
+/**
+ * One volume's pipeline on the source: cut a generation (right after start, then every
+ * interval, or at once for an evacuation), send it, commit it, remember its dirty set as
+ * the hot set (sent last next time); evacuate; report its state. It owns the volume's state
+ * and tracker, its pause gate, rate limiter, transfer counters, goodput and write-rate
+ * estimates, its evacuation and its fault. A link is attached per connection by the
+ * supervisor (`volume_supervisor.ts`), which decides what a thrown error means.
+ */
+export class VolumePipeline {
+  readonly name: string;
+  readonly image: string;
+  readonly state: SourceState;
+  readonly tracker: Tracker;
+  /** The background rate limit, set by the agent's rate policy. */
+  readonly limiter = new RateLimiter(Infinity, RATE_BURST_BYTES, performance.now());
+  /** Bytes sent, cumulative across reconnects (live while sending). */
+  readonly counters: TransferCounters = { rawBytes: 0, wireBytes: 0 };
+  readonly #options: VolumePipelineOptions;
+  readonly #gate = new PauseGate();
+  readonly #goodput = new GoodputMeter();
+  readonly #writes = new WriteRate();
+  #phase: VolumePhase = "starting";
+  #link: VolumeLink | null = null;
+  #committed: CommittedState;
+  #hot: Bitmap | null = null;
+  /** The cut of the generation being sent (postcopy fetches read it), while sending. */
+  #cut: Cut | null = null;
+  #lastScanMs = 0;
+  #lastCommitMs = 0;
+  #commits = 0;
+  #evacuation: Evacuation | null = null;
+  #lastError: PresyncError | null = null;
+
+  constructor(options: VolumePipelineOptions) {
+    this.#options = options;
+    this.name = options.name;
+    this.image = options.image;
+    this.state = options.state;
+    this.tracker = options.tracker;
+    this.#committed = {
+      committedGeneration: options.state.committedGeneration,
+      merkleRoot: "",
+      cutTimeMs: 0,
+    };
+  }
+
+  /** The volume's identity. */
+  get identity(): VolumeIdentity {
+    return this.state.identity;
+  }
+
+  /** Whether the volume is parked: stopped until `unpark` (a fault that needs the operator). */
+  get parked(): boolean {
+    return this.#phase === "parked" || this.#phase === "error";
+  }
+
+  /** Whether an evacuation runs (every limit lifted). */
+  get evacuating(): boolean {
+    return this.#evacuation !== null && !this.#evacuation.settled;
+  }
+
+  /** Generations committed by this process so far. */
+  get commits(): number {
+    return this.#commits;
+  }
+
+  /**
+   * Attaches a link: checks that the destination's replica is where this state can resume
+   * from, and takes its committed state.
+   *
+   * @throws {PresyncError} `SOURCE_STATE_STALE` or `GENERATION_MISMATCH` (see
+   *   {@linkcode assertResumable}): the volume must be parked
+   */
+  attach(link: VolumeLink): void {
+    assertResumable(this.state, link.resume.committedGeneration);
+    this.#link = link;
+    this.#committed = { ...link.resume };
+  }
+
+  /**
+   * Detaches the link, if any (closing it): the volume is disconnected. `why` says what broke
+   * it, for a running evacuation. Idempotent.
+   */
+  async detach(why: PresyncError | null): Promise<void> {
+    const link = this.#link;
+    this.#link = null;
+    await link?.close();
+    if (!this.parked && this.#phase !== "evacuated") this.#phase = "disconnected";
+    if (this.evacuating && why) {
+      this.#evacuation!.to("waiting_for_link", `the destination is not reachable: ${why.message}`);
+    }
+  }
+
+  /**
+   * Runs the volume on its attached link until `alive()` turns false; `sleep` waits (and
+   * wakes early when something changes). Errors are thrown for the supervisor to judge.
+   */
+  async run(alive: () => boolean, sleep: (ms: number) => Promise<void>): Promise<void> {
+    const link = this.#link;
+    if (!link) throw new PresyncError(ErrorCode.CONNECTION_LOST, "no link attached");
+    while (alive() && this.#link === link) {
+      const evacuation = this.evacuating ? this.#evacuation! : null;
+      if (evacuation && !this.state.pending && evacuation.finalGeneration !== null) {
+        // The final generation committed, but its check was cut off: check it now.
+        await this.#finishEvacuation(link, evacuation);
+        continue;
+      }
+      if (this.#phase === "evacuated") {
+        // Nothing more to send; the link stays open for verify and status.
+        await sleep(EVACUATED_SLEEP_MS);
+        continue;
+      }
+      const pending = this.state.pending;
+      if (pending) {
+        await this.#send(link, await this.tracker.resume(pending.dirty));
+        continue;
+      }
+      // A paused volume is still cut (so status knows what is pending); sending waits at
+      // the gate.
+      const dueInMs = evacuation ? 0 : this.#writes.dueInMs(this.#options.intervalMs, Date.now());
+      if (dueInMs > 0) {
+        this.#phase = "idle";
+        await sleep(Math.max(50, dueInMs));
+        continue;
+      }
+      await this.#cutAndSend(link);
+    }
+  }
+
+  async #cutAndSend(link: VolumeLink): Promise<void> {
+    const evacuation = this.evacuating ? this.#evacuation! : null;
+    if (evacuation && !evacuation.hookDone && !(await this.#runHook(evacuation))) return;
+    this.#phase = "scanning";
+    const cutTimeMs = Date.now();
+    const scanStart = performance.now();
+    const cut = await this.tracker.cut();
+    this.#lastScanMs = performance.now() - scanStart;
+    const blocks = cut.dirty.popcount();
+    this.#writes.recordCut(blocks, cutTimeMs, this.#committed.committedGeneration === 0);
+    try {
+      await this.state.recordCut(cut.dirty, cutTimeMs);
+    } catch (err) {
+      await cut.release();
+      throw err;
+    }
+    evacuation?.cutFinal(this.state.pending!.generation, blocks);
+    await this.#send(link, cut);
+  }
+
+  /** Runs the evacuate hook; false (and the evacuation failed) when it failed. */
+  async #runHook(evacuation: Evacuation): Promise<boolean> {
+    const command = this.#options.evacuateHook;
+    if (command) {
+      evacuation.to("hook", null, { command });
+      try {
+        await (this.#options.runHook ?? runEvacuateHook)(command, this.name, this.image);
+      } catch (err) {
+        evacuation.fail(
+          err instanceof PresyncError ? err : new PresyncError(ErrorCode.IO, String(err)),
+        );
+        return false;
+      }
+    }
+    evacuation.to("hook_done");
+    return true;
+  }
+
+  async #send(link: VolumeLink, cut: Cut): Promise<void> {
+    const pending = this.state.pending!;
+    const evacuation = this.evacuating ? this.#evacuation! : null;
+    const final = evacuation !== null && evacuation.finalGeneration === pending.generation;
+    this.#phase = evacuation ? "evacuating" : "sending";
+    evacuation?.to(
+      "sending",
+      final ? null : `generation ${pending.generation}, before the final cut`,
+      { generation: pending.generation },
+    );
+    const started = performance.now();
+    const wireBefore = this.counters.wireBytes;
+    const cutTimeMs = pending.cutTimeMs;
+    let commitMs = 0;
+    this.#cut = cut;
+    try {
+      const report = await sendGeneration(this.state, cut, link.destination, {
+        hot: this.#hot ?? undefined,
+        final,
+        onCommit: () => evacuation?.to("commit", null, { generation: pending.generation }),
+      });
+      commitMs = report.commitMs;
+      this.#hot?.free();
+      this.#hot = cut.dirty.clone();
+      report.sent.free();
+      this.#committed = {
+        committedGeneration: report.generation,
+        merkleRoot: report.merkleRoot,
+        cutTimeMs,
+      };
+      this.#lastCommitMs = commitMs;
+      this.#commits++;
+      this.#lastError = null;
+      counters.generationCommitted(this.name, cut.dirty.popcount(), commitMs / 1000);
+      this.#options.log("info", "generation_committed", {
+        volume: this.name,
+        generation: report.generation,
+        bytes: report.bytesSent,
+      });
+    } finally {
+      this.#cut = null;
+      await cut.release();
+      // Time on the wire: the commit is predicted on its own (lastCommitMs).
+      const seconds = (performance.now() - started - commitMs) / 1000;
+      counters.sent(this.name, this.counters.wireBytes - wireBefore);
+      this.#goodput.record(
+        this.counters.wireBytes - wireBefore,
+        seconds,
+        this.limiter.bytesPerSecond,
+      );
+      if (this.#phase === "sending" || this.#phase === "evacuating") this.#phase = "idle";
+    }
+    if (final) await this.#finishEvacuation(link, evacuation);
+  }
+
+  async #finishEvacuation(link: VolumeLink, evacuation: Evacuation): Promise<void> {
+    evacuation.to("verify");
+    const { report } = await link.verify(this.#committed.merkleRoot, true);
+    this.#phase = "evacuated";
+    evacuation.finish({
+      volume: this.name,
+      seconds: evacuation.seconds,
+      bytesSent: this.counters.wireBytes - evacuation.wireBytesAtStart,
+      generation: this.#committed.committedGeneration,
+      merkleRoot: report.merkleRoot,
+      verified: report.ok && report.rootMatches === true,
+    });
+  }
+
+  /** Waits before `wireBytes` go out: at the pause gate (until `ended`), then the rate limit. */
+  async pace(wireBytes: number, ended: Promise<unknown>): Promise<void> {
+    await this.#gate.wait(ended);
+    await throttle(this.limiter, wireBytes);
+  }
+
+  /**
+   * Parks the volume after a fault that needs the operator: it syncs no more until
+   * {@linkcode VolumePipeline.unpark}; a running evacuation fails with the fault.
+   */
+  park(error: PresyncError): void {
+    this.#phase = "parked";
+    this.#lastError = error;
+    this.#evacuation?.fail(error);
+  }
+
+  /** Stops the volume for good because the whole agent stopped with `error`. */
+  stopWith(error: PresyncError): void {
+    this.#phase = "error";
+    this.#lastError = error;
+    this.#evacuation?.fail(error);
+  }
+
+  /** Records a fault the supervisor retries after `retryInMs`. */
+  retrying(error: PresyncError, retryInMs: number): void {
+    if (!this.parked && this.#phase !== "evacuated") this.#phase = "retrying";
+    this.#lastError = error;
+    this.#evacuation?.to(
+      "waiting_for_link",
+      `${error.message} (retrying in ${Math.round(retryInMs / 100) / 10} s)`,
+    );
+  }
+
+  /** The destination cannot be reached (`error` says why): the volume waits for the link. */
+  linkDown(error: PresyncError): void {
+    if (this.parked) return;
+    if (this.#phase !== "evacuated") this.#phase = "disconnected";
+    this.#lastError = error;
+    this.#evacuation?.to("waiting_for_link", `the destination is not reachable: ${error.message}`);
+  }
+
+  /** Lets a parked volume sync again (its supervisor must be started again). */
+  unpark(): void {
+    if (this.#phase === "parked") this.#phase = "disconnected";
+  }
+
+  /** Stops sending at the next block; tracking goes on. Idempotent. */
+  pause(): void {
+    this.#gate.close();
+  }
+
+  /**
+   * Resumes sending. Idempotent.
+   *
+   * @throws {PresyncError} `VOLUME_EVACUATED` once the volume was evacuated
+   */
+  resume(): void {
+    if (this.#phase === "evacuated") {
+      throw new PresyncError(
+        ErrorCode.VOLUME_EVACUATED,
+        `volume ${this.name} was evacuated (generation ${this.#committed.committedGeneration} ` +
+          `verified at the destination): it no longer syncs from here, so there is nothing to ` +
+          `resume. To sync it from this site again (its VM back here), restart the agent`,
+      );
+    }
+    this.#gate.open();
+  }
+
+  /**
+   * Starts (or joins) the evacuation: every limit lifted, the hook, the final cut sent at full
+   * speed, committed and its Merkle root checked.
+   *
+   * @throws {PresyncError} the volume's fault when it is parked
+   */
+  evacuate(): Promise<EvacuateReport> {
+    if (this.parked) {
+      return Promise.reject(
+        new PresyncError(
+          this.#lastError?.code ?? ErrorCode.INVALID_ARGUMENT,
+          `volume ${this.name} is ${this.#phase} and cannot be evacuated: ${this.#lastError?.message}`,
+        ),
+      );
+    }
+    if (this.#evacuation && this.#evacuation.step !== "failed") return this.#evacuation.promise;
+    this.#evacuation = new Evacuation(this.name, this.counters.wireBytes, this.#options.log);
+    const inFlight = this.state.pending;
+    if (this.#link && inFlight && (this.#phase === "sending" || this.#phase === "scanning")) {
+      // A generation is on its way: it goes first, at full speed, then comes the final cut.
+      this.#phase = "evacuating";
+      this.#evacuation.to("sending", `generation ${inFlight.generation}, before the final cut`, {
+        generation: inFlight.generation,
+      });
+    }
+    if (!this.#link) {
+      this.#evacuation.to(
+        "waiting_for_link",
+        this.#lastError
+          ? `the destination is not reachable: ${this.#lastError.message}`
+          : "not connected to the destination yet",
+      );
+    }
+    this.#gate.open();
+    return this.#evacuation.promise;
+  }
+
+  /**
+   * Asks the destination to verify the replica: its image against its own block hashes, and
+   * its Merkle root against the committed generation's root at the source.
+   *
+   * @throws {PresyncError} `CONNECTION_LOST` (retryable) when the volume is not connected
+   */
+  async verify(): Promise<{ ok: boolean; generation: number; report: ReplicaCheck }> {
+    if (!this.#link) {
+      throw new PresyncError(
+        ErrorCode.CONNECTION_LOST,
+        `volume ${this.name} is not connected to its destination`,
+        { retryable: true },
+      );
+    }
+    const { generation, report } = await this.#link.verify(this.#committed.merkleRoot, false);
+    return { ok: report.ok, generation, report };
+  }
+
+  /**
+   * The cut a postcopy fetch of `generation` reads from.
+   *
+   * @throws {PresyncError} `GENERATION_MISMATCH` (retryable) unless it is being sent now
+   */
+  cutFor(generation: number): { cut: Cut; identity: VolumeIdentity } {
+    if (!this.#cut || this.state.pending?.generation !== generation) {
+      throw new PresyncError(
+        ErrorCode.GENERATION_MISMATCH,
+        `generation ${generation} of ${this.name} is not being sent now`,
+        { retryable: true },
+      );
+    }
+    return { cut: this.#cut, identity: this.identity };
+  }
+
+  /** What `status` is computed from. */
+  snapshot(): VolumeSnapshot {
+    return {
+      name: this.name,
+      phase: this.#phase,
+      paused: this.#gate.paused,
+      blockSize: this.identity.blockSize,
+      committedGeneration: this.#committed.committedGeneration,
+      committedCutTimeMs: this.#committed.cutTimeMs,
+      pending: this.state.pending,
+      freshBlocks: this.#writes.freshBlocks(Date.now()),
+      rawBytes: this.counters.rawBytes,
+      wireBytes: this.counters.wireBytes,
+      goodputBytesPerSecond: this.#goodput.bytesPerSecond,
+      lastScanMs: this.#lastScanMs,
+      lastCommitMs: this.#lastCommitMs,
+      lastError: this.#lastError?.message ?? null,
+      lastErrorCode: this.#lastError?.code ?? null,
+      evacuation: this.#evacuation?.status() ?? null,
+    };
+  }
+
+  /** Closes the tracker and the state. */
+  async close(): Promise<void> {
+    this.#hot?.free();
+    this.#hot = null;
+    await this.tracker.close();
+    this.state.close();
+  }
+}

@@ -1,0 +1,211 @@
+import assert from "node:assert/strict";
+import { assertRejectsCode } from "../../fixtures/assert.ts";
+import { localVolume, memoryLog } from "../../fixtures/local_volume.ts";
+import { hashFile } from "../../fixtures/workload.ts";
+import { ErrorCode, PresyncError } from "../errors.ts";
+
+const KiB = 1024;
+
+async function inTemp(fn: (root: string) => Promise<void>): Promise<void> {
+  const root = await Deno.makeTempDir({ prefix: "presync-pipeline-" });
+  try {
+    await fn(root);
+  } finally {
+    await Deno.remove(root, { recursive: true });
+  }
+}
+
+function data(bytes: number, fill = 0): Uint8Array {
+  const out = new Uint8Array(bytes);
+  crypto.getRandomValues(out.subarray(0, Math.min(bytes, 65536)));
+  if (fill) out.fill(fill, bytes / 2);
+  return out;
+}
+
+/** A sleep that records what was asked and ends the run at its first call. */
+function oneSleep() {
+  const asked: number[] = [];
+  return {
+    asked,
+    alive: () => asked.length === 0,
+    sleep: (ms: number) => {
+      asked.push(ms);
+      return Promise.resolve();
+    },
+  };
+}
+
+Deno.test("pipeline: the first cut comes right after start, the next one an interval later", async () => {
+  await inTemp(async (root) => {
+    const { log, lines } = memoryLog();
+    await using v = await localVolume(root, "vm", data(512 * KiB, 3), {
+      log,
+      intervalMs: 3_600_000,
+    });
+    const s = oneSleep();
+    v.pipeline.attach(await v.link());
+    await v.pipeline.run(s.alive, s.sleep);
+    assert.equal(v.pipeline.commits, 1, "generation 1 was sent before any wait");
+    assert.ok(s.asked[0] > 3_599_000, `then it waits an interval: ${s.asked[0]} ms`);
+    assert.ok(lines.some((l) => l.event === "generation_committed" && l.fields.generation === 1));
+    const status = v.pipeline.snapshot();
+    assert.equal(status.committedGeneration, 1);
+    assert.equal(status.phase, "idle");
+    assert.equal(await hashFile(`${root}/store/vm/image`), await hashFile(v.image));
+  });
+});
+
+Deno.test("pipeline: a source state older than the replica is refused before anything is sent", async () => {
+  await inTemp(async (root) => {
+    const { log } = memoryLog();
+    {
+      await using v = await localVolume(root, "vm", data(256 * KiB), { log });
+      const s = oneSleep();
+      v.pipeline.attach(await v.link());
+      await v.pipeline.run(s.alive, s.sleep);
+    }
+    // The state as it was before generation 1: restored from an old backup.
+    const stateJson = `${root}/state/vm/state.json`;
+    const state = JSON.parse(await Deno.readTextFile(stateJson));
+    await Deno.writeTextFile(stateJson, JSON.stringify({ ...state, committedGeneration: 0 }));
+    await using again = await localVolume(root, "vm", data(256 * KiB), { log });
+    const err = await assertRejectsCode(
+      (async () => again.pipeline.attach(await again.link()))(),
+      ErrorCode.SOURCE_STATE_STALE,
+    );
+    assert.match(err.message, /at generation 1 but this agent's state .* records generation 0/);
+    assert.match(err.message, /remove .*state\/vm and the destination's replica/);
+    again.pipeline.park(err);
+    const refused = await assertRejectsCode(
+      again.pipeline.evacuate(),
+      ErrorCode.SOURCE_STATE_STALE,
+    );
+    assert.match(refused.message, /is parked and cannot be evacuated/);
+  });
+});
+
+Deno.test("pipeline: an evacuation goes through every step and reports a verified replica", async () => {
+  await inTemp(async (root) => {
+    const { log, lines } = memoryLog();
+    const hooked: string[] = [];
+    await using v = await localVolume(root, "vm", data(512 * KiB), {
+      log,
+      evacuateHook: "pause-the-vm",
+      runHook: (command, volume) => Promise.resolve(void hooked.push(`${command} ${volume}`)),
+    });
+    const first = oneSleep();
+    v.pipeline.attach(await v.link());
+    await v.pipeline.run(first.alive, first.sleep);
+    const file = await Deno.open(v.image, { write: true });
+    await file.write(new Uint8Array(100_000).fill(7));
+    file.close();
+    const evacuation = v.pipeline.evacuate();
+    assert.equal(v.pipeline.evacuating, true);
+    const s = oneSleep();
+    await v.pipeline.run(s.alive, s.sleep);
+    const report = await evacuation;
+    assert.deepEqual(hooked, ["pause-the-vm vm"]);
+    assert.equal(report.verified, true);
+    assert.equal(report.generation, 2);
+    const steps = lines.filter((l) => l.event === "evacuation_step").map((l) => l.fields.step);
+    assert.deepEqual(steps, [
+      "requested",
+      "hook",
+      "hook_done",
+      "final_cut",
+      "sending",
+      "commit",
+      "verify",
+      "done",
+    ]);
+    assert.equal(v.pipeline.snapshot().phase, "evacuated");
+    assert.equal(v.pipeline.snapshot().evacuation?.step, "done");
+    assert.equal(await hashFile(`${root}/store/vm/image`), await hashFile(v.image));
+    // Asking again gives the same report; resuming is refused and says why.
+    assert.deepEqual(await v.pipeline.evacuate(), report);
+    assert.throws(
+      () => v.pipeline.resume(),
+      (err: unknown) =>
+        err instanceof PresyncError && err.code === ErrorCode.VOLUME_EVACUATED &&
+        /was evacuated \(generation 2 verified/.test(err.message),
+    );
+  });
+});
+
+Deno.test("pipeline: a failing hook fails the evacuation, takes no final cut, and sync goes on", async () => {
+  await inTemp(async (root) => {
+    const { log, lines } = memoryLog();
+    await using v = await localVolume(root, "vm", data(256 * KiB), {
+      log,
+      evacuateHook: "false",
+      runHook: () =>
+        Promise.reject(new PresyncError(ErrorCode.INVALID_ARGUMENT, "hook `false` failed")),
+    });
+    v.pipeline.attach(await v.link());
+    const evacuation = v.pipeline.evacuate();
+    const s = oneSleep();
+    await v.pipeline.run(s.alive, s.sleep);
+    await assertRejectsCode(evacuation, ErrorCode.INVALID_ARGUMENT);
+    assert.equal(v.pipeline.evacuating, false);
+    assert.equal(v.pipeline.snapshot().evacuation?.step, "failed");
+    assert.ok(!lines.some((l) => l.fields.step === "final_cut"));
+    // The background sync went on: its first cut came as usual.
+    assert.equal(v.pipeline.commits, 1);
+  });
+});
+
+Deno.test("pipeline: an evacuation asked for while disconnected says it waits for the link", async () => {
+  await inTemp(async (root) => {
+    const { log } = memoryLog();
+    await using v = await localVolume(root, "vm", data(256 * KiB), { log });
+    v.pipeline.retrying(
+      new PresyncError(ErrorCode.CONNECTION_LOST, "connection refused", { retryable: true }),
+      5000,
+    );
+    v.pipeline.evacuate().catch(() => {});
+    const evacuation = v.pipeline.snapshot().evacuation!;
+    assert.equal(evacuation.step, "waiting_for_link");
+    assert.match(String(evacuation.detail), /not reachable: connection refused/);
+  });
+});
+
+Deno.test("pipeline: an evacuation asked for mid-send says the generation in flight goes first", async () => {
+  await inTemp(async (root) => {
+    const { log, lines } = memoryLog();
+    await using v = await localVolume(root, "vm", data(512 * KiB), { log });
+    const link = await v.link();
+    let release!: () => void;
+    const held = new Promise<void>((resolve) => release = resolve);
+    let staging!: () => void;
+    const stagingStarted = new Promise<void>((resolve) => staging = resolve);
+    const replica = link.destination;
+    v.pipeline.attach({
+      ...link,
+      destination: {
+        resumeInfo: () => replica.resumeInfo(),
+        beginGeneration: (g, d, c) => replica.beginGeneration(g, d, c),
+        stage: async (blocks) => {
+          staging();
+          await held;
+          return replica.stage(blocks);
+        },
+        flush: () => replica.flush(),
+        commit: (g, r) => replica.commit(g, r),
+      },
+    });
+    const s = oneSleep();
+    const running = v.pipeline.run(s.alive, s.sleep);
+    await stagingStarted;
+    const evacuation = v.pipeline.evacuate();
+    assert.equal(v.pipeline.snapshot().evacuation?.step, "sending");
+    assert.match(
+      String(v.pipeline.snapshot().evacuation?.detail),
+      /generation 1, before the final cut/,
+    );
+    release();
+    await running;
+    assert.equal((await evacuation).generation, 2);
+    const steps = lines.filter((l) => l.event === "evacuation_step").map((l) => l.fields.step);
+    assert.deepEqual(steps.slice(0, 3), ["requested", "sending", "hook_done"]);
+  });
+});

@@ -1,0 +1,183 @@
+import assert from "node:assert/strict";
+import { createNoneCodec } from "../../plugins/codec-none/mod.ts";
+import { createZstdCodec } from "../../plugins/codec-zstd/mod.ts";
+import { assertRejectsCode } from "../../fixtures/assert.ts";
+import { sessionPair } from "../../fixtures/session_pair.ts";
+import { hashFile } from "../../fixtures/workload.ts";
+import { PacedDestination } from "../daemon/paced_destination.ts";
+import { ErrorCode } from "../errors.ts";
+import { DenoFileSystem } from "../fs/deno_file_system.ts";
+import { openSourceVolume, type SourceVolume } from "../source/open_source_volume.ts";
+import { ReplicaStore } from "../store/replica_store.ts";
+import { sendGeneration } from "../sync/send_generation.ts";
+import { Priority } from "../wire/frame.ts";
+import type { Session } from "../wire/session.ts";
+import { MessageKind, MessageReader, MessageWriter, parseJsonBody } from "./message_stream.ts";
+import { RemoteDestination } from "./remote_destination.ts";
+import { SyncOp } from "./sync_messages.ts";
+import { MAX_SYNC_MESSAGE_BYTES } from "./sync_protocol.ts";
+import { SyncServer } from "./sync_server.ts";
+import type { Logger } from "../log.ts";
+
+const fs = new DenoFileSystem();
+const codec = createZstdCodec();
+const agentA = { instance: "aaaaaaaaaaaaaaaa", host: "db1", pid: 11 };
+const agentB = { instance: "bbbbbbbbbbbbbbbb", host: "db1-copy", pid: 22 };
+
+/** A destination (sync server over a store in a temp dir) and a source volume. */
+async function rig() {
+  const root = await Deno.makeTempDir({ prefix: "presync-sync-server-" });
+  const image = `${root}/source.img`;
+  const bytes = new Uint8Array(300 * 1024);
+  crypto.getRandomValues(bytes.subarray(0, 65536));
+  bytes.fill(9, 200 * 1024, 250 * 1024);
+  await Deno.writeFile(image, bytes);
+  const lines: { event: string; fields: Record<string, unknown> }[] = [];
+  const log: Logger = (_level, event, fields = {}) => void lines.push({ event, fields });
+  const server = new SyncServer(
+    new ReplicaStore(fs, `${root}/store`),
+    [codec, createNoneCodec()],
+    log,
+  );
+  const volume = await openSourceVolume({
+    fs,
+    name: "vm1",
+    imagePath: image,
+    stateDir: `${root}/state`,
+    blockSize: 65536,
+  });
+  return {
+    root,
+    image,
+    server,
+    volume,
+    lines,
+    /** A source session served by the server. */
+    async connect() {
+      const pair = await sessionPair();
+      server.serveSession(pair.server);
+      return pair;
+    },
+    async [Symbol.asyncDispose]() {
+      await volume.tracker.close();
+      volume.state.close();
+      await Deno.remove(root, { recursive: true });
+    },
+  };
+}
+
+/** Opens the volume on a new bulk stream of `session` as `source`. */
+function open(session: Session, volume: SourceVolume, source = agentA) {
+  return RemoteDestination.open(session.openStream(Priority.BULK), volume.state.identity, source);
+}
+
+Deno.test("sync server: a generation sent over a session commits, and the replica is the image", async () => {
+  await using r = await rig();
+  await using pair = await r.connect();
+  const { remote, resume } = await open(pair.client, r.volume);
+  assert.equal(resume.committedGeneration, 0);
+  const counters = { rawBytes: 0, wireBytes: 0 };
+  const destination = new PacedDestination(remote, {
+    codec,
+    counters,
+    pace: () => Promise.resolve(),
+  });
+  const cut = await r.volume.tracker.cut();
+  await r.volume.state.recordCut(cut.dirty, 1234);
+  const report = await sendGeneration(r.volume.state, cut, destination);
+  await cut.release();
+  assert.equal(report.generation, 1);
+  assert.ok(counters.wireBytes < counters.rawBytes, "the repeated bytes were compressed");
+  assert.deepEqual(r.server.volumes.get("vm1"), {
+    committedGeneration: 1,
+    cutTimeMs: 1234,
+    connected: true,
+  });
+  const check = await remote.verify(report.merkleRoot);
+  assert.equal(check.report.ok, true);
+  assert.equal(check.report.rootMatches, true);
+  await remote.close();
+  assert.equal(await hashFile(`${r.root}/store/vm1/image`), await hashFile(r.image));
+});
+
+Deno.test("sync server: a second live agent is refused by name; the holder keeps the volume", async () => {
+  await using r = await rig();
+  await using first = await r.connect();
+  await using second = await r.connect();
+  const { remote } = await open(first.client, r.volume, agentA);
+  const refused = await assertRejectsCode(
+    open(second.client, r.volume, agentB),
+    ErrorCode.VOLUME_HELD,
+  );
+  assert.equal(refused.retryable, false);
+  for (
+    const side of ["agent aaaaaaaaaaaa on db1 (pid 11)", "agent bbbbbbbbbbbb on db1-copy (pid 22)"]
+  ) {
+    assert.ok(refused.message.includes(side), refused.message);
+  }
+  assert.match(refused.message, /state directory copied/);
+  assert.ok(r.lines.some((l) => l.event === "source_refused"));
+  // An agent that does not name itself is refused the same way while the holder answers.
+  await assertRejectsCode(
+    RemoteDestination.open(second.client.openStream(Priority.BULK), r.volume.state.identity),
+    ErrorCode.VOLUME_HELD,
+  );
+  assert.equal((await remote.resumeInfo()).committedGeneration, 0, "the holder goes on");
+  await remote.close();
+});
+
+Deno.test("sync server: the same agent on a new session takes over at once; a gone one is replaced", async () => {
+  await using r = await rig();
+  await using first = await r.connect();
+  await using second = await r.connect();
+  const old = await open(first.client, r.volume, agentA);
+  // Same instance (a reconnect the destination has not noticed): taken over, old stream reset.
+  const again = await open(second.client, r.volume, agentA);
+  await assertRejectsCode(old.remote.resumeInfo(), ErrorCode.STREAM_RESET);
+  assert.ok(
+    r.lines.some((l) =>
+      l.event === "source_takeover" && /same agent/.test(String(l.fields.reason))
+    ),
+  );
+  // The holder's agent dies: another agent gets the volume.
+  second.client.abort();
+  await using third = await r.connect();
+  const other = await open(third.client, r.volume, agentB);
+  assert.equal((await other.remote.resumeInfo()).committedGeneration, 0);
+  await again.remote.close();
+  await other.remote.close();
+});
+
+Deno.test("sync server: malformed messages get a coded error reply and end only their stream", async () => {
+  await using r = await rig();
+  await using pair = await r.connect();
+  const raw = async (messages: unknown[]) => {
+    const stream = pair.client.openStream(Priority.BULK);
+    const writer = new MessageWriter(stream.writable);
+    const reader = new MessageReader(stream.readable, MAX_SYNC_MESSAGE_BYTES);
+    for (const m of messages) await writer.writeJson(m);
+    const replies = [];
+    for (let m = await reader.read(); m !== null; m = await reader.read()) {
+      assert.equal(m.kind, MessageKind.JSON);
+      replies.push(parseJsonBody(m.body) as Record<string, unknown>);
+    }
+    await writer.close();
+    return replies;
+  };
+  const notOpen = await raw([{ op: SyncOp.RESUME }]);
+  assert.deepEqual(notOpen.map((m) => m.code), [ErrorCode.PROTOCOL_VIOLATION]);
+  const identity = r.volume.state.identity;
+  const bad = await raw([
+    { op: SyncOp.OPEN, volume: "vm1", identity, source: agentA },
+    { op: "frobnicate" },
+  ]);
+  assert.equal(bad[0].ok, true);
+  assert.equal(bad[1].code, ErrorCode.PROTOCOL_VIOLATION);
+  assert.match(String(bad[1].message), /op must be resume, begin/);
+  const escape = await raw([{ op: SyncOp.OPEN, volume: "../etc", identity }]);
+  assert.equal(escape[0].code, ErrorCode.INVALID_VOLUME_NAME);
+  // The session serves new streams as before.
+  const { remote } = await open(pair.client, r.volume);
+  await remote.close();
+  assert.deepEqual(await new ReplicaStore(fs, `${r.root}/store`).list(), ["vm1"]);
+});
