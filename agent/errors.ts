@@ -68,6 +68,10 @@ export const ErrorCode = {
   NBD_REQUEST_FAILED: "NBD_REQUEST_FAILED",
   /** The replica is exported to a VM at the destination: it must not change under it. */
   VOLUME_EXPORTED: "VOLUME_EXPORTED",
+  /** The replica is seeding its first generation: there is nothing committed to serve yet. */
+  VOLUME_INITIALISING: "VOLUME_INITIALISING",
+  /** The volume is in use (a source connected, an export, another process) or being deleted. */
+  STORE_BUSY: "STORE_BUSY",
 } as const;
 
 /** One of the {@linkcode ErrorCode} values. */

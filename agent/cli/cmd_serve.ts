@@ -6,6 +6,7 @@ import { parseHostPort, readKey } from "../key_file.ts";
 import { createLogger } from "../log.ts";
 import { parseCommand, required } from "./_args.ts";
 import { withConfigFile } from "./_config.ts";
+import { storeFromFlag } from "./_store.ts";
 import { logUnhandledRejections } from "./_guard.ts";
 import { DAEMON_FLAGS, sessionOptionsFromFlags, transportFromFlags } from "./_transport.ts";
 import { ExitCode } from "./exit_codes.ts";
@@ -36,7 +37,7 @@ export async function cmdServe(args: string[]): Promise<number> {
   logUnhandledRejections(log);
   const psk = await readKey(required("serve", "--key-file FILE", values["key-file"] as string));
   const daemon = new DestinationDaemon({
-    storeDir: required("serve", "--store DIR", values.store as string),
+    store: storeFromFlag(required("serve", "--store DIR", values.store as string)),
     listen: parseHostPort(
       "listen",
       required("serve", "--listen HOST:PORT", values.listen as string),

@@ -5,6 +5,7 @@ import type { FileSystem } from "../fs/file_system.ts";
 import { io } from "../fs/io_error.ts";
 import { SourceState } from "../source/source_state.ts";
 import { ReplicaStore } from "../store/replica_store.ts";
+import { DirectoryBackend } from "../../plugins/store-directory/mod.ts";
 import type { ReplicaVolume } from "../store/replica_volume.ts";
 import type { Tracker } from "../tracker.ts";
 import {
@@ -57,7 +58,7 @@ export async function syncLocal(options: LocalSyncOptions): Promise<GenerationRe
   const state = await openOrInitState(fs, options, name);
   let replica: ReplicaVolume | null = null;
   try {
-    const store = new ReplicaStore(fs, options.storeDir);
+    const store = new ReplicaStore(new DirectoryBackend(fs, options.storeDir));
     replica = await store.has(name) ? await store.open(name) : await store.init(state.identity);
     const reports: GenerationReport[] = [];
     const tracker: Tracker = new ScanTracker({
