@@ -19,6 +19,8 @@ import { cmdStatus, STATUS_USAGE } from "./cli/cmd_status.ts";
 import { cmdSync, SYNC_USAGE } from "./cli/cmd_sync.ts";
 import { pauseOrResume, volumeActionUsage } from "./cli/_volume_action.ts";
 import { cmdVerify, VERIFY_USAGE } from "./cli/cmd_verify.ts";
+import { cmdVolumes, VOLUMES_USAGE } from "./cli/cmd_volumes.ts";
+import { cmdDelete, DELETE_USAGE } from "./cli/cmd_delete.ts";
 import { ExitCode, exitCodeFor } from "./cli/exit_codes.ts";
 import { PresyncError } from "./errors.ts";
 
@@ -39,6 +41,8 @@ const COMMANDS: Record<string, { run: (args: string[]) => Promise<number>; usage
   sync: { run: cmdSync, usage: SYNC_USAGE },
   verify: { run: cmdVerify, usage: VERIFY_USAGE },
   export: EXPORT_COMMAND,
+  volumes: { run: cmdVolumes, usage: VOLUMES_USAGE },
+  delete: { run: cmdDelete, usage: DELETE_USAGE },
 };
 
 /** Runs the command line `args`; returns the exit code. */

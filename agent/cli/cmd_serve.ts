@@ -54,6 +54,8 @@ export async function cmdServe(args: string[]): Promise<number> {
     {
       status: () => daemon.status(),
       metrics: () => daemon.metrics(),
+      volumes: () => daemon.volumes(),
+      delete: (name) => daemon.delete(name),
       export: (name, body, signal, emit) =>
         daemon.export(name, exportRequestOf(body), signal, emit),
     },

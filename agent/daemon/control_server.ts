@@ -13,6 +13,10 @@ export interface ControlHandlers {
   resume?(name: string): void;
   evacuate?(name: string): Promise<unknown>;
   verify?(name: string): Promise<{ ok: boolean }>;
+  /** The destination's volumes (`presync volumes`). */
+  volumes?(): Promise<unknown>;
+  /** Deletes a volume at the destination (`presync delete`). */
+  delete?(name: string): Promise<unknown>;
   /**
    * Serves volume `name` until `signal` aborts (the client went away), reporting progress
    * through `emit`; `body` is the client's JSON request.
@@ -86,17 +90,22 @@ export async function serveControl(
       try {
         if (req.method === "GET" && url.pathname === "/status") {
           return Response.json(
-            handlers.status(),
+            await handlers.status(),
           );
+        }
+        if (req.method === "GET" && url.pathname === "/volumes" && handlers.volumes) {
+          return Response.json(await handlers.volumes());
         }
         const exporting = /^\/volumes\/([^/]+)\/export$/.exec(url.pathname);
         if (req.method === "POST" && exporting && handlers.export) {
           return await streamExport(req, decodeURIComponent(exporting[1]), handlers.export);
         }
-        const match = /^\/volumes\/([^/]+)\/(pause|resume|evacuate|verify)$/.exec(url.pathname);
+        const match = /^\/volumes\/([^/]+)\/(pause|resume|evacuate|verify|delete)$/.exec(
+          url.pathname,
+        );
         if (req.method === "POST" && match) {
           const [, name, action] = match;
-          const handler = handlers[action as "pause" | "resume" | "evacuate" | "verify"];
+          const handler = handlers[action as "pause" | "resume" | "evacuate" | "verify" | "delete"];
           if (!handler) {
             throw new PresyncError(
               ErrorCode.INVALID_ARGUMENT,

@@ -12,6 +12,7 @@ import { Session } from "../wire/session.ts";
 import type { SessionOptions } from "../wire/session_options.ts";
 import type { Transport, TransportAddress, TransportListener } from "../wire/transport.ts";
 import { type MetricFamily, renderMetrics } from "./metrics.ts";
+import { type VolumeListing, volumeListing } from "../store/volume_listing.ts";
 
 /** Where and how {@linkcode DestinationDaemon.export} serves a volume. */
 export interface ExportRequest {
@@ -247,6 +248,48 @@ export class DestinationDaemon {
       });
     }
     return { volumes };
+  }
+
+  /**
+   * What `presync volumes` lists: per volume its size, committed generation, the age of that
+   * generation's cut, the storage it occupies, whether it is initialising, whether a source is
+   * connected and whether it is exported. No side effects.
+   */
+  async volumes(): Promise<{ volumes: VolumeListing[] }> {
+    const volumes: VolumeListing[] = [];
+    for (const name of await this.store.list()) {
+      volumes.push({
+        ...volumeListing(await this.store.describe(name)),
+        sourceConnected: this.server.volumes.get(name)?.connected ?? false,
+        exported: this.#exportRequests.has(name),
+      });
+    }
+    return { volumes };
+  }
+
+  /**
+   * Deletes volume `name` and all it holds; a later sync of that name starts a full one.
+   *
+   * @throws {PresyncError} `STORE_BUSY` while a source is connected to it or an export of it
+   *   runs (or waits for an evacuation), `VOLUME_NOT_FOUND` when there is no such volume
+   */
+  async delete(name: string): Promise<{ volume: string; deleted: true }> {
+    const busy = this.server.volumes.get(name)?.connected
+      ? "a source agent is connected to it; stop that agent first"
+      : this.#exportRequests.has(name)
+      ? "it is exported (presync export --postcopy); stop the export first"
+      : null;
+    if (busy) {
+      throw new PresyncError(
+        ErrorCode.STORE_BUSY,
+        `volume ${name} cannot be deleted while ${busy}`,
+        { retryable: true },
+      );
+    }
+    await this.store.remove(name);
+    this.server.volumes.delete(name);
+    this.#config.log("info", "volume_deleted", { volume: name });
+    return { volume: name, deleted: true };
   }
 
   /** Prometheus metrics. */
