@@ -5,7 +5,7 @@ import { toHex } from "../hex.ts";
 import type { StagedBlock } from "../store/staging_area.ts";
 import type { Cut } from "../tracker.ts";
 import { blockEntries, ENTRY_BYTES, isZeroEntry } from "../volume/block_hashes.ts";
-import { assertSameVolume } from "../volume/volume_identity.ts";
+import { assertSameVolume, reseedHint } from "../volume/volume_identity.ts";
 import type { Destination } from "./destination.ts";
 import { YIELD_EVERY_BYTES, yieldToEventLoop } from "../yield.ts";
 
@@ -89,7 +89,8 @@ export async function sendGeneration(
       throw new PresyncError(
         ErrorCode.GENERATION_MISMATCH,
         `destination volume \`${state.identity.name}\` is at generation ${info.committedGeneration} ` +
-          `but the source is sending generation ${generation}; re-initialise one side to resync`,
+          `but the source is sending generation ${generation} (was the replica deleted or ` +
+          `replaced?); ${reseedHint(state.identity.name)}`,
       );
     }
     await destination.beginGeneration(generation, pending.dirty, pending.cutTimeMs);
