@@ -14,7 +14,6 @@ export const FALLOC_FL_PUNCH_HOLE = 0x02 | 0x01;
 export const LOCK_SH = 1;
 export const LOCK_EX = 2;
 export const LOCK_NB = 4;
-export const LOCK_UN = 8;
 /** errno values we branch on. */
 export const EWOULDBLOCK = 11;
 export const ENOSPC = 28;

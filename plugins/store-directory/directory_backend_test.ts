@@ -1,31 +1,35 @@
-import { testBackendContract } from "../../fixtures/backend_contract.ts";
+import { type BackendFaults, testBackendContract } from "../../fixtures/backend_contract.ts";
 import { PowerCutFileSystem } from "../../fixtures/power_cut_fs.ts";
 import { DenoFileSystem } from "../../agent/fs/deno_file_system.ts";
 import { DirectoryBackend } from "./mod.ts";
 
-testBackendContract("directory, power-cut file system", async () => {
+/** A store on the power-cut file system, whose faults the contract's crash cases use. */
+async function onPowerCutFs(canAllocate: boolean) {
   const fs = new PowerCutFileSystem();
+  fs.canAllocate = canAllocate;
   // The store's parent exists durably, as on a real machine.
   await fs.mkdir("/srv");
   await fs.syncDir("/");
-  return {
-    backend: new DirectoryBackend(fs, "/srv/store"),
-    faults: {
-      crashAfter: (ops) => fs.crashAfter(ops),
-      powerCut: () => fs.powerCut(),
-      get crashed() {
-        return fs.crashed;
-      },
-      fill: () => void (fs.maxBytes = 0),
+  const faults: BackendFaults = {
+    crashAfter: (ops) => fs.crashAfter(ops),
+    powerCut: () => fs.powerCut(),
+    get crashed() {
+      return fs.crashed;
     },
+    fill: () => void (fs.maxBytes = 0),
   };
-}, { simulatesPowerCut: true });
+  return { backend: new DirectoryBackend(fs, "/srv/store"), faults };
+}
 
-testBackendContract("directory, power-cut file system without fallocate", () => {
-  const fs = new PowerCutFileSystem();
-  fs.canAllocate = false;
-  return { backend: new DirectoryBackend(fs, "/srv/store") };
+testBackendContract("directory, power-cut file system", () => onPowerCutFs(true), {
+  simulatesPowerCut: true,
 });
+
+testBackendContract(
+  "directory, power-cut file system without fallocate",
+  () => onPowerCutFs(false),
+  { simulatesPowerCut: true },
+);
 
 testBackendContract("directory, real disk", async () => {
   const dir = await Deno.makeTempDir({ prefix: "presync-dir-backend-" });
