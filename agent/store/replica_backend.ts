@@ -11,8 +11,8 @@
  * (the sync server's replica and an export) and must then see its own durable writes.
  *
  * Optional abilities are tiny extra interfaces, tested with their guards
- * ({@linkcode canClaimSpace}, {@linkcode canPunchHoles}, {@linkcode hasSpaceUsage}), as
- * restic's back ends do.
+ * ({@linkcode canClaimSpace}, {@linkcode canPunchHoles}, {@linkcode keepsSnapshots},
+ * {@linkcode hasSpaceUsage}), as restic's back ends do.
  *
  * @module
  */
@@ -125,6 +125,20 @@ export interface HolePunch {
   punchHole(offset: number, length: number): Promise<boolean>;
 }
 
+/**
+ * Optional ability of an image: keep each committed generation as a snapshot (RBD
+ * `rbd_snap_create`), the ground for retention and rollback (issue 18).
+ */
+export interface GenerationSnapshots {
+  /**
+   * Records the image's flushed content as generation `generation`. Called once per commit,
+   * after the image is flushed and before the metadata names the generation; called again
+   * with the same generation when a crash made the commit replay: must then succeed without
+   * changing the snapshot already taken. Idempotent.
+   */
+  snapshotGeneration(generation: number): Promise<void>;
+}
+
 /** Optional ability of a back end: how much storage a volume takes. */
 export interface SpaceUsage {
   /** Bytes of storage volume `name` occupies now (image, manifest, staging). No side effects. */
@@ -173,6 +187,13 @@ export function canClaimSpace(image: ReplicaImage): image is ReplicaImage & Spac
 /** Whether `image` can punch holes ({@linkcode HolePunch}). */
 export function canPunchHoles(image: ReplicaImage): image is ReplicaImage & HolePunch {
   return typeof (image as Partial<HolePunch>).punchHole === "function";
+}
+
+/** Whether `image` keeps generations as snapshots ({@linkcode GenerationSnapshots}). */
+export function keepsSnapshots(
+  image: ReplicaImage,
+): image is ReplicaImage & GenerationSnapshots {
+  return typeof (image as Partial<GenerationSnapshots>).snapshotGeneration === "function";
 }
 
 /** Whether `backend` reports storage use ({@linkcode SpaceUsage}). */

@@ -8,7 +8,12 @@ import { ManifestFile } from "../volume/manifest_file.ts";
 import { blockCount, blockLength, type VolumeIdentity } from "../volume/volume_identity.ts";
 import { KIND_DATA } from "./_staging_record.ts";
 import { WriteWindow } from "./_write_window.ts";
-import { canClaimSpace, type ReplicaImage, type VolumeBackend } from "./replica_backend.ts";
+import {
+  canClaimSpace,
+  keepsSnapshots,
+  type ReplicaImage,
+  type VolumeBackend,
+} from "./replica_backend.ts";
 import {
   type CommitRecord,
   encodeCommitRecord,
@@ -375,6 +380,7 @@ export class ReplicaVolume {
       await window.settle();
     }
     await this.#image.flush();
+    if (keepsSnapshots(this.#image)) await this.#image.snapshotGeneration(record.generation);
     await this.#manifest.copyFrom(staging.hashes, staging.dirty);
     await this.#manifest.sync();
     const meta: ReplicaMeta = {

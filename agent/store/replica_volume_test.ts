@@ -8,6 +8,7 @@ import type { FileSystem } from "../fs/file_system.ts";
 import { newVolumeIdentity } from "../volume/volume_identity.ts";
 import { ReplicaStore } from "./replica_store.ts";
 import { DirectoryBackend } from "../../plugins/store-directory/mod.ts";
+import type { ReplicaBackend } from "./replica_backend.ts";
 import type { ReplicaVolume } from "./replica_volume.ts";
 
 const BLOCK = 4096;
@@ -253,3 +254,67 @@ seededTest(
     }
   },
 );
+
+/** A directory back end whose images keep snapshots, recording each call. */
+function snapshottingBackend(fs: FileSystem, calls: string[]): ReplicaBackend {
+  const inner = new DirectoryBackend(fs, "/s");
+  let failNext = true;
+  return {
+    location: inner.location,
+    list: () => inner.list(),
+    create: (identity) => inner.create(identity),
+    remove: (name) => inner.remove(name),
+    volume(name) {
+      const volume = inner.volume(name);
+      return {
+        name: volume.name,
+        location: volume.location,
+        overlayPath: volume.overlayPath,
+        staging: volume.staging,
+        readMeta: () => volume.readMeta(),
+        writeMeta: (bytes) => volume.writeMeta(bytes),
+        openManifest: (mode) => volume.openManifest(mode),
+        lock: (mode) => volume.lock(mode),
+        async openImage(mode) {
+          const image = await volume.openImage(mode);
+          let unflushed = false;
+          return {
+            sizeBytes: image.sizeBytes,
+            writeWindow: image.writeWindow,
+            read: (offset, into) => image.read(offset, into),
+            write: (offset, data) => (unflushed = true, image.write(offset, data)),
+            flush: () => image.flush().then(() => void (unflushed = false)),
+            close: () => image.close(),
+            async snapshotGeneration(generation: number) {
+              const meta = JSON.parse(new TextDecoder().decode((await volume.readMeta())!));
+              calls.push(
+                `g${generation} after g${meta.committedGeneration}${unflushed ? " unflushed" : ""}`,
+              );
+              if (generation === 2 && failNext) {
+                failNext = false;
+                throw new Error("snapshot failed");
+              }
+            },
+          };
+        },
+      };
+    },
+  };
+}
+
+Deno.test("a back end keeping snapshots gets one per commit, after the flush, before the metadata, again on replay", async () => {
+  const calls: string[] = [];
+  const fs = new PowerCutFileSystem();
+  const store = new ReplicaStore(snapshottingBackend(fs, calls));
+  const replica = await store.init(newVolumeIdentity("db1", BLOCKS * BLOCK, BLOCK));
+  await stageAll(replica, 1, [0, 1], 1);
+  await replica.commit(1, await predictRoot(replica));
+  await stageAll(replica, 2, [5], 2);
+  const root2 = await predictRoot(replica);
+  await assert.rejects(replica.commit(2, root2), /snapshot failed/);
+  replica.close();
+  const reopened = await store.open("db1");
+  assert.equal(reopened.meta.committedGeneration, 2, "the logged commit was replayed");
+  reopened.close();
+  assert.deepEqual(calls, ["g1 after g0", "g2 after g1", "g2 after g1"]);
+});
