@@ -44,7 +44,7 @@ export async function readReplicaMeta(volume: VolumeBackend): Promise<ReplicaMet
   if (!bytes) {
     throw new PresyncError(
       ErrorCode.VOLUME_NOT_FOUND,
-      `no replica volume ${volume.name} in ${volume.location} (meta.json is missing)`,
+      `no replica of volume ${volume.name} at ${volume.location} (it has no metadata)`,
     );
   }
   try {
@@ -68,10 +68,10 @@ export async function readReplicaMeta(volume: VolumeBackend): Promise<ReplicaMet
   } catch (cause) {
     throw new PresyncError(
       ErrorCode.STORE_CORRUPT,
-      `${volume.location}/meta.json is damaged (${
+      `the metadata of replica ${volume.name} at ${volume.location} is damaged (${
         cause instanceof Error ? cause.message : cause
-      }); the replica cannot be trusted: restore meta.json, or delete the volume ` +
-        `(presync delete ${volume.name} --yes) and sync it again`,
+      }); the replica cannot be trusted: restore it (meta.json in a directory store), or ` +
+        `delete the volume (presync delete ${volume.name} --yes) and sync it again`,
       { cause },
     );
   }

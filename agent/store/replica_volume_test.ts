@@ -120,7 +120,7 @@ Deno.test("damaged meta.json is reported as such", async () => {
     new ReplicaStore(new DirectoryBackend(fs, "/s")).open("db1"),
     "STORE_CORRUPT",
   );
-  assert.match(err.message, /meta\.json is damaged/);
+  assert.match(err.message, /metadata of replica db1 at \/s\/db1 is damaged/);
   await assertRejectsCode(
     new ReplicaStore(new DirectoryBackend(fs, "/s")).open("nope"),
     "VOLUME_NOT_FOUND",
