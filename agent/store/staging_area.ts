@@ -7,7 +7,7 @@ import { blockCount, blockLength, type VolumeIdentity } from "../volume/volume_i
 import type { RecordHeader } from "./_staging_record.ts";
 import { type LogBlock, StagingLog } from "./_staging_log.ts";
 import { YIELD_EVERY_BYTES, yieldToEventLoop } from "../yield.ts";
-import { constantTimeEqual } from "../bytes.ts";
+import { concatBytes, constantTimeEqual } from "../bytes.ts";
 import { canPunchHoles, type ReplicaImage, type StagingBackend } from "./replica_backend.ts";
 import { WriteWindow } from "./_write_window.ts";
 
@@ -251,16 +251,33 @@ export class StagingArea {
     return result;
   }
 
-  /** Seeding: the blocks go straight to their place in the image (a zero block: a hole). */
+  /**
+   * Seeding: the blocks go straight to their place in the image, each run of consecutive
+   * data blocks in one write (large writes leave the event loop free while the disk works);
+   * a zero block becomes a hole.
+   */
   async #writeInPlace(accepted: LogBlock[]): Promise<void> {
     const image = this.#image;
     const { blockSize } = this.#identity;
+    const blocks = [...accepted].sort((a, b) => a.block - b.block);
     const window = new WriteWindow(image.writeWindow);
     try {
-      for (const { block, data } of accepted) {
-        const offset = block * blockSize;
-        if (data) await window.add(() => image.write(offset, data));
-        else await window.add(() => zeroRange(image, offset, blockLength(this.#identity, block)));
+      for (let i = 0; i < blocks.length;) {
+        const offset = blocks[i].block * blockSize;
+        if (!blocks[i].data) {
+          const length = blockLength(this.#identity, blocks[i++].block);
+          await window.add(() => zeroRange(image, offset, length));
+          continue;
+        }
+        let end = i + 1;
+        while (
+          end < blocks.length && blocks[end].data && blocks[end].block === blocks[end - 1].block + 1
+        ) end++;
+        const run = end - i === 1
+          ? blocks[i].data!
+          : concatBytes(blocks.slice(i, end).map((b) => b.data!));
+        await window.add(() => image.write(offset, run));
+        i = end;
       }
       await window.drain();
     } finally {
