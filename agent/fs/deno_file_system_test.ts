@@ -146,7 +146,13 @@ Deno.test("a lock held by another process excludes this one until that process d
     }).spawn();
     const reader = holder.stdout.pipeThrough(new TextDecoderStream()).getReader();
     try {
-      assert.equal((await reader.read()).value?.trim(), "locked");
+      let said = "";
+      while (!said.includes("\n")) {
+        const { value, done } = await reader.read();
+        assert.ok(!done, `the lock holder ended: ${said}`);
+        said += value;
+      }
+      assert.equal(said.trim(), "locked");
       assert.equal(await new DenoFileSystem().tryLock(dir, "shared"), null);
     } finally {
       holder.kill("SIGKILL");
