@@ -27,9 +27,7 @@ export async function cmdVolumes(args: string[]): Promise<number> {
   });
   let volumes: VolumeListing[];
   if (values.store !== undefined) {
-    const store = storeFromFlag(values.store);
-    volumes = [];
-    for (const name of await store.list()) volumes.push(volumeListing(await store.describe(name)));
+    volumes = (await storeFromFlag(values.store).summaries()).map((s) => volumeListing(s));
   } else {
     const reply = await callControl(
       values.control ?? DEFAULT_SERVE_CONTROL,

@@ -256,14 +256,11 @@ export class DestinationDaemon {
    * connected and whether it is exported. No side effects.
    */
   async volumes(): Promise<{ volumes: VolumeListing[] }> {
-    const volumes: VolumeListing[] = [];
-    for (const name of await this.store.list()) {
-      volumes.push({
-        ...volumeListing(await this.store.describe(name)),
-        sourceConnected: this.server.volumes.get(name)?.connected ?? false,
-        exported: this.#exportRequests.has(name),
-      });
-    }
+    const volumes: VolumeListing[] = (await this.store.summaries()).map((summary) => ({
+      ...volumeListing(summary),
+      sourceConnected: this.server.volumes.get(summary.name)?.connected ?? false,
+      exported: this.#exportRequests.has(summary.name),
+    }));
     return { volumes };
   }
 

@@ -76,6 +76,19 @@ export class ReplicaStore {
     };
   }
 
+  /** {@linkcode describe} of every volume; one deleted meanwhile is left out. */
+  async summaries(): Promise<VolumeSummary[]> {
+    const summaries: VolumeSummary[] = [];
+    for (const name of await this.list()) {
+      try {
+        summaries.push(await this.describe(name));
+      } catch (err) {
+        if (!(err instanceof PresyncError && err.code === ErrorCode.VOLUME_NOT_FOUND)) throw err;
+      }
+    }
+    return summaries;
+  }
+
   /** Names of the volumes in the store. */
   list(): Promise<string[]> {
     return io(`list ${this.location}`, () => this.backend.list());
