@@ -7,6 +7,8 @@
  *
  * Durability, in every method: a call that resolves has done what it says durably only where
  * its doc says so (`flush`, `sync`, the atomic record writes); a crash may lose anything else.
+ * Errors are `PresyncError`s: `NO_SPACE` when the storage is full (retryable), `IO` for
+ * other failures, `VOLUME_NOT_FOUND` for a volume that is not there.
  * Methods are called by one `ReplicaStore` per process; a volume may be open several times
  * (the sync server's replica and an export) and must then see its own durable writes.
  *
@@ -61,14 +63,21 @@ export interface VolumeBackend {
    * local file path; `remove` removes it with the volume).
    */
   readonly overlayPath: string;
-  /** The metadata record (meta.json's bytes), or null when the volume has none. */
+  /**
+   * The metadata record (meta.json's bytes), or null when the volume has none. No side
+   * effects; called on every open, status and listing.
+   */
   readMeta(): Promise<Uint8Array | null>;
   /**
    * Replaces the metadata record atomically and durably: after a crash, a read returns the
-   * old bytes or these, never a mix. Called once per commit.
+   * old bytes or these, never a mix. Called once per commit (and at creation); a retry after
+   * a failure writes the same bytes again.
    */
   writeMeta(bytes: Uint8Array): Promise<void>;
-  /** Opens the image. Throws `IO` (or `VOLUME_NOT_FOUND`) when it is missing. */
+  /**
+   * Opens the image, once per open replica or export (several may be open at once, in one
+   * process or several). Throws `VOLUME_NOT_FOUND` when it is missing.
+   */
   openImage(mode: "read" | "write"): Promise<ReplicaImage>;
   /**
    * Opens the manifest: 32 bytes per block, positioned I/O; durable after `sync()`. Its size
@@ -96,7 +105,10 @@ export interface ReplicaImage {
   readonly writeWindow: number;
   /** Fills `into` from `offset`; the range must lie inside the image. */
   read(offset: number, into: Uint8Array): Promise<void>;
-  /** Writes `data` at `offset` (inside the image). Not durable until {@linkcode flush}. */
+  /**
+   * Writes `data` at `offset` (inside the image). Not durable until {@linkcode flush}. After
+   * a failure the range holds old bytes, new bytes or a mix; the protocol writes it again.
+   */
   write(offset: number, data: Uint8Array): Promise<void>;
   /** Makes every write that resolved before this call durable. Idempotent. */
   flush(): Promise<void>;
