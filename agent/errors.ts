@@ -85,6 +85,10 @@ export const ErrorCode = {
   SOURCE_STATE_STALE: "SOURCE_STATE_STALE",
   /** The volume was evacuated: it no longer syncs from this agent until it is restarted. */
   VOLUME_EVACUATED: "VOLUME_EVACUATED",
+  /** The replica is seeding its first generation: there is nothing committed to serve yet. */
+  VOLUME_INITIALISING: "VOLUME_INITIALISING",
+  /** The volume is in use (a source connected, an export, another process) or being deleted. */
+  STORE_BUSY: "STORE_BUSY",
 } as const;
 
 /** One of the {@linkcode ErrorCode} values. */

@@ -21,6 +21,8 @@ import { cmdSync, SYNC_USAGE } from "./cli/cmd_sync.ts";
 import { pauseOrResume, volumeActionUsage } from "./cli/_volume_action.ts";
 import { cmdVerify, VERIFY_USAGE } from "./cli/cmd_verify.ts";
 import { closest } from "./cli/_suggest.ts";
+import { cmdVolumes, VOLUMES_USAGE } from "./cli/cmd_volumes.ts";
+import { cmdDelete, DELETE_USAGE } from "./cli/cmd_delete.ts";
 import { ExitCode, exitCodeFor } from "./cli/exit_codes.ts";
 import { PresyncError } from "./errors.ts";
 import { VERSION } from "./version.ts";
@@ -48,6 +50,8 @@ const COMMANDS: Record<string, Command> = {
   sync: { run: cmdSync, usage: SYNC_USAGE },
   verify: { run: cmdVerify, usage: VERIFY_USAGE },
   export: EXPORT_COMMAND,
+  volumes: { run: cmdVolumes, usage: VOLUMES_USAGE },
+  delete: { run: cmdDelete, usage: DELETE_USAGE },
 };
 
 /** The first sentence of a usage text's description: what `presync help` lists. */

@@ -20,6 +20,7 @@ import { DenoFileSystem } from "../agent/fs/deno_file_system.ts";
 import { FileExport, NbdClient, NbdServer, nbdUri } from "../agent/nbd/mod.ts";
 import { SourceState } from "../agent/source/source_state.ts";
 import { ReplicaStore } from "../agent/store/replica_store.ts";
+import { DirectoryBackend } from "../plugins/store-directory/mod.ts";
 import { sendGeneration } from "../agent/sync/send_generation.ts";
 import { newVolumeIdentity } from "../agent/volume/volume_identity.ts";
 import { createSparseImage, runTool, startQemuNbd } from "../fixtures/nbd_tools.ts";
@@ -156,7 +157,7 @@ try {
   const fs = new DenoFileSystem();
   const identity = newVolumeIdentity("bench", SIZE, 64 * 1024);
   const state = await SourceState.init(fs, `${dir}/state`, identity);
-  const replica = await new ReplicaStore(fs, `${dir}/store`).init(identity);
+  const replica = await new ReplicaStore(new DirectoryBackend(fs, `${dir}/store`)).init(identity);
   using nothing = new Bitmap(SIZE / identity.blockSize);
   const tracker = await WorkerNbdTracker.create({
     imagePath: image,

@@ -14,6 +14,7 @@ import { ScanTracker } from "../plugins/tracker-scan/scan_tracker.ts";
 import { DenoFileSystem } from "../agent/fs/deno_file_system.ts";
 import { SourceState } from "../agent/source/source_state.ts";
 import { ReplicaStore } from "../agent/store/replica_store.ts";
+import { DirectoryBackend } from "../plugins/store-directory/mod.ts";
 import type { Destination } from "../agent/sync/destination.ts";
 import { sendGeneration } from "../agent/sync/send_generation.ts";
 import { newVolumeIdentity } from "../agent/volume/volume_identity.ts";
@@ -42,7 +43,9 @@ async function run(coldFirst: boolean): Promise<{ blocks: number; bytes: number 
     await file.write(prng.fill(new Uint8Array(BLOCKS * BLOCK)));
     const identity = newVolumeIdentity("order", BLOCKS * BLOCK, BLOCK);
     const state = await SourceState.init(fs, `${root}/state`, identity);
-    const replica = await new ReplicaStore(fs, `${root}/store`).init(identity);
+    const replica = await new ReplicaStore(new DirectoryBackend(fs, `${root}/store`)).init(
+      identity,
+    );
     const hotBlocks = Array.from({ length: HOT }, () => prng.int(BLOCKS));
     const write = async (block: number) => {
       await file.seek(block * BLOCK + prng.int(BLOCK - 16), Deno.SeekMode.Start);

@@ -4,6 +4,7 @@ import { ErrorCode, PresyncError } from "../errors.ts";
 import { errorFromReply } from "../net/sync_protocol.ts";
 import { parseCommand, required } from "./_args.ts";
 import { connectControl } from "./_control_client.ts";
+import { storeFromFlag } from "./_store.ts";
 import { ExitCode } from "./exit_codes.ts";
 
 export const EXPORT_USAGE = `presync export NAME --store DIR --listen ADDR [options]
@@ -65,9 +66,9 @@ export async function cmdExport(args: string[], signal?: AbortSignal): Promise<n
       signal,
     );
   }
-  const storeDir = required("export", "--store DIR", values.store);
+  const store = storeFromFlag(required("export", "--store DIR", values.store));
   const serving = await serveReplica({
-    storeDir,
+    store,
     volume,
     listen,
     writable: values.writable === true,

@@ -10,6 +10,7 @@ import { renderMetrics } from "../daemon/metrics.ts";
 import { VERSION } from "../version.ts";
 import { parseCommand } from "./_args.ts";
 import { loadSettings, NUMERIC_FLAGS } from "./_config.ts";
+import { storeFromFlag } from "./_store.ts";
 import { logUnhandledRejections } from "./_guard.ts";
 import { DAEMON_FLAGS, sessionOptionsFromFlags, transportFromFlags } from "./_transport.ts";
 import { ExitCode } from "./exit_codes.ts";
@@ -50,7 +51,7 @@ export async function cmdServe(args: string[]): Promise<number> {
   const listen = parseHostPort("listen", settings.need("serve", "listen", "HOST:PORT"));
   const psk = await readKey(settings.need("serve", "key-file", "FILE"));
   const daemon = new DestinationDaemon({
-    storeDir: settings.need("serve", "store", "DIR"),
+    store: storeFromFlag(settings.need("serve", "store", "DIR")),
     listen,
     transport: await transportFromFlags(values, "server"),
     psk,
@@ -77,6 +78,8 @@ export async function cmdServe(args: string[]): Promise<number> {
       {
         status: async () => ({ version: VERSION, ...(await daemon.status()) }),
         metrics: () => daemon.metrics() + renderMetrics(counters.families()),
+        volumes: () => daemon.volumes(),
+        delete: (name) => daemon.delete(name),
         export: (name, body, signal, emit) =>
           daemon.export(name, exportRequestOf(body), signal, emit),
       },

@@ -1,7 +1,6 @@
-import { DenoFileSystem } from "../fs/deno_file_system.ts";
-import { ReplicaStore } from "../store/replica_store.ts";
 import { parseCommand, required } from "./_args.ts";
 import { callControl } from "./_control_client.ts";
+import { storeFromFlag } from "./_store.ts";
 import { ExitCode } from "./exit_codes.ts";
 
 export const VERIFY_USAGE = `presync verify NAME [--control NAME|PATH] [--json]
@@ -31,7 +30,7 @@ export async function cmdVerify(args: string[]): Promise<number> {
   if (!values.local) return await verifyRemote(args);
   const storeDir = required("verify", "STORE_DIR", positionals[0]);
   const volume = required("verify", "--volume NAME", values.volume);
-  const replica = await new ReplicaStore(new DenoFileSystem(), storeDir).open(volume);
+  const replica = await storeFromFlag(storeDir).open(volume);
   try {
     const report = await replica.verify({ expectedRoot: values.root, sourceImage: values.source });
     const result = { volume, generation: replica.meta.committedGeneration, ...report };

@@ -11,6 +11,10 @@ export interface ControlHandlers {
   resume?(name: string): void;
   evacuate?(name: string): Promise<unknown>;
   verify?(name: string): Promise<{ ok: boolean }>;
+  /** The destination's volumes (`presync volumes`). */
+  volumes?(): Promise<unknown>;
+  /** Deletes a volume at the destination (`presync delete`). */
+  delete?(name: string): Promise<unknown>;
   /**
    * Serves volume `name` until `signal` aborts (the client went away), reporting progress
    * through `emit`; `body` is the client's JSON request.
@@ -45,7 +49,7 @@ export interface ControlEndpoint {
  * Serves the control endpoint on a unix socket that only this user can reach (the socket is
  * 0600 in a 0700 directory: the file permissions are the authentication, as for other local
  * daemons' sockets): `GET /status`, `GET /metrics` (Prometheus text),
- * `POST /volumes/NAME/{pause,resume,evacuate,verify}`, and `POST /volumes/NAME/export`,
+ * `GET /volumes`, `POST /volumes/NAME/{pause,resume,evacuate,verify,delete}`, and `POST /volumes/NAME/export`,
  * whose answer is a stream of JSON lines that lasts as long as the export (closing the
  * request stops it). A stale socket left by a killed daemon is replaced; a live daemon's is
  * not taken (`ADDRESS_IN_USE`); a planted file or symlink is refused (`CONTROL_UNSAFE`).
@@ -164,14 +168,19 @@ async function handle(
     if (req.method === "GET" && url.pathname === "/status") {
       return Response.json(await handlers.status());
     }
+    if (req.method === "GET" && url.pathname === "/volumes" && handlers.volumes) {
+      return Response.json(await handlers.volumes());
+    }
     const exporting = /^\/volumes\/([^/]+)\/export$/.exec(url.pathname);
     if (req.method === "POST" && exporting && handlers.export) {
       return await streamExport(req, decodeURIComponent(exporting[1]), handlers.export);
     }
-    const match = /^\/volumes\/([^/]+)\/(pause|resume|evacuate|verify)$/.exec(url.pathname);
+    const match = /^\/volumes\/([^/]+)\/(pause|resume|evacuate|verify|delete)$/.exec(
+      url.pathname,
+    );
     if (req.method === "POST" && match) {
       const [, name, action] = match;
-      const handler = handlers[action as "pause" | "resume" | "evacuate" | "verify"];
+      const handler = handlers[action as "pause" | "resume" | "evacuate" | "verify" | "delete"];
       if (!handler) {
         throw new PresyncError(ErrorCode.INVALID_ARGUMENT, `this process does not ${action}`);
       }

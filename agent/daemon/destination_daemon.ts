@@ -2,16 +2,17 @@ import { createZstdCodec } from "../../plugins/codec-zstd/mod.ts";
 import { createNoneCodec } from "../../plugins/codec-none/mod.ts";
 import { ErrorCode, PresyncError } from "../errors.ts";
 import { PostcopyView, type ReplicaServing, serveReplica } from "../export/mod.ts";
-import { DenoFileSystem } from "../fs/deno_file_system.ts";
 import { type NbdAddress, nbdUri } from "../nbd/mod.ts";
-import { ENTRY_BYTES } from "../volume/block_hashes.ts";
 import { type Logger, sessionLoggerOf } from "../log.ts";
 import { SyncServer } from "../net/sync_server.ts";
-import { ReplicaStore } from "../store/replica_store.ts";
+import type { ReplicaStore } from "../store/replica_store.ts";
+import { ManifestFile } from "../volume/manifest_file.ts";
+import { blockCount } from "../volume/volume_identity.ts";
 import { Session } from "../wire/session.ts";
 import type { SessionOptions } from "../wire/session_options.ts";
 import type { Transport, TransportAddress, TransportListener } from "../wire/transport.ts";
 import { type MetricFamily, renderMetrics } from "./metrics.ts";
+import { type VolumeListing, volumeListing } from "../store/volume_listing.ts";
 
 /** Where and how {@linkcode DestinationDaemon.export} serves a volume. */
 export interface ExportRequest {
@@ -23,7 +24,8 @@ export interface ExportRequest {
 
 /** Configuration of {@linkcode DestinationDaemon}. */
 export interface DestinationConfig {
-  storeDir: string;
+  /** The replica store (over its back end). */
+  store: ReplicaStore;
   listen: TransportAddress;
   transport: Transport;
   psk: Uint8Array;
@@ -42,11 +44,13 @@ export class DestinationDaemon {
   #listener: TransportListener | null = null;
   readonly #sessions = new Set<Session>();
   readonly #exports = new Map<string, { generation: number; view?: PostcopyView }>();
+  /** Export requests in progress per volume, waiting for the final generation or serving. */
+  readonly #exportRequests = new Map<string, number>();
   readonly #stopping = new AbortController();
 
   constructor(config: DestinationConfig) {
     this.#config = config;
-    this.store = new ReplicaStore(new DenoFileSystem(), config.storeDir);
+    this.store = config.store;
     this.server = new SyncServer(this.store, [createZstdCodec(), createNoneCodec()], config.log);
   }
 
@@ -110,11 +114,26 @@ export class DestinationDaemon {
     if (!(await this.store.has(name))) {
       throw new PresyncError(
         ErrorCode.VOLUME_NOT_FOUND,
-        `no replica of volume ${name} in ${this.store.root}`,
+        `no replica of volume ${name} in ${this.store.location}`,
       );
     }
+    this.#exportRequests.set(name, (this.#exportRequests.get(name) ?? 0) + 1);
+    try {
+      await this.#export(name, request, AbortSignal.any([signal, this.#stopping.signal]), emit);
+    } finally {
+      const left = this.#exportRequests.get(name)! - 1;
+      if (left > 0) this.#exportRequests.set(name, left);
+      else this.#exportRequests.delete(name);
+    }
+  }
+
+  async #export(
+    name: string,
+    request: ExportRequest,
+    signal: AbortSignal,
+    emit: (event: Record<string, unknown>) => void,
+  ): Promise<void> {
     emit({ event: "waiting", volume: name });
-    signal = AbortSignal.any([signal, this.#stopping.signal]);
     const { final, unlock } = await this.server.exportFinal(name, signal);
     const log = this.#config.log;
     let view: PostcopyView | undefined;
@@ -142,7 +161,7 @@ export class DestinationDaemon {
         final.onCommitted.add(onCommitted);
       }
       serving = await serveReplica({
-        storeDir: this.#config.storeDir,
+        store: this.store,
         volume: name,
         listen: request.listen,
         writable: request.writable,
@@ -181,14 +200,15 @@ export class DestinationDaemon {
 
   /** After the final commit: checks the blocks the VM was served against the manifest. */
   async #postcopyDone(name: string, view: PostcopyView): Promise<Record<string, unknown>> {
-    const manifest = await new DenoFileSystem().open(`${this.store.volumeDir(name)}/manifest`);
+    const volume = this.store.backend.volume(name);
+    const { identity } = await this.store.readMeta(name);
+    const manifest = await ManifestFile.over(
+      await volume.openManifest("read"),
+      `${volume.location} manifest`,
+      blockCount(identity),
+    );
     try {
-      const entryOf = async (block: number) => {
-        const entry = new Uint8Array(ENTRY_BYTES);
-        await manifest.read(block * ENTRY_BYTES, entry);
-        return entry;
-      };
-      const differing = await view.markCommitted(entryOf);
+      const differing = await view.markCommitted((block) => manifest.read(block, 1));
       const fields = { volume: name, ...view.stats, differing: differing.length };
       if (differing.length > 0) {
         this.#config.log("error", "postcopy_mismatch", {
@@ -203,18 +223,15 @@ export class DestinationDaemon {
     }
   }
 
-  /** Per-volume committed state. */
+  /**
+   * Per-volume committed state, as recorded (no crash recovery, no other side effect: a
+   * volume no source has opened since a crash shows its last recorded generation).
+   */
   async status(): Promise<{ volumes: Record<string, unknown>[] }> {
-    const names = await this.store.list();
     const volumes = [];
-    for (const name of names) {
+    for (const name of await this.store.list()) {
       const live = this.server.volumes.get(name);
-      let committed = live;
-      if (!committed) {
-        const replica = await this.store.open(name);
-        committed = { ...replica.meta, connected: false };
-        replica.close();
-      }
+      const committed = live ?? await this.store.readMeta(name);
       const exported = this.#exports.get(name);
       volumes.push({
         name,
@@ -231,6 +248,45 @@ export class DestinationDaemon {
       });
     }
     return { volumes };
+  }
+
+  /**
+   * What `presync volumes` lists: per volume its size, committed generation, the age of that
+   * generation's cut, the storage it occupies, whether it is initialising, whether a source is
+   * connected and whether it is exported. No side effects.
+   */
+  async volumes(): Promise<{ volumes: VolumeListing[] }> {
+    const volumes: VolumeListing[] = (await this.store.summaries()).map((summary) => ({
+      ...volumeListing(summary),
+      sourceConnected: this.server.volumes.get(summary.name)?.connected ?? false,
+      exported: this.#exportRequests.has(summary.name),
+    }));
+    return { volumes };
+  }
+
+  /**
+   * Deletes volume `name` and all it holds; a later sync of that name starts a full one.
+   *
+   * @throws {PresyncError} `STORE_BUSY` while a source is connected to it or an export of it
+   *   runs (or waits for an evacuation), `VOLUME_NOT_FOUND` when there is no such volume
+   */
+  async delete(name: string): Promise<{ volume: string; deleted: true }> {
+    const busy = this.server.volumes.get(name)?.connected
+      ? "a source agent is connected to it; stop that agent first"
+      : this.#exportRequests.has(name)
+      ? "it is exported (presync export --postcopy); stop the export first"
+      : null;
+    if (busy) {
+      throw new PresyncError(
+        ErrorCode.STORE_BUSY,
+        `volume ${name} cannot be deleted while ${busy}`,
+        { retryable: true },
+      );
+    }
+    await this.store.remove(name);
+    this.server.forget(name);
+    this.#config.log("info", "volume_deleted", { volume: name });
+    return { volume: name, deleted: true };
   }
 
   /** Prometheus metrics. */

@@ -1,3 +1,4 @@
+import { DirectoryBackend } from "../../plugins/store-directory/mod.ts";
 import assert from "node:assert/strict";
 import { createNoneCodec } from "../../plugins/codec-none/mod.ts";
 import { createZstdCodec } from "../../plugins/codec-zstd/mod.ts";
@@ -21,7 +22,7 @@ const quiet = () => {};
 function destination(root: string) {
   const { log, lines } = memoryLog();
   const server = new SyncServer(
-    new ReplicaStore(new DenoFileSystem(), `${root}/store`),
+    new ReplicaStore(new DirectoryBackend(new DenoFileSystem(), `${root}/store`)),
     [codec, createNoneCodec()],
     log,
   );

@@ -1,16 +1,17 @@
 import { Bitmap } from "../core/mod.ts";
-import { DenoFileSystem } from "../fs/deno_file_system.ts";
-import { PositionalFile } from "../nbd/_positional_file.ts";
+import { ErrorCode, PresyncError } from "../errors.ts";
+import type { FileLock } from "../fs/file_system.ts";
+import { io } from "../fs/io_error.ts";
 import { NBD_STATE_HOLE, NBD_STATE_ZERO } from "../nbd/nbd_constants.ts";
 import type { NbdExport } from "../nbd/nbd_export.ts";
 import type { StatusExtent } from "../nbd/reply_codec.ts";
-import { ReplicaStore } from "../store/replica_store.ts";
-import { readReplicaMeta, type ReplicaMeta } from "../store/replica_volume.ts";
+import type { ReplicaImage, VolumeBackend } from "../store/replica_backend.ts";
+import type { ReplicaStore } from "../store/replica_store.ts";
+import { initialisingError, type ReplicaMeta } from "../store/replica_volume.ts";
+import { StagingArea } from "../store/staging_area.ts";
 import { ENTRY_BYTES, isZeroEntry } from "../volume/block_hashes.ts";
+import { MANIFEST_PIECE_ENTRIES, ManifestFile } from "../volume/manifest_file.ts";
 import { blockCount, type VolumeIdentity } from "../volume/volume_identity.ts";
-
-/** Manifest entries read per piece while finding zero blocks. */
-const MANIFEST_PIECE_ENTRIES = 64 * 1024;
 /** Most blocks looked at for one BLOCK_STATUS reply (the client asks again for the rest). */
 const STATUS_BLOCKS_PER_REPLY = 1 << 20;
 
@@ -32,7 +33,8 @@ export interface PostcopySource {
 
 /** Options of {@linkcode ReplicaExport.open}. */
 export interface ReplicaExportOptions {
-  storeDir: string;
+  /** The destination's store; the export reads through its back end. */
+  store: ReplicaStore;
   volume: string;
   /** Export name (default: the volume name). */
   exportName?: string;
@@ -47,11 +49,14 @@ export interface ReplicaExportOptions {
 }
 
 /**
- * The committed replica of one volume as a read-only NBD export. Opening runs the store's
- * crash recovery first, so what is served is exactly a committed generation. Blocks whose
+ * The committed replica of one volume as a read-only NBD export, read through the store's
+ * back end. Opening runs the store's crash recovery first, so what is served is exactly a
+ * committed generation; a replica still seeding its first generation is refused
+ * (`VOLUME_INITIALISING`) unless a postcopy source serves that generation. Blocks whose
  * manifest entry says "all zero" are reported as holes that read as zeros
- * (`base:allocation`). The destination agent must not commit into the replica while it is
- * exported (evacuation stops syncing first).
+ * (`base:allocation`). The export holds the volume's shared lock, so it cannot be deleted
+ * meanwhile. The destination agent must not commit into the replica while it is exported
+ * (evacuation stops syncing first).
  */
 export class ReplicaExport implements NbdExport {
   readonly name: string;
@@ -61,21 +66,26 @@ export class ReplicaExport implements NbdExport {
   readonly multiConn = true;
   /** The committed state being served. */
   readonly meta: ReplicaMeta;
-  readonly #image: PositionalFile;
+  /** Where a writable export keeps its overlay by default (the back end's choice). */
+  readonly overlayPath: string;
+  readonly #image: ReplicaImage;
   readonly #zero: Bitmap;
   readonly #identity: VolumeIdentity;
   readonly #postcopy?: PostcopySource;
+  readonly #lock: FileLock;
+  #closed = false;
 
   private constructor(
     meta: ReplicaMeta,
-    image: PositionalFile,
-    zero: Bitmap,
+    parts: { image: ReplicaImage; zero: Bitmap; lock: FileLock; overlayPath: string },
     options: ReplicaExportOptions,
   ) {
     this.meta = meta;
     this.#identity = meta.identity;
-    this.#image = image;
-    this.#zero = zero;
+    this.#image = parts.image;
+    this.#zero = parts.zero;
+    this.#lock = parts.lock;
+    this.overlayPath = parts.overlayPath;
     this.#postcopy = options.postcopy;
     this.name = options.exportName ?? meta.identity.name;
     this.sizeBytes = meta.identity.sizeBytes;
@@ -83,24 +93,47 @@ export class ReplicaExport implements NbdExport {
       `${meta.committedGeneration}`;
   }
 
-  /** Recovers and opens the replica `volume` of the store at `storeDir`. */
+  /** Recovers (unless `recover` is false) and opens the replica `volume` of `store`. */
   static async open(options: ReplicaExportOptions): Promise<ReplicaExport> {
-    const fs = new DenoFileSystem();
-    const store = new ReplicaStore(fs, options.storeDir);
-    const dir = store.volumeDir(options.volume);
-    let meta: ReplicaMeta;
-    if (options.recover === false) meta = await readReplicaMeta(fs, dir);
-    else {
-      const volume = await store.open(options.volume);
-      meta = volume.meta;
-      volume.close();
+    const { store } = options;
+    const backend = store.backend.volume(options.volume);
+    const lock = await io(`lock ${backend.location}`, () => backend.lock("shared"));
+    if (!lock) {
+      throw new PresyncError(
+        ErrorCode.STORE_BUSY,
+        `volume ${options.volume} in ${store.location} is being deleted`,
+        { retryable: true },
+      );
     }
-    const zero = await zeroBlocksOf(`${dir}/manifest`, meta.identity);
     try {
-      const image = await PositionalFile.open(`${dir}/image`, { readOnly: true });
-      return new ReplicaExport(meta, image, zero, options);
+      let meta: ReplicaMeta;
+      let initialising: boolean;
+      if (options.recover === false) {
+        meta = await store.readMeta(options.volume);
+        initialising = (await StagingArea.readHeader(backend.staging))?.inPlace === true;
+      } else {
+        const volume = await store.open(options.volume);
+        meta = volume.meta;
+        initialising = volume.initialising;
+        volume.close();
+      }
+      if (initialising && !options.postcopy) {
+        throw initialisingError(meta.identity.name, "exported");
+      }
+      const zero = await zeroBlocksOf(backend, meta.identity);
+      try {
+        const image = await backend.openImage("read");
+        return new ReplicaExport(
+          meta,
+          { image, zero, lock, overlayPath: backend.overlayPath },
+          options,
+        );
+      } catch (err) {
+        zero.free();
+        throw err;
+      }
     } catch (err) {
-      zero.free();
+      lock.release();
       throw err;
     }
   }
@@ -111,7 +144,8 @@ export class ReplicaExport implements NbdExport {
   }
 
   async read(offset: number, length: number): Promise<Uint8Array> {
-    const data = await this.#image.read(offset, new Uint8Array(length));
+    const data = new Uint8Array(length);
+    await this.#image.read(offset, data);
     const postcopy = this.#postcopy;
     if (!postcopy || length === 0) return data;
     const { blockSize } = this.#identity;
@@ -195,33 +229,43 @@ export class ReplicaExport implements NbdExport {
     return Promise.resolve(extents);
   }
 
-  /** Closes the image and frees memory. Idempotent. */
-  async close(): Promise<void> {
-    await this.#image.close();
+  /** Closes the image, frees memory and gives up the volume's lock. Idempotent. */
+  close(): Promise<void> {
+    if (this.#closed) return Promise.resolve();
+    this.#closed = true;
+    this.#image.close();
     this.#zero.free();
+    this.#lock.release();
+    return Promise.resolve();
   }
 }
 
 /** Blocks whose manifest entry is the zero entry (all-zero blocks). */
-async function zeroBlocksOf(path: string, identity: VolumeIdentity): Promise<Bitmap> {
+async function zeroBlocksOf(backend: VolumeBackend, identity: VolumeIdentity): Promise<Bitmap> {
   const blocks = blockCount(identity);
   const zero = new Bitmap(blocks);
-  const manifest = await PositionalFile.open(path, { readOnly: true });
   try {
-    for (let first = 0; first < blocks; first += MANIFEST_PIECE_ENTRIES) {
-      const count = Math.min(MANIFEST_PIECE_ENTRIES, blocks - first);
-      const entries = await manifest.read(first * ENTRY_BYTES, new Uint8Array(count * ENTRY_BYTES));
-      for (let i = 0; i < count; i++) {
-        if (isZeroEntry(entries.subarray(i * ENTRY_BYTES, (i + 1) * ENTRY_BYTES))) {
-          zero.set(first + i);
+    const manifest = await ManifestFile.over(
+      await io(`open ${backend.location} manifest`, () => backend.openManifest("read")),
+      `${backend.location} manifest`,
+      blocks,
+    );
+    try {
+      for (let first = 0; first < blocks; first += MANIFEST_PIECE_ENTRIES) {
+        const count = Math.min(MANIFEST_PIECE_ENTRIES, blocks - first);
+        const entries = await manifest.read(first, count);
+        for (let i = 0; i < count; i++) {
+          if (isZeroEntry(entries.subarray(i * ENTRY_BYTES, (i + 1) * ENTRY_BYTES))) {
+            zero.set(first + i);
+          }
         }
       }
+    } finally {
+      manifest.close();
     }
     return zero;
   } catch (err) {
     zero.free();
     throw err;
-  } finally {
-    await manifest.close();
   }
 }

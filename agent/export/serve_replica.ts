@@ -1,17 +1,19 @@
 import { type NbdAddress, NbdServer } from "../nbd/mod.ts";
 import type { NbdExport } from "../nbd/nbd_export.ts";
+import type { ReplicaStore } from "../store/replica_store.ts";
 import { OverlayExport } from "./overlay_export.ts";
 import { type PostcopySource, ReplicaExport } from "./replica_export.ts";
 
 /** Options of {@linkcode serveReplica}. */
 export interface ServeReplicaOptions {
-  storeDir: string;
+  /** The destination's store; the export reads through its back end. */
+  store: ReplicaStore;
   volume: string;
   /** Where to listen (at least one). */
   listen: NbdAddress[];
   /** Serve read-write through a copy-on-write overlay (the replica is never written). */
   writable?: boolean;
-  /** The overlay file when writable (default `<storeDir>/<volume>.overlay`). */
+  /** The overlay file when writable (default: the back end's, `<store>/<volume>.overlay`). */
   overlayPath?: string;
   /** Blocks of the generation still arriving, fetched from the source on demand. */
   postcopy?: PostcopySource;
@@ -40,16 +42,14 @@ export interface ReplicaServing extends AsyncDisposable {
  */
 export async function serveReplica(options: ServeReplicaOptions): Promise<ReplicaServing> {
   const replica = await ReplicaExport.open({
-    storeDir: options.storeDir,
+    store: options.store,
     volume: options.volume,
     postcopy: options.postcopy,
     recover: options.recover,
   });
   let overlay: OverlayExport | null = null;
   let server: NbdServer | null = null;
-  const overlayPath = options.writable
-    ? options.overlayPath ?? `${options.storeDir}/${replica.identity.name}.overlay`
-    : undefined;
+  const overlayPath = options.writable ? options.overlayPath ?? replica.overlayPath : undefined;
   const close = async () => {
     await server?.close();
     await overlay?.close();

@@ -1,12 +1,18 @@
 import assert from "node:assert/strict";
 import { DenoFileSystem } from "../fs/deno_file_system.ts";
 import { nbdUri } from "../nbd/mod.ts";
+import { ReplicaStore } from "../store/replica_store.ts";
 import { syncLocal } from "../sync/local_sync.ts";
+import { DirectoryBackend } from "../../plugins/store-directory/mod.ts";
 import { createSparseImage, needTools, runTool } from "../../fixtures/nbd_tools.ts";
 import { serveReplica } from "./mod.ts";
 
 const SIZE = 8 * 1024 * 1024;
 const tools = await needTools(["nbdinfo", "nbdcopy", "qemu-io", "qemu-img"]);
+
+function storeIn(dir: string): ReplicaStore {
+  return new ReplicaStore(new DirectoryBackend(new DenoFileSystem(), `${dir}/store`));
+}
 
 /** A source image with data in blocks 0 and 40..47, synced into a fresh store. */
 async function syncedStore(dir: string): Promise<string> {
@@ -35,7 +41,7 @@ Deno.test({
     try {
       const image = await syncedStore(dir);
       await using serving = await serveReplica({
-        storeDir: `${dir}/store`,
+        store: storeIn(dir),
         volume: "vm3",
         listen: [{ transport: "unix", path: `${dir}/e.sock` }, {
           transport: "tcp",
@@ -80,7 +86,7 @@ Deno.test({
       const uri = `nbd+unix:///vm3?socket=${dir}/w.sock`;
       {
         await using serving = await serveReplica({
-          storeDir: `${dir}/store`,
+          store: storeIn(dir),
           volume: "vm3",
           listen,
           writable: true,
@@ -99,7 +105,7 @@ Deno.test({
         ]);
       }
       await using _again = await serveReplica({
-        storeDir: `${dir}/store`,
+        store: storeIn(dir),
         volume: "vm3",
         listen,
         writable: true,

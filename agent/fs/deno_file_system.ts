@@ -1,32 +1,67 @@
-import type { FileHandle, FileSystem, OpenOptions } from "./file_system.ts";
+import * as nodeFs from "node:fs";
+import type { FileHandle, FileLock, FileSystem, OpenOptions } from "./file_system.ts";
+import {
+  ENOSPC,
+  ENOSYS,
+  EOPNOTSUPP,
+  EWOULDBLOCK,
+  FALLOC_FL_PUNCH_HOLE,
+  libc,
+  LOCK_EX,
+  LOCK_NB,
+  LOCK_SH,
+} from "./_libc.ts";
 
 /**
- * A file handle whose positioned reads and writes may be called concurrently: Deno has no
- * pread/pwrite, so each is a seek then a read or write, and they run one at a time (two
- * interleaved seeks would read or write at the wrong offset).
+ * Reads and writes up to this size run synchronously: from the page cache a 64 KiB `pread64`
+ * takes microseconds, less than the hop to the thread pool and back (about 30 µs in Deno
+ * 2.9.6). Larger ones go to the thread pool so the event loop is not held for long.
+ */
+const SYNC_IO_MAX_BYTES = 64 * 1024;
+
+/** The error a failed libc call stands for, shaped like Node's (`code`, os error text). */
+function errnoError(what: string, path: string, errno: number): Error {
+  if (errno === ENOSPC) {
+    return Object.assign(new Error(`No space left on device (os error 28): ${what} ${path}`), {
+      code: "ENOSPC",
+    });
+  }
+  return Object.assign(new Error(`${what} ${path} failed (os error ${errno})`), { errno });
+}
+
+/**
+ * A file handle over a real file descriptor (`node:fs`, whose positioned `read`/`write` are
+ * `pread64`/`pwrite64` in Deno 2.9.6): positioned calls may run concurrently, and the
+ * descriptor reaches `fallocate` through FFI. `close()` waits for the calls in flight.
  */
 class DenoFileHandle implements FileHandle {
-  #file: Deno.FsFile;
+  readonly #path: string;
+  readonly #fd: number;
+  #inflight = 0;
+  #closeRequested = false;
   #closed = false;
-  #queue: Promise<unknown> = Promise.resolve();
 
-  constructor(file: Deno.FsFile) {
-    this.#file = file;
+  constructor(path: string, fd: number) {
+    this.#path = path;
+    this.#fd = fd;
   }
 
-  #serial<T>(fn: () => Promise<T>): Promise<T> {
-    const next = this.#queue.then(fn);
-    this.#queue = next.catch(() => {});
-    return next;
+  async #run<T>(fn: (fd: number) => T | Promise<T>): Promise<T> {
+    if (this.#closeRequested) throw new Error(`${this.#path}: the file is closed`);
+    this.#inflight++;
+    try {
+      return await fn(this.#fd);
+    } finally {
+      if (--this.#inflight === 0 && this.#closeRequested) this.#closeNow();
+    }
   }
 
   read(offset: number, into: Uint8Array): Promise<number> {
-    return this.#serial(async () => {
-      await this.#file.seek(offset, Deno.SeekMode.Start);
+    return this.#run(async (fd) => {
       let total = 0;
       while (total < into.length) {
-        const n = await this.#file.read(into.subarray(total));
-        if (n === null) break;
+        const n = await pread(fd, into.subarray(total), offset + total);
+        if (n === 0) break;
         total += n;
       }
       return total;
@@ -34,39 +69,101 @@ class DenoFileHandle implements FileHandle {
   }
 
   write(offset: number, data: Uint8Array): Promise<void> {
-    return this.#serial(async () => {
-      await this.#file.seek(offset, Deno.SeekMode.Start);
-      let written = 0;
-      while (written < data.length) written += await this.#file.write(data.subarray(written));
+    return this.#run(async (fd) => {
+      for (let at = 0; at < data.length;) at += await pwrite(fd, data.subarray(at), offset + at);
     });
   }
 
-  async size(): Promise<number> {
-    return (await this.#file.stat()).size;
+  size(): Promise<number> {
+    return this.#run((fd) =>
+      new Promise((resolve, reject) =>
+        nodeFs.fstat(fd, (err, stats) => err ? reject(err) : resolve(stats.size))
+      )
+    );
   }
 
   truncate(size: number): Promise<void> {
-    return this.#file.truncate(size);
+    return this.#run((fd) =>
+      new Promise((resolve, reject) =>
+        nodeFs.ftruncate(fd, size, (err) => err ? reject(err) : resolve())
+      )
+    );
   }
 
   sync(): Promise<void> {
-    return this.#file.sync();
+    return this.#run((fd) =>
+      new Promise((resolve, reject) => nodeFs.fsync(fd, (err) => err ? reject(err) : resolve()))
+    );
+  }
+
+  allocate(offset: number, length: number): Promise<boolean> {
+    return this.#fallocate(0, offset, length, "fallocate");
+  }
+
+  punchHole(offset: number, length: number): Promise<boolean> {
+    return this.#fallocate(FALLOC_FL_PUNCH_HOLE, offset, length, "punch a hole in");
+  }
+
+  #fallocate(mode: number, offset: number, length: number, what: string): Promise<boolean> {
+    return this.#run((fd) => {
+      const calls = libc();
+      if (!calls) return false;
+      if (length === 0) return true;
+      if (calls.fallocate(fd, mode, offset, length) === 0) return true;
+      const errno = calls.errno();
+      if (errno === EOPNOTSUPP || errno === ENOSYS) return false;
+      throw errnoError(what, this.#path, errno);
+    });
   }
 
   close(): void {
+    if (this.#closeRequested) return;
+    this.#closeRequested = true;
+    if (this.#inflight === 0) this.#closeNow();
+  }
+
+  #closeNow(): void {
     if (this.#closed) return;
     this.#closed = true;
-    this.#file.close();
+    nodeFs.closeSync(this.#fd);
   }
 }
 
-/** The real file system, through Deno's file APIs. */
+function pread(fd: number, into: Uint8Array, position: number): Promise<number> {
+  if (into.length <= SYNC_IO_MAX_BYTES) {
+    return Promise.resolve(nodeFs.readSync(fd, into, 0, into.length, position));
+  }
+  return new Promise((resolve, reject) =>
+    nodeFs.read(fd, into, 0, into.length, position, (err, n) => err ? reject(err) : resolve(n))
+  );
+}
+
+function pwrite(fd: number, data: Uint8Array, position: number): Promise<number> {
+  if (data.length <= SYNC_IO_MAX_BYTES) {
+    return Promise.resolve(nodeFs.writeSync(fd, data, 0, data.length, position));
+  }
+  return new Promise((resolve, reject) =>
+    nodeFs.write(fd, data, 0, data.length, position, (err, n) => err ? reject(err) : resolve(n))
+  );
+}
+
+/** `node:fs` reports a missing path as ENOENT; the FileSystem contract says NotFound. */
+function openFd(path: string, flags: number): Promise<number> {
+  return new Promise((resolve, reject) =>
+    nodeFs.open(path, flags, 0o666, (err, fd) => {
+      if (!err) return resolve(fd);
+      reject(err.code === "ENOENT" ? new Deno.errors.NotFound(`${err.message}`) : err);
+    })
+  );
+}
+
+/** The real file system, through Deno's file APIs and `node:fs` descriptors. */
 export class DenoFileSystem implements FileSystem {
   async open(path: string, options: OpenOptions = {}): Promise<FileHandle> {
+    const { O_RDONLY, O_RDWR, O_CREAT } = nodeFs.constants;
     const write = options.write === true || options.create === true;
-    return new DenoFileHandle(
-      await Deno.open(path, { read: true, write, create: options.create === true }),
-    );
+    const flags = write ? O_RDWR | (options.create === true ? O_CREAT : 0) : O_RDONLY;
+    return new DenoFileHandle(path, await openFd(path, flags));
   }
 
   rename(from: string, to: string): Promise<void> {
@@ -108,5 +205,42 @@ export class DenoFileSystem implements FileSystem {
     const names: string[] = [];
     for await (const entry of Deno.readDir(path)) names.push(entry.name);
     return names;
+  }
+
+  async allocatedBytes(path: string): Promise<number> {
+    let info: Deno.FileInfo;
+    try {
+      info = await Deno.lstat(path);
+    } catch (err) {
+      if (err instanceof Deno.errors.NotFound) return 0;
+      throw err;
+    }
+    let total = (info.blocks ?? Math.ceil(info.size / 512)) * 512;
+    if (info.isDirectory) {
+      for await (const entry of Deno.readDir(path)) {
+        total += await this.allocatedBytes(`${path}/${entry.name}`);
+      }
+    }
+    return total;
+  }
+
+  async tryLock(path: string, mode: "shared" | "exclusive"): Promise<FileLock | null> {
+    const calls = libc();
+    const fd = await openFd(path, nodeFs.constants.O_RDONLY);
+    let held = true;
+    const lock: FileLock = {
+      release: () => {
+        if (!held) return;
+        held = false;
+        nodeFs.closeSync(fd);
+      },
+      [Symbol.dispose]: () => lock.release(),
+    };
+    if (!calls) return lock;
+    if (calls.flock(fd, (mode === "exclusive" ? LOCK_EX : LOCK_SH) | LOCK_NB) === 0) return lock;
+    const errno = calls.errno();
+    lock.release();
+    if (errno === EWOULDBLOCK) return null;
+    throw errnoError("lock", path, errno);
   }
 }

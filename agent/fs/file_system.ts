@@ -10,7 +10,10 @@
  * @module
  */
 
-/** An open file with positional I/O. Calls on one handle must not overlap. */
+/**
+ * An open file with positional I/O. Calls may overlap; overlapping ranges written by calls in
+ * flight together land in any order (callers that need an order wait for the first call).
+ */
 export interface FileHandle {
   /** Reads up to `into.length` bytes at `offset`; returns how many (fewer only at the end). */
   read(offset: number, into: Uint8Array): Promise<number>;
@@ -22,8 +25,27 @@ export interface FileHandle {
   truncate(size: number): Promise<void>;
   /** Makes everything written so far durable. */
   sync(): Promise<void>;
+  /**
+   * Claims storage for `length` bytes at `offset` without changing what they read
+   * (`fallocate` mode 0), so later writes there cannot fail for lack of space. Resolves false
+   * when the file system cannot (the caller writes zeros over the holes instead); a full disk
+   * throws an `ENOSPC` error. Durable after `sync()`. Idempotent.
+   */
+  allocate(offset: number, length: number): Promise<boolean>;
+  /**
+   * Deallocates `length` bytes at `offset`: they read as zeros and the size stays. Resolves
+   * false when the file system cannot (the caller writes zeros instead). Durable after
+   * `sync()`. Idempotent.
+   */
+  punchHole(offset: number, length: number): Promise<boolean>;
   /** Closes the handle. Idempotent. */
   close(): void;
+}
+
+/** An advisory lock taken with {@linkcode FileSystem.tryLock}. */
+export interface FileLock extends Disposable {
+  /** Gives the lock up. Idempotent. */
+  release(): void;
 }
 
 /** Options of {@linkcode FileSystem.open}. */
@@ -50,4 +72,16 @@ export interface FileSystem {
   exists(path: string): Promise<boolean>;
   /** Names in directory `path`. */
   readDir(path: string): Promise<string[]>;
+  /**
+   * Bytes of storage the file at `path` occupies, or a directory with everything in it (a
+   * sparse file counts only its allocated parts). Missing paths count 0.
+   */
+  allocatedBytes(path: string): Promise<number>;
+  /**
+   * Takes an advisory lock on the file or directory at `path` without waiting: shared locks
+   * coexist, an exclusive one excludes every other, also those of other processes and other
+   * handles of this one (`flock`). Resolves null when a conflicting lock is held. Where the
+   * platform cannot lock (no FFI), every lock is granted. Released when the process dies.
+   */
+  tryLock(path: string, mode: "shared" | "exclusive"): Promise<FileLock | null>;
 }

@@ -75,6 +75,11 @@ export class SyncServer {
     return this.#volumes;
   }
 
+  /** Forgets the status of `name` (its replica was deleted). */
+  forget(name: string): void {
+    this.#volumes.delete(name);
+  }
+
   /** Serves a session until it ends. */
   async serveSession(session: Session): Promise<void> {
     const handlers: Promise<void>[] = [];

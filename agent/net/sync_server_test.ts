@@ -1,3 +1,4 @@
+import { DirectoryBackend } from "../../plugins/store-directory/mod.ts";
 import assert from "node:assert/strict";
 import { createNoneCodec } from "../../plugins/codec-none/mod.ts";
 import { createZstdCodec } from "../../plugins/codec-zstd/mod.ts";
@@ -35,7 +36,7 @@ async function rig() {
   const lines: { event: string; fields: Record<string, unknown> }[] = [];
   const log: Logger = (_level, event, fields = {}) => void lines.push({ event, fields });
   const server = new SyncServer(
-    new ReplicaStore(fs, `${root}/store`),
+    new ReplicaStore(new DirectoryBackend(fs, `${root}/store`)),
     [codec, createNoneCodec()],
     log,
   );
@@ -179,5 +180,7 @@ Deno.test("sync server: malformed messages get a coded error reply and end only 
   // The session serves new streams as before.
   const { remote } = await open(pair.client, r.volume);
   await remote.close();
-  assert.deepEqual(await new ReplicaStore(fs, `${r.root}/store`).list(), ["vm1"]);
+  assert.deepEqual(await new ReplicaStore(new DirectoryBackend(fs, `${r.root}/store`)).list(), [
+    "vm1",
+  ]);
 });

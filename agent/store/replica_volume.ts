@@ -1,142 +1,138 @@
-import { type Bitmap, type Extent } from "../core/mod.ts";
+import { Bitmap } from "../core/mod.ts";
 import { ErrorCode, PresyncError } from "../errors.ts";
-import { atomicWrite, mkdirDurable, readWhole } from "../fs/atomic_write.ts";
-import type { FileHandle, FileSystem } from "../fs/file_system.ts";
+import type { FileLock } from "../fs/file_system.ts";
 import { io } from "../fs/io_error.ts";
 import { toHex } from "../hex.ts";
 import { isZeroEntry } from "../volume/block_hashes.ts";
 import { ManifestFile } from "../volume/manifest_file.ts";
-import { diffImageWithManifest } from "../volume/image_diff.ts";
-import {
-  blockCount,
-  blockLength,
-  parseVolumeIdentity,
-  type VolumeIdentity,
-} from "../volume/volume_identity.ts";
+import { blockCount, blockLength, type VolumeIdentity } from "../volume/volume_identity.ts";
 import { KIND_DATA } from "./_staging_record.ts";
+import { WriteWindow } from "./_write_window.ts";
+import {
+  canClaimSpace,
+  keepsSnapshots,
+  type ReplicaImage,
+  type VolumeBackend,
+} from "./replica_backend.ts";
+import {
+  type CommitRecord,
+  encodeCommitRecord,
+  parseCommitRecord,
+  readReplicaMeta,
+  type ReplicaMeta,
+  writeReplicaMeta,
+} from "./replica_meta.ts";
 import type { ResumeInfo, StagedBlock, StageResult } from "../sync/destination.ts";
-import { StagingArea } from "./staging_area.ts";
+import { StagingArea, zeroRange } from "./staging_area.ts";
+import { type VerifyOptions, verifyReplica, type VerifyReport } from "./_verify_replica.ts";
 
-/** Format version of meta.json. */
-const META_VERSION = 1;
-
-/** What meta.json records: the committed state of a replica. */
-export interface ReplicaMeta {
-  identity: VolumeIdentity;
-  /** Last committed generation; 0 for a new, all-zero replica. */
-  committedGeneration: number;
-  /** Merkle root of the replica at that generation (hex). */
-  merkleRoot: string;
-  /** When the source cut that generation (ms since the epoch); its age is the RPO. */
-  cutTimeMs: number;
-  /** When the destination committed it. */
-  committedAtMs: number;
-}
-
-/** Result of {@linkcode ReplicaVolume.verify}. */
-export interface VerifyReport {
-  /** True when every check asked for passed. */
-  ok: boolean;
-  /** The replica's Merkle root, from its manifest (hex). */
-  merkleRoot: string;
-  /** Whether it equals the root that was asked for (absent when none was given). */
-  rootMatches?: boolean;
-  /** Blocks whose bytes on disk do not match the replica's own manifest (bit rot). */
-  damaged: Extent[];
-  /** Blocks that differ from the source image (only when one was given). */
-  differsFromSource?: Extent[];
-}
-
-/** The commit record (docs/STORE.md): written before applying, replayed after a crash. */
-interface CommitRecord {
-  generation: number;
-  merkleRoot: string;
-  cutTimeMs: number;
-}
+export type { ReplicaMeta } from "./replica_meta.ts";
+export type { VerifyOptions, VerifyReport } from "./_verify_replica.ts";
 
 /**
- * One replicated volume in a store directory: `image` (sparse raw), `manifest` (block
- * hashes), `meta.json` (committed state) and `staging/` (the generation being received).
+ * One replicated volume of a store, over its back end: the image, the manifest (block
+ * hashes), the metadata (committed state) and the staging area (the generation being
+ * received). This is the commit protocol of docs/STORE.md; the back end only keeps bytes.
  *
  * Opening runs recovery: a logged commit is replayed to the end; an unfinished staging area
  * is kept (cut back to its last flush) so the source can resume it. The image therefore
- * always equals the source at some committed generation's cut.
+ * always equals the source at some committed generation's cut — except while the replica
+ * is *initialising* (seeding its first generation in place, with nothing committed to
+ * protect), when it is not served or verified at all.
  */
 export class ReplicaVolume {
-  readonly dir: string;
-  readonly #fs: FileSystem;
+  readonly #backend: VolumeBackend;
   #meta: ReplicaMeta;
-  readonly #image: FileHandle;
+  readonly #image: ReplicaImage;
   readonly #manifest: ManifestFile;
-  #staging: StagingArea | null;
+  readonly #lock: FileLock;
+  #staging: StagingArea | null = null;
 
   private constructor(
-    fs: FileSystem,
-    dir: string,
+    backend: VolumeBackend,
     meta: ReplicaMeta,
-    image: FileHandle,
+    image: ReplicaImage,
     manifest: ManifestFile,
-    staging: StagingArea | null,
+    lock: FileLock,
   ) {
-    this.#fs = fs;
-    this.dir = dir;
+    this.#backend = backend;
     this.#meta = meta;
     this.#image = image;
     this.#manifest = manifest;
-    this.#staging = staging;
+    this.#lock = lock;
   }
 
-  /** Creates a new, all-zero replica of `identity` in `dir`. */
-  static async init(fs: FileSystem, dir: string, identity: VolumeIdentity): Promise<ReplicaVolume> {
-    if (await fs.exists(`${dir}/meta.json`)) {
-      throw new PresyncError(
-        ErrorCode.VOLUME_EXISTS,
-        `volume ${identity.name} already exists in ${dir}`,
-      );
-    }
-    await io(`create ${dir}`, () => mkdirDurable(fs, dir));
-    const image = await io(`create ${dir}/image`, () => fs.open(`${dir}/image`, { create: true }));
+  /**
+   * Writes the metadata of a new, all-zero replica of `identity` into `backend` (whose
+   * `create` made its image and manifest), then opens it.
+   */
+  static async init(backend: VolumeBackend, identity: VolumeIdentity): Promise<ReplicaVolume> {
+    const manifest = await ManifestFile.over(
+      await io(`open ${backend.location} manifest`, () => backend.openManifest("read")),
+      `${backend.location} manifest`,
+      blockCount(identity),
+    );
+    let root: Uint8Array;
     try {
-      await io(`size ${dir}/image`, () => image.truncate(identity.sizeBytes));
-      await image.sync();
+      root = await manifest.root();
     } finally {
-      image.close();
+      manifest.close();
     }
-    const manifest = await ManifestFile.open(fs, `${dir}/manifest`, blockCount(identity), {
-      create: true,
-    });
-    const root = await manifest.root();
-    await manifest.sync();
-    manifest.close();
-    const meta: ReplicaMeta = {
-      identity,
-      committedGeneration: 0,
-      merkleRoot: toHex(root),
-      cutTimeMs: 0,
-      committedAtMs: Date.now(),
-    };
-    await writeMeta(fs, dir, meta);
-    return ReplicaVolume.open(fs, dir);
+    await io(`write ${backend.location} metadata`, () =>
+      writeReplicaMeta(backend, {
+        identity,
+        committedGeneration: 0,
+        merkleRoot: toHex(root),
+        cutTimeMs: 0,
+        committedAtMs: Date.now(),
+      }));
+    return ReplicaVolume.open(backend);
   }
 
-  /** Opens the replica in `dir`, replaying or tidying after a crash. */
-  static async open(fs: FileSystem, dir: string): Promise<ReplicaVolume> {
-    const meta = await readReplicaMeta(fs, dir);
-    const { identity } = meta;
-    const image = await io(`open ${dir}/image`, () => fs.open(`${dir}/image`, { write: true }));
-    const size = await image.size();
-    if (size !== identity.sizeBytes) {
-      image.close();
-      throw new PresyncError(
-        ErrorCode.STORE_CORRUPT,
-        `${dir}/image is ${size} bytes but volume ${identity.name} is ${identity.sizeBytes}`,
-      );
+  /**
+   * Opens the replica in `backend`, replaying or tidying after a crash. Holds the volume's
+   * shared lock until `close()`.
+   *
+   * @throws {PresyncError} `STORE_BUSY` while the volume is being deleted
+   */
+  static async open(backend: VolumeBackend): Promise<ReplicaVolume> {
+    const lock = await lockShared(backend);
+    try {
+      const meta = await readReplicaMeta(backend);
+      const { identity } = meta;
+      const image = await backend.openImage("write");
+      if (image.sizeBytes !== identity.sizeBytes) {
+        image.close();
+        throw new PresyncError(
+          ErrorCode.STORE_CORRUPT,
+          `${backend.location}: the image is ${image.sizeBytes} bytes but volume ` +
+            `${identity.name} is ${identity.sizeBytes}`,
+        );
+      }
+      let manifest: ManifestFile;
+      try {
+        manifest = await ManifestFile.over(
+          await io(`open ${backend.location} manifest`, () => backend.openManifest("write")),
+          `${backend.location} manifest`,
+          blockCount(identity),
+        );
+      } catch (err) {
+        image.close();
+        throw err;
+      }
+      const volume = new ReplicaVolume(backend, meta, image, manifest, lock);
+      try {
+        volume.#staging = await StagingArea.open(backend.staging, identity, image);
+        await volume.#recover();
+      } catch (err) {
+        volume.close();
+        throw err;
+      }
+      return volume;
+    } catch (err) {
+      lock.release();
+      throw err;
     }
-    const manifest = await ManifestFile.open(fs, `${dir}/manifest`, blockCount(identity));
-    const staging = await StagingArea.open(fs, `${dir}/staging`, identity);
-    const volume = new ReplicaVolume(fs, dir, meta, image, manifest, staging);
-    await volume.#recover();
-    return volume;
   }
 
   /** The committed state. */
@@ -148,10 +144,25 @@ export class ReplicaVolume {
     return this.#meta.identity;
   }
 
+  /** Where the replica is (for messages). */
+  get location(): string {
+    return this.#backend.location;
+  }
+
+  /**
+   * Whether the replica is seeding its first generation in place: its image is then
+   * neither all zeros nor a committed generation, so it is not exported or verified.
+   */
+  get initialising(): boolean {
+    return this.#staging?.inPlace === true;
+  }
+
   async #recover(): Promise<void> {
-    const recordBytes = await readWhole(this.#fs, `${this.dir}/staging/COMMIT`);
-    if (recordBytes && this.#staging) {
-      const record = parseCommitRecord(recordBytes, this.dir);
+    const staging = this.#staging;
+    const recordBytes = staging &&
+      await io(`read ${staging.location}/COMMIT`, () => this.#backend.staging.read("commit"));
+    if (recordBytes && staging) {
+      const record = parseCommitRecord(recordBytes, staging.location);
       if (record.generation === this.#meta.committedGeneration + 1) {
         await this.#apply(record);
         return;
@@ -159,22 +170,18 @@ export class ReplicaVolume {
       if (record.generation !== this.#meta.committedGeneration) {
         throw new PresyncError(
           ErrorCode.STORE_CORRUPT,
-          `${this.dir}: commit record for generation ${record.generation} does not follow ` +
-            `committed generation ${this.#meta.committedGeneration}`,
+          `${this.location}: commit record for generation ${record.generation} does not ` +
+            `follow committed generation ${this.#meta.committedGeneration}`,
         );
       }
-      // Applied and recorded in meta.json already: only the staging area is left over.
+      // Applied and recorded in the metadata already: only the staging area is left over.
       await this.#dropStaging();
       return;
     }
-    if (this.#staging && this.#staging.generation !== this.#meta.committedGeneration + 1) {
+    if (staging && staging.generation !== this.#meta.committedGeneration + 1) {
       // A staging area for a generation that can no longer commit: nothing to resume.
-      await this.#dropStaging();
-    } else if (
-      !this.#staging &&
-      (await this.#fs.exists(`${this.dir}/staging`) ||
-        await this.#fs.exists(`${this.dir}/staging.dead`))
-    ) {
+      await this.#discardUncommitted();
+    } else if (!staging && await this.#backend.staging.exists()) {
       // Staging was being created or removed when the process died.
       await this.#dropStaging();
     }
@@ -195,6 +202,8 @@ export class ReplicaVolume {
   /**
    * Starts receiving `generation` (the committed one + 1) with the given dirty set. When the
    * same generation is already staged, it is kept (resume) and `dirty` must be the same set.
+   * The first generation of a new replica is staged in place (seeding, docs/STORE.md),
+   * after claiming the space its blocks need where the back end can: a full disk fails here.
    */
   async beginGeneration(generation: number, dirty: Bitmap, cutTimeMs: number): Promise<void> {
     const expected = this.#meta.committedGeneration + 1;
@@ -215,16 +224,30 @@ export class ReplicaVolume {
     }
     if (this.#staging) {
       if (this.#staging.dirty.equals(dirty)) return;
-      await this.#dropStaging();
+      await this.#discardUncommitted();
     }
+    const inPlace = this.#meta.committedGeneration === 0;
+    if (inPlace) await this.#claim(dirty);
     this.#staging = await StagingArea.create(
-      this.#fs,
-      `${this.dir}/staging`,
+      this.#backend.staging,
       this.identity,
-      generation,
+      { generation, cutTimeMs, inPlace },
       dirty,
-      cutTimeMs,
+      this.#image,
     );
+  }
+
+  /** Claims the image space of `blocks` where the back end can (else nothing: see #prepare). */
+  async #claim(blocks: Bitmap): Promise<boolean> {
+    const image = this.#image;
+    if (!canClaimSpace(image)) return false;
+    const { blockSize, sizeBytes } = this.identity;
+    for (const [start, length] of blocks.extents()) {
+      const offset = start * blockSize;
+      const end = Math.min((start + length) * blockSize, sizeBytes);
+      if (!(await image.claim(offset, end - offset))) return false;
+    }
+    return true;
   }
 
   #requireStaging(generation?: number): StagingArea {
@@ -238,7 +261,7 @@ export class ReplicaVolume {
     return staging;
   }
 
-  /** Verifies and appends blocks of the staged generation (see StagingArea.stage). */
+  /** Verifies and stages blocks of the staged generation (see StagingArea.stage). */
   stage(blocks: StagedBlock[]): Promise<StageResult> {
     return this.#requireStaging().stage(blocks);
   }
@@ -274,7 +297,7 @@ export class ReplicaVolume {
       );
     }
     await staging.flush();
-    await this.#prepare(staging);
+    if (!staging.inPlace) await this.#prepare(staging);
     const root = toHex(await this.#manifest.root({ which: staging.dirty, from: staging.hashes }));
     if (root !== expectedRoot) {
       throw new PresyncError(
@@ -284,12 +307,10 @@ export class ReplicaVolume {
       );
     }
     const record: CommitRecord = { generation, merkleRoot: root, cutTimeMs: staging.cutTimeMs };
-    await io(`write ${staging.dir}/COMMIT`, () =>
-      atomicWrite(
-        this.#fs,
-        `${staging.dir}/COMMIT`,
-        new TextEncoder().encode(JSON.stringify(record)),
-      ));
+    await io(
+      `write ${staging.location}/COMMIT`,
+      () => this.#backend.staging.write("commit", encodeCommitRecord(record)),
+    );
     await this.#apply(record);
     return this.#meta;
   }
@@ -297,49 +318,59 @@ export class ReplicaVolume {
   /**
    * Before the commit record: checks every staged record against its hash, and claims the
    * disk space the apply will need, without changing what the replica holds. Blocks that
-   * are holes (zero in the manifest) and will receive data get zeros written over their
-   * zeros; the manifest entries of the generation are rewritten with their current values.
-   * A full disk then fails here, with nothing applied, instead of halfway through the apply.
+   * are holes (zero in the manifest) and will receive data are claimed (`fallocate`), or
+   * where the back end cannot, get zeros written over their zeros; the manifest entries of
+   * the generation are rewritten with their current values. A full disk then fails here,
+   * with nothing applied, instead of halfway through the apply.
    */
   async #prepare(staging: StagingArea): Promise<void> {
-    let zeros: Uint8Array | null = null;
+    using holes = new Bitmap(staging.dirty.size);
     await staging.forEachRecord(async (header) => {
       if (header.kind !== KIND_DATA) return;
-      if (!isZeroEntry(await this.#manifest.read(header.block, 1))) return;
-      zeros ??= new Uint8Array(this.identity.blockSize);
-      const length = blockLength(this.identity, header.block);
-      await io(
-        `allocate in ${this.dir}/image`,
-        () => this.#image.write(header.block * this.identity.blockSize, zeros!.subarray(0, length)),
-      );
+      if (isZeroEntry(await this.#manifest.read(header.block, 1))) holes.set(header.block);
     });
+    if (!(await this.#claim(holes))) {
+      const zeros = new Uint8Array(this.identity.blockSize);
+      for (const [start, length] of holes.extents()) {
+        for (let block = start; block < start + length; block++) {
+          const size = blockLength(this.identity, block);
+          await this.#image.write(block * this.identity.blockSize, zeros.subarray(0, size));
+        }
+      }
+    }
     await this.#manifest.copyFrom(this.#manifest, staging.dirty);
-    await io(`sync ${this.dir}/image`, () => this.#image.sync());
+    await this.#image.flush();
     await this.#manifest.sync();
   }
 
-  /** Applies the staged generation to the image and manifest, then records it. Idempotent. */
+  /**
+   * Applies the staged generation to the image (nothing to write when it was staged in
+   * place) and manifest, then records it. Idempotent.
+   */
   async #apply(record: CommitRecord): Promise<void> {
     const staging = this.#requireStaging(record.generation);
     const { blockSize } = this.identity;
-    let zeros: Uint8Array | null = null;
-    await staging.forEachRecord(async (header, payload) => {
-      const offset = header.block * blockSize;
-      if (header.kind === KIND_DATA) {
-        await io(`write ${this.dir}/image`, () => this.#image.write(offset, payload));
-        return;
-      }
-      // A zero block: skip when the replica's block is zero already (keeps it sparse).
-      const entry = await this.#manifest.read(header.block, 1);
-      if (isZeroEntry(entry)) return;
-      zeros ??= new Uint8Array(blockSize);
-      const length = blockLength(this.identity, header.block);
-      await io(
-        `write ${this.dir}/image`,
-        () => this.#image.write(offset, zeros!.subarray(0, length)),
-      );
-    });
-    await io(`sync ${this.dir}/image`, () => this.#image.sync());
+    const window = new WriteWindow(this.#image.writeWindow);
+    try {
+      await staging.forEachRecord(async (header, payload) => {
+        const offset = header.block * blockSize;
+        if (header.kind === KIND_DATA) {
+          // The payload is a view of the log's read buffer, which the next record reuses.
+          const data = payload.slice();
+          await window.add(() => this.#image.write(offset, data));
+          return;
+        }
+        // A zero block: skip when the replica's block is zero already (keeps it sparse).
+        if (isZeroEntry(await this.#manifest.read(header.block, 1))) return;
+        const length = blockLength(this.identity, header.block);
+        await window.add(() => zeroRange(this.#image, offset, length));
+      });
+      await window.drain();
+    } finally {
+      await window.settle();
+    }
+    await this.#image.flush();
+    if (keepsSnapshots(this.#image)) await this.#image.snapshotGeneration(record.generation);
     await this.#manifest.copyFrom(staging.hashes, staging.dirty);
     await this.#manifest.sync();
     const meta: ReplicaMeta = {
@@ -349,129 +380,83 @@ export class ReplicaVolume {
       cutTimeMs: record.cutTimeMs,
       committedAtMs: Date.now(),
     };
-    await writeMeta(this.#fs, this.dir, meta);
+    await io(`write ${this.location} metadata`, () => writeReplicaMeta(this.#backend, meta));
     this.#meta = meta;
     await this.#dropStaging();
   }
 
-  /** Removes the staging area: renamed away first, so a crash never leaves half of one. */
+  /**
+   * Drops a staging area whose generation will not commit. One staged in place wrote into
+   * the image: its received set is forgotten first (durably), then every block of its dirty
+   * set is zeroed again, so the image is back to generation 0 (all zeros) before the area
+   * goes; a crash in between finds an area to resume from scratch, or discards it again.
+   */
+  async #discardUncommitted(): Promise<void> {
+    const staging = this.#staging;
+    if (staging?.inPlace) {
+      await staging.forgetReceived();
+      const { blockSize, sizeBytes } = this.identity;
+      for (const [start, length] of staging.dirty.extents()) {
+        const offset = start * blockSize;
+        await zeroRange(
+          this.#image,
+          offset,
+          Math.min((start + length) * blockSize, sizeBytes) - offset,
+        );
+      }
+      await this.#image.flush();
+    }
+    await this.#dropStaging();
+  }
+
+  /** Removes the staging area (crash-safe: see `StagingBackend.discard`). */
   async #dropStaging(): Promise<void> {
     this.#staging?.close();
     this.#staging = null;
-    const staging = `${this.dir}/staging`;
-    const dead = `${this.dir}/staging.dead`;
-    if (await this.#fs.exists(staging)) {
-      await io(`remove ${staging}`, async () => {
-        await this.#fs.remove(dead);
-        await this.#fs.rename(staging, dead);
-        await this.#fs.syncDir(this.dir);
-      });
-    }
-    await io(`remove ${dead}`, () => this.#fs.remove(dead));
-    await io(`sync ${this.dir}`, () => this.#fs.syncDir(this.dir));
+    await io(`remove ${this.#backend.staging.location}`, () => this.#backend.staging.discard());
   }
 
   /**
    * Checks the replica: its image against its own manifest (finds damaged blocks; skipped
-   * with `rootOnly`, which reads only the manifest), its
-   * Merkle root against `expectedRoot` when given, and its image against the source image
-   * file `sourceImage` when given (both sites local).
+   * with `rootOnly`, which reads only the manifest), its Merkle root against `expectedRoot`
+   * when given, and its image against the local source image file `sourceImage` when given
+   * (both sites on this machine).
+   *
+   * @throws {PresyncError} `VOLUME_INITIALISING` while the replica seeds its first generation
    */
-  async verify(
-    options: { expectedRoot?: string; sourceImage?: string; rootOnly?: boolean } = {},
-  ): Promise<VerifyReport> {
-    const merkleRoot = toHex(await this.#manifest.root());
-    const damaged = options.rootOnly
-      ? []
-      : await diffImageWithManifest(this.#image, this.#manifest, this.identity);
-    const report: VerifyReport = { ok: damaged.length === 0, merkleRoot, damaged };
-    if (options.expectedRoot !== undefined) {
-      report.rootMatches = merkleRoot === options.expectedRoot;
-      report.ok &&= report.rootMatches;
-    }
-    if (options.sourceImage !== undefined) {
-      const source = await io(
-        `open ${options.sourceImage}`,
-        () => this.#fs.open(options.sourceImage!),
-      );
-      try {
-        report.differsFromSource = await diffImageWithManifest(
-          source,
-          this.#manifest,
-          this.identity,
-        );
-      } finally {
-        source.close();
-      }
-      report.ok &&= report.differsFromSource.length === 0;
-    }
-    return report;
+  async verify(options: VerifyOptions = {}): Promise<VerifyReport> {
+    if (this.initialising) throw initialisingError(this.identity.name, "verified");
+    return await verifyReplica(this.#image, this.#manifest, this.identity, options);
   }
 
-  /** Closes files. Idempotent. */
+  /** Closes everything and gives up the volume's lock. Idempotent. */
   close(): void {
     this.#staging?.close();
     this.#staging = null;
-    this.#image.close();
     this.#manifest.close();
+    this.#image.close();
+    this.#lock.release();
   }
 }
 
-async function writeMeta(fs: FileSystem, dir: string, meta: ReplicaMeta): Promise<void> {
-  const bytes = new TextEncoder().encode(
-    JSON.stringify({ version: META_VERSION, ...meta }, null, 2),
+async function lockShared(backend: VolumeBackend): Promise<FileLock> {
+  const lock = await backend.lock("shared");
+  if (!lock) {
+    throw new PresyncError(
+      ErrorCode.STORE_BUSY,
+      `volume ${backend.name} in ${backend.location} is being deleted; try again later`,
+      { retryable: true },
+    );
+  }
+  return lock;
+}
+
+/** `VOLUME_INITIALISING`: the replica has no committed generation to serve yet. */
+export function initialisingError(name: string, what: string): PresyncError {
+  return new PresyncError(
+    ErrorCode.VOLUME_INITIALISING,
+    `volume ${name} is initialising (its first generation is being seeded) and cannot be ` +
+      `${what} before that generation commits; wait for the first sync to finish`,
+    { retryable: true },
   );
-  await io(`write ${dir}/meta.json`, () => atomicWrite(fs, `${dir}/meta.json`, bytes));
-}
-
-/** Reads `meta.json` of the replica in `dir` (no recovery: see {@linkcode ReplicaVolume.open}). */
-export async function readReplicaMeta(fs: FileSystem, dir: string): Promise<ReplicaMeta> {
-  const bytes = await io(`read ${dir}/meta.json`, () => readWhole(fs, `${dir}/meta.json`));
-  if (!bytes) {
-    throw new PresyncError(
-      ErrorCode.VOLUME_NOT_FOUND,
-      `no replica volume in ${dir} (meta.json is missing)`,
-    );
-  }
-  try {
-    const value = JSON.parse(new TextDecoder().decode(bytes));
-    if (value.version !== META_VERSION) throw new Error(`unknown version ${value.version}`);
-    const meta: ReplicaMeta = {
-      identity: parseVolumeIdentity(value.identity),
-      committedGeneration: value.committedGeneration,
-      merkleRoot: value.merkleRoot,
-      cutTimeMs: value.cutTimeMs,
-      committedAtMs: value.committedAtMs,
-    };
-    if (
-      !Number.isSafeInteger(meta.committedGeneration) || meta.committedGeneration < 0 ||
-      typeof meta.merkleRoot !== "string" || !/^[0-9a-f]{64}$/.test(meta.merkleRoot) ||
-      !Number.isFinite(meta.cutTimeMs) || !Number.isFinite(meta.committedAtMs)
-    ) {
-      throw new Error("a field is missing or out of range");
-    }
-    return meta;
-  } catch (cause) {
-    throw new PresyncError(
-      ErrorCode.STORE_CORRUPT,
-      `${dir}/meta.json is damaged (${cause instanceof Error ? cause.message : cause}); ` +
-        `the replica cannot be trusted: restore meta.json or re-initialise the volume`,
-      { cause },
-    );
-  }
-}
-
-function parseCommitRecord(bytes: Uint8Array, dir: string): CommitRecord {
-  try {
-    const value = JSON.parse(new TextDecoder().decode(bytes));
-    if (
-      Number.isSafeInteger(value.generation) && /^[0-9a-f]{64}$/.test(value.merkleRoot) &&
-      Number.isFinite(value.cutTimeMs)
-    ) {
-      return value;
-    }
-  } catch {
-    // Reported below.
-  }
-  throw new PresyncError(ErrorCode.STORE_CORRUPT, `${dir}/staging/COMMIT is damaged`);
 }

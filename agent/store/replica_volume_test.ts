@@ -7,6 +7,8 @@ import { DenoFileSystem } from "../fs/deno_file_system.ts";
 import type { FileSystem } from "../fs/file_system.ts";
 import { newVolumeIdentity } from "../volume/volume_identity.ts";
 import { ReplicaStore } from "./replica_store.ts";
+import { DirectoryBackend } from "../../plugins/store-directory/mod.ts";
+import type { ReplicaBackend } from "./replica_backend.ts";
 import type { ReplicaVolume } from "./replica_volume.ts";
 
 const BLOCK = 4096;
@@ -14,7 +16,17 @@ const BLOCKS = 32;
 
 async function newReplica(fs: FileSystem, root: string): Promise<ReplicaVolume> {
   await fs.mkdir(root);
-  return new ReplicaStore(fs, root).init(newVolumeIdentity("db1", BLOCKS * BLOCK, BLOCK));
+  return new ReplicaStore(new DirectoryBackend(fs, root)).init(
+    newVolumeIdentity("db1", BLOCKS * BLOCK, BLOCK),
+  );
+}
+
+/** A replica past its first generation (block 0 holds 0x01s), so the next one is logged. */
+async function seededReplica(fs: FileSystem, root: string): Promise<ReplicaVolume> {
+  const replica = await newReplica(fs, root);
+  await stageAll(replica, 1, [0], 1);
+  await replica.commit(1, await predictRoot(replica));
+  return replica;
 }
 
 /** Stages `blocks` of generation `generation` with content `fill` and flushes. */
@@ -60,9 +72,9 @@ Deno.test("a block whose bytes do not match its hash is rejected, not staged", a
 
 seededTest("a corrupted staging record is named at commit and nothing is applied", async (prng) => {
   const fs = new PowerCutFileSystem();
-  const replica = await newReplica(fs, "/s");
-  const root0 = replica.meta.merkleRoot;
-  await stageAll(replica, 1, [1, 2, 3], 7);
+  const replica = await seededReplica(fs, "/s");
+  const root1 = replica.meta.merkleRoot;
+  await stageAll(replica, 2, [1, 2, 3], 7);
   replica.close();
   // Flip one byte in the log, inside a payload or a header.
   const log = await fs.open("/s/db1/staging/log", { write: true });
@@ -72,12 +84,12 @@ seededTest("a corrupted staging record is named at commit and nothing is applied
   byte[0] ^= 1 << prng.int(8);
   await log.write(at, byte);
   log.close();
-  const reopened = await new ReplicaStore(fs, "/s").open("db1");
+  const reopened = await new ReplicaStore(new DirectoryBackend(fs, "/s")).open("db1");
   try {
-    const err = await assertRejectsCode(reopened.commit(1, "00".repeat(32)), "STORE_CORRUPT");
+    const err = await assertRejectsCode(reopened.commit(2, "00".repeat(32)), "STORE_CORRUPT");
     assert.match(err.message, /staging (log )?record/);
-    assert.equal(reopened.meta.committedGeneration, 0);
-    const check = await reopened.verify({ expectedRoot: root0 });
+    assert.equal(reopened.meta.committedGeneration, 1);
+    const check = await reopened.verify({ expectedRoot: root1 });
     assert.ok(check.ok, JSON.stringify(check));
   } finally {
     reopened.close();
@@ -104,10 +116,19 @@ Deno.test("damaged meta.json is reported as such", async () => {
   const meta = await fs.open("/s/db1/meta.json", { write: true });
   await meta.write(0, new TextEncoder().encode("{ garbage"));
   meta.close();
-  const err = await assertRejectsCode(new ReplicaStore(fs, "/s").open("db1"), "STORE_CORRUPT");
-  assert.match(err.message, /meta\.json is damaged/);
-  await assertRejectsCode(new ReplicaStore(fs, "/s").open("nope"), "VOLUME_NOT_FOUND");
-  assert.throws(() => new ReplicaStore(fs, "/s").volumeDir("../etc"), /volume name/);
+  const err = await assertRejectsCode(
+    new ReplicaStore(new DirectoryBackend(fs, "/s")).open("db1"),
+    "STORE_CORRUPT",
+  );
+  assert.match(err.message, /metadata of replica db1 at \/s\/db1 is damaged/);
+  await assertRejectsCode(
+    new ReplicaStore(new DirectoryBackend(fs, "/s")).open("nope"),
+    "VOLUME_NOT_FOUND",
+  );
+  await assertRejectsCode(
+    new ReplicaStore(new DirectoryBackend(fs, "/s")).has("../etc"),
+    "INVALID_VOLUME_NAME",
+  );
 });
 
 Deno.test("a full disk fails the commit with NO_SPACE and the last generation stays intact", async () => {
@@ -118,7 +139,7 @@ Deno.test("a full disk fails the commit with NO_SPACE and the last generation st
   replica.close();
   // Room for a little staging but not for a whole generation.
   fs.maxBytes = 0;
-  const again = await new ReplicaStore(fs, "/s").open("db1");
+  const again = await new ReplicaStore(new DirectoryBackend(fs, "/s")).open("db1");
   try {
     using dirty = new Bitmap(BLOCKS).setRange(4, 20);
     await assertRejectsCode(
@@ -186,7 +207,9 @@ Deno.test({
       );
       assert.match(err.message, /disk is full/);
       replica.close();
-      const reopened = await new ReplicaStore(fs, `${mount}/store`).open("db1");
+      const reopened = await new ReplicaStore(new DirectoryBackend(fs, `${mount}/store`)).open(
+        "db1",
+      );
       assert.equal(reopened.meta.committedGeneration, 1);
       assert.ok((await reopened.verify({ expectedRoot: meta1.merkleRoot })).ok);
       reopened.close();
@@ -201,10 +224,10 @@ seededTest(
   "readStaged: blocks staged since opening, checked; others and other generations null",
   async (prng) => {
     const fs = new PowerCutFileSystem();
-    const replica = await newReplica(fs, "/s");
+    const replica = await seededReplica(fs, "/s");
     try {
       using dirty = new Bitmap(BLOCKS).setRange(4, 4);
-      await replica.beginGeneration(1, dirty, Date.now());
+      await replica.beginGeneration(2, dirty, Date.now());
       const data = prng.fill(new Uint8Array(BLOCK));
       const zero = new Uint8Array(BLOCK);
       await replica.stage([
@@ -212,11 +235,11 @@ seededTest(
         { block: 5, data: null },
         { block: 6, data: zero, hash: blake3(zero) },
       ]);
-      assert.deepEqual(await replica.readStaged(1, 4), data);
-      assert.deepEqual(await replica.readStaged(1, 5), zero);
-      assert.deepEqual(await replica.readStaged(1, 6), zero);
-      assert.equal(await replica.readStaged(1, 7), null, "not received");
-      assert.equal(await replica.readStaged(2, 4), null, "another generation");
+      assert.deepEqual(await replica.readStaged(2, 4), data);
+      assert.deepEqual(await replica.readStaged(2, 5), zero);
+      assert.deepEqual(await replica.readStaged(2, 6), zero);
+      assert.equal(await replica.readStaged(2, 7), null, "not received");
+      assert.equal(await replica.readStaged(3, 4), null, "another generation");
       // A flipped byte in the record's payload is caught, never served.
       const log = await fs.open("/s/db1/staging/log", { write: true });
       const at = 48 + prng.int(BLOCK);
@@ -225,9 +248,73 @@ seededTest(
       byte[0] ^= 1;
       await log.write(at, byte);
       log.close();
-      await assertRejectsCode(replica.readStaged(1, 4), "STORE_CORRUPT");
+      await assertRejectsCode(replica.readStaged(2, 4), "STORE_CORRUPT");
     } finally {
       replica.close();
     }
   },
 );
+
+/** A directory back end whose images keep snapshots, recording each call. */
+function snapshottingBackend(fs: FileSystem, calls: string[]): ReplicaBackend {
+  const inner = new DirectoryBackend(fs, "/s");
+  let failNext = true;
+  return {
+    location: inner.location,
+    list: () => inner.list(),
+    create: (identity) => inner.create(identity),
+    remove: (name) => inner.remove(name),
+    volume(name) {
+      const volume = inner.volume(name);
+      return {
+        name: volume.name,
+        location: volume.location,
+        overlayPath: volume.overlayPath,
+        staging: volume.staging,
+        readMeta: () => volume.readMeta(),
+        writeMeta: (bytes) => volume.writeMeta(bytes),
+        openManifest: (mode) => volume.openManifest(mode),
+        lock: (mode) => volume.lock(mode),
+        async openImage(mode) {
+          const image = await volume.openImage(mode);
+          let unflushed = false;
+          return {
+            sizeBytes: image.sizeBytes,
+            writeWindow: image.writeWindow,
+            read: (offset, into) => image.read(offset, into),
+            write: (offset, data) => (unflushed = true, image.write(offset, data)),
+            flush: () => image.flush().then(() => void (unflushed = false)),
+            close: () => image.close(),
+            async snapshotGeneration(generation: number) {
+              const meta = JSON.parse(new TextDecoder().decode((await volume.readMeta())!));
+              calls.push(
+                `g${generation} after g${meta.committedGeneration}${unflushed ? " unflushed" : ""}`,
+              );
+              if (generation === 2 && failNext) {
+                failNext = false;
+                throw new Error("snapshot failed");
+              }
+            },
+          };
+        },
+      };
+    },
+  };
+}
+
+Deno.test("a back end keeping snapshots gets one per commit, after the flush, before the metadata, again on replay", async () => {
+  const calls: string[] = [];
+  const fs = new PowerCutFileSystem();
+  const store = new ReplicaStore(snapshottingBackend(fs, calls));
+  const replica = await store.init(newVolumeIdentity("db1", BLOCKS * BLOCK, BLOCK));
+  await stageAll(replica, 1, [0, 1], 1);
+  await replica.commit(1, await predictRoot(replica));
+  await stageAll(replica, 2, [5], 2);
+  const root2 = await predictRoot(replica);
+  await assert.rejects(replica.commit(2, root2), /snapshot failed/);
+  replica.close();
+  const reopened = await store.open("db1");
+  assert.equal(reopened.meta.committedGeneration, 2, "the logged commit was replayed");
+  reopened.close();
+  assert.deepEqual(calls, ["g1 after g0", "g2 after g1", "g2 after g1"]);
+});

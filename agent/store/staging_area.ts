@@ -1,135 +1,158 @@
 import { Bitmap, blake3, isZero } from "../core/mod.ts";
 import { ErrorCode, PresyncError } from "../errors.ts";
-import { atomicWrite, mkdirDurable, readWhole } from "../fs/atomic_write.ts";
-import type { FileHandle, FileSystem } from "../fs/file_system.ts";
 import { io } from "../fs/io_error.ts";
-import { ZERO_ENTRY } from "../volume/block_hashes.ts";
+import { isZeroEntry, ZERO_ENTRY } from "../volume/block_hashes.ts";
 import { ManifestFile } from "../volume/manifest_file.ts";
 import { blockCount, blockLength, type VolumeIdentity } from "../volume/volume_identity.ts";
-import {
-  decodeRecordHeader,
-  encodeRecordHeader,
-  KIND_DATA,
-  KIND_ZERO,
-  RECORD_HEADER_BYTES,
-  type RecordHeader,
-} from "./_staging_record.ts";
+import type { RecordHeader } from "./_staging_record.ts";
+import { type LogBlock, StagingLog } from "./_staging_log.ts";
 import { YIELD_EVERY_BYTES, yieldToEventLoop } from "../yield.ts";
 import { concatBytes, constantTimeEqual } from "../bytes.ts";
+import { canPunchHoles, type ReplicaImage, type StagingBackend } from "./replica_backend.ts";
+import { WriteWindow } from "./_write_window.ts";
 import type { StagedBlock, StageResult } from "../sync/destination.ts";
 
-/** The staging header (docs/STORE.md): which generation is being received. */
-interface StagingHeader {
+/** The staging header (docs/STORE.md): which generation is being received, and how. */
+export interface StagingHeader {
   generation: number;
   cutTimeMs: number;
+  /**
+   * Blocks are written straight into the image instead of the log (seeding: the first
+   * generation of a new replica, which has no committed content to protect).
+   */
+  inPlace: boolean;
 }
 
-const LOG_READ_BYTES = 8 * 1024 * 1024;
-
 /**
- * The generation being received: an append-only log of verified blocks, their hashes in a
- * manifest-shaped sparse file, the generation's dirty set, and the received bitmap as of
- * the last `flush()`. Only what a flush made durable survives a crash; anything appended
- * after it is cut off when the area is opened again.
+ * The generation being received: the generation's dirty set, verified blocks, their hashes
+ * in a manifest-shaped sparse file, and the received bitmap as of the last `flush()`. Blocks
+ * go to an append-only log, or, in place (seeding a new replica), straight into the image.
+ * Only what a flush made durable survives a crash; log records appended after it are cut
+ * off when the area is opened again.
  */
 export class StagingArea {
-  readonly dir: string;
+  readonly location: string;
   readonly generation: number;
   readonly cutTimeMs: number;
+  /** Whether blocks are written into the image instead of the log (see StagingHeader). */
+  readonly inPlace: boolean;
   /** The blocks this generation must contain. */
   readonly dirty: Bitmap;
-  readonly #fs: FileSystem;
+  readonly #backend: StagingBackend;
   readonly #identity: VolumeIdentity;
-  readonly #log: FileHandle;
+  /** The log (absent in place). */
+  readonly #log: StagingLog | null;
+  /** The replica's image (written to in place only). */
+  readonly #image: ReplicaImage;
   /** Staged block hashes, block i at 32·i (a sparse file). */
   readonly hashes: ManifestFile;
   /** Blocks appended (durable only up to the last flush). */
   readonly #received: Bitmap;
-  #logLength: number;
-  /** Log offset of each record appended since the area was opened, by block. */
-  readonly #offsets = new Map<number, number>();
 
   private constructor(
-    fs: FileSystem,
-    dir: string,
+    backend: StagingBackend,
     identity: VolumeIdentity,
     header: StagingHeader,
-    dirty: Bitmap,
-    received: Bitmap,
-    log: FileHandle,
-    logLength: number,
-    hashes: ManifestFile,
+    parts: {
+      dirty: Bitmap;
+      received: Bitmap;
+      log: StagingLog | null;
+      hashes: ManifestFile;
+      image: ReplicaImage;
+    },
   ) {
-    this.#fs = fs;
-    this.dir = dir;
+    this.#backend = backend;
+    this.location = backend.location;
     this.#identity = identity;
     this.generation = header.generation;
     this.cutTimeMs = header.cutTimeMs;
-    this.dirty = dirty;
-    this.#received = received;
-    this.#log = log;
-    this.#logLength = logLength;
-    this.hashes = hashes;
+    this.inPlace = header.inPlace;
+    this.dirty = parts.dirty;
+    this.#received = parts.received;
+    this.#log = parts.log;
+    this.hashes = parts.hashes;
+    this.#image = parts.image;
   }
 
-  /** Starts staging `generation` in `dir` (which must not exist yet). */
+  /**
+   * Starts staging `header.generation` (there must be no area yet). `image` is the
+   * replica's, written to when `header.inPlace`.
+   */
   static async create(
-    fs: FileSystem,
-    dir: string,
+    backend: StagingBackend,
     identity: VolumeIdentity,
-    generation: number,
+    header: StagingHeader,
     dirty: Bitmap,
-    cutTimeMs: number,
+    image: ReplicaImage,
   ): Promise<StagingArea> {
-    await io(`create ${dir}`, () => mkdirDurable(fs, dir));
-    await io(`write ${dir}/dirty`, () => atomicWrite(fs, `${dir}/dirty`, dirty.serialize()));
-    const header: StagingHeader = { generation, cutTimeMs };
-    const bytes = new TextEncoder().encode(JSON.stringify(header));
+    await io(`create ${backend.location}`, () => backend.create());
+    await io(`write ${backend.location}/dirty`, () => backend.write("dirty", dirty.serialize()));
+    const { generation, cutTimeMs, inPlace } = header;
+    const bytes = new TextEncoder().encode(
+      JSON.stringify(inPlace ? { generation, cutTimeMs, inPlace } : { generation, cutTimeMs }),
+    );
     // The header is written last: its presence means the area is complete.
-    await io(`write ${dir}/header.json`, () => atomicWrite(fs, `${dir}/header.json`, bytes));
-    const area = await StagingArea.open(fs, dir, identity);
-    if (!area) throw new PresyncError(ErrorCode.IO, `staging area ${dir} vanished after creation`);
+    await io(`write ${backend.location}/header.json`, () => backend.write("header", bytes));
+    const area = await StagingArea.open(backend, identity, image);
+    if (!area) {
+      throw new PresyncError(ErrorCode.IO, `staging area ${backend.location} vanished`);
+    }
     return area;
   }
 
-  /** Opens the staging area in `dir`, or returns null when there is none. */
+  /** The header of the area in `backend`, or null when there is none. No side effects. */
+  static async readHeader(backend: StagingBackend): Promise<StagingHeader | null> {
+    const bytes = await io(`read ${backend.location}/header.json`, () => backend.read("header"));
+    return bytes ? parseHeader(bytes, backend.location) : null;
+  }
+
+  /** Opens the staging area in `backend`, or returns null when there is none. */
   static async open(
-    fs: FileSystem,
-    dir: string,
+    backend: StagingBackend,
     identity: VolumeIdentity,
+    image: ReplicaImage,
   ): Promise<StagingArea | null> {
-    const headerBytes = await io(
-      `read ${dir}/header.json`,
-      () => readWhole(fs, `${dir}/header.json`),
-    );
-    if (!headerBytes) return null;
-    const header = parseHeader(headerBytes, dir);
+    const header = await StagingArea.readHeader(backend);
+    if (!header) return null;
+    const where = backend.location;
     const blocks = blockCount(identity);
-    const dirtyBytes = await io(`read ${dir}/dirty`, () => readWhole(fs, `${dir}/dirty`));
-    if (!dirtyBytes) throw corrupt(`${dir}/dirty is missing`);
+    const dirtyBytes = await io(`read ${where}/dirty`, () => backend.read("dirty"));
+    if (!dirtyBytes) throw corrupt(`${where}/dirty is missing`);
     const dirty = Bitmap.deserialize(dirtyBytes, blocks);
-    if (dirty.size !== blocks) throw corrupt(`${dir}/dirty has ${dirty.size} bits, not ${blocks}`);
+    if (dirty.size !== blocks) {
+      throw corrupt(`${where}/dirty has ${dirty.size} bits, not ${blocks}`);
+    }
     let received = new Bitmap(blocks);
     let logLength = 0;
-    const receivedBytes = await io(`read ${dir}/received`, () => readWhole(fs, `${dir}/received`));
+    const receivedBytes = await io(`read ${where}/received`, () => backend.read("received"));
     if (receivedBytes) {
-      if (receivedBytes.length < 8) throw corrupt(`${dir}/received is truncated`);
+      if (receivedBytes.length < 8) throw corrupt(`${where}/received is truncated`);
       logLength = Number(
         new DataView(receivedBytes.buffer, receivedBytes.byteOffset).getBigUint64(0, true),
       );
       received.free();
       received = Bitmap.deserialize(receivedBytes.subarray(8), blocks);
     }
-    const log = await io(`open ${dir}/log`, () => fs.open(`${dir}/log`, { create: true }));
-    const size = await log.size();
-    if (size < logLength) {
-      log.close();
-      throw corrupt(`${dir}/log is ${size} bytes but ${logLength} were flushed`);
+    let log: StagingLog | null = null;
+    if (!header.inPlace) log = await StagingLog.open(backend, logLength);
+    else if (logLength !== 0) {
+      throw corrupt(
+        `${where}: an area staged in place has no log, but ${logLength} bytes were flushed`,
+      );
     }
-    // Cut off whatever was appended after the last flush: it was never acknowledged.
-    if (size > logLength) await io(`truncate ${dir}/log`, () => log.truncate(logLength));
-    const hashes = await ManifestFile.open(fs, `${dir}/hashes`, blocks, { create: true });
-    return new StagingArea(fs, dir, identity, header, dirty, received, log, logLength, hashes);
+    const hashes = await ManifestFile.over(
+      await io(`open ${where}/hashes`, () => backend.openHashes()),
+      `${where}/hashes`,
+      blocks,
+      { create: true },
+    );
+    return new StagingArea(backend, identity, header, {
+      dirty,
+      received,
+      log,
+      hashes,
+      image,
+    });
   }
 
   /** A copy of the blocks received so far (durable or not yet flushed). */
@@ -144,15 +167,15 @@ export class StagingArea {
   }
 
   /**
-   * Verifies and appends blocks. A block outside the generation's dirty set or of the wrong
-   * length is refused with `GENERATION_MISMATCH`; one whose bytes do not match its hash is
-   * left out and listed in `rejected`. Not durable until {@linkcode flush}.
+   * Verifies and stages blocks: appended to the log, or written into the image in place. A
+   * block outside the generation's dirty set or of the wrong length is refused with
+   * `GENERATION_MISMATCH`; one whose bytes do not match its hash is left out and listed in
+   * `rejected`. Not durable until {@linkcode flush}.
    */
   async stage(blocks: StagedBlock[]): Promise<StageResult> {
     const result: StageResult = { staged: 0, duplicates: 0, rejected: [] };
     let hashedBytes = 0;
-    const records: Uint8Array[] = [];
-    const entries: [number, Uint8Array][] = [];
+    const accepted: LogBlock[] = [];
     for (const item of blocks) {
       const { block } = item;
       // A block of zeros is stored as a zero record whichever way it was sent.
@@ -193,137 +216,148 @@ export class StagingArea {
           continue;
         }
       }
-      const record = new Uint8Array(RECORD_HEADER_BYTES + (data?.length ?? 0));
-      encodeRecordHeader(
-        { block, kind: data ? KIND_DATA : KIND_ZERO, length: data?.length ?? 0, hash },
-        record,
-      );
-      if (data) record.set(data, RECORD_HEADER_BYTES);
-      records.push(record);
-      entries.push([block, hash]);
+      accepted.push({ block, data, hash });
       this.#received.set(block);
       result.staged++;
     }
-    if (records.length > 0) {
-      const batch = concatBytes(records);
-      try {
-        await io(`append to ${this.dir}/log`, () => this.#log.write(this.#logLength, batch));
-      } catch (err) {
-        // Nothing of this batch counts: forget it so it is asked for again.
-        for (const [block] of entries) this.#received.clear(block);
-        await this.#log.truncate(this.#logLength).catch(() => {});
-        throw err;
-      }
-      let offset = this.#logLength;
-      for (let i = 0; i < records.length; i++) {
-        this.#offsets.set(entries[i][0], offset);
-        offset += records[i].length;
-      }
-      this.#logLength += batch.length;
-      await writeEntries(this.hashes, entries);
+    if (accepted.length === 0) return result;
+    try {
+      if (this.#log) await this.#log.append(accepted);
+      else await this.#writeInPlace(accepted);
+    } catch (err) {
+      // Nothing of this batch counts: forget it so it is asked for again.
+      for (const { block } of accepted) this.#received.clear(block);
+      throw err;
     }
+    await writeEntries(this.hashes, accepted.map(({ block, hash }) => [block, hash]));
     return result;
   }
 
   /**
-   * Makes everything staged so far durable: syncs the log and the hashes, then records the
-   * received bitmap and log length atomically. Blocks are acknowledged only after this.
+   * Seeding: the blocks go straight to their place in the image, each run of consecutive
+   * data blocks in one write (large writes leave the event loop free while the disk works);
+   * a zero block becomes a hole.
+   */
+  async #writeInPlace(accepted: LogBlock[]): Promise<void> {
+    const image = this.#image;
+    const { blockSize } = this.#identity;
+    const blocks = [...accepted].sort((a, b) => a.block - b.block);
+    const window = new WriteWindow(image.writeWindow);
+    try {
+      for (let i = 0; i < blocks.length;) {
+        const offset = blocks[i].block * blockSize;
+        if (!blocks[i].data) {
+          const length = blockLength(this.#identity, blocks[i++].block);
+          await window.add(() => zeroRange(image, offset, length));
+          continue;
+        }
+        let end = i + 1;
+        while (
+          end < blocks.length && blocks[end].data && blocks[end].block === blocks[end - 1].block + 1
+        ) end++;
+        const run = end - i === 1
+          ? blocks[i].data!
+          : concatBytes(blocks.slice(i, end).map((b) => b.data!));
+        await window.add(() => image.write(offset, run));
+        i = end;
+      }
+      await window.drain();
+    } finally {
+      await window.settle();
+    }
+  }
+
+  /**
+   * Makes everything staged so far durable: syncs the log (or, in place, the image) and the
+   * hashes, then records the received bitmap and log length atomically. Blocks are
+   * acknowledged only after this.
    */
   async flush(): Promise<void> {
-    await io(`sync ${this.dir}/log`, () => this.#log.sync());
+    if (this.#log) await this.#log.sync();
+    else await this.#image.flush();
     await this.hashes.sync();
-    const bitmap = this.#received.serialize();
+    await this.#writeReceived(this.#received);
+  }
+
+  async #writeReceived(received: Bitmap): Promise<void> {
+    const bitmap = received.serialize();
     const bytes = new Uint8Array(8 + bitmap.length);
-    new DataView(bytes.buffer).setBigUint64(0, BigInt(this.#logLength), true);
+    new DataView(bytes.buffer).setBigUint64(0, BigInt(this.#log?.length ?? 0), true);
     bytes.set(bitmap, 8);
-    await io(
-      `write ${this.dir}/received`,
-      () => atomicWrite(this.#fs, `${this.dir}/received`, bytes),
-    );
+    await io(`write ${this.location}/received`, () => this.#backend.write("received", bytes));
+  }
+
+  /**
+   * Forgets every block received, durably (an area staged in place does so before its
+   * blocks are zeroed, so a crash in between never resumes from blocks that are gone).
+   */
+  async forgetReceived(): Promise<void> {
+    using none = new Bitmap(this.dirty.size);
+    await this.#writeReceived(none);
+    this.#received.and(none);
   }
 
   /**
    * Calls `fn` for every record of the log, in order, with the record's payload (empty for a
    * zero block) after checking the payload against its hash. Throws `STORE_CORRUPT` naming
-   * the record when the log is damaged.
+   * the record when the log is damaged. An area staged in place has no records.
    */
   async forEachRecord(
     fn: (header: RecordHeader, payload: Uint8Array) => Promise<void>,
   ): Promise<void> {
-    const maxLength = this.#identity.blockSize;
-    let buffer = new Uint8Array(0);
-    let bufferStart = 0;
-    const readAt = async (offset: number, length: number): Promise<Uint8Array> => {
-      if (offset < bufferStart || offset + length > bufferStart + buffer.length) {
-        buffer = new Uint8Array(Math.max(LOG_READ_BYTES, length));
-        const n = await io(`read ${this.dir}/log`, () => this.#log.read(offset, buffer));
-        buffer = buffer.subarray(0, n);
-        bufferStart = offset;
-        if (n < length) throw corrupt(`${this.dir}/log ends inside the record at byte ${offset}`);
-      }
-      return buffer.subarray(offset - bufferStart, offset - bufferStart + length);
-    };
-    using seen = new Bitmap(this.dirty.size);
-    let checkedBytes = 0;
-    for (let offset = 0; offset < this.#logLength;) {
-      const header = decodeRecordHeader(
-        await readAt(offset, RECORD_HEADER_BYTES),
-        offset,
-        maxLength,
-      );
-      const payload = await readAt(offset + RECORD_HEADER_BYTES, header.length);
-      // The record must be for a received block not seen before, carry the hash recorded
-      // for that block, and its payload must match that hash.
-      const ok = header.block < this.dirty.size && this.#received.get(header.block) &&
-        !seen.get(header.block) &&
-        constantTimeEqual(header.hash, await this.hashes.read(header.block, 1)) &&
-        (header.kind === KIND_ZERO || constantTimeEqual(blake3(payload), header.hash));
-      if (ok) seen.set(header.block);
-      if (!ok) {
-        throw corrupt(
-          `staging record for block ${header.block} at byte ${offset} of ${this.dir}/log ` +
-            `does not match its hash`,
-        );
-      }
-      await fn(header, payload);
-      checkedBytes += header.length;
-      if (checkedBytes >= YIELD_EVERY_BYTES) {
-        checkedBytes = 0;
-        await yieldToEventLoop();
-      }
-      offset += RECORD_HEADER_BYTES + header.length;
-    }
+    await this.#log?.forEachRecord({
+      maxLength: this.#identity.blockSize,
+      blocks: this.dirty.size,
+      received: (block) => this.#received.get(block),
+      hashOf: (block) => this.hashes.read(block, 1),
+    }, fn);
   }
 
   /**
-   * The bytes of `block` when it was staged since the area was opened (null otherwise: not
-   * received, or received before a restart), checked against its hash. A postcopy export
-   * reads blocks that already arrived here instead of asking the source again.
+   * The bytes of `block` when it was staged (null otherwise: not received, or, in the log,
+   * received before a restart), checked against its hash. A postcopy export reads blocks
+   * that already arrived here instead of asking the source again.
    */
   async readStaged(block: number): Promise<Uint8Array | null> {
-    const offset = this.#offsets.get(block);
-    if (offset === undefined) return null;
-    const length = blockLength(this.#identity, block);
-    const record = new Uint8Array(RECORD_HEADER_BYTES + length);
-    const n = await io(`read ${this.dir}/log`, () => this.#log.read(offset, record));
-    const header = decodeRecordHeader(record.subarray(0, RECORD_HEADER_BYTES), offset, length);
-    if (header.block !== block) {
-      throw corrupt(`${this.dir}/log: no record of block ${block} at ${offset}`);
-    }
-    if (header.kind === KIND_ZERO) return new Uint8Array(length);
-    const payload = record.subarray(RECORD_HEADER_BYTES, RECORD_HEADER_BYTES + header.length);
-    if (n < record.length || !constantTimeEqual(blake3(payload), header.hash)) {
-      throw corrupt(`staging record of block ${block} in ${this.dir}/log does not match its hash`);
-    }
-    return payload;
+    if (!this.#log) return await this.#readInPlace(block);
+    return await this.#log.readBlock(block, blockLength(this.#identity, block));
   }
 
-  /** Closes files and frees bitmaps. Idempotent. */
+  async #readInPlace(block: number): Promise<Uint8Array | null> {
+    if (block < 0 || block >= this.dirty.size || !this.#received.get(block)) return null;
+    const data = new Uint8Array(blockLength(this.#identity, block));
+    await this.#image.read(block * this.#identity.blockSize, data);
+    const entry = await this.hashes.read(block, 1);
+    const ok = isZeroEntry(entry) ? isZero(data) : constantTimeEqual(blake3(data), entry);
+    if (!ok) {
+      throw corrupt(`block ${block} seeded into the image does not match its staged hash`);
+    }
+    return data;
+  }
+
+  /** Closes files and frees bitmaps (the image is the caller's). Idempotent. */
   close(): void {
-    this.#log.close();
+    this.#log?.close();
     this.hashes.close();
     this.dirty.free();
     this.#received.free();
+  }
+}
+
+/**
+ * Makes `[offset, offset + length)` of `image` read as zeros: a hole where the image can
+ * punch one, else written zeros.
+ */
+export async function zeroRange(
+  image: ReplicaImage,
+  offset: number,
+  length: number,
+): Promise<void> {
+  if (canPunchHoles(image) && await image.punchHole(offset, length)) return;
+  const piece = 1 << 20;
+  const zeros = new Uint8Array(Math.min(length, piece));
+  for (let at = 0; at < length; at += piece) {
+    await image.write(offset + at, zeros.subarray(0, Math.min(piece, length - at)));
   }
 }
 
@@ -344,17 +378,21 @@ function corrupt(message: string): PresyncError {
   return new PresyncError(ErrorCode.STORE_CORRUPT, message);
 }
 
-function parseHeader(bytes: Uint8Array, dir: string): StagingHeader {
+function parseHeader(bytes: Uint8Array, location: string): StagingHeader {
   try {
     const value = JSON.parse(new TextDecoder().decode(bytes));
     if (
       Number.isSafeInteger(value.generation) && value.generation > 0 &&
-      Number.isFinite(value.cutTimeMs)
+      Number.isFinite(value.cutTimeMs) && (value.inPlace === undefined || value.inPlace === true)
     ) {
-      return { generation: value.generation, cutTimeMs: value.cutTimeMs };
+      return {
+        generation: value.generation,
+        cutTimeMs: value.cutTimeMs,
+        inPlace: value.inPlace === true,
+      };
     }
   } catch {
     // Reported below.
   }
-  throw corrupt(`${dir}/header.json is damaged`);
+  throw corrupt(`${location}/header.json is damaged`);
 }

@@ -22,7 +22,7 @@ export interface StagedBlock {
 
 /** What the destination did with a batch of blocks. */
 export interface StageResult {
-  /** Blocks appended to the staging area. */
+  /** Blocks appended to the staging area (or, while seeding in place, written to the image). */
   staged: number;
   /** Blocks already staged in this generation, ignored. */
   duplicates: number;

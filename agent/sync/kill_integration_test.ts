@@ -5,6 +5,7 @@ import { hashImage } from "../../fixtures/workload.ts";
 import { Bitmap } from "../core/mod.ts";
 import { DenoFileSystem } from "../fs/deno_file_system.ts";
 import { ReplicaStore } from "../store/replica_store.ts";
+import { DirectoryBackend } from "../../plugins/store-directory/mod.ts";
 
 const KILLS = 50;
 const BLOCK = 4096;
@@ -46,7 +47,9 @@ seededTest("kill -9 at 50 random instants: the replica is always a committed gen
       else phases.idle++;
       if (!(await fs.exists(`${root}/store/crash/meta.json`))) continue;
       // Invariant 1: opening recovers, and the image is exactly its committed generation's.
-      const replica = await new ReplicaStore(fs, `${root}/store`).open("crash");
+      const replica = await new ReplicaStore(new DirectoryBackend(fs, `${root}/store`)).open(
+        "crash",
+      );
       const committed = replica.meta.committedGeneration;
       const durable = replica.resumeInfo().staged;
       replica.close();

@@ -3,6 +3,7 @@ import { DenoFileSystem } from "../fs/deno_file_system.ts";
 import type { FileSystem } from "../fs/file_system.ts";
 import { openSourceVolume } from "../source/open_source_volume.ts";
 import { ReplicaStore } from "../store/replica_store.ts";
+import { DirectoryBackend } from "../../plugins/store-directory/mod.ts";
 import type { ReplicaVolume } from "../store/replica_volume.ts";
 import { DEFAULT_BLOCK_SIZE } from "../volume/volume_identity.ts";
 import { sendGeneration, type SendReport } from "./send_generation.ts";
@@ -54,7 +55,7 @@ export async function syncLocal(options: LocalSyncOptions): Promise<GenerationRe
   });
   let replica: ReplicaVolume | null = null;
   try {
-    const store = new ReplicaStore(fs, options.storeDir);
+    const store = new ReplicaStore(new DirectoryBackend(fs, options.storeDir));
     const name = state.identity.name;
     replica = await store.has(name) ? await store.open(name) : await store.init(state.identity);
     const reports: GenerationReport[] = [];

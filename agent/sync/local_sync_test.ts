@@ -8,6 +8,7 @@ import { applyWorkload, hashImage } from "../../fixtures/workload.ts";
 import { DenoFileSystem } from "../fs/deno_file_system.ts";
 import type { FileSystem } from "../fs/file_system.ts";
 import { ReplicaStore } from "../store/replica_store.ts";
+import { DirectoryBackend } from "../../plugins/store-directory/mod.ts";
 import { syncLocal } from "./local_sync.ts";
 
 interface Setup {
@@ -70,7 +71,9 @@ seededTest("random workloads: after each commit the replica equals the source at
       const [report] = await syncLocal(options(s));
       assert.equal(report.generation, round);
       assert.equal(await hashFile(s.fs, `${root}/store/vm-1/image`, s.sizeBytes), expected);
-      const replica = await new ReplicaStore(s.fs, `${root}/store`).open("vm-1");
+      const replica = await new ReplicaStore(new DirectoryBackend(s.fs, `${root}/store`)).open(
+        "vm-1",
+      );
       try {
         const check = await replica.verify({
           sourceImage: s.image,
@@ -142,7 +145,7 @@ seededTest("a power cut at every step of a sync leaves a committed generation an
   for (let step = 0;; step++) {
     await mutate(s, prng, 1 + prng.int(6));
     const target = await hashFile(base, s.image, s.sizeBytes);
-    const store = new ReplicaStore(base, `${s.root}/store`);
+    const store = new ReplicaStore(new DirectoryBackend(base, `${s.root}/store`));
     const before = await store.open("vm-1");
     const next = before.meta.committedGeneration + 1;
     before.close();
@@ -222,7 +225,7 @@ seededTest("a resized or replaced source, or another block size, is refused by n
     "VOLUME_MISMATCH",
   );
   assert.match(otherBlocks.message, /block size is 4096 here but 8192/);
-  const replica = await new ReplicaStore(fs, "/w/store").open("vm-1");
+  const replica = await new ReplicaStore(new DirectoryBackend(fs, "/w/store")).open("vm-1");
   try {
     assert.equal(replica.meta.committedGeneration, 1);
     assert.ok((await replica.verify({ expectedRoot: first.merkleRoot })).ok);

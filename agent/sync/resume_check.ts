@@ -1,10 +1,11 @@
 import { ErrorCode, PresyncError } from "../errors.ts";
 import type { SourceState } from "../source/source_state.ts";
+import { reseedHint } from "../volume/volume_identity.ts";
 
 /** How to start over when the two sides' generations cannot be reconciled. */
 function resyncAdvice(state: Pick<SourceState, "dir" | "identity">): string {
-  return `Nothing was sent. To resync the volume in full: stop the agent, remove ${state.dir} ` +
-    `and the destination's replica of ${state.identity.name}, then start the agent again.`;
+  return `Nothing was sent. ${state.dir} is this agent's state for the volume; ` +
+    reseedHint(state.identity.name) + ".";
 }
 
 /**

@@ -14,7 +14,7 @@ const PIECE_BYTES = 8 * 1024 * 1024;
  * bounded whatever the volume size.
  */
 export async function diffImageWithManifest(
-  file: FileHandle,
+  file: Pick<FileHandle, "read">,
   manifest: ManifestFile,
   identity: VolumeIdentity,
 ): Promise<Extent[]> {

@@ -38,7 +38,20 @@ export class ManifestFile {
       `open manifest ${path}`,
       () => fs.open(path, { write: true, ...options }),
     );
-    const size = await file.size();
+    return ManifestFile.over(file, path, blocks, options);
+  }
+
+  /**
+   * A manifest over an open `file` (named `path` in messages), which it then owns; with
+   * `create`, an empty file is sized first. A file of another size is refused as damaged.
+   */
+  static async over(
+    file: FileHandle,
+    path: string,
+    blocks: number,
+    options: { create?: boolean } = {},
+  ): Promise<ManifestFile> {
+    const size = await io(`size manifest ${path}`, () => file.size());
     if (size !== blocks * ENTRY_BYTES) {
       if (options.create && size === 0) {
         await io(`size manifest ${path}`, () => file.truncate(blocks * ENTRY_BYTES));

@@ -105,6 +105,17 @@ function gib(bytes: number): string {
 }
 
 /**
+ * What to do when a volume must start over with a full sync while the source keeps state for
+ * it (a resized source image, a replica deleted or replaced at the destination): the words
+ * every such error ends with (docs/STORE.md, "Creating, deleting and re-seeding").
+ */
+export function reseedHint(name: string): string {
+  return `to re-seed it with a full sync, stop the agent, remove its state for the volume ` +
+    `(--state DIR/${name}; for sync --local, its --state directory), delete the ` +
+    `destination's replica (\`presync delete ${name} --yes\`) and start again`;
+}
+
+/**
  * Throws `VOLUME_MISMATCH` with a message saying what differs and what to do, unless the
  * two identities describe the same volume.
  */
@@ -135,7 +146,9 @@ export function assertSameVolume(expected: VolumeIdentity, received: VolumeIdent
       `destination volume \`${expected.name}\` does not match the source: ${
         problems.join("; ")
       }. ` +
-        `Re-initialise the destination volume (presync init) to start a full resync.`,
+        `To re-seed it from this source, delete the destination's replica ` +
+        `(\`presync delete ${expected.name} --yes\` where presync serve runs): the next sync ` +
+        `creates it anew and sends everything.`,
     );
   }
 }

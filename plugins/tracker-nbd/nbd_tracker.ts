@@ -5,7 +5,7 @@ import { DenoFileSystem } from "../../agent/fs/deno_file_system.ts";
 import { io } from "../../agent/fs/io_error.ts";
 import { type NbdAddress, type NbdExport, NbdServer, PositionalFile } from "../../agent/nbd/mod.ts";
 import type { Cut, Tracker } from "../../agent/tracker.ts";
-import { blockCount, type VolumeIdentity } from "../../agent/volume/volume_identity.ts";
+import { blockCount, reseedHint, type VolumeIdentity } from "../../agent/volume/volume_identity.ts";
 import { NbdCut } from "./nbd_cut.ts";
 import { DEFAULT_PRESERVE_MEMORY_BYTES, PreservedBlocks } from "./preserved_blocks.ts";
 
@@ -86,7 +86,7 @@ export class NbdTracker implements Tracker {
         throw new PresyncError(
           ErrorCode.VOLUME_MISMATCH,
           `source image ${imagePath} is ${size} bytes but volume \`${identity.name}\` was ` +
-            `initialised at ${identity.sizeBytes} bytes; a resized volume needs a new init`,
+            `initialised at ${identity.sizeBytes} bytes; ${reseedHint(identity.name)}`,
         );
       }
       await io(`create ${stateDir}`, () => Deno.mkdir(stateDir, { recursive: true }));

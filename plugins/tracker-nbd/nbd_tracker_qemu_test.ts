@@ -4,6 +4,7 @@ import { DenoFileSystem } from "../../agent/fs/deno_file_system.ts";
 import { type NbdAddress, nbdUri } from "../../agent/nbd/mod.ts";
 import { SourceState } from "../../agent/source/source_state.ts";
 import { ReplicaStore } from "../../agent/store/replica_store.ts";
+import { DirectoryBackend } from "../store-directory/mod.ts";
 import type { ReplicaVolume } from "../../agent/store/replica_volume.ts";
 import { sendGeneration } from "../../agent/sync/send_generation.ts";
 import type { Cut } from "../../agent/tracker.ts";
@@ -34,7 +35,7 @@ async function rig(name = "vm1"): Promise<Rig> {
   await createSparseImage(image, SIZE);
   const identity = newVolumeIdentity(name, SIZE, BLOCK);
   const state = await SourceState.init(fs, `${dir}/state`, identity);
-  const replica = await new ReplicaStore(fs, `${dir}/store`).init(identity);
+  const replica = await new ReplicaStore(new DirectoryBackend(fs, `${dir}/store`)).init(identity);
   using nothing = new Bitmap(SIZE / BLOCK);
   const tracker = await createNbdTracker({
     imagePath: image,

@@ -19,7 +19,7 @@
  *
  * Offline image (VM shut down, or between runs), with `qemu-img`:
  *
- * 1. Once, at `presync init`: `qemu-img bitmap --add disk.qcow2 presync-1` (an enabled,
+ * 1. Once, before the first sync: `qemu-img bitmap --add disk.qcow2 presync-1` (an enabled,
  *    persistent bitmap) — the first generation is a full send anyway.
  * 2. For each generation g, while the VM is not running:
  *    - `qemu-img bitmap --add disk.qcow2 presync-<g+1>` — record from now on into g+1;

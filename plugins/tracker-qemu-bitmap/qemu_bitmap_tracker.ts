@@ -8,7 +8,7 @@ import {
   type StatusExtent,
 } from "../../agent/nbd/mod.ts";
 import type { Cut, Tracker } from "../../agent/tracker.ts";
-import { blockCount, type VolumeIdentity } from "../../agent/volume/volume_identity.ts";
+import { blockCount, reseedHint, type VolumeIdentity } from "../../agent/volume/volume_identity.ts";
 
 /** Options of {@linkcode QemuBitmapTracker}. */
 export interface QemuBitmapTrackerOptions {
@@ -81,7 +81,7 @@ export class QemuBitmapTracker implements Tracker {
       throw new PresyncError(
         ErrorCode.VOLUME_MISMATCH,
         `NBD export "${exportName}" is ${client.sizeBytes} bytes but volume ` +
-          `\`${identity.name}\` is ${identity.sizeBytes}; a resized volume needs a new init`,
+          `\`${identity.name}\` is ${identity.sizeBytes}; ${reseedHint(identity.name)}`,
       );
     }
     return client;

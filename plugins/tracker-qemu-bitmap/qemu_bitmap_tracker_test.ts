@@ -3,6 +3,7 @@ import { Bitmap } from "../../agent/core/mod.ts";
 import { DenoFileSystem } from "../../agent/fs/deno_file_system.ts";
 import { SourceState } from "../../agent/source/source_state.ts";
 import { ReplicaStore } from "../../agent/store/replica_store.ts";
+import { DirectoryBackend } from "../store-directory/mod.ts";
 import { sendGeneration } from "../../agent/sync/send_generation.ts";
 import { newVolumeIdentity } from "../../agent/volume/volume_identity.ts";
 import { assertRejectsCode } from "../../fixtures/assert.ts";
@@ -56,7 +57,9 @@ Deno.test({
       await runTool("qemu-img", ["bitmap", "--disable", disk, "presync-1"]);
       const identity = newVolumeIdentity("vm2", SIZE, BLOCK);
       const state = await SourceState.init(fs, `${dir}/state`, identity);
-      const replica = await new ReplicaStore(fs, `${dir}/store`).init(identity);
+      const replica = await new ReplicaStore(new DirectoryBackend(fs, `${dir}/store`)).init(
+        identity,
+      );
       const socket = `${dir}/q.sock`;
       const server = await startQemuNbd(socket, [
         "--read-only",

@@ -1,3 +1,4 @@
+import { DirectoryBackend } from "../store-directory/mod.ts";
 /**
  * A rig for the QEMU tracker's tests: a QEMU without a guest whose drive `drive0` (node
  * `disk0`) is a raw or qcow2 image, a second QMP monitor through which the test writes
@@ -50,7 +51,9 @@ export class TrackerRig implements AsyncDisposable {
       await Deno.mkdir(`${rig.dir}/work`);
       const identity = newVolumeIdentity(VOLUME, SIZE, BLOCK);
       rig.state = await SourceState.init(rig.fs, `${rig.dir}/state`, identity);
-      rig.replica = await new ReplicaStore(rig.fs, `${rig.dir}/store`).init(identity);
+      rig.replica = await new ReplicaStore(new DirectoryBackend(rig.fs, `${rig.dir}/store`)).init(
+        identity,
+      );
       await rig.startQemu();
     } catch (err) {
       await rig[Symbol.asyncDispose]();

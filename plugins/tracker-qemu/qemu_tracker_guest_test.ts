@@ -1,3 +1,4 @@
+import { DirectoryBackend } from "../store-directory/mod.ts";
 import assert from "node:assert/strict";
 import { DenoFileSystem } from "../../agent/fs/deno_file_system.ts";
 import { QmpVmControl } from "../../agent/qemu/mod.ts";
@@ -48,7 +49,9 @@ Deno.test({
       await Deno.mkdir(`${dir}/work`);
       const identity = newVolumeIdentity("vm", SIZE, 64 * 1024);
       const state = await SourceState.init(fs, `${dir}/state`, identity);
-      const replica = await new ReplicaStore(fs, `${dir}/store`).init(identity);
+      const replica = await new ReplicaStore(new DirectoryBackend(fs, `${dir}/store`)).init(
+        identity,
+      );
       let tracker: QemuTracker | null = null;
       try {
         let lastDurable = 0;

@@ -7,7 +7,7 @@ import { io } from "../../agent/fs/io_error.ts";
 import { RateLimiter, throttle } from "../../agent/rate_limiter.ts";
 import type { Cut, Tracker } from "../../agent/tracker.ts";
 import type { ManifestFile } from "../../agent/volume/manifest_file.ts";
-import { blockCount, type VolumeIdentity } from "../../agent/volume/volume_identity.ts";
+import { blockCount, reseedHint, type VolumeIdentity } from "../../agent/volume/volume_identity.ts";
 
 /** Images at least this large are hashed on every core (workers cost ~0.1 s to start). */
 export const PARALLEL_SCAN_MIN_BYTES = 256 * 1024 * 1024;
@@ -72,8 +72,7 @@ export class ScanTracker implements Tracker {
       throw new PresyncError(
         ErrorCode.VOLUME_MISMATCH,
         `source image ${imagePath} is now ${size} bytes but volume \`${identity.name}\` was ` +
-          `initialised at ${identity.sizeBytes} bytes; a resized volume needs a new init ` +
-          `(presync init) and a full sync`,
+          `initialised at ${identity.sizeBytes} bytes; ${reseedHint(identity.name)}`,
       );
     }
     return image;

@@ -71,6 +71,8 @@ function watched(fs: FileSystem, onImageRead: (bytes: number) => void): FileSyst
     syncDir: (path) => fs.syncDir(path),
     exists: (path) => fs.exists(path),
     readDir: (path) => fs.readDir(path),
+    allocatedBytes: (path) => fs.allocatedBytes(path),
+    tryLock: (path, mode) => fs.tryLock(path, mode),
   };
 }
 

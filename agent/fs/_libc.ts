@@ -1,0 +1,56 @@
+/**
+ * The two Linux calls Deno has no API for, reached through `Deno.dlopen` on glibc:
+ * `fallocate(2)` (claim disk space, punch holes) and `flock(2)` with `LOCK_NB` (a lock that
+ * does not wait). Both work on the real file descriptors `node:fs` hands out in Deno 2.9.6.
+ * Where the library cannot be loaded (not Linux, no `--allow-ffi`), {@linkcode libc} is null
+ * and callers fall back (write zeros instead of claiming, no advisory locks).
+ *
+ * @module
+ */
+
+/** `fallocate` mode: deallocate the range, keep the file size (PUNCH_HOLE | KEEP_SIZE). */
+export const FALLOC_FL_PUNCH_HOLE = 0x02 | 0x01;
+/** `flock` operations. */
+export const LOCK_SH = 1;
+export const LOCK_EX = 2;
+export const LOCK_NB = 4;
+/** errno values we branch on. */
+export const EWOULDBLOCK = 11;
+export const ENOSPC = 28;
+export const EOPNOTSUPP = 95;
+export const ENOSYS = 38;
+
+const SYMBOLS = {
+  fallocate: { parameters: ["i32", "i32", "i64", "i64"], result: "i32" },
+  flock: { parameters: ["i32", "i32"], result: "i32" },
+  __errno_location: { parameters: [], result: "pointer" },
+} as const;
+
+/** The loaded calls; each returns 0 or -1 and `errno()` tells why. */
+export interface Libc {
+  fallocate(fd: number, mode: number, offset: number, length: number): number;
+  flock(fd: number, operation: number): number;
+  /** errno of the last failed call on this thread (read right after the call). */
+  errno(): number;
+}
+
+let loaded: Libc | null | undefined;
+
+/** The calls, loaded on first use; null where they cannot be. */
+export function libc(): Libc | null {
+  if (loaded !== undefined) return loaded;
+  loaded = null;
+  if (Deno.build.os !== "linux") return loaded;
+  try {
+    const lib = Deno.dlopen("libc.so.6", SYMBOLS);
+    const { fallocate, flock, __errno_location } = lib.symbols;
+    loaded = {
+      fallocate: (fd, mode, offset, length) => fallocate(fd, mode, BigInt(offset), BigInt(length)),
+      flock: (fd, operation) => flock(fd, operation),
+      errno: () => new Deno.UnsafePointerView(__errno_location()!).getInt32(),
+    };
+  } catch {
+    // No FFI permission or no glibc: the callers' fallbacks apply.
+  }
+  return loaded;
+}

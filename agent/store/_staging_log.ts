@@ -1,0 +1,193 @@
+import { blake3 } from "../core/mod.ts";
+import { concatBytes, constantTimeEqual } from "../bytes.ts";
+import { ErrorCode, PresyncError } from "../errors.ts";
+import type { FileHandle } from "../fs/file_system.ts";
+import { io } from "../fs/io_error.ts";
+import { YIELD_EVERY_BYTES, yieldToEventLoop } from "../yield.ts";
+import {
+  decodeRecordHeader,
+  encodeRecordHeader,
+  KIND_DATA,
+  KIND_ZERO,
+  RECORD_HEADER_BYTES,
+  type RecordHeader,
+} from "./_staging_record.ts";
+import type { StagingBackend } from "./replica_backend.ts";
+
+/** Bytes of log read per step when walking it. */
+const LOG_READ_BYTES = 8 * 1024 * 1024;
+
+/** A verified block to append: its bytes (null: zeros) and their hash. */
+export interface LogBlock {
+  block: number;
+  data: Uint8Array | null;
+  hash: Uint8Array;
+}
+
+/** What a record must agree with to be used (see {@linkcode StagingLog.forEachRecord}). */
+export interface RecordCheck {
+  /** Largest payload: the block size. */
+  maxLength: number;
+  /** Blocks of the volume. */
+  blocks: number;
+  /** Whether the block was received (the record must be for a received block). */
+  received(block: number): boolean;
+  /** The hash recorded for the block in the staged hashes. */
+  hashOf(block: number): Promise<Uint8Array>;
+}
+
+/**
+ * The append-only staging log (docs/STORE.md, "Staging log"): records of verified blocks,
+ * only the first `length` bytes of which were acknowledged by a flush.
+ */
+export class StagingLog {
+  readonly #file: FileHandle;
+  readonly #path: string;
+  #length: number;
+  /** Log offset of each record appended since the log was opened, by block. */
+  readonly #offsets = new Map<number, number>();
+
+  private constructor(file: FileHandle, path: string, length: number) {
+    this.#file = file;
+    this.#path = path;
+    this.#length = length;
+  }
+
+  /** Opens the log of `backend`, cut back to the `flushedLength` bytes a flush acknowledged. */
+  static async open(backend: StagingBackend, flushedLength: number): Promise<StagingLog> {
+    const path = `${backend.location}/log`;
+    const file = await io(`open ${path}`, () => backend.openLog());
+    try {
+      const size = await io(`size ${path}`, () => file.size());
+      if (size < flushedLength) {
+        throw new PresyncError(
+          ErrorCode.STORE_CORRUPT,
+          `${path} is ${size} bytes but ${flushedLength} were flushed`,
+        );
+      }
+      // Cut off whatever was appended after the last flush: it was never acknowledged.
+      if (size > flushedLength) await io(`truncate ${path}`, () => file.truncate(flushedLength));
+    } catch (err) {
+      file.close();
+      throw err;
+    }
+    return new StagingLog(file, path, flushedLength);
+  }
+
+  /** Bytes of records in the log. */
+  get length(): number {
+    return this.#length;
+  }
+
+  /** Appends one record per block, in one write; on failure the log is as it was. */
+  async append(blocks: LogBlock[]): Promise<void> {
+    const records = blocks.map(({ block, data, hash }) => {
+      const record = new Uint8Array(RECORD_HEADER_BYTES + (data?.length ?? 0));
+      encodeRecordHeader(
+        { block, kind: data ? KIND_DATA : KIND_ZERO, length: data?.length ?? 0, hash },
+        record,
+      );
+      if (data) record.set(data, RECORD_HEADER_BYTES);
+      return record;
+    });
+    const batch = concatBytes(records);
+    try {
+      await io(`append to ${this.#path}`, () => this.#file.write(this.#length, batch));
+    } catch (err) {
+      await this.#file.truncate(this.#length).catch(() => {});
+      throw err;
+    }
+    let offset = this.#length;
+    for (let i = 0; i < records.length; i++) {
+      this.#offsets.set(blocks[i].block, offset);
+      offset += records[i].length;
+    }
+    this.#length += batch.length;
+  }
+
+  /** Makes the records appended so far durable. */
+  sync(): Promise<void> {
+    return io(`sync ${this.#path}`, () => this.#file.sync());
+  }
+
+  /**
+   * Calls `fn` for every record, in order, with its payload (empty for a zero block), after
+   * checking it against `check`: a received block not seen before, the hash recorded for it,
+   * a payload matching that hash. Throws `STORE_CORRUPT` naming the record otherwise.
+   */
+  async forEachRecord(
+    check: RecordCheck,
+    fn: (header: RecordHeader, payload: Uint8Array) => Promise<void>,
+  ): Promise<void> {
+    let buffer = new Uint8Array(0);
+    let bufferStart = 0;
+    const readAt = async (offset: number, length: number): Promise<Uint8Array> => {
+      if (offset < bufferStart || offset + length > bufferStart + buffer.length) {
+        buffer = new Uint8Array(Math.max(LOG_READ_BYTES, length));
+        const n = await io(`read ${this.#path}`, () => this.#file.read(offset, buffer));
+        buffer = buffer.subarray(0, n);
+        bufferStart = offset;
+        if (n < length) throw corrupt(`${this.#path} ends inside the record at byte ${offset}`);
+      }
+      return buffer.subarray(offset - bufferStart, offset - bufferStart + length);
+    };
+    const seen = new Set<number>();
+    let checkedBytes = 0;
+    for (let offset = 0; offset < this.#length;) {
+      const header = decodeRecordHeader(
+        await readAt(offset, RECORD_HEADER_BYTES),
+        offset,
+        check.maxLength,
+      );
+      const payload = await readAt(offset + RECORD_HEADER_BYTES, header.length);
+      const ok = header.block < check.blocks && check.received(header.block) &&
+        !seen.has(header.block) &&
+        constantTimeEqual(header.hash, await check.hashOf(header.block)) &&
+        (header.kind === KIND_ZERO || constantTimeEqual(blake3(payload), header.hash));
+      if (!ok) {
+        throw corrupt(
+          `staging record for block ${header.block} at byte ${offset} of ${this.#path} ` +
+            `does not match its hash`,
+        );
+      }
+      seen.add(header.block);
+      await fn(header, payload);
+      checkedBytes += header.length;
+      if (checkedBytes >= YIELD_EVERY_BYTES) {
+        checkedBytes = 0;
+        await yieldToEventLoop();
+      }
+      offset += RECORD_HEADER_BYTES + header.length;
+    }
+  }
+
+  /**
+   * The bytes (`length` of them) of `block` when it was appended since the log was opened,
+   * checked against its hash; null otherwise.
+   */
+  async readBlock(block: number, length: number): Promise<Uint8Array | null> {
+    const offset = this.#offsets.get(block);
+    if (offset === undefined) return null;
+    const record = new Uint8Array(RECORD_HEADER_BYTES + length);
+    const n = await io(`read ${this.#path}`, () => this.#file.read(offset, record));
+    const header = decodeRecordHeader(record.subarray(0, RECORD_HEADER_BYTES), offset, length);
+    if (header.block !== block) {
+      throw corrupt(`${this.#path}: no record of block ${block} at ${offset}`);
+    }
+    if (header.kind === KIND_ZERO) return new Uint8Array(length);
+    const payload = record.subarray(RECORD_HEADER_BYTES, RECORD_HEADER_BYTES + header.length);
+    if (n < record.length || !constantTimeEqual(blake3(payload), header.hash)) {
+      throw corrupt(`staging record of block ${block} in ${this.#path} does not match its hash`);
+    }
+    return payload;
+  }
+
+  /** Closes the file. Idempotent. */
+  close(): void {
+    this.#file.close();
+  }
+}
+
+function corrupt(message: string): PresyncError {
+  return new PresyncError(ErrorCode.STORE_CORRUPT, message);
+}

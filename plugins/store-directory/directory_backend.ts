@@ -1,0 +1,186 @@
+import { ErrorCode, PresyncError } from "../../agent/errors.ts";
+import { atomicWrite, mkdirDurable, readWhole } from "../../agent/fs/atomic_write.ts";
+import type { FileHandle, FileLock, FileSystem } from "../../agent/fs/file_system.ts";
+import { io, toIoError } from "../../agent/fs/io_error.ts";
+import type {
+  ReplicaBackend,
+  ReplicaImage,
+  SpaceUsage,
+  VolumeBackend,
+} from "../../agent/store/replica_backend.ts";
+import { ENTRY_BYTES } from "../../agent/volume/block_hashes.ts";
+import {
+  blockCount,
+  validateVolumeName,
+  type VolumeIdentity,
+} from "../../agent/volume/volume_identity.ts";
+import { DirectoryImage } from "./_directory_image.ts";
+import { DirectoryStaging } from "./_directory_staging.ts";
+
+/** Prefix of a volume directory being removed (no volume name starts with a dot). */
+const REMOVING_PREFIX = ".deleted.";
+
+/**
+ * A store that is a directory with one subdirectory per volume: `image`, `manifest`,
+ * `meta.json`, `staging/` (docs/STORE.md). Volume names are validated, so no name reaches
+ * outside the root.
+ *
+ * @example
+ * ```ts ignore
+ * import { DenoFileSystem } from "../../agent/fs/deno_file_system.ts";
+ * import { ReplicaStore } from "../../agent/store/replica_store.ts";
+ * const store = new ReplicaStore(new DirectoryBackend(new DenoFileSystem(), "/srv/presync"));
+ * ```
+ */
+export class DirectoryBackend implements ReplicaBackend, SpaceUsage {
+  readonly location: string;
+  readonly #fs: FileSystem;
+
+  constructor(fs: FileSystem, root: string) {
+    this.#fs = fs;
+    this.location = root;
+  }
+
+  #dir(name: string): string {
+    return `${this.location}/${validateVolumeName(name)}`;
+  }
+
+  async list(): Promise<string[]> {
+    if (!(await this.#fs.exists(this.location))) return [];
+    const names: string[] = [];
+    for (const name of await this.#fs.readDir(this.location)) {
+      if (!isVolumeName(name)) continue;
+      if (await this.#fs.exists(`${this.location}/${name}/meta.json`)) names.push(name);
+    }
+    return names.sort();
+  }
+
+  volume(name: string): VolumeBackend {
+    return new DirectoryVolume(this.#fs, this.location, validateVolumeName(name));
+  }
+
+  async create(identity: VolumeIdentity): Promise<void> {
+    const fs = this.#fs;
+    const dir = this.#dir(identity.name);
+    if (await fs.exists(`${dir}/meta.json`)) {
+      throw new PresyncError(
+        ErrorCode.VOLUME_EXISTS,
+        `volume ${identity.name} already exists in ${this.location}`,
+      );
+    }
+    await mkdirDurable(fs, this.location);
+    // A remnant of a crashed create or remove: it has no metadata, nothing to keep.
+    await fs.remove(dir);
+    await fs.remove(`${this.location}/${REMOVING_PREFIX}${identity.name}`);
+    await mkdirDurable(fs, dir);
+    await createZeroFile(fs, `${dir}/image`, identity.sizeBytes);
+    await createZeroFile(fs, `${dir}/manifest`, blockCount(identity) * ENTRY_BYTES);
+    await fs.syncDir(dir);
+  }
+
+  async remove(name: string): Promise<void> {
+    const fs = this.#fs;
+    const dir = this.#dir(name);
+    const removing = `${this.location}/${REMOVING_PREFIX}${name}`;
+    if (await fs.exists(dir)) {
+      // Renamed away first: from then on the volume is not listed, whatever happens next.
+      await fs.remove(removing);
+      await fs.rename(dir, removing);
+      await fs.syncDir(this.location);
+    }
+    const overlay = `${this.location}/${name}.overlay`;
+    await fs.remove(`${overlay}.map`);
+    await fs.remove(overlay);
+    await fs.remove(removing);
+    if (await fs.exists(this.location)) await fs.syncDir(this.location);
+  }
+
+  allocatedBytes(name: string): Promise<number> {
+    return this.#fs.allocatedBytes(this.#dir(name));
+  }
+}
+
+function isVolumeName(name: string): boolean {
+  try {
+    validateVolumeName(name);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+async function createZeroFile(fs: FileSystem, path: string, sizeBytes: number): Promise<void> {
+  const file = await fs.open(path, { create: true });
+  try {
+    await file.truncate(0);
+    await file.truncate(sizeBytes);
+    await file.sync();
+  } finally {
+    file.close();
+  }
+}
+
+/** One volume directory. */
+class DirectoryVolume implements VolumeBackend {
+  readonly name: string;
+  readonly location: string;
+  readonly overlayPath: string;
+  readonly staging: DirectoryStaging;
+  readonly #fs: FileSystem;
+
+  constructor(fs: FileSystem, root: string, name: string) {
+    this.#fs = fs;
+    this.name = name;
+    this.location = `${root}/${name}`;
+    this.overlayPath = `${root}/${name}.overlay`;
+    this.staging = new DirectoryStaging(fs, this.location);
+  }
+
+  readMeta(): Promise<Uint8Array | null> {
+    const path = `${this.location}/meta.json`;
+    return io(`read ${path}`, () => readWhole(this.#fs, path));
+  }
+
+  writeMeta(bytes: Uint8Array): Promise<void> {
+    const path = `${this.location}/meta.json`;
+    return io(`write ${path}`, () => atomicWrite(this.#fs, path, bytes));
+  }
+
+  async openImage(mode: "read" | "write"): Promise<ReplicaImage> {
+    const path = `${this.location}/image`;
+    const file = await this.#open(path, mode);
+    try {
+      const size = await io(`size ${path}`, () => file.size());
+      return new DirectoryImage(file, path, size);
+    } catch (err) {
+      file.close();
+      throw err;
+    }
+  }
+
+  openManifest(mode: "read" | "write"): Promise<FileHandle> {
+    return this.#open(`${this.location}/manifest`, mode);
+  }
+
+  async lock(mode: "shared" | "exclusive"): Promise<FileLock | null> {
+    if (!(await this.#fs.exists(this.location))) throw this.#notFound();
+    return await io(`lock ${this.location}`, () => this.#fs.tryLock(this.location, mode));
+  }
+
+  async #open(path: string, mode: "read" | "write"): Promise<FileHandle> {
+    try {
+      return await this.#fs.open(path, { write: mode === "write" });
+    } catch (err) {
+      if (err instanceof Deno.errors.NotFound) throw this.#notFound(err);
+      throw toIoError(err, `open ${path}`);
+    }
+  }
+
+  #notFound(cause?: unknown): PresyncError {
+    return new PresyncError(
+      ErrorCode.VOLUME_NOT_FOUND,
+      `no replica of volume ${this.name} in ${this.location}`,
+      { cause },
+    );
+  }
+}

@@ -1,0 +1,140 @@
+/**
+ * The first local sync of a new volume (`presync sync --local`), side by side: the tree
+ * as it is against a named baseline revision (by default the one before seeding in place,
+ * when the first generation was staged, claimed with zeros and applied: three writes per
+ * block), and a plain `dd … conv=fdatasync` copy of the same image onto the same disk (the
+ * raw write speed the goal is measured against). Prints one markdown table (kept in
+ * docs/BENCHMARKS.md) with wall time, throughput, bytes written to the disk and peak RSS.
+ *
+ *     deno run -A scripts/bench_seed.ts [--size-gib 4] [--baseline bf648b7] [--dir DIR]
+ *                                       [--runs 1]
+ *
+ * Needs `git` (to export the baseline) and GNU `time`. Runs are interleaved (baseline,
+ * current, dd, baseline, …) so a change in the machine's load hits all of them alike.
+ *
+ * @module
+ */
+
+import { parseArgs } from "node:util";
+import { Prng } from "../fixtures/prng.ts";
+import { median } from "./_bench_timing.ts";
+
+const { values: flags } = parseArgs({
+  args: Deno.args,
+  options: {
+    "size-gib": { type: "string", default: "4" },
+    baseline: { type: "string", default: "bf648b7" },
+    dir: { type: "string" },
+    runs: { type: "string", default: "1" },
+  },
+});
+
+const GiB = 2 ** 30;
+const sizeBytes = Number(flags["size-gib"]) * GiB;
+const runs = Number(flags.runs);
+const repo = new URL("..", import.meta.url).pathname;
+const dir = flags.dir ?? await Deno.makeTempDir({ prefix: "presync-bench-seed-" });
+const image = `${dir}/image.raw`;
+
+/** What one run measured (GNU time's wall clock, file system outputs and peak RSS). */
+interface Run {
+  seconds: number;
+  writtenBytes: number;
+  peakRssBytes: number;
+}
+
+async function run(argv: string[]): Promise<Run> {
+  const out = await new Deno.Command("/usr/bin/time", {
+    args: ["-f", "%e %O %M", ...argv],
+    stdout: "null",
+    stderr: "piped",
+  }).output();
+  const text = new TextDecoder().decode(out.stderr).trim();
+  if (!out.success) throw new Error(`${argv.join(" ")} failed:\n${text}`);
+  const [seconds, outputs, rssKiB] = text.split("\n").at(-1)!.split(" ").map(Number);
+  return { seconds, writtenBytes: outputs * 512, peakRssBytes: rssKiB * 1024 };
+}
+
+async function makeImage(): Promise<void> {
+  try {
+    if ((await Deno.stat(image)).size === sizeBytes) return;
+  } catch {
+    // Made below.
+  }
+  // Incompressible and without zero blocks: every block is sent and written.
+  const prng = new Prng(1818);
+  const chunk = prng.fill(new Uint8Array(64 * 1024 * 1024));
+  const file = await Deno.open(image, { write: true, create: true, truncate: true });
+  for (let at = 0; at < sizeBytes; at += chunk.length) {
+    chunk[0] = at / chunk.length;
+    await file.write(chunk.subarray(0, Math.min(chunk.length, sizeBytes - at)));
+  }
+  file.close();
+}
+
+async function exportBaseline(rev: string): Promise<string> {
+  const tree = `${dir}/baseline-${rev}`;
+  await Deno.mkdir(tree, { recursive: true });
+  const archive = await new Deno.Command("sh", {
+    args: ["-c", `git -C '${repo}' archive '${rev}' | tar -x -C '${tree}'`],
+  }).output();
+  if (!archive.success) throw new Error(new TextDecoder().decode(archive.stderr));
+  return tree;
+}
+
+/** A first local sync with the tree at `root`, into a fresh store on the bench disk. */
+async function firstSync(root: string): Promise<Run> {
+  await Deno.remove(`${dir}/store`, { recursive: true }).catch(() => {});
+  await Deno.remove(`${dir}/state`, { recursive: true }).catch(() => {});
+  const result = await run([
+    Deno.execPath(),
+    "run",
+    "-A",
+    `${root}/agent/main.ts`,
+    "sync",
+    "--local",
+    image,
+    `${dir}/store`,
+    "--volume",
+    "seed",
+    "--state",
+    `${dir}/state`,
+  ]);
+  await Deno.remove(`${dir}/store`, { recursive: true });
+  await Deno.remove(`${dir}/state`, { recursive: true });
+  return result;
+}
+
+async function ddCopy(): Promise<Run> {
+  const result = await run(["dd", `if=${image}`, `of=${dir}/dd.img`, "bs=1M", "conv=fdatasync"]);
+  await Deno.remove(`${dir}/dd.img`);
+  return result;
+}
+
+try {
+  await makeImage();
+  const baseline = await exportBaseline(flags.baseline!);
+  const contenders: [string, () => Promise<Run>][] = [
+    [`baseline ${flags.baseline} (staged: log, zeros, apply)`, () => firstSync(baseline)],
+    ["this tree (seeded in place)", () => firstSync(repo)],
+    ["dd bs=1M conv=fdatasync (raw write)", ddCopy],
+  ];
+  const results = new Map<string, Run[]>(contenders.map(([name]) => [name, []]));
+  for (let i = 0; i < runs; i++) {
+    for (const [name, fn] of contenders) results.get(name)!.push(await fn());
+  }
+  const mb = (bytes: number) => (bytes / 1e6).toFixed(0);
+  console.log(`first local sync of ${flags["size-gib"]} GiB, ${runs} run(s), median:\n`);
+  console.log("| what | seconds | MB/s | written to disk | peak RSS |");
+  console.log("| --- | ---: | ---: | ---: | ---: |");
+  for (const [name, list] of results) {
+    const seconds = median(list.map((r) => r.seconds));
+    console.log(
+      `| ${name} | ${seconds.toFixed(1)} | ${mb(sizeBytes / seconds)} | ` +
+        `${(median(list.map((r) => r.writtenBytes)) / GiB).toFixed(1)} GiB | ` +
+        `${(median(list.map((r) => r.peakRssBytes)) / 2 ** 20).toFixed(0)} MiB |`,
+    );
+  }
+} finally {
+  if (!flags.dir) await Deno.remove(dir, { recursive: true });
+}
