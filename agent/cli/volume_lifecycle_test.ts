@@ -91,9 +91,7 @@ seededTest("volumes and delete against a running serve: refused while the source
     try {
       const control = [
         "--control",
-        `127.0.0.1:${cluster.serveControl}`,
-        "--key-file",
-        `${root}/key`,
+        cluster.serveControl,
       ];
       const volumes = async () => {
         const listed = await presync("volumes", ...control, "--json");

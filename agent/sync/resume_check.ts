@@ -1,11 +1,12 @@
 import { ErrorCode, PresyncError } from "../errors.ts";
 import type { SourceState } from "../source/source_state.ts";
-import { reseedHint } from "../volume/volume_identity.ts";
 
 /** How to start over when the two sides' generations cannot be reconciled. */
 function resyncAdvice(state: Pick<SourceState, "dir" | "identity">): string {
-  return `Nothing was sent. ${state.dir} is this agent's state for the volume; ` +
-    reseedHint(state.identity.name) + ".";
+  const name = state.identity.name;
+  return `Nothing was sent. To resync the volume in full: stop the agent, remove ${state.dir} ` +
+    `and the destination's replica of ${name} (\`presync delete ${name} --yes\` there), then ` +
+    `start the agent again.`;
 }
 
 /**
