@@ -122,6 +122,10 @@ mgr initial modules =
 mgr stats period = 1
 mon mgr digest period = 1
 
+[client]
+# Clients (the CLI, tests) run many at once: no admin socket, whose fixed path they would share.
+admin socket =
+
 [mon]
 mon data = $dir/mon
 mon cluster log file = $dir/log/cluster.log

@@ -66,6 +66,11 @@ const RBD_SYMBOLS = {
   rbd_snap_rollback: { parameters: ["pointer", "buffer"], result: "i32", nonblocking: true },
   rbd_snap_protect: { parameters: ["pointer", "buffer"], result: "i32", nonblocking: true },
   rbd_snap_unprotect: { parameters: ["pointer", "buffer"], result: "i32", nonblocking: true },
+  rbd_snap_is_protected: {
+    parameters: ["pointer", "buffer", "buffer"],
+    result: "i32",
+    nonblocking: true,
+  },
   rbd_snap_list: { parameters: ["pointer", "buffer", "buffer"], result: "i32", nonblocking: true },
   rbd_snap_list_end: { parameters: ["buffer"], result: "void" },
   rbd_snap_get_timestamp: {

@@ -186,8 +186,8 @@ export class RbdImage implements AsyncDisposable {
   }
 
   /** Size, object size and features of the image. */
-  stat(): Promise<ImageStat> {
-    return this.#handle.run(async (image) => {
+  async stat(): Promise<ImageStat> {
+    return await this.#handle.run(async (image) => {
       const { rbd } = ceph();
       const info = new Uint8Array(IMAGE_INFO.BYTES);
       check(
@@ -212,9 +212,9 @@ export class RbdImage implements AsyncDisposable {
   }
 
   /** Grows or shrinks the image to `sizeBytes` (shrinking drops the data past the new end). */
-  resize(sizeBytes: number): Promise<void> {
+  async resize(sizeBytes: number): Promise<void> {
     checkBytes("sizeBytes", sizeBytes);
-    return this.#handle.run(async (image) => {
+    return await this.#handle.run(async (image) => {
       check(
         await ceph().rbd.rbd_resize(image, BigInt(sizeBytes)),
         `resize of ${this.name} to ${sizeBytes} bytes`,
@@ -226,8 +226,8 @@ export class RbdImage implements AsyncDisposable {
    * Selects what reads see: the snapshot `name`, or the writable head for null. Writes fail
    * with `IO` (EROFS) while a snapshot is selected.
    */
-  setReadSnapshot(name: string | null): Promise<void> {
-    return this.#handle.run(async (image) => {
+  async setReadSnapshot(name: string | null): Promise<void> {
+    return await this.#handle.run(async (image) => {
       const { rbd } = ceph();
       const arg = name === null ? null : cString(checkName("snapshot", name));
       const rc = arg
@@ -241,8 +241,8 @@ export class RbdImage implements AsyncDisposable {
    * The extents that changed since snapshot `fromSnapshot` (or that hold data at all, without
    * it), up to the snapshot selected by {@linkcode setReadSnapshot} or the head.
    */
-  diff(options: DiffOptions = {}): Promise<DiffExtent[]> {
-    return diffImage(this.#handle, options, () => this.stat());
+  async diff(options: DiffOptions = {}): Promise<DiffExtent[]> {
+    return await diffImage(this.#handle, options, () => this.stat());
   }
 
   /**
@@ -250,8 +250,8 @@ export class RbdImage implements AsyncDisposable {
    * clients that ask), so no other client can write until {@linkcode releaseExclusiveLock}.
    * Needs the `exclusive-lock` feature (on by default).
    */
-  acquireExclusiveLock(): Promise<void> {
-    return this.#handle.run(async (image) => {
+  async acquireExclusiveLock(): Promise<void> {
+    return await this.#handle.run(async (image) => {
       check(
         await ceph().rbd.rbd_lock_acquire(image, RBD_LOCK_MODE_EXCLUSIVE),
         `exclusive lock of ${this.name}`,
@@ -260,8 +260,8 @@ export class RbdImage implements AsyncDisposable {
   }
 
   /** Releases a lock taken with {@linkcode acquireExclusiveLock}. */
-  releaseExclusiveLock(): Promise<void> {
-    return this.#handle.run(async (image) => {
+  async releaseExclusiveLock(): Promise<void> {
+    return await this.#handle.run(async (image) => {
       check(
         await ceph().rbd.rbd_lock_release(image),
         `release of the exclusive lock of ${this.name}`,
@@ -270,8 +270,8 @@ export class RbdImage implements AsyncDisposable {
   }
 
   /** Whether this client holds the image's exclusive lock now. */
-  isExclusiveLockOwner(): Promise<boolean> {
-    return this.#handle.run(async (image) => {
+  async isExclusiveLockOwner(): Promise<boolean> {
+    return await this.#handle.run(async (image) => {
       const owner = new Int32Array(1);
       const bytes = new Uint8Array(owner.buffer);
       check(

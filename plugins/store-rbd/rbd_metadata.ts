@@ -27,7 +27,7 @@ export class RbdMetadata {
   }
 
   /** Sets `key` to `value` (one atomic update of the image header). */
-  set(key: string, value: string): Promise<void> {
+  async set(key: string, value: string): Promise<void> {
     const keyArg = cString(checkName("metadata key", key));
     if (value.includes("\0") || encoder.encode(value).length > MAX_METADATA_VALUE_BYTES) {
       throw new PresyncError(
@@ -37,7 +37,7 @@ export class RbdMetadata {
       );
     }
     const valueArg = cString(value);
-    return this.#handle.run(async (image) => {
+    return await this.#handle.run(async (image) => {
       check(
         await held(ceph().rbd.rbd_metadata_set(image, keyArg, valueArg), keyArg, valueArg),
         `setting metadata ${key} of ${this.#handle.label}`,
@@ -46,9 +46,9 @@ export class RbdMetadata {
   }
 
   /** The value of `key`, or undefined when the image has no such key. */
-  get(key: string): Promise<string | undefined> {
+  async get(key: string): Promise<string | undefined> {
     const keyArg = cString(checkName("metadata key", key));
-    return this.#handle.run(async (image) => {
+    return await this.#handle.run(async (image) => {
       const { rbd } = ceph();
       const length = new BigUint64Array([256n]);
       const lengthBytes = new Uint8Array(length.buffer);
@@ -70,18 +70,18 @@ export class RbdMetadata {
   }
 
   /** Removes `key`; does nothing when the image has no such key. */
-  remove(key: string): Promise<void> {
+  async remove(key: string): Promise<void> {
     const keyArg = cString(checkName("metadata key", key));
-    return this.#handle.run(async (image) => {
+    return await this.#handle.run(async (image) => {
       const rc = await held(ceph().rbd.rbd_metadata_remove(image, keyArg), keyArg);
       if (rc !== -Errno.ENOENT) check(rc, `removing metadata ${key} of ${this.#handle.label}`);
     });
   }
 
   /** Every key of the image with its value. */
-  list(): Promise<Map<string, string>> {
+  async list(): Promise<Map<string, string>> {
     const what = `listing the metadata of ${this.#handle.label}`;
-    return this.#handle.run(async (image) => {
+    return await this.#handle.run(async (image) => {
       const { rbd } = ceph();
       const lengths = new BigUint64Array([4096n, 4096n]);
       const keysLength = new Uint8Array(lengths.buffer, 0, 8);

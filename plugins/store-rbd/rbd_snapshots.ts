@@ -37,13 +37,13 @@ export class RbdSnapshots {
     this.#flush = flush;
   }
 
-  #call(
+  async #call(
     verb: string,
     name: string,
     fn: (image: Deno.PointerObject, arg: Uint8Array) => Promise<number>,
-  ) {
+  ): Promise<void> {
     const arg = cString(checkName("snapshot", name));
-    return this.#handle.run(async (image) => {
+    await this.#handle.run(async (image) => {
       check(await held(fn(image, arg), arg), `${verb} snapshot ${name} of ${this.#handle.label}`);
     });
   }
@@ -58,16 +58,20 @@ export class RbdSnapshots {
   }
 
   /** Removes snapshot `name` (`IO` when it is protected). */
-  remove(name: string): Promise<void> {
-    return this.#call("removing", name, (image, arg) => ceph().rbd.rbd_snap_remove(image, arg));
+  async remove(name: string): Promise<void> {
+    return await this.#call(
+      "removing",
+      name,
+      (image, arg) => ceph().rbd.rbd_snap_remove(image, arg),
+    );
   }
 
   /**
    * Makes the head equal to snapshot `name` again (all writes after it are lost). Other
    * clients must not write meanwhile; take the exclusive lock first when there may be some.
    */
-  rollback(name: string): Promise<void> {
-    return this.#call(
+  async rollback(name: string): Promise<void> {
+    return await this.#call(
       "rolling back to",
       name,
       (image, arg) => ceph().rbd.rbd_snap_rollback(image, arg),
@@ -75,23 +79,41 @@ export class RbdSnapshots {
   }
 
   /** Protects snapshot `name` from removal (needed before cloning it). */
-  protect(name: string): Promise<void> {
-    return this.#call("protecting", name, (image, arg) => ceph().rbd.rbd_snap_protect(image, arg));
+  async protect(name: string): Promise<void> {
+    return await this.#call(
+      "protecting",
+      name,
+      (image, arg) => ceph().rbd.rbd_snap_protect(image, arg),
+    );
   }
 
   /** Undoes {@linkcode protect}. */
-  unprotect(name: string): Promise<void> {
-    return this.#call(
+  async unprotect(name: string): Promise<void> {
+    return await this.#call(
       "unprotecting",
       name,
       (image, arg) => ceph().rbd.rbd_snap_unprotect(image, arg),
     );
   }
 
+  /** Whether snapshot `name` is protected. */
+  async isProtected(name: string): Promise<boolean> {
+    const arg = cString(checkName("snapshot", name));
+    return await this.#handle.run(async (image) => {
+      const flag = new Int32Array(1);
+      const bytes = new Uint8Array(flag.buffer);
+      check(
+        await held(ceph().rbd.rbd_snap_is_protected(image, arg, bytes), arg, bytes),
+        `reading the protection of snapshot ${name} of ${this.#handle.label}`,
+      );
+      return flag[0] !== 0;
+    });
+  }
+
   /** Every snapshot of the image, oldest first. */
-  list(): Promise<SnapshotInfo[]> {
+  async list(): Promise<SnapshotInfo[]> {
     const what = `listing the snapshots of ${this.#handle.label}`;
-    return this.#handle.run(async (image) => {
+    return await this.#handle.run(async (image) => {
       const { rbd } = ceph();
       const max = new Int32Array([16]);
       const maxBytes = new Uint8Array(max.buffer);
