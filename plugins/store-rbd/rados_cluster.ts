@@ -21,12 +21,12 @@ export interface RadosConnectOptions {
   keyringPath?: string;
   /**
    * How long connecting and each monitor command may take before failing with `TIMEOUT`
-   * (`client_mount_timeout`, `rados_mon_op_timeout`). Default 10 000.
+   * (`client_mount_timeout`, `rados_mon_op_timeout`; whole seconds, rounded up). Default 10 000.
    */
   connectTimeoutMs?: number;
   /**
    * How long one OSD operation (an image read or write) may take before failing with `TIMEOUT`
-   * (`rados_osd_op_timeout`); 0 waits forever. Default 30 000. A write that timed out may
+   * (`rados_osd_op_timeout`; whole seconds, rounded up); 0 waits forever. Default 30 000. A write that timed out may
    * still reach the OSD later: reconnect, and let the exclusive lock fence the old client.
    */
   opTimeoutMs?: number;
@@ -34,7 +34,8 @@ export interface RadosConnectOptions {
   config?: Record<string, string>;
 }
 
-const seconds = (ms: number) => String(ms / 1000);
+/** Ceph takes these timeouts in whole seconds: rounded up, so that a timeout never shrinks. */
+const seconds = (ms: number) => String(Math.ceil(ms / 1000));
 
 /**
  * A connected cluster. Open pools with {@linkcode openPool}; {@linkcode close} (or `await
