@@ -5,12 +5,15 @@
 #   qemu-img, qemu-io, qemu-nbd (qemu-utils), nbdinfo, nbdcopy (libnbd-bin) - real NBD peers
 #   rsync  - the evacuation benchmark's baseline
 #   openssl - test certificates for the TLS and QUIC transports
+#   ceph-mon, ceph-osd, ceph-mgr, ceph + rbd (ceph-common, which brings librados2 and librbd1) -
+#     the single-node Ceph cluster of scripts/ceph_dev.sh for the RBD tests and benchmark
 # Idempotent and quiet when everything is present. Needs root (apt-get) to install; without
 # it, says what is missing and carries on (the tests that need a tool then say they skip).
 set -euo pipefail
 
 declare -A package_of=([zstd]=zstd [b3sum]=b3sum [qemu-img]=qemu-utils [nbdinfo]=libnbd-bin
-  [rsync]=rsync [openssl]=openssl)
+  [rsync]=rsync [openssl]=openssl
+  [ceph-mon]=ceph-mon [ceph-osd]=ceph-osd [ceph-mgr]=ceph-mgr [rbd]=ceph-common)
 missing=()
 for tool in "${!package_of[@]}"; do
   command -v "$tool" >/dev/null 2>&1 || missing+=("${package_of[$tool]}")
