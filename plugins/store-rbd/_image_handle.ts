@@ -7,16 +7,21 @@
  */
 
 import { ErrorCode, PresyncError } from "../../agent/errors.ts";
+import { CompletionQueue } from "./_completions.ts";
 
 /** The open image handle and its name for messages, private to this folder. */
 export class ImageHandle {
   /** `pool/image` (or `pool/image@snapshot`), for error messages. */
   readonly label: string;
+  /** Where the image's aio requests complete. */
+  readonly completions: CompletionQueue;
   #pointer: Deno.PointerObject | null;
   #inflight = 0;
   #idle: (() => void)[] = [];
 
+  /** Wraps an image just opened; sets up its completion queue. */
   constructor(pointer: Deno.PointerObject, label: string) {
+    this.completions = CompletionQueue.open(pointer, label);
     this.#pointer = pointer;
     this.label = label;
   }
@@ -55,15 +60,19 @@ export class ImageHandle {
   }
 
   /**
-   * Refuses new calls, waits for those in flight, then runs `close` on the pointer once.
-   * Returns false when the handle was closed already.
+   * Refuses new calls, waits for those in flight, then runs `close` on the pointer once and
+   * releases the completion queue. Returns false when the handle was closed already.
    */
   async close(close: (image: Deno.PointerObject) => Promise<void>): Promise<boolean> {
     const image = this.#pointer;
     if (image === null) return false;
     this.#pointer = null;
     while (this.#inflight > 0) await new Promise<void>((wake) => this.#idle.push(wake));
-    await close(image);
+    try {
+      await close(image);
+    } finally {
+      this.completions.close();
+    }
     return true;
   }
 }

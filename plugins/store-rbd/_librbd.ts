@@ -51,6 +51,8 @@ const RBD_SYMBOLS = {
   rbd_get_features: { parameters: ["pointer", "buffer"], result: "i32", nonblocking: true },
   rbd_flush: { parameters: ["pointer"], result: "i32", nonblocking: true },
   rbd_aio_create_completion: { parameters: ["pointer", "function", "buffer"], result: "i32" },
+  rbd_set_image_notification: { parameters: ["pointer", "i32", "i32"], result: "i32" },
+  rbd_poll_io_events: { parameters: ["pointer", "buffer", "i32"], result: "i32" },
   rbd_aio_get_return_value: { parameters: ["pointer"], result: "isize" },
   rbd_aio_release: { parameters: ["pointer"], result: "void" },
   rbd_aio_write: { parameters: ["pointer", "u64", "usize", "buffer", "pointer"], result: "i32" },
@@ -109,19 +111,27 @@ const RBD_SYMBOLS = {
   },
 } as const satisfies Deno.ForeignLibraryInterface;
 
+const LIBC_SYMBOLS = {
+  eventfd: { parameters: ["u32", "i32"], result: "i32" },
+  read: { parameters: ["i32", "buffer", "usize"], result: "isize", nonblocking: true },
+  close: { parameters: ["i32"], result: "i32" },
+} as const satisfies Deno.ForeignLibraryInterface;
+
 /** The librados symbols. */
 export type RadosLib = Deno.DynamicLibrary<typeof RADOS_SYMBOLS>["symbols"];
 /** The librbd symbols. */
 export type RbdLib = Deno.DynamicLibrary<typeof RBD_SYMBOLS>["symbols"];
+/** The few libc symbols the completion queue needs (an eventfd and a blocking read of it). */
+export type LibcLib = Deno.DynamicLibrary<typeof LIBC_SYMBOLS>["symbols"];
 
-let libraries: { rados: RadosLib; rbd: RbdLib } | undefined;
+let libraries: { rados: RadosLib; rbd: RbdLib; libc: LibcLib } | undefined;
 
 /**
  * Opens both libraries once per process (they stay loaded: librados keeps threads of its own).
  *
  * @throws {PresyncError} `IO` when a library is not installed
  */
-export function ceph(): { rados: RadosLib; rbd: RbdLib } {
+export function ceph(): { rados: RadosLib; rbd: RbdLib; libc: LibcLib } {
   if (libraries) return libraries;
   const open = <S extends Deno.ForeignLibraryInterface>(file: string, symbols: S) => {
     try {
@@ -138,6 +148,7 @@ export function ceph(): { rados: RadosLib; rbd: RbdLib } {
   libraries = {
     rados: open("librados.so.2", RADOS_SYMBOLS),
     rbd: open("librbd.so.1", RBD_SYMBOLS),
+    libc: open("libc.so.6", LIBC_SYMBOLS),
   };
   return libraries;
 }

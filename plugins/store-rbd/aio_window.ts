@@ -60,17 +60,16 @@ export class AioWindow {
 
   #track(request: Promise<void>): void {
     this.#inflight++;
-    request.then(
-      () => {},
-      (err) => {
-        if (!this.#failed) {
-          this.#failed = true;
-          this.#error = err;
-        }
-      },
-    ).finally(() => {
+    const done = () => {
       this.#inflight--;
       for (const wake of this.#waiters.splice(0)) wake();
+    };
+    request.then(done, (err) => {
+      if (!this.#failed) {
+        this.#failed = true;
+        this.#error = err;
+      }
+      done();
     });
   }
 

@@ -100,6 +100,9 @@ export class RadosCluster implements AsyncDisposable {
         // Errors reach the caller as PresyncErrors; librados' own lines would only clutter stderr.
         log_to_stderr: "false",
         err_to_stderr: "false",
+        // Writeback from the first write, as in the rbd CLI: the guard keeps the cache
+        // write-through for guests that never flush; presync flushes before every snapshot.
+        rbd_cache_writethrough_until_flush: "false",
         ...(options.keyringPath === undefined ? {} : { keyring: options.keyringPath }),
         ...options.config,
       };

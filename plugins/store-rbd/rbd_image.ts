@@ -6,7 +6,6 @@
  */
 
 import { ErrorCode, PresyncError } from "../../agent/errors.ts";
-import { createCompletion } from "./_completions.ts";
 import { ImageHandle } from "./_image_handle.ts";
 import { ceph, cString, held } from "./_librbd.ts";
 import { checkBytes, checkName } from "./_names.ts";
@@ -61,6 +60,8 @@ const RBD_LOCK_MODE_EXCLUSIVE = 0;
 export class RbdImage implements AsyncDisposable {
   readonly #handle: ImageHandle;
   readonly #onClose: () => void;
+  readonly #size = new BigUint64Array(1);
+  readonly #sizeBytes = new Uint8Array(this.#size.buffer);
   /** The image's snapshots. */
   readonly snapshots: RbdSnapshots;
   /** The image's key/value metadata (`rbd image-meta`). */
@@ -84,46 +85,42 @@ export class RbdImage implements AsyncDisposable {
     return this.#handle.closed;
   }
 
-  /** Runs one aio call; `buffer` stays reachable until librbd completes it. */
+  /**
+   * Runs one aio call; `keep` stays reachable until librbd completes it. `describe` names the
+   * call for an error message (built only on failure: this is the hot path).
+   */
   async #aio(
-    what: string,
+    describe: () => string,
     submit: (image: Deno.PointerObject, completion: Deno.PointerValue) => number,
-    buffer?: Uint8Array,
+    keep?: Uint8Array,
   ): Promise<number> {
     const image = this.#handle.begin();
     try {
-      const completion = createCompletion();
-      const rc = submit(image, completion.pointer);
-      if (rc < 0) {
-        completion.abandon();
-        throw rbdError(rc, what);
-      }
-      const result = buffer ? await held(completion.result, buffer) : await completion.result;
-      return check(result, what);
+      const result = await this.#handle.completions.submit((c) => submit(image, c), keep);
+      if (result < 0) throw rbdError(result, describe());
+      return result;
     } finally {
       this.#handle.end();
     }
   }
 
   /** Throws `INVALID_ARGUMENT` unless `[offsetBytes, + lengthBytes)` lies inside the image. */
-  #checkRange(verb: string, offsetBytes: number, lengthBytes: number): string {
+  #checkRange(describe: () => string, offsetBytes: number, lengthBytes: number): void {
     checkBytes("offsetBytes", offsetBytes);
     checkBytes("lengthBytes", lengthBytes);
-    const text = `${verb} of ${lengthBytes} bytes to ${this.name} at offset ${offsetBytes}`;
     const image = this.#handle.begin();
     try {
-      const size = new BigUint64Array(1);
-      check(ceph().rbd.rbd_get_size(image, new Uint8Array(size.buffer)), `size of ${this.name}`);
-      if (offsetBytes + lengthBytes > Number(size[0])) {
+      check(ceph().rbd.rbd_get_size(image, this.#sizeBytes), `size of ${this.name}`);
+      const size = Number(this.#size[0]);
+      if (offsetBytes + lengthBytes > size) {
         throw new PresyncError(
           ErrorCode.INVALID_ARGUMENT,
-          `${text} goes past the end of the image (${size[0]} bytes): resize it first`,
+          `${describe()} goes past the end of the image (${size} bytes): resize it first`,
         );
       }
     } finally {
       this.#handle.end();
     }
-    return text;
   }
 
   /**
@@ -132,8 +129,10 @@ export class RbdImage implements AsyncDisposable {
    * would cut it short silently).
    */
   async write(offsetBytes: number, data: Uint8Array): Promise<void> {
+    const describe = () => `write of ${data.length} bytes to ${this.name} at offset ${offsetBytes}`;
+    this.#checkRange(describe, offsetBytes, data.length);
     await this.#aio(
-      this.#checkRange("write", offsetBytes, data.length),
+      describe,
       (image, c) =>
         ceph().rbd.rbd_aio_write(image, BigInt(offsetBytes), BigInt(data.length), data, c),
       data,
@@ -144,7 +143,7 @@ export class RbdImage implements AsyncDisposable {
   async readInto(offsetBytes: number, target: Uint8Array): Promise<number> {
     checkBytes("offsetBytes", offsetBytes);
     return await this.#aio(
-      `read of ${target.length} bytes from ${this.name} at offset ${offsetBytes}`,
+      () => `read of ${target.length} bytes from ${this.name} at offset ${offsetBytes}`,
       (image, c) =>
         ceph().rbd.rbd_aio_read(image, BigInt(offsetBytes), BigInt(target.length), target, c),
       target,
@@ -159,8 +158,11 @@ export class RbdImage implements AsyncDisposable {
 
   /** Writes zeros over `[offsetBytes, offsetBytes + lengthBytes)`; reads return zeros after. */
   async writeZeroes(offsetBytes: number, lengthBytes: number): Promise<void> {
+    const describe = () =>
+      `write-zeroes of ${lengthBytes} bytes to ${this.name} at offset ${offsetBytes}`;
+    this.#checkRange(describe, offsetBytes, lengthBytes);
     await this.#aio(
-      this.#checkRange("write-zeroes", offsetBytes, lengthBytes),
+      describe,
       (image, c) =>
         ceph().rbd.rbd_aio_write_zeroes(image, BigInt(offsetBytes), BigInt(lengthBytes), c, 0, 0),
     );
@@ -175,14 +177,17 @@ export class RbdImage implements AsyncDisposable {
     checkBytes("offsetBytes", offsetBytes);
     checkBytes("lengthBytes", lengthBytes);
     await this.#aio(
-      `discard of ${lengthBytes} bytes of ${this.name} at offset ${offsetBytes}`,
+      () => `discard of ${lengthBytes} bytes of ${this.name} at offset ${offsetBytes}`,
       (image, c) => ceph().rbd.rbd_aio_discard(image, BigInt(offsetBytes), BigInt(lengthBytes), c),
     );
   }
 
   /** Makes every write acknowledged so far durable in the cluster. */
   async flush(): Promise<void> {
-    await this.#aio(`flush of ${this.name}`, (image, c) => ceph().rbd.rbd_aio_flush(image, c));
+    await this.#aio(
+      () => `flush of ${this.name}`,
+      (image, c) => ceph().rbd.rbd_aio_flush(image, c),
+    );
   }
 
   /** Size, object size and features of the image. */

@@ -125,10 +125,14 @@ export class RbdPool implements AsyncDisposable {
       await (snap ? held(call, arg, out.bytes, snap) : held(call, arg, out.bytes)),
       `opening image ${label}`,
     );
-    const image = new RbdImage(
-      new ImageHandle(out.pointer!, label),
-      () => this.#images.delete(image),
-    );
+    let handle: ImageHandle;
+    try {
+      handle = new ImageHandle(out.pointer!, label);
+    } catch (err) {
+      await rbd.rbd_close(out.pointer);
+      throw err;
+    }
+    const image = new RbdImage(handle, () => this.#images.delete(image));
     this.#images.add(image);
     return image;
   }
