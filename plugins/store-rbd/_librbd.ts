@@ -31,6 +31,11 @@ const RBD_SYMBOLS = {
     result: "i32",
     nonblocking: true,
   },
+  rbd_create2: {
+    parameters: ["pointer", "buffer", "u64", "u64", "buffer"],
+    result: "i32",
+    nonblocking: true,
+  },
   rbd_remove: { parameters: ["pointer", "buffer"], result: "i32", nonblocking: true },
   rbd_list2: { parameters: ["pointer", "buffer", "buffer"], result: "i32", nonblocking: true },
   rbd_image_spec_list_cleanup: { parameters: ["buffer", "usize"], result: "void" },

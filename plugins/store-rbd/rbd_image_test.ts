@@ -274,6 +274,28 @@ Deno.test({
 });
 
 Deno.test({
+  name: "diff also works without fast-diff, where librbd calls back from its own threads",
+  ignore: ceph.ignore,
+  fn: () =>
+    withScratchImage(4 * MiB, async ({ image }) => {
+      const features = (await image.stat()).features;
+      assert.equal(features, ImageFeature.LAYERING | ImageFeature.EXCLUSIVE_LOCK);
+      await image.snapshots.create("g1");
+      await image.write(MiB + 100, new Uint8Array(5000).fill(1));
+      await image.write(3 * MiB, new Uint8Array(10).fill(2));
+      const extents = await image.diff({ fromSnapshot: "g1" });
+      const covers = (offset: number) =>
+        extents.some((e) => e.offsetBytes <= offset && offset < e.offsetBytes + e.lengthBytes);
+      for (const at of [MiB + 100, MiB + 5099, 3 * MiB, 3 * MiB + 9]) {
+        assert.ok(covers(at), `${at}`);
+      }
+      assert.ok(!covers(0) && !covers(2 * MiB), "untouched objects are not reported");
+    }, {
+      create: { orderBits: 20, features: ImageFeature.LAYERING | ImageFeature.EXCLUSIVE_LOCK },
+    }),
+});
+
+Deno.test({
   name: "a held exclusive lock refuses another client's writes until its holder closes",
   ignore: ceph.ignore,
   fn: () =>

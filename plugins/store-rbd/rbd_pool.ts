@@ -18,6 +18,11 @@ export interface CreateImageOptions {
    * `rbd_default_order` (22, 4 MiB objects).
    */
   orderBits?: number;
+  /**
+   * {@linkcode ImageFeature} bits to enable instead of the cluster's `rbd_default_features`
+   * (layering, exclusive-lock, object-map, fast-diff, deep-flatten).
+   */
+  features?: number;
 }
 
 /** Options of {@linkcode RbdPool.openImage}. */
@@ -66,12 +71,13 @@ export class RbdPool implements AsyncDisposable {
     checkBytes("sizeBytes", sizeBytes);
     const order = new Int32Array([options.orderBits ?? 0]);
     const orderBytes = new Uint8Array(order.buffer);
+    const { rbd } = ceph();
+    const io = this.#io();
+    const call = options.features === undefined
+      ? rbd.rbd_create(io, arg, BigInt(sizeBytes), orderBytes)
+      : rbd.rbd_create2(io, arg, BigInt(sizeBytes), BigInt(options.features), orderBytes);
     check(
-      await held(
-        ceph().rbd.rbd_create(this.#io(), arg, BigInt(sizeBytes), orderBytes),
-        arg,
-        orderBytes,
-      ),
+      await held(call, arg, orderBytes),
       `creating image ${this.name}/${name} of ${sizeBytes} bytes`,
     );
   }
