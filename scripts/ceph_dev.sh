@@ -147,7 +147,8 @@ bluestore fsck on mkfs = false
 # Virtual disks report rotational; the sparse file is not. Do not take BlueStore's HDD path
 # of deferring every small write through the RocksDB WAL.
 bluestore prefer deferred size hdd = 0
-osd memory target = $((768 << 20))
+# The smallest memory target Ceph accepts (896 MiB; smaller values are ignored).
+osd memory target = 939524096
 osd op num shards = 2
 osd op num threads per shard = 2
 EOF
