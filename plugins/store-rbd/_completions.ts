@@ -21,6 +21,8 @@ const EVENT_TYPE_EVENTFD = 2;
 const EFD_CLOEXEC = 0o2000000;
 /** How many finished requests one `rbd_poll_io_events` call collects at most. */
 const POLL_BATCH = 64;
+/** Failed reads of the eventfd in a row after which the queue gives up on it. */
+const MAX_FAILED_READS = 100;
 
 interface Settle {
   resolve(result: number): void;
@@ -81,7 +83,13 @@ export class CompletionQueue {
     const { rbd } = ceph();
     check(rbd.rbd_aio_create_completion(null, null, this.#out.bytes), "creating an aio completion");
     const completion = this.#out.pointer;
-    const rc = submit(completion);
+    let rc: number;
+    try {
+      rc = submit(completion);
+    } catch (err) {
+      rbd.rbd_aio_release(completion);
+      throw err;
+    }
     if (rc < 0) {
       rbd.rbd_aio_release(completion);
       return Promise.resolve(rc);
@@ -98,9 +106,15 @@ export class CompletionQueue {
     if (this.#reading) return;
     this.#reading = true;
     try {
+      let failedReads = 0;
       while (this.#pending.size > 0) {
-        const n = await held(ceph().libc.read(this.#fd, this.#counter, 8n), this.#counter);
-        if (Number(n) !== 8) this.#failAll(`reading the completion eventfd returned ${n}`);
+        const n = Number(await held(ceph().libc.read(this.#fd, this.#counter, 8n), this.#counter));
+        // A read of an eventfd returns its 8-byte counter; anything else is a signal that
+        // interrupted it (EINTR), or, over and over, a broken descriptor.
+        failedReads = n === 8 ? 0 : failedReads + 1;
+        if (failedReads > MAX_FAILED_READS) {
+          this.#failAll(`${failedReads} reads of its eventfd in a row returned ${n}`);
+        }
         this.#collect();
       }
     } finally {
