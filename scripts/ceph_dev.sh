@@ -55,12 +55,14 @@ free_port() {
   die "no free TCP port found on 127.0.0.1"
 }
 
-# The start time of process $1 (field 22 of /proc/PID/stat), empty when it does not exist;
-# a pid and its start time name one process even after the pid is reused.
+# The start time of process $1 (field 22 of /proc/PID/stat), empty when it does not exist or
+# has exited and waits to be reaped (a zombie); a pid and its start time name one process even
+# after the pid is reused.
 start_time_of() {
   local stat
   stat=$(cat "/proc/$1/stat" 2>/dev/null) || return 0
   stat=${stat##*) }
+  case ${stat%% *} in Z | X) return 0 ;; esac
   cut -d' ' -f20 <<<"$stat"
 }
 
@@ -234,12 +236,27 @@ stop_cluster() {
   rm -rf "$dir"
 }
 
+# Runs until no process holds a lease, then stops the cluster. Checks again under the lock: a
+# start may have added a lease meanwhile, and then it goes on watching.
 watchdog() {
   export PRESYNC_CEPH_WATCHDOG=1
-  while any_lease_alive; do sleep 1; done
-  exec 9>"$dir.lock"
-  flock 9
-  any_lease_alive || stop_cluster
+  while :; do
+    while any_lease_alive; do sleep 1; done
+    exec 9>"$dir.lock"
+    flock 9
+    if ! any_lease_alive; then
+      stop_cluster
+      return
+    fi
+    exec 9>&-
+  done
+}
+
+# Starts the watchdog of a leased cluster unless it runs already.
+ensure_watchdog() {
+  pid_alive "$dir/run/watchdog.pid" && return
+  setsid "$0" _watchdog --dir "$dir" </dev/null >>"$dir/log/watchdog.out" 2>&1 9>&- &
+  record_pid $! "$dir/run/watchdog.pid"
 }
 
 start_cluster() {
@@ -306,16 +323,15 @@ case $command_name in
     flock 9
     if running; then
       add_lease
+      # A cluster started with a lease keeps a watchdog (one started without runs until stop).
+      [ -n "$lease" ] && [ -f "$dir/run/watchdog.pid" ] && ensure_watchdog
     else
       started=$SECONDS
       trap kill_daemons EXIT
       start_cluster
       trap - EXIT
       add_lease
-      if [ -n "$lease" ]; then
-        setsid "$0" _watchdog --dir "$dir" </dev/null >>"$dir/log/watchdog.out" 2>&1 9>&- &
-        record_pid $! "$dir/run/watchdog.pid"
-      fi
+      [ -n "$lease" ] && ensure_watchdog
       echo "ceph_dev.sh: cluster up in $dir after $((SECONDS - started)) s" >&2
     fi
     print_env
