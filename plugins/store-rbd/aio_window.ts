@@ -7,7 +7,14 @@
  */
 
 import { assertInteger } from "../../agent/errors.ts";
-import type { RbdImage } from "./rbd_image.ts";
+
+/** What a window writes through: an {@linkcode RbdImage}, or a stand-in in tests. */
+export interface AioTarget {
+  /** Writes `data` at `offsetBytes`; settles when the write is acknowledged. */
+  write(offsetBytes: number, data: Uint8Array): Promise<void>;
+  /** Makes the range read as zeros; settles when acknowledged. */
+  writeZeroes(offsetBytes: number, lengthBytes: number): Promise<void>;
+}
 
 /** Deepest window accepted. */
 export const MAX_AIO_DEPTH = 1024;
@@ -28,14 +35,14 @@ export const MAX_AIO_DEPTH = 1024;
 export class AioWindow {
   /** How many requests may be in flight at once. */
   readonly depth: number;
-  readonly #image: RbdImage;
+  readonly #image: AioTarget;
   #inflight = 0;
   #error: unknown;
   #failed = false;
   #waiters: (() => void)[] = [];
 
   /** A window of `depth` (1 to {@linkcode MAX_AIO_DEPTH}) requests on `image`. */
-  constructor(image: RbdImage, depth: number) {
+  constructor(image: AioTarget, depth: number) {
     assertInteger("depth", depth, 1, MAX_AIO_DEPTH);
     this.#image = image;
     this.depth = depth;

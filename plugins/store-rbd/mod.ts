@@ -16,7 +16,7 @@
  * @module
  */
 
-export { AioWindow, MAX_AIO_DEPTH } from "./aio_window.ts";
+export { type AioTarget, AioWindow, MAX_AIO_DEPTH } from "./aio_window.ts";
 export { RadosCluster, type RadosConnectOptions } from "./rados_cluster.ts";
 export { Errno, errnoName, rbdError } from "./rbd_error.ts";
 export { ImageFeature, type ImageStat, RbdImage } from "./rbd_image.ts";
