@@ -11,6 +11,8 @@
 #   promtool (prometheus) - checks the /metrics exposition in the tests
 #   script (bsdutils) - runs the agent and evacuate under a pseudo-terminal in the tests
 #   systemd-analyze (systemd) - verifies the shipped systemd units in the tests
+#   ceph-mon, ceph-osd, ceph-mgr, ceph + rbd (ceph-common, which brings librados2 and librbd1) -
+#     the single-node Ceph cluster of scripts/ceph_dev.sh for the RBD tests and benchmark
 # Idempotent and quiet when everything is present. Needs root (apt-get) to install; without
 # it, says what is missing and carries on (the tests that need a tool then say they skip).
 set -euo pipefail
@@ -18,7 +20,8 @@ set -euo pipefail
 declare -A package_of=([zstd]=zstd [b3sum]=b3sum [qemu-img]=qemu-utils [nbdinfo]=libnbd-bin
   [rsync]=rsync [openssl]=openssl [qemu-system-x86_64]=qemu-system-x86 [busybox]=busybox-static
   [mkfs.ext4]=e2fsprogs [cpio]=cpio [promtool]=prometheus [script]=bsdutils
-  [systemd-analyze]=systemd)
+  [systemd-analyze]=systemd [ceph-mon]=ceph-mon [ceph-osd]=ceph-osd [ceph-mgr]=ceph-mgr
+  [rbd]=ceph-common)
 missing=()
 for tool in "${!package_of[@]}"; do
   command -v "$tool" >/dev/null 2>&1 || missing+=("${package_of[$tool]}")
