@@ -1,6 +1,7 @@
 import { tcpTransport } from "../../plugins/transport-tcp/mod.ts";
 import { tlsTransport } from "../../plugins/transport-tls/mod.ts";
 import { ErrorCode, PresyncError } from "../errors.ts";
+import { checkSessionOptions } from "../wire/session_options.ts";
 import type { Transport } from "../wire/transport.ts";
 import type { FlagValues } from "./_config.ts";
 
@@ -54,7 +55,13 @@ export async function transportFromFlags(
   );
 }
 
-/** Session timing from `--idle-timeout SECONDS` (keepalive pings at a third of it). */
+/**
+ * Session timing from `--idle-timeout SECONDS` (1 to 3600, fractions allowed): the idle
+ * timeout in whole ms, keepalive pings at a third of it (at least 200 ms). Checked here, so a
+ * bad value stops the command at startup instead of failing every session.
+ *
+ * @throws {PresyncError} `INVALID_ARGUMENT` naming the flag
+ */
 export function sessionOptionsFromFlags(
   values: FlagValues,
 ): { idleTimeoutMs?: number; keepaliveIntervalMs?: number } {
@@ -67,8 +74,11 @@ export function sessionOptionsFromFlags(
       `--idle-timeout must be 1 to 3600 seconds: received ${text}`,
     );
   }
-  return {
-    idleTimeoutMs: seconds * 1000,
-    keepaliveIntervalMs: Math.max(200, (seconds * 1000) / 3),
+  const idleTimeoutMs = Math.round(seconds * 1000);
+  const options = {
+    idleTimeoutMs,
+    keepaliveIntervalMs: Math.max(200, Math.round(idleTimeoutMs / 3)),
   };
+  checkSessionOptions(options);
+  return options;
 }

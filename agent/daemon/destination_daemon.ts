@@ -9,7 +9,7 @@ import { type Logger, sessionLoggerOf } from "../log.ts";
 import { SyncServer } from "../net/sync_server.ts";
 import { ReplicaStore } from "../store/replica_store.ts";
 import { Session } from "../wire/session.ts";
-import type { SessionOptions } from "../wire/session_options.ts";
+import { checkSessionOptions, type SessionOptions } from "../wire/session_options.ts";
 import type { Transport, TransportAddress, TransportListener } from "../wire/transport.ts";
 import { type MetricFamily, renderMetrics } from "./metrics.ts";
 
@@ -50,8 +50,13 @@ export class DestinationDaemon {
     this.server = new SyncServer(this.store, [createZstdCodec(), createNoneCodec()], config.log);
   }
 
-  /** Starts listening; returns the bound address. */
+  /**
+   * Starts listening; returns the bound address.
+   *
+   * @throws {PresyncError} `INVALID_ARGUMENT` for a bad session option, before listening
+   */
   start(): TransportAddress {
+    checkSessionOptions(this.#config.session ?? {});
     this.#listener = this.#config.transport.listen(this.#config.listen);
     this.#config.log("info", "listening", {
       address: `${this.#listener.addr.hostname}:${this.#listener.addr.port}`,

@@ -90,6 +90,7 @@ export { Session } from "./session.ts";
 export type { SessionStats } from "./session_stats.ts";
 export { type SessionLogEntry, type SessionLogger, stderrJsonLogger } from "./session_logger.ts";
 export {
+  checkSessionOptions,
   defaultSessionConfig,
   resolveSessionConfig,
   type SessionConfig,
