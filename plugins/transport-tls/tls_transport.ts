@@ -4,6 +4,7 @@ import { connChannel } from "../../agent/wire/conn_channel.ts";
 import type { ByteChannel, Transport, TransportAddress } from "../../agent/wire/transport.ts";
 import { connectError, wrapListener } from "../transport-tcp/mod.ts";
 import { normalizeFingerprint } from "./certificate_fingerprint.ts";
+import { socketChannel } from "./_socket_channel.ts";
 
 /** Options of {@linkcode tlsTransport}. A server needs `cert` and `key`; a client one trust. */
 export interface TlsTransportOptions {
@@ -31,43 +32,10 @@ function untrusted(address: TransportAddress, why: string, cause?: unknown): Pre
   );
 }
 
-/** A node:tls socket as a ByteChannel, with backpressure both ways. */
-function socketChannel(socket: tls.TLSSocket, remote: string): ByteChannel {
-  const readable = new ReadableStream<Uint8Array>({
-    start(controller) {
-      socket.on("data", (data: Uint8Array) => {
-        controller.enqueue(new Uint8Array(data));
-        if ((controller.desiredSize ?? 0) <= 0) socket.pause();
-      });
-      socket.on("end", () => controller.close());
-      socket.on("error", (error) => controller.error(error));
-      socket.on("close", () => {
-        try {
-          controller.error(new Error("TLS socket closed"));
-        } catch { /* already closed */ }
-      });
-    },
-    pull() {
-      socket.resume();
-    },
-    cancel() {
-      socket.destroy();
-    },
-  }, { highWaterMark: 65536, size: (chunk) => chunk.length });
-  const writable = new WritableStream<Uint8Array>({
-    write: (chunk) =>
-      new Promise((resolve, reject) => {
-        socket.write(chunk, (error) => error ? reject(error) : resolve());
-      }),
-    close: () => new Promise((resolve) => socket.end(resolve)),
-    abort: () => void socket.destroy(),
-  });
-  return { readable, writable, remote, close: () => void socket.destroy() };
-}
-
 function connectPinned(
   address: TransportAddress,
   options: TlsTransportOptions,
+  signal?: AbortSignal,
 ): Promise<ByteChannel> {
   const pin = normalizeFingerprint(options.pinSha256!);
   return new Promise((resolve, reject) => {
@@ -77,14 +45,30 @@ function connectPinned(
       servername: options.serverName,
       rejectUnauthorized: false, // checked below, against the pin, before any byte is sent
     });
-    socket.once("error", (error) => reject(connectError(address, error)));
+    const abort = () => socket.destroy(new Error("connect aborted"));
+    signal?.addEventListener("abort", abort, { once: true });
+    const settle = (error?: PresyncError) => {
+      signal?.removeEventListener("abort", abort);
+      socket.off("error", onError);
+      socket.off("close", onClose);
+      if (error) {
+        socket.on("error", () => {}); // a late error of the dropped socket is no news
+        socket.destroy();
+        reject(error);
+      }
+    };
+    const onError = (error: Error) => settle(connectError(address, error));
+    const onClose = () =>
+      settle(connectError(address, new Error("closed during the TLS handshake")));
+    socket.on("error", onError);
+    socket.on("close", onClose);
     socket.once("secureConnect", () => {
       const seen = normalizeFingerprint(socket.getPeerCertificate().fingerprint256 ?? "");
       if (seen !== pin) {
-        socket.destroy();
-        reject(untrusted(address, `certificate fingerprint ${seen} is not the pinned ${pin}`));
+        settle(untrusted(address, `certificate fingerprint ${seen} is not the pinned ${pin}`));
         return;
       }
+      settle();
       socket.setNoDelay(true);
       resolve(socketChannel(socket, `${address.hostname}:${address.port}`));
     });
@@ -107,7 +91,7 @@ export function tlsTransport(options: TlsTransportOptions): Transport {
   return {
     name: "tls",
     async connect(address, signal) {
-      if (options.pinSha256) return connectPinned(address, options);
+      if (options.pinSha256) return connectPinned(address, options, signal);
       if (!options.caCerts?.length) {
         throw new PresyncError(
           ErrorCode.INVALID_ARGUMENT,
