@@ -68,6 +68,11 @@ export const ErrorCode = {
   NBD_REQUEST_FAILED: "NBD_REQUEST_FAILED",
   /** The replica is exported to a VM at the destination: it must not change under it. */
   VOLUME_EXPORTED: "VOLUME_EXPORTED",
+  /**
+   * A handshake record failed its checksum: the bytes were corrupted in flight (not a wrong
+   * key). Retryable: the client reconnects with backoff.
+   */
+  HANDSHAKE_CORRUPT: "HANDSHAKE_CORRUPT",
 } as const;
 
 /** One of the {@linkcode ErrorCode} values. */

@@ -8,7 +8,9 @@
  *   memory for tests ({@linkcode memoryChannelPair}).
  * - **handshake**: HELLO both ways (version, limits, fresh nonces), then a PROOF from the
  *   client and a RESULT from the server: each proves it holds the **pre-shared key** (PSK)
- *   with keyed BLAKE3 over both HELLOs.
+ *   with keyed BLAKE3 over both HELLOs. Every handshake record ends with an unkeyed
+ *   **checksum**, so a damaged record (`HANDSHAKE_CORRUPT`, retried) is told apart from a
+ *   wrong key (`AUTH_FAILED`, fatal).
  * - **session**: one authenticated connection between two agents ({@linkcode Session}).
  * - **stream**: an ordered byte stream in each direction inside a session, with a
  *   **priority** fixed at open: control (0) > on-demand (1) > bulk (2)
@@ -69,19 +71,24 @@ export { FrameDecoder, type FrameDecoderOptions, validateFrame } from "./frame_d
 export {
   clientHandshake,
   type HandshakeResult,
+  PROOF_RECORD_BYTES,
   RESULT_BYTES,
   ResultStatus,
   serverHandshake,
 } from "./handshake.ts";
 export {
   decodeHello,
+  decodeHelloPrefix,
   encodeHello,
   type Hello,
   HELLO_BYTES,
   HELLO_MAGIC,
+  HELLO_PREFIX_BYTES,
+  type HelloPrefix,
   HelloRole,
   HelloStatus,
   PROTOCOL_VERSION,
+  V1_HELLO_BYTES,
 } from "./hello.ts";
 export { memoryChannelPair } from "./memory_channel.ts";
 export { ReceiveWindow } from "./receive_window.ts";
