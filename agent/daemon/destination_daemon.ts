@@ -10,7 +10,14 @@ import { SyncServer } from "../net/sync_server.ts";
 import { ReplicaStore } from "../store/replica_store.ts";
 import { Session } from "../wire/session.ts";
 import { checkSessionOptions, type SessionOptions } from "../wire/session_options.ts";
-import type { Transport, TransportAddress, TransportListener } from "../wire/transport.ts";
+import { PreauthGuard, type PreauthSlot } from "../wire/preauth_guard.ts";
+import type { SessionLogger } from "../wire/session_logger.ts";
+import type {
+  ByteChannel,
+  Transport,
+  TransportAddress,
+  TransportListener,
+} from "../wire/transport.ts";
 import { type MetricFamily, renderMetrics } from "./metrics.ts";
 
 /** Where and how {@linkcode DestinationDaemon.export} serves a volume. */
@@ -66,25 +73,30 @@ export class DestinationDaemon {
   }
 
   async #acceptLoop(listener: TransportListener): Promise<void> {
-    while (true) {
-      let channel;
-      try {
-        channel = await listener.accept();
-      } catch {
-        return;
+    // Limits before authentication (caps, per-source caps, deadline, rate-limited logs).
+    const guard = new PreauthGuard({ logger: sessionLoggerOf(this.#config.log) });
+    try {
+      while (true) {
+        let channel;
+        try {
+          channel = await listener.accept();
+        } catch {
+          return;
+        }
+        const slot = guard.admit(channel);
+        if (slot) this.#serve(channel, slot, guard.logger).catch(() => {});
       }
-      this.#serve(channel).catch(() => {});
+    } finally {
+      guard.close();
     }
   }
 
-  async #serve(channel: Parameters<typeof Session.accept>[0]): Promise<void> {
+  async #serve(channel: ByteChannel, slot: PreauthSlot, logger: SessionLogger): Promise<void> {
     let session: Session;
     try {
-      session = await Session.accept(channel, {
-        ...this.#config.session,
-        psk: this.#config.psk,
-        logger: sessionLoggerOf(this.#config.log),
-      });
+      session = await slot.run(() =>
+        Session.accept(channel, { ...this.#config.session, psk: this.#config.psk, logger })
+      );
     } catch {
       // The session layer logged why (auth_failed, handshake_failed…); nothing else to do.
       channel.close();

@@ -21,6 +21,10 @@
  *   connection before the receiver grants more with a WINDOW frame.
  * - **keepalive**: PINGs after silence; a link silent for the idle timeout is **dead**.
  * - **GOAWAY**: "I open and accept no more streams"; the clean end of a session.
+ * - **pre-auth**: a connection that has not finished the handshake yet. A server admits only
+ *   so many at once, in total and per source address ({@linkcode PreauthGate}, after
+ *   OpenSSH's `MaxStartups`), closes each at a deadline, and rate-limits the log lines they
+ *   cause ({@linkcode PreauthGuard}).
  * - **stripe**: one channel over N parallel **member** connections of one transport
  *   ({@linkcode stripedTransport}); each member proves the PSK and sends a **JOIN** naming its
  *   stripe; writes travel as sequence-numbered **chunks** reassembled in order. Losing one
@@ -109,6 +113,17 @@ export { connChannel } from "./conn_channel.ts";
 export { FrameDispatcher } from "./frame_dispatcher.ts";
 export { type KeepaliveAction, keepaliveAction } from "./keepalive.ts";
 export { PingTracker } from "./ping_tracker.ts";
+export { LogThrottle, type ThrottleDecision } from "./log_throttle.ts";
+export {
+  type Admission,
+  checkPreauthLimits,
+  defaultPreauthLimits,
+  PreauthGate,
+  type PreauthLimits,
+  type RefusalReason,
+  sourceAddress,
+} from "./preauth_gate.ts";
+export { PreauthGuard, type PreauthGuardOptions, type PreauthSlot } from "./preauth_guard.ts";
 export { StreamTable } from "./stream_table.ts";
 export {
   decodeStripeChunkHeader,
