@@ -36,7 +36,10 @@ destination in the background; reconnects and resumes by itself.
   --codec NAME           zstd-native (default), zstd-wasm or none
   --evacuate-hook CMD    shell command run before the final cut (e.g. pause the VM)
   --control HOST:PORT    loopback control endpoint (default ${DEFAULT_AGENT_CONTROL})
-  --transport tcp|tls    default tcp; tls needs --tls-pin SHA256 or --tls-ca FILE
+  --transport tls|tcp    default tls: trusts --tls-pin SHA256, or --tls-ca FILE, or else
+                         pins the server's certificate on first contact (in
+                         DIR/known_servers.json; a different one later: exit 4);
+                         tcp is plain (authenticated, not encrypted)
   --idle-timeout SECONDS a silent link is declared dead after this (default 15)
   --log-format json|text default text
   --config FILE          JSON object with any of these flags`;
@@ -109,14 +112,15 @@ export async function cmdAgent(args: string[]): Promise<number> {
       `--interval must be seconds: received ${values.interval}`,
     );
   }
+  const stateDir = required("agent", "--state DIR", values.state as string);
   const agent = new SourceAgent({
     volumes,
     tracker,
     nbdListen,
     to: parseHostPort("to", required("agent", "--to HOST:PORT", values.to as string)),
-    transport: await transportFromFlags(values, "client"),
+    transport: await transportFromFlags(values, "client", { stateDir, log }),
     psk,
-    stateDir: required("agent", "--state DIR", values.state as string),
+    stateDir,
     blockSize: validateBlockSize(
       parseBytes("block-size", values["block-size"] as string, DEFAULT_BLOCK_SIZE),
     ),

@@ -17,7 +17,10 @@ their replicas in DIR (one subdirectory per volume; a new volume is created on f
 
   --control HOST:PORT    loopback control endpoint (status, /metrics, postcopy exports);
                          default 127.0.0.1:7733
-  --transport tcp|tls    default tcp; tls needs --tls-cert FILE --tls-key FILE
+  --transport tls|tcp    default tls: with --tls-cert FILE --tls-key FILE, or else a
+                         self-signed certificate made in DIR/.tls/ on first start (its
+                         SHA-256 fingerprint is logged: tls_certificate); tcp is plain
+                         (authenticated, not encrypted)
   --idle-timeout SECONDS a silent link is declared dead after this (default 15)
   --log-format json|text default text
   --config FILE          JSON object with any of these flags`;
@@ -35,13 +38,14 @@ export async function cmdServe(args: string[]): Promise<number> {
   const log = createLogger(values["log-format"] === "json" ? "json" : "text");
   logUnhandledRejections(log);
   const psk = await readKey(required("serve", "--key-file FILE", values["key-file"] as string));
+  const storeDir = required("serve", "--store DIR", values.store as string);
   const daemon = new DestinationDaemon({
-    storeDir: required("serve", "--store DIR", values.store as string),
+    storeDir,
     listen: parseHostPort(
       "listen",
       required("serve", "--listen HOST:PORT", values.listen as string),
     ),
-    transport: await transportFromFlags(values, "server"),
+    transport: await transportFromFlags(values, "server", { storeDir, log }),
     psk,
     log,
     session: sessionOptionsFromFlags(values),

@@ -113,13 +113,21 @@ export class Session implements StreamHost {
   }
 
   /**
-   * Authenticates as the client over `channel` and starts the session.
+   * Authenticates as the client over `channel`, tells the channel (`authenticated()`), and
+   * starts the session.
    *
-   * @throws {PresyncError} see {@linkcode clientHandshake}; `INVALID_ARGUMENT` for bad options
+   * @throws {PresyncError} see {@linkcode clientHandshake}; `INVALID_ARGUMENT` for bad options;
+   *   what the channel's `authenticated()` rejects with
    */
   static async connect(channel: ByteChannel, options: SessionOptions): Promise<Session> {
     const config = resolveSessionConfig(options);
     const hs = await clientHandshake(channel, config);
+    try {
+      await channel.authenticated?.();
+    } catch (error) {
+      channel.close();
+      throw error;
+    }
     return new Session(channel, config, hs, true);
   }
 
