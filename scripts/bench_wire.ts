@@ -3,8 +3,9 @@
  * the same emulator (the baseline), at two settings: the issue's 100 Mbit/s × 150 ms RTT, and
  * a long fat link (default 1 Gbit/s × 150 ms) where each connection is held to a per-flow
  * window (the emulator's per-connection queue), as one TCP flow's window would hold it.
- * Rows: one session over tcp, striped over N tcp connections, tls, and quic (through the
- * emulator's UDP side). Plus memory per idle session. Prints markdown tables.
+ * Rows: one session over tcp, striped over N tcp connections, tls with a pinned self-signed
+ * certificate (the product default: node:tls on the client), tls trusting a CA (Deno's TLS on
+ * both ends), and quic (through the emulator's UDP side). Plus memory per idle session. Prints markdown tables.
  *
  *   deno run -A --unstable-net scripts/bench_wire.ts [--mbytes 40] [--rate-mbit 100]
  *     [--rtt-ms 150] [--high-rate-mbit 1000] [--high-mbytes 100] [--flow-window-mib 4]
@@ -25,7 +26,11 @@ import {
 import { stripedTransport } from "../agent/wire/striped_transport.ts";
 import { tcpTransport } from "../plugins/transport-tcp/mod.ts";
 import { hasOpenssl, makeTestCerts } from "../fixtures/test_certs.ts";
-import { tlsTransport } from "../plugins/transport-tls/mod.ts";
+import {
+  certificateFingerprint,
+  createSelfSignedCertificate,
+  tlsTransport,
+} from "../plugins/transport-tls/mod.ts";
 import { quicAvailable, quicTransport } from "../plugins/transport-quic/mod.ts";
 import { WanEmu } from "./wan_emu.ts";
 
@@ -199,6 +204,18 @@ async function main(): Promise<void> {
       `session over tcp striped × ${members}`,
       await overSession(striped, striped, s),
     );
+    if (withSecure) {
+      // The product default: serve's self-signed certificate, pinned by the agent (node:tls).
+      const own = await createSelfSignedCertificate();
+      add(
+        "session over tls (pinned, the default)",
+        await overSession(
+          tlsTransport({ pinSha256: await certificateFingerprint(own.certPem) }),
+          tlsTransport({ cert: own.certPem, key: own.keyPem }),
+          s,
+        ),
+      );
+    }
     if (withSecure && certs) {
       const tlsServer = tlsTransport({ cert: certs.certPem, key: certs.keyPem });
       const tlsClient = tlsTransport({ caCerts: [certs.caPem] });

@@ -2,6 +2,8 @@ import type tls from "node:tls";
 import { ErrorCode, PresyncError } from "../../agent/errors.ts";
 import type { ByteChannel } from "../../agent/wire/transport.ts";
 
+/** How long `close()` lets buffered bytes drain before the socket is destroyed, in ms. */
+const CLOSE_LINGER_MS = 2000;
 /** Bytes the readable holds before the socket is paused (backpressure to the peer). */
 const READ_HIGH_WATER_BYTES = 256 * 1024;
 
@@ -23,7 +25,8 @@ function linkError(remote: string, what: string, cause?: unknown): PresyncError 
  * `close`, a failed write): each is folded into one outcome per direction, the first one,
  * so the readable ends once (closed at the peer's end of stream, else errored with a
  * retryable `CONNECTION_LOST`) and writes fail with that error; nothing is ever thrown from
- * an event handler.
+ * an event handler. `close()` ends the readable at once but lets bytes already written drain
+ * (at most 2 s) before the socket goes.
  */
 export function socketChannel(socket: tls.TLSSocket, remote: string): ByteChannel {
   let readDone = false;
@@ -95,5 +98,19 @@ export function socketChannel(socket: tls.TLSSocket, remote: string): ByteChanne
   socket.on("end", () => endRead());
   socket.on("error", (error) => fail(linkError(remote, "failed", error)));
   socket.on("close", () => fail(linkError(remote, "closed")));
-  return { readable, writable, remote, close: () => void socket.destroy() };
+  let closing = false;
+  const close = () => {
+    if (closing) return;
+    closing = true;
+    endRead();
+    if (failure || socket.destroyed) return void socket.destroy();
+    // Bytes the socket took are still in its buffer (a write resolves before they are sent,
+    // e.g. the session's last GOAWAY): end() flushes them, then close_notify and FIN. A peer
+    // that never reads them does not hold the socket for longer than CLOSE_LINGER_MS.
+    socket.end();
+    const timer = setTimeout(() => socket.destroy(), CLOSE_LINGER_MS);
+    Deno.unrefTimer(timer);
+    socket.once("close", () => clearTimeout(timer));
+  };
+  return { readable, writable, remote, close };
 }

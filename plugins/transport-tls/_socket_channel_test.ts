@@ -13,8 +13,8 @@ class FakeSocket extends EventEmitter {
     this.written.push(chunk);
     return this.acceptWrites;
   }
-  end(callback: () => void): void {
-    queueMicrotask(callback);
+  end(callback?: () => void): void {
+    if (callback) queueMicrotask(callback);
   }
   destroy(): void {
     this.destroyed = true;
@@ -104,4 +104,19 @@ Deno.test("tls socket channel: a write waits for drain, and fails if the socket 
   const second = writer.write(new Uint8Array([2]));
   socket.emit("close");
   await assert.rejects(second, (e) => e instanceof PresyncError && e.code === "CONNECTION_LOST");
+});
+
+Deno.test("tls socket channel: close() lets written bytes drain (end), after a failure it destroys", () => {
+  const healthy = new FakeSocket();
+  let ended = false;
+  healthy.end = () => void (ended = true);
+  socketChannel(healthy as unknown as tls.TLSSocket, "peer:1").close();
+  assert.ok(ended && !healthy.destroyed, "a healthy socket is ended, so its buffer is sent");
+  healthy.emit("close");
+
+  const failed = new FakeSocket();
+  const channel = socketChannel(failed as unknown as tls.TLSSocket, "peer:1");
+  emit(failed, "error");
+  channel.close();
+  assert.ok(failed.destroyed);
 });
