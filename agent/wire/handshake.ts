@@ -270,8 +270,10 @@ export async function serverHandshake(
   channel: ByteChannel,
   config: SessionConfig,
 ): Promise<HandshakeResult> {
+  let received = () => 0;
   try {
     return await withDeadline(channel, config, async (reader, writer) => {
+      received = () => reader.received;
       const { bytes: clientHello, hello: peer } = await readClientHello(reader, writer, config);
       const hello = encodeHello(localHello(config, HelloRole.SERVER));
       await write(writer, hello);
@@ -309,6 +311,17 @@ export async function serverHandshake(
     });
   } catch (error) {
     const code = error instanceof PresyncError ? error.code : "UNKNOWN";
+    if (code === ErrorCode.CONNECTION_LOST && received() === 0) {
+      // Closed before sending a byte: a port check, a health probe, or a client learning the
+      // server's certificate. Not a failed handshake.
+      config.logger({
+        level: "info",
+        event: "connection_abandoned",
+        remote: channel.remote,
+        message: `${channel.remote} closed the connection before sending anything`,
+      });
+      throw error;
+    }
     const event = code === ErrorCode.AUTH_FAILED
       ? "auth_failed"
       : code === ErrorCode.HANDSHAKE_CORRUPT

@@ -14,6 +14,7 @@ const PREAUTH_EVENTS = new Set([
   "auth_failed",
   "handshake_failed",
   "handshake_corrupt",
+  "connection_abandoned",
 ]);
 
 /** Options of {@linkcode PreauthGuard}. */

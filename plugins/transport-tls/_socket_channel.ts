@@ -4,6 +4,12 @@ import type { ByteChannel } from "../../agent/wire/transport.ts";
 
 /** How long `close()` lets buffered bytes drain before the socket is destroyed, in ms. */
 const CLOSE_LINGER_MS = 2000;
+/**
+ * Bytes a write may leave queued in the socket before it waits for `drain`: well above
+ * node's 16 KiB default, which a 16 KiB session frame alone exceeds (every write would wait
+ * for the socket to empty, leaving the link idle between frames).
+ */
+const WRITE_BUFFER_BYTES = 256 * 1024;
 /** Bytes the readable holds before the socket is paused (backpressure to the peer). */
 const READ_HIGH_WATER_BYTES = 256 * 1024;
 
@@ -68,8 +74,9 @@ export function socketChannel(socket: tls.TLSSocket, remote: string): ByteChanne
     },
     write(chunk) {
       if (failure) throw failure;
-      if (socket.write(chunk)) return;
-      // Over the socket's buffer: wait until it drains (or the connection fails).
+      socket.write(chunk);
+      if (socket.writableLength < WRITE_BUFFER_BYTES) return;
+      // Enough queued in the socket: wait until it drains (or the connection fails).
       return new Promise<void>((resolve, reject) => {
         drained = () => {
           drained = undefined;

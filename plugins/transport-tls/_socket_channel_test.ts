@@ -9,6 +9,9 @@ class FakeSocket extends EventEmitter {
   written: Uint8Array[] = [];
   destroyed = false;
   acceptWrites = true;
+  get writableLength(): number {
+    return this.acceptWrites ? 0 : 1 << 30;
+  }
   write(chunk: Uint8Array): boolean {
     this.written.push(chunk);
     return this.acceptWrites;

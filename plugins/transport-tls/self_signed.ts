@@ -6,6 +6,12 @@ export interface CertificatePair {
   keyPem: string;
 }
 
+/**
+ * The DNS name every certificate `serve` makes carries: a client that pins one checks it
+ * against this name, whatever address it connected to.
+ */
+export const SELF_SIGNED_NAME = "presync";
+
 /** Years a self-signed server certificate is valid; peers pin it, so it need not expire soon. */
 const VALID_YEARS = 20;
 /** id-kp-serverAuth (RFC 5280, section 4.2.1.12). */
@@ -53,7 +59,7 @@ export async function createSelfSignedCertificate(
       new x509.BasicConstraintsExtension(false, undefined, true),
       new x509.KeyUsagesExtension(x509.KeyUsageFlags.digitalSignature, true),
       new x509.ExtendedKeyUsageExtension([SERVER_AUTH_OID]),
-      new x509.SubjectAlternativeNameExtension([{ type: "dns", value: "presync" }]),
+      new x509.SubjectAlternativeNameExtension([{ type: "dns", value: SELF_SIGNED_NAME }]),
     ],
   });
   return {

@@ -110,7 +110,11 @@ seededTest(
     globalThis.addEventListener("unhandledrejection", onRejection);
     try {
       const pin = await certificateFingerprint(certs!.certPem);
-      const clients = [tlsTransport({ pinSha256: pin }), tlsTransport({ caCerts: [certs!.caPem] })];
+      const connectTimeoutMs = 3000;
+      const clients = [
+        tlsTransport({ pinSha256: pin, connectTimeoutMs }),
+        tlsTransport({ caCerts: [certs!.caPem], connectTimeoutMs }),
+      ];
       let failed = 0;
       let tampered = 0;
       for (let i = 0; i < RUNS; i++) {

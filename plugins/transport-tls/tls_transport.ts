@@ -1,10 +1,9 @@
-import tls from "node:tls";
 import { ErrorCode, PresyncError } from "../../agent/errors.ts";
 import { connChannel } from "../../agent/wire/conn_channel.ts";
 import type { ByteChannel, Transport, TransportAddress } from "../../agent/wire/transport.ts";
 import { connectError, wrapListener } from "../transport-tcp/mod.ts";
 import { normalizeFingerprint } from "./certificate_fingerprint.ts";
-import { socketChannel } from "./_socket_channel.ts";
+import { closeQuietly, connectByFingerprint, type LearnedCertificate } from "./_pinned_connect.ts";
 import type { PinStore } from "./known_servers.ts";
 
 /** Options of {@linkcode tlsTransport}. A server needs `cert` and `key`; a client one trust. */
@@ -22,6 +21,8 @@ export interface TlsTransportOptions {
   pinSha256?: string;
   /** Client: the name to check the certificate against (default: the host connected to). */
   serverName?: string;
+  /** Client: time allowed for the TCP connect and the TLS handshake, in ms (default 10,000). */
+  connectTimeoutMs?: number;
   /**
    * Client, when neither `caCerts` nor `pinSha256` is given: trust on first use. The first
    * server that also proves the pre-shared key gets its certificate pinned here; later
@@ -39,57 +40,10 @@ function untrusted(address: TransportAddress, why: string, cause?: unknown): Pre
   );
 }
 
-/**
- * Connects with node:tls, which hands over the server's certificate whoever issued it, and
- * checks its fingerprint with `check` (undefined = accept) before any byte is sent.
- */
-function connectChecked(
-  address: TransportAddress,
-  options: TlsTransportOptions,
-  check: (seen: string) => PresyncError | undefined,
-  signal?: AbortSignal,
-): Promise<{ channel: ByteChannel; fingerprint: string }> {
-  return new Promise((resolve, reject) => {
-    const socket = tls.connect({
-      host: address.hostname,
-      port: address.port,
-      servername: options.serverName,
-      rejectUnauthorized: false, // checked below, against the pin, before any byte is sent
-    });
-    const abort = () => socket.destroy(new Error("connect aborted"));
-    signal?.addEventListener("abort", abort, { once: true });
-    const settle = (error?: PresyncError) => {
-      signal?.removeEventListener("abort", abort);
-      socket.off("error", onError);
-      socket.off("close", onClose);
-      if (error) {
-        socket.on("error", () => {}); // a late error of the dropped socket is no news
-        socket.destroy();
-        reject(error);
-      }
-    };
-    const onError = (error: Error) => settle(connectError(address, error));
-    const onClose = () =>
-      settle(connectError(address, new Error("closed during the TLS handshake")));
-    socket.on("error", onError);
-    socket.on("close", onClose);
-    socket.once("secureConnect", () => {
-      const fingerprint = normalizeFingerprint(socket.getPeerCertificate().fingerprint256 ?? "");
-      const refusal = check(fingerprint);
-      if (refusal) return settle(refusal);
-      settle();
-      socket.setNoDelay(true);
-      resolve({
-        channel: socketChannel(socket, `${address.hostname}:${address.port}`),
-        fingerprint,
-      });
-    });
-  });
-}
-
 async function connectPinned(
   address: TransportAddress,
   options: TlsTransportOptions,
+  cache: Map<string, LearnedCertificate>,
   signal?: AbortSignal,
 ): Promise<ByteChannel> {
   const pin = normalizeFingerprint(options.pinSha256!);
@@ -97,7 +51,7 @@ async function connectPinned(
     seen === pin
       ? undefined
       : untrusted(address, `certificate fingerprint ${seen} is not the pinned ${pin}`);
-  return (await connectChecked(address, options, check, signal)).channel;
+  return (await connectByFingerprint(address, options.serverName, check, cache, signal)).channel;
 }
 
 /** Trust on first use: the pinned certificate if there is one, else any, pinned once the
@@ -106,6 +60,7 @@ async function connectTrustOnFirstUse(
   address: TransportAddress,
   options: TlsTransportOptions,
   store: PinStore,
+  cache: Map<string, LearnedCertificate>,
   signal?: AbortSignal,
 ): Promise<ByteChannel> {
   const server = `${address.hostname}:${address.port}`;
@@ -119,7 +74,13 @@ async function connectTrustOnFirstUse(
         `remove the "${server}" entry from that file or start the agent with --tls-pin ` +
         `${seen}; otherwise someone may be intercepting the connection`,
     );
-  const { channel, fingerprint } = await connectChecked(address, options, check, signal);
+  const { channel, fingerprint } = await connectByFingerprint(
+    address,
+    options.serverName,
+    check,
+    cache,
+    signal,
+  );
   if (pinned !== undefined) return channel;
   return { ...channel, authenticated: () => store.pin(server, fingerprint) };
 }
@@ -137,42 +98,26 @@ async function connectTrustOnFirstUse(
  * ```
  */
 export function tlsTransport(options: TlsTransportOptions): Transport {
+  const learned = new Map<string, LearnedCertificate>();
   return {
     name: "tls",
-    async connect(address, signal) {
-      if (options.pinSha256) return connectPinned(address, options, signal);
-      if (!options.caCerts?.length) {
-        if (options.pinStore) {
-          return connectTrustOnFirstUse(address, options, options.pinStore, signal);
-        }
+    async connect(address, callerSignal) {
+      // A TLS handshake has no deadline of its own: a peer that stops answering would hold a
+      // connect forever.
+      const timeoutMs = options.connectTimeoutMs ?? 10_000;
+      const deadline = AbortSignal.timeout(timeoutMs);
+      const signal = callerSignal ? AbortSignal.any([callerSignal, deadline]) : deadline;
+      try {
+        return await connectWithin(address, signal);
+      } catch (error) {
+        if (!deadline.aborted || callerSignal?.aborted) throw error;
         throw new PresyncError(
-          ErrorCode.INVALID_ARGUMENT,
-          "a TLS client needs caCerts (a CA file), pinSha256 (a certificate fingerprint) or " +
-            "a pinStore (trust on first use)",
+          ErrorCode.TIMEOUT,
+          `TLS connection to ${address.hostname}:${address.port} not set up within ` +
+            `${timeoutMs} ms: the server or the link is not answering; retrying`,
+          { cause: error, retryable: true },
         );
       }
-      let conn: Deno.TlsConn;
-      try {
-        conn = await Deno.connectTls({
-          hostname: address.hostname,
-          port: address.port,
-          caCerts: options.caCerts,
-          serverName: options.serverName,
-          signal,
-        } as Deno.ConnectTlsOptions);
-        await conn.handshake();
-      } catch (error) {
-        const text = String(error);
-        if (/certificate|UnknownIssuer|invalid peer/i.test(text)) {
-          throw untrusted(
-            address,
-            `its certificate does not verify against the CA (${text})`,
-            error,
-          );
-        }
-        throw connectError(address, error);
-      }
-      return connChannel(conn);
     },
     listen(address) {
       if (!options.cert || !options.key) {
@@ -184,4 +129,49 @@ export function tlsTransport(options: TlsTransportOptions): Transport {
       );
     },
   };
+
+  async function connectWithin(
+    address: TransportAddress,
+    signal: AbortSignal,
+  ): Promise<ByteChannel> {
+    if (options.pinSha256) return connectPinned(address, options, learned, signal);
+    if (!options.caCerts?.length) {
+      if (options.pinStore) {
+        return connectTrustOnFirstUse(address, options, options.pinStore, learned, signal);
+      }
+      throw new PresyncError(
+        ErrorCode.INVALID_ARGUMENT,
+        "a TLS client needs caCerts (a CA file), pinSha256 (a certificate fingerprint) or " +
+          "a pinStore (trust on first use)",
+      );
+    }
+    let conn: Deno.TlsConn | undefined;
+    const abort = () => closeQuietly(conn);
+    signal.addEventListener("abort", abort, { once: true });
+    try {
+      conn = await Deno.connectTls({
+        hostname: address.hostname,
+        port: address.port,
+        caCerts: options.caCerts,
+        serverName: options.serverName,
+        signal,
+      } as Deno.ConnectTlsOptions);
+      if (signal.aborted) throw signal.reason;
+      await conn.handshake();
+    } catch (error) {
+      closeQuietly(conn);
+      const text = String(error);
+      if (/certificate|UnknownIssuer|invalid peer/i.test(text)) {
+        throw untrusted(
+          address,
+          `its certificate does not verify against the CA (${text})`,
+          error,
+        );
+      }
+      throw connectError(address, error);
+    } finally {
+      signal.removeEventListener("abort", abort);
+    }
+    return connChannel(conn);
+  }
 }
