@@ -89,6 +89,11 @@ export const ErrorCode = {
   VOLUME_INITIALISING: "VOLUME_INITIALISING",
   /** The volume is in use (a source connected, an export, another process) or being deleted. */
   STORE_BUSY: "STORE_BUSY",
+  /**
+   * A handshake record failed its checksum: the bytes were corrupted in flight (not a wrong
+   * key). Retryable: the client reconnects with backoff.
+   */
+  HANDSHAKE_CORRUPT: "HANDSHAKE_CORRUPT",
 } as const;
 
 /** One of the {@linkcode ErrorCode} values. */

@@ -3,12 +3,13 @@
  * the same emulator (the baseline), at two settings: the issue's 100 Mbit/s × 150 ms RTT, and
  * a long fat link (default 1 Gbit/s × 150 ms) where each connection is held to a per-flow
  * window (the emulator's per-connection queue), as one TCP flow's window would hold it.
- * Rows: one session over tcp, striped over N tcp connections, tls, and quic (through the
- * emulator's UDP side). Plus memory per idle session. Prints markdown tables.
+ * Rows: one session over tcp, striped over N tcp connections, tls with a pinned self-signed
+ * certificate (the product default: node:tls on the client), tls trusting a CA (Deno's TLS on
+ * both ends), and quic (through the emulator's UDP side). Plus memory per idle session. Prints markdown tables.
  *
  *   deno run -A --unstable-net scripts/bench_wire.ts [--mbytes 40] [--rate-mbit 100]
  *     [--rtt-ms 150] [--high-rate-mbit 1000] [--high-mbytes 100] [--flow-window-mib 4]
- *     [--members 4]
+ *     [--members 4] [--only TEXT]   (rows whose name contains TEXT, beside the baseline)
  *
  * @module
  */
@@ -25,7 +26,11 @@ import {
 import { stripedTransport } from "../agent/wire/striped_transport.ts";
 import { tcpTransport } from "../plugins/transport-tcp/mod.ts";
 import { hasOpenssl, makeTestCerts } from "../fixtures/test_certs.ts";
-import { tlsTransport } from "../plugins/transport-tls/mod.ts";
+import {
+  certificateFingerprint,
+  createSelfSignedCertificate,
+  tlsTransport,
+} from "../plugins/transport-tls/mod.ts";
 import { quicAvailable, quicTransport } from "../plugins/transport-quic/mod.ts";
 import { WanEmu } from "./wan_emu.ts";
 
@@ -99,9 +104,17 @@ async function overSession(
   const listener = server.listen({ hostname: "127.0.0.1", port: 0 });
   const emu = emulator(listener.addr, s, udp);
   const target = udp ? emu.udpAddr! : emu.addr;
+  const accepting = (async () => {
+    while (true) {
+      const channel = await listener.accept();
+      // A pinning client may first close a connection it only learned the certificate on.
+      const session = await Session.accept(channel, options).catch(() => null);
+      if (session) return session;
+    }
+  })();
   const [c, srv] = await Promise.all([
     client.connect(target).then((ch: ByteChannel) => Session.connect(ch, options)),
-    listener.accept().then((ch: ByteChannel) => Session.accept(ch, options)),
+    accepting,
   ]);
   listener.close();
   const receiving = srv.acceptStream().then(async (stream) => {
@@ -164,8 +177,10 @@ async function main(): Promise<void> {
       "high-mbytes": { type: "string", default: "100" },
       "flow-window-mib": { type: "string", default: "4" },
       members: { type: "string", default: "4" },
+      only: { type: "string" },
     },
   });
+  const only = values.only;
   const round = (mb: string) => Math.ceil((Number(mb) * 1e6) / CHUNK) * CHUNK;
   const members = Number(values.members);
   const rtt = Number(values["rtt-ms"]);
@@ -193,26 +208,42 @@ async function main(): Promise<void> {
     const rows: Row[] = [];
     const add = (name: string, seconds: number) =>
       rows.push({ name, seconds, mbitPerSecond: (s.bytes * 8) / seconds / 1e6 });
+    const row = async (name: string, measure: () => Promise<number>) => {
+      if (only === undefined || name.includes(only)) add(name, await measure());
+    };
     add("plain TCP copy (baseline)", await plainTcp(s));
-    add("session over tcp, 1 connection", await overSession(tcpTransport, tcpTransport, s));
-    add(
-      `session over tcp striped × ${members}`,
-      await overSession(striped, striped, s),
-    );
+    await row("session over tcp, 1 connection", () => overSession(tcpTransport, tcpTransport, s));
+    await row(`session over tcp striped × ${members}`, () => overSession(striped, striped, s));
+    if (withSecure) {
+      // The product default: serve's self-signed certificate, pinned by the agent (node:tls).
+      const own = await createSelfSignedCertificate();
+      const pin = await certificateFingerprint(own.certPem);
+      await row("session over tls (pinned, the default)", () =>
+        overSession(
+          tlsTransport({ pinSha256: pin }),
+          tlsTransport({ cert: own.certPem, key: own.keyPem }),
+          s,
+        ));
+    }
     if (withSecure && certs) {
       const tlsServer = tlsTransport({ cert: certs.certPem, key: certs.keyPem });
       const tlsClient = tlsTransport({ caCerts: [certs.caPem] });
-      add("session over tls (CA)", await overSession(tlsClient, tlsServer, s));
+      await row("session over tls (CA)", () => overSession(tlsClient, tlsServer, s));
       if (quic) {
         const quicServer = quicTransport({ cert: certs.certPem, key: certs.keyPem });
         const quicClient = quicTransport({ caCerts: [certs.caPem], serverName: "localhost" });
-        add("session over quic (UDP)", await overSession(quicClient, quicServer, s, true));
+        await row(
+          "session over quic (UDP)",
+          () => overSession(quicClient, quicServer, s, true),
+        );
       }
     }
     return rows;
   };
   printTable("WAN", wan, await run(wan, true));
-  printTable("Long fat link, per-flow window", high, await run(high, true));
+  if (high.bytes > 0) {
+    printTable("Long fat link, per-flow window", high, await run(high, true));
+  }
   const perSession = await memoryPerSession(50);
   console.log(
     `\nheap per idle session (50 pairs, both ends counted): ${(perSession / 1024).toFixed(1)} KiB`,

@@ -62,6 +62,11 @@ export interface WanEmuOptions {
   /** Seed of corruption, losses and random cuts (default 1). */
   seed?: number;
   /**
+   * Flip one bit (bit 0) of byte `byteOffset` of the first connection, in one direction: to
+   * damage a handshake record on purpose. Later connections pass untouched.
+   */
+  flipFirstConnection?: { direction: "up" | "down"; byteOffset: number };
+  /**
    * Also forward UDP (for QUIC) on the same port number, through the same link (shared rate
    * cap, same cuts). Needs `--unstable-net`.
    */
@@ -319,11 +324,11 @@ export class WanEmu {
         continue;
       }
       this.#conns.add(client);
-      this.#tasks.push(this.#forward(client));
+      this.#tasks.push(this.#forward(client, this.#connections));
     }
   }
 
-  async #forward(client: Deno.Conn): Promise<void> {
+  async #forward(client: Deno.Conn, connection: number): Promise<void> {
     let server: Deno.Conn;
     try {
       server = await Deno.connect(this.#options.target);
@@ -337,8 +342,8 @@ export class WanEmu {
     const pair = [client, server];
     const end = () => pair.forEach((c) => this.#drop(c));
     await Promise.allSettled([
-      this.#pipe(client, server, this.#up, shapers[0], 0, pair).catch(end),
-      this.#pipe(server, client, this.#down, shapers[1], 1, pair).catch(end),
+      this.#pipe(client, server, this.#up, shapers[0], 0, pair, connection).catch(end),
+      this.#pipe(server, client, this.#down, shapers[1], 1, pair, connection).catch(end),
     ]);
     end();
   }
@@ -350,12 +355,18 @@ export class WanEmu {
     link: LinkShaper,
     index: 0 | 1,
     pair: Deno.Conn[],
+    connection: number,
   ): Promise<void> {
     const held: Held[] = [];
     let heldBytes = 0;
     let readerDone = false;
     const alive = () => !this.#closed && pair.every((c) => this.#conns.has(c));
     const count = index === 0 ? this.#counters.up : this.#counters.down;
+    const flip = this.#options.flipFirstConnection;
+    const flipAt = flip && flip.direction === (index === 0 ? "up" : "down") && connection === 1
+      ? flip.byteOffset
+      : -1;
+    let streamOffset = 0;
     const reader = async () => {
       while (alive()) {
         if (heldBytes >= dir.queueBytes || this.#down_ !== undefined) {
@@ -372,6 +383,9 @@ export class WanEmu {
           break;
         }
         const bytes = buffer.subarray(0, n);
+        const target = flipAt - streamOffset;
+        if (target >= 0 && target < n) bytes[target] ^= 1;
+        streamOffset += n;
         count.bytesIn += n;
         this.#flippers[index].apply(bytes);
         held.push({ bytes, deliverAtMs: link.schedule(n, now) });

@@ -49,7 +49,10 @@ destination in the background; reconnects and resumes by itself.
                          several volumes)
   --metrics-listen [HOST:]PORT  also serve /metrics over TCP for Prometheus (host default
                          127.0.0.1)
-  --transport tcp|tls    default tcp; tls needs --tls-pin SHA256 or --tls-ca FILE
+  --transport tls|tcp    default tls: trusts --tls-pin SHA256, or --tls-ca FILE, or else
+                         pins the server's certificate on first contact (in
+                         DIR/known_servers.json; a different one later: exit 4);
+                         tcp is plain (authenticated, not encrypted)
   --idle-timeout SECONDS a silent link is declared dead after this (default 15)
   --log-format json|text default text; on a terminal with text logs, one progress bar per volume
   --config FILE          JSON object with any of these flags as keys, e.g.
@@ -159,7 +162,7 @@ async function runAgent(
   const keyFile = settings.need("agent", "key-file", "FILE");
   const agent = new SourceAgent({
     ...options,
-    transport: await transportFromFlags(values, "client"),
+    transport: await transportFromFlags(values, "client", { stateDir: options.stateDir, log }),
     psk: await readKey(keyFile),
     codec: await codecByName(settings.text("codec", DEFAULT_CODEC_NAME)),
     log,

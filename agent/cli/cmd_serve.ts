@@ -25,7 +25,10 @@ their replicas in DIR (one subdirectory per volume; a new volume is created on f
                          (default: serve)
   --metrics-listen [HOST:]PORT  also serve /metrics over TCP for Prometheus (host default
                          127.0.0.1)
-  --transport tcp|tls    default tcp; tls needs --tls-cert FILE --tls-key FILE
+  --transport tls|tcp    default tls: with --tls-cert FILE --tls-key FILE, or else a
+                         self-signed certificate made in DIR/.tls/ on first start (its
+                         SHA-256 fingerprint is logged: tls_certificate); tcp is plain
+                         (authenticated, not encrypted)
   --idle-timeout SECONDS a silent link is declared dead after this (default 15)
   --log-format json|text default text
   --config FILE          JSON object with any of these flags as keys, e.g.
@@ -50,10 +53,11 @@ export async function cmdServe(args: string[]): Promise<number> {
   const metricsListen = metricsText === undefined ? undefined : parseMetricsListen(metricsText);
   const listen = parseHostPort("listen", settings.need("serve", "listen", "HOST:PORT"));
   const psk = await readKey(settings.need("serve", "key-file", "FILE"));
+  const storeDir = settings.need("serve", "store", "DIR");
   const daemon = new DestinationDaemon({
-    store: storeFromFlag(settings.need("serve", "store", "DIR")),
+    store: storeFromFlag(storeDir),
     listen,
-    transport: await transportFromFlags(values, "server"),
+    transport: await transportFromFlags(values, "server", { storeDir, log }),
     psk,
     log,
     session: sessionOptionsFromFlags(values),

@@ -9,8 +9,15 @@ import type { ReplicaStore } from "../store/replica_store.ts";
 import { ManifestFile } from "../volume/manifest_file.ts";
 import { blockCount } from "../volume/volume_identity.ts";
 import { Session } from "../wire/session.ts";
-import type { SessionOptions } from "../wire/session_options.ts";
-import type { Transport, TransportAddress, TransportListener } from "../wire/transport.ts";
+import { checkSessionOptions, type SessionOptions } from "../wire/session_options.ts";
+import { PreauthGuard, type PreauthSlot } from "../wire/preauth_guard.ts";
+import type { SessionLogger } from "../wire/session_logger.ts";
+import type {
+  ByteChannel,
+  Transport,
+  TransportAddress,
+  TransportListener,
+} from "../wire/transport.ts";
 import { type MetricFamily, renderMetrics } from "./metrics.ts";
 import { type VolumeListing, volumeListing } from "../store/volume_listing.ts";
 
@@ -54,8 +61,13 @@ export class DestinationDaemon {
     this.server = new SyncServer(this.store, [createZstdCodec(), createNoneCodec()], config.log);
   }
 
-  /** Starts listening; returns the bound address. */
+  /**
+   * Starts listening; returns the bound address.
+   *
+   * @throws {PresyncError} `INVALID_ARGUMENT` for a bad session option, before listening
+   */
   start(): TransportAddress {
+    checkSessionOptions(this.#config.session ?? {});
     this.#listener = this.#config.transport.listen(this.#config.listen);
     this.#config.log("info", "listening", {
       address: `${this.#listener.addr.hostname}:${this.#listener.addr.port}`,
@@ -65,25 +77,30 @@ export class DestinationDaemon {
   }
 
   async #acceptLoop(listener: TransportListener): Promise<void> {
-    while (true) {
-      let channel;
-      try {
-        channel = await listener.accept();
-      } catch {
-        return;
+    // Limits before authentication (caps, per-source caps, deadline, rate-limited logs).
+    const guard = new PreauthGuard({ logger: sessionLoggerOf(this.#config.log) });
+    try {
+      while (true) {
+        let channel;
+        try {
+          channel = await listener.accept();
+        } catch {
+          return;
+        }
+        const slot = guard.admit(channel);
+        if (slot) this.#serve(channel, slot, guard.logger).catch(() => {});
       }
-      this.#serve(channel).catch(() => {});
+    } finally {
+      guard.close();
     }
   }
 
-  async #serve(channel: Parameters<typeof Session.accept>[0]): Promise<void> {
+  async #serve(channel: ByteChannel, slot: PreauthSlot, logger: SessionLogger): Promise<void> {
     let session: Session;
     try {
-      session = await Session.accept(channel, {
-        ...this.#config.session,
-        psk: this.#config.psk,
-        logger: sessionLoggerOf(this.#config.log),
-      });
+      session = await slot.run(() =>
+        Session.accept(channel, { ...this.#config.session, psk: this.#config.psk, logger })
+      );
     } catch {
       // The session layer logged why (auth_failed, handshake_failed…); nothing else to do.
       channel.close();

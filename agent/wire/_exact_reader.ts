@@ -8,6 +8,8 @@ export class ExactReader {
   /** The wrapped reader. */
   readonly reader: ReadableStreamDefaultReader<Uint8Array>;
   #buffer: Uint8Array = new Uint8Array(0);
+  /** Bytes received so far, in all. */
+  received = 0;
 
   constructor(reader: ReadableStreamDefaultReader<Uint8Array>) {
     this.reader = reader;
@@ -38,6 +40,7 @@ export class ExactReader {
           { retryable: true },
         );
       }
+      this.received += result.value.length;
       const joined = new Uint8Array(this.#buffer.length + result.value.length);
       joined.set(this.#buffer);
       joined.set(result.value, this.#buffer.length);

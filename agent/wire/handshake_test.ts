@@ -1,6 +1,16 @@
 import assert from "node:assert/strict";
 import { assertRejectsCode } from "../../fixtures/assert.ts";
-import { encodeHello, HelloRole, HelloStatus } from "./hello.ts";
+import { seededTest } from "../../fixtures/seeded.ts";
+import { PROOF_RECORD_BYTES, RESULT_BYTES } from "./handshake.ts";
+import {
+  encodeHello,
+  HELLO_BYTES,
+  HELLO_MAGIC,
+  HelloRole,
+  HelloStatus,
+  PROTOCOL_VERSION,
+  V1_HELLO_BYTES,
+} from "./hello.ts";
 import { memoryChannelPair } from "./memory_channel.ts";
 import { Session } from "./session.ts";
 import type { SessionLogEntry } from "./session_logger.ts";
@@ -72,51 +82,145 @@ Deno.test("a replayed client transcript fails: the server's fresh nonce changes 
   const answer = rawExchange(c, recorded.slice(0, 2));
   await assertRejectsCode(accepting, "AUTH_FAILED");
   const reply = await answer;
-  assert.equal(reply.length, 56 + 36, "server HELLO, then a failed RESULT");
-  assert.equal(new DataView(reply.buffer).getUint32(56, true), 2);
+  assert.equal(reply.length, 64 + 44, "server HELLO, then a failed RESULT");
+  assert.equal(new DataView(reply.buffer).getUint32(64, true), 2);
   assert.equal(server.logs[0].event, "auth_failed");
 });
 
-Deno.test("a client of another protocol version is refused with a version HELLO and a log line", async () => {
-  const server = capture();
-  const [a, b] = memoryChannelPair();
-  const accepting = Session.accept(b, { psk: PSK, logger: server.logger });
-  const hello = encodeHello({
-    role: HelloRole.CLIENT,
-    version: 2,
-    status: 0,
+function helloOf(role: number, version: number, status = 0): Uint8Array {
+  return encodeHello({
+    role,
+    version,
+    status,
     maxFramePayload: 65536,
     streamWindow: 65536,
     connectionWindow: 65536,
-    nonce: new Uint8Array(32),
+    nonce: status === 0 ? new Uint8Array(32).fill(5) : new Uint8Array(32),
   });
-  const answer = rawExchange(a, [hello]);
+}
+
+Deno.test("a client of a newer protocol version is refused with a version HELLO naming both versions", async () => {
+  const server = capture();
+  const [a, b] = memoryChannelPair();
+  const accepting = Session.accept(b, { psk: PSK, logger: server.logger });
+  const answer = rawExchange(a, [helloOf(HelloRole.CLIENT, 3)]);
   await assertRejectsCode(accepting, "PROTOCOL_VERSION");
   const reply = await answer;
-  assert.equal(reply[5], 1, "the server names its version");
+  assert.equal(reply.length, HELLO_BYTES);
+  assert.equal(reply[5], PROTOCOL_VERSION, "the server names its version");
   assert.equal(new DataView(reply.buffer).getUint16(6, true), HelloStatus.VERSION_UNSUPPORTED);
   assert.match(
     server.logs[0].message,
-    /client speaks session protocol version 2, this server speaks 1/,
+    /client speaks session protocol version 3, this server speaks 2: upgrade presync on this server/,
   );
 });
 
-Deno.test("a client facing a server of another version gets PROTOCOL_VERSION", async () => {
+Deno.test("a version-1 client (56-byte HELLO, no checksum) gets a refusal it can read", async () => {
+  const server = capture();
+  const [a, b] = memoryChannelPair();
+  const accepting = Session.accept(b, { psk: PSK, logger: server.logger });
+  const v1Hello = helloOf(HelloRole.CLIENT, 1).slice(0, V1_HELLO_BYTES);
+  const answer = rawExchange(a, [v1Hello]);
+  await assertRejectsCode(accepting, "PROTOCOL_VERSION");
+  const reply = await answer;
+  // What a version-1 client reads: its 56-byte HELLO layout, status 1, the server's version.
+  assert.deepEqual([...reply.subarray(0, 4)], [...HELLO_MAGIC]);
+  assert.equal(reply[5], 2);
+  assert.equal(new DataView(reply.buffer).getUint16(6, true), HelloStatus.VERSION_UNSUPPORTED);
+  assert.match(
+    server.logs[0].message,
+    /version 1, this server speaks 2: upgrade presync on the source/,
+  );
+});
+
+Deno.test("a client facing a version-1 server's refusal gets PROTOCOL_VERSION: upgrade the destination", async () => {
   const [a, b] = memoryChannelPair();
   const connecting = Session.connect(a, { psk: PSK, logger: () => {} });
-  const reply = encodeHello({
-    role: HelloRole.SERVER,
-    version: 7,
-    status: HelloStatus.VERSION_UNSUPPORTED,
-    maxFramePayload: 0,
-    streamWindow: 0,
-    connectionWindow: 0,
-    nonce: new Uint8Array(32),
-  });
-  const exchange = rawExchange(b, [reply]);
+  const refusal = helloOf(HelloRole.SERVER, 1, HelloStatus.VERSION_UNSUPPORTED)
+    .slice(0, V1_HELLO_BYTES);
+  const exchange = rawExchange(b, [refusal]);
   const error = await assertRejectsCode(connecting, "PROTOCOL_VERSION");
-  assert.match(error.message, /speaks session protocol version 7, this client speaks 1/);
+  assert.match(error.message, /older presync \(session protocol 1\); this agent speaks 2/);
+  assert.match(error.message, /upgrade presync on the destination/);
+  assert.equal(error.retryable, false);
   await exchange;
+});
+
+Deno.test("a client facing a newer server's refusal gets PROTOCOL_VERSION: upgrade the source", async () => {
+  const [a, b] = memoryChannelPair();
+  const connecting = Session.connect(a, { psk: PSK, logger: () => {} });
+  const exchange = rawExchange(b, [helloOf(HelloRole.SERVER, 7, HelloStatus.VERSION_UNSUPPORTED)]);
+  const error = await assertRejectsCode(connecting, "PROTOCOL_VERSION");
+  assert.match(error.message, /newer presync \(session protocol 7\); this agent speaks 2/);
+  assert.match(error.message, /upgrade presync on the source/);
+  await exchange;
+});
+
+/** `channel` with one bit flipped at byte `offset` of what it sends (`out`) or receives. */
+function flipping(
+  channel: ByteChannel,
+  direction: "out" | "in",
+  offset: number,
+  bit: number,
+): ByteChannel {
+  let seen = 0;
+  const flip = new TransformStream<Uint8Array, Uint8Array>({
+    transform(chunk, controller) {
+      const copy = chunk.slice();
+      if (offset >= seen && offset < seen + copy.length) copy[offset - seen] ^= 1 << bit;
+      seen += copy.length;
+      controller.enqueue(copy);
+    },
+  });
+  if (direction === "in") return { ...channel, readable: channel.readable.pipeThrough(flip) };
+  flip.readable.pipeTo(channel.writable).catch(() => {});
+  return { ...channel, writable: flip.writable };
+}
+
+/** What one flipped bit may turn into: never a wrong key, never a version mismatch. */
+const CORRUPTION_OUTCOMES = new Set(["HANDSHAKE_CORRUPT", "PROTOCOL_VIOLATION", "CONNECTION_LOST"]);
+
+seededTest(
+  "one flipped bit anywhere in the handshake, either way, is corruption (retryable), never AUTH_FAILED or PROTOCOL_VERSION",
+  async (prng) => {
+    const quiet = { psk: PSK, logger: () => {}, handshakeTimeoutMs: 2000 };
+    const records = {
+      out: HELLO_BYTES + PROOF_RECORD_BYTES,
+      in: HELLO_BYTES + RESULT_BYTES,
+    };
+    for (const direction of ["out", "in"] as const) {
+      for (let offset = 0; offset < records[direction]; offset++) {
+        const bit = prng.int(8);
+        const [a, b] = memoryChannelPair();
+        const [client, server] = await Promise.allSettled([
+          Session.connect(flipping(a, direction, offset, bit), quiet),
+          Session.accept(b, quiet),
+        ]);
+        const where = `${direction} byte ${offset} bit ${bit}`;
+        assert.equal(client.status, "rejected", `${where}: the client must notice`);
+        const error = (client as PromiseRejectedResult).reason;
+        assert.ok(CORRUPTION_OUTCOMES.has(error.code), `${where}: ${error.code} ${error.message}`);
+        // Past the 6 bytes of magic and role, every byte is under a checksum.
+        if (offset >= 6) {
+          assert.equal(error.code, "HANDSHAKE_CORRUPT", `${where}: ${error.message}`);
+          assert.ok(error.retryable);
+        }
+        if (server.status === "fulfilled") server.value.abort();
+        else assert.notEqual(server.reason.code, "AUTH_FAILED", `${where}: server side`);
+      }
+    }
+  },
+);
+
+Deno.test("an intact handshake with the wrong key is still AUTH_FAILED, not corruption", async () => {
+  const [a, b] = memoryChannelPair();
+  const [client] = await Promise.allSettled([
+    Session.connect(a, { psk: OTHER, logger: () => {} }),
+    Session.accept(b, { psk: PSK, logger: () => {} }),
+  ]);
+  const error = (client as PromiseRejectedResult).reason;
+  assert.equal(error.code, "AUTH_FAILED");
+  assert.equal(error.retryable, false);
 });
 
 Deno.test("garbage instead of a hello: server logs 'not a presync client', client sees PROTOCOL_VIOLATION", async () => {

@@ -8,7 +8,9 @@
  *   memory for tests ({@linkcode memoryChannelPair}).
  * - **handshake**: HELLO both ways (version, limits, fresh nonces), then a PROOF from the
  *   client and a RESULT from the server: each proves it holds the **pre-shared key** (PSK)
- *   with keyed BLAKE3 over both HELLOs.
+ *   with keyed BLAKE3 over both HELLOs. Every handshake record ends with an unkeyed
+ *   **checksum**, so a damaged record (`HANDSHAKE_CORRUPT`, retried) is told apart from a
+ *   wrong key (`AUTH_FAILED`, fatal).
  * - **session**: one authenticated connection between two agents ({@linkcode Session}).
  * - **stream**: an ordered byte stream in each direction inside a session, with a
  *   **priority** fixed at open: control (0) > on-demand (1) > bulk (2)
@@ -19,6 +21,10 @@
  *   connection before the receiver grants more with a WINDOW frame.
  * - **keepalive**: PINGs after silence; a link silent for the idle timeout is **dead**.
  * - **GOAWAY**: "I open and accept no more streams"; the clean end of a session.
+ * - **pre-auth**: a connection that has not finished the handshake yet. A server admits only
+ *   so many at once, in total and per source address ({@linkcode PreauthGate}, after
+ *   OpenSSH's `MaxStartups`), closes each at a deadline, and rate-limits the log lines they
+ *   cause ({@linkcode PreauthGuard}).
  * - **stripe**: one channel over N parallel **member** connections of one transport
  *   ({@linkcode stripedTransport}); each member proves the PSK and sends a **JOIN** naming its
  *   stripe; writes travel as sequence-numbered **chunks** reassembled in order. Losing one
@@ -70,19 +76,24 @@ export { FrameDecoder, type FrameDecoderOptions, validateFrame } from "./frame_d
 export {
   clientHandshake,
   type HandshakeResult,
+  PROOF_RECORD_BYTES,
   RESULT_BYTES,
   ResultStatus,
   serverHandshake,
 } from "./handshake.ts";
 export {
   decodeHello,
+  decodeHelloPrefix,
   encodeHello,
   type Hello,
   HELLO_BYTES,
   HELLO_MAGIC,
+  HELLO_PREFIX_BYTES,
+  type HelloPrefix,
   HelloRole,
   HelloStatus,
   PROTOCOL_VERSION,
+  V1_HELLO_BYTES,
 } from "./hello.ts";
 export { memoryChannelPair } from "./memory_channel.ts";
 export { ReceiveWindow } from "./receive_window.ts";
@@ -91,6 +102,7 @@ export { Session } from "./session.ts";
 export type { SessionStats } from "./session_stats.ts";
 export { type SessionLogEntry, type SessionLogger, stderrJsonLogger } from "./session_logger.ts";
 export {
+  checkSessionOptions,
   defaultSessionConfig,
   resolveSessionConfig,
   type SessionConfig,
@@ -102,6 +114,17 @@ export { connChannel } from "./conn_channel.ts";
 export { FrameDispatcher } from "./frame_dispatcher.ts";
 export { type KeepaliveAction, keepaliveAction } from "./keepalive.ts";
 export { PingTracker } from "./ping_tracker.ts";
+export { LogThrottle, type ThrottleDecision } from "./log_throttle.ts";
+export {
+  type Admission,
+  checkPreauthLimits,
+  defaultPreauthLimits,
+  PreauthGate,
+  type PreauthLimits,
+  type RefusalReason,
+  sourceAddress,
+} from "./preauth_gate.ts";
+export { PreauthGuard, type PreauthGuardOptions, type PreauthSlot } from "./preauth_guard.ts";
 export { StreamTable } from "./stream_table.ts";
 export {
   decodeStripeChunkHeader,

@@ -64,6 +64,8 @@ export class Session implements StreamHost {
   readonly #timer: ReturnType<typeof setInterval>;
   #connSendCredit: number;
   #sendSeq = 0;
+  /** Settles once the write in flight (and its bookkeeping) is done. */
+  #writing: Promise<void> = Promise.resolve();
   #lastReceived = performance.now();
   #lastPingSent = 0;
   #goAwaySent = false;
@@ -113,13 +115,21 @@ export class Session implements StreamHost {
   }
 
   /**
-   * Authenticates as the client over `channel` and starts the session.
+   * Authenticates as the client over `channel`, tells the channel (`authenticated()`), and
+   * starts the session.
    *
-   * @throws {PresyncError} see {@linkcode clientHandshake}; `INVALID_ARGUMENT` for bad options
+   * @throws {PresyncError} see {@linkcode clientHandshake}; `INVALID_ARGUMENT` for bad options;
+   *   what the channel's `authenticated()` rejects with
    */
   static async connect(channel: ByteChannel, options: SessionOptions): Promise<Session> {
     const config = resolveSessionConfig(options);
     const hs = await clientHandshake(channel, config);
+    try {
+      await channel.authenticated?.();
+    } catch (error) {
+      channel.close();
+      throw error;
+    }
     return new Session(channel, config, hs, true);
   }
 
@@ -419,23 +429,41 @@ export class Session implements StreamHost {
         continue;
       }
       sealFrame(item.bytes, this.#hs.sendKey, this.#sendSeq++);
+      const { promise, resolve } = Promise.withResolvers<void>();
+      this.#writing = promise;
       try {
         await writer.write(item.bytes);
       } catch (error) {
+        resolve();
         this.#fail(this.#lost(`writing to ${this.remote} failed: ${error}`, error));
         return;
       }
       this.#stats.bytesSent += item.bytes.length;
-      const stream = this.#streams.get(new DataView(item.bytes.buffer).getUint32(2, true));
-      if (item.bytes[0] === FrameType.DATA) {
-        if (stream) {
-          this.#stats.framesSent[stream.priority]++;
-          stream.signal.notify();
-        }
-      }
-      item.onSent?.();
+      this.#sent(item);
+      resolve();
     }
     this.#finishClean();
+  }
+
+  /**
+   * Ends the session cleanly from the read side (the peer said GOAWAY and closed), once the
+   * write in flight, if any, settled: a stream whose FIN was just written finishes, instead of
+   * failing because the read side saw the end first.
+   */
+  async #finishAfterWrite(): Promise<void> {
+    await this.#writing;
+    if (this.#done) return;
+    this.#failOpenStreams(this.#lost(`${this.remote} closed the session with streams open`));
+    this.#finishClean();
+  }
+
+  #sent(item: QueuedFrame): void {
+    const stream = this.#streams.get(new DataView(item.bytes.buffer).getUint32(2, true));
+    if (item.bytes[0] === FrameType.DATA && stream) {
+      this.#stats.framesSent[stream.priority]++;
+      stream.signal.notify();
+    }
+    item.onSent?.();
   }
 
   #finishClean(): void {
@@ -528,8 +556,7 @@ export class Session implements StreamHost {
       if (transportError && (this.#goAwayReceived || this.#ending)) {
         // After GOAWAY a transport error (TLS without close_notify, a reset, a lost stripe
         // member) is the end.
-        this.#failOpenStreams(this.#lost(`${this.remote} closed the session with streams open`));
-        this.#finishClean();
+        await this.#finishAfterWrite();
         return;
       }
       if (error instanceof PresyncError && error.code !== ErrorCode.CONNECTION_LOST) {
@@ -549,8 +576,7 @@ export class Session implements StreamHost {
     if (this.#goAwayReceived || this.#ending) {
       // The peer said GOAWAY and closed: nothing more can be sent; end cleanly.
       this.#ending = true;
-      this.#failOpenStreams(this.#lost(`${this.remote} closed the session with streams open`));
-      this.#finishClean();
+      await this.#finishAfterWrite();
     } else {
       this.#fail(this.#lost(`${this.remote} closed the connection without GOAWAY`));
     }

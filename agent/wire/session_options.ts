@@ -1,5 +1,5 @@
 import { assertInteger, ErrorCode, PresyncError } from "../errors.ts";
-import { checkPsk } from "./auth_proof.ts";
+import { checkPsk, PSK_BYTES } from "./auth_proof.ts";
 import { MAX_FRAME_PAYLOAD_LIMIT, MIN_FRAME_PAYLOAD_LIMIT } from "./frame.ts";
 import { MAX_WINDOW_BYTES, MIN_WINDOW_BYTES } from "./hello.ts";
 import { type SessionLogger, stderrJsonLogger } from "./session_logger.ts";
@@ -86,4 +86,14 @@ export function resolveSessionConfig(options: SessionOptions): SessionConfig {
     throw new PresyncError(ErrorCode.INVALID_ARGUMENT, "logger must be a function");
   }
   return config;
+}
+
+/**
+ * Checks every option but the key, so a daemon can refuse bad settings at startup with an
+ * error naming the key, instead of refusing every session later.
+ *
+ * @throws {PresyncError} `INVALID_ARGUMENT` naming the offending key
+ */
+export function checkSessionOptions(options: Omit<SessionOptions, "psk">): void {
+  resolveSessionConfig({ ...options, psk: new Uint8Array(PSK_BYTES) });
 }

@@ -169,7 +169,9 @@ function listenStripes(
         if (!closed) {
           reject(channel, "stripe_join_failed", `no stripe JOIN from ${channel.remote}: ${error}`);
         }
-      } else if (!["AUTH_FAILED", "PROTOCOL_VERSION", "TIMEOUT"].includes(error.code)) {
+      } else if (
+        !["AUTH_FAILED", "HANDSHAKE_CORRUPT", "PROTOCOL_VERSION", "TIMEOUT"].includes(error.code)
+      ) {
         reject(channel, "stripe_join_failed", `bad stripe JOIN from ${channel.remote}: ${error}`);
       }
       channel.close();

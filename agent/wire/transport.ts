@@ -14,6 +14,13 @@ export interface ByteChannel {
    * Pending reads end or fail, pending writes fail.
    */
   close(): void;
+  /**
+   * Called once by the session right after the peer proved the pre-shared key, before the
+   * session is handed out (client side). A trust-on-first-use transport pins the server's
+   * certificate here, so only a server that also knows the key is ever pinned. A rejection
+   * fails the connect.
+   */
+  authenticated?(): Promise<void>;
 }
 
 /** Where to connect or listen. */
