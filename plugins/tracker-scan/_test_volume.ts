@@ -29,6 +29,7 @@ export interface TestVolume {
 export async function syncedVolume(prng: Prng, blocks: number, shortBy = 0): Promise<TestVolume> {
   const fs = new PowerCutFileSystem();
   await fs.mkdir("/s");
+  await fs.syncDir("/");
   const sizeBytes = blocks * BLOCK - shortBy;
   const data = prng.fill(new Uint8Array(sizeBytes));
   for (let i = 0; i < blocks; i++) if (prng.int(5) === 0) data.fill(0, i * BLOCK, (i + 1) * BLOCK);
@@ -88,10 +89,16 @@ export async function truth(volume: TestVolume, fs: FileSystem = volume.fs) {
   return runs;
 }
 
-/** Writes `bytes` at `offset` of the image. */
-export async function writeImage(fs: FileSystem, offset: number, bytes: Uint8Array) {
+/** Writes `bytes` at `offset` of the image (and syncs it with `sync`). */
+export async function writeImage(
+  fs: FileSystem,
+  offset: number,
+  bytes: Uint8Array,
+  sync = false,
+) {
   const image = await fs.open(IMAGE, { write: true });
   await image.write(offset, bytes);
+  if (sync) await image.sync();
   image.close();
 }
 
@@ -128,4 +135,48 @@ export function watched(
     exists: (path) => fs.exists(path),
     readDir: (path) => fs.readDir(path),
   };
+}
+
+/** Random writes a guest might do: sub-block writes, whole blocks zeroed, one reverted block. */
+export async function scribble(
+  prng: Prng,
+  volume: TestVolume,
+  blocks: number,
+): Promise<Set<number>> {
+  const changed = new Set<number>();
+  for (let w = 0; w < 40; w++) {
+    const block = prng.int(blocks);
+    const offset = Math.min(block * BLOCK + prng.int(BLOCK), volume.identity.sizeBytes - 1);
+    const length = Math.min(1 + prng.int(BLOCK), volume.identity.sizeBytes - offset);
+    const bytes = prng.fill(new Uint8Array(length));
+    if (prng.int(4) === 0) bytes.fill(0);
+    // A write may run into the next block.
+    const touched = [block, block + 1].filter((b) => b < blocks);
+    const before = await Promise.all(touched.map((b) => readBlock(volume.fs, b)));
+    await writeImage(volume.fs, offset, bytes);
+    for (const [k, b] of touched.entries()) {
+      const after = await readBlock(volume.fs, b);
+      if (!before[k].every((byte, i) => byte === after[i])) changed.add(b);
+    }
+  }
+  // Written and written back: the same bytes as at the last scan.
+  const reverted = prng.int(blocks);
+  const original = await readBlock(volume.fs, reverted);
+  await writeImage(volume.fs, reverted * BLOCK, new Uint8Array(original.length).fill(0x5a));
+  await writeImage(volume.fs, reverted * BLOCK, original);
+  return changed;
+}
+
+/** Blocks of `blocks` that are not all zero now. */
+export async function nonZero(volume: TestVolume, blocks: Iterable<number>): Promise<number> {
+  let n = 0;
+  for (const block of blocks) if ((await readBlock(volume.fs, block)).some((b) => b !== 0)) n++;
+  return n;
+}
+
+/** Makes the image's writes durable (they survive a simulated power cut). */
+export async function syncImage(fs: FileSystem): Promise<void> {
+  const image = await fs.open(IMAGE, { write: true });
+  await image.sync();
+  image.close();
 }

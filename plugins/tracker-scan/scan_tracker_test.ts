@@ -1,50 +1,14 @@
 import assert from "node:assert/strict";
-import type { Prng } from "../../fixtures/prng.ts";
 import { seededTest } from "../../fixtures/seeded.ts";
 import {
-  BLOCK,
   cutRuns,
-  readBlock,
+  nonZero,
+  scribble,
   syncedVolume,
-  type TestVolume,
   trackerOf,
   truth,
   watched,
-  writeImage,
 } from "./_test_volume.ts";
-
-/** Random writes a guest might do: sub-block writes, whole blocks zeroed, one reverted block. */
-async function scribble(prng: Prng, volume: TestVolume, blocks: number): Promise<Set<number>> {
-  const changed = new Set<number>();
-  for (let w = 0; w < 40; w++) {
-    const block = prng.int(blocks);
-    const offset = Math.min(block * BLOCK + prng.int(BLOCK), volume.identity.sizeBytes - 1);
-    const length = Math.min(1 + prng.int(BLOCK), volume.identity.sizeBytes - offset);
-    const bytes = prng.fill(new Uint8Array(length));
-    if (prng.int(4) === 0) bytes.fill(0);
-    // A write may run into the next block.
-    const touched = [block, block + 1].filter((b) => b < blocks);
-    const before = await Promise.all(touched.map((b) => readBlock(volume.fs, b)));
-    await writeImage(volume.fs, offset, bytes);
-    for (const [k, b] of touched.entries()) {
-      const after = await readBlock(volume.fs, b);
-      if (!before[k].every((byte, i) => byte === after[i])) changed.add(b);
-    }
-  }
-  // Written and written back: the same bytes as at the last scan.
-  const reverted = prng.int(blocks);
-  const original = await readBlock(volume.fs, reverted);
-  await writeImage(volume.fs, reverted * BLOCK, new Uint8Array(original.length).fill(0x5a));
-  await writeImage(volume.fs, reverted * BLOCK, original);
-  return changed;
-}
-
-/** Blocks of `blocks` that are not all zero now. */
-async function nonZero(volume: TestVolume, blocks: Iterable<number>): Promise<number> {
-  let n = 0;
-  for (const block of blocks) if ((await readBlock(volume.fs, block)).some((b) => b !== 0)) n++;
-  return n;
-}
 
 seededTest(
   "with the pre-filter a cut finds what a full BLAKE3 scan finds, hashing only blocks written since",
