@@ -29,12 +29,22 @@ export interface PieceFacts {
   manifest: Uint8Array;
 }
 
-function equalAt(a: Uint8Array, aAt: number, b: Uint8Array, bAt: number, length: number) {
+// Entries are compared a 32-bit word at a time: every field is a multiple of 16 bytes.
+const VALUE_WORDS = PREFILTER_BYTES / 4;
+const ENTRY_WORDS = ENTRY_BYTES / 4;
+const TABLE_WORDS = TABLE_ENTRY_BYTES / 4;
+
+function words(bytes: Uint8Array): Uint32Array {
+  const aligned = bytes.byteOffset % 4 === 0 ? bytes : bytes.slice();
+  return new Uint32Array(aligned.buffer, aligned.byteOffset, aligned.length >> 2);
+}
+
+function equalAt(a: Uint32Array, aAt: number, b: Uint32Array, bAt: number, length: number) {
   for (let i = 0; i < length; i++) if (a[aAt + i] !== b[bAt + i]) return false;
   return true;
 }
 
-function zeroAt(a: Uint8Array, at: number, length: number): boolean {
+function zeroAt(a: Uint32Array, at: number, length: number): boolean {
   for (let i = 0; i < length; i++) if (a[at + i] !== 0) return false;
   return true;
 }
@@ -50,22 +60,25 @@ function zeroAt(a: Uint8Array, at: number, length: number): boolean {
  * - every other block is to be hashed.
  */
 export function judgePiece(facts: PieceFacts): PieceVerdicts {
-  const { count, zero, values, table, manifest } = facts;
+  const { count, zero } = facts;
+  const manifest = words(facts.manifest);
+  const values = facts.values && words(facts.values);
+  const table = facts.table && words(facts.table);
   const verdicts: PieceVerdicts = { dirty: [], toHash: [], table: null };
-  const changed = () => verdicts.table ??= table!.slice();
   for (let i = 0; i < count; i++) {
-    const entryAt = i * TABLE_ENTRY_BYTES;
+    const at = i * TABLE_WORDS;
     if (zero[i >> 3] & (1 << (i & 7))) {
-      if (!zeroAt(manifest, i * ENTRY_BYTES, ENTRY_BYTES)) verdicts.dirty.push(i);
-      if (table && !zeroAt(table, entryAt, TABLE_ENTRY_BYTES)) {
-        changed().fill(0, entryAt, entryAt + TABLE_ENTRY_BYTES);
+      if (!zeroAt(manifest, i * ENTRY_WORDS, ENTRY_WORDS)) verdicts.dirty.push(i);
+      if (table && !zeroAt(table, at, TABLE_WORDS)) {
+        verdicts.table ??= facts.table!.slice();
+        verdicts.table.fill(0, i * TABLE_ENTRY_BYTES, (i + 1) * TABLE_ENTRY_BYTES);
       }
     } else if (
       values && table &&
-      !zeroAt(table, entryAt + PREFILTER_BYTES, ENTRY_BYTES) &&
-      equalAt(table, entryAt, values, i * PREFILTER_BYTES, PREFILTER_BYTES)
+      !zeroAt(table, at + VALUE_WORDS, ENTRY_WORDS) &&
+      equalAt(table, at, values, i * VALUE_WORDS, VALUE_WORDS)
     ) {
-      if (!equalAt(table, entryAt + PREFILTER_BYTES, manifest, i * ENTRY_BYTES, ENTRY_BYTES)) {
+      if (!equalAt(table, at + VALUE_WORDS, manifest, i * ENTRY_WORDS, ENTRY_WORDS)) {
         verdicts.dirty.push(i);
       }
     } else {
@@ -81,9 +94,11 @@ export function judgePiece(facts: PieceFacts): PieceVerdicts {
  * its table entry becomes its pre-filter value and that entry.
  */
 export function settleHashed(verdicts: PieceVerdicts, facts: PieceFacts, entries: Uint8Array) {
-  const { values, table, manifest } = facts;
+  const { values, table } = facts;
+  const manifest = words(facts.manifest);
+  const hashed = words(entries);
   verdicts.toHash.forEach((block, k) => {
-    if (!equalAt(entries, k * ENTRY_BYTES, manifest, block * ENTRY_BYTES, ENTRY_BYTES)) {
+    if (!equalAt(hashed, k * ENTRY_WORDS, manifest, block * ENTRY_WORDS, ENTRY_WORDS)) {
       verdicts.dirty.push(block);
     }
     if (values && table) {

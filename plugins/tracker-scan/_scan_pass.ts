@@ -16,7 +16,7 @@ import { concatBytes } from "../../agent/bytes.ts";
 import { ErrorCode, PresyncError } from "../../agent/errors.ts";
 import type { FileHandle } from "../../agent/fs/file_system.ts";
 import { io } from "../../agent/fs/io_error.ts";
-import { type RateLimiter, throttle } from "../../agent/rate_limiter.ts";
+import type { RateLimiter } from "../../agent/rate_limiter.ts";
 import type { ManifestFile } from "../../agent/volume/manifest_file.ts";
 import { blockCount, type VolumeIdentity } from "../../agent/volume/volume_identity.ts";
 import {
@@ -28,11 +28,17 @@ import {
 import { type PrefilterTable, TABLE_FLUSH_BYTES } from "./prefilter_table.ts";
 
 /** Bytes read per sequential read while scanning (or one block when blocks are larger). */
-export const SCAN_READ_BYTES = 8 * 1024 * 1024;
+export const SCAN_READ_BYTES = 2 * 1024 * 1024;
+/** Reads queued ahead of the piece being judged. */
+const READ_AHEAD = 2;
 
 /** What {@linkcode scanPass} works on. */
 export interface ScanPassOptions {
-  image: FileHandle;
+  /**
+   * Handles on the image: consecutive pieces are read through them in turn, so with two
+   * handles two reads run at once (each handle's reads are one at a time).
+   */
+  images: FileHandle[];
   identity: VolumeIdentity;
   manifest: ManifestFile;
   limiter: RateLimiter;
@@ -114,18 +120,18 @@ function runsOf(blocks: number[]): [number, number][] {
 
 /**
  * Compares every block from `startBlock` on with the manifest, setting the differing ones
- * in `dirty`. The next piece is read (on Deno's I/O thread) while this one is judged; with
+ * in `dirty`. The next READ_AHEAD pieces are read (on Deno's I/O thread, back to back) while
+ * this one is judged; with
  * workers, several pieces' hashing is in flight. Flushes the table at the end.
  */
 export async function scanPass(options: ScanPassOptions): Promise<ScanPassStats> {
-  const { image, identity, manifest, prefilter, dirty, signal } = options;
+  const { images, identity, manifest, prefilter, dirty, signal } = options;
   const { blockSize, sizeBytes } = identity;
   const blocks = blockCount(identity);
   const perPiece = Math.max(1, Math.floor(SCAN_READ_BYTES / blockSize));
   const pieceBytes = perPiece * blockSize;
   const stats: ScanPassStats = { bytesRead: 0, blocksHashed: 0, bytesHashed: 0, throttledMs: 0 };
-  using bufferA = new CoreBuffer(pieceBytes);
-  using bufferB = new CoreBuffer(pieceBytes);
+  const buffers = Array.from({ length: READ_AHEAD + 1 }, () => new CoreBuffer(pieceBytes));
   // Workers start only once hashing on this thread has become the bulk of the work.
   const hashing: { pool: BlockEntriesPool | null; hashedHere: number } = {
     pool: null,
@@ -133,7 +139,7 @@ export async function scanPass(options: ScanPassOptions): Promise<ScanPassStats>
   };
   const spare: ArrayBuffer[] = [];
 
-  const load = async (first: number, buffer: CoreBuffer): Promise<Piece> => {
+  const load = async (first: number, buffer: CoreBuffer, image: FileHandle): Promise<Piece> => {
     const count = Math.min(perPiece, blocks - first);
     const length = Math.min(count * blockSize, sizeBytes - first * blockSize);
     const facts = Promise.all([
@@ -141,9 +147,11 @@ export async function scanPass(options: ScanPassOptions): Promise<ScanPassStats>
       prefilter ? prefilter.table.read(first, count) : null,
     ]);
     facts.catch(() => {});
-    const waitStart = performance.now();
-    await throttle(options.limiter, length);
-    stats.throttledMs += performance.now() - waitStart;
+    const waitMs = options.limiter.take(length, performance.now());
+    if (waitMs > 0) {
+      stats.throttledMs += waitMs;
+      await new Promise((resolve) => setTimeout(resolve, waitMs));
+    }
     const offset = first * blockSize;
     const n = await buffer.fill(
       length,
@@ -221,20 +229,32 @@ export async function scanPass(options: ScanPassOptions): Promise<ScanPassStats>
   };
 
   const inFlight: Promise<Judged>[] = [];
-  let next: Promise<Piece> | null = null;
+  // Reads queued on the image's handles run back to back, so no reader waits for this thread
+  // to judge a piece before it starts the next read.
+  const loading: Promise<Piece>[] = [];
+  let nextFirst = options.startBlock;
+  let reads = 0;
+  const readAhead = (buffer: CoreBuffer) => {
+    if (nextFirst >= blocks) return;
+    const piece = load(nextFirst, buffer, images[reads++ % images.length]);
+    piece.catch(() => {});
+    loading.push(piece);
+    nextFirst += perPiece;
+  };
   try {
-    let idle = bufferB;
-    next = options.startBlock < blocks ? load(options.startBlock, bufferA) : null;
-    while (next) {
-      const piece: Piece = await next;
+    for (const buffer of buffers.slice(0, READ_AHEAD)) readAhead(buffer);
+    let idle = buffers[READ_AHEAD];
+    while (loading.length > 0) {
+      const piece: Piece = await loading.shift()!;
       signal?.throwIfAborted();
-      const following = piece.first + piece.count;
-      next = following < blocks ? load(following, idle) : null;
+      readAhead(idle);
       idle = piece.buffer;
       const judged = judge(piece);
       judged.catch(() => {});
       inFlight.push(judged);
-      if (inFlight.length >= (hashing.pool?.parallelism ?? 1)) {
+      // Without workers a piece is settled at once; with them, two pieces per worker are in
+      // flight so that no worker waits while this thread reads and judges.
+      if (inFlight.length > 2 * (hashing.pool?.parallelism ?? 0)) {
         await settle(await inFlight.shift()!);
       }
     }
@@ -242,12 +262,12 @@ export async function scanPass(options: ScanPassOptions): Promise<ScanPassStats>
     await prefilter?.table.flush();
     return stats;
   } catch (err) {
-    await next?.catch(() => {});
-    await Promise.allSettled(inFlight);
+    await Promise.allSettled([...loading, ...inFlight]);
     // What was settled before a cut stopped this pass is good work: keep it.
     if (signal?.aborted) await prefilter?.table.flush();
     throw err;
   } finally {
     hashing.pool?.close();
+    for (const buffer of buffers) buffer.free();
   }
 }

@@ -208,10 +208,13 @@ export class ScanTracker implements Tracker {
     const table = prefilter && this.#key
       ? await PrefilterTable.open(this.#fs, prefilter.tablePath, identity, this.#key.id)
       : null;
+    let second: FileHandle | null = null;
     try {
+      // A second handle lets two reads of the image run at once.
+      second = await this.#openImage();
       const prefiltered = table?.trusted ?? false;
       const stats = await scanPass({
-        image,
+        images: [image, second],
         identity,
         manifest,
         limiter: this.#limiter,
@@ -237,6 +240,7 @@ export class ScanTracker implements Tracker {
         endedAtMs: Date.now(),
       };
     } finally {
+      second?.close();
       table?.close();
     }
   }

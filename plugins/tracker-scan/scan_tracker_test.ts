@@ -67,10 +67,10 @@ for (const prefilter of [true, false]) {
       await cutRuns(trackerOf(volume, options));
       await scribble(prng, volume, 6000);
       const expected = await truth(volume);
-      // Checkpoints every 4 MiB; the "process" dies on the 3rd of its 8 MiB reads.
+      // Checkpoints every 4 MiB; the "process" dies on the 7th of its 2 MiB reads (of 12).
       let reads = 0;
       const dying = watched(volume.fs, () => {
-        if (++reads === 3) throw new Error("killed");
+        if (++reads === 7) throw new Error("killed");
       });
       const checkpoint = {
         checkpointPath: "/s/scan.checkpoint",
