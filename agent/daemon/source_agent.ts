@@ -1,3 +1,4 @@
+import { loadPrefilterSecret } from "../../plugins/tracker-scan/prefilter_key.ts";
 import { ScanTracker } from "../../plugins/tracker-scan/scan_tracker.ts";
 import type { Codec } from "../codec/mod.ts";
 import { ErrorCode, PresyncError } from "../errors.ts";
@@ -155,6 +156,20 @@ export class SourceAgent {
       manifest: state.manifest,
       baselineGeneration: state.committedGeneration,
       checkpointPath: `${dir}/scan.checkpoint`,
+      prefilter: {
+        tablePath: `${dir}/scan.prefilter`,
+        secret: await loadPrefilterSecret(`${this.#config.stateDir}/prefilter.key`),
+      },
+      // Between cuts, background passes keep the pre-filter table fresh for an evacuation.
+      background: this.#config.tracker === "nbd" ? undefined : {
+        intervalMs: this.#config.intervalMs,
+        onError: (err) =>
+          this.#config.log("warn", "background_scan_failed", {
+            volume: state.identity.name,
+            code: err.code,
+            error: err.message,
+          }),
+      },
       readRateBytesPerSecond: this.#config.readRateBytesPerSecond,
       fs: this.#fs,
     });
