@@ -266,7 +266,10 @@ export class ScanTracker implements Tracker {
       image = await this.#openImage();
       await this.#pass("background", image, dirty, 0, undefined, abort.signal);
     } catch (err) {
-      if (!abort.signal.aborted) onError(toIoError(err, "background scan"));
+      // Being stopped by a cut is not a failure; anything else is reported.
+      if (!(abort.signal.aborted && err === abort.signal.reason)) {
+        onError(toIoError(err, "background scan"));
+      }
     } finally {
       image?.close();
       this.#abortBackground = null;
