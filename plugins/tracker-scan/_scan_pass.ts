@@ -17,6 +17,7 @@ import { ErrorCode, PresyncError } from "../../agent/errors.ts";
 import type { FileHandle } from "../../agent/fs/file_system.ts";
 import { io } from "../../agent/fs/io_error.ts";
 import type { RateLimiter } from "../../agent/rate_limiter.ts";
+import { ENTRY_BYTES } from "../../agent/volume/block_hashes.ts";
 import type { ManifestFile } from "../../agent/volume/manifest_file.ts";
 import { blockCount, type VolumeIdentity } from "../../agent/volume/volume_identity.ts";
 import {
@@ -25,12 +26,14 @@ import {
   type PieceVerdicts,
   settleHashed,
 } from "./_piece_verdicts.ts";
-import { type PrefilterTable, TABLE_FLUSH_BYTES } from "./prefilter_table.ts";
+import { type PrefilterTable, TABLE_ENTRY_BYTES, TABLE_FLUSH_BYTES } from "./prefilter_table.ts";
 
 /** Bytes read per sequential read while scanning (or one block when blocks are larger). */
 export const SCAN_READ_BYTES = 2 * 1024 * 1024;
 /** Reads queued ahead of the piece being judged. */
 const READ_AHEAD = 2;
+/** Pieces whose manifest and table entries are read at once. */
+const GROUP_PIECES = 16;
 
 /** What {@linkcode scanPass} works on. */
 export interface ScanPassOptions {
@@ -139,13 +142,40 @@ export async function scanPass(options: ScanPassOptions): Promise<ScanPassStats>
   };
   const spare: ArrayBuffer[] = [];
 
+  // Manifest and table entries are read a group of pieces at a time, one group ahead: two
+  // small reads per piece would cost more than the piece's own read.
+  const groupBlocks = GROUP_PIECES * perPiece;
+  const groups = new Map<number, Promise<[Uint8Array, Uint8Array | null]>>();
+  const group = (g: number) => {
+    let entries = groups.get(g);
+    if (!entries) {
+      const first = options.startBlock + g * groupBlocks;
+      const count = Math.max(0, Math.min(groupBlocks, blocks - first));
+      entries = Promise.all([
+        manifest.read(first, count),
+        prefilter ? prefilter.table.read(first, count) : null,
+      ]);
+      entries.catch(() => {});
+      groups.set(g, entries);
+    }
+    return entries;
+  };
+  const factsOf = async (first: number, count: number) => {
+    const g = Math.floor((first - options.startBlock) / groupBlocks);
+    groups.delete(g - 1);
+    group(g + 1);
+    const [manifestEntries, tableEntries] = await group(g);
+    const at = first - options.startBlock - g * groupBlocks;
+    return [
+      manifestEntries.subarray(at * ENTRY_BYTES, (at + count) * ENTRY_BYTES),
+      tableEntries?.subarray(at * TABLE_ENTRY_BYTES, (at + count) * TABLE_ENTRY_BYTES) ?? null,
+    ] as const;
+  };
+
   const load = async (first: number, buffer: CoreBuffer, image: FileHandle): Promise<Piece> => {
     const count = Math.min(perPiece, blocks - first);
     const length = Math.min(count * blockSize, sizeBytes - first * blockSize);
-    const facts = Promise.all([
-      manifest.read(first, count),
-      prefilter ? prefilter.table.read(first, count) : null,
-    ]);
+    const facts = factsOf(first, count);
     facts.catch(() => {});
     const waitMs = options.limiter.take(length, performance.now());
     if (waitMs > 0) {
