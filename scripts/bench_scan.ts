@@ -19,6 +19,7 @@
  * @module
  */
 
+import process from "node:process";
 import { parseArgs } from "node:util";
 import { blockEntries } from "../agent/core/mod.ts";
 import { DenoFileSystem } from "../agent/fs/deno_file_system.ts";
@@ -155,23 +156,41 @@ async function rewrite(image: string, blocks: number, count: number): Promise<vo
   }
 }
 
-/** Wall milliseconds of one run of `argv`, output discarded. */
-async function timeOnce(argv: string[]): Promise<number> {
+/** CPU seconds (user + system) of each counted run of every contender, by name. */
+const cpuSeconds = new Map<string, number[]>();
+
+/** Wall milliseconds of one run of `argv`, output discarded; its CPU time goes to `name`. */
+async function timeOnce(name: string, argv: string[]): Promise<number> {
   const start = performance.now();
-  const out = await new Deno.Command(argv[0], { args: argv.slice(1), stdout: "null" }).output();
-  if (!out.success) {
-    throw new Error(`${argv.join(" ")} failed: ${new TextDecoder().decode(out.stderr)}`);
-  }
-  return performance.now() - start;
+  const out = await new Deno.Command("/usr/bin/time", {
+    args: ["-f", "%U %S", ...argv],
+    stdout: "null",
+    stderr: "piped",
+  }).output();
+  const ms = performance.now() - start;
+  const text = new TextDecoder().decode(out.stderr).trim();
+  if (!out.success) throw new Error(`${argv.join(" ")} failed: ${text}`);
+  const [user, system] = text.split("\n").pop()!.split(" ").map(Number);
+  cpuSeconds.set(name, [...(cpuSeconds.get(name) ?? []), user + system]);
+  return ms;
 }
 
-async function plainRead(image: string): Promise<number> {
+/** Wall milliseconds of `fn`; the CPU time of this process meanwhile goes to `name`. */
+async function timeHere(name: string, fn: () => Promise<unknown>): Promise<number> {
+  const cpu = process.cpuUsage();
   const start = performance.now();
+  await fn();
+  const ms = performance.now() - start;
+  const used = process.cpuUsage(cpu);
+  cpuSeconds.set(name, [...(cpuSeconds.get(name) ?? []), (used.user + used.system) / 1e6]);
+  return ms;
+}
+
+async function plainRead(image: string): Promise<void> {
   const file = await Deno.open(image);
   const buffer = new Uint8Array(8 * MiB);
   while ((await file.read(buffer)) !== null) { /* discard */ }
   file.close();
-  return performance.now() - start;
 }
 
 async function dense(dir: string): Promise<void> {
@@ -194,12 +213,12 @@ async function dense(dir: string): Promise<void> {
   const contenders: [string, () => Promise<number>][] = [
     ["scan", async () => {
       await rewrite(image, sizeBytes / BLOCK, Number(flags["dirty-blocks"]));
-      return await scan(prefiltered);
+      return await timeHere("scan", () => scan(prefiltered));
     }],
-    ["b3sum", () => timeOnce(["b3sum", "--num-threads", "1", image])],
-    ["read", () => plainRead(image)],
-    ["dd", () => timeOnce(["dd", `if=${image}`, "of=/dev/null", "bs=8M", "status=none"])],
-    ["full", () => scan(plain)],
+    ["b3sum", () => timeOnce("b3sum", ["b3sum", "--num-threads", "1", image])],
+    ["read", () => timeHere("read", () => plainRead(image))],
+    ["dd", () => timeOnce("dd", ["dd", `if=${image}`, "of=/dev/null", "bs=8M", "status=none"])],
+    ["full", () => timeHere("full", () => scan(plain))],
   ];
   const times = new Map(contenders.map(([name]) => [name, [] as number[]]));
   const hashed: number[] = [];
@@ -208,6 +227,7 @@ async function dense(dir: string): Promise<void> {
       const ms = await run();
       // Round 0 warms up the page cache and the JIT; it is not counted.
       if (round > 0) times.get(name)!.push(ms);
+      else cpuSeconds.delete(name);
     }
     if (round > 0) hashed.push(prefiltered.lastScan!.blocksHashed);
   }
@@ -226,6 +246,13 @@ async function dense(dir: string): Promise<void> {
   console.log(
     `setup ${setupS.toFixed(1)} s; first scan (no table yet, every block hashed) ` +
       `${(firstMs / 1000).toFixed(2)} s; scan ÷ b3sum per round: ${perRound.join(", ")}\n`,
+  );
+  const cpuPerGiB = (name: string) =>
+    (median(cpuSeconds.get(name)!) / (sizeBytes / GiB)).toFixed(3);
+  console.log(
+    `CPU seconds per GiB (user + system, all threads): scan ${cpuPerGiB("scan")}, b3sum ` +
+      `${cpuPerGiB("b3sum")}, Deno read ${cpuPerGiB("read")}, dd ${cpuPerGiB("dd")}, scan ` +
+      `without pre-filter ${cpuPerGiB("full")}\n`,
   );
   console.log("| what | presync | baseline | ratio (presync faster when > 1) |");
   console.log("| --- | --- | --- | --- |");

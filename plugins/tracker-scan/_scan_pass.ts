@@ -123,9 +123,9 @@ function runsOf(blocks: number[]): [number, number][] {
 
 /**
  * Compares every block from `startBlock` on with the manifest, setting the differing ones
- * in `dirty`. The next READ_AHEAD pieces are read (on Deno's I/O thread, back to back) while
- * this one is judged; with
- * workers, several pieces' hashing is in flight. Flushes the table at the end.
+ * in `dirty`. The next READ_AHEAD pieces are being read (on Deno's I/O threads) while this
+ * one is judged; with workers, several pieces' hashing is in flight. Flushes the table at
+ * the end.
  */
 export async function scanPass(options: ScanPassOptions): Promise<ScanPassStats> {
   const { images, identity, manifest, prefilter, dirty, signal } = options;
