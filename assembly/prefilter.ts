@@ -43,7 +43,7 @@ function prefilterBlock(ptr: usize, len: usize, key: usize, out: usize): void {
   const full = ptr + (len & ~(STRIDE - 1));
   let p = ptr;
   let k = key;
-  // Two strides per turn; k0 carries the key quarter both iterations share with the next.
+  // Two strides per turn; k0 holds the key words at p (the previous turn loaded them).
   while (p + 2 * STRIDE <= full) {
     const m0 = v128.load(p);
     const m1 = v128.load(p, 16);
@@ -73,34 +73,30 @@ function prefilterBlock(ptr: usize, len: usize, key: usize, out: usize): void {
     p += 2 * STRIDE;
     k += 2 * STRIDE;
   }
-  const rest = ptr + len - p;
-  if (rest > 0) {
-    // At most two strides are left: a whole one, then possibly a partial one.
+  // At most one whole stride and a partial one are left; the partial one is zero-padded.
+  const end = ptr + len;
+  while (p < end) {
     let src = p;
-    let left = rest;
-    while (left > 0) {
-      if (left < STRIDE) {
-        memory.fill(TAIL, 0, STRIDE);
-        memory.copy(TAIL, src, left);
-        src = TAIL;
-      }
-      const m0 = v128.load(src);
-      const m1 = v128.load(src, 16);
-      const k1 = v128.load(k, 16);
-      const k2 = v128.load(k, 32);
-      let a = i32x4.add(m0, k0);
-      let b = i32x4.add(m1, k1);
-      acc0 = i64x2.add(acc0, i64x2.extmul_low_i32x4_u(a, b));
-      acc0 = i64x2.add(acc0, i64x2.extmul_high_i32x4_u(a, b));
-      a = i32x4.add(m0, k1);
-      b = i32x4.add(m1, k2);
-      acc1 = i64x2.add(acc1, i64x2.extmul_low_i32x4_u(a, b));
-      acc1 = i64x2.add(acc1, i64x2.extmul_high_i32x4_u(a, b));
-      k0 = k2;
-      k += STRIDE;
-      src += STRIDE;
-      left = left > STRIDE ? left - STRIDE : 0;
+    if (end - p < STRIDE) {
+      memory.fill(TAIL, 0, STRIDE);
+      memory.copy(TAIL, p, end - p);
+      src = TAIL;
     }
+    const m0 = v128.load(src);
+    const m1 = v128.load(src, 16);
+    const k1 = v128.load(k, 16);
+    const k2 = v128.load(k, 32);
+    let a = i32x4.add(m0, k0);
+    let b = i32x4.add(m1, k1);
+    acc0 = i64x2.add(acc0, i64x2.extmul_low_i32x4_u(a, b));
+    acc0 = i64x2.add(acc0, i64x2.extmul_high_i32x4_u(a, b));
+    a = i32x4.add(m0, k1);
+    b = i32x4.add(m1, k2);
+    acc1 = i64x2.add(acc1, i64x2.extmul_low_i32x4_u(a, b));
+    acc1 = i64x2.add(acc1, i64x2.extmul_high_i32x4_u(a, b));
+    k0 = k2;
+    p += STRIDE;
+    k += STRIDE;
   }
   const bits = <u64> len << 3;
   store<u64>(out, i64x2.extract_lane(acc0, 0) + i64x2.extract_lane(acc0, 1) + bits);
