@@ -20,6 +20,7 @@ export {
 } from "./bitmap";
 export { isZero, zeroBlocks } from "./zero";
 export { diffHashes } from "./manifest";
+export { PREFILTER_BYTES, prefilterBlocks, prefilterKeyBytes } from "./prefilter";
 
 /** Allocates `size` bytes, 16-byte aligned. Returns 0 when memory cannot grow. */
 export function alloc(size: usize): usize {

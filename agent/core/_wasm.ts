@@ -12,6 +12,7 @@ import { ErrorCode, PresyncError } from "../errors.ts";
 export interface CoreExports {
   memory: WebAssembly.Memory;
   HASHER_SIZE: WebAssembly.Global;
+  PREFILTER_BYTES: WebAssembly.Global;
   alloc(size: number): number;
   free(ptr: number): void;
   hasherInit(state: number, key: number): void;
@@ -28,6 +29,8 @@ export interface CoreExports {
   isZero(ptr: number, len: number): number;
   zeroBlocks(input: number, len: number, blockSize: number, out: number, bitOffset: number): void;
   diffHashes(oldPtr: number, newPtr: number, count: number, out: number, bitOffset: number): void;
+  prefilterKeyBytes(blockSize: number): number;
+  prefilterBlocks(input: number, len: number, blockSize: number, key: number, out: number): void;
 }
 
 /** Bytes of input copied into WASM memory per call; larger inputs go through in pieces. */

@@ -9,11 +9,15 @@
  * - **bitmap**: a set of block numbers, one bit per block ({@linkcode Bitmap}).
  * - **extent**: a run of consecutive set bits, `[start, length]`.
  * - **zero block**: a block whose bytes are all zero; it travels as a marker, not data.
+ * - **pre-filter value**: a keyed 128-bit NH hash of one block ({@linkcode prefilterBlocks}),
+ *   several times cheaper than BLAKE3; equal values under a secret key mean equal blocks
+ *   with probability at least 1 - 2^-64, so only blocks whose value changed need BLAKE3.
  *
  * Every function here is synchronous and batch-oriented: one call handles many blocks.
  * Inputs may be any `Uint8Array`, subarrays included; inputs larger than the core's
- * window are streamed through in pieces. The core's memory is owned here: bitmaps and
- * hashers release theirs with `free()` or `using`.
+ * window are streamed through in pieces, and views of WASM memory ({@linkcode CoreBuffer})
+ * are read in place. The core's memory is owned here: bitmaps, hashers, buffers and keys
+ * release theirs with `free()` or `using`.
  *
  * @module
  */
@@ -24,3 +28,11 @@ export { isZero, zeroBlocks } from "./zero_blocks.ts";
 export { Bitmap, type Extent, MAX_BITMAP_BITS } from "./bitmap.ts";
 export { diffManifests } from "./diff_manifests.ts";
 export { BlockEntriesPool, type PoolResult } from "./block_entries_pool.ts";
+export { CoreBuffer } from "./core_buffer.ts";
+export {
+  PREFILTER_BYTES,
+  PREFILTER_KEY_ID_BYTES,
+  PREFILTER_SECRET_BYTES,
+  prefilterBlocks,
+  PrefilterKey,
+} from "./prefilter.ts";

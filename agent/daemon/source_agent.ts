@@ -6,6 +6,8 @@ import { type Logger, sessionLoggerOf } from "../log.ts";
 import { type CutLookup, serveFetchStream } from "../net/block_fetch.ts";
 import type { NbdAddress } from "../nbd/mod.ts";
 import { openSourceVolume, type TrackerKind } from "../source/open_source_volume.ts";
+import { loadPrefilterSecret } from "../../plugins/tracker-scan/prefilter_key.ts";
+import { io } from "../fs/io_error.ts";
 import { validateVolumeName } from "../volume/volume_identity.ts";
 import { Signal } from "../wire/_signal.ts";
 import { Session } from "../wire/session.ts";
@@ -85,6 +87,8 @@ export class SourceAgent {
   readonly #rates: RatePolicy;
   /** Which agent process this is, as the destination sees it (split-brain protection). */
   readonly #instance = newSourceInstance();
+  /** The scan pre-filter's secret key (read or made by `init`). */
+  #prefilterSecret: Uint8Array | undefined;
   #session: Session | null = null;
   /** Supervisors of the current session, so a resumed parked volume can join it. */
   #supervise: ((v: VolumePipeline) => void) | null = null;
@@ -111,6 +115,12 @@ export class SourceAgent {
    */
   async init(): Promise<void> {
     for (const { name } of this.#config.volumes) validateVolumeName(name);
+    // The agent's secret for the scan's keyed pre-filter: one per agent, made on first start.
+    await io(
+      `create ${this.#config.stateDir}`,
+      () => Deno.mkdir(this.#config.stateDir, { recursive: true, mode: 0o700 }),
+    );
+    this.#prefilterSecret = await loadPrefilterSecret(`${this.#config.stateDir}/prefilter.key`);
     for (const { name, image } of this.#config.volumes) {
       try {
         this.#volumes.push(await this.#start(name, image));
@@ -137,6 +147,17 @@ export class SourceAgent {
       nbdListen: this.#config.nbdListen,
       onNbdError: (err) =>
         this.#config.log("warn", "nbd_connection_failed", { volume: name, error: String(err) }),
+      prefilterSecret: this.#prefilterSecret,
+      // Between cuts, background passes keep the pre-filter table fresh for an evacuation.
+      backgroundScan: {
+        intervalMs: this.#config.intervalMs,
+        onError: (err) =>
+          this.#config.log("warn", "background_scan_failed", {
+            volume: name,
+            code: err.code,
+            error: err.message,
+          }),
+      },
     });
     return new VolumePipeline({
       name,

@@ -1,5 +1,6 @@
 import { WorkerNbdTracker } from "../../plugins/tracker-nbd/mod.ts";
 import { ScanTracker } from "../../plugins/tracker-scan/scan_tracker.ts";
+import type { PresyncError } from "../errors.ts";
 import type { FileSystem } from "../fs/file_system.ts";
 import { io } from "../fs/io_error.ts";
 import type { NbdAddress } from "../nbd/mod.ts";
@@ -33,6 +34,16 @@ export interface SourceVolumeOptions {
   nbdListen?: NbdAddress;
   /** With the nbd tracker: called when an NBD client connection fails. */
   onNbdError?: (err: unknown) => void;
+  /**
+   * The agent's secret for the scan's keyed pre-filter (see `plugins/tracker-scan`): with it,
+   * a scan pays BLAKE3 only for blocks whose pre-filter value changed; without it, every block.
+   */
+  prefilterSecret?: Uint8Array;
+  /**
+   * With the scan tracker: a background pass this long after each cut or pass, so the table
+   * is fresh when an evacuation's cut comes; failed passes go to `onError`.
+   */
+  backgroundScan?: { intervalMs: number; onError: (err: PresyncError) => void };
 }
 
 /** A source volume ready to cut: its state and its tracker. */
@@ -84,6 +95,10 @@ async function openTracker(state: SourceState, options: SourceVolumeOptions): Pr
     manifest: state.manifest,
     baselineGeneration: state.committedGeneration,
     checkpointPath: `${options.stateDir}/scan.checkpoint`,
+    prefilter: options.prefilterSecret
+      ? { tablePath: `${options.stateDir}/scan.prefilter`, secret: options.prefilterSecret }
+      : undefined,
+    background: options.tracker === "nbd" ? undefined : options.backgroundScan,
     readRateBytesPerSecond: options.readRateBytesPerSecond,
     fs: options.fs,
   });

@@ -1,19 +1,23 @@
-import { Bitmap, BlockEntriesPool, diffManifests, type PoolResult } from "../../agent/core/mod.ts";
+import { Bitmap, PrefilterKey } from "../../agent/core/mod.ts";
 import { ErrorCode, PresyncError } from "../../agent/errors.ts";
-import { atomicWrite, readWhole } from "../../agent/fs/atomic_write.ts";
 import { DenoFileSystem } from "../../agent/fs/deno_file_system.ts";
 import type { FileHandle, FileSystem } from "../../agent/fs/file_system.ts";
-import { io } from "../../agent/fs/io_error.ts";
-import { RateLimiter, throttle } from "../../agent/rate_limiter.ts";
+import { io, toIoError } from "../../agent/fs/io_error.ts";
+import { RateLimiter } from "../../agent/rate_limiter.ts";
 import type { Cut, Tracker } from "../../agent/tracker.ts";
 import type { ManifestFile } from "../../agent/volume/manifest_file.ts";
 import { blockCount, reseedHint, type VolumeIdentity } from "../../agent/volume/volume_identity.ts";
+import { loadCheckpoint, saveCheckpoint } from "./_scan_checkpoint.ts";
+import { SCAN_READ_BYTES, scanPass } from "./_scan_pass.ts";
+import { PrefilterTable } from "./prefilter_table.ts";
+
+export { SCAN_READ_BYTES };
 
 /** Images at least this large are hashed on every core (workers cost ~0.1 s to start). */
 export const PARALLEL_SCAN_MIN_BYTES = 256 * 1024 * 1024;
 
-/** Bytes read per sequential read while scanning (or one block when blocks are larger). */
-export const SCAN_READ_BYTES = 8 * 1024 * 1024;
+/** A scan starts its hashing workers once it has hashed this much on its own thread. */
+export const HASH_ON_WORKERS_AFTER_BYTES = 64 * 1024 * 1024;
 
 /** Options of {@linkcode ScanTracker}. */
 export interface ScanTrackerOptions {
@@ -33,16 +37,58 @@ export interface ScanTrackerOptions {
   checkpointEveryBytes?: number;
   /** Hashing workers (default: one per core for images of PARALLEL_SCAN_MIN_BYTES or more). */
   workers?: number;
+  /** Start the workers once a scan hashed this many bytes itself. Default 64 MiB. */
+  hashOnWorkersAfterBytes?: number;
   /** Read-rate cap on the image, bytes per second; 0 or absent: unlimited. */
   readRateBytesPerSecond?: number;
+  /**
+   * The pre-filter: a table of per-block pre-filter values in the volume's state directory
+   * (`tablePath`, created when missing) and the agent's 32-byte secret
+   * (`loadPrefilterSecret`). A block whose value under the secret is the one in the table
+   * is not hashed. Absent: every non-zero block is hashed with BLAKE3 on every scan.
+   */
+  prefilter?: { tablePath: string; secret: Uint8Array };
+  /**
+   * Background passes: `intervalMs` after each cut or pass ends, one more pass refreshes the
+   * pre-filter table (within the read-rate cap), so that the next cut hashes only what was
+   * written since. A failed pass is reported to `onError`; the next is scheduled as usual.
+   */
+  background?: { intervalMs: number; onError: (err: PresyncError) => void };
   fs?: FileSystem;
+}
+
+/** What the last scan pass cost, for predicting the next one. */
+export interface ScanCost {
+  /** A cut's pass, or a background pass between cuts. */
+  kind: "cut" | "background";
+  /** Wall-clock seconds of the pass, read-rate waits included. */
+  seconds: number;
+  /** Seconds spent waiting for the read-rate cap. */
+  throttledSeconds: number;
+  /** Image bytes read. */
+  bytesRead: number;
+  /** Blocks and bytes hashed with BLAKE3 (the rest was vouched for by the pre-filter). */
+  blocksHashed: number;
+  bytesHashed: number;
+  /** Blocks found to differ from the baseline manifest. */
+  dirtyBlocks: number;
+  /** Whether a trusted pre-filter table was used (false: every non-zero block was hashed). */
+  prefiltered: boolean;
+  /** When the pass ended (ms since the epoch). */
+  endedAtMs: number;
 }
 
 /**
  * The tracker that needs no help from the hypervisor: each cut re-reads the whole image in
- * large sequential reads, hashes its blocks in WASM batches (all-zero blocks are recognised
- * and not hashed) and compares them with the baseline manifest. Reads return current
- * bytes, so its generations are fuzzy when the VM writes during a sync.
+ * large sequential reads and compares it with the baseline manifest. With a pre-filter,
+ * reading runs at memory or disk speed computing keyed NH values, and only blocks whose value
+ * is not the one recorded for their manifest entry are hashed with BLAKE3; without one, every
+ * non-zero block is hashed (zero blocks never are). Reads return current bytes, so its
+ * generations are fuzzy when the VM writes during a sync.
+ *
+ * A cut's own pass is the authority: it reads every block, so a block written at any time
+ * before the pass reads it is found, background passes or not. Background passes only make
+ * the table fresh, moving BLAKE3 work off the evacuation path.
  */
 export class ScanTracker implements Tracker {
   readonly sizeBytes: number;
@@ -50,6 +96,12 @@ export class ScanTracker implements Tracker {
   readonly #options: ScanTrackerOptions;
   readonly #fs: FileSystem;
   readonly #limiter: RateLimiter;
+  readonly #key: PrefilterKey | null;
+  #lastScan: ScanCost | null = null;
+  #closed = false;
+  #timer: ReturnType<typeof setTimeout> | undefined;
+  #background: Promise<void> | null = null;
+  #abortBackground: AbortController | null = null;
 
   constructor(options: ScanTrackerOptions) {
     this.#options = options;
@@ -61,6 +113,15 @@ export class ScanTracker implements Tracker {
       Math.max(SCAN_READ_BYTES, this.blockSize),
       performance.now(),
     );
+    this.#key = options.prefilter
+      ? new PrefilterKey(options.prefilter.secret, options.identity.blockSize)
+      : null;
+    this.#schedule();
+  }
+
+  /** The cost of the last finished pass (cut or background), or null before the first. */
+  get lastScan(): ScanCost | null {
+    return this.#lastScan;
   }
 
   async #openImage(): Promise<FileHandle> {
@@ -78,14 +139,20 @@ export class ScanTracker implements Tracker {
     return image;
   }
 
+  /** Stops a background pass (keeping what it settled) and scans the whole image. */
   async cut(): Promise<Cut> {
-    const image = await this.#openImage();
+    await this.#stopBackground();
     try {
-      const dirty = await this.#scan(image);
-      return new ScanCut(image, dirty, this.#options.identity);
-    } catch (err) {
-      image.close();
-      throw err;
+      const image = await this.#openImage();
+      try {
+        const dirty = await this.#cutScan(image);
+        return new ScanCut(image, dirty, this.#options.identity);
+      } catch (err) {
+        image.close();
+        throw err;
+      }
+    } finally {
+      this.#schedule();
     }
   }
 
@@ -93,120 +160,139 @@ export class ScanTracker implements Tracker {
     return new ScanCut(await this.#openImage(), dirty.clone(), this.#options.identity);
   }
 
-  async #scan(image: FileHandle): Promise<Bitmap> {
-    const { identity, manifest, checkpointPath } = this.#options;
+  async #cutScan(image: FileHandle): Promise<Bitmap> {
+    const { identity, checkpointPath } = this.#options;
     const blocks = blockCount(identity);
-    const perPiece = Math.max(1, Math.floor(SCAN_READ_BYTES / identity.blockSize));
-    const pieceBytes = perPiece * identity.blockSize;
-    const readPiece = async (first: number, buffer: ArrayBuffer) => {
-      const count = Math.min(perPiece, blocks - first);
-      const length = Math.min(
-        count * identity.blockSize,
-        identity.sizeBytes - first * identity.blockSize,
-      );
-      await throttle(this.#limiter, length);
-      const data = new Uint8Array(buffer, 0, length);
-      const n = await io("read source image", () => image.read(first * identity.blockSize, data));
-      if (n !== length) {
-        throw new PresyncError(
-          ErrorCode.IO,
-          `source image ended at byte ${first * identity.blockSize + n} while scanning`,
-        );
-      }
-      return { first, count, buffer, length };
-    };
-    const restored = checkpointPath ? await this.#loadCheckpoint(blocks) : null;
+    const owner = { uuid: identity.uuid, baseline: this.#options.baselineGeneration };
+    const restored = checkpointPath
+      ? await loadCheckpoint(this.#fs, checkpointPath, owner, blocks)
+      : null;
     const dirty = restored?.dirty ?? new Bitmap(blocks);
-    // Large images are hashed on every core; the next piece is read (on Deno's I/O thread)
-    // while earlier ones are hashed.
-    const workers = this.#options.workers ??
-      (identity.sizeBytes >= PARALLEL_SCAN_MIN_BYTES ? navigator.hardwareConcurrency : 1);
-    using pool = new BlockEntriesPool(workers);
-    const free: ArrayBuffer[] = [];
-    const inFlight: Promise<{ first: number; count: number; length: number } & PoolResult>[] = [];
-    let nextRead: ReturnType<typeof readPiece> | null = null;
+    const every = this.#options.checkpointEveryBytes ?? 2 ** 30;
     let sinceCheckpoint = 0;
-    const settle = async (piece: { first: number; count: number; length: number } & PoolResult) => {
-      using changed = diffManifests(await manifest.read(piece.first, piece.count), piece.entries);
-      for (const [start, run] of changed.extents()) dirty.setRange(piece.first + start, run);
-      free.push(piece.buffer);
-      sinceCheckpoint += piece.length;
-      if (checkpointPath && sinceCheckpoint >= (this.#options.checkpointEveryBytes ?? 2 ** 30)) {
-        // Pieces finish in order, so every block before this piece's end is compared.
-        await this.#saveCheckpoint(dirty, piece.first + piece.count);
-        sinceCheckpoint = 0;
-      }
-    };
     try {
-      const start = restored?.nextBlock ?? 0;
-      nextRead = start < blocks ? readPiece(start, new ArrayBuffer(pieceBytes)) : null;
-      for (let first = start; first < blocks; first += perPiece) {
-        const piece = await nextRead!;
-        nextRead = first + perPiece < blocks
-          ? readPiece(first + perPiece, free.pop() ?? new ArrayBuffer(pieceBytes))
-          : null;
-        const computing = pool.compute(piece.buffer, piece.length, identity.blockSize)
-          .then((result) => ({ ...piece, ...result }));
-        computing.catch(() => {});
-        inFlight.push(computing);
-        if (inFlight.length >= pool.parallelism) await settle(await inFlight.shift()!);
-      }
-      while (inFlight.length > 0) await settle(await inFlight.shift()!);
+      await this.#pass(
+        "cut",
+        image,
+        dirty,
+        restored?.nextBlock ?? 0,
+        async (table, next, bytes) => {
+          if (!checkpointPath || (sinceCheckpoint += bytes) < every) return;
+          // Pieces settle in order, so every block before `next` is compared. The table goes
+          // first: a resumed scan then finds the work of this one in it.
+          await table?.flush();
+          await saveCheckpoint(this.#fs, checkpointPath, owner, { dirty, nextBlock: next });
+          sinceCheckpoint = 0;
+        },
+      );
       if (checkpointPath) await io("remove scan checkpoint", () => this.#fs.remove(checkpointPath));
       return dirty;
     } catch (err) {
-      await nextRead?.catch(() => {});
-      await Promise.allSettled(inFlight);
       dirty.free();
       throw err;
     }
   }
 
-  async #saveCheckpoint(dirty: Bitmap, nextBlock: number): Promise<void> {
-    const header = new TextEncoder().encode(
-      JSON.stringify({
-        uuid: this.#options.identity.uuid,
-        baseline: this.#options.baselineGeneration,
-        nextBlock,
-      }),
-    );
-    const bits = dirty.serialize();
-    const bytes = new Uint8Array(4 + header.length + bits.length);
-    new DataView(bytes.buffer).setUint32(0, header.length, true);
-    bytes.set(header, 4);
-    bytes.set(bits, 4 + header.length);
-    await io(
-      "save scan checkpoint",
-      () => atomicWrite(this.#fs, this.#options.checkpointPath!, bytes),
-    );
-  }
-
-  /** The saved progress of an interrupted scan of the same baseline, or null. */
-  async #loadCheckpoint(blocks: number): Promise<{ dirty: Bitmap; nextBlock: number } | null> {
-    const bytes = await readWhole(this.#fs, this.#options.checkpointPath!);
-    if (!bytes || bytes.length < 4) return null;
+  /** One pass from `startBlock`, recorded as the last scan when it finishes. */
+  async #pass(
+    kind: ScanCost["kind"],
+    image: FileHandle,
+    dirty: Bitmap,
+    startBlock: number,
+    afterPiece?: (table: PrefilterTable | null, next: number, bytes: number) => Promise<void>,
+    signal?: AbortSignal,
+  ): Promise<void> {
+    const { identity, manifest, prefilter } = this.#options;
+    const started = performance.now();
+    const table = prefilter && this.#key
+      ? await PrefilterTable.open(this.#fs, prefilter.tablePath, identity, this.#key.id)
+      : null;
+    let second: FileHandle | null = null;
     try {
-      const headerLength = new DataView(bytes.buffer, bytes.byteOffset).getUint32(0, true);
-      const header = JSON.parse(new TextDecoder().decode(bytes.subarray(4, 4 + headerLength)));
-      if (
-        header.uuid !== this.#options.identity.uuid ||
-        header.baseline !== this.#options.baselineGeneration ||
-        !Number.isSafeInteger(header.nextBlock) || header.nextBlock > blocks
-      ) {
-        return null;
-      }
-      return {
-        dirty: Bitmap.deserialize(bytes.subarray(4 + headerLength), blocks),
-        nextBlock: header.nextBlock,
+      // A second handle lets two reads of the image run at once.
+      second = await this.#openImage();
+      const prefiltered = table?.trusted ?? false;
+      const stats = await scanPass({
+        images: [image, second],
+        identity,
+        manifest,
+        limiter: this.#limiter,
+        workers: this.#options.workers ??
+          (identity.sizeBytes >= PARALLEL_SCAN_MIN_BYTES ? navigator.hardwareConcurrency : 1),
+        hashOnWorkersAfterBytes: this.#options.hashOnWorkersAfterBytes ??
+          HASH_ON_WORKERS_AFTER_BYTES,
+        prefilter: table && this.#key ? { key: this.#key, table } : null,
+        startBlock,
+        dirty,
+        afterPiece: afterPiece && ((next, bytes) => afterPiece(table, next, bytes)),
+        signal,
+      });
+      this.#lastScan = {
+        kind,
+        seconds: (performance.now() - started) / 1000,
+        throttledSeconds: stats.throttledMs / 1000,
+        bytesRead: stats.bytesRead,
+        blocksHashed: stats.blocksHashed,
+        bytesHashed: stats.bytesHashed,
+        dirtyBlocks: dirty.popcount(),
+        prefiltered,
+        endedAtMs: Date.now(),
       };
-    } catch {
-      // A damaged checkpoint only costs a full scan.
-      return null;
+    } finally {
+      second?.close();
+      table?.close();
     }
   }
 
-  close(): Promise<void> {
-    return Promise.resolve();
+  #schedule(): void {
+    const background = this.#options.background;
+    if (!background || this.#closed) return;
+    const timer = setTimeout(() => {
+      this.#timer = undefined;
+      this.#background = this.#runBackground(background.onError);
+    }, background.intervalMs);
+    // Scheduled passes alone do not keep the process running.
+    Deno.unrefTimer(timer);
+    this.#timer = timer;
+  }
+
+  async #runBackground(onError: (err: PresyncError) => void): Promise<void> {
+    const abort = new AbortController();
+    this.#abortBackground = abort;
+    let image: FileHandle | null = null;
+    using dirty = new Bitmap(blockCount(this.#options.identity));
+    try {
+      image = await this.#openImage();
+      await this.#pass("background", image, dirty, 0, undefined, abort.signal);
+    } catch (err) {
+      // Being stopped by a cut is not a failure; anything else is reported.
+      if (!(abort.signal.aborted && err === abort.signal.reason)) {
+        onError(toIoError(err, "background scan"));
+      }
+    } finally {
+      image?.close();
+      this.#abortBackground = null;
+      if (!abort.signal.aborted) this.#schedule();
+    }
+  }
+
+  /** Cancels the next background pass and stops a running one (it keeps its settled work). */
+  async #stopBackground(): Promise<void> {
+    clearTimeout(this.#timer);
+    this.#timer = undefined;
+    this.#abortBackground?.abort();
+    await this.#background;
+    this.#background = null;
+    // A pass that ended just before the abort has scheduled the next one.
+    clearTimeout(this.#timer);
+    this.#timer = undefined;
+  }
+
+  /** Stops background passes and releases the key. Idempotent. */
+  async close(): Promise<void> {
+    this.#closed = true;
+    await this.#stopBackground();
+    this.#key?.free();
   }
 }
 

@@ -1,101 +1,97 @@
 import assert from "node:assert/strict";
-import type { FileSystem } from "../../agent/fs/file_system.ts";
-import { ManifestFile } from "../../agent/volume/manifest_file.ts";
-import { newVolumeIdentity, type VolumeIdentity } from "../../agent/volume/volume_identity.ts";
-import { PowerCutFileSystem } from "../../fixtures/power_cut_fs.ts";
-import type { Prng } from "../../fixtures/prng.ts";
 import { seededTest } from "../../fixtures/seeded.ts";
-import { ScanTracker } from "./scan_tracker.ts";
-
-const BLOCK = 4096;
-
-async function setup(prng: Prng, blocks: number) {
-  const fs = new PowerCutFileSystem();
-  await fs.mkdir("/s");
-  const image = await fs.open("/s/image", { create: true });
-  await image.truncate(blocks * BLOCK);
-  for (let i = 0; i < blocks / 3; i++) {
-    await image.write(
-      prng.int(blocks) * BLOCK + prng.int(BLOCK),
-      new Uint8Array([1 + prng.int(255)]),
-    );
-  }
-  image.close();
-  const identity = newVolumeIdentity("scan", blocks * BLOCK, BLOCK);
-  const manifest = await ManifestFile.open(fs, "/s/manifest", blocks, { create: true });
-  return { fs, identity, manifest };
-}
-
-async function scan(fs: FileSystem, identity: VolumeIdentity, manifest: ManifestFile, extra = {}) {
-  const tracker = new ScanTracker({
-    imagePath: "/s/image",
-    identity,
-    manifest,
-    baselineGeneration: 0,
-    fs,
-    ...extra,
-  });
-  const cut = await tracker.cut();
-  const runs = [...cut.dirty.extents()];
-  await cut.release();
-  return runs;
-}
+import {
+  cutRuns,
+  nonZero,
+  scribble,
+  syncedVolume,
+  trackerOf,
+  truth,
+  watched,
+} from "./_test_volume.ts";
 
 seededTest(
-  "hashing on worker threads finds exactly the blocks a single thread finds",
+  "with the pre-filter a cut finds what a full BLAKE3 scan finds, hashing only blocks written since",
   async (prng) => {
-    const { fs, identity, manifest } = await setup(prng, 3000);
-    const single = await scan(fs, identity, manifest, { workers: 1 });
-    const parallel = await scan(fs, identity, manifest, { workers: 2 });
-    assert.ok(single.length > 0);
-    assert.deepStrictEqual(parallel, single);
+    const blocks = 700;
+    const volume = await syncedVolume(prng, blocks, 1000);
+    const tracker = trackerOf(volume);
+    const plain = trackerOf(volume, { prefilter: undefined });
+    // The first scan has no table yet: every non-zero block is hashed to build it.
+    assert.deepStrictEqual(await cutRuns(tracker), []);
+    assert.equal(tracker.lastScan!.prefiltered, false);
+    assert.equal(tracker.lastScan!.blocksHashed, await nonZero(volume, Array(blocks).keys()));
+    const changed = await scribble(prng, volume, blocks);
+    const expected = await truth(volume);
+    assert.ok(expected.length > 0);
+    assert.deepStrictEqual(await cutRuns(tracker), expected);
+    assert.deepStrictEqual(await cutRuns(plain), expected);
+    const scan = tracker.lastScan!;
+    assert.equal(scan.prefiltered, true);
+    assert.equal(scan.blocksHashed, await nonZero(volume, changed));
+    assert.equal(scan.bytesRead, volume.identity.sizeBytes);
+    assert.equal(scan.dirtyBlocks, expected.reduce((n, [, length]) => n + length, 0));
+    // Nothing written since: the next cut hashes nothing and finds the same blocks.
+    assert.deepStrictEqual(await cutRuns(tracker), expected);
+    assert.equal(tracker.lastScan!.blocksHashed, 0);
+    await tracker.close();
+    await plain.close();
   },
 );
 
-/** `fs`, with `onImageRead` called before every read of the image. */
-function watched(fs: FileSystem, onImageRead: (bytes: number) => void): FileSystem {
-  return {
-    open: async (path, options) => {
-      const file = await fs.open(path, options);
-      if (path !== "/s/image") return file;
-      const read = file.read.bind(file);
-      file.read = (offset, into) => {
-        onImageRead(into.length);
-        return read(offset, into);
-      };
-      return file;
-    },
-    rename: (from, to) => fs.rename(from, to),
-    remove: (path) => fs.remove(path),
-    mkdir: (path) => fs.mkdir(path),
-    syncDir: (path) => fs.syncDir(path),
-    exists: (path) => fs.exists(path),
-    readDir: (path) => fs.readDir(path),
-    allocatedBytes: (path) => fs.allocatedBytes(path),
-    tryLock: (path, mode) => fs.tryLock(path, mode),
-  };
-}
-
-seededTest("a scan killed halfway resumes from its checkpoint and finds the same blocks", async (
+seededTest("hashing on worker threads finds exactly the blocks a single thread finds", async (
   prng,
 ) => {
-  const { fs, identity, manifest } = await setup(prng, 6000);
-  const expected = await scan(fs, identity, manifest, { workers: 1 });
-  // Checkpoints every 4 MiB; the "process" dies on the 3rd of its 8 MiB reads.
-  let reads = 0;
-  const dying = watched(fs, () => {
-    if (++reads === 3) throw new Error("killed");
+  const volume = await syncedVolume(prng, 3000);
+  await scribble(prng, volume, 3000);
+  const single = trackerOf(volume, { prefilter: undefined });
+  const parallel = trackerOf(volume, {
+    prefilter: undefined,
+    workers: 2,
+    hashOnWorkersAfterBytes: 0,
   });
-  const checkpoint = {
-    checkpointPath: "/s/scan.checkpoint",
-    checkpointEveryBytes: 4 * 1024 * 1024,
-  };
-  await assert.rejects(scan(dying, identity, manifest, { workers: 1, ...checkpoint }), /killed/);
-  assert.ok(await fs.exists("/s/scan.checkpoint"));
-  let resumedBytes = 0;
-  const counting = watched(fs, (bytes) => resumedBytes += bytes);
-  const resumed = await scan(counting, identity, manifest, { workers: 1, ...checkpoint });
-  assert.deepStrictEqual(resumed, expected);
-  assert.ok(resumedBytes < identity.sizeBytes, `resumed scan read ${resumedBytes} bytes`);
-  assert.equal(await fs.exists("/s/scan.checkpoint"), false);
+  const expected = await truth(volume);
+  assert.ok(expected.length > 0);
+  assert.deepStrictEqual(await cutRuns(single), expected);
+  assert.deepStrictEqual(await cutRuns(parallel), expected);
+  await single.close();
+  await parallel.close();
 });
+
+for (const prefilter of [true, false]) {
+  seededTest(
+    `a scan killed halfway resumes from its checkpoint and finds the same blocks (pre-filter: ${prefilter})`,
+    async (prng) => {
+      const volume = await syncedVolume(prng, 6000);
+      const options = prefilter ? {} : { prefilter: undefined };
+      await cutRuns(trackerOf(volume, options));
+      await scribble(prng, volume, 6000);
+      const expected = await truth(volume);
+      // Checkpoints every 4 MiB; the "process" dies on the 7th of its 2 MiB reads (of 12).
+      let reads = 0;
+      const dying = watched(volume.fs, () => {
+        if (++reads === 7) throw new Error("killed");
+      });
+      const checkpoint = {
+        checkpointPath: "/s/scan.checkpoint",
+        checkpointEveryBytes: 4 * 1024 * 1024,
+        ...options,
+      };
+      await assert.rejects(cutRuns(trackerOf(volume, { ...checkpoint, fs: dying })), /killed/);
+      assert.ok(await volume.fs.exists("/s/scan.checkpoint"));
+      let resumedBytes = 0;
+      const counting = watched(volume.fs, (_, bytes) => {
+        resumedBytes += bytes;
+      });
+      const resumed = trackerOf(volume, { ...checkpoint, fs: counting });
+      assert.deepStrictEqual(await cutRuns(resumed), expected);
+      assert.ok(
+        resumedBytes < volume.identity.sizeBytes,
+        `resumed scan read ${resumedBytes} bytes`,
+      );
+      assert.equal(await volume.fs.exists("/s/scan.checkpoint"), false);
+      // The resumed scan trusted the table the killed one flushed at its checkpoint.
+      assert.equal(resumed.lastScan!.prefiltered, prefilter);
+    },
+  );
+}
