@@ -220,6 +220,8 @@ export class SourceAgent {
       to: `${this.#config.to.hostname}:${this.#config.to.port}`,
     });
     this.#session = session;
+    // A stop() that came while this session was connecting found no session to abort.
+    if (this.#stopped) session.abort();
     let open = true;
     const ended = session.closed.finally(() => open = false);
     ended.catch(() => {});

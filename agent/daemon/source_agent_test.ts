@@ -111,6 +111,42 @@ Deno.test("source agent: the first generation goes out right after start, not an
   });
 });
 
+Deno.test("source agent: a stop while a session is connecting ends the agent once it connects", async () => {
+  await inTemp(async (root) => {
+    await writeImage(`${root}/a.img`, 256 * 1024, 1);
+    const dest = destination(root);
+    let release = () => {};
+    const held = new Promise<void>((resolve) => release = resolve);
+    let connecting = false;
+    const slow: SourceAgentConfig["transport"] = {
+      name: "slow",
+      async connect(to) {
+        connecting = true;
+        await held;
+        return await dest.transport.connect(to);
+      },
+      listen: (address) => dest.transport.listen(address),
+    };
+    const { source } = agent(slow, `${root}/state`, { a: `${root}/a.img` });
+    await source.init();
+    const running = source.run();
+    let ended = false;
+    running.then(() => ended = true);
+    try {
+      await waitFor("the connect to start", () => connecting);
+      source.stop();
+      release();
+      // Before the fix the session that came up after stop() was served forever.
+      await waitFor("the agent to end", () => ended, 10_000);
+    } finally {
+      source.stop();
+      release();
+      await running;
+      dest.stop();
+    }
+  });
+});
+
 Deno.test("source agent: a resized volume is parked by name; the other syncs on; resume retries it", async () => {
   await inTemp(async (root) => {
     await writeImage(`${root}/a.img`, 256 * 1024, 1);
