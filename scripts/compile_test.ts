@@ -2,7 +2,13 @@ import assert from "node:assert/strict";
 
 const ROOT = new URL("..", import.meta.url).pathname;
 /** The npm packages the `presync` binary may load at run time. */
-const RUNTIME_PACKAGES = ["@bokuweb/zstd-wasm", "cli-progress"];
+const RUNTIME_PACKAGES = [
+  "@bokuweb/zstd-wasm",
+  "cli-progress",
+  // serve makes its self-signed TLS certificate with @peculiar/x509, which needs reflect-metadata.
+  "@peculiar/x509",
+  "reflect-metadata",
+];
 /** Entry points `deno task compile` embeds: the CLI and its Worker scripts. */
 const ENTRY_POINTS = [
   "agent/main.ts",
