@@ -42,6 +42,12 @@ export interface ZstdCodecOptions {
   checksum?: boolean;
 }
 
+/** `ZSTD_COMPRESSBOUND`: the largest frame zstd makes of `n` bytes. */
+function compressBound(n: number): number {
+  const small = 128 * 1024;
+  return n + (n >>> 8) + (n < small ? (small - n) >>> 11 : 0);
+}
+
 /**
  * Deno 2.9's `zstdCompressSync` sometimes appends empty zstd frames (9 bytes each, or 13
  * with a checksum; seen: one or two) when the output spans more than one of its internal
@@ -51,7 +57,11 @@ function withoutTrailingEmptyFrames(out: Uint8Array): Uint8Array {
   const first = readZstdFrame(out);
   for (let at = first.frameBytes; at < out.length;) {
     const trailing = readZstdFrame(out.subarray(at));
-    if (trailing.contentSize !== 0) {
+    // An empty frame may also leave its content size out: it then decodes to nothing.
+    const empty = trailing.contentSize === 0 ||
+      (trailing.contentSize === undefined &&
+        zstdDecompressSync(out.subarray(at, at + trailing.frameBytes)).length === 0);
+    if (!empty) {
       throw new PresyncError(
         ErrorCode.FRAME_MALFORMED,
         `node:zlib produced ${out.length - first.frameBytes} bytes after the zstd frame: ` +
@@ -94,7 +104,13 @@ export function createZstdCodec(options: ZstdCodecOptions = {}): Codec {
         };
         paramsByLevel.set(level, params);
       }
-      const pledged: PledgedZstdOptions = { params, pledgedSrcSize: block.length };
+      const pledged: PledgedZstdOptions = {
+        params,
+        pledgedSrcSize: block.length,
+        // One output chunk that any frame of this block fits in (zstd's compress bound plus
+        // headroom): node:zlib then neither concatenates chunks nor appends empty frames.
+        chunkSize: Math.max(MIN_CHUNK_BYTES, compressBound(block.length) + 64),
+      };
       const out = zstdCompressSync(block, pledged);
       return withoutTrailingEmptyFrames(new Uint8Array(out.buffer, out.byteOffset, out.byteLength));
     },
