@@ -64,6 +64,12 @@ const CONFIGURATION_ERRORS = new Set<ErrorCode>([
   ErrorCode.INVALID_VOLUME_NAME,
 ]);
 
+/**
+ * How long one connection attempt may take, ms: QUIC hears nothing back from a closed UDP
+ * port, so without a deadline an attempt to a destination that is down would never end.
+ */
+const CONNECT_TIMEOUT_MS = 10_000;
+
 /** How often the RTT is measured (and the rates follow it), ms. */
 const RTT_INTERVAL_MS = 1000;
 
@@ -188,7 +194,10 @@ export class SourceAgent {
     const { log } = this.#config;
     this.fatal = await runConnectionLoop({
       connect: async () => {
-        const channel = await this.#config.transport.connect(this.#config.to);
+        const channel = await this.#config.transport.connect(
+          this.#config.to,
+          AbortSignal.timeout(CONNECT_TIMEOUT_MS),
+        );
         return await Session.connect(channel, {
           ...this.#config.session,
           psk: this.#config.psk,
