@@ -1,0 +1,103 @@
+import assert from "node:assert/strict";
+import { controlFetch, freePort, PresyncProcess } from "../../fixtures/cluster.ts";
+import { needTools, runTool, startQemuNbd } from "../../fixtures/nbd_tools.ts";
+import { hashFile } from "../../fixtures/workload.ts";
+import { writeNewKey } from "../key_file.ts";
+
+const SIZE = 16 * 1024 * 1024;
+
+const tools = await needTools(["qemu-img", "qemu-io", "qemu-nbd"]);
+
+async function committedGeneration(socket: string): Promise<number> {
+  const response = await controlFetch(socket, "GET", "/status");
+  const volume = (await response.json() as { volumes: Record<string, unknown>[] }).volumes[0];
+  return volume.state === "idle" ? Number(volume.committedGeneration) : 0;
+}
+
+Deno.test({
+  name: "presync agent --tracker qemu-bitmap syncs a qcow2 disk from qemu-nbd --bitmap",
+  ...tools,
+  async fn() {
+    const root = await Deno.makeTempDir({ prefix: "presync-qemu-bitmap-cli-" });
+    let serve: PresyncProcess | undefined;
+    let agent: PresyncProcess | undefined;
+    const output = () => `--- serve\n${serve?.output}\n--- agent\n${agent?.output}`;
+    try {
+      // A qcow2 disk whose bitmap dates from its creation: every write since then is in it.
+      const disk = `${root}/disk.qcow2`;
+      await runTool("qemu-img", ["create", "-q", "-f", "qcow2", disk, String(SIZE)]);
+      await runTool("qemu-img", ["bitmap", "--add", disk, "presync-1"]);
+      await runTool("qemu-io", [
+        "-f",
+        "qcow2",
+        "-c",
+        "write -P 0x5a 65536 4096",
+        "-c",
+        "write -P 0x6b 3000000 200000",
+        "-c",
+        `write -P 0x7c ${SIZE - 65536} 65536`,
+        disk,
+      ]);
+      await runTool("qemu-img", ["bitmap", "--disable", disk, "presync-1"]);
+      await runTool("qemu-img", ["convert", "-O", "raw", disk, `${root}/expected.raw`]);
+      const expected = await hashFile(`${root}/expected.raw`);
+      const socket = `${root}/q.sock`;
+      await using _qemu = await startQemuNbd(socket, [
+        "--read-only",
+        "--bitmap",
+        "presync-1",
+        "-f",
+        "qcow2",
+        "-x",
+        "vm",
+        disk,
+      ]);
+      await writeNewKey(`${root}/key`);
+      const port = freePort();
+      const common = ["--key-file", `${root}/key`, "--transport", "tcp", "--log-format", "json"];
+      serve = new PresyncProcess([
+        "serve",
+        "--store",
+        `${root}/store`,
+        "--listen",
+        `127.0.0.1:${port}`,
+        "--control",
+        `${root}/serve.sock`,
+        ...common,
+      ]);
+      agent = new PresyncProcess([
+        "agent",
+        "--volume",
+        `vm=${disk}`,
+        "--tracker",
+        "qemu-bitmap",
+        "--nbd-connect",
+        `unix:${socket}`,
+        "--bitmap",
+        "presync-1",
+        "--to",
+        `127.0.0.1:${port}`,
+        "--state",
+        `${root}/state`,
+        "--control",
+        `${root}/agent.sock`,
+        ...common,
+      ]);
+      const deadline = Date.now() + 120_000;
+      while (
+        !(await committedGeneration(`${root}/agent.sock`).catch(() => 0) >= 1 &&
+          await hashFile(`${root}/store/vm/image`).catch(() => "") === expected)
+      ) {
+        assert.ok(!agent.exited, `the agent ended:\n${output()}`);
+        if (Date.now() > deadline) throw new Error(`no committed generation\n${output()}`);
+        await new Promise((resolve) => setTimeout(resolve, 100));
+      }
+      // The volume took the export's size (16 MiB), not the qcow2 file's.
+      assert.equal((await Deno.stat(`${root}/store/vm/image`)).size, SIZE);
+    } finally {
+      await agent?.kill("SIGTERM");
+      await serve?.kill("SIGTERM");
+      await Deno.remove(root, { recursive: true });
+    }
+  },
+});
