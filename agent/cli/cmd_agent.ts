@@ -37,9 +37,9 @@ destination in the background; reconnects and resumes by itself.
   --tracker ${TRACKERS.choices()}
                          how writes are found: scan re-reads and hashes the image (default);
                          nbd serves the image to the VM over NBD and marks every write;
-                         qemu-bitmap reads QEMU's dirty bitmap from a qemu-nbd export (only
-                         what the bitmap recorded is sent: it must date from the image's
-                         creation, or seed the replica with scan first)
+                         qemu-bitmap reads QEMU's dirty bitmap from a qemu-nbd export (a
+                         new volume's first generation copies the whole disk; later ones
+                         what the bitmap recorded: rotate bitmaps as the README says)
   --nbd-listen ADDR      with --tracker nbd: HOST:PORT or unix:PATH (export name = volume)
   --nbd-connect ADDR     with --tracker qemu-bitmap: the qemu-nbd export (HOST:PORT or
                          unix:PATH; export name = volume, e.g. qemu-nbd -x NAME --bitmap B)

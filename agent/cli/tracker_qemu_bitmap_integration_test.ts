@@ -15,7 +15,7 @@ async function committedGeneration(socket: string): Promise<number> {
 }
 
 Deno.test({
-  name: "presync agent --tracker qemu-bitmap syncs a qcow2 disk from qemu-nbd --bitmap",
+  name: "presync agent --tracker qemu-bitmap copies a new qcow2 disk whole from qemu-nbd --bitmap",
   ...tools,
   async fn() {
     const root = await Deno.makeTempDir({ prefix: "presync-qemu-bitmap-cli-" });
@@ -23,9 +23,11 @@ Deno.test({
     let agent: PresyncProcess | undefined;
     const output = () => `--- serve\n${serve?.output}\n--- agent\n${agent?.output}`;
     try {
-      // A qcow2 disk whose bitmap dates from its creation: every write since then is in it.
+      // A qcow2 disk with data from before its bitmap was added: the first generation of a
+      // new volume must copy the whole disk, not only what the bitmap recorded.
       const disk = `${root}/disk.qcow2`;
       await runTool("qemu-img", ["create", "-q", "-f", "qcow2", disk, String(SIZE)]);
+      await runTool("qemu-io", ["-f", "qcow2", "-c", "write -P 0x33 8000000 300000", disk]);
       await runTool("qemu-img", ["bitmap", "--add", disk, "presync-1"]);
       await runTool("qemu-io", [
         "-f",

@@ -149,6 +149,8 @@ const QEMU_BITMAP: TrackerPlugin = {
         exportName: context.state.identity.name,
         bitmap: context.settings.bitmap!,
         identity: context.state.identity,
+        // A new volume's replica is empty: its first generation copies the whole disk.
+        fullFirstCut: context.state.committedGeneration === 0 && context.state.pending === null,
       }),
     ),
 };
