@@ -7,7 +7,7 @@ import { parseNbdAddress } from "../nbd/mod.ts";
 import { parseHostPort, readKey } from "../key_file.ts";
 import { createLogger } from "../log.ts";
 import { renderMetrics } from "../daemon/metrics.ts";
-import { STORES, TRANSPORTS } from "../registry/mod.ts";
+import { storeDirectory, STORES, TRANSPORTS } from "../registry/mod.ts";
 import { VERSION } from "../version.ts";
 import { parseCommand } from "./_args.ts";
 import { loadSettings, NUMERIC_FLAGS } from "./_config.ts";
@@ -64,7 +64,11 @@ export async function cmdServe(args: string[]): Promise<number> {
   const daemon = new DestinationDaemon({
     store: storeFromFlag(storeDir),
     listen,
-    transport: await transportFromFlags(values, "server", { storeDir, log, psk }),
+    transport: await transportFromFlags(values, "server", {
+      storeDir: storeDirectory(storeDir),
+      log,
+      psk,
+    }),
     psk,
     log,
     session: sessionOptionsFromFlags(values),

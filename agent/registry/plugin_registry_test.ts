@@ -2,7 +2,15 @@ import assert from "node:assert/strict";
 import { assertRejectsCode, assertThrowsCode } from "../../fixtures/assert.ts";
 import { createSelfSignedCertificate, pinnedServerName } from "../../plugins/transport-tls/mod.ts";
 import { hasOpenssl, makeTestCerts } from "../../fixtures/test_certs.ts";
-import { CODECS, PluginTable, storeBackendFromSpec, STORES, TRACKERS, TRANSPORTS } from "./mod.ts";
+import {
+  CODECS,
+  PluginTable,
+  storeBackendFromSpec,
+  storeDirectory,
+  STORES,
+  TRACKERS,
+  TRANSPORTS,
+} from "./mod.ts";
 
 Deno.test("every plugin kind names its plugins; an unknown name is PLUGIN_UNKNOWN listing them", () => {
   assert.deepEqual(TRACKERS.names, ["scan", "nbd", "qemu-bitmap"]);
@@ -36,6 +44,19 @@ Deno.test("--store: a directory unless NAME: names a back end; an unknown NAME i
   const error = assertThrowsCode(() => storeBackendFromSpec("rbdx:pool"), "PLUGIN_UNKNOWN");
   assert.match(error.message, /--store "rbdx": no such store back end; this build has directory/);
   assertThrowsCode(() => storeBackendFromSpec("directory:"), "INVALID_ARGUMENT");
+  assert.equal(storeDirectory("/srv/presync"), "/srv/presync");
+  assert.equal(storeDirectory("directory:/srv/x"), "/srv/x");
+  assert.equal(storeDirectory("rbd:pool"), undefined);
+});
+
+Deno.test("serve on a store that is not a directory needs --tls-cert: it has nowhere to make one", async () => {
+  for (const name of ["tls", "quic"]) {
+    const error = await assertRejectsCode(
+      TRANSPORTS.get(name).server({ log: () => {} }),
+      "INVALID_ARGUMENT",
+    );
+    assert.match(error.message, /give --tls-cert FILE and --tls-key FILE/);
+  }
 });
 
 Deno.test("trackers check their flags before anything starts", () => {

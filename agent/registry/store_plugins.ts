@@ -16,6 +16,9 @@ export interface StorePlugin extends PluginEntry {
   open(argument: string): ReplicaBackend;
 }
 
+/** `NAME:ARGUMENT`: a back end by name. */
+const NAMED = /^([a-z][a-z0-9-]*):(.*)$/s;
+
 /** `directory`: one directory per volume under DIR (docs/STORE.md). */
 const DIRECTORY: StorePlugin = {
   name: "directory",
@@ -50,7 +53,17 @@ export const STORES: PluginTable<StorePlugin> = new PluginTable("store back end"
  * ```
  */
 export function storeBackendFromSpec(spec: string): ReplicaBackend {
-  const named = /^([a-z][a-z0-9-]*):(.*)$/s.exec(spec);
+  const named = NAMED.exec(spec);
   if (named === null) return DIRECTORY.open(spec);
   return STORES.get(named[1]).open(named[2]);
+}
+
+/**
+ * The directory a `--store` value names, or undefined for another back end (`rbd:POOL`):
+ * where `serve` may keep files of its own, such as its TLS certificate.
+ */
+export function storeDirectory(spec: string): string | undefined {
+  const named = NAMED.exec(spec);
+  if (named === null) return spec;
+  return named[1] === DIRECTORY.name ? named[2] : undefined;
 }

@@ -28,7 +28,10 @@ export interface TransportSettings {
   caFile?: string;
   /** Client: the SHA-256 fingerprint of the one certificate to trust (`--tls-pin`). */
   pinSha256?: string;
-  /** Server: the store directory; its `.tls/` holds the certificate made on first start. */
+  /**
+   * Server: the store directory; its `.tls/` holds the certificate made on first start
+   * (absent for a store that is not a directory: `--tls-cert` is then required).
+   */
   storeDir?: string;
   /** Client: the state directory; its `known_servers.json` holds the pinned fingerprints. */
   stateDir?: string;
@@ -90,6 +93,13 @@ async function serverCertificate(
       cert: settings.certFile,
     });
     return { cert, key: await Deno.readTextFile(settings.keyFile!) };
+  }
+  if (settings.storeDir === undefined) {
+    throw new PresyncError(
+      ErrorCode.INVALID_ARGUMENT,
+      "give --tls-cert FILE and --tls-key FILE: serve keeps the certificate it makes in the " +
+        "store's directory, and this store is not a directory",
+    );
   }
   const own = await loadOrCreateServerCertificate(`${settings.storeDir}/${SERVER_TLS_DIR}`);
   settings.log("info", "tls_certificate", {
