@@ -1,6 +1,13 @@
 import assert from "node:assert/strict";
-import { controlFetch, freePort, PresyncProcess } from "../../fixtures/cluster.ts";
+import {
+  agentArgs,
+  controlFetch,
+  freePort,
+  PresyncProcess,
+  serveArgs,
+} from "../../fixtures/cluster.ts";
 import { needTools, runTool, startQemuNbd } from "../../fixtures/nbd_tools.ts";
+import { until } from "../../fixtures/until.ts";
 import { hashFile } from "../../fixtures/workload.ts";
 import { writeNewKey } from "../key_file.ts";
 
@@ -56,44 +63,24 @@ Deno.test({
       ]);
       await writeNewKey(`${root}/key`);
       const port = freePort();
-      const common = ["--key-file", `${root}/key`, "--transport", "tcp", "--log-format", "json"];
-      serve = new PresyncProcess([
-        "serve",
-        "--store",
-        `${root}/store`,
-        "--listen",
-        `127.0.0.1:${port}`,
-        "--control",
-        `${root}/serve.sock`,
+      const common = ["--transport", "tcp", "--log-format", "json"];
+      serve = new PresyncProcess(serveArgs(root, port, `${root}/serve.sock`, common));
+      agent = new PresyncProcess(agentArgs(root, disk, port, `${root}/agent.sock`, [
         ...common,
-      ]);
-      agent = new PresyncProcess([
-        "agent",
-        "--volume",
-        `vm=${disk}`,
         "--tracker",
         "qemu-bitmap",
         "--nbd-connect",
         `unix:${socket}`,
         "--bitmap",
         "presync-1",
-        "--to",
-        `127.0.0.1:${port}`,
-        "--state",
-        `${root}/state`,
-        "--control",
-        `${root}/agent.sock`,
-        ...common,
-      ]);
-      const deadline = Date.now() + 120_000;
-      while (
-        !(await committedGeneration(`${root}/agent.sock`).catch(() => 0) >= 1 &&
-          await hashFile(`${root}/store/vm/image`).catch(() => "") === expected)
-      ) {
-        assert.ok(!agent.exited, `the agent ended:\n${output()}`);
-        if (Date.now() > deadline) throw new Error(`no committed generation\n${output()}`);
-        await new Promise((resolve) => setTimeout(resolve, 100));
-      }
+      ]));
+      await until(
+        "generation 1 committed, the replica equal to the whole disk",
+        async () =>
+          (await committedGeneration(`${root}/agent.sock`)) >= 1 &&
+          (await hashFile(`${root}/store/vm/image`)) === expected,
+        { timeoutMs: 120_000, context: output },
+      );
       // The volume took the export's size (16 MiB), not the qcow2 file's.
       assert.equal((await Deno.stat(`${root}/store/vm/image`)).size, SIZE);
     } finally {

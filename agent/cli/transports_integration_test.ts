@@ -1,8 +1,17 @@
 import assert from "node:assert/strict";
 import { quicAvailable } from "../../plugins/transport-quic/mod.ts";
-import { Cluster, controlFetch, freePort, PresyncProcess } from "../../fixtures/cluster.ts";
+import { waitConverged } from "../../fixtures/chaos.ts";
+import {
+  agentArgs,
+  Cluster,
+  controlFetch,
+  freePort,
+  PresyncProcess,
+  serveArgs,
+} from "../../fixtures/cluster.ts";
 import type { Prng } from "../../fixtures/prng.ts";
 import { seededTest } from "../../fixtures/seeded.ts";
+import { until } from "../../fixtures/until.ts";
 import { hashFile } from "../../fixtures/workload.ts";
 import { writeNewKey } from "../key_file.ts";
 import { KNOWN_SERVERS_FILE, SERVER_TLS_DIR } from "../registry/mod.ts";
@@ -19,26 +28,11 @@ async function withRoot(fn: (root: string) => Promise<void>): Promise<void> {
   }
 }
 
-/** Polls `check` every 100 ms until it is true, or fails naming `what` after `timeoutMs`. */
-async function until(
-  what: string,
-  check: () => Promise<boolean>,
-  output: () => string,
-  timeoutMs = 120_000,
-): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!(await check().catch(() => false))) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}\n${output()}`);
-    await new Promise((resolve) => setTimeout(resolve, 100));
-  }
-}
-
-async function makeImage(path: string, prng: Prng): Promise<string> {
-  // Random data, then a zero MiB: both the compressed and the zero-marker paths.
+/** Random data, then a zero MiB: both the compressed and the zero-marker paths. */
+async function makeImage(path: string, prng: Prng): Promise<void> {
   const bytes = new Uint8Array(4 * MiB);
   prng.fill(bytes.subarray(0, 3 * MiB));
   await Deno.writeFile(path, bytes);
-  return await hashFile(path);
 }
 
 async function committed(control: string): Promise<number> {
@@ -48,66 +42,42 @@ async function committed(control: string): Promise<number> {
   return volume.state === "idle" ? Number(volume.committedGeneration) : 0;
 }
 
-async function exists(path: string): Promise<boolean> {
-  return await Deno.stat(path).then(() => true, () => false);
-}
-
 seededTest(
   "serve and agent over --transport quic commit a generation (agent trusts serve's cert.pem)",
   async (prng) => {
     if (!quicAvailable()) return console.warn("SKIPPED: Deno's QUIC API is not available");
     await withRoot(async (root) => {
       const image = `${root}/source.img`;
-      const expected = await makeImage(image, prng);
+      await makeImage(image, prng);
+      const expected = await hashFile(image);
       await writeNewKey(`${root}/key`);
       const port = freePort();
-      const common = ["--key-file", `${root}/key`, "--transport", "quic", "--idle-timeout", "3"];
-      const serve = new PresyncProcess([
-        "serve",
-        "--store",
-        `${root}/store`,
-        "--listen",
-        `127.0.0.1:${port}`,
-        "--control",
-        `${root}/serve.sock`,
-        "--log-format",
-        "json",
-        ...common,
-      ]);
+      const common = ["--transport", "quic", "--idle-timeout", "3", "--log-format", "json"];
+      const serve = new PresyncProcess(serveArgs(root, port, `${root}/serve.sock`, common));
       let agent: PresyncProcess | undefined;
-      const output = () => `--- serve\n${serve.output}\n--- agent\n${agent?.output}`;
+      const context = () => `--- serve\n${serve.output}\n--- agent\n${agent?.output}`;
       try {
         const cert = `${root}/store/${SERVER_TLS_DIR}/cert.pem`;
-        await until("serve's certificate", () => exists(cert), output, 60_000);
-        agent = new PresyncProcess([
-          "agent",
-          "--volume",
-          `vm=${image}`,
-          "--to",
-          `127.0.0.1:${port}`,
-          "--state",
-          `${root}/state`,
-          "--control",
-          `${root}/agent.sock`,
-          "--tls-ca",
-          cert,
-          "--log-format",
-          "json",
-          ...common,
-        ]);
+        await until("serve's certificate", () => Deno.stat(cert).then(() => true), {
+          timeoutMs: 60_000,
+          context,
+        });
+        agent = new PresyncProcess(
+          agentArgs(root, image, port, `${root}/agent.sock`, [...common, "--tls-ca", cert]),
+        );
         await until(
           "generation 1 committed over QUIC",
           async () =>
             (await committed(`${root}/agent.sock`)) >= 1 &&
             (await hashFile(`${root}/store/vm/image`)) === expected,
-          output,
+          { timeoutMs: 120_000, context },
         );
         assert.match(serve.output, /QUIC agents cannot pin on first contact/);
       } finally {
         await agent?.kill("SIGTERM");
         await serve.kill("SIGTERM");
       }
-      assert.ok(!/Uncaught/.test(output()), output());
+      assert.ok(!/Uncaught/.test(context()), context());
     });
   },
 );
@@ -117,7 +87,7 @@ seededTest(
   async (prng) => {
     await withRoot(async (root) => {
       const image = `${root}/source.img`;
-      const expected = await makeImage(image, prng);
+      await makeImage(image, prng);
       const cluster = await Cluster.start({
         root,
         image,
@@ -125,11 +95,7 @@ seededTest(
         agentArgs: ["--stripes", "2"],
       });
       try {
-        await cluster.waitFor("generation 1 committed over 2 stripes", async () => {
-          const status = await cluster.volumeStatus();
-          if (status.state !== "idle" || Number(status.committedGeneration) < 1) return false;
-          return await hashFile(`${root}/store/vm/image`) === expected;
-        }, 120_000);
+        await waitConverged(cluster, image);
         const pins = JSON.parse(await Deno.readTextFile(`${root}/state/${KNOWN_SERVERS_FILE}`));
         assert.equal(Object.keys(pins).length, 1, "one server pinned on first contact");
         for (const process of [cluster.serve, cluster.agent]) {
@@ -147,20 +113,8 @@ seededTest(
 async function agentExit(root: string, args: string[]): Promise<{ code: number; output: string }> {
   await writeNewKey(`${root}/key`).catch(() => {});
   await Deno.writeFile(`${root}/img`, new Uint8Array(65536));
-  const agent = new PresyncProcess([
-    "agent",
-    "--volume",
-    `vm=${root}/img`,
-    "--to",
-    "127.0.0.1:9",
-    "--key-file",
-    `${root}/key`,
-    "--state",
-    `${root}/state`,
-    "--control",
-    `${root}/agent.sock`,
-    ...args,
-  ]);
+  // Port 9 (discard): nothing is ever sent; every case fails before connecting.
+  const agent = new PresyncProcess(agentArgs(root, `${root}/img`, 9, `${root}/agent.sock`, args));
   const status = await agent.wait(60_000);
   return { code: status.code, output: agent.output };
 }
