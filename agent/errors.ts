@@ -94,6 +94,8 @@ export const ErrorCode = {
    * key). Retryable: the client reconnects with backoff.
    */
   HANDSHAKE_CORRUPT: "HANDSHAKE_CORRUPT",
+  /** Configuration names a plugin (tracker, transport, codec, store) this build does not have. */
+  PLUGIN_UNKNOWN: "PLUGIN_UNKNOWN",
 } as const;
 
 /** One of the {@linkcode ErrorCode} values. */

@@ -1,11 +1,12 @@
-import { DirectoryBackend } from "../../plugins/store-directory/mod.ts";
-import { DenoFileSystem } from "../fs/deno_file_system.ts";
+import { storeBackendFromSpec } from "../registry/mod.ts";
 import { ReplicaStore } from "../store/replica_store.ts";
 
 /**
- * The replica store a `--store` flag names. Today every value is a directory (the
- * `store-directory` back end); other back ends (issue 18: `rbd:POOL`) get their prefix here.
+ * The replica store a `--store` flag names: `DIR` (the `directory` back end) or
+ * `NAME:ARGUMENT` for a back end of the registry (`agent/registry/store_plugins.ts`).
+ *
+ * @throws {PresyncError} `PLUGIN_UNKNOWN` (exit 2) for an unknown back-end name
  */
 export function storeFromFlag(store: string): ReplicaStore {
-  return new ReplicaStore(new DirectoryBackend(new DenoFileSystem(), store));
+  return new ReplicaStore(storeBackendFromSpec(store));
 }

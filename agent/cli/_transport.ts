@@ -1,14 +1,9 @@
-import { tcpTransport } from "../../plugins/transport-tcp/mod.ts";
-import {
-  certificateFingerprint,
-  KnownServersFile,
-  loadOrCreateServerCertificate,
-  type PinStore,
-  tlsTransport,
-} from "../../plugins/transport-tls/mod.ts";
-import type { Logger } from "../log.ts";
 import { ErrorCode, PresyncError } from "../errors.ts";
+import { type Logger, sessionLoggerOf } from "../log.ts";
+import { DEFAULT_TRANSPORT, TRANSPORTS } from "../registry/mod.ts";
 import { checkSessionOptions } from "../wire/session_options.ts";
+import { stripedTransport } from "../wire/striped_transport.ts";
+import { STRIPE_MAX_MEMBERS } from "../wire/stripe_record.ts";
 import type { Transport } from "../wire/transport.ts";
 import type { FlagValues } from "./_config.ts";
 
@@ -39,76 +34,63 @@ export interface TransportContext {
   stateDir?: string;
   /** Where the certificate and pinning lines go. */
   log: Logger;
-}
-
-/** The directory under the store where `serve` keeps the certificate it made. */
-export const SERVER_TLS_DIR = ".tls";
-/** The file under the agent's state where it pins servers' certificates. */
-export const KNOWN_SERVERS_FILE = "known_servers.json";
-
-/** Pins through `store`, logging the first pin of each server. */
-function loggingPins(store: PinStore, log: Logger): PinStore {
-  return {
-    location: store.location,
-    get: (server) => store.get(server),
-    pin: async (server, fingerprint) => {
-      await store.pin(server, fingerprint);
-      log("info", "tls_pinned", { server, fingerprint, file: store.location });
-    },
-  };
+  /** The pre-shared key: every member of a stripe proves it before it joins. */
+  psk: Uint8Array;
 }
 
 /**
- * The transport the flags name: `tls` (default) or `tcp` (only when asked for). A TLS server
- * uses `--tls-cert`/`--tls-key`, or else the self-signed certificate in `<store>/.tls/`, made
- * on first start; its fingerprint is logged (`tls_certificate`). A TLS client trusts
- * `--tls-pin`, or `--tls-ca`, or else pins the server's certificate on first contact in
- * `<state>/known_servers.json`.
+ * How a command stripes: the agent's `--stripes N` (N connections per session, 1 to 16;
+ * default 1, no striping), serve's `--striped` (accept striped agents only).
+ *
+ * @throws {PresyncError} `INVALID_ARGUMENT` naming the flag
+ */
+export function stripesFromFlags(values: FlagValues, role: "server" | "client"): number {
+  if (role === "server") return values.striped === true ? STRIPE_MAX_MEMBERS : 1;
+  const text = values.stripes as string | undefined;
+  if (text === undefined) return 1;
+  const count = Number(text);
+  if (!Number.isInteger(count) || count < 1 || count > STRIPE_MAX_MEMBERS) {
+    throw new PresyncError(
+      ErrorCode.INVALID_ARGUMENT,
+      `--stripes must be a whole number of connections from 1 to ${STRIPE_MAX_MEMBERS}: ` +
+        `received ${JSON.stringify(text)}`,
+    );
+  }
+  return count;
+}
+
+/**
+ * The transport the flags name, looked up in the registry (`agent/registry/`): `tls`
+ * (default), `tcp` or `quic`, with its certificate settings (see each entry's doc); wrapped
+ * in striping when the agent gives `--stripes N` above 1 or serve `--striped`.
+ *
+ * @throws {PresyncError} `PLUGIN_UNKNOWN` (exit 2) listing the transports for an unknown
+ *   name; `INVALID_ARGUMENT` for trust settings that do not fit the transport
  */
 export async function transportFromFlags(
   values: FlagValues,
   role: "server" | "client",
   context: TransportContext,
 ): Promise<Transport> {
-  const name = (values.transport as string | undefined) ?? "tls";
-  if (name === "tcp") return tcpTransport;
-  if (name !== "tls") {
-    throw new PresyncError(
-      ErrorCode.INVALID_ARGUMENT,
-      `--transport must be tls or tcp: received ${name}`,
-    );
-  }
-  const read = (flag: string) => Deno.readTextFile(values[flag] as string);
-  if (role === "server") {
-    if (Boolean(values["tls-cert"]) !== Boolean(values["tls-key"])) {
-      throw new PresyncError(
-        ErrorCode.INVALID_ARGUMENT,
-        "--tls-cert and --tls-key go together (or give neither: serve then makes a " +
-          "self-signed certificate in the store)",
-      );
-    }
-    if (values["tls-cert"]) {
-      const cert = await read("tls-cert");
-      context.log("info", "tls_certificate", {
-        fingerprint: await certificateFingerprint(cert),
-        cert: values["tls-cert"],
-      });
-      return tlsTransport({ cert, key: await read("tls-key") });
-    }
-    const own = await loadOrCreateServerCertificate(`${context.storeDir}/${SERVER_TLS_DIR}`);
-    context.log("info", "tls_certificate", {
-      fingerprint: own.fingerprint,
-      cert: own.certPath,
-      created: own.created,
-      hint: "agents pin this certificate on first contact; or give them --tls-pin " +
-        own.fingerprint,
-    });
-    return tlsTransport({ cert: own.certPem, key: own.keyPem });
-  }
-  if (values["tls-pin"]) return tlsTransport({ pinSha256: values["tls-pin"] as string });
-  if (values["tls-ca"]) return tlsTransport({ caCerts: [await read("tls-ca")] });
-  const known = new KnownServersFile(`${context.stateDir}/${KNOWN_SERVERS_FILE}`);
-  return tlsTransport({ pinStore: loggingPins(known, context.log) });
+  const plugin = TRANSPORTS.get((values.transport as string | undefined) ?? DEFAULT_TRANSPORT);
+  const stripes = stripesFromFlags(values, role);
+  const settings = {
+    certFile: values["tls-cert"] as string | undefined,
+    keyFile: values["tls-key"] as string | undefined,
+    caFile: values["tls-ca"] as string | undefined,
+    pinSha256: values["tls-pin"] as string | undefined,
+    storeDir: context.storeDir,
+    stateDir: context.stateDir,
+    log: context.log,
+  };
+  const inner = role === "server" ? await plugin.server(settings) : await plugin.client(settings);
+  if (role === "client" && stripes === 1) return inner;
+  if (role === "server" && values.striped !== true) return inner;
+  return stripedTransport(inner, {
+    psk: context.psk,
+    members: stripes,
+    logger: sessionLoggerOf(context.log),
+  });
 }
 
 /**

@@ -1,4 +1,4 @@
-import { codecByName, DEFAULT_CODEC_NAME } from "../codec/mod.ts";
+import { DEFAULT_CODEC_NAME } from "../codec/mod.ts";
 import { parseMetricsListen, serveControl } from "../daemon/control_server.ts";
 import { controlSocketPath } from "../daemon/control_socket.ts";
 import { type Counters, counters } from "../daemon/counters.ts";
@@ -10,6 +10,7 @@ import { ErrorCode, PresyncError } from "../errors.ts";
 import { parseHostPort, readKey } from "../key_file.ts";
 import { createLogger, type Logger } from "../log.ts";
 import { parseNbdAddress } from "../nbd/mod.ts";
+import { CODECS, DEFAULT_TRACKER, TRACKERS, TRANSPORTS } from "../registry/mod.ts";
 import { UNLIMITED } from "../units/mod.ts";
 import { VERSION } from "../version.ts";
 import {
@@ -33,26 +34,37 @@ Runs the source agent: tracks each volume, cuts generations and sends them to th
 destination in the background; reconnects and resumes by itself.
 
   --volume NAME=IMAGE    a volume to keep in sync (repeat for several)
-  --tracker scan|nbd     how writes are found: scan re-reads and hashes the image (default);
-                         nbd serves the image to the VM over NBD and marks every write
+  --tracker ${TRACKERS.choices()}
+                         how writes are found: scan re-reads and hashes the image (default);
+                         nbd serves the image to the VM over NBD and marks every write;
+                         qemu-bitmap reads QEMU's dirty bitmap from a qemu-nbd export (a
+                         new volume's first generation copies the whole disk; later ones
+                         what the bitmap recorded: rotate bitmaps as the README says)
   --nbd-listen ADDR      with --tracker nbd: HOST:PORT or unix:PATH (export name = volume)
+  --nbd-connect ADDR     with --tracker qemu-bitmap: the qemu-nbd export (HOST:PORT or
+                         unix:PATH; export name = volume, e.g. qemu-nbd -x NAME --bitmap B)
+  --bitmap NAME          with --tracker qemu-bitmap: the dirty bitmap to read (presync-<g>)
   --block-size SIZE      block size of new volumes: 4k to 4m, a power of two (default 64k)
   --rate RATE            background rate limit: 50mbit, 6MB/s, 5MiB/s (default 0: unlimited)
   --schedule S           time-of-day rates, e.g. "08:00-20:00=10mbit,*=0"
   --interval SECONDS     time between cuts once in sync (default 30)
   --read-rate RATE       cap on reads from the images, e.g. 200MB/s (default unlimited)
   --delay-target MS      yield when queuing delay exceeds this (LEDBAT-like; 0: off; default 25)
-  --codec NAME           zstd-native (default), zstd-wasm or none
+  --codec NAME           ${CODECS.names.join(", ")} (default ${DEFAULT_CODEC_NAME})
   --evacuate-hook CMD    shell command run before the final cut (e.g. pause the VM)
   --control NAME|PATH    control socket: a name in the runtime directory (/run/presync/agent
                          for root) or a path (default: the volume's name, or "agent" for
                          several volumes)
   --metrics-listen [HOST:]PORT  also serve /metrics over TCP for Prometheus (host default
                          127.0.0.1)
-  --transport tls|tcp    default tls: trusts --tls-pin SHA256, or --tls-ca FILE, or else
+  --transport ${TRANSPORTS.choices()}
+                         default tls: trusts --tls-pin SHA256, or --tls-ca FILE, or else
                          pins the server's certificate on first contact (in
                          DIR/known_servers.json; a different one later: exit 4);
-                         tcp is plain (authenticated, not encrypted)
+                         tcp is plain (authenticated, not encrypted); quic (UDP) needs
+                         --tls-ca FILE: a copy of serve's STORE/.tls/cert.pem, or a CA
+  --stripes N            each session over N parallel connections of the transport (1 to
+                         16, default 1); serve must run with --striped
   --idle-timeout SECONDS a silent link is declared dead after this (default 15)
   --log-format json|text default text; on a terminal with text logs, one progress bar per volume
   --config FILE          JSON object with any of these flags as keys, e.g.
@@ -68,6 +80,9 @@ const OPTIONS = {
   state: { type: "string" },
   tracker: { type: "string" },
   "nbd-listen": { type: "string" },
+  "nbd-connect": { type: "string" },
+  bitmap: { type: "string" },
+  stripes: { type: "string" },
   "block-size": { type: "string" },
   rate: { type: "string" },
   schedule: { type: "string" },
@@ -122,18 +137,16 @@ async function runAgent(
 ): Promise<number> {
   const values = settings.values;
   logUnhandledRejections(log);
-  const tracker = settings.choice("tracker", ["scan", "nbd"] as const, "scan");
+  const tracker = TRACKERS.get(settings.text("tracker", DEFAULT_TRACKER));
   const volumes = parseVolumes(settings);
-  let nbdListen;
-  if (tracker === "nbd") {
-    if (volumes.length !== 1 || !settings.text("nbd-listen")) {
-      throw new PresyncError(
-        ErrorCode.INVALID_ARGUMENT,
-        "--tracker nbd serves one volume: give exactly one --volume and --nbd-listen ADDR (HOST:PORT or unix:PATH)",
-      );
-    }
-    nbdListen = parseNbdAddress(settings.text("nbd-listen")!);
-  }
+  const listenText = settings.text("nbd-listen");
+  const connectText = settings.text("nbd-connect");
+  const trackerSettings = {
+    nbdListen: listenText === undefined ? undefined : parseNbdAddress(listenText),
+    nbdConnect: connectText === undefined ? undefined : parseNbdAddress(connectText),
+    bitmap: settings.text("bitmap"),
+  };
+  tracker.check(trackerSettings, volumes.length);
   const socket = controlSocketPath(
     "agent",
     settings.text("control"),
@@ -146,8 +159,8 @@ async function runAgent(
   const schedule = settings.text("schedule");
   const options = {
     volumes,
-    tracker,
-    nbdListen,
+    tracker: tracker.name,
+    trackerSettings,
     to: parseHostPort("to", settings.need("agent", "to", "HOST:PORT")),
     stateDir: settings.need("agent", "state", "DIR"),
     blockSize: validateBlockSize(settings.size("block-size", DEFAULT_BLOCK_SIZE)),
@@ -159,12 +172,17 @@ async function runAgent(
     evacuateHook: settings.text("evacuate-hook"),
     session: sessionOptionsFromFlags(values),
   };
-  const keyFile = settings.need("agent", "key-file", "FILE");
+  const codec = CODECS.get(settings.text("codec", DEFAULT_CODEC_NAME));
+  const psk = await readKey(settings.need("agent", "key-file", "FILE"));
   const agent = new SourceAgent({
     ...options,
-    transport: await transportFromFlags(values, "client", { stateDir: options.stateDir, log }),
-    psk: await readKey(keyFile),
-    codec: await codecByName(settings.text("codec", DEFAULT_CODEC_NAME)),
+    transport: await transportFromFlags(values, "client", {
+      stateDir: options.stateDir,
+      log,
+      psk,
+    }),
+    psk,
+    codec: await codec.open(),
     log,
   });
   await agent.init();

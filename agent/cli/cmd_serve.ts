@@ -7,6 +7,7 @@ import { parseNbdAddress } from "../nbd/mod.ts";
 import { parseHostPort, readKey } from "../key_file.ts";
 import { createLogger } from "../log.ts";
 import { renderMetrics } from "../daemon/metrics.ts";
+import { storeDirectory, STORES, TRANSPORTS } from "../registry/mod.ts";
 import { VERSION } from "../version.ts";
 import { parseCommand } from "./_args.ts";
 import { loadSettings, NUMERIC_FLAGS } from "./_config.ts";
@@ -20,15 +21,20 @@ export const SERVE_USAGE = `presync serve --store DIR --listen HOST:PORT --key-f
 Runs the destination agent: accepts authenticated sessions from source agents and keeps
 their replicas in DIR (one subdirectory per volume; a new volume is created on first sync).
 
+  --store DIR|NAME:ARG   where replicas live: a directory, or a back end by name
+                         (${STORES.entries.map((e) => `${e.name}:${e.argument}`).join(", ")})
   --control NAME|PATH    control socket (status, /metrics, postcopy exports): a name in the
                          runtime directory (/run/presync/serve for root) or a path
                          (default: serve)
   --metrics-listen [HOST:]PORT  also serve /metrics over TCP for Prometheus (host default
                          127.0.0.1)
-  --transport tls|tcp    default tls: with --tls-cert FILE --tls-key FILE, or else a
+  --transport ${TRANSPORTS.choices()}
+                         default tls: with --tls-cert FILE --tls-key FILE, or else a
                          self-signed certificate made in DIR/.tls/ on first start (its
                          SHA-256 fingerprint is logged: tls_certificate); tcp is plain
-                         (authenticated, not encrypted)
+                         (authenticated, not encrypted); quic (UDP) uses the same
+                         certificate: give agents a copy of DIR/.tls/cert.pem as --tls-ca
+  --striped              accept agents that stripe (agent --stripes N) and only those
   --idle-timeout SECONDS a silent link is declared dead after this (default 15)
   --log-format json|text default text
   --config FILE          JSON object with any of these flags as keys, e.g.
@@ -38,6 +44,7 @@ const OPTIONS = {
   store: { type: "string" },
   listen: { type: "string" },
   "metrics-listen": { type: "string" },
+  striped: { type: "boolean" },
   ...DAEMON_FLAGS,
 } as const;
 
@@ -57,7 +64,11 @@ export async function cmdServe(args: string[]): Promise<number> {
   const daemon = new DestinationDaemon({
     store: storeFromFlag(storeDir),
     listen,
-    transport: await transportFromFlags(values, "server", { storeDir, log }),
+    transport: await transportFromFlags(values, "server", {
+      storeDir: storeDirectory(storeDir),
+      log,
+      psk,
+    }),
     psk,
     log,
     session: sessionOptionsFromFlags(values),

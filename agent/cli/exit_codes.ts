@@ -22,6 +22,7 @@ export function exitCodeFor(err: unknown): number {
     case ErrorCode.INVALID_ARGUMENT:
     case ErrorCode.INVALID_VOLUME_NAME:
     case ErrorCode.ADDRESS_IN_USE:
+    case ErrorCode.PLUGIN_UNKNOWN:
       return ExitCode.USAGE;
     case ErrorCode.VERIFY_MISMATCH:
       return ExitCode.VERIFY_MISMATCH;

@@ -4,8 +4,8 @@ import { DenoFileSystem } from "../fs/deno_file_system.ts";
 import type { FileSystem } from "../fs/file_system.ts";
 import { type Logger, sessionLoggerOf } from "../log.ts";
 import { type CutLookup, serveFetchStream } from "../net/block_fetch.ts";
-import type { NbdAddress } from "../nbd/mod.ts";
-import { openSourceVolume, type TrackerKind } from "../source/open_source_volume.ts";
+import { openSourceVolume } from "../source/open_source_volume.ts";
+import type { TrackerSettings } from "../registry/mod.ts";
 import { loadPrefilterSecret } from "../../plugins/tracker-scan/prefilter_key.ts";
 import { io } from "../fs/io_error.ts";
 import { validateVolumeName } from "../volume/volume_identity.ts";
@@ -36,10 +36,10 @@ export interface SourceAgentConfig {
   stateDir: string;
   /** Block size of new volumes. */
   blockSize: number;
-  /** How writes are found: re-scanning the image, or serving it to the VM over NBD. */
-  tracker?: TrackerKind;
-  /** With the nbd tracker: where the VM's disk is served (export name = volume name). */
-  nbdListen?: NbdAddress;
+  /** How writes are found: a tracker of the registry (`agent/registry/`; default `scan`). */
+  tracker?: string;
+  /** What the tracker needs (`--nbd-listen`, `--nbd-connect`, `--bitmap`). */
+  trackerSettings?: TrackerSettings;
   /** Background rate limit (Infinity: unlimited). */
   rate: Rate;
   /** Time-of-day rates; the first matching rule overrides `rate`. */
@@ -63,6 +63,12 @@ const CONFIGURATION_ERRORS = new Set<ErrorCode>([
   ErrorCode.INVALID_ARGUMENT,
   ErrorCode.INVALID_VOLUME_NAME,
 ]);
+
+/**
+ * How long one connection attempt may take, ms: QUIC hears nothing back from a closed UDP
+ * port, so without a deadline an attempt to a destination that is down would never end.
+ */
+const CONNECT_TIMEOUT_MS = 10_000;
 
 /** How often the RTT is measured (and the rates follow it), ms. */
 const RTT_INTERVAL_MS = 1000;
@@ -144,8 +150,8 @@ export class SourceAgent {
       blockSize: this.#config.blockSize,
       readRateBytesPerSecond: this.#config.readRateBytesPerSecond,
       tracker: this.#config.tracker,
-      nbdListen: this.#config.nbdListen,
-      onNbdError: (err) =>
+      trackerSettings: this.#config.trackerSettings,
+      onTrackerError: (err) =>
         this.#config.log("warn", "nbd_connection_failed", { volume: name, error: String(err) }),
       prefilterSecret: this.#prefilterSecret,
       // Between cuts, background passes keep the pre-filter table fresh for an evacuation.
@@ -188,7 +194,10 @@ export class SourceAgent {
     const { log } = this.#config;
     this.fatal = await runConnectionLoop({
       connect: async () => {
-        const channel = await this.#config.transport.connect(this.#config.to);
+        const channel = await this.#config.transport.connect(
+          this.#config.to,
+          AbortSignal.timeout(CONNECT_TIMEOUT_MS),
+        );
         return await Session.connect(channel, {
           ...this.#config.session,
           psk: this.#config.psk,

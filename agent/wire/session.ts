@@ -25,6 +25,7 @@ import {
 import type { SessionStats } from "./session_stats.ts";
 import { SessionStream, type StreamHost } from "./session_stream.ts";
 import { StreamTable } from "./stream_table.ts";
+import { STRIPE_JOIN_MAGIC } from "./stripe_record.ts";
 import type { ByteChannel } from "./transport.ts";
 
 /**
@@ -67,6 +68,8 @@ export class Session implements StreamHost {
   /** Settles once the write in flight (and its bookkeeping) is done. */
   #writing: Promise<void> = Promise.resolve();
   #lastReceived = performance.now();
+  /** The first bytes after the handshake, to tell a striped peer from a broken one. */
+  #firstBytes: Uint8Array | undefined;
   #lastPingSent = 0;
   #goAwaySent = false;
   #goAwayReceived = false;
@@ -546,6 +549,9 @@ export class Session implements StreamHost {
         if (this.#done) return;
         this.#lastReceived = performance.now();
         this.#stats.bytesReceived += chunk.length;
+        this.#firstBytes ??= chunk.length > 0
+          ? chunk.slice(0, STRIPE_JOIN_MAGIC.length)
+          : undefined;
         for (const frame of this.#decoder.push(chunk)) this.#dispatcher.handle(frame);
         chunk = undefined;
       }
@@ -564,7 +570,7 @@ export class Session implements StreamHost {
           level: "error",
           event: "protocol_error",
           remote: this.remote,
-          message: `closing the session with ${this.remote}: ${error.message}`,
+          message: `closing the session with ${this.remote}: ${error.message}${this.#stripeHint()}`,
         });
         this.#fail(error);
       } else {
@@ -580,6 +586,17 @@ export class Session implements StreamHost {
     } else {
       this.#fail(this.#lost(`${this.remote} closed the connection without GOAWAY`));
     }
+  }
+
+  /** A hint when the peer's first bytes are a stripe JOIN: it stripes and we do not. */
+  #stripeHint(): string {
+    const first = this.#firstBytes;
+    const join = first?.length === STRIPE_JOIN_MAGIC.length &&
+      STRIPE_JOIN_MAGIC.every((b, i) => first[i] === b);
+    return join
+      ? ` (the peer sent a stripe JOIN: it stripes its connections, as agent --stripes N does; ` +
+        `start serve with --striped, or the agent without --stripes)`
+      : "";
   }
 
   #failOpenStreams(error: PresyncError): void {

@@ -97,6 +97,8 @@ async function connectStripe(
     const channel = await inner.connect(address, signal);
     opened.push(channel);
     const hs = await clientHandshake(channel, config);
+    // The server proved the key on this connection: a trust-on-first-use transport may pin.
+    await channel.authenticated?.();
     try {
       await hs.writer.write(encodeStripeJoin({ groupId, index, count }, hs.sendKey));
     } catch (error) {

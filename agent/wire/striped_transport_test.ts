@@ -144,3 +144,29 @@ Deno.test("striping: a member without the key cannot join; the client gets AUTH_
   await client.close();
   await accepted.closed;
 });
+
+Deno.test("a striped client to a plain listener: the server's log says to start serve with --striped", async () => {
+  const logs: SessionLogEntry[] = [];
+  const listener = tcpTransport.listen(LOOPBACK);
+  const accepted: Promise<unknown>[] = [];
+  const serving = (async () => {
+    for await (const channel of listener) {
+      accepted.push(
+        Session.accept(channel, { psk: PSK, logger: (e) => logs.push(e) }).then(
+          (s) => s.closed,
+        ).catch(() => {}),
+      );
+    }
+  })();
+  const striped = stripedTransport(tcpTransport, { ...quiet, members: 2 });
+  await assertRejectsCode(
+    striped.connect(listener.addr).then((ch) => Session.connect(ch, quiet)),
+    "CONNECTION_LOST",
+  );
+  listener.close();
+  await serving;
+  await Promise.all(accepted);
+  const errors = logs.filter((e) => e.event === "protocol_error");
+  assert.ok(errors.length >= 1, JSON.stringify(logs));
+  for (const e of errors) assert.match(e.message, /start serve with --striped/);
+});

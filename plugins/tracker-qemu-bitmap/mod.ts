@@ -25,7 +25,8 @@
  *    - `qemu-img bitmap --add disk.qcow2 presync-<g+1>` — record from now on into g+1;
  *    - `qemu-img bitmap --disable disk.qcow2 presync-<g>` — freeze g's set;
  *    - `qemu-nbd --read-only --persistent --bitmap presync-<g> -x NAME --socket S disk.qcow2`
- *      and run presync with `--tracker qemu-bitmap --bitmap presync-<g>` (`frozen: true`
+ *      and run presync with `--tracker qemu-bitmap --nbd-connect unix:S --bitmap presync-<g>`
+ *      (export name NAME = the volume's name; `frozen: true`
  *      is right here: nothing writes the image);
  *    - after presync reports generation g committed: stop qemu-nbd, then
  *      `qemu-img bitmap --remove disk.qcow2 presync-<g>`.

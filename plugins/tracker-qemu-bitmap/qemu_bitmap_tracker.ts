@@ -23,6 +23,12 @@ export interface QemuBitmapTrackerOptions {
    * or a fleecing/snapshot export): the cut is then point-in-time. Default false.
    */
   frozen?: boolean;
+  /**
+   * True for a volume that has no generation yet: the first `cut()` then marks every block,
+   * since the replica starts empty and the bitmap knows only writes made since it was added.
+   * Default false.
+   */
+  fullFirstCut?: boolean;
 }
 
 /**
@@ -60,9 +66,11 @@ export class QemuBitmapTracker implements Tracker {
   readonly sizeBytes: number;
   readonly blockSize: number;
   readonly #options: QemuBitmapTrackerOptions;
+  #full: boolean;
 
   constructor(options: QemuBitmapTrackerOptions) {
     this.#options = options;
+    this.#full = options.fullFirstCut === true;
     this.sizeBytes = options.identity.sizeBytes;
     this.blockSize = options.identity.blockSize;
   }
@@ -102,6 +110,8 @@ export class QemuBitmapTracker implements Tracker {
         const extents = await client.blockStatus(at, length, this.context);
         at = markDirtyExtents(dirty, at, extents, this.blockSize, this.sizeBytes);
       }
+      if (this.#full) dirty.setRange(0, dirty.size);
+      this.#full = false;
       return new QemuBitmapCut(client, dirty, this.#options);
     } catch (err) {
       dirty.free();

@@ -25,5 +25,6 @@
 export { certificateFingerprint, normalizeFingerprint } from "./certificate_fingerprint.ts";
 export { tlsTransport, type TlsTransportOptions } from "./tls_transport.ts";
 export { KnownServersFile, type PinStore } from "./known_servers.ts";
+export { pinnedServerName } from "./pinned_server_name.ts";
 export { type CertificatePair, createSelfSignedCertificate } from "./self_signed.ts";
 export { loadOrCreateServerCertificate, type ServerCertificate } from "./server_certificate.ts";
