@@ -86,6 +86,8 @@ export class VolumePipeline {
   #commits = 0;
   #evacuation: Evacuation | null = null;
   #lastError: PresyncError | null = null;
+  /** A cut taken whose `state.recordCut` failed: recorded (and sent) before any new cut. */
+  #unrecorded: { cut: Cut; cutTimeMs: number; afterHook: boolean } | null = null;
 
   constructor(options: VolumePipelineOptions) {
     this.#options = options;
@@ -185,22 +187,35 @@ export class VolumePipeline {
 
   async #cutAndSend(link: VolumeLink): Promise<void> {
     const evacuation = this.evacuating ? this.#evacuation! : null;
-    if (evacuation && !evacuation.hookDone && !(await this.#runHook(evacuation))) return;
-    this.#phase = "scanning";
-    const cutTimeMs = Date.now();
-    const scanStart = performance.now();
-    const cut = await this.tracker.cut();
-    this.#lastScanMs = performance.now() - scanStart;
-    const blocks = cut.dirty.popcount();
-    this.#writes.recordCut(blocks, cutTimeMs, this.#committed.committedGeneration === 0);
+    // A cut whose recording failed is recorded now: releasing it would lose its dirty set
+    // (trackers that know writes hand each write to one cut only).
+    let taken = this.#unrecorded;
+    this.#unrecorded = null;
+    if (!taken) {
+      if (evacuation && !evacuation.hookDone && !(await this.#runHook(evacuation))) return;
+      this.#phase = "scanning";
+      const cutTimeMs = Date.now();
+      const scanStart = performance.now();
+      const cut = await this.tracker.cut();
+      this.#lastScanMs = performance.now() - scanStart;
+      this.#writes.recordCut(
+        cut.dirty.popcount(),
+        cutTimeMs,
+        this.#committed.committedGeneration === 0,
+      );
+      taken = { cut, cutTimeMs, afterHook: evacuation?.hookDone === true };
+    }
     try {
-      await this.state.recordCut(cut.dirty, cutTimeMs);
+      await this.state.recordCut(taken.cut.dirty, taken.cutTimeMs);
     } catch (err) {
-      await cut.release();
+      this.#unrecorded = taken;
       throw err;
     }
-    evacuation?.cutFinal(this.state.pending!.generation, blocks);
-    await this.#send(link, cut);
+    // Final only when cut after the hook paused the VM; else the final cut comes next.
+    if (evacuation && taken.afterHook) {
+      evacuation.cutFinal(this.state.pending!.generation, taken.cut.dirty.popcount());
+    }
+    await this.#send(link, taken.cut);
   }
 
   /** Runs the evacuate hook; false (and the evacuation failed) when it failed. */
@@ -451,11 +466,35 @@ export class VolumePipeline {
     };
   }
 
-  /** Closes the tracker and the state. */
+  /**
+   * Closes the tracker and the state. A cut whose recording failed gets one more try, so
+   * that the next start resends it (`state.pending`); if that fails too, it is logged.
+   */
   async close(): Promise<void> {
     this.#hot?.free();
     this.#hot = null;
-    await this.tracker.close();
-    this.state.close();
+    const held = this.#unrecorded;
+    this.#unrecorded = null;
+    try {
+      if (held) {
+        try {
+          await this.state.recordCut(held.cut.dirty, held.cutTimeMs);
+          await held.cut.release();
+        } catch (err) {
+          // Unreleased, the cut stays the tracker's to keep: the qemu tracker's next attach
+          // folds its frozen bitmap in.
+          this.#options.log("error", "cut_unrecorded", {
+            volume: this.name,
+            blocks: held.cut.dirty.popcount(),
+            code: err instanceof PresyncError ? err.code : ErrorCode.IO,
+            error: `a generation's cut could not be recorded: ${String(err)}; unless the ` +
+              `tracker kept its writes, remove the volume's state and replica to re-seed it`,
+          });
+        }
+      }
+    } finally {
+      await this.tracker.close();
+      this.state.close();
+    }
   }
 }

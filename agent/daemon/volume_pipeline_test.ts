@@ -3,6 +3,8 @@ import { assertRejectsCode } from "../../fixtures/assert.ts";
 import { localVolume, memoryLog } from "../../fixtures/local_volume.ts";
 import { hashFile } from "../../fixtures/workload.ts";
 import { ErrorCode, PresyncError } from "../errors.ts";
+import { DenoFileSystem } from "../fs/deno_file_system.ts";
+import { NbdClient } from "../nbd/mod.ts";
 
 const KiB = 1024;
 
@@ -207,5 +209,66 @@ Deno.test("pipeline: an evacuation asked for mid-send says the generation in fli
     assert.equal((await evacuation).generation, 2);
     const steps = lines.filter((l) => l.event === "evacuation_step").map((l) => l.fields.step);
     assert.deepEqual(steps.slice(0, 3), ["requested", "sending", "hook_done"]);
+  });
+});
+
+/** The real file system, except that the first rename onto `pending.json` fails (disk full). */
+class FailPendingOnce extends DenoFileSystem {
+  failures = 0;
+  override async rename(from: string, to: string): Promise<void> {
+    if (to.endsWith("/pending.json") && this.failures === 0) {
+      this.failures++;
+      throw Object.assign(new Error("No space left on device (os error 28)"), { code: "ENOSPC" });
+    }
+    return await super.rename(from, to);
+  }
+}
+
+/** One turn of a pipeline's loop: `alive()` is true once. */
+function oneTurn(): [() => boolean, (ms: number) => Promise<void>] {
+  let turns = 0;
+  return [() => turns++ === 0, () => Promise.resolve()];
+}
+
+const delay = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
+
+Deno.test("pipeline: a cut whose recording failed is sent by the next run, not lost (nbd tracker)", async () => {
+  await inTemp(async (root) => {
+    const { log } = memoryLog();
+    const fs = new FailPendingOnce();
+    fs.failures = 1; // generation 1 records normally
+    const nbd = { transport: "unix" as const, path: `${root}/vm.nbd` };
+    // Every run below is one turn of the loop, and a cut is due at each.
+    await using v = await localVolume(root, "vm", new Uint8Array(512 * KiB), {
+      log,
+      intervalMs: 1,
+    }, {
+      tracker: "nbd",
+      nbdListen: nbd,
+      fs,
+    });
+    v.pipeline.attach(await v.link());
+    await v.pipeline.run(...oneTurn());
+    assert.equal(v.pipeline.commits, 1);
+    // The VM writes two blocks; the cut that finds them cannot be recorded (disk full).
+    const client = await NbdClient.connect(nbd, "vm");
+    try {
+      await client.write(64 * KiB, new Uint8Array(64 * KiB).fill(0xa5));
+      await client.write(320 * KiB + 100, new Uint8Array(1000).fill(0x5a));
+      await client.flush();
+    } finally {
+      await client.close();
+    }
+    fs.failures = 0;
+    await delay(5);
+    await assertRejectsCode(v.pipeline.run(...oneTurn()), ErrorCode.NO_SPACE);
+    assert.equal(fs.failures, 1, "the recording failed once");
+    assert.equal(v.pipeline.state.pending, null);
+    // The retry records and sends that same cut: both writes reach the replica.
+    await delay(5);
+    await v.pipeline.run(...oneTurn());
+    assert.equal(v.pipeline.commits, 2);
+    assert.equal(v.pipeline.snapshot().committedGeneration, 2);
+    assert.equal(await hashFile(`${root}/store/vm/image`), await hashFile(v.image));
   });
 });
