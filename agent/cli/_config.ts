@@ -11,6 +11,7 @@ export const NUMERIC_FLAGS: ReadonlySet<string> = new Set([
   "block-size",
   "rate",
   "read-rate",
+  "evacuate-timeout",
 ]);
 
 /** Flag values: what `parseArgs` returns, and what a config file holds once read. */

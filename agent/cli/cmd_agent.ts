@@ -10,6 +10,7 @@ import { ErrorCode, PresyncError } from "../errors.ts";
 import { parseHostPort, readKey } from "../key_file.ts";
 import { createLogger, type Logger } from "../log.ts";
 import { parseNbdAddress } from "../nbd/mod.ts";
+import { isQmpVolumeSpec, parseQmpVolumeSpec } from "../qemu/mod.ts";
 import { UNLIMITED } from "../units/mod.ts";
 import { VERSION } from "../version.ts";
 import {
@@ -32,9 +33,12 @@ export const AGENT_USAGE =
 Runs the source agent: tracks each volume, cuts generations and sends them to the
 destination in the background; reconnects and resumes by itself.
 
-  --volume NAME=IMAGE    a volume to keep in sync (repeat for several)
-  --tracker scan|nbd     how writes are found: scan re-reads and hashes the image (default);
-                         nbd serves the image to the VM over NBD and marks every write
+  --volume NAME=IMAGE    a volume to keep in sync (repeat for several); IMAGE may be the
+                         disk of a running QEMU, qmp:unix:QMP_SOCKET#NODE (qemu tracker)
+  --tracker scan|nbd|qemu  how writes are found: scan re-reads and hashes the image
+                         (default); nbd serves the image to the VM over NBD and marks every
+                         write; qemu asks QEMU (dirty bitmaps over QMP, the default for
+                         qmp: volumes)
   --nbd-listen ADDR      with --tracker nbd: HOST:PORT or unix:PATH (export name = volume)
   --block-size SIZE      block size of new volumes: 4k to 4m, a power of two (default 64k)
   --rate RATE            background rate limit: 50mbit, 6MB/s, 5MiB/s (default 0: unlimited)
@@ -43,7 +47,12 @@ destination in the background; reconnects and resumes by itself.
   --read-rate RATE       cap on reads from the images, e.g. 200MB/s (default unlimited)
   --delay-target MS      yield when queuing delay exceeds this (LEDBAT-like; 0: off; default 25)
   --codec NAME           zstd-native (default), zstd-wasm or none
-  --evacuate-hook CMD    shell command run before the final cut (e.g. pause the VM)
+  --evacuate-hook CMD    shell command run before the final cut (e.g. pause the VM); a qmp:
+                         volume's VM is paused through QMP after it, and resumed if the
+                         evacuation fails
+  --evacuate-timeout SECONDS  how long a VM paused through QMP waits for an unreachable
+                         destination before the evacuation fails and the VM runs again
+                         (default 120)
   --control NAME|PATH    control socket: a name in the runtime directory (/run/presync/agent
                          for root) or a path (default: the volume's name, or "agent" for
                          several volumes)
@@ -76,6 +85,7 @@ const OPTIONS = {
   "delay-target": { type: "string" },
   codec: { type: "string" },
   "evacuate-hook": { type: "string" },
+  "evacuate-timeout": { type: "string" },
   "metrics-listen": { type: "string" },
   ...DAEMON_FLAGS,
 } as const;
@@ -122,8 +132,29 @@ async function runAgent(
 ): Promise<number> {
   const values = settings.values;
   logUnhandledRejections(log);
-  const tracker = settings.choice("tracker", ["scan", "nbd"] as const, "scan");
   const volumes = parseVolumes(settings);
+  // Unset: scan for image files, qemu for disks of a running QEMU (qmp:…), per volume.
+  const tracker = settings.text("tracker") === undefined
+    ? undefined
+    : settings.choice("tracker", ["scan", "nbd", "qemu"] as const, "scan");
+  for (const v of volumes) {
+    const qemu = isQmpVolumeSpec(v.image);
+    if (qemu) parseQmpVolumeSpec(v.image);
+    if (tracker === "qemu" && !qemu) {
+      throw new PresyncError(
+        ErrorCode.INVALID_ARGUMENT,
+        `--tracker qemu follows disks of a running QEMU: give --volume ` +
+          `${v.name}=qmp:unix:QMP_SOCKET#NODE, received ${JSON.stringify(v.image)}`,
+      );
+    }
+    if (tracker !== undefined && tracker !== "qemu" && qemu) {
+      throw new PresyncError(
+        ErrorCode.INVALID_ARGUMENT,
+        `volume ${v.name} is a QEMU disk (${v.image}), which only the qemu tracker follows: ` +
+          `drop --tracker ${tracker} (or give --tracker qemu), or give an image file`,
+      );
+    }
+  }
   let nbdListen;
   if (tracker === "nbd") {
     if (volumes.length !== 1 || !settings.text("nbd-listen")) {
@@ -157,6 +188,7 @@ async function runAgent(
     readRateBytesPerSecond: readRate === UNLIMITED ? 0 : readRate,
     delayTargetMs: settings.number("delay-target", 25, "milliseconds"),
     evacuateHook: settings.text("evacuate-hook"),
+    evacuatePausedTimeoutMs: settings.number("evacuate-timeout", 120, "seconds", 1) * 1000,
     session: sessionOptionsFromFlags(values),
   };
   const keyFile = settings.need("agent", "key-file", "FILE");

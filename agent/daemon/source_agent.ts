@@ -53,6 +53,11 @@ export interface SourceAgentConfig {
   delayTargetMs: number;
   /** Shell command run before the final cut of an evacuation (e.g. pause the VM). */
   evacuateHook?: string;
+  /**
+   * How long a VM an evacuation paused (through QMP, qemu tracker) waits for an unreachable
+   * destination before the evacuation fails and the VM runs again, ms (default 120 s).
+   */
+  evacuatePausedTimeoutMs?: number;
   log: Logger;
   session?: Partial<Omit<SessionOptions, "psk" | "logger">>;
   fs?: FileSystem;
@@ -136,7 +141,7 @@ export class SourceAgent {
   }
 
   async #start(name: string, image: string): Promise<VolumePipeline> {
-    const { state, tracker } = await openSourceVolume({
+    const { state, tracker, vm } = await openSourceVolume({
       fs: this.#fs,
       name,
       imagePath: image,
@@ -148,6 +153,7 @@ export class SourceAgent {
       onNbdError: (err) =>
         this.#config.log("warn", "nbd_connection_failed", { volume: name, error: String(err) }),
       prefilterSecret: this.#prefilterSecret,
+      log: this.#config.log,
       // Between cuts, background passes keep the pre-filter table fresh for an evacuation.
       backgroundScan: {
         intervalMs: this.#config.intervalMs,
@@ -166,6 +172,8 @@ export class SourceAgent {
       tracker,
       intervalMs: this.#config.intervalMs,
       evacuateHook: this.#config.evacuateHook,
+      vm,
+      evacuatePausedTimeoutMs: this.#config.evacuatePausedTimeoutMs,
       log: this.#config.log,
     });
   }

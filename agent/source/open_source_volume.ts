@@ -1,9 +1,18 @@
 import { WorkerNbdTracker } from "../../plugins/tracker-nbd/mod.ts";
+import { QemuTracker, queryQemuDisk } from "../../plugins/tracker-qemu/mod.ts";
 import { ScanTracker } from "../../plugins/tracker-scan/scan_tracker.ts";
-import type { PresyncError } from "../errors.ts";
+import { ErrorCode, PresyncError } from "../errors.ts";
 import type { FileSystem } from "../fs/file_system.ts";
 import { io } from "../fs/io_error.ts";
+import type { Logger } from "../log.ts";
 import type { NbdAddress } from "../nbd/mod.ts";
+import {
+  isQmpVolumeSpec,
+  parseQmpVolumeSpec,
+  qemuWorkDir,
+  type QmpVolumeSpec,
+  type VmControl,
+} from "../qemu/mod.ts";
 import type { Cut, Tracker } from "../tracker.ts";
 import {
   newVolumeIdentity,
@@ -13,14 +22,17 @@ import {
 import { SourceState } from "./source_state.ts";
 
 /** The trackers a source volume can use. */
-export type TrackerKind = "scan" | "nbd";
+export type TrackerKind = "scan" | "nbd" | "qemu";
 
 /** Options of {@linkcode openSourceVolume}. */
 export interface SourceVolumeOptions {
   fs: FileSystem;
   /** Volume name (validated). */
   name: string;
-  /** The source image. */
+  /**
+   * The source image; or, with the qemu tracker, the disk of a running QEMU as
+   * `qmp:unix:PATH#NODE` (which selects that tracker by itself).
+   */
   imagePath: string;
   /** The volume's own state directory (created for a new volume). */
   stateDir: string;
@@ -44,12 +56,16 @@ export interface SourceVolumeOptions {
    * is fresh when an evacuation's cut comes; failed passes go to `onError`.
    */
   backgroundScan?: { intervalMs: number; onError: (err: PresyncError) => void };
+  /** With the qemu tracker: where it logs how it attached (bitmap or scan, and why). */
+  log?: Logger;
 }
 
 /** A source volume ready to cut: its state and its tracker. */
 export interface SourceVolume {
   state: SourceState;
   tracker: Tracker;
+  /** The VM's run state, where the tracker reaches the hypervisor (the qemu tracker). */
+  vm?: VmControl;
 }
 
 /**
@@ -57,35 +73,84 @@ export interface SourceVolume {
  * volume gets an identity from the image's size and a fresh UUID) and its tracker. The
  * caller closes both.
  *
- * @throws {PresyncError} `INVALID_VOLUME_NAME`, `INVALID_ARGUMENT` (block size), `IO` (the
- *   image cannot be opened), `STORE_CORRUPT` (damaged state), or the tracker's error
+ * A QEMU disk (`qmp:unix:PATH#NODE`) gets its size from QEMU, and the VM control with it.
+ *
+ * @throws {PresyncError} `INVALID_VOLUME_NAME`, `INVALID_ARGUMENT` (block size, a malformed
+ *   `qmp:` spec or one given with another tracker), `IO` (the image cannot be opened),
+ *   `CONNECTION_LOST` (QEMU's QMP socket does not answer), `STORE_CORRUPT` (damaged state),
+ *   or the tracker's error
  */
 export async function openSourceVolume(options: SourceVolumeOptions): Promise<SourceVolume> {
   const { fs, stateDir } = options;
   const name = validateVolumeName(options.name);
   const blockSize = validateBlockSize(options.blockSize);
+  const qemu = qemuSpecOf(options);
   let state: SourceState;
   if (await fs.exists(`${stateDir}/state.json`)) {
     state = await SourceState.open(fs, stateDir);
   } else {
-    const image = await io(
-      `open source image ${options.imagePath}`,
-      () => fs.open(options.imagePath),
-    );
-    let size: number;
-    try {
-      size = await image.size();
-    } finally {
-      image.close();
-    }
+    const size = qemu
+      ? (await queryQemuDisk(qemu.qmpSocket, qemu.node)).sizeBytes
+      : await imageSize(fs, options.imagePath);
     state = await SourceState.init(fs, stateDir, newVolumeIdentity(name, size, blockSize));
   }
   try {
+    if (qemu) return await openQemuVolume(state, qemu, options);
     return { state, tracker: await openTracker(state, options) };
   } catch (err) {
     state.close();
     throw err;
   }
+}
+
+async function imageSize(fs: FileSystem, path: string): Promise<number> {
+  const image = await io(`open source image ${path}`, () => fs.open(path));
+  try {
+    return await image.size();
+  } finally {
+    image.close();
+  }
+}
+
+/** The QEMU disk a volume is, when it is one (`qmp:` image, or `--tracker qemu`). */
+function qemuSpecOf(options: SourceVolumeOptions): QmpVolumeSpec | null {
+  const qmp = isQmpVolumeSpec(options.imagePath);
+  if (!qmp && options.tracker !== "qemu") return null;
+  if (qmp && options.tracker !== undefined && options.tracker !== "qemu") {
+    throw new PresyncError(
+      ErrorCode.INVALID_ARGUMENT,
+      `volume ${options.name} is a QEMU disk (${options.imagePath}), which only the qemu ` +
+        `tracker follows: drop --tracker ${options.tracker} or give an image file`,
+    );
+  }
+  return parseQmpVolumeSpec(options.imagePath);
+}
+
+/** The qemu tracker on the VM's QMP socket, and VM control over the same connection. */
+async function openQemuVolume(
+  state: SourceState,
+  spec: QmpVolumeSpec,
+  options: SourceVolumeOptions,
+): Promise<SourceVolume> {
+  const workDir = qemuWorkDir(spec, state.identity.name);
+  await io(`create ${workDir}`, async () => {
+    await Deno.mkdir(workDir, { recursive: true });
+    // QEMU writes its overlays and NBD socket here: its group (the directory's, as a
+    // setgid parent gives it) must reach it whatever the agent's umask.
+    await Deno.chmod(workDir, 0o770);
+  });
+  const tracker = await QemuTracker.open({
+    qmpSocket: spec.qmpSocket,
+    node: spec.node,
+    identity: state.identity,
+    manifest: state.manifest,
+    recordedGeneration: state.pending?.generation ?? state.committedGeneration,
+    stateDir: options.stateDir,
+    workDir,
+    fs: options.fs,
+    log: options.log,
+  });
+  return { state, tracker, vm: tracker.vm };
 }
 
 async function openTracker(state: SourceState, options: SourceVolumeOptions): Promise<Tracker> {

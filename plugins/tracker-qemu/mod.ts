@@ -93,12 +93,14 @@
  * ## VM control
  *
  * Evacuation pauses the VM with `agent/qemu`'s {@linkcode QmpVmControl} (`stop`, which
- * drains the guest's I/O first; `cont` to resume if the evacuation fails).
+ * drains the guest's I/O first; `cont` to resume if the evacuation fails), on the tracker's
+ * own QMP connection: {@linkcode QemuTracker.vm}.
  *
  * @module
  */
 
 export { QemuTracker, type QemuTrackerOptions, type TrackerRecovery } from "./qemu_tracker.ts";
 export { QemuCut } from "./qemu_cut.ts";
+export { type QemuDisk, queryQemuDisk } from "./qemu_disk.ts";
 export { type NodeBitmap, planRecovery, type RecoveryPlan } from "./_recovery_plan.ts";
 export { QmpVmControl, type VmControl } from "../../agent/qemu/mod.ts";
