@@ -253,7 +253,7 @@ export class VolumePipeline {
         await (this.#options.runHook ?? runEvacuateHook)(command, this.name, this.image);
       }
       if (vm) {
-        evacuation.to("hook", "pausing the VM through QMP (stop)");
+        evacuation.to("hook", "QMP stop");
         // Only a VM this evacuation paused is resumed if it fails: not one paused before.
         const before = await vm.status();
         this.#vmPaused = before.running;
