@@ -32,8 +32,8 @@ export function isQmpVolumeSpec(image: string): boolean {
  * @example
  * ```ts
  * import { parseQmpVolumeSpec } from "./qmp_volume_spec.ts";
- * const spec = parseQmpVolumeSpec("qmp:unix:/run/presync/db1.qmp#libvirt-1-format");
- * // { qmpSocket: "/run/presync/db1.qmp", node: "libvirt-1-format" }
+ * const spec = parseQmpVolumeSpec("qmp:unix:/run/presync-qemu/db1.qmp#libvirt-1-format");
+ * // { qmpSocket: "/run/presync-qemu/db1.qmp", node: "libvirt-1-format" }
  * ```
  *
  * @throws {PresyncError} `INVALID_ARGUMENT` saying what was expected and what was received
@@ -43,7 +43,7 @@ export function parseQmpVolumeSpec(text: string): QmpVolumeSpec {
     throw new PresyncError(
       ErrorCode.INVALID_ARGUMENT,
       `a QEMU volume must be qmp:unix:PATH#NODE (the VM's QMP socket and its disk's node ` +
-        `name or drive id, e.g. qmp:unix:/run/presync/db1.qmp#libvirt-1-format): ${why}: ` +
+        `name or drive id, e.g. qmp:unix:/run/presync-qemu/db1.qmp#libvirt-1-format): ${why}: ` +
         `received ${JSON.stringify(text)}`,
     );
   };
@@ -86,7 +86,7 @@ export function qemuWorkDir(spec: QmpVolumeSpec, volume: string): string {
       ErrorCode.INVALID_ARGUMENT,
       `QEMU's NBD socket for volume ${volume} would be ${dir}/nbd.sock, ${socketBytes} bytes, ` +
         `more than the ${MAX_UNIX_SOCKET_PATH_BYTES} a Unix socket path may have: put the QMP ` +
-        `socket in a shorter directory (e.g. /run/presync)`,
+        `socket in a shorter directory (e.g. /run/presync-qemu)`,
     );
   }
   return dir;

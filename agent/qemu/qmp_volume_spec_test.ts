@@ -14,8 +14,8 @@ function refused(text: string, why: RegExp): void {
 }
 
 Deno.test("qmp volume spec: socket path and node are read, a '#' in the path is kept", () => {
-  assert.deepEqual(parseQmpVolumeSpec("qmp:unix:/run/presync/db1.qmp#libvirt-1-format"), {
-    qmpSocket: "/run/presync/db1.qmp",
+  assert.deepEqual(parseQmpVolumeSpec("qmp:unix:/run/presync-qemu/db1.qmp#libvirt-1-format"), {
+    qmpSocket: "/run/presync-qemu/db1.qmp",
     node: "libvirt-1-format",
   });
   assert.deepEqual(parseQmpVolumeSpec("qmp:unix:/tmp/a#b/q.sock#drive0"), {
@@ -42,8 +42,8 @@ Deno.test("qmp volume spec: malformed specs are refused saying what is wrong", (
 });
 
 Deno.test("qemu work directory: beside the QMP socket, refused when QEMU's NBD socket would not fit", () => {
-  const spec = parseQmpVolumeSpec("qmp:unix:/run/presync/db1.qmp#disk0");
-  assert.equal(qemuWorkDir(spec, "db1"), "/run/presync/presync-db1");
+  const spec = parseQmpVolumeSpec("qmp:unix:/run/presync-qemu/db1.qmp#disk0");
+  assert.equal(qemuWorkDir(spec, "db1"), "/run/presync-qemu/presync-db1");
   assert.equal(qemuWorkDir(parseQmpVolumeSpec("qmp:unix:/q.sock#d"), "v"), "/presync-v");
   const deep = parseQmpVolumeSpec(`qmp:unix:/${"d".repeat(80)}/q.sock#disk0`);
   assert.throws(

@@ -76,13 +76,13 @@ export interface TrackerRecovery {
  * ```ts ignore
  * const state = await SourceState.open(fs, "/var/lib/presync/agent/db1");
  * const tracker = await QemuTracker.open({
- *   qmpSocket: "/run/presync/db1.qmp",
+ *   qmpSocket: "/run/presync-qemu/db1.qmp",
  *   node: "libvirt-1-format",
  *   identity: state.identity,
  *   manifest: state.manifest,
  *   recordedGeneration: state.pending?.generation ?? state.committedGeneration,
  *   stateDir: "/var/lib/presync/agent/db1",
- *   workDir: "/run/presync/db1",
+ *   workDir: "/run/presync-qemu/presync-db1",
  * });
  * const cut = await tracker.cut(); // cut.pointInTime === true
  * ```
