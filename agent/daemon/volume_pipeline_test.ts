@@ -1,9 +1,9 @@
 import assert from "node:assert/strict";
 import { assertRejectsCode } from "../../fixtures/assert.ts";
+import { FailRenameFileSystem } from "../../fixtures/fail_rename_fs.ts";
 import { localVolume, memoryLog } from "../../fixtures/local_volume.ts";
 import { hashFile } from "../../fixtures/workload.ts";
 import { ErrorCode, PresyncError } from "../errors.ts";
-import { DenoFileSystem } from "../fs/deno_file_system.ts";
 import { NbdClient } from "../nbd/mod.ts";
 
 const KiB = 1024;
@@ -212,18 +212,6 @@ Deno.test("pipeline: an evacuation asked for mid-send says the generation in fli
   });
 });
 
-/** The real file system, except that the first rename onto `pending.json` fails (disk full). */
-class FailPendingOnce extends DenoFileSystem {
-  failures = 0;
-  override async rename(from: string, to: string): Promise<void> {
-    if (to.endsWith("/pending.json") && this.failures === 0) {
-      this.failures++;
-      throw Object.assign(new Error("No space left on device (os error 28)"), { code: "ENOSPC" });
-    }
-    return await super.rename(from, to);
-  }
-}
-
 /** One turn of a pipeline's loop: `alive()` is true once. */
 function oneTurn(): [() => boolean, (ms: number) => Promise<void>] {
   let turns = 0;
@@ -235,8 +223,7 @@ const delay = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 Deno.test("pipeline: a cut whose recording failed is sent by the next run, not lost (nbd tracker)", async () => {
   await inTemp(async (root) => {
     const { log } = memoryLog();
-    const fs = new FailPendingOnce();
-    fs.failures = 1; // generation 1 records normally
+    const fs = new FailRenameFileSystem("/pending.json");
     const nbd = { transport: "unix" as const, path: `${root}/vm.nbd` };
     // Every run below is one turn of the loop, and a cut is due at each.
     await using v = await localVolume(root, "vm", new Uint8Array(512 * KiB), {
@@ -259,10 +246,10 @@ Deno.test("pipeline: a cut whose recording failed is sent by the next run, not l
     } finally {
       await client.close();
     }
-    fs.failures = 0;
+    fs.failures = 1;
     await delay(5);
     await assertRejectsCode(v.pipeline.run(...oneTurn()), ErrorCode.NO_SPACE);
-    assert.equal(fs.failures, 1, "the recording failed once");
+    assert.equal(fs.failed, 1, "the recording failed once");
     assert.equal(v.pipeline.state.pending, null);
     // The retry records and sends that same cut: both writes reach the replica.
     await delay(5);
