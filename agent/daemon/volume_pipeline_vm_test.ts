@@ -154,22 +154,65 @@ Deno.test({
     try {
       await inTemp(async (root) => {
         const { log } = memoryLog();
-        await using v = await localVolume(root, "vm", new Uint8Array(256 * KiB).fill(3), {
+        const v = await localVolume(root, "vm", new Uint8Array(256 * KiB).fill(3), {
           log,
           vm: control,
           evacuatePausedTimeoutMs: 100,
         });
-        await watcher.pause();
+        try {
+          await watcher.pause();
+          const gone = new PresyncError(ErrorCode.CONNECTION_LOST, "connection refused", {
+            retryable: true,
+          });
+          v.pipeline.attach(watched(await v.link(), () => Promise.reject(gone)));
+          const evacuation = v.pipeline.evacuate();
+          await assertRejectsCode(v.pipeline.run(...oneTurn()), ErrorCode.CONNECTION_LOST);
+          v.pipeline.linkDown(gone);
+          v.pipeline.park(new PresyncError(ErrorCode.STORE_CORRUPT, "state damaged"));
+          await assertRejectsCode(evacuation, ErrorCode.STORE_CORRUPT);
+        } finally {
+          // close() waits for any resume the failure started.
+          await v[Symbol.asyncDispose]();
+        }
+        assert.equal((await watcher.status()).state, "paused");
+      });
+    } finally {
+      await control.close();
+      await watcher.close();
+    }
+  },
+});
+
+Deno.test({
+  name:
+    "pipeline: an agent stopping during an evacuation resumes the VM it paused before it closes",
+  ...qemu,
+  async fn() {
+    await using bare = await startBareQemu(2);
+    const control = await QmpVmControl.connect(bare.vm.qmp[0]);
+    const watcher = await QmpVmControl.connect(bare.vm.qmp[1]);
+    try {
+      await inTemp(async (root) => {
+        const { log } = memoryLog();
+        const v = await localVolume(root, "vm", new Uint8Array(256 * KiB).fill(4), {
+          log,
+          vm: control,
+        });
         const gone = new PresyncError(ErrorCode.CONNECTION_LOST, "connection refused", {
           retryable: true,
         });
-        v.pipeline.attach(watched(await v.link(), () => Promise.reject(gone)));
-        const evacuation = v.pipeline.evacuate();
-        await assertRejectsCode(v.pipeline.run(...oneTurn()), ErrorCode.CONNECTION_LOST);
-        v.pipeline.park(new PresyncError(ErrorCode.STORE_CORRUPT, "state damaged"));
-        await assertRejectsCode(evacuation, ErrorCode.STORE_CORRUPT);
-        await new Promise((resolve) => setTimeout(resolve, 300));
-        assert.equal((await watcher.status()).state, "paused");
+        try {
+          v.pipeline.attach(watched(await v.link(), () => Promise.reject(gone)));
+          const evacuation = v.pipeline.evacuate();
+          await assertRejectsCode(v.pipeline.run(...oneTurn()), ErrorCode.CONNECTION_LOST);
+          assert.equal((await watcher.status()).state, "paused");
+          v.pipeline.stopWith(new PresyncError(ErrorCode.SESSION_CLOSED, "the agent stopped"));
+          await assertRejectsCode(evacuation, ErrorCode.SESSION_CLOSED);
+        } finally {
+          // As the agent does on its way out: close() waits for the resume.
+          await v[Symbol.asyncDispose]();
+        }
+        assert.equal((await watcher.status()).state, "running");
       });
     } finally {
       await control.close();
