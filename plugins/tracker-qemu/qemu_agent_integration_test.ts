@@ -153,3 +153,31 @@ Deno.test({
     });
   },
 });
+
+Deno.test({
+  name: "agent started before the VM: the qmp: volume waits parked, then starts by itself " +
+    "once QEMU is up, and syncs",
+  ...qemu,
+  async fn() {
+    await using rig = await TrackerRig.start("qcow2");
+    await rig.stopQemu("quit");
+    const root = `${rig.dir}/c`;
+    await Deno.mkdir(root);
+    let cluster: Cluster | null = null;
+    try {
+      cluster = await Cluster.start({ root, image: `qmp:unix:${rig.vm.qmp[0]}#disk0` });
+      const parked = await cluster.volumeStatus();
+      assert.equal(parked.state, "parked");
+      assert.equal(parked.lastErrorCode, "CONNECTION_LOST");
+      assert.match(String(parked.lastError), /cannot reach the VM's QMP socket/);
+      await rig.startQemu();
+      await rig.write(9, 0x77);
+      await cluster.waitFor(
+        "the volume started and synced without presync resume",
+        async () => (await committed(cluster!)) >= 1 && await replicaEqualsDisk(rig, root),
+      );
+    } finally {
+      await cluster?.stop();
+    }
+  },
+});
