@@ -1,5 +1,6 @@
 import assert from "node:assert/strict";
-import { controlFetch, freePort, PresyncProcess } from "../../fixtures/cluster.ts";
+import { agentArgs, controlFetch, freePort, PresyncProcess } from "../../fixtures/cluster.ts";
+import { until } from "../../fixtures/until.ts";
 import { writeNewKey } from "../key_file.ts";
 import { ExitCode } from "./exit_codes.ts";
 
@@ -10,34 +11,15 @@ Deno.test("evacuate against a dead destination says what it waits for and exits 
   try {
     await writeNewKey(`${root}/key`);
     await Deno.writeFile(`${root}/source.img`, new Uint8Array(1024 * 1024).fill(9));
-    agent = new PresyncProcess([
-      "agent",
-      "--volume",
-      `vm=${root}/source.img`,
-      "--to",
-      `127.0.0.1:${freePort()}`,
-      "--key-file",
-      `${root}/key`,
-      "--state",
-      `${root}/state`,
-      "--control",
-      `${root}/agent.sock`,
-      "--log-format",
-      "json",
-    ]);
-    const deadline = Date.now() + 30_000;
-    while (true) {
-      const up = await controlFetch(`${root}/agent.sock`, "GET", "/status").then(
-        (r) => r.ok,
-        () => false,
-      );
-      if (up) break;
-      assert.ok(
-        Date.now() < deadline && !agent.exited,
-        `the agent never answered:\n${agent.output}`,
-      );
-      await new Promise((resolve) => setTimeout(resolve, 100));
-    }
+    const image = `${root}/source.img`;
+    agent = new PresyncProcess(
+      agentArgs(root, image, freePort(), `${root}/agent.sock`, ["--log-format", "json"]),
+    );
+    const started = agent;
+    await until("the agent to answer", async () => {
+      assert.ok(!started.exited, `the agent exited:\n${started.output}`);
+      return (await controlFetch(`${root}/agent.sock`, "GET", "/status")).ok;
+    }, { context: () => started.output, everyMs: 100 });
     evacuate = new PresyncProcess([
       "evacuate",
       "vm",

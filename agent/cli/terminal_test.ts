@@ -1,29 +1,21 @@
 import assert from "node:assert/strict";
-import { controlFetch, freePort, PresyncProcess } from "../../fixtures/cluster.ts";
+import {
+  agentArgs,
+  controlFetch,
+  freePort,
+  PresyncProcess,
+  serveArgs,
+} from "../../fixtures/cluster.ts";
 import { needTools } from "../../fixtures/nbd_tools.ts";
 import type { Prng } from "../../fixtures/prng.ts";
 import { withSeed } from "../../fixtures/prng.ts";
 import { TerminalProcess } from "../../fixtures/terminal.ts";
+import { until } from "../../fixtures/until.ts";
 import { writeNewKey } from "../key_file.ts";
 import { ExitCode } from "./exit_codes.ts";
 
 const MiB = 1024 * 1024;
 const IMAGE_BYTES = 32 * MiB;
-
-/** Polls `check` every 100 ms until it holds; fails after `timeoutMs` with `context()`. */
-async function until(
-  what: string,
-  check: () => Promise<boolean>,
-  context: () => string,
-  timeoutMs = 60_000,
-): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (Date.now() < deadline) {
-    if (await check().catch(() => false)) return;
-    await new Promise((resolve) => setTimeout(resolve, 100));
-  }
-  throw new Error(`timed out waiting for ${what}\n${context()}`);
-}
 
 /** Random 64 KiB writes all over the image until `stop` aborts. */
 async function writeRandomly(prng: Prng, image: string, stop: AbortSignal): Promise<void> {
@@ -69,34 +61,15 @@ Deno.test({
         await writeNewKey(`${root}/key`);
         (await Deno.create(image)).truncate(IMAGE_BYTES);
         const port = freePort();
-        serve = new PresyncProcess([
-          "serve",
-          "--store",
-          `${root}/store`,
-          "--listen",
-          `127.0.0.1:${port}`,
-          "--key-file",
-          `${root}/key`,
-          "--control",
-          `${root}/serve.sock`,
-        ]);
-        agent = new TerminalProcess([
-          "agent",
-          "--volume",
-          `vm=${image}`,
-          "--to",
-          `127.0.0.1:${port}`,
-          "--key-file",
-          `${root}/key`,
-          "--state",
-          `${root}/state`,
-          "--control",
-          `${root}/agent.sock`,
-          "--interval",
-          "1",
-          "--rate",
-          "8mbit",
-        ]);
+        serve = new PresyncProcess(serveArgs(root, port, `${root}/serve.sock`));
+        agent = new TerminalProcess(
+          agentArgs(root, image, port, `${root}/agent.sock`, [
+            "--interval",
+            "1",
+            "--rate",
+            "8mbit",
+          ]),
+        );
         const context = () => `--- agent\n${agent?.output}\n--- serve\n${serve?.output}`;
         const status = async () => {
           const answer = await (await controlFetch(`${root}/agent.sock`, "GET", "/status")).json();
@@ -104,12 +77,12 @@ Deno.test({
         };
         await until("the first generation", async () => {
           return Number((await status()).committedGeneration) >= 1;
-        }, context);
+        }, { context, timeoutMs: 60_000, everyMs: 100 });
         writes = writeRandomly(prng, image, stop.signal);
         await until("pending bytes above the generation's", async () => {
           const v = await status();
           return v.state === "sending" && Number(v.pendingBytes) > Number(v.generationBytes);
-        }, context);
+        }, { context, timeoutMs: 60_000, everyMs: 100 });
         const evacuate = new TerminalProcess([
           "evacuate",
           "vm",

@@ -1,6 +1,7 @@
 import assert from "node:assert/strict";
 import { assertRejectsCode } from "../../fixtures/assert.ts";
 import { Cluster, PresyncProcess } from "../../fixtures/cluster.ts";
+import { waitConverged } from "../../fixtures/chaos.ts";
 import type { Prng } from "../../fixtures/prng.ts";
 import { seededTest } from "../../fixtures/seeded.ts";
 import { hashFile } from "../../fixtures/workload.ts";
@@ -20,16 +21,6 @@ async function makeImage(path: string, prng: Prng, sizeBytes: number, dataBytes:
   await file.truncate(sizeBytes);
   await file.write(prng.fill(new Uint8Array(dataBytes)));
   file.close();
-}
-
-/** Waits until the destination committed a generation whose image equals the source's. */
-async function waitConverged(cluster: Cluster, image: string): Promise<void> {
-  const expected = await hashFile(image);
-  await cluster.waitFor("the replica to equal the source", async () => {
-    const status = await cluster.volumeStatus();
-    if (status.state !== "idle" || Number(status.committedGeneration) < 1) return false;
-    return await hashFile(`${cluster.root}/store/vm/image`) === expected;
-  }, 120_000);
 }
 
 async function withRoot(fn: (root: string) => Promise<void>): Promise<void> {

@@ -5,7 +5,9 @@ import {
   freePort,
   jsonLines,
   PresyncProcess,
+  serveArgs,
 } from "../../fixtures/cluster.ts";
+import { until } from "../../fixtures/until.ts";
 import { needTools } from "../../fixtures/nbd_tools.ts";
 import { promtoolCheck } from "../../fixtures/promtool.ts";
 import { writeNewKey } from "../key_file.ts";
@@ -20,35 +22,8 @@ async function withRoot(fn: (root: string) => Promise<void>): Promise<void> {
   }
 }
 
-/** Polls until `check` holds, or fails after `timeoutMs` with `context()`. */
-async function until(
-  what: string,
-  check: () => Promise<boolean>,
-  context: () => string,
-  timeoutMs = 30_000,
-): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (Date.now() < deadline) {
-    if (await check().catch(() => false)) return;
-    await new Promise((resolve) => setTimeout(resolve, 100));
-  }
-  throw new Error(`timed out waiting for ${what}\n${context()}`);
-}
-
 function serve(root: string, port: number): PresyncProcess {
-  return new PresyncProcess([
-    "serve",
-    "--store",
-    `${root}/store`,
-    "--listen",
-    `127.0.0.1:${port}`,
-    "--key-file",
-    `${root}/key`,
-    "--control",
-    `${root}/serve.sock`,
-    "--log-format",
-    "json",
-  ]);
+  return new PresyncProcess(serveArgs(root, port, `${root}/serve.sock`, ["--log-format", "json"]));
 }
 
 Deno.test("a live daemon's control socket is not taken (exit 2); after kill -9 it is replaced", async () => {
@@ -57,7 +32,7 @@ Deno.test("a live daemon's control socket is not taken (exit 2); after kill -9 i
     const answers = () => controlFetch(`${root}/serve.sock`, "GET", "/status").then((r) => r.ok);
     const first = serve(root, freePort());
     try {
-      await until("the first serve", answers, () => first.output);
+      await until("the first serve", answers, { context: () => first.output });
       const second = serve(root, freePort());
       const status = await second.wait();
       assert.equal(status.code, ExitCode.USAGE, second.output);
@@ -69,7 +44,7 @@ Deno.test("a live daemon's control socket is not taken (exit 2); after kill -9 i
     assert.ok(Deno.lstatSync(`${root}/serve.sock`).isSocket, "kill -9 leaves the socket");
     const third = serve(root, freePort());
     try {
-      await until("serve after a kill -9", answers, () => third.output);
+      await until("serve after a kill -9", answers, { context: () => third.output });
       assert.match(third.output, /stale_control_socket_replaced/);
     } finally {
       await third.kill("SIGTERM");

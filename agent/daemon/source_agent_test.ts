@@ -6,6 +6,7 @@ import { assertRejectsCode } from "../../fixtures/assert.ts";
 import { memoryLog } from "../../fixtures/local_volume.ts";
 import { memoryTransport } from "../../fixtures/memory_transport.ts";
 import { TEST_PSK } from "../../fixtures/session_pair.ts";
+import { canMountTmpfs, withTmpfs } from "../../fixtures/tmpfs.ts";
 import { hashFile } from "../../fixtures/workload.ts";
 import { ErrorCode } from "../errors.ts";
 import { DenoFileSystem } from "../fs/deno_file_system.ts";
@@ -322,53 +323,49 @@ Deno.test("source agent: a volume that cannot start is parked; the others run; r
 
 Deno.test({
   name: "source agent: a full destination disk holds back only the volume that does not fit",
-  ignore: Deno.build.os !== "linux" || Deno.uid?.() !== 0,
+  ignore: !canMountTmpfs,
   fn: () =>
-    inTemp(async (root) => {
-      const mount = `${root}/small-disk`;
-      await Deno.mkdir(mount);
-      const mounted = await new Deno.Command("mount", {
-        args: ["-t", "tmpfs", "-o", "size=2m", "tmpfs", mount],
-        stderr: "null",
-      }).output();
-      if (!mounted.success) {
-        console.log("skipped: cannot mount a tmpfs here");
-        return;
-      }
-      const dest = destination(mount);
-      try {
-        const images = { big: `${root}/big.img`, small: `${root}/small.img` };
-        const noise = (bytes: number) => {
-          const out = new Uint8Array(bytes);
-          for (let at = 0; at < bytes; at += 65536) {
-            crypto.getRandomValues(out.subarray(at, at + 65536));
-          }
-          return out;
-        };
-        await Deno.writeFile(images.big, noise(4 * 1024 * 1024));
-        await Deno.writeFile(images.small, noise(256 * 1024));
-        const { source, lines } = agent(dest.transport, `${root}/state`, images);
-        await source.init();
-        const running = source.run();
+    inTemp((root) =>
+      withTmpfs("2m", async (mount) => {
+        const dest = destination(mount);
         try {
-          await waitFor("small synced", () => statusOf(source, "small").committedGeneration === 1);
-          // Between its retries the volume tries again (sending): catch it waiting.
-          let big = statusOf(source, "big");
-          await waitFor("big held back", () => {
-            big = statusOf(source, "big");
-            return big.state === "retrying" && big.lastErrorCode === "NO_SPACE";
-          });
-          assert.match(String(big.lastError), /disk is full/);
-          assert.ok(lines.some((l) => l.event === "volume_retry" && l.fields.code === "NO_SPACE"));
-          assert.equal(statusOf(source, "small").lastErrorCode, null);
-          assert.equal(source.fatal, null);
+          const images = { big: `${root}/big.img`, small: `${root}/small.img` };
+          const noise = (bytes: number) => {
+            const out = new Uint8Array(bytes);
+            for (let at = 0; at < bytes; at += 65536) {
+              crypto.getRandomValues(out.subarray(at, at + 65536));
+            }
+            return out;
+          };
+          await Deno.writeFile(images.big, noise(4 * 1024 * 1024));
+          await Deno.writeFile(images.small, noise(256 * 1024));
+          const { source, lines } = agent(dest.transport, `${root}/state`, images);
+          await source.init();
+          const running = source.run();
+          try {
+            await waitFor(
+              "small synced",
+              () => statusOf(source, "small").committedGeneration === 1,
+            );
+            // Between its retries the volume tries again (sending): catch it waiting.
+            let big = statusOf(source, "big");
+            await waitFor("big held back", () => {
+              big = statusOf(source, "big");
+              return big.state === "retrying" && big.lastErrorCode === "NO_SPACE";
+            });
+            assert.match(String(big.lastError), /disk is full/);
+            assert.ok(
+              lines.some((l) => l.event === "volume_retry" && l.fields.code === "NO_SPACE"),
+            );
+            assert.equal(statusOf(source, "small").lastErrorCode, null);
+            assert.equal(source.fatal, null);
+          } finally {
+            source.stop();
+            await running;
+          }
         } finally {
-          source.stop();
-          await running;
+          dest.stop();
         }
-      } finally {
-        dest.stop();
-        await new Deno.Command("umount", { args: [mount] }).output();
-      }
-    }),
+      })
+    ),
 });

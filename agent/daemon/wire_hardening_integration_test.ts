@@ -1,12 +1,15 @@
 import assert from "node:assert/strict";
 import net from "node:net";
 import {
+  agentArgs,
   Cluster,
   type ClusterOptions,
   controlFetch,
   freePort,
   PresyncProcess,
+  serveArgs,
 } from "../../fixtures/cluster.ts";
+import { until } from "../../fixtures/until.ts";
 import type { Prng } from "../../fixtures/prng.ts";
 import { seededTest } from "../../fixtures/seeded.ts";
 import { hashFile } from "../../fixtures/workload.ts";
@@ -64,29 +67,10 @@ async function withRoot(fn: (root: string) => Promise<void>): Promise<void> {
 }
 
 /** Polls `check` every 50 ms until it is true, or fails naming `what` after `timeoutMs`. */
-async function until(what: string, check: () => boolean, timeoutMs = 30_000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!check()) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((resolve) => setTimeout(resolve, 50));
-  }
-}
-
 function startServe(root: string, port: number, args: string[] = []): PresyncProcess {
-  return new PresyncProcess([
-    "serve",
-    "--store",
-    `${root}/store`,
-    "--listen",
-    `127.0.0.1:${port}`,
-    "--key-file",
-    `${root}/key`,
-    "--control",
-    `${root}/run/serve-${port}.sock`,
-    "--log-format",
-    "json",
-    ...args,
-  ]);
+  return new PresyncProcess(
+    serveArgs(root, port, `${root}/run/serve-${port}.sock`, ["--log-format", "json", ...args]),
+  );
 }
 
 Deno.test("pre-auth flood: 500 idle connections from one address cost serve little memory, and a real client still gets in", async () => {
@@ -196,18 +180,7 @@ Deno.test("TLS by default: serve makes a certificate, the agent pins it on first
     let agents = 0;
     const agent = (extra: string[] = []) => {
       const control = `${root}/run/agent-${++agents}.sock`;
-      const process = new PresyncProcess([
-        "agent",
-        "--volume",
-        `vm=${image}`,
-        "--to",
-        `127.0.0.1:${port}`,
-        "--key-file",
-        `${root}/key`,
-        "--state",
-        `${root}/state`,
-        "--control",
-        control,
+      const process = new PresyncProcess(agentArgs(root, image, port, control, [
         "--interval",
         "1",
         "--idle-timeout",
@@ -215,7 +188,7 @@ Deno.test("TLS by default: serve makes a certificate, the agent pins it on first
         "--log-format",
         "json",
         ...extra,
-      ]);
+      ]));
       return { process, control };
     };
     const fingerprintOf = (serve: PresyncProcess) =>

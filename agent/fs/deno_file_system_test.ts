@@ -1,6 +1,7 @@
 import assert from "node:assert/strict";
 import { seededTest } from "../../fixtures/seeded.ts";
 import { PowerCutFileSystem } from "../../fixtures/power_cut_fs.ts";
+import { canMountTmpfs, withTmpfs } from "../../fixtures/tmpfs.ts";
 import { DenoFileSystem } from "./deno_file_system.ts";
 import type { FileSystem } from "./file_system.ts";
 
@@ -78,19 +79,9 @@ Deno.test("allocate claims space without changing content; punchHole frees it", 
 
 Deno.test({
   name: "allocate on a full disk (tmpfs) throws ENOSPC, before any byte is written",
-  ignore: Deno.build.os !== "linux" || Deno.uid?.() !== 0,
-  fn: async () => {
-    const mount = await Deno.makeTempDir({ prefix: "presync-tmpfs-" });
-    const mounted = await new Deno.Command("mount", {
-      args: ["-t", "tmpfs", "-o", "size=1m", "tmpfs", mount],
-      stderr: "null",
-    }).output();
-    if (!mounted.success) {
-      console.log("skipped: cannot mount a tmpfs here");
-      await Deno.remove(mount);
-      return;
-    }
-    try {
+  ignore: !canMountTmpfs,
+  fn: () =>
+    withTmpfs("1m", async (mount) => {
       const file = await new DenoFileSystem().open(`${mount}/f`, { create: true });
       await file.truncate(4 * MiB);
       await assert.rejects(file.allocate(0, 4 * MiB), (err: Error & { code?: string }) => {
@@ -98,11 +89,7 @@ Deno.test({
         return true;
       });
       file.close();
-    } finally {
-      await new Deno.Command("umount", { args: [mount] }).output();
-      await Deno.remove(mount, { recursive: true });
-    }
-  },
+    }),
 });
 
 /** The tryLock contract: shared locks coexist, an exclusive one excludes all others. */

@@ -114,6 +114,19 @@ export class NbdClient {
     return cookie;
   }
 
+  /**
+   * Reads `length` bytes at `offset` in as many requests of at most `MAX_PAYLOAD_BYTES` as it
+   * takes (a single READ may not ask for more), into one buffer.
+   */
+  async readSpan(offset: number, length: number): Promise<Uint8Array> {
+    const out = new Uint8Array(length);
+    for (let at = 0; at < length; at += C.MAX_PAYLOAD_BYTES) {
+      const piece = Math.min(C.MAX_PAYLOAD_BYTES, length - at);
+      out.set(await this.read(offset + at, piece), at);
+    }
+    return out;
+  }
+
   /** Reads `length` bytes at `offset` (holes come back as zeros). */
   read(offset: number, length: number): Promise<Uint8Array> {
     return this.#serial(async () => {

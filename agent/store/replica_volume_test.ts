@@ -2,6 +2,7 @@ import assert from "node:assert/strict";
 import { assertRejectsCode } from "../../fixtures/assert.ts";
 import { PowerCutFileSystem } from "../../fixtures/power_cut_fs.ts";
 import { seededTest } from "../../fixtures/seeded.ts";
+import { canMountTmpfs, withTmpfs } from "../../fixtures/tmpfs.ts";
 import { Bitmap, blake3 } from "../core/mod.ts";
 import { DenoFileSystem } from "../fs/deno_file_system.ts";
 import type { FileSystem } from "../fs/file_system.ts";
@@ -171,19 +172,9 @@ async function predictRoot(replica: ReplicaVolume): Promise<string> {
 
 Deno.test({
   name: "a real full disk (tmpfs) gives NO_SPACE and generation 1 stays intact",
-  ignore: Deno.build.os !== "linux" || Deno.uid?.() !== 0,
-  fn: async () => {
-    const mount = await Deno.makeTempDir({ prefix: "presync-tmpfs-" });
-    const mounted = await new Deno.Command("mount", {
-      args: ["-t", "tmpfs", "-o", "size=256k", "tmpfs", mount],
-      stderr: "null",
-    }).output();
-    if (!mounted.success) {
-      console.log("skipped: cannot mount a tmpfs here");
-      await Deno.remove(mount);
-      return;
-    }
-    try {
+  ignore: !canMountTmpfs,
+  fn: () =>
+    withTmpfs("256k", async (mount) => {
       const fs = new DenoFileSystem();
       const replica = await newReplica(fs, `${mount}/store`);
       await stageAll(replica, 1, [0], 1);
@@ -213,11 +204,7 @@ Deno.test({
       assert.equal(reopened.meta.committedGeneration, 1);
       assert.ok((await reopened.verify({ expectedRoot: meta1.merkleRoot })).ok);
       reopened.close();
-    } finally {
-      await new Deno.Command("umount", { args: [mount] }).output();
-      await Deno.remove(mount, { recursive: true });
-    }
-  },
+    }),
 });
 
 seededTest(

@@ -3,6 +3,7 @@ import { assertRejectsCode } from "../../fixtures/assert.ts";
 import { seededTest } from "../../fixtures/seeded.ts";
 import { expectedHash, recordExpectedAndSync } from "../../fixtures/sync_rounds.ts";
 import { hashImage } from "../../fixtures/workload.ts";
+import { startSyncChild } from "../../fixtures/sync_child_process.ts";
 import { DirectoryBackend } from "../../plugins/store-directory/mod.ts";
 import { Bitmap } from "../core/mod.ts";
 import { ErrorCode } from "../errors.ts";
@@ -13,7 +14,6 @@ import { ReplicaStore } from "./replica_store.ts";
 const KILLS = 10;
 const BLOCK = 4096;
 const SIZE = 8 * 1024 * 1024 + 5;
-const CHILD = new URL("../../fixtures/sync_child.ts", import.meta.url).pathname;
 
 seededTest(
   "kill -9 while seeding: never a generation the replica lacks, and seeding resumes",
@@ -33,18 +33,7 @@ seededTest(
         await zeros.truncate(SIZE);
         const zeroHash = await hashImage(zeros, SIZE);
         zeros.close();
-        const child = new Deno.Command(Deno.execPath(), {
-          args: ["run", "-A", CHILD, root, String(prng.nextU32()), String(BLOCK)],
-          stdout: "piped",
-          stderr: "piped",
-        }).spawn();
-        const stdout = child.stdout.getReader();
-        let said = "";
-        while (!said.includes("ready\n")) {
-          const { value, done } = await stdout.read();
-          assert.ok(!done, `the child did not start: ${said}`);
-          said += new TextDecoder().decode(value);
-        }
+        const child = await startSyncChild(root, prng.nextU32(), BLOCK);
         // The first generation (all 8 MiB) is seeded in place: once its staging area
         // exists, kill somewhere inside it (or just after).
         const header = `${root}/store/crash/staging/header.json`;
@@ -55,11 +44,7 @@ seededTest(
         // The first kill lands at once, surely inside the seeding (the header comes first).
         const delayMs = kill === 0 ? 0 : prng.int(120);
         await new Promise((resolve) => setTimeout(resolve, delayMs));
-        child.kill("SIGKILL");
-        const status = await child.status;
-        await stdout.cancel();
-        await child.stderr.cancel();
-        assert.equal(status.signal, "SIGKILL", `the child exited by itself (code ${status.code})`);
+        await child.kill();
         const store = new ReplicaStore(new DirectoryBackend(fs, `${root}/store`));
         if (!(await store.list()).includes("crash")) continue;
         const replica = await store.open("crash");

@@ -2,6 +2,7 @@ import assert from "node:assert/strict";
 import { seededTest } from "../../fixtures/seeded.ts";
 import { expectedHash, recordExpectedAndSync } from "../../fixtures/sync_rounds.ts";
 import { hashImage } from "../../fixtures/workload.ts";
+import { startSyncChild } from "../../fixtures/sync_child_process.ts";
 import { Bitmap } from "../core/mod.ts";
 import { DenoFileSystem } from "../fs/deno_file_system.ts";
 import { ReplicaStore } from "../store/replica_store.ts";
@@ -10,7 +11,6 @@ import { DirectoryBackend } from "../../plugins/store-directory/mod.ts";
 const KILLS = 50;
 const BLOCK = 4096;
 const SIZE = 4 * 1024 * 1024 + 3 * BLOCK + 5;
-const CHILD = new URL("../../fixtures/sync_child.ts", import.meta.url).pathname;
 
 seededTest("kill -9 at 50 random instants: the replica is always a committed generation", async (
   prng,
@@ -24,24 +24,9 @@ seededTest("kill -9 at 50 random instants: the replica is always a committed gen
     await image.write(0, prng.fill(new Uint8Array(SIZE / 2)));
     image.close();
     for (let kill = 0; kill < KILLS; kill++) {
-      const child = new Deno.Command(Deno.execPath(), {
-        args: ["run", "-A", CHILD, root, String(prng.nextU32()), String(BLOCK)],
-        stdout: "piped",
-        stderr: "piped",
-      }).spawn();
-      const stdout = child.stdout.getReader();
-      let said = "";
-      while (!said.includes("ready\n")) {
-        const { value, done } = await stdout.read();
-        assert.ok(!done, `the child did not start: ${said}`);
-        said += new TextDecoder().decode(value);
-      }
+      const child = await startSyncChild(root, prng.nextU32(), BLOCK);
       await new Promise((resolve) => setTimeout(resolve, prng.int(400)));
-      child.kill("SIGKILL");
-      const status = await child.status;
-      await stdout.cancel();
-      await child.stderr.cancel();
-      assert.equal(status.signal, "SIGKILL", `the child exited by itself (code ${status.code})`);
+      await child.kill();
       if (await fs.exists(`${root}/store/crash/staging/COMMIT`)) phases.committing++;
       else if (await fs.exists(`${root}/store/crash/staging`)) phases.staging++;
       else phases.idle++;

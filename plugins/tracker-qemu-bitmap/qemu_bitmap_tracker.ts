@@ -1,7 +1,6 @@
 import { Bitmap } from "../../agent/core/mod.ts";
 import { ErrorCode, PresyncError } from "../../agent/errors.ts";
 import {
-  MAX_PAYLOAD_BYTES,
   NBD_STATE_DIRTY,
   type NbdAddress,
   NbdClient,
@@ -138,12 +137,7 @@ class QemuBitmapCut implements Cut {
     const { blockSize, sizeBytes } = this.#identity;
     const offset = first * blockSize;
     const length = Math.min(count * blockSize, sizeBytes - offset);
-    const out = new Uint8Array(length);
-    for (let at = 0; at < length; at += MAX_PAYLOAD_BYTES) {
-      const piece = Math.min(MAX_PAYLOAD_BYTES, length - at);
-      out.set(await this.#client.read(offset + at, piece), at);
-    }
-    return out;
+    return await this.#client.readSpan(offset, length);
   }
 
   async release(): Promise<void> {

@@ -1,5 +1,5 @@
 import type { Bitmap } from "../../agent/core/mod.ts";
-import { MAX_PAYLOAD_BYTES, type NbdClient } from "../../agent/nbd/mod.ts";
+import type { NbdClient } from "../../agent/nbd/mod.ts";
 import type { Cut } from "../../agent/tracker.ts";
 import type { VolumeIdentity } from "../../agent/volume/volume_identity.ts";
 
@@ -35,12 +35,7 @@ export class QemuCut implements Cut {
     const { blockSize, sizeBytes } = this.#identity;
     const offset = first * blockSize;
     const length = Math.min(count * blockSize, sizeBytes - offset);
-    const out = new Uint8Array(length);
-    for (let at = 0; at < length; at += MAX_PAYLOAD_BYTES) {
-      const piece = Math.min(MAX_PAYLOAD_BYTES, length - at);
-      out.set(await this.#client.read(offset + at, piece), at);
-    }
-    return out;
+    return await this.#client.readSpan(offset, length);
   }
 
   /** Whether `release()` was called. */
