@@ -2,6 +2,7 @@ import assert from "node:assert/strict";
 import { assertRejectsCode } from "../../fixtures/assert.ts";
 import { needQemu, startBareQemu } from "../../fixtures/guest/qemu_process.ts";
 import { localVolume, memoryLog } from "../../fixtures/local_volume.ts";
+import { until } from "../../fixtures/until.ts";
 import { hashFile } from "../../fixtures/workload.ts";
 import { ErrorCode, PresyncError } from "../errors.ts";
 import { QmpVmControl, type VmControl } from "../qemu/mod.ts";
@@ -19,16 +20,6 @@ const KiB = 1024;
 function oneTurn(): [() => boolean, (ms: number) => Promise<void>] {
   let turns = 0;
   return [() => turns++ === 0, () => Promise.resolve()];
-}
-
-async function untilState(vm: VmControl, state: string, timeoutMs = 10_000): Promise<void> {
-  const deadline = performance.now() + timeoutMs;
-  while ((await vm.status()).state !== state) {
-    if (performance.now() > deadline) {
-      throw new Error(`the VM did not reach ${state} within ${timeoutMs} ms`);
-    }
-    await new Promise((resolve) => setTimeout(resolve, 20));
-  }
 }
 
 /**
@@ -133,7 +124,9 @@ Deno.test({
         v.pipeline.linkDown(gone);
         const err = await assertRejectsCode(evacuation, ErrorCode.TIMEOUT);
         assert.match(err.message, /unreachable for 0.3 s while the VM of vm was paused/);
-        await untilState(watcher, "running");
+        await until("the VM running again", async () => (await watcher.status()).running, {
+          timeoutMs: 10_000,
+        });
         assert.equal(v.pipeline.evacuating, false);
         assert.ok(lines.some((l) => l.event === "vm_resumed" && l.fields.reason === "TIMEOUT"));
       });
