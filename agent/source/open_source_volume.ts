@@ -133,12 +133,7 @@ async function openQemuVolume(
   options: SourceVolumeOptions,
 ): Promise<SourceVolume> {
   const workDir = qemuWorkDir(spec, state.identity.name);
-  await io(`create ${workDir}`, async () => {
-    await Deno.mkdir(workDir, { recursive: true });
-    // QEMU writes its overlays and NBD socket here: its group (the directory's, as a
-    // setgid parent gives it) must reach it whatever the agent's umask.
-    await Deno.chmod(workDir, 0o770);
-  });
+  await prepareWorkDir(workDir);
   const tracker = await QemuTracker.open({
     qmpSocket: spec.qmpSocket,
     node: spec.node,
@@ -186,5 +181,30 @@ async function openTracker(state: SourceState, options: SourceVolumeOptions): Pr
     });
   } finally {
     await initialDirty?.release();
+  }
+}
+
+/**
+ * Makes the directory QEMU and the agent share, beside the QMP socket (whose directory QEMU's
+ * group may write): a real directory, never a symlink someone planted there.
+ */
+async function prepareWorkDir(dir: string): Promise<void> {
+  await io(`create ${dir}`, async () => {
+    try {
+      await Deno.mkdir(dir);
+      // QEMU writes its overlays and NBD socket here: its group (the directory's, as a
+      // setgid parent gives it) must reach it whatever the agent's umask.
+      await Deno.chmod(dir, 0o770);
+    } catch (err) {
+      if (!(err instanceof Deno.errors.AlreadyExists)) throw err;
+    }
+  });
+  const info = await io(`inspect ${dir}`, () => Deno.lstat(dir));
+  if (!info.isDirectory) {
+    throw new PresyncError(
+      ErrorCode.INVALID_ARGUMENT,
+      `${dir} must be a directory that QEMU and presync share, but it is a ` +
+        `${info.isSymlink ? "symbolic link" : "file"}: remove it, and presync makes the directory`,
+    );
   }
 }
