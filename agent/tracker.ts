@@ -6,6 +6,7 @@
  */
 
 import type { Bitmap } from "./core/mod.ts";
+import type { VmControl } from "./qemu/vm_control.ts";
 
 /** One generation's dirty set and a way to read its blocks. */
 export interface Cut {
@@ -41,4 +42,9 @@ export interface Tracker {
   resume(dirty: Bitmap): Promise<Cut>;
   /** Stops tracking and closes files. Idempotent. */
   close(): Promise<void>;
+  /**
+   * The VM whose disk this is, where the tracker reaches its hypervisor (the qemu tracker
+   * over QMP): evacuation pauses it before the final cut and resumes it if that fails.
+   */
+  readonly vm?: VmControl;
 }

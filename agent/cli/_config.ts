@@ -12,6 +12,7 @@ export const NUMERIC_FLAGS: ReadonlySet<string> = new Set([
   "rate",
   "read-rate",
   "stripes",
+  "evacuate-timeout",
 ]);
 
 /** Flag values: what `parseArgs` returns, and what a config file holds once read. */

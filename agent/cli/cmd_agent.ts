@@ -10,7 +10,9 @@ import { ErrorCode, PresyncError } from "../errors.ts";
 import { parseHostPort, readKey } from "../key_file.ts";
 import { createLogger, type Logger } from "../log.ts";
 import { parseNbdAddress } from "../nbd/mod.ts";
-import { CODECS, DEFAULT_TRACKER, TRACKERS, TRANSPORTS } from "../registry/mod.ts";
+import { CODECS, TRACKERS, TRANSPORTS } from "../registry/mod.ts";
+import { isQmpVolumeSpec, parseQmpVolumeSpec } from "../qemu/mod.ts";
+import { trackerNameOf } from "../source/open_source_volume.ts";
 import { UNLIMITED } from "../units/mod.ts";
 import { VERSION } from "../version.ts";
 import {
@@ -33,13 +35,16 @@ export const AGENT_USAGE =
 Runs the source agent: tracks each volume, cuts generations and sends them to the
 destination in the background; reconnects and resumes by itself.
 
-  --volume NAME=IMAGE    a volume to keep in sync (repeat for several)
+  --volume NAME=IMAGE    a volume to keep in sync (repeat for several); IMAGE may be the
+                         disk of a running QEMU, qmp:unix:QMP_SOCKET#NODE (qemu tracker)
   --tracker ${TRACKERS.choices()}
                          how writes are found: scan re-reads and hashes the image (default);
                          nbd serves the image to the VM over NBD and marks every write;
                          qemu-bitmap reads QEMU's dirty bitmap from a qemu-nbd export (a
                          new volume's first generation copies the whole disk; later ones
-                         what the bitmap recorded: rotate bitmaps as the README says)
+                         what the bitmap recorded: rotate bitmaps as the README says);
+                         qemu asks a running QEMU over QMP (dirty bitmaps; the default for
+                         qmp: volumes)
   --nbd-listen ADDR      with --tracker nbd: HOST:PORT or unix:PATH (export name = volume)
   --nbd-connect ADDR     with --tracker qemu-bitmap: the qemu-nbd export (HOST:PORT or
                          unix:PATH; export name = volume, e.g. qemu-nbd -x NAME --bitmap B)
@@ -51,7 +56,12 @@ destination in the background; reconnects and resumes by itself.
   --read-rate RATE       cap on reads from the images, e.g. 200MB/s (default unlimited)
   --delay-target MS      yield when queuing delay exceeds this (LEDBAT-like; 0: off; default 25)
   --codec NAME           ${CODECS.names.join(", ")} (default ${DEFAULT_CODEC_NAME})
-  --evacuate-hook CMD    shell command run before the final cut (e.g. pause the VM)
+  --evacuate-hook CMD    shell command run before the final cut (e.g. pause the VM); a qmp:
+                         volume's VM is paused through QMP after it, and resumed if the
+                         evacuation fails
+  --evacuate-timeout SECONDS  how long a VM paused through QMP waits for an unreachable
+                         destination before the evacuation fails and the VM runs again
+                         (default 120)
   --control NAME|PATH    control socket: a name in the runtime directory (/run/presync/agent
                          for root) or a path (default: the volume's name, or "agent" for
                          several volumes)
@@ -91,6 +101,7 @@ const OPTIONS = {
   "delay-target": { type: "string" },
   codec: { type: "string" },
   "evacuate-hook": { type: "string" },
+  "evacuate-timeout": { type: "string" },
   "metrics-listen": { type: "string" },
   ...DAEMON_FLAGS,
 } as const;
@@ -137,8 +148,9 @@ async function runAgent(
 ): Promise<number> {
   const values = settings.values;
   logUnhandledRejections(log);
-  const tracker = TRACKERS.get(settings.text("tracker", DEFAULT_TRACKER));
   const volumes = parseVolumes(settings);
+  const trackerFlag = settings.text("tracker");
+  if (trackerFlag !== undefined) TRACKERS.get(trackerFlag);
   const listenText = settings.text("nbd-listen");
   const connectText = settings.text("nbd-connect");
   const trackerSettings = {
@@ -146,7 +158,29 @@ async function runAgent(
     nbdConnect: connectText === undefined ? undefined : parseNbdAddress(connectText),
     bitmap: settings.text("bitmap"),
   };
-  tracker.check(trackerSettings, volumes.length);
+  // Unset: scan for image files, qemu for disks of a running QEMU (qmp:…), per volume.
+  const trackerOf = new Map<string, number>();
+  for (const v of volumes) {
+    const qemu = isQmpVolumeSpec(v.image);
+    if (qemu) parseQmpVolumeSpec(v.image);
+    const name = trackerNameOf({ tracker: trackerFlag, imagePath: v.image });
+    if (name === "qemu" && !qemu) {
+      throw new PresyncError(
+        ErrorCode.INVALID_ARGUMENT,
+        `--tracker qemu follows disks of a running QEMU: give --volume ` +
+          `${v.name}=qmp:unix:QMP_SOCKET#NODE, received ${JSON.stringify(v.image)}`,
+      );
+    }
+    if (name !== "qemu" && qemu) {
+      throw new PresyncError(
+        ErrorCode.INVALID_ARGUMENT,
+        `volume ${v.name} is a QEMU disk (${v.image}), which only the qemu tracker follows: ` +
+          `drop --tracker ${name} (or give --tracker qemu), or give an image file`,
+      );
+    }
+    trackerOf.set(name, (trackerOf.get(name) ?? 0) + 1);
+  }
+  for (const [name, count] of trackerOf) TRACKERS.get(name).check(trackerSettings, count);
   const socket = controlSocketPath(
     "agent",
     settings.text("control"),
@@ -159,7 +193,7 @@ async function runAgent(
   const schedule = settings.text("schedule");
   const options = {
     volumes,
-    tracker: tracker.name,
+    tracker: trackerFlag,
     trackerSettings,
     to: parseHostPort("to", settings.need("agent", "to", "HOST:PORT")),
     stateDir: settings.need("agent", "state", "DIR"),
@@ -170,6 +204,7 @@ async function runAgent(
     readRateBytesPerSecond: readRate === UNLIMITED ? 0 : readRate,
     delayTargetMs: settings.number("delay-target", 25, "milliseconds"),
     evacuateHook: settings.text("evacuate-hook"),
+    evacuatePausedTimeoutMs: settings.number("evacuate-timeout", 120, "seconds", 1) * 1000,
     session: sessionOptionsFromFlags(values),
   };
   const codec = CODECS.get(settings.text("codec", DEFAULT_CODEC_NAME));

@@ -81,6 +81,27 @@ Deno.test("bad command lines exit 2 with a message naming the problem", async ()
   );
 });
 
+Deno.test("agent: a malformed qmp: volume, or one with another tracker, exits 2 before anything starts", async () => {
+  const tcp = await presync("agent", "--volume", "vm=qmp:tcp:127.0.0.1:4444#disk0");
+  assert.equal(tcp.code, ExitCode.USAGE);
+  assert.match(tcp.stderr, /must be qmp:unix:PATH#NODE .*only a Unix socket is supported/);
+  const nbd = await presync(
+    "agent",
+    "--volume",
+    "vm=qmp:unix:/run/vm.qmp#disk0",
+    "--tracker",
+    "nbd",
+  );
+  assert.equal(nbd.code, ExitCode.USAGE);
+  assert.match(nbd.stderr, /volume vm is a QEMU disk .*only the qemu tracker follows/);
+  const file = await presync("agent", "--volume", "vm=/var/lib/vm.img", "--tracker", "qemu");
+  assert.equal(file.code, ExitCode.USAGE);
+  assert.match(
+    file.stderr,
+    /--tracker qemu follows disks of a running QEMU: give --volume vm=qmp:/,
+  );
+});
+
 Deno.test("typos get a suggestion, and unknown flags a message in our words", async () => {
   const command = await presync("stauts");
   assert.equal(command.code, ExitCode.USAGE);

@@ -13,6 +13,7 @@ import { Signal } from "../wire/_signal.ts";
 import { Session } from "../wire/session.ts";
 import type { SessionOptions } from "../wire/session_options.ts";
 import type { Transport, TransportAddress } from "../wire/transport.ts";
+import { Backoff } from "./backoff.ts";
 import { runConnectionLoop } from "./connection_loop.ts";
 import type { EvacuateReport } from "./evacuation.ts";
 import { newSourceInstance, openRemoteLink } from "./remote_link.ts";
@@ -53,6 +54,11 @@ export interface SourceAgentConfig {
   delayTargetMs: number;
   /** Shell command run before the final cut of an evacuation (e.g. pause the VM). */
   evacuateHook?: string;
+  /**
+   * How long a VM an evacuation paused (through QMP, qemu tracker) waits for an unreachable
+   * destination before the evacuation fails and the VM runs again, ms (default 120 s).
+   */
+  evacuatePausedTimeoutMs?: number;
   log: Logger;
   session?: Partial<Omit<SessionOptions, "psk" | "logger">>;
   fs?: FileSystem;
@@ -114,7 +120,8 @@ export class SourceAgent {
   /**
    * Opens (or initialises) each volume's state and tracker. A volume that cannot start (its
    * image is missing, its state damaged…) is parked with the cause, and the others start;
-   * `resume` tries it again.
+   * `resume` tries it again, and `run` does by itself, with backoff, when the cause may clear
+   * (a QEMU volume's VM not running yet).
    *
    * @throws {PresyncError} `INVALID_VOLUME_NAME` or `INVALID_ARGUMENT`: the configuration
    *   itself is wrong, nothing starts
@@ -142,7 +149,7 @@ export class SourceAgent {
   }
 
   async #start(name: string, image: string): Promise<VolumePipeline> {
-    const { state, tracker } = await openSourceVolume({
+    const { state, tracker, vm } = await openSourceVolume({
       fs: this.#fs,
       name,
       imagePath: image,
@@ -154,6 +161,7 @@ export class SourceAgent {
       onTrackerError: (err) =>
         this.#config.log("warn", "nbd_connection_failed", { volume: name, error: String(err) }),
       prefilterSecret: this.#prefilterSecret,
+      log: this.#config.log,
       // Between cuts, background passes keep the pre-filter table fresh for an evacuation.
       backgroundScan: {
         intervalMs: this.#config.intervalMs,
@@ -172,6 +180,8 @@ export class SourceAgent {
       tracker,
       intervalMs: this.#config.intervalMs,
       evacuateHook: this.#config.evacuateHook,
+      vm,
+      evacuatePausedTimeoutMs: this.#config.evacuatePausedTimeoutMs,
       log: this.#config.log,
     });
   }
@@ -192,6 +202,8 @@ export class SourceAgent {
   /** Runs until `stop()` or a process-wide fault. */
   async run(): Promise<void> {
     const { log } = this.#config;
+    let ended = false;
+    const retrying = this.#retryUnstarted(() => ended);
     this.fatal = await runConnectionLoop({
       connect: async () => {
         const channel = await this.#config.transport.connect(
@@ -214,11 +226,34 @@ export class SourceAgent {
       },
       log,
     });
+    ended = true;
+    this.#wakeAll();
+    // A volume it is starting now must be among those closed below.
+    await retrying;
     const end = this.fatal ??
       new PresyncError(ErrorCode.SESSION_CLOSED, "the agent stopped before it finished");
     for (const v of this.#volumes) {
       v.stopWith(end);
       await v.close();
+    }
+  }
+
+  /**
+   * Starts again, with backoff, the volumes that could not start for a cause that may clear
+   * by itself (a QEMU volume whose VM is not running yet: `CONNECTION_LOST`), until `ended()`;
+   * `presync resume` still starts one at once. Each failed try is logged as the first was.
+   */
+  async #retryUnstarted(ended: () => boolean): Promise<void> {
+    const backoff = new Backoff();
+    while (!ended()) {
+      const waiting = [...this.#unstarted].filter(([, u]) => u.error.retryable);
+      if (waiting.length === 0) return;
+      await this.#sleep(backoff.next(Math.random()));
+      for (const [name] of waiting) {
+        if (ended()) return;
+        // A failure parks the volume again with the new cause (and logs it).
+        if (this.#unstarted.has(name)) await this.resume(name).catch(() => {});
+      }
     }
   }
 

@@ -3,6 +3,7 @@ import type { Bitmap } from "../core/mod.ts";
 import { ErrorCode, PresyncError } from "../errors.ts";
 import type { Logger } from "../log.ts";
 import type { ReplicaCheck } from "../net/sync_messages.ts";
+import type { VmControl } from "../qemu/mod.ts";
 import { RateLimiter, throttle } from "../rate_limiter.ts";
 import type { SourceState } from "../source/source_state.ts";
 import type { CommittedState, Destination } from "../sync/destination.ts";
@@ -22,6 +23,8 @@ import { WriteRate } from "./write_rate.ts";
 const RATE_BURST_BYTES = 1 << 20;
 /** How long an evacuated volume's loop sleeps between checks, ms. */
 const EVACUATED_SLEEP_MS = 60_000;
+/** Default of {@linkcode VolumePipelineOptions.evacuatePausedTimeoutMs}. */
+export const DEFAULT_EVACUATE_PAUSED_TIMEOUT_MS = 120_000;
 
 /** One connection of a volume to its destination, as the pipeline uses it. */
 export interface VolumeLink {
@@ -51,6 +54,16 @@ export interface VolumePipelineOptions {
   evacuateHook?: string;
   /** Runs the hook (default: {@linkcode runEvacuateHook}; tests pass their own). */
   runHook?: (command: string, volume: string, image: string) => Promise<void>;
+  /**
+   * The VM's run state (the qemu tracker's QMP): an evacuation pauses the VM itself before
+   * the final cut (after the hook, if any) and lets it run again if the evacuation fails.
+   */
+  vm?: VmControl;
+  /**
+   * With `vm`: how long a VM the evacuation paused waits for an unreachable destination
+   * before the evacuation fails and the VM runs again, ms (default 120 s).
+   */
+  evacuatePausedTimeoutMs?: number;
   log: Logger;
 }
 
@@ -86,6 +99,14 @@ export class VolumePipeline {
   #commits = 0;
   #evacuation: Evacuation | null = null;
   #lastError: PresyncError | null = null;
+  /** A cut taken whose `state.recordCut` failed: recorded (and sent) before any new cut. */
+  #unrecorded: { cut: Cut; cutTimeMs: number; afterHook: boolean } | null = null;
+  /** Whether this evacuation paused a running VM (so a failure lets it run again). */
+  #vmPaused = false;
+  /** Fails the evacuation once the destination stayed unreachable with the VM paused. */
+  #pausedTimer: ReturnType<typeof setTimeout> | undefined;
+  /** The VM's resume after a failed evacuation, awaited by `close()`. */
+  #vmResuming: Promise<void> | null = null;
 
   constructor(options: VolumePipelineOptions) {
     this.#options = options;
@@ -129,6 +150,8 @@ export class VolumePipeline {
    */
   attach(link: VolumeLink): void {
     assertResumable(this.state, link.resume.committedGeneration);
+    clearTimeout(this.#pausedTimer);
+    this.#pausedTimer = undefined;
     this.#link = link;
     this.#committed = { ...link.resume };
   }
@@ -144,6 +167,7 @@ export class VolumePipeline {
     if (!this.parked && this.#phase !== "evacuated") this.#phase = "disconnected";
     if (this.evacuating && why) {
       this.#evacuation!.to("waiting_for_link", `the destination is not reachable: ${why.message}`);
+      this.#armPausedTimeout();
     }
   }
 
@@ -185,40 +209,110 @@ export class VolumePipeline {
 
   async #cutAndSend(link: VolumeLink): Promise<void> {
     const evacuation = this.evacuating ? this.#evacuation! : null;
-    if (evacuation && !evacuation.hookDone && !(await this.#runHook(evacuation))) return;
-    this.#phase = "scanning";
-    const cutTimeMs = Date.now();
-    const scanStart = performance.now();
-    const cut = await this.tracker.cut();
-    this.#lastScanMs = performance.now() - scanStart;
-    const blocks = cut.dirty.popcount();
-    this.#writes.recordCut(blocks, cutTimeMs, this.#committed.committedGeneration === 0);
+    // A cut whose recording failed is recorded now: releasing it would lose its dirty set
+    // (trackers that know writes hand each write to one cut only).
+    let taken = this.#unrecorded;
+    this.#unrecorded = null;
+    if (!taken) {
+      if (evacuation && !evacuation.hookDone && !(await this.#runHook(evacuation))) return;
+      this.#phase = "scanning";
+      const cutTimeMs = Date.now();
+      const scanStart = performance.now();
+      const cut = await this.tracker.cut();
+      this.#lastScanMs = performance.now() - scanStart;
+      this.#writes.recordCut(
+        cut.dirty.popcount(),
+        cutTimeMs,
+        this.#committed.committedGeneration === 0,
+      );
+      taken = { cut, cutTimeMs, afterHook: evacuation?.hookDone === true };
+    }
     try {
-      await this.state.recordCut(cut.dirty, cutTimeMs);
+      await this.state.recordCut(taken.cut.dirty, taken.cutTimeMs);
     } catch (err) {
-      await cut.release();
+      this.#unrecorded = taken;
       throw err;
     }
-    evacuation?.cutFinal(this.state.pending!.generation, blocks);
-    await this.#send(link, cut);
+    // Final only when cut after the hook paused the VM; else the final cut comes next.
+    if (evacuation && taken.afterHook) {
+      evacuation.cutFinal(this.state.pending!.generation, taken.cut.dirty.popcount());
+    }
+    await this.#send(link, taken.cut);
   }
 
-  /** Runs the evacuate hook; false (and the evacuation failed) when it failed. */
+  /**
+   * Runs the evacuate hook, then pauses the VM through its control when there is one; false
+   * (and the evacuation failed, the VM running again) when either failed.
+   */
   async #runHook(evacuation: Evacuation): Promise<boolean> {
     const command = this.#options.evacuateHook;
-    if (command) {
-      evacuation.to("hook", null, { command });
-      try {
+    const vm = this.#options.vm;
+    try {
+      if (command) {
+        evacuation.to("hook", null, { command });
         await (this.#options.runHook ?? runEvacuateHook)(command, this.name, this.image);
-      } catch (err) {
-        evacuation.fail(
-          err instanceof PresyncError ? err : new PresyncError(ErrorCode.IO, String(err)),
-        );
-        return false;
       }
+      if (vm) {
+        evacuation.to("hook", "QMP stop");
+        // Only a VM this evacuation paused is resumed if it fails: not one paused before.
+        const before = await vm.status();
+        this.#vmPaused = before.running;
+        await vm.pause();
+        this.#options.log("info", "vm_paused", { volume: this.name, before: before.state });
+      }
+    } catch (err) {
+      this.#failEvacuation(
+        err instanceof PresyncError ? err : new PresyncError(ErrorCode.IO, String(err)),
+      );
+      return false;
     }
     evacuation.to("hook_done");
     return true;
+  }
+
+  /** Fails the running evacuation with `error`; a VM it paused runs again. */
+  #failEvacuation(error: PresyncError): void {
+    clearTimeout(this.#pausedTimer);
+    this.#pausedTimer = undefined;
+    this.#evacuation?.fail(error);
+    const vm = this.#options.vm;
+    if (!this.#vmPaused || !vm) return;
+    this.#vmPaused = false;
+    const previous = this.#vmResuming ?? Promise.resolve();
+    this.#vmResuming = previous.then(() => vm.resume()).then(
+      () => this.#options.log("info", "vm_resumed", { volume: this.name, reason: error.code }),
+      (err) =>
+        this.#options.log("error", "vm_resume_failed", {
+          volume: this.name,
+          code: err instanceof PresyncError ? err.code : ErrorCode.IO,
+          error: `the evacuation failed but the VM could not be resumed: ${String(err)}; ` +
+            `resume it by hand (virsh resume, or QMP cont)`,
+        }),
+    );
+  }
+
+  /**
+   * While a VM this evacuation paused waits for the destination: fails the evacuation
+   * (and resumes the VM) once it waited `evacuatePausedTimeoutMs`.
+   */
+  #armPausedTimeout(): void {
+    if (!this.#vmPaused || !this.evacuating || this.#pausedTimer !== undefined) return;
+    const ms = this.#options.evacuatePausedTimeoutMs ?? DEFAULT_EVACUATE_PAUSED_TIMEOUT_MS;
+    const timer = setTimeout(() => {
+      this.#pausedTimer = undefined;
+      if (this.#link || !this.evacuating) return;
+      this.#failEvacuation(
+        new PresyncError(
+          ErrorCode.TIMEOUT,
+          `the destination stayed unreachable for ${ms / 1000} s while the VM of ${this.name} ` +
+            `was paused for its evacuation: the evacuation failed and the VM runs again ` +
+            `(sync goes on when the link is back; run presync evacuate ${this.name} again)`,
+          { retryable: true },
+        ),
+      );
+    }, ms);
+    Deno.unrefTimer(timer);
+    this.#pausedTimer = timer;
   }
 
   async #send(link: VolumeLink, cut: Cut): Promise<void> {
@@ -280,6 +374,8 @@ export class VolumePipeline {
     evacuation.to("verify");
     const { report } = await link.verify(this.#committed.merkleRoot, true);
     this.#phase = "evacuated";
+    // The VM stays paused: it is to run at the destination now.
+    this.#vmPaused = false;
     evacuation.finish({
       volume: this.name,
       seconds: evacuation.seconds,
@@ -303,14 +399,14 @@ export class VolumePipeline {
   park(error: PresyncError): void {
     this.#phase = "parked";
     this.#lastError = error;
-    this.#evacuation?.fail(error);
+    this.#failEvacuation(error);
   }
 
   /** Stops the volume for good because the whole agent stopped with `error`. */
   stopWith(error: PresyncError): void {
     this.#phase = "error";
     this.#lastError = error;
-    this.#evacuation?.fail(error);
+    this.#failEvacuation(error);
   }
 
   /** Records a fault the supervisor retries after `retryInMs`. */
@@ -321,6 +417,7 @@ export class VolumePipeline {
       "waiting_for_link",
       `${error.message} (retrying in ${Math.round(retryInMs / 100) / 10} s)`,
     );
+    this.#armPausedTimeout();
   }
 
   /** The destination cannot be reached (`error` says why): the volume waits for the link. */
@@ -329,6 +426,7 @@ export class VolumePipeline {
     if (this.#phase !== "evacuated") this.#phase = "disconnected";
     this.#lastError = error;
     this.#evacuation?.to("waiting_for_link", `the destination is not reachable: ${error.message}`);
+    this.#armPausedTimeout();
   }
 
   /** Lets a parked volume sync again (its supervisor must be started again). */
@@ -451,11 +549,37 @@ export class VolumePipeline {
     };
   }
 
-  /** Closes the tracker and the state. */
+  /**
+   * Closes the tracker and the state. A cut whose recording failed gets one more try, so
+   * that the next start resends it (`state.pending`); if that fails too, it is logged.
+   */
   async close(): Promise<void> {
     this.#hot?.free();
     this.#hot = null;
-    await this.tracker.close();
-    this.state.close();
+    clearTimeout(this.#pausedTimer);
+    await this.#vmResuming;
+    const held = this.#unrecorded;
+    this.#unrecorded = null;
+    try {
+      if (held) {
+        try {
+          await this.state.recordCut(held.cut.dirty, held.cutTimeMs);
+          await held.cut.release();
+        } catch (err) {
+          // Unreleased, the cut stays the tracker's to keep: the qemu tracker's next attach
+          // folds its frozen bitmap in.
+          this.#options.log("error", "cut_unrecorded", {
+            volume: this.name,
+            blocks: held.cut.dirty.popcount(),
+            code: err instanceof PresyncError ? err.code : ErrorCode.IO,
+            error: `a generation's cut could not be recorded: ${String(err)}; unless the ` +
+              `tracker kept its writes, remove the volume's state and replica to re-seed it`,
+          });
+        }
+      }
+    } finally {
+      await this.tracker.close();
+      this.state.close();
+    }
   }
 }

@@ -1,8 +1,10 @@
 import assert from "node:assert/strict";
 import { assertRejectsCode } from "../../fixtures/assert.ts";
+import { FailRenameFileSystem } from "../../fixtures/fail_rename_fs.ts";
 import { localVolume, memoryLog } from "../../fixtures/local_volume.ts";
 import { hashFile } from "../../fixtures/workload.ts";
 import { ErrorCode, PresyncError } from "../errors.ts";
+import { NbdClient } from "../nbd/mod.ts";
 
 const KiB = 1024;
 
@@ -207,5 +209,53 @@ Deno.test("pipeline: an evacuation asked for mid-send says the generation in fli
     assert.equal((await evacuation).generation, 2);
     const steps = lines.filter((l) => l.event === "evacuation_step").map((l) => l.fields.step);
     assert.deepEqual(steps.slice(0, 3), ["requested", "sending", "hook_done"]);
+  });
+});
+
+/** One turn of a pipeline's loop: `alive()` is true once. */
+function oneTurn(): [() => boolean, (ms: number) => Promise<void>] {
+  let turns = 0;
+  return [() => turns++ === 0, () => Promise.resolve()];
+}
+
+const delay = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
+
+Deno.test("pipeline: a cut whose recording failed is sent by the next run, not lost (nbd tracker)", async () => {
+  await inTemp(async (root) => {
+    const { log } = memoryLog();
+    const fs = new FailRenameFileSystem("/pending.json");
+    const nbd = { transport: "unix" as const, path: `${root}/vm.nbd` };
+    // Every run below is one turn of the loop, and a cut is due at each.
+    await using v = await localVolume(root, "vm", new Uint8Array(512 * KiB), {
+      log,
+      intervalMs: 1,
+    }, {
+      tracker: "nbd",
+      trackerSettings: { nbdListen: nbd },
+      fs,
+    });
+    v.pipeline.attach(await v.link());
+    await v.pipeline.run(...oneTurn());
+    assert.equal(v.pipeline.commits, 1);
+    // The VM writes two blocks; the cut that finds them cannot be recorded (disk full).
+    const client = await NbdClient.connect(nbd, "vm");
+    try {
+      await client.write(64 * KiB, new Uint8Array(64 * KiB).fill(0xa5));
+      await client.write(320 * KiB + 100, new Uint8Array(1000).fill(0x5a));
+      await client.flush();
+    } finally {
+      await client.close();
+    }
+    fs.failures = 1;
+    await delay(5);
+    await assertRejectsCode(v.pipeline.run(...oneTurn()), ErrorCode.NO_SPACE);
+    assert.equal(fs.failed, 1, "the recording failed once");
+    assert.equal(v.pipeline.state.pending, null);
+    // The retry records and sends that same cut: both writes reach the replica.
+    await delay(5);
+    await v.pipeline.run(...oneTurn());
+    assert.equal(v.pipeline.commits, 2);
+    assert.equal(v.pipeline.snapshot().committedGeneration, 2);
+    assert.equal(await hashFile(`${root}/store/vm/image`), await hashFile(v.image));
   });
 });

@@ -11,6 +11,8 @@
  *   command that timed out is recognised and dropped.
  * - **node**: a block graph node (`node-name`), e.g. a drive's format node; dirty bitmaps,
  *   block jobs and exports act on nodes.
+ * - **QEMU volume**: `--volume NAME=qmp:unix:PATH#NODE`, a source volume that is a disk of a
+ *   running QEMU rather than an image file (the qemu tracker).
  * - **pause / resume**: QMP `stop` / `cont`; `stop` drains the block layer first, so once it
  *   answers every write the guest issued has completed.
  *
@@ -31,3 +33,11 @@ export {
   type QmpMessage,
 } from "./qmp_message.ts";
 export { QmpVmControl, type VmControl, type VmStatus } from "./vm_control.ts";
+export {
+  isQmpVolumeSpec,
+  MAX_UNIX_SOCKET_PATH_BYTES,
+  parseQmpVolumeSpec,
+  qemuWorkDir,
+  QMP_VOLUME_PREFIX,
+  type QmpVolumeSpec,
+} from "./qmp_volume_spec.ts";

@@ -29,7 +29,10 @@ export interface VmControl {
 
 /**
  * {@linkcode VmControl} over QMP: `stop` (QEMU drains the block layer before it answers, so
- * every write the guest issued has completed), `cont` and `query-status`.
+ * every write the guest issued has completed), `cont` and `query-status`. Either on a
+ * connection of its own ({@linkcode QmpVmControl.connect}) or on one another component owns
+ * ({@linkcode QmpVmControl.over}: a QMP monitor serves one client, so the QEMU tracker lends
+ * its own).
  *
  * @example
  * ```ts ignore
@@ -40,19 +43,30 @@ export interface VmControl {
  * ```
  */
 export class QmpVmControl implements VmControl {
-  readonly #qmp: QmpClient;
+  readonly #qmp: () => Promise<QmpClient>;
+  readonly #close: () => Promise<void>;
 
-  private constructor(qmp: QmpClient) {
+  private constructor(qmp: () => Promise<QmpClient>, close: () => Promise<void>) {
     this.#qmp = qmp;
+    this.#close = close;
   }
 
-  /** Connects to the VM's QMP socket. */
+  /** Connects to the VM's QMP socket; `close()` closes that connection. */
   static async connect(path: string, options?: QmpClientOptions): Promise<QmpVmControl> {
-    return new QmpVmControl(await QmpClient.connect(path, options));
+    const qmp = await QmpClient.connect(path, options);
+    return new QmpVmControl(() => Promise.resolve(qmp), () => qmp.close());
+  }
+
+  /**
+   * Runs on the connection `qmp()` gives (called for every command, so the owner may
+   * reconnect in between); `close()` leaves it to its owner.
+   */
+  static over(qmp: () => Promise<QmpClient>): QmpVmControl {
+    return new QmpVmControl(qmp, () => Promise.resolve());
   }
 
   async pause(): Promise<void> {
-    await this.#qmp.execute("stop");
+    await (await this.#qmp()).execute("stop");
     const status = await this.status();
     if (status.running) {
       throw new PresyncError(
@@ -67,15 +81,18 @@ export class QmpVmControl implements VmControl {
   async resume(): Promise<void> {
     const status = await this.status();
     if (status.running) return;
-    await this.#qmp.execute("cont");
+    await (await this.#qmp()).execute("cont");
   }
 
   async status(): Promise<VmStatus> {
-    const reply = await this.#qmp.execute("query-status") as { running?: boolean; status?: string };
+    const reply = await (await this.#qmp()).execute("query-status") as {
+      running?: boolean;
+      status?: string;
+    };
     return { running: reply.running === true, state: String(reply.status ?? "unknown") };
   }
 
   close(): Promise<void> {
-    return this.#qmp.close();
+    return this.#close();
   }
 }

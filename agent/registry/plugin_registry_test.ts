@@ -13,7 +13,7 @@ import {
 } from "./mod.ts";
 
 Deno.test("every plugin kind names its plugins; an unknown name is PLUGIN_UNKNOWN listing them", () => {
-  assert.deepEqual(TRACKERS.names, ["scan", "nbd", "qemu-bitmap"]);
+  assert.deepEqual(TRACKERS.names, ["scan", "nbd", "qemu-bitmap", "qemu"]);
   assert.deepEqual(TRANSPORTS.names, ["tls", "tcp", "quic"]);
   assert.deepEqual(CODECS.names, ["zstd-native", "zstd-wasm", "none"]);
   assert.deepEqual(STORES.names, ["directory"]);

@@ -1,9 +1,12 @@
 import { WorkerNbdTracker } from "../../plugins/tracker-nbd/mod.ts";
 import { QemuBitmapTracker } from "../../plugins/tracker-qemu-bitmap/mod.ts";
+import { prepareWorkDir, QemuTracker, queryQemuDisk } from "../../plugins/tracker-qemu/mod.ts";
 import { ScanTracker } from "../../plugins/tracker-scan/scan_tracker.ts";
 import { ErrorCode, PresyncError } from "../errors.ts";
 import type { FileSystem } from "../fs/file_system.ts";
+import type { Logger } from "../log.ts";
 import { type NbdAddress, NbdClient } from "../nbd/mod.ts";
+import { parseQmpVolumeSpec, qemuWorkDir } from "../qemu/mod.ts";
 import type { SourceState } from "../source/source_state.ts";
 import type { Cut, Tracker } from "../tracker.ts";
 import { type PluginEntry, PluginTable } from "./plugin_table.ts";
@@ -35,7 +38,18 @@ export interface TrackerOpenContext {
   backgroundScan?: { intervalMs: number; onError: (err: PresyncError) => void };
   /** Errors of the tracker's own connections (an NBD client that fails), for the log. */
   onTrackerError?: (err: unknown) => void;
+  /** Where a tracker logs how it attached (the qemu tracker: bitmap or scan, and why). */
+  log?: Logger;
   settings: TrackerSettings;
+}
+
+/** What a tracker plugin gets to size a new volume. */
+export interface NewVolumeContext {
+  settings: TrackerSettings;
+  /** The volume's name. */
+  volume: string;
+  /** The source image as configured (a file, or a `qmp:` disk). */
+  imagePath: string;
 }
 
 /**
@@ -54,7 +68,7 @@ export interface TrackerPlugin extends PluginEntry {
    * The size in bytes of a new volume named `volume`, when the tracker knows it better than
    * the image file's length (a qcow2 file is not its disk's size); absent: the file's length.
    */
-  newVolumeSize?(settings: TrackerSettings, volume: string): Promise<number>;
+  newVolumeSize?(context: NewVolumeContext): Promise<number>;
   /** Opens the tracker of one volume. */
   open(context: TrackerOpenContext): Promise<Tracker>;
 }
@@ -134,7 +148,7 @@ const QEMU_BITMAP: TrackerPlugin = {
       !!settings.nbdConnect && !!settings.bitmap,
     );
   },
-  async newVolumeSize(settings, volume) {
+  async newVolumeSize({ settings, volume }) {
     const client = await NbdClient.connect(settings.nbdConnect!, volume);
     try {
       return client.sizeBytes;
@@ -156,14 +170,47 @@ const QEMU_BITMAP: TrackerPlugin = {
 };
 
 /**
+ * `qemu`: the disk of a running QEMU (`--volume NAME=qmp:unix:SOCKET#NODE`), followed over
+ * QMP: a dirty bitmap rotated per generation, point-in-time reads through QEMU's own NBD
+ * server, and the VM paused through QMP for the final cut.
+ */
+const QEMU: TrackerPlugin = {
+  name: "qemu",
+  summary: "follows a running QEMU's disk over QMP (--volume NAME=qmp:unix:SOCKET#NODE): " +
+    "dirty bitmaps, point-in-time reads, the VM paused to evacuate",
+  check: () => {},
+  async newVolumeSize({ imagePath }) {
+    const spec = parseQmpVolumeSpec(imagePath);
+    return (await queryQemuDisk(spec.qmpSocket, spec.node)).sizeBytes;
+  },
+  async open(context) {
+    const spec = parseQmpVolumeSpec(context.imagePath);
+    const { state } = context;
+    const workDir = qemuWorkDir(spec, state.identity.name);
+    await prepareWorkDir(workDir);
+    return await QemuTracker.open({
+      qmpSocket: spec.qmpSocket,
+      node: spec.node,
+      identity: state.identity,
+      manifest: state.manifest,
+      recordedGeneration: state.pending?.generation ?? state.committedGeneration,
+      stateDir: context.stateDir,
+      workDir,
+      fs: context.fs,
+      log: context.log,
+    });
+  },
+};
+
+/**
  * Every tracker this build has, by `--tracker` name; the first is the default. A new
- * tracker is a folder `plugins/tracker-<name>/` and one entry here (the QMP tracker,
- * `plugins/tracker-qemu`, joins as `qemu`).
+ * tracker is a folder `plugins/tracker-<name>/` and one entry here.
  */
 export const TRACKERS: PluginTable<TrackerPlugin> = new PluginTable("tracker", "--tracker", [
   SCAN,
   NBD,
   QEMU_BITMAP,
+  QEMU,
 ]);
 
 /** The tracker used when configuration names none. */

@@ -1,6 +1,8 @@
-import type { PresyncError } from "../errors.ts";
+import { ErrorCode, PresyncError } from "../errors.ts";
 import type { FileSystem } from "../fs/file_system.ts";
 import { io } from "../fs/io_error.ts";
+import type { Logger } from "../log.ts";
+import { isQmpVolumeSpec, type VmControl } from "../qemu/mod.ts";
 import { DEFAULT_TRACKER, TRACKERS, type TrackerSettings } from "../registry/mod.ts";
 import type { Tracker } from "../tracker.ts";
 import {
@@ -15,7 +17,10 @@ export interface SourceVolumeOptions {
   fs: FileSystem;
   /** Volume name (validated). */
   name: string;
-  /** The source image. */
+  /**
+   * The source image; or the disk of a running QEMU as `qmp:unix:PATH#NODE`, which selects
+   * the `qemu` tracker by itself.
+   */
   imagePath: string;
   /** The volume's own state directory (created for a new volume). */
   stateDir: string;
@@ -23,7 +28,10 @@ export interface SourceVolumeOptions {
   blockSize: number;
   /** Read-rate cap on the image while scanning, bytes/s (0: unlimited). */
   readRateBytesPerSecond?: number;
-  /** How writes are found: a tracker of the registry (`agent/registry/`; default `scan`). */
+  /**
+   * How writes are found: a tracker of the registry (`agent/registry/`; default `qemu` for
+   * a `qmp:` volume, `scan` for an image file).
+   */
   tracker?: string;
   /** What the tracker needs (`--nbd-listen`, `--nbd-connect`, `--bitmap`). */
   trackerSettings?: TrackerSettings;
@@ -39,12 +47,21 @@ export interface SourceVolumeOptions {
    * is fresh when an evacuation's cut comes; failed passes go to `onError`.
    */
   backgroundScan?: { intervalMs: number; onError: (err: PresyncError) => void };
+  /** Where a tracker logs how it attached (the qemu tracker: bitmap or scan, and why). */
+  log?: Logger;
 }
 
 /** A source volume ready to cut: its state and its tracker. */
 export interface SourceVolume {
   state: SourceState;
   tracker: Tracker;
+  /** The VM's run state, where the tracker reaches the hypervisor (the qemu tracker). */
+  vm?: VmControl;
+}
+
+/** The tracker a volume uses: the one named, else `qemu` for a QEMU disk, else the default. */
+export function trackerNameOf(options: Pick<SourceVolumeOptions, "tracker" | "imagePath">): string {
+  return options.tracker ?? (isQmpVolumeSpec(options.imagePath) ? "qemu" : DEFAULT_TRACKER);
 }
 
 /**
@@ -52,39 +69,48 @@ export interface SourceVolume {
  * volume gets an identity from the image's size and a fresh UUID) and its tracker. The
  * caller closes both.
  *
- * @throws {PresyncError} `INVALID_VOLUME_NAME`, `INVALID_ARGUMENT` (block size),
- *   `PLUGIN_UNKNOWN` (no such tracker), `IO` (the image cannot be opened), `STORE_CORRUPT`
- *   (damaged state), or the tracker's error
+ * @throws {PresyncError} `INVALID_VOLUME_NAME`, `INVALID_ARGUMENT` (block size, a malformed
+ *   `qmp:` spec or one given with another tracker), `PLUGIN_UNKNOWN` (no such tracker), `IO`
+ *   (the image cannot be opened), `CONNECTION_LOST` (QEMU's QMP socket does not answer),
+ *   `STORE_CORRUPT` (damaged state), or the tracker's error
  */
 export async function openSourceVolume(options: SourceVolumeOptions): Promise<SourceVolume> {
   const { fs, stateDir } = options;
   const name = validateVolumeName(options.name);
-  const tracker = TRACKERS.get(options.tracker ?? DEFAULT_TRACKER);
+  const trackerName = trackerNameOf(options);
+  const tracker = TRACKERS.get(trackerName);
+  if (isQmpVolumeSpec(options.imagePath) && trackerName !== "qemu") {
+    throw new PresyncError(
+      ErrorCode.INVALID_ARGUMENT,
+      `volume ${name} is a QEMU disk (${options.imagePath}), which only the qemu tracker ` +
+        `follows: drop --tracker ${trackerName} or give an image file`,
+    );
+  }
   const blockSize = validateBlockSize(options.blockSize);
+  const settings = options.trackerSettings ?? {};
   let state: SourceState;
   if (await fs.exists(`${stateDir}/state.json`)) {
     state = await SourceState.open(fs, stateDir);
   } else {
     const size = tracker.newVolumeSize
-      ? await tracker.newVolumeSize(options.trackerSettings ?? {}, name)
+      ? await tracker.newVolumeSize({ settings, volume: name, imagePath: options.imagePath })
       : await imageSize(fs, options.imagePath);
     state = await SourceState.init(fs, stateDir, newVolumeIdentity(name, size, blockSize));
   }
   try {
-    return {
+    const opened = await tracker.open({
+      fs,
       state,
-      tracker: await tracker.open({
-        fs,
-        state,
-        imagePath: options.imagePath,
-        stateDir,
-        readRateBytesPerSecond: options.readRateBytesPerSecond,
-        prefilterSecret: options.prefilterSecret,
-        backgroundScan: options.backgroundScan,
-        onTrackerError: options.onTrackerError,
-        settings: options.trackerSettings ?? {},
-      }),
-    };
+      imagePath: options.imagePath,
+      stateDir,
+      readRateBytesPerSecond: options.readRateBytesPerSecond,
+      prefilterSecret: options.prefilterSecret,
+      backgroundScan: options.backgroundScan,
+      onTrackerError: options.onTrackerError,
+      log: options.log,
+      settings,
+    });
+    return { state, tracker: opened, vm: opened.vm };
   } catch (err) {
     state.close();
     throw err;

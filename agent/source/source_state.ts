@@ -116,17 +116,25 @@ export class SourceState {
     }
     const generation = this.#committedGeneration + 1;
     const acked = new Bitmap(dirty.size);
-    await io(
-      "write pending.dirty",
-      () => atomicWrite(this.#fs, `${this.dir}/pending.dirty`, dirty.serialize()),
-    );
-    await io(
-      "write pending.acked",
-      () => atomicWrite(this.#fs, `${this.dir}/pending.acked`, acked.serialize()),
-    );
-    const json = new TextEncoder().encode(JSON.stringify({ generation, cutTimeMs }));
-    // pending.json last: its presence means the pending generation is complete on disk.
-    await io("write pending.json", () => atomicWrite(this.#fs, `${this.dir}/pending.json`, json));
+    try {
+      await io(
+        "write pending.dirty",
+        () => atomicWrite(this.#fs, `${this.dir}/pending.dirty`, dirty.serialize()),
+      );
+      await io(
+        "write pending.acked",
+        () => atomicWrite(this.#fs, `${this.dir}/pending.acked`, acked.serialize()),
+      );
+      const json = new TextEncoder().encode(JSON.stringify({ generation, cutTimeMs }));
+      // pending.json last: its presence means the pending generation is complete on disk.
+      await io(
+        "write pending.json",
+        () => atomicWrite(this.#fs, `${this.dir}/pending.json`, json),
+      );
+    } catch (err) {
+      acked.free();
+      throw err;
+    }
     this.#pending = { generation, cutTimeMs, dirty: dirty.clone(), acked };
     return this.#pending;
   }

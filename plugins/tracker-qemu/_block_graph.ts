@@ -33,9 +33,22 @@ export async function listNodes(qmp: QmpClient): Promise<RawNode[]> {
 }
 
 /**
+ * The id of the guest device a drive is attached to: `qdev` is the device's id, or its QOM
+ * path when the attached device has none (virtio-blk-pci attaches its inner
+ * `/machine/peripheral/ID/virtio-backend`), or absent.
+ */
+function deviceIdOf(qdev: string | undefined): string | undefined {
+  if (!qdev) return undefined;
+  const path = /^\/machine\/peripheral\/([^/]+)(\/|$)/.exec(qdev);
+  if (path) return path[1];
+  return qdev.startsWith("/") ? undefined : qdev;
+}
+
+/**
  * The node named `node`, or the node inserted in the drive (BlockBackend) of that name
- * (`-drive id=…`), with its bitmaps; `INVALID_ARGUMENT` naming the nodes and drives there
- * are when neither exists.
+ * (`-drive id=…`) or attached to the guest device of that id (`-device …,id=…`, libvirt's
+ * `<alias name='ua-…'/>`), with its bitmaps; `INVALID_ARGUMENT` naming the nodes, drives
+ * and devices there are when none exists.
  */
 export async function findNode(qmp: QmpClient, node: string): Promise<NodeInfo> {
   const nodes = await listNodes(qmp);
@@ -46,13 +59,13 @@ export async function findNode(qmp: QmpClient, node: string): Promise<NodeInfo> 
       qdev?: string;
       inserted?: { "node-name"?: string };
     }[];
-    const drive = drives.find((d) => d.device === node || d.qdev === node);
+    const drive = drives.find((d) => d.device === node || deviceIdOf(d.qdev) === node);
     const inserted = drive?.inserted?.["node-name"];
     found = inserted === undefined ? undefined : nodes.find((n) => n["node-name"] === inserted);
     if (!found) {
       const known = [
         ...nodes.map((n) => n["node-name"]).filter((n) => n && !n.startsWith("#")),
-        ...drives.map((d) => d.device || d.qdev).filter((d) => d),
+        ...drives.flatMap((d) => [d.device, deviceIdOf(d.qdev)]).filter((d) => d),
       ];
       throw new PresyncError(
         ErrorCode.INVALID_ARGUMENT,

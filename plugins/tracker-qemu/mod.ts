@@ -35,10 +35,10 @@
  *   -blockdev driver=file,filename=/var/lib/vms/db1.qcow2,node-name=db1-file \
  *   -blockdev driver=qcow2,file=db1-file,node-name=db1 \
  *   -device virtio-blk-pci,drive=db1 \
- *   -qmp unix:/run/presync/db1.qmp,server=on,wait=off
+ *   -qmp unix:/run/presync-qemu/db1.qmp,server=on,wait=off
  * ```
  *
- * and the tracker on node `db1`, QMP socket `/run/presync/db1.qmp`.
+ * and the tracker on node `db1`, QMP socket `/run/presync-qemu/db1.qmp`.
  *
  * libvirt keeps its own monitor socket to itself; give QEMU a second one in the domain XML
  * (`virsh edit db1`; libvirt marks the domain "tainted: custom-argv", which is harmless):
@@ -48,16 +48,18 @@
  *   …
  *   <qemu:commandline>
  *     <qemu:arg value='-qmp'/>
- *     <qemu:arg value='unix:/run/presync/db1.qmp,server=on,wait=off'/>
+ *     <qemu:arg value='unix:/run/presync-qemu/db1.qmp,server=on,wait=off'/>
  *   </qemu:commandline>
  * </domain>
  * ```
  *
- * The node is the disk's format node, e.g. `libvirt-1-format`: list them with
- * `virsh qemu-monitor-command db1 --pretty '{"execute":"query-named-block-nodes","arguments":{"flat":true}}'`.
- * QEMU runs as `libvirt-qemu`: make `/run/presync` (the QMP socket) and `workDir` writable
+ * The node is the disk's format node, e.g. `libvirt-1-format`, or the id of its guest device:
+ * give the disk a user alias (`<alias name='ua-db1'/>` in its `<disk>`) and use `ua-db1`. A
+ * wrong name is refused with the list of the nodes and devices QEMU has. The agent takes the
+ * disk as `--volume db1=qmp:unix:/run/presync-qemu/db1.qmp#ua-db1` (see the README).
+ * QEMU runs as `libvirt-qemu`: make `/run/presync-qemu` (the QMP socket) and `workDir` writable
  * for it and for presync (a shared group), and where AppArmor confines QEMU (Debian,
- * Ubuntu) allow it, e.g. `/run/presync/** rwk,` in
+ * Ubuntu) allow it, e.g. `/run/presync-qemu/** rwk,` in
  * `/etc/apparmor.d/local/abstractions/libvirt-qemu`. QEMU runs one NBD server at a time:
  * while libvirt uses it (`virsh backup-begin`, storage migration) a cut fails with a
  * retryable error and the agent tries again later. Block jobs that rewrite the image
@@ -93,12 +95,15 @@
  * ## VM control
  *
  * Evacuation pauses the VM with `agent/qemu`'s {@linkcode QmpVmControl} (`stop`, which
- * drains the guest's I/O first; `cont` to resume if the evacuation fails).
+ * drains the guest's I/O first; `cont` to resume if the evacuation fails), on the tracker's
+ * own QMP connection: {@linkcode QemuTracker.vm}.
  *
  * @module
  */
 
 export { QemuTracker, type QemuTrackerOptions, type TrackerRecovery } from "./qemu_tracker.ts";
 export { QemuCut } from "./qemu_cut.ts";
+export { type QemuDisk, queryQemuDisk } from "./qemu_disk.ts";
+export { prepareWorkDir } from "./work_dir.ts";
 export { type NodeBitmap, planRecovery, type RecoveryPlan } from "./_recovery_plan.ts";
 export { QmpVmControl, type VmControl } from "../../agent/qemu/mod.ts";

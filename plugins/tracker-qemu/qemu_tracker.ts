@@ -4,7 +4,12 @@ import { DenoFileSystem } from "../../agent/fs/deno_file_system.ts";
 import type { FileSystem } from "../../agent/fs/file_system.ts";
 import type { Logger } from "../../agent/log.ts";
 import type { NbdClient } from "../../agent/nbd/mod.ts";
-import { DEFAULT_QMP_TIMEOUT_MS, QmpClient } from "../../agent/qemu/mod.ts";
+import {
+  DEFAULT_QMP_TIMEOUT_MS,
+  QmpClient,
+  QmpVmControl,
+  type VmControl,
+} from "../../agent/qemu/mod.ts";
 import type { Cut, Tracker } from "../../agent/tracker.ts";
 import type { ManifestFile } from "../../agent/volume/manifest_file.ts";
 import { blockCount, type VolumeIdentity } from "../../agent/volume/volume_identity.ts";
@@ -71,13 +76,13 @@ export interface TrackerRecovery {
  * ```ts ignore
  * const state = await SourceState.open(fs, "/var/lib/presync/agent/db1");
  * const tracker = await QemuTracker.open({
- *   qmpSocket: "/run/presync/db1.qmp",
+ *   qmpSocket: "/run/presync-qemu/db1.qmp",
  *   node: "libvirt-1-format",
  *   identity: state.identity,
  *   manifest: state.manifest,
  *   recordedGeneration: state.pending?.generation ?? state.committedGeneration,
  *   stateDir: "/var/lib/presync/agent/db1",
- *   workDir: "/run/presync/db1",
+ *   workDir: "/run/presync-qemu/presync-db1",
  * });
  * const cut = await tracker.cut(); // cut.pointInTime === true
  * ```
@@ -101,6 +106,11 @@ export class QemuTracker implements Tracker {
   #attachNeeded = true;
   #outstanding: QemuCut | null = null;
   #closed = false;
+  /**
+   * The VM's run state, on the tracker's own QMP connection (a monitor serves one client):
+   * what an evacuation pauses before its final cut. Closed with the tracker.
+   */
+  readonly vm: VmControl = QmpVmControl.over(() => this.#vmConnection());
 
   private constructor(options: QemuTrackerOptions) {
     this.#options = options;
@@ -157,6 +167,13 @@ export class QemuTracker implements Tracker {
       );
     }
     return this.#qmp;
+  }
+
+  async #vmConnection(): Promise<QmpClient> {
+    if (this.#closed) {
+      throw new PresyncError(ErrorCode.INVALID_ARGUMENT, "VM control after the tracker was closed");
+    }
+    return await this.#connect();
   }
 
   /** (Re)attaches after start, a QEMU restart, or a lost bitmap; see {@linkcode planRecovery}. */
