@@ -113,6 +113,7 @@ function exportRequestOf(body: Record<string, unknown>): ExportRequest {
     listen: listen.map((a) => parseNbdAddress(String(a))),
     writable: body.writable === true,
     overlayPath: body.overlay,
+    early: body.early === true,
   };
 }
 

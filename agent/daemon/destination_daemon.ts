@@ -1,8 +1,15 @@
 import { createZstdCodec } from "../../plugins/codec-zstd/mod.ts";
 import { createNoneCodec } from "../../plugins/codec-none/mod.ts";
 import { ErrorCode, PresyncError } from "../errors.ts";
-import { PostcopyView, type ReplicaServing, serveReplica } from "../export/mod.ts";
-import { type NbdAddress, nbdUri } from "../nbd/mod.ts";
+import {
+  DeferredExport,
+  type OpenedReplica,
+  openReplica,
+  PostcopyView,
+  serveReplica,
+} from "../export/mod.ts";
+import { type NbdAddress, NbdServer, nbdUri } from "../nbd/mod.ts";
+import type { FinalGeneration } from "../net/evacuation_finals.ts";
 import { type Logger, sessionLoggerOf } from "../log.ts";
 import { SyncServer } from "../net/sync_server.ts";
 import type { ReplicaStore } from "../store/replica_store.ts";
@@ -27,6 +34,11 @@ export interface ExportRequest {
   writable?: boolean;
   /** The overlay file when writable (default `<store>/<volume>.overlay`). */
   overlayPath?: string;
+  /**
+   * Listen at once, before the final generation exists (a whole-VM migration: the
+   * destination QEMU opens its disk at start-up); requests wait for the switchover.
+   */
+  early?: boolean;
 }
 
 /** Configuration of {@linkcode DestinationDaemon}. */
@@ -120,6 +132,7 @@ export class DestinationDaemon {
    * for the source to announce the final generation, then serves the replica with that
    * generation's blocks fetched from the source until they are committed (postcopy), and
    * keeps the volume from changing until `signal` aborts. `emit` reports progress:
+   * `listening` (early exports: the socket is open, requests wait for the switchover),
    * `waiting`, `serving` (addresses), `committed` (with the postcopy counters).
    */
   async export(
@@ -150,18 +163,49 @@ export class DestinationDaemon {
     signal: AbortSignal,
     emit: (event: Record<string, unknown>) => void,
   ): Promise<void> {
-    emit({ event: "waiting", volume: name });
-    const { final, unlock } = await this.server.exportFinal(name, signal);
     const log = this.#config.log;
+    const onError = (err: unknown) =>
+      log("warn", "export_connection_ended", { volume: name, error: String(err) });
+    // Early: the NBD socket opens now and its requests wait for the switchover.
+    let early: { deferred: DeferredExport; server: NbdServer; uris: string[] } | undefined;
+    if (request.early) {
+      const { identity } = await this.store.readMeta(name);
+      const deferred = new DeferredExport({
+        name,
+        sizeBytes: identity.sizeBytes,
+        readOnly: request.writable !== true,
+      });
+      const server = new NbdServer([deferred], { onError });
+      try {
+        const uris = [];
+        for (const address of request.listen) uris.push(nbdUri(await server.listen(address), name));
+        early = { deferred, server, uris };
+      } catch (err) {
+        await server.close();
+        throw err;
+      }
+      log("info", "export_listening", { volume: name, uris: early.uris });
+      emit({
+        event: "listening",
+        volume: name,
+        writable: request.writable === true,
+        uris: early.uris,
+      });
+    }
     let view: PostcopyView | undefined;
-    let serving: ReplicaServing | undefined;
+    let opened: OpenedReplica | undefined;
     let onCommitted: (() => void) | undefined;
+    let final: FinalGeneration | undefined;
+    let unlock = () => {};
     try {
+      emit({ event: "waiting", volume: name });
+      ({ final, unlock } = await this.server.exportFinal(name, signal));
       if (!final.committed) {
+        const generation = final.generation;
         view = new PostcopyView({
           dirty: final.dirty,
-          fetch: (first, count) => this.server.fetch(name, final.generation, first, count),
-          readStaged: (block) => this.server.readStaged(name, final.generation, block),
+          fetch: (first, count) => this.server.fetch(name, generation, first, count),
+          readStaged: (block) => this.server.readStaged(name, generation, block),
           onRetry: (err) =>
             log("warn", "postcopy_fetch_retry", { volume: name, error: String(err) }),
         });
@@ -177,25 +221,35 @@ export class DestinationDaemon {
         };
         final.onCommitted.add(onCommitted);
       }
-      serving = await serveReplica({
+      const replica = {
         store: this.store,
         volume: name,
-        listen: request.listen,
         writable: request.writable,
         overlayPath: request.overlayPath,
         postcopy: view,
         recover: false,
-        onError: (err) =>
-          log("warn", "export_connection_ended", { volume: name, error: String(err) }),
-      });
+      };
+      let uris: string[];
+      let overlay: string | undefined;
+      if (early) {
+        opened = await openReplica(replica);
+        early.deferred.resolve(opened.export);
+        uris = early.uris;
+        overlay = opened.overlayPath;
+      } else {
+        const serving = await serveReplica({ ...replica, listen: request.listen, onError });
+        opened = serving;
+        uris = serving.addresses.map((a) => nbdUri(a, name));
+        overlay = serving.overlayPath;
+      }
       const details = {
         event: "serving",
         volume: name,
         generation: final.generation,
         postcopy: !final.committed,
         writable: request.writable === true,
-        overlay: serving.overlayPath ?? null,
-        uris: serving.addresses.map((a) => nbdUri(a, name)),
+        overlay: overlay ?? null,
+        uris,
       };
       log("info", "export_started", details);
       this.#exports.set(name, { generation: final.generation, view });
@@ -205,10 +259,14 @@ export class DestinationDaemon {
         signal.addEventListener("abort", () => resolve(), { once: true });
       });
     } finally {
-      if (onCommitted) final.onCommitted.delete(onCommitted);
+      if (onCommitted) final?.onCommitted.delete(onCommitted);
       this.#exports.delete(name);
       this.server.widenBulk(name);
-      await serving?.close();
+      early?.deferred.fail(
+        new PresyncError(ErrorCode.TIMEOUT, `the export of ${name} stopped before the switchover`),
+      );
+      await early?.server.close();
+      await opened?.close();
       view?.close();
       unlock();
       log("info", "export_stopped", { volume: name });
