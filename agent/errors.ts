@@ -94,6 +94,11 @@ export const ErrorCode = {
    * key). Retryable: the client reconnects with backoff.
    */
   HANDSHAKE_CORRUPT: "HANDSHAKE_CORRUPT",
+  /**
+   * A VM's memory migration (`presync migrate`) stopped before it finished: the link was cut,
+   * a QEMU ended, or the tunnel carried a malformed record. The source VM keeps running.
+   */
+  MIGRATION_ABORTED: "MIGRATION_ABORTED",
 } as const;
 
 /** One of the {@linkcode ErrorCode} values. */
