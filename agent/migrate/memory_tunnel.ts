@@ -12,6 +12,12 @@ const LENGTH_BYTES = 4;
 export interface ByteDuplex {
   readable: ReadableStream<Uint8Array>;
   writable: WritableStream<Uint8Array>;
+  /**
+   * Ends the write direction only (a socket's shutdown of writing), used instead of closing
+   * `writable` when present: closing a Deno socket's writable closes the whole socket, which
+   * would cut what the peer still sends back.
+   */
+  closeWrite?(): Promise<void>;
 }
 
 /** Options of {@linkcode runMemoryTunnel}. */
@@ -124,6 +130,8 @@ export async function runMemoryTunnel(
           stats.receivedRawBytes += raw.length;
           return [raw];
         },
+        // A socket QEMU closed already has no write direction left to end.
+        local.closeWrite && (() => local.closeWrite!().catch(() => {})),
       ).catch(fail),
     ]);
     if (failure === undefined && options.signal?.aborted) failure = options.signal.reason;
@@ -156,6 +164,7 @@ async function pump(
   to: WritableStream<Uint8Array>,
   signal: AbortSignal,
   transform: (chunk: Uint8Array) => Uint8Array[],
+  closeWrite?: () => Promise<void>,
 ): Promise<void> {
   const reader = from.getReader();
   const writer = to.getWriter();
@@ -171,7 +180,7 @@ async function pump(
       if (done) break;
       for (const out of transform(value)) await Promise.race([writer.write(out), aborted]);
     }
-    await Promise.race([writer.close(), aborted]);
+    await Promise.race([closeWrite ? writer.ready.then(closeWrite) : writer.close(), aborted]);
   } catch (err) {
     reader.cancel(err).catch(() => {});
     writer.abort(err).catch(() => {});

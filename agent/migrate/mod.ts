@@ -23,3 +23,9 @@ export {
   runMemoryTunnel,
   type TunnelStats,
 } from "./memory_tunnel.ts";
+export {
+  migrateVm,
+  receiveVm,
+  type VmMigrationOptions,
+  type VmMigrationReport,
+} from "./vm_migration.ts";
