@@ -26,6 +26,8 @@ demand, ahead of the bulk transfer — and the replica cannot change while it is
   --early             with --postcopy: open the socket at once, before the evacuation starts,
                       so a destination QEMU started with -incoming can open its disk; its
                       requests wait for the switchover (the final cut), up to 120 s
+  --incoming PATH     with --early: the destination QEMU's migration socket (started with
+                      -incoming unix:PATH); a source's presync migrate NAME arrives there
   --control NAME|PATH the daemon's control socket (default: serve, in /run/presync/serve
                       for root)
   --json              print the serving details (and postcopy events) as JSON lines
@@ -42,6 +44,7 @@ export async function cmdExport(args: string[], signal?: AbortSignal): Promise<n
     overlay: { type: "string" },
     postcopy: { type: "boolean" },
     early: { type: "boolean" },
+    incoming: { type: "string" },
     control: { type: "string" },
     json: { type: "boolean" },
   });
@@ -52,6 +55,12 @@ export async function cmdExport(args: string[], signal?: AbortSignal): Promise<n
     values.listen?.length ? values.listen : undefined,
   );
   const listen = listenText.map(parseNbdAddress);
+  if (values.incoming && !values.early) {
+    throw new PresyncError(
+      ErrorCode.INVALID_ARGUMENT,
+      "--incoming needs --early (the destination QEMU opens its disk before the switchover)",
+    );
+  }
   if (values.early && !values.postcopy) {
     throw new PresyncError(
       ErrorCode.INVALID_ARGUMENT,
@@ -72,6 +81,7 @@ export async function cmdExport(args: string[], signal?: AbortSignal): Promise<n
         writable: values.writable === true,
         overlay: values.overlay,
         early: values.early === true,
+        incoming: values.incoming,
       },
       values,
       signal,
@@ -116,7 +126,13 @@ export async function cmdExport(args: string[], signal?: AbortSignal): Promise<n
  */
 async function exportThroughDaemon(
   volume: string,
-  body: { listen: string[]; writable: boolean; overlay?: string; early: boolean },
+  body: {
+    listen: string[];
+    writable: boolean;
+    overlay?: string;
+    early: boolean;
+    incoming?: string;
+  },
   flags: { control?: string; json?: boolean },
   signal?: AbortSignal,
 ): Promise<number> {

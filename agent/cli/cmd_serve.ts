@@ -114,6 +114,7 @@ function exportRequestOf(body: Record<string, unknown>): ExportRequest {
     writable: body.writable === true,
     overlayPath: body.overlay,
     early: body.early === true,
+    incoming: typeof body.incoming === "string" ? body.incoming : undefined,
   };
 }
 

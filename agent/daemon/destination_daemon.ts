@@ -16,6 +16,9 @@ import type { ReplicaStore } from "../store/replica_store.ts";
 import { ManifestFile } from "../volume/manifest_file.ts";
 import { blockCount } from "../volume/volume_identity.ts";
 import { Session } from "../wire/session.ts";
+import type { SessionStream } from "../wire/session_stream.ts";
+import { readTunnelHeader, receiveVm, writeTunnelHeader } from "../migrate/mod.ts";
+import { errorReply } from "../net/sync_messages.ts";
 import { checkSessionOptions, type SessionOptions } from "../wire/session_options.ts";
 import { PreauthGuard, type PreauthSlot } from "../wire/preauth_guard.ts";
 import type { SessionLogger } from "../wire/session_logger.ts";
@@ -39,6 +42,11 @@ export interface ExportRequest {
    * destination QEMU opens its disk at start-up); requests wait for the switchover.
    */
   early?: boolean;
+  /**
+   * With `early`: the destination QEMU's incoming migration socket (`-incoming unix:PATH`);
+   * a source's `presync migrate` of this volume is carried to it while the export runs.
+   */
+  incoming?: string;
 }
 
 /** Configuration of {@linkcode DestinationDaemon}. */
@@ -66,11 +74,49 @@ export class DestinationDaemon {
   /** Export requests in progress per volume, waiting for the final generation or serving. */
   readonly #exportRequests = new Map<string, number>();
   readonly #stopping = new AbortController();
+  /** Volume → the destination QEMU's incoming socket, while its early export runs. */
+  readonly #incoming = new Map<string, string>();
+  readonly #codecs = [createZstdCodec(), createNoneCodec()];
 
   constructor(config: DestinationConfig) {
     this.#config = config;
     this.store = config.store;
-    this.server = new SyncServer(this.store, [createZstdCodec(), createNoneCodec()], config.log);
+    this.server = new SyncServer(this.store, this.#codecs, config.log);
+    this.server.memoryStreams = (stream, session) => this.#receiveVm(stream, session);
+  }
+
+  /**
+   * A source's memory stream: its header names the volume; the stream goes to that volume's
+   * destination QEMU, registered by its early export (`incoming`), or is refused.
+   */
+  async #receiveVm(stream: SessionStream, session: Session): Promise<void> {
+    const log = this.#config.log;
+    let volume = "";
+    try {
+      const { header, rest } = await readTunnelHeader(stream.readable);
+      volume = String(header.volume);
+      const incoming = this.#incoming.get(volume);
+      if (!incoming) {
+        throw new PresyncError(
+          ErrorCode.MIGRATION_ABORTED,
+          `volume ${volume} has no destination VM waiting: run presync export ${volume} ` +
+            `--postcopy --early --incoming PATH at the destination first`,
+        );
+      }
+      await writeTunnelHeader(stream.writable, { ok: true });
+      log("info", "migration_incoming", { volume, incoming });
+      const codec = this.#codecs[0];
+      const stats = await receiveVm(incoming, { readable: rest, writable: stream.writable }, {
+        codec,
+        codecs: this.#codecs,
+        linkClosed: session.closed,
+      });
+      log("info", "migration_received", { volume, ...stats });
+    } catch (err) {
+      log("warn", "migration_failed", { volume, error: String(err) });
+      await writeTunnelHeader(stream.writable, errorReply(err)).catch(() => {});
+      stream.reset();
+    }
   }
 
   /**
@@ -184,6 +230,7 @@ export class DestinationDaemon {
         await server.close();
         throw err;
       }
+      if (request.incoming) this.#incoming.set(name, request.incoming);
       log("info", "export_listening", { volume: name, uris: early.uris });
       emit({
         event: "listening",
@@ -265,6 +312,7 @@ export class DestinationDaemon {
       early?.deferred.fail(
         new PresyncError(ErrorCode.TIMEOUT, `the export of ${name} stopped before the switchover`),
       );
+      if (early && this.#incoming.get(name) === request.incoming) this.#incoming.delete(name);
       await early?.server.close();
       await opened?.close();
       view?.close();

@@ -29,3 +29,4 @@ export {
   type VmMigrationOptions,
   type VmMigrationReport,
 } from "./vm_migration.ts";
+export { MAX_HEADER_BYTES, readTunnelHeader, writeTunnelHeader } from "./tunnel_header.ts";
