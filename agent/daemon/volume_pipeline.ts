@@ -205,7 +205,7 @@ export class VolumePipeline {
 
   /** Runs the evacuate hook; false (and the evacuation failed) when it failed. */
   async #runHook(evacuation: Evacuation): Promise<boolean> {
-    const command = this.#options.evacuateHook;
+    const command = evacuation.skipHook ? undefined : this.#options.evacuateHook;
     if (command) {
       evacuation.to("hook", null, { command });
       try {
@@ -362,9 +362,14 @@ export class VolumePipeline {
    * Starts (or joins) the evacuation: every limit lifted, the hook, the final cut sent at full
    * speed, committed and its Merkle root checked.
    *
+   * With `skipHook` (a migration paused the VM) the hook does not run; `onStart` gets the
+   * evacuation (joined or new) to follow its steps.
+   *
    * @throws {PresyncError} the volume's fault when it is parked
    */
-  evacuate(): Promise<EvacuateReport> {
+  evacuate(
+    options: { skipHook?: boolean; onStart?: (evacuation: Evacuation) => void } = {},
+  ): Promise<EvacuateReport> {
     if (this.parked) {
       return Promise.reject(
         new PresyncError(
@@ -373,8 +378,17 @@ export class VolumePipeline {
         ),
       );
     }
-    if (this.#evacuation && this.#evacuation.step !== "failed") return this.#evacuation.promise;
-    this.#evacuation = new Evacuation(this.name, this.counters.wireBytes, this.#options.log);
+    if (this.#evacuation && this.#evacuation.step !== "failed") {
+      options.onStart?.(this.#evacuation);
+      return this.#evacuation.promise;
+    }
+    this.#evacuation = new Evacuation(
+      this.name,
+      this.counters.wireBytes,
+      this.#options.log,
+      options.skipHook === true,
+    );
+    options.onStart?.(this.#evacuation);
     const inFlight = this.state.pending;
     if (this.#link && inFlight && (this.#phase === "sending" || this.#phase === "scanning")) {
       // A generation is on its way: it goes first, at full speed, then comes the final cut.

@@ -30,3 +30,9 @@ export {
   type VmMigrationReport,
 } from "./vm_migration.ts";
 export { MAX_HEADER_BYTES, readTunnelHeader, writeTunnelHeader } from "./tunnel_header.ts";
+export {
+  type MigrateReport,
+  type MigrateRequest,
+  migrateVolume,
+  type VolumeMigrationOptions,
+} from "./volume_migration.ts";
