@@ -6,6 +6,7 @@ import {
   type OpenedReplica,
   openReplica,
   PostcopyView,
+  ReplicaExport,
   serveReplica,
 } from "../export/mod.ts";
 import { type NbdAddress, NbdServer, nbdUri } from "../nbd/mod.ts";
@@ -213,21 +214,33 @@ export class DestinationDaemon {
     const onError = (err: unknown) =>
       log("warn", "export_connection_ended", { volume: name, error: String(err) });
     // Early: the NBD socket opens now and its requests wait for the switchover.
-    let early: { deferred: DeferredExport; server: NbdServer; uris: string[] } | undefined;
+    let early:
+      | { deferred: DeferredExport; server: NbdServer; uris: string[]; before?: ReplicaExport }
+      | undefined;
     if (request.early) {
       const { identity } = await this.store.readMeta(name);
+      // Reads before the switchover (QEMU probing at start-up) see the committed replica.
+      const before = await ReplicaExport.open({ store: this.store, volume: name, recover: false })
+        .catch((err) => {
+          if (err instanceof PresyncError && err.code === ErrorCode.VOLUME_INITIALISING) {
+            return undefined;
+          }
+          throw err;
+        });
       const deferred = new DeferredExport({
         name,
         sizeBytes: identity.sizeBytes,
         readOnly: request.writable !== true,
+        before,
       });
       const server = new NbdServer([deferred], { onError });
       try {
         const uris = [];
         for (const address of request.listen) uris.push(nbdUri(await server.listen(address), name));
-        early = { deferred, server, uris };
+        early = { deferred, server, uris, before };
       } catch (err) {
         await server.close();
+        await before?.close();
         throw err;
       }
       if (request.incoming) this.#incoming.set(name, request.incoming);
@@ -314,6 +327,7 @@ export class DestinationDaemon {
       );
       if (early && this.#incoming.get(name) === request.incoming) this.#incoming.delete(name);
       await early?.server.close();
+      await early?.before?.close();
       await opened?.close();
       view?.close();
       unlock();

@@ -181,7 +181,7 @@ Deno.test({
 
 Deno.test({
   name: "postcopy: an early export completes the handshake before the evacuation, " +
-    "holds reads until the switchover, then serves the final cut",
+    "serves the committed replica and holds writes until the switchover, then the final cut",
   ...tools,
   fn: () =>
     withSeed(async (prng) => {
@@ -208,31 +208,39 @@ Deno.test({
         const size = await runTool("timeout", ["30", "nbdinfo", "--size", uri]);
         assert.equal(Number(size.stdout.trim()), 16 * MiB);
         await runTool("timeout", ["30", "nbdinfo", "--can", "write", uri]);
-        // A reader connected now is held until the switchover: it never sees the old disk.
-        let copied = false;
-        const copy = runTool("timeout", ["60", "nbdcopy", uri, `${root}/copy.img`]).then((r) => {
-          copied = true;
-          return r;
-        });
-        await new Promise((r) => setTimeout(r, 1000));
-        assert.equal(copied, false, "a read was answered before the final generation existed");
-        assert.equal(jsonLines(ex).some((e) => e.event === "serving"), false);
-        const report = await c.control("POST", "/volumes/vm/evacuate");
-        assert.equal(report.ok, true, JSON.stringify(report));
-        await copy;
-        assert.equal(await hashFile(`${root}/copy.img`), expected, "the VM saw other bytes");
-        const serving = jsonLines(ex).find((e) => e.event === "serving")!;
-        assert.deepEqual(serving.uris, jsonLines(ex).find((e) => e.event === "listening")!.uris);
-        // Writable after the switchover, into the overlay only.
-        await runTool("timeout", [
-          "30",
+        // Before the switchover reads see the committed replica (QEMU probes sector 0 as it
+        // starts), and a write is held: nothing is written to a disk that is not the final one.
+        await runTool("timeout", ["60", "nbdcopy", uri, `${root}/before.img`]);
+        assert.equal(await hashFile(`${root}/before.img`), replicaBefore);
+        let written = false;
+        const write = runTool("timeout", [
+          "60",
           "qemu-io",
           "-f",
           "raw",
           "-c",
           "write -P 0x5a 5242880 65536",
           uri,
-        ]);
+        ]).then((r) => {
+          written = true;
+          return r;
+        });
+        await new Promise((r) => setTimeout(r, 1000));
+        assert.equal(written, false, "a write was taken before the final generation existed");
+        assert.equal(jsonLines(ex).some((e) => e.event === "serving"), false);
+        const report = await c.control("POST", "/volumes/vm/evacuate");
+        assert.equal(report.ok, true, JSON.stringify(report));
+        await write;
+        // After the switchover: the final cut, with the held write on top, in the overlay.
+        await runTool("timeout", ["60", "nbdcopy", uri, `${root}/copy.img`]);
+        const want = await Deno.readFile(ready.image);
+        want.fill(0x5a, 5242880, 5242880 + 65536);
+        assert.ok(
+          (await Deno.readFile(`${root}/copy.img`)).every((byte, i) => byte === want[i]),
+          "the VM saw other bytes than the final cut and its own write",
+        );
+        const serving = jsonLines(ex).find((e) => e.event === "serving")!;
+        assert.deepEqual(serving.uris, jsonLines(ex).find((e) => e.event === "listening")!.uris);
         await runTool("timeout", [
           "30",
           "qemu-io",
@@ -257,7 +265,7 @@ Deno.test({
 });
 
 Deno.test({
-  name: "postcopy: an early export stopped before any evacuation fails its held reads",
+  name: "postcopy: an early export stopped before any evacuation fails its held writes",
   ...tools,
   fn: () =>
     withSeed(async (prng) => {
@@ -269,7 +277,7 @@ Deno.test({
         cluster = ready.cluster;
         const c = cluster;
         const socket = `${root}/vm.sock`;
-        exporter = c.startPostcopyExport(socket, ["--early"]);
+        exporter = c.startPostcopyExport(socket, ["--early", "--writable"]);
         const ex = exporter;
         await c.waitFor(
           "the early socket",
@@ -278,7 +286,7 @@ Deno.test({
         const uri = `nbd+unix:///vm?socket=${socket}`;
         const read = runTool(
           "timeout",
-          ["60", "qemu-io", "-r", "-f", "raw", "-c", "read 0 4096", uri],
+          ["60", "qemu-io", "-f", "raw", "-c", "write 0 4096", uri],
           -1,
         );
         await new Promise((r) => setTimeout(r, 500));

@@ -12,6 +12,12 @@ export interface DeferredExportOptions {
   readOnly: boolean;
   /** How long a request waits for the switchover before failing with EIO, ms (default 120 s). */
   timeoutMs?: number;
+  /**
+   * Answers reads (and block status) before the switchover: the committed replica as it is,
+   * for what QEMU reads while it starts (e.g. sector 0, to guess a disk's geometry). Absent:
+   * reads wait for the switchover too. Writes always wait.
+   */
+  before?: NbdExport;
 }
 
 /**
@@ -19,9 +25,12 @@ export interface DeferredExportOptions {
  * the handshake at once (name, size and flags are known), and every request waits until
  * {@linkcode resolve} gives the real export (the replica with the final generation), then
  * goes to it. This lets a destination QEMU started with `-incoming` open its disk before the
- * final cut exists; QEMU does no I/O on it before the migration completes, so no request is
- * answered from a disk that is not the source's final one. A request still waiting after
- * `timeoutMs`, or when {@linkcode fail} is called, fails (the client gets EIO).
+ * final cut exists. Reads before the switchover go to `before` when given (the committed
+ * replica: QEMU reads sector 0 at start-up to guess a disk's geometry; the guest itself
+ * runs only after the migration completed, after the switchover), else they wait; writes and
+ * flushes always wait, so nothing is written to a disk that is not the source's final one. A
+ * request still waiting after `timeoutMs`, or when {@linkcode fail} is called, fails (the
+ * client gets EIO).
  */
 export class DeferredExport implements NbdExport {
   readonly name: string;
@@ -35,14 +44,18 @@ export class DeferredExport implements NbdExport {
   #reject!: (err: unknown) => void;
   #inner: NbdExport | null = null;
   #settled = false;
-  /** Requests that arrived before the switchover. */
+  readonly #before?: NbdExport;
+  /** Requests that waited for the switchover. */
   waitedRequests = 0;
+  /** Reads answered by `before`, ahead of the switchover. */
+  earlyReads = 0;
 
   constructor(options: DeferredExportOptions) {
     this.name = options.name;
     this.sizeBytes = options.sizeBytes;
     this.readOnly = options.readOnly;
     this.#timeoutMs = options.timeoutMs ?? 120_000;
+    this.#before = options.before;
     this.#ready = new Promise((resolve, reject) => {
       this.#resolve = resolve;
       this.#reject = reject;
@@ -104,12 +117,22 @@ export class DeferredExport implements NbdExport {
     }
   }
 
+  /** Where a read goes now: the real export, else `before`, else (waiting) the real one. */
+  async #readTarget(): Promise<NbdExport> {
+    if (this.#inner) return this.#inner;
+    if (this.#before && !this.#settled) {
+      this.earlyReads++;
+      return this.#before;
+    }
+    return await this.#target();
+  }
+
   async read(offset: number, length: number): Promise<Uint8Array> {
-    return await (await this.#target()).read(offset, length);
+    return await (await this.#readTarget()).read(offset, length);
   }
 
   async readInto(offset: number, into: Uint8Array): Promise<void> {
-    const ex = await this.#target();
+    const ex = await this.#readTarget();
     if (ex.readInto) await ex.readInto(offset, into);
     else into.set(await ex.read(offset, into.length));
   }
@@ -133,7 +156,7 @@ export class DeferredExport implements NbdExport {
   }
 
   async allocation(offset: number, length: number): Promise<StatusExtent[]> {
-    const ex = await this.#target();
+    const ex = await this.#readTarget();
     if (ex.allocation) return await ex.allocation(offset, length);
     return [{ lengthBytes: Math.min(length, this.sizeBytes - offset), flags: 0 }];
   }

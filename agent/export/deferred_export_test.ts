@@ -100,3 +100,35 @@ Deno.test("the switchover refuses an export of another size or writability", () 
     r.deferred.resolve(r.final);
     assertThrowsCode(() => r.deferred.resolve(r.final), ErrorCode.INVALID_ARGUMENT);
   }));
+
+Deno.test("before the switchover reads come from the committed replica; writes wait", () =>
+  withSeed(async (prng) => {
+    await using r = await rig((b) => prng.fill(b));
+    const dir = await Deno.makeTempDir({ prefix: "presync-deferred-" });
+    try {
+      const old = prng.fill(new Uint8Array(SIZE));
+      await Deno.writeFile(`${dir}/old.img`, old);
+      const before = await FileExport.open(`${dir}/old.img`, { name: "vm", readOnly: true });
+      const deferred = new DeferredExport({ name: "vm", sizeBytes: SIZE, readOnly: false, before });
+      const server = new NbdServer([deferred]);
+      const address = await server.listen(parseNbdAddress(`unix:${dir}/nbd.sock`));
+      const client = await NbdClient.connect(address, "vm");
+      try {
+        assert.deepEqual(await client.read(0, 4096), old.subarray(0, 4096));
+        assert.equal(deferred.earlyReads, 1);
+        const write = client.write(8192, new Uint8Array(4096).fill(9));
+        assert.equal(await stateOf(write), "pending", "a write was taken before the switchover");
+        deferred.resolve(r.final);
+        await write;
+        assert.deepEqual(await client.read(8192, 4096), new Uint8Array(4096).fill(9));
+        assert.deepEqual(await client.read(0, 4096), r.bytes.subarray(0, 4096));
+        assert.deepEqual(await Deno.readFile(`${dir}/old.img`), old, "the replica was written");
+      } finally {
+        await client.close();
+        await server.close();
+        await before.close();
+      }
+    } finally {
+      await Deno.remove(dir, { recursive: true });
+    }
+  }));

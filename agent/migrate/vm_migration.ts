@@ -7,6 +7,9 @@ import {
   type TunnelStats,
 } from "./memory_tunnel.ts";
 
+/** How long the destination QEMU has to open its incoming socket (it may still start), ms. */
+const CONNECT_TIMEOUT_MS = 20_000;
+
 /** How often `query-migrate` is polled, ms. */
 const POLL_MS = 50;
 
@@ -193,7 +196,7 @@ export async function receiveVm(
 ): Promise<TunnelStats> {
   let conn: Deno.UnixConn;
   try {
-    conn = await Deno.connect({ transport: "unix", path: incomingPath });
+    conn = await connectRetrying(incomingPath, CONNECT_TIMEOUT_MS);
   } catch (err) {
     remote.readable.cancel(err).catch(() => {});
     remote.writable.abort(err).catch(() => {});
@@ -205,4 +208,19 @@ export async function receiveVm(
     );
   }
   return await runMemoryTunnel(conn, remote, tunnel);
+}
+
+/** Connects to a unix socket, retrying while it does not exist or refuses (QEMU starting). */
+async function connectRetrying(path: string, timeoutMs: number): Promise<Deno.UnixConn> {
+  const deadline = performance.now() + timeoutMs;
+  while (true) {
+    try {
+      return await Deno.connect({ transport: "unix", path });
+    } catch (err) {
+      const starting = err instanceof Deno.errors.NotFound ||
+        err instanceof Deno.errors.ConnectionRefused;
+      if (!starting || performance.now() > deadline) throw err;
+      await new Promise((r) => setTimeout(r, 100));
+    }
+  }
 }
