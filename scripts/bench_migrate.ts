@@ -286,21 +286,22 @@ try {
   );
   const presync = await presyncMigration(root, image, disk);
   console.log(`presync migrate: ${JSON.stringify(presync)}`);
-  if (values["skip-qemu"]) Deno.exit(0);
-  const qemu = await qemuStorageMigration(root, image, disk);
-  console.log(`QEMU storage migration: ${JSON.stringify(qemu)}`);
-  const ratio = Number(presync.totalSeconds) / qemu.totalSeconds;
-  console.log(
-    `\n| contender | total s | QEMU downtime ms | memory bytes |\n| --- | --- | --- | --- |\n` +
-      `| presync migrate (after pre-sync) | ${Number(presync.totalSeconds).toFixed(1)} | ` +
-      `${presync.qemuDowntimeMs} | ${presync.memoryBytes} (${presync.memoryWireBytes} on the link) |\n` +
-      `| QEMU drive-mirror + migrate | ${
-        qemu.totalSeconds.toFixed(1)
-      } | ${qemu.qemuDowntimeMs} | ` +
-      `${qemu.memoryBytes} |\n\nratio presync / QEMU: ${ratio.toFixed(2)}; RAM pages found in ` +
-      `the disk: ${(presync.ram.share * 100).toFixed(1)} % of ${presync.ram.nonZeroRamPages} ` +
-      `non-zero pages`,
-  );
+  if (!values["skip-qemu"]) {
+    const qemu = await qemuStorageMigration(root, image, disk);
+    console.log(`QEMU storage migration: ${JSON.stringify(qemu)}`);
+    const ratio = Number(presync.totalSeconds) / qemu.totalSeconds;
+    console.log(
+      `\n| contender | total s | QEMU downtime ms | memory bytes |\n| --- | --- | --- | --- |\n` +
+        `| presync migrate (after pre-sync) | ${Number(presync.totalSeconds).toFixed(1)} | ` +
+        `${presync.qemuDowntimeMs} | ${presync.memoryBytes} (${presync.memoryWireBytes} on the link) |\n` +
+        `| QEMU drive-mirror + migrate | ${
+          qemu.totalSeconds.toFixed(1)
+        } | ${qemu.qemuDowntimeMs} | ` +
+        `${qemu.memoryBytes} |\n\nratio presync / QEMU: ${ratio.toFixed(2)}; RAM pages found in ` +
+        `the disk: ${(presync.ram.share * 100).toFixed(1)} % of ${presync.ram.nonZeroRamPages} ` +
+        `non-zero pages`,
+    );
+  }
 } finally {
   await Deno.remove(root, { recursive: true });
 }
