@@ -96,6 +96,11 @@ export const ErrorCode = {
   HANDSHAKE_CORRUPT: "HANDSHAKE_CORRUPT",
   /** Configuration names a plugin (tracker, transport, codec, store) this build does not have. */
   PLUGIN_UNKNOWN: "PLUGIN_UNKNOWN",
+  /**
+   * A VM's memory migration (`presync migrate`) stopped before it finished: the link was cut,
+   * a QEMU ended, or the tunnel carried a malformed record. The source VM keeps running.
+   */
+  MIGRATION_ABORTED: "MIGRATION_ABORTED",
 } as const;
 
 /** One of the {@linkcode ErrorCode} values. */

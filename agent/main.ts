@@ -14,6 +14,7 @@
 import { AGENT_USAGE, cmdAgent } from "./cli/cmd_agent.ts";
 import { cmdEvacuate, EVACUATE_USAGE } from "./cli/cmd_evacuate.ts";
 import { EXPORT_COMMAND } from "./cli/cmd_export.ts";
+import { cmdMigrate, MIGRATE_USAGE } from "./cli/cmd_migrate.ts";
 import { cmdKeygen, KEYGEN_USAGE } from "./cli/cmd_keygen.ts";
 import { cmdServe, SERVE_USAGE } from "./cli/cmd_serve.ts";
 import { cmdStatus, STATUS_USAGE } from "./cli/cmd_status.ts";
@@ -50,6 +51,7 @@ const COMMANDS: Record<string, Command> = {
   sync: { run: cmdSync, usage: SYNC_USAGE },
   verify: { run: cmdVerify, usage: VERIFY_USAGE },
   export: EXPORT_COMMAND,
+  migrate: { run: cmdMigrate, usage: MIGRATE_USAGE },
   volumes: { run: cmdVolumes, usage: VOLUMES_USAGE },
   delete: { run: cmdDelete, usage: DELETE_USAGE },
 };

@@ -56,7 +56,7 @@ export class ControlClient {
   async call(
     method: "GET" | "POST",
     path: string,
-    init: { signal?: AbortSignal } = {},
+    init: { body?: unknown; signal?: AbortSignal } = {},
   ): Promise<Record<string, unknown>> {
     const response = await this.request(method, path, init);
     const body = await response.json();

@@ -7,6 +7,7 @@ import { parseSchedule } from "../daemon/rate_schedule.ts";
 import { SourceAgent } from "../daemon/source_agent.ts";
 import type { VolumeStatus } from "../daemon/volume_status.ts";
 import { ErrorCode, PresyncError } from "../errors.ts";
+import type { MigrateRequest } from "../migrate/mod.ts";
 import { parseHostPort, readKey } from "../key_file.ts";
 import { createLogger, type Logger } from "../log.ts";
 import { parseNbdAddress } from "../nbd/mod.ts";
@@ -229,6 +230,7 @@ async function runAgent(
       pause: (name) => agent.pause(name),
       resume: (name) => agent.resume(name),
       evacuate: (name) => agent.evacuate(name),
+      migrate: (name, body) => agent.migrate(name, migrateRequestOf(body)),
       verify: (name) => agent.verify(name),
     },
     log,
@@ -286,4 +288,27 @@ export function agentMetrics(status: VolumeStatus[], processCounters: Counters =
     gauge("presync_paused", "1 while the volume is paused.", (s) => s.paused ? 1 : 0),
     ...processCounters.families(),
   ]);
+}
+
+/** The request `presync migrate` sent (see cmd_migrate.ts), checked. */
+function migrateRequestOf(body: Record<string, unknown>): MigrateRequest {
+  if (typeof body.qmp !== "string" || body.qmp === "") {
+    throw new PresyncError(ErrorCode.INVALID_ARGUMENT, "migrate needs the VM's QMP socket (qmp)");
+  }
+  const number = (key: string) => {
+    const value = body[key];
+    if (value === undefined) return undefined;
+    if (typeof value !== "number" || !(value > 0)) {
+      throw new PresyncError(
+        ErrorCode.INVALID_ARGUMENT,
+        `${key} must be a number > 0: received ${value}`,
+      );
+    }
+    return value;
+  };
+  return {
+    qmp: body.qmp,
+    timeoutSeconds: number("timeoutSeconds"),
+    maxBandwidthBytesPerSecond: number("maxBandwidthBytesPerSecond"),
+  };
 }

@@ -23,6 +23,11 @@ demand, ahead of the bulk transfer — and the replica cannot change while it is
   --writable          accept writes into a copy-on-write overlay; the replica is never written
   --overlay FILE      overlay file (default DIR/NAME.overlay; reused when it exists)
   --postcopy          serve from the running daemon during the evacuation (see above)
+  --early             with --postcopy: open the socket at once, before the evacuation starts,
+                      so a destination QEMU started with -incoming can open its disk; its
+                      requests wait for the switchover (the final cut), up to 120 s
+  --incoming PATH     with --early: the destination QEMU's migration socket (started with
+                      -incoming unix:PATH); a source's presync migrate NAME arrives there
   --control NAME|PATH the daemon's control socket (default: serve, in /run/presync/serve
                       for root)
   --json              print the serving details (and postcopy events) as JSON lines
@@ -38,6 +43,8 @@ export async function cmdExport(args: string[], signal?: AbortSignal): Promise<n
     writable: { type: "boolean" },
     overlay: { type: "string" },
     postcopy: { type: "boolean" },
+    early: { type: "boolean" },
+    incoming: { type: "string" },
     control: { type: "string" },
     json: { type: "boolean" },
   });
@@ -48,6 +55,18 @@ export async function cmdExport(args: string[], signal?: AbortSignal): Promise<n
     values.listen?.length ? values.listen : undefined,
   );
   const listen = listenText.map(parseNbdAddress);
+  if (values.incoming && !values.early) {
+    throw new PresyncError(
+      ErrorCode.INVALID_ARGUMENT,
+      "--incoming needs --early (the destination QEMU opens its disk before the switchover)",
+    );
+  }
+  if (values.early && !values.postcopy) {
+    throw new PresyncError(
+      ErrorCode.INVALID_ARGUMENT,
+      "--early serves a final generation still to come: it needs --postcopy",
+    );
+  }
   if (values.postcopy) {
     if (values.store) {
       throw new PresyncError(
@@ -61,6 +80,8 @@ export async function cmdExport(args: string[], signal?: AbortSignal): Promise<n
         listen: listenText,
         writable: values.writable === true,
         overlay: values.overlay,
+        early: values.early === true,
+        incoming: values.incoming,
       },
       values,
       signal,
@@ -105,7 +126,13 @@ export async function cmdExport(args: string[], signal?: AbortSignal): Promise<n
  */
 async function exportThroughDaemon(
   volume: string,
-  body: { listen: string[]; writable: boolean; overlay?: string },
+  body: {
+    listen: string[];
+    writable: boolean;
+    overlay?: string;
+    early: boolean;
+    incoming?: string;
+  },
   flags: { control?: string; json?: boolean },
   signal?: AbortSignal,
 ): Promise<number> {
@@ -142,6 +169,9 @@ async function exportThroughDaemon(
 /** One export event for people. */
 function describe(event: Record<string, unknown>): string {
   switch (event.event) {
+    case "listening":
+      return `listening for ${event.volume} at ${(event.uris as string[]).join(", ")}; ` +
+        `requests wait for the switchover`;
     case "waiting":
       return `waiting for the source to start evacuating ${event.volume}…`;
     case "serving":

@@ -124,6 +124,8 @@ function exportRequestOf(body: Record<string, unknown>): ExportRequest {
     listen: listen.map((a) => parseNbdAddress(String(a))),
     writable: body.writable === true,
     overlayPath: body.overlay,
+    early: body.early === true,
+    incoming: typeof body.incoming === "string" ? body.incoming : undefined,
   };
 }
 

@@ -10,6 +10,8 @@ export interface ControlHandlers {
   pause?(name: string): void;
   resume?(name: string): void;
   evacuate?(name: string): Promise<unknown>;
+  /** Migrates a volume's VM (`presync migrate`); `body` is the client's JSON request. */
+  migrate?(name: string, body: Record<string, unknown>): Promise<unknown>;
   verify?(name: string): Promise<{ ok: boolean }>;
   /** The destination's volumes (`presync volumes`). */
   volumes?(): Promise<unknown>;
@@ -174,6 +176,21 @@ async function handle(
     const exporting = /^\/volumes\/([^/]+)\/export$/.exec(url.pathname);
     if (req.method === "POST" && exporting && handlers.export) {
       return await streamExport(req, decodeURIComponent(exporting[1]), handlers.export);
+    }
+    const migrating = /^\/volumes\/([^/]+)\/migrate$/.exec(url.pathname);
+    if (req.method === "POST" && migrating && handlers.migrate) {
+      const body = await req.json().catch(() => null);
+      if (typeof body !== "object" || body === null || Array.isArray(body)) {
+        throw new PresyncError(
+          ErrorCode.INVALID_ARGUMENT,
+          "the migrate request must be a JSON object",
+        );
+      }
+      const result = await Promise.race([
+        handlers.migrate(decodeURIComponent(migrating[1]), body),
+        stopping(closing),
+      ]);
+      return Response.json({ ok: true, result });
     }
     const match = /^\/volumes\/([^/]+)\/(pause|resume|evacuate|verify|delete)$/.exec(
       url.pathname,

@@ -1,14 +1,25 @@
 import { createZstdCodec } from "../../plugins/codec-zstd/mod.ts";
 import { createNoneCodec } from "../../plugins/codec-none/mod.ts";
 import { ErrorCode, PresyncError } from "../errors.ts";
-import { PostcopyView, type ReplicaServing, serveReplica } from "../export/mod.ts";
-import { type NbdAddress, nbdUri } from "../nbd/mod.ts";
+import {
+  DeferredExport,
+  type OpenedReplica,
+  openReplica,
+  PostcopyView,
+  ReplicaExport,
+  serveReplica,
+} from "../export/mod.ts";
+import { type NbdAddress, NbdServer, nbdUri } from "../nbd/mod.ts";
+import type { FinalGeneration } from "../net/evacuation_finals.ts";
 import { type Logger, sessionLoggerOf } from "../log.ts";
 import { SyncServer } from "../net/sync_server.ts";
 import type { ReplicaStore } from "../store/replica_store.ts";
 import { ManifestFile } from "../volume/manifest_file.ts";
 import { blockCount } from "../volume/volume_identity.ts";
 import { Session } from "../wire/session.ts";
+import type { SessionStream } from "../wire/session_stream.ts";
+import { readTunnelHeader, receiveVm, writeTunnelHeader } from "../migrate/mod.ts";
+import { errorReply } from "../net/sync_messages.ts";
 import { checkSessionOptions, type SessionOptions } from "../wire/session_options.ts";
 import { PreauthGuard, type PreauthSlot } from "../wire/preauth_guard.ts";
 import type { SessionLogger } from "../wire/session_logger.ts";
@@ -27,6 +38,16 @@ export interface ExportRequest {
   writable?: boolean;
   /** The overlay file when writable (default `<store>/<volume>.overlay`). */
   overlayPath?: string;
+  /**
+   * Listen at once, before the final generation exists (a whole-VM migration: the
+   * destination QEMU opens its disk at start-up); requests wait for the switchover.
+   */
+  early?: boolean;
+  /**
+   * With `early`: the destination QEMU's incoming migration socket (`-incoming unix:PATH`);
+   * a source's `presync migrate` of this volume is carried to it while the export runs.
+   */
+  incoming?: string;
 }
 
 /** Configuration of {@linkcode DestinationDaemon}. */
@@ -54,11 +75,49 @@ export class DestinationDaemon {
   /** Export requests in progress per volume, waiting for the final generation or serving. */
   readonly #exportRequests = new Map<string, number>();
   readonly #stopping = new AbortController();
+  /** Volume → the destination QEMU's incoming socket, while its early export runs. */
+  readonly #incoming = new Map<string, string>();
+  readonly #codecs = [createZstdCodec(), createNoneCodec()];
 
   constructor(config: DestinationConfig) {
     this.#config = config;
     this.store = config.store;
-    this.server = new SyncServer(this.store, [createZstdCodec(), createNoneCodec()], config.log);
+    this.server = new SyncServer(this.store, this.#codecs, config.log);
+    this.server.memoryStreams = (stream, session) => this.#receiveVm(stream, session);
+  }
+
+  /**
+   * A source's memory stream: its header names the volume; the stream goes to that volume's
+   * destination QEMU, registered by its early export (`incoming`), or is refused.
+   */
+  async #receiveVm(stream: SessionStream, session: Session): Promise<void> {
+    const log = this.#config.log;
+    let volume = "";
+    try {
+      const { header, rest } = await readTunnelHeader(stream.readable);
+      volume = String(header.volume);
+      const incoming = this.#incoming.get(volume);
+      if (!incoming) {
+        throw new PresyncError(
+          ErrorCode.MIGRATION_ABORTED,
+          `volume ${volume} has no destination VM waiting: run presync export ${volume} ` +
+            `--postcopy --early --incoming PATH at the destination first`,
+        );
+      }
+      await writeTunnelHeader(stream.writable, { ok: true });
+      log("info", "migration_incoming", { volume, incoming });
+      const codec = this.#codecs[0];
+      const stats = await receiveVm(incoming, { readable: rest, writable: stream.writable }, {
+        codec,
+        codecs: this.#codecs,
+        linkClosed: session.closed,
+      });
+      log("info", "migration_received", { volume, ...stats });
+    } catch (err) {
+      log("warn", "migration_failed", { volume, error: String(err) });
+      await writeTunnelHeader(stream.writable, errorReply(err)).catch(() => {});
+      stream.reset();
+    }
   }
 
   /**
@@ -120,6 +179,7 @@ export class DestinationDaemon {
    * for the source to announce the final generation, then serves the replica with that
    * generation's blocks fetched from the source until they are committed (postcopy), and
    * keeps the volume from changing until `signal` aborts. `emit` reports progress:
+   * `listening` (early exports: the socket is open, requests wait for the switchover),
    * `waiting`, `serving` (addresses), `committed` (with the postcopy counters).
    */
   async export(
@@ -150,18 +210,62 @@ export class DestinationDaemon {
     signal: AbortSignal,
     emit: (event: Record<string, unknown>) => void,
   ): Promise<void> {
-    emit({ event: "waiting", volume: name });
-    const { final, unlock } = await this.server.exportFinal(name, signal);
     const log = this.#config.log;
+    const onError = (err: unknown) =>
+      log("warn", "export_connection_ended", { volume: name, error: String(err) });
+    // Early: the NBD socket opens now and its requests wait for the switchover.
+    let early:
+      | { deferred: DeferredExport; server: NbdServer; uris: string[]; before?: ReplicaExport }
+      | undefined;
+    if (request.early) {
+      const { identity } = await this.store.readMeta(name);
+      // Reads before the switchover (QEMU probing at start-up) see the committed replica.
+      const before = await ReplicaExport.open({ store: this.store, volume: name, recover: false })
+        .catch((err) => {
+          if (err instanceof PresyncError && err.code === ErrorCode.VOLUME_INITIALISING) {
+            return undefined;
+          }
+          throw err;
+        });
+      const deferred = new DeferredExport({
+        name,
+        sizeBytes: identity.sizeBytes,
+        readOnly: request.writable !== true,
+        before,
+      });
+      const server = new NbdServer([deferred], { onError });
+      try {
+        const uris = [];
+        for (const address of request.listen) uris.push(nbdUri(await server.listen(address), name));
+        early = { deferred, server, uris, before };
+      } catch (err) {
+        await server.close();
+        await before?.close();
+        throw err;
+      }
+      if (request.incoming) this.#incoming.set(name, request.incoming);
+      log("info", "export_listening", { volume: name, uris: early.uris });
+      emit({
+        event: "listening",
+        volume: name,
+        writable: request.writable === true,
+        uris: early.uris,
+      });
+    }
     let view: PostcopyView | undefined;
-    let serving: ReplicaServing | undefined;
+    let opened: OpenedReplica | undefined;
     let onCommitted: (() => void) | undefined;
+    let final: FinalGeneration | undefined;
+    let unlock = () => {};
     try {
+      emit({ event: "waiting", volume: name });
+      ({ final, unlock } = await this.server.exportFinal(name, signal));
       if (!final.committed) {
+        const generation = final.generation;
         view = new PostcopyView({
           dirty: final.dirty,
-          fetch: (first, count) => this.server.fetch(name, final.generation, first, count),
-          readStaged: (block) => this.server.readStaged(name, final.generation, block),
+          fetch: (first, count) => this.server.fetch(name, generation, first, count),
+          readStaged: (block) => this.server.readStaged(name, generation, block),
           onRetry: (err) =>
             log("warn", "postcopy_fetch_retry", { volume: name, error: String(err) }),
         });
@@ -177,25 +281,35 @@ export class DestinationDaemon {
         };
         final.onCommitted.add(onCommitted);
       }
-      serving = await serveReplica({
+      const replica = {
         store: this.store,
         volume: name,
-        listen: request.listen,
         writable: request.writable,
         overlayPath: request.overlayPath,
         postcopy: view,
         recover: false,
-        onError: (err) =>
-          log("warn", "export_connection_ended", { volume: name, error: String(err) }),
-      });
+      };
+      let uris: string[];
+      let overlay: string | undefined;
+      if (early) {
+        opened = await openReplica(replica);
+        early.deferred.resolve(opened.export);
+        uris = early.uris;
+        overlay = opened.overlayPath;
+      } else {
+        const serving = await serveReplica({ ...replica, listen: request.listen, onError });
+        opened = serving;
+        uris = serving.addresses.map((a) => nbdUri(a, name));
+        overlay = serving.overlayPath;
+      }
       const details = {
         event: "serving",
         volume: name,
         generation: final.generation,
         postcopy: !final.committed,
         writable: request.writable === true,
-        overlay: serving.overlayPath ?? null,
-        uris: serving.addresses.map((a) => nbdUri(a, name)),
+        overlay: overlay ?? null,
+        uris,
       };
       log("info", "export_started", details);
       this.#exports.set(name, { generation: final.generation, view });
@@ -205,10 +319,16 @@ export class DestinationDaemon {
         signal.addEventListener("abort", () => resolve(), { once: true });
       });
     } finally {
-      if (onCommitted) final.onCommitted.delete(onCommitted);
+      if (onCommitted) final?.onCommitted.delete(onCommitted);
       this.#exports.delete(name);
       this.server.widenBulk(name);
-      await serving?.close();
+      early?.deferred.fail(
+        new PresyncError(ErrorCode.TIMEOUT, `the export of ${name} stopped before the switchover`),
+      );
+      if (early && this.#incoming.get(name) === request.incoming) this.#incoming.delete(name);
+      await early?.server.close();
+      await early?.before?.close();
+      await opened?.close();
       view?.close();
       unlock();
       log("info", "export_stopped", { volume: name });

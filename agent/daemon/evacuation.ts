@@ -62,8 +62,15 @@ export class Evacuation {
   #hookDone = false;
   #resolve!: (report: EvacuateReport) => void;
   #reject!: (err: unknown) => void;
+  /** Resolves with the final generation once it is cut (its `begin` goes out next). */
+  readonly finalCut: Promise<number>;
+  #resolveCut!: (generation: number) => void;
+  /** Skip the evacuate hook: the VM is paused already (by its migration). */
+  readonly skipHook: boolean;
 
-  constructor(volume: string, wireBytesAtStart: number, log: Logger) {
+  constructor(volume: string, wireBytesAtStart: number, log: Logger, skipHook = false) {
+    this.skipHook = skipHook;
+    this.finalCut = new Promise((resolve) => this.#resolveCut = resolve);
     this.#volume = volume;
     this.#log = log;
     this.wireBytesAtStart = wireBytesAtStart;
@@ -125,6 +132,7 @@ export class Evacuation {
   cutFinal(generation: number, blocks: number): void {
     this.#finalGeneration = generation;
     this.to("final_cut", null, { generation, blocks });
+    this.#resolveCut(generation);
   }
 
   /** Ends the evacuation with `report`. */

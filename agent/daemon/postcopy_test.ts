@@ -178,3 +178,128 @@ Deno.test({
       }
     }),
 });
+
+Deno.test({
+  name: "postcopy: an early export completes the handshake before the evacuation, " +
+    "serves the committed replica and holds writes until the switchover, then the final cut",
+  ...tools,
+  fn: () =>
+    withSeed(async (prng) => {
+      const root = await Deno.makeTempDir({ prefix: "presync-postcopy-" });
+      let cluster: Cluster | null = null;
+      let exporter: PresyncProcess | null = null;
+      try {
+        const ready = await readyToEvacuate(root, prng, [[5 * MiB, 6 * MiB], [15 * MiB, 4096]]);
+        cluster = ready.cluster;
+        const { expected } = ready;
+        const c = cluster;
+        const replicaBefore = await hashFile(`${root}/store/vm/image`);
+        assert.notEqual(replicaBefore, expected);
+        const socket = `${root}/vm.sock`;
+        exporter = c.startPostcopyExport(socket, ["--writable", "--early"]);
+        const ex = exporter;
+        await c.waitFor(
+          "the early socket",
+          () => Promise.resolve(jsonLines(ex).some((e) => e.event === "listening")),
+        );
+        const uri = `nbd+unix:///vm?socket=${socket}`;
+        // What QEMU does at start-up with -incoming: connect, negotiate, learn the size.
+        // (nbdinfo without --size also reads the first sectors to guess the content.)
+        const size = await runTool("timeout", ["30", "nbdinfo", "--size", uri]);
+        assert.equal(Number(size.stdout.trim()), 16 * MiB);
+        await runTool("timeout", ["30", "nbdinfo", "--can", "write", uri]);
+        // Before the switchover reads see the committed replica (QEMU probes sector 0 as it
+        // starts), and a write is held: nothing is written to a disk that is not the final one.
+        await runTool("timeout", ["60", "nbdcopy", uri, `${root}/before.img`]);
+        assert.equal(await hashFile(`${root}/before.img`), replicaBefore);
+        let written = false;
+        const write = runTool("timeout", [
+          "60",
+          "qemu-io",
+          "-f",
+          "raw",
+          "-c",
+          "write -P 0x5a 5242880 65536",
+          uri,
+        ]).then((r) => {
+          written = true;
+          return r;
+        });
+        await new Promise((r) => setTimeout(r, 1000));
+        assert.equal(written, false, "a write was taken before the final generation existed");
+        assert.equal(jsonLines(ex).some((e) => e.event === "serving"), false);
+        const report = await c.control("POST", "/volumes/vm/evacuate");
+        assert.equal(report.ok, true, JSON.stringify(report));
+        await write;
+        // After the switchover: the final cut, with the held write on top, in the overlay.
+        await runTool("timeout", ["60", "nbdcopy", uri, `${root}/copy.img`]);
+        const want = await Deno.readFile(ready.image);
+        want.fill(0x5a, 5242880, 5242880 + 65536);
+        assert.ok(
+          (await Deno.readFile(`${root}/copy.img`)).every((byte, i) => byte === want[i]),
+          "the VM saw other bytes than the final cut and its own write",
+        );
+        const serving = jsonLines(ex).find((e) => e.event === "serving")!;
+        assert.deepEqual(serving.uris, jsonLines(ex).find((e) => e.event === "listening")!.uris);
+        await runTool("timeout", [
+          "30",
+          "qemu-io",
+          "-f",
+          "raw",
+          "-c",
+          "read -P 0x5a 5242880 65536",
+          uri,
+        ]);
+        await c.waitFor(
+          "the commit event",
+          () => Promise.resolve(jsonLines(ex).some((e) => e.event === "committed")),
+        );
+        assert.equal(jsonLines(ex).find((e) => e.event === "committed")!.differing, 0);
+        assert.equal(await hashFile(`${root}/store/vm/image`), expected, "the overlay leaked");
+      } finally {
+        if (exporter) await exporter.kill("SIGTERM");
+        await cluster?.stop();
+        await Deno.remove(root, { recursive: true });
+      }
+    }),
+});
+
+Deno.test({
+  name: "postcopy: an early export stopped before any evacuation fails its held writes",
+  ...tools,
+  fn: () =>
+    withSeed(async (prng) => {
+      const root = await Deno.makeTempDir({ prefix: "presync-postcopy-" });
+      let cluster: Cluster | null = null;
+      let exporter: PresyncProcess | null = null;
+      try {
+        const ready = await readyToEvacuate(root, prng, [[5 * MiB, 1 * MiB]]);
+        cluster = ready.cluster;
+        const c = cluster;
+        const socket = `${root}/vm.sock`;
+        exporter = c.startPostcopyExport(socket, ["--early", "--writable"]);
+        const ex = exporter;
+        await c.waitFor(
+          "the early socket",
+          () => Promise.resolve(jsonLines(ex).some((e) => e.event === "listening")),
+        );
+        const uri = `nbd+unix:///vm?socket=${socket}`;
+        const read = runTool(
+          "timeout",
+          ["60", "qemu-io", "-f", "raw", "-c", "write 0 4096", uri],
+          -1,
+        );
+        await new Promise((r) => setTimeout(r, 500));
+        await ex.kill("SIGTERM");
+        exporter = null;
+        const result = await read;
+        assert.match(result.stdout + result.stderr, /error|failed/i, JSON.stringify(result));
+        // The source goes on syncing: nothing holds the volume any more.
+        assert.equal((await c.volumeStatus()).state !== "parked", true);
+      } finally {
+        if (exporter) await exporter.kill("SIGTERM");
+        await cluster?.stop();
+        await Deno.remove(root, { recursive: true });
+      }
+    }),
+});

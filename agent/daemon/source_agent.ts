@@ -1,3 +1,5 @@
+import { createNoneCodec } from "../../plugins/codec-none/mod.ts";
+import { type MigrateReport, type MigrateRequest, migrateVolume } from "../migrate/mod.ts";
 import type { Codec } from "../codec/mod.ts";
 import { ErrorCode, PresyncError } from "../errors.ts";
 import { DenoFileSystem } from "../fs/deno_file_system.ts";
@@ -402,6 +404,42 @@ export class SourceAgent {
     this.#applyRates();
     this.#wakeAll();
     return await promise;
+  }
+
+  /**
+   * Migrates the VM of volume `name` to the destination (`presync migrate`): its memory over
+   * a memory stream of the current session, the final generation cut at the switchover.
+   *
+   * @throws {PresyncError} `MIGRATION_ABORTED` (retryable) when not connected; what
+   *   {@linkcode migrateVolume} throws
+   */
+  async migrate(name: string, request: MigrateRequest): Promise<MigrateReport> {
+    const volume = this.#volume(name);
+    const session = this.#session;
+    if (!session) {
+      throw new PresyncError(
+        ErrorCode.MIGRATION_ABORTED,
+        `not connected to the destination: ${name} was not migrated, its VM runs on here`,
+        { retryable: true },
+      );
+    }
+    return await migrateVolume({
+      volume: name,
+      session,
+      codec: this.#config.codec,
+      codecs: [this.#config.codec, createNoneCodec()],
+      request,
+      evacuate: () => {
+        let finalCut: Promise<unknown> = Promise.resolve();
+        const done = volume.evacuate({
+          skipHook: true,
+          onStart: (evacuation) => finalCut = evacuation.finalCut,
+        });
+        this.#applyRates();
+        this.#wakeAll();
+        return { finalCut, done };
+      },
+    });
   }
 
   /**

@@ -245,8 +245,9 @@ export class VolumePipeline {
    * (and the evacuation failed, the VM running again) when either failed.
    */
   async #runHook(evacuation: Evacuation): Promise<boolean> {
-    const command = this.#options.evacuateHook;
-    const vm = this.#options.vm;
+    // A migration's final cut skips both: QEMU's own migration paused the VM.
+    const command = evacuation.skipHook ? undefined : this.#options.evacuateHook;
+    const vm = evacuation.skipHook ? undefined : this.#options.vm;
     try {
       if (command) {
         evacuation.to("hook", null, { command });
@@ -460,9 +461,14 @@ export class VolumePipeline {
    * Starts (or joins) the evacuation: every limit lifted, the hook, the final cut sent at full
    * speed, committed and its Merkle root checked.
    *
+   * With `skipHook` (a migration paused the VM) the hook does not run; `onStart` gets the
+   * evacuation (joined or new) to follow its steps.
+   *
    * @throws {PresyncError} the volume's fault when it is parked
    */
-  evacuate(): Promise<EvacuateReport> {
+  evacuate(
+    options: { skipHook?: boolean; onStart?: (evacuation: Evacuation) => void } = {},
+  ): Promise<EvacuateReport> {
     if (this.parked) {
       return Promise.reject(
         new PresyncError(
@@ -471,8 +477,17 @@ export class VolumePipeline {
         ),
       );
     }
-    if (this.#evacuation && this.#evacuation.step !== "failed") return this.#evacuation.promise;
-    this.#evacuation = new Evacuation(this.name, this.counters.wireBytes, this.#options.log);
+    if (this.#evacuation && this.#evacuation.step !== "failed") {
+      options.onStart?.(this.#evacuation);
+      return this.#evacuation.promise;
+    }
+    this.#evacuation = new Evacuation(
+      this.name,
+      this.counters.wireBytes,
+      this.#options.log,
+      options.skipHook === true,
+    );
+    options.onStart?.(this.#evacuation);
     const inFlight = this.state.pending;
     if (this.#link && inFlight && (this.#phase === "sending" || this.#phase === "scanning")) {
       // A generation is on its way: it goes first, at full speed, then comes the final cut.

@@ -13,6 +13,10 @@
  *   that generation is fetched from the source on demand over the session's on-demand
  *   streams ({@linkcode PostcopyView}), with read-ahead; after the commit the replica
  *   has every block, and the blocks served are checked against the committed manifest.
+ * - **early export**: for a whole-VM migration the NBD socket opens before the final
+ *   generation exists ({@linkcode DeferredExport}): a destination QEMU started with
+ *   `-incoming` connects and opens its disk; its requests wait for the switchover, when the
+ *   export becomes the postcopy replica of the final generation.
  *
  * @module
  */
@@ -20,4 +24,11 @@
 export { type PostcopySource, ReplicaExport, type ReplicaExportOptions } from "./replica_export.ts";
 export { OverlayExport, type OverlayExportOptions } from "./overlay_export.ts";
 export { PostcopyView, type PostcopyViewOptions } from "./postcopy_view.ts";
-export { type ReplicaServing, serveReplica, type ServeReplicaOptions } from "./serve_replica.ts";
+export {
+  type OpenedReplica,
+  openReplica,
+  type ReplicaServing,
+  serveReplica,
+  type ServeReplicaOptions,
+} from "./serve_replica.ts";
+export { DeferredExport, type DeferredExportOptions } from "./deferred_export.ts";

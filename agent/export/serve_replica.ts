@@ -36,11 +36,26 @@ export interface ReplicaServing extends AsyncDisposable {
   close(): Promise<void>;
 }
 
+/** The export a VM is given (read-only replica, or its overlay), before any server. */
+export interface OpenedReplica {
+  /** The export served (read-only replica, or its overlay). */
+  export: NbdExport;
+  /** The committed generation being served. */
+  generation: number;
+  /** The overlay file, when writable. */
+  overlayPath?: string;
+  /** Closes the overlay and the replica. Idempotent. */
+  close(): Promise<void>;
+}
+
 /**
- * Serves the committed replica of `volume` over NBD (what `presync export` runs), so an
- * evacuated VM can boot at the destination.
+ * Opens the committed replica of `volume` as the export a VM is given: read-only, or with
+ * `writable` through its copy-on-write overlay. What {@linkcode serveReplica} serves, and
+ * what an early export switches to at the switchover.
  */
-export async function serveReplica(options: ServeReplicaOptions): Promise<ReplicaServing> {
+export async function openReplica(
+  options: Omit<ServeReplicaOptions, "listen" | "onError">,
+): Promise<OpenedReplica> {
   const replica = await ReplicaExport.open({
     store: options.store,
     volume: options.volume,
@@ -48,10 +63,8 @@ export async function serveReplica(options: ServeReplicaOptions): Promise<Replic
     recover: options.recover,
   });
   let overlay: OverlayExport | null = null;
-  let server: NbdServer | null = null;
   const overlayPath = options.writable ? options.overlayPath ?? replica.overlayPath : undefined;
   const close = async () => {
-    await server?.close();
     await overlay?.close();
     await replica.close();
   };
@@ -63,15 +76,38 @@ export async function serveReplica(options: ServeReplicaOptions): Promise<Replic
         overlayPath,
       });
     }
-    const served: NbdExport = overlay ?? replica;
-    server = new NbdServer([served], { onError: options.onError });
+  } catch (err) {
+    await close();
+    throw err;
+  }
+  return {
+    export: overlay ?? replica,
+    generation: replica.meta.committedGeneration,
+    overlayPath,
+    close,
+  };
+}
+
+/**
+ * Serves the committed replica of `volume` over NBD (what `presync export` runs), so an
+ * evacuated VM can boot at the destination.
+ */
+export async function serveReplica(options: ServeReplicaOptions): Promise<ReplicaServing> {
+  const opened = await openReplica(options);
+  let server: NbdServer | null = null;
+  const close = async () => {
+    await server?.close();
+    await opened.close();
+  };
+  try {
+    server = new NbdServer([opened.export], { onError: options.onError });
     const addresses: NbdAddress[] = [];
     for (const address of options.listen) addresses.push(await server.listen(address));
     return {
-      export: served,
-      generation: replica.meta.committedGeneration,
+      export: opened.export,
+      generation: opened.generation,
       addresses,
-      overlayPath,
+      overlayPath: opened.overlayPath,
       close,
       [Symbol.asyncDispose]: close,
     };

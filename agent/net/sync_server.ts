@@ -3,6 +3,7 @@ import type { Codec } from "../codec/mod.ts";
 import { ErrorCode, PresyncError } from "../errors.ts";
 import type { Logger } from "../log.ts";
 import { assertSameVolume, type VolumeIdentity } from "../volume/volume_identity.ts";
+import { Priority } from "../wire/frame.ts";
 import type { Session } from "../wire/session.ts";
 import type { SessionStream } from "../wire/session_stream.ts";
 import { fetchBlocks, type FetchedBlock } from "./block_fetch.ts";
@@ -80,12 +81,23 @@ export class SyncServer {
     this.#volumes.delete(name);
   }
 
+  /**
+   * Serves a VM's memory stream (`presync migrate`, priority memory); unset, such streams are
+   * reset.
+   */
+  memoryStreams: ((stream: SessionStream, session: Session) => Promise<void>) | null = null;
+
   /** Serves a session until it ends. */
   async serveSession(session: Session): Promise<void> {
     const handlers: Promise<void>[] = [];
     while (true) {
       const stream = await session.acceptStream().catch(() => null);
       if (!stream) break;
+      if (stream.priority === Priority.MEMORY) {
+        if (this.memoryStreams) handlers.push(this.memoryStreams(stream, session));
+        else stream.reset();
+        continue;
+      }
       handlers.push(this.serveStream(stream, session));
     }
     await Promise.allSettled(handlers);

@@ -29,8 +29,18 @@ export type FrameType = typeof FrameType[keyof typeof FrameType];
 /** Frame flag bits. `FIN` ends a stream's DATA; `ACK` marks a PING as a PONG. */
 export const FrameFlag = { FIN: 0x01, ACK: 0x02 } as const;
 
-/** Stream priority classes; lower is more urgent. */
-export const Priority = { CONTROL: 0, ON_DEMAND: 1, BULK: 2 } as const;
+/**
+ * Stream priority classes, as the OPEN frame carries them. Sent in the order of
+ * {@linkcode PRIORITY_ORDER}: control, on-demand, memory, bulk. `MEMORY` (a VM's migration
+ * stream, `presync migrate`) came later than bulk, hence its larger number.
+ */
+export const Priority = { CONTROL: 0, ON_DEMAND: 1, BULK: 2, MEMORY: 3 } as const;
+
+/** The priorities from the most urgent: a VM's memory overtakes bulk, not on-demand reads. */
+export const PRIORITY_ORDER: readonly Priority[] = [0, 1, 3, 2];
+
+/** Number of priority classes (the length of per-priority counters). */
+export const PRIORITY_CLASSES = 4;
 
 /** One of the {@linkcode Priority} values. */
 export type Priority = typeof Priority[keyof typeof Priority];

@@ -171,7 +171,7 @@ function violation(seq: number, frame: Frame, expected: string): PresyncError {
 
 /**
  * Checks the fields of one frame against the frame-type table (`docs/PROTOCOL.md`): known
- * type, allowed flags, payload size, stream id 0 exactly for session frames, priority ≤ 2,
+ * type, allowed flags, payload size, stream id 0 exactly for session frames, priority ≤ 3,
  * WINDOW increment ≥ 1. Stream-state rules (parity, reuse) belong to the session.
  *
  * @throws {PresyncError} `PROTOCOL_VIOLATION` naming the broken rule
@@ -193,8 +193,8 @@ export function validateFrame(frame: Frame, seq = 0): void {
   const streamOnly = frame.type === FrameType.OPEN || frame.type === FrameType.DATA ||
     frame.type === FrameType.RESET;
   if (streamOnly && frame.streamId === 0) throw violation(seq, frame, "expected a stream id ≥ 1");
-  if (frame.type === FrameType.OPEN && frame.payload[0] > 2) {
-    throw violation(seq, frame, "expected priority 0, 1 or 2");
+  if (frame.type === FrameType.OPEN && frame.payload[0] > 3) {
+    throw violation(seq, frame, "expected priority 0, 1, 2 or 3");
   }
   if (frame.type === FrameType.WINDOW && readU32(frame.payload) === 0) {
     throw violation(seq, frame, "expected a window increment ≥ 1");

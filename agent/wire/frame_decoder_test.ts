@@ -27,7 +27,7 @@ function randomFrame(prng: Prng): Frame {
         type: FrameType.OPEN,
         flags: 0,
         streamId: 1 + prng.int(1000),
-        payload: new Uint8Array([prng.int(3)]),
+        payload: new Uint8Array([prng.int(4)]),
       };
     case 1:
       return {
@@ -152,7 +152,7 @@ Deno.test("frames with a valid tag but broken fields are PROTOCOL_VIOLATIONs", (
     { type: FrameType.DATA, flags: 0x80, streamId: 1, payload: new Uint8Array(0) },
     { type: FrameType.PING, flags: 0, streamId: 0, payload: new Uint8Array(7) },
     { type: FrameType.PING, flags: 0, streamId: 5, payload: new Uint8Array(8) },
-    { type: FrameType.OPEN, flags: 0, streamId: 1, payload: new Uint8Array([3]) },
+    { type: FrameType.OPEN, flags: 0, streamId: 1, payload: new Uint8Array([4]) },
     { type: FrameType.OPEN, flags: 0, streamId: 0, payload: new Uint8Array([0]) },
     { type: FrameType.WINDOW, flags: 0, streamId: 1, payload: u32(0) },
   ];

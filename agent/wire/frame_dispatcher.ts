@@ -1,3 +1,4 @@
+import type { PerPriority } from "./session_stats.ts";
 import { ErrorCode, PresyncError } from "../errors.ts";
 import { u32 } from "./_frame_bytes.ts";
 import { type Frame, FrameFlag, FrameType, type Priority, ResetCode } from "./frame.ts";
@@ -18,7 +19,7 @@ export interface DispatchHost {
   /** The connection's receive window. */
   readonly connWindow: ReceiveWindow;
   /** Frames received per priority class (the session's stats, counted in place). */
-  readonly framesReceived: [number, number, number];
+  readonly framesReceived: PerPriority;
   /** Streams the peer may have open at once. */
   readonly maxStreams: number;
   /** True once this side sent GOAWAY or is closing: new OPENs are refused. */

@@ -1,4 +1,4 @@
-import type { Priority } from "./frame.ts";
+import { type Priority, PRIORITY_CLASSES, PRIORITY_ORDER } from "./frame.ts";
 
 /** A frame waiting to be sent: its bytes (tag not yet sealed) and what to do once sent. */
 export interface QueuedFrame {
@@ -15,7 +15,7 @@ export const SESSION_CLASS = -1;
 
 /**
  * Decides which frame goes next: session frames first, then priority 0 (control), 1
- * (on-demand), 2 (bulk), strictly; within a priority, streams take turns one frame each, so
+ * (on-demand), 3 (memory), 2 (bulk), strictly; within a priority, streams take turns one frame each, so
  * bulk streams share fairly and cannot starve control. Pure (no I/O, no timers).
  *
  * @example
@@ -30,9 +30,12 @@ export const SESSION_CLASS = -1;
 export class FrameScheduler {
   #session: QueuedFrame[] = [];
   // Per priority, stream id → its queue; Map order is the round-robin order.
-  #classes: Map<number, QueuedFrame[]>[] = [new Map(), new Map(), new Map()];
+  #classes: Map<number, QueuedFrame[]>[] = Array.from(
+    { length: PRIORITY_CLASSES },
+    () => new Map(),
+  );
   #queuedBytes = new Map<number, number>();
-  #queuedFrames = [0, 0, 0];
+  #queuedFrames = new Array<number>(PRIORITY_CLASSES).fill(0);
 
   /** Queues a session frame (sent before any stream frame, in FIFO order). */
   enqueueSession(item: QueuedFrame): void {
@@ -53,7 +56,7 @@ export class FrameScheduler {
   next(): QueuedFrame | undefined {
     const head = this.#session.shift();
     if (head) return head;
-    for (let priority = 0; priority < this.#classes.length; priority++) {
+    for (const priority of PRIORITY_ORDER) {
       const queues = this.#classes[priority];
       for (const [streamId, queue] of queues) {
         const item = queue.shift()!;

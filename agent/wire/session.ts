@@ -78,9 +78,9 @@ export class Session implements StreamHost {
   #error: PresyncError | undefined;
   #settle!: (error?: PresyncError) => void;
   #stats: SessionStats = {
-    framesSent: [0, 0, 0],
-    framesReceived: [0, 0, 0],
-    framesQueued: [0, 0, 0],
+    framesSent: [0, 0, 0, 0],
+    framesReceived: [0, 0, 0, 0],
+    framesQueued: [0, 0, 0, 0],
     bytesSent: 0,
     bytesReceived: 0,
     openStreams: 0,
@@ -165,7 +165,8 @@ export class Session implements StreamHost {
       ...s,
       framesSent: [...s.framesSent],
       framesReceived: [...s.framesReceived],
-      framesQueued: [0, 1, 2].map((p) => this.#scheduler.queuedFrames(p as Priority)) as [
+      framesQueued: [0, 1, 2, 3].map((p) => this.#scheduler.queuedFrames(p as Priority)) as [
+        number,
         number,
         number,
         number,
@@ -176,7 +177,7 @@ export class Session implements StreamHost {
   }
 
   /**
-   * Opens a stream with `priority` (0 control, 1 on-demand, 2 bulk). Not idempotent: each
+   * Opens a stream with `priority` (0 control, 1 on-demand, 2 bulk, 3 memory). Not idempotent: each
    * call opens a new stream.
    *
    * @throws {PresyncError} `GOING_AWAY` after a GOAWAY either way, the session's error when
@@ -191,10 +192,10 @@ export class Session implements StreamHost {
         { retryable: true },
       );
     }
-    if (priority !== 0 && priority !== 1 && priority !== 2) {
+    if (priority !== 0 && priority !== 1 && priority !== 2 && priority !== 3) {
       throw new PresyncError(
         ErrorCode.INVALID_ARGUMENT,
-        `priority must be 0, 1 or 2: received ${priority}`,
+        `priority must be 0, 1, 2 or 3: received ${priority}`,
       );
     }
     const id = this.#streams.allocateLocalId();

@@ -35,7 +35,7 @@ export interface StreamHost {
 export class SessionStream {
   /** Stream id (odd: opened by the client; even: by the server). */
   readonly id: number;
-  /** 0 control, 1 on-demand, 2 bulk. */
+  /** 0 control, 1 on-demand, 2 bulk, 3 memory. */
   readonly priority: Priority;
   /** Bytes from the peer. */
   readonly readable: ReadableStream<Uint8Array>;

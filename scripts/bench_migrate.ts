@@ -1,0 +1,307 @@
+/**
+ * Whole-VM migration benchmark (issue 16): `presync migrate` (disk pre-synced in the
+ * background, memory over the session, final cut at the switchover) against QEMU's own storage
+ * migration (`drive-mirror` to the destination's NBD server, then `migrate`, as
+ * `virsh migrate --copy-storage-all` does), on the same emulated link, the same test guest
+ * writing files, in one run. Also measures how many of the guest's non-zero RAM pages are
+ * already in its disk (4 KiB pages by BLAKE3), for "memory pages sent as references".
+ *
+ * ```sh
+ * npx -y deno@2.9.6 run -A scripts/bench_migrate.ts [--disk-mib 256] [--ram-mib 256] \
+ *   [--rate-mbit 100] [--rtt-ms 150] [--skip-qemu]
+ * ```
+ *
+ * QEMU's contender uses two emulated links of that shape (one for NBD, one for the migration
+ * stream): the mirror's bulk is over before the migration starts, so they barely overlap.
+ *
+ * @module
+ */
+
+import { parseArgs } from "node:util";
+import { blake3 } from "../agent/core/mod.ts";
+import { toHex } from "../agent/hex.ts";
+import { QmpClient } from "../agent/qemu/mod.ts";
+import { Cluster, freePort, jsonLines, PresyncProcess } from "../fixtures/cluster.ts";
+import { makeGuestDisk } from "../fixtures/guest/guest_disk.ts";
+import { buildGuest, type GuestImage } from "../fixtures/guest/guest_image.ts";
+import { type Guest, startGuest } from "../fixtures/guest/guest_vm.ts";
+import { pollUntil, runTool } from "../fixtures/nbd_tools.ts";
+import { Prng } from "../fixtures/prng.ts";
+import { WanEmu } from "./wan_emu.ts";
+
+const MiB = 1024 * 1024;
+const PAGE = 4096;
+
+const { values } = parseArgs({
+  options: {
+    "disk-mib": { type: "string", default: "256" },
+    "ram-mib": { type: "string", default: "256" },
+    "rate-mbit": { type: "string", default: "100" },
+    "rtt-ms": { type: "string", default: "150" },
+    seed: { type: "string", default: "16" },
+    "skip-qemu": { type: "boolean", default: false },
+  },
+});
+const diskMiB = Number(values["disk-mib"]);
+const ramMiB = Number(values["ram-mib"]);
+const link = {
+  delayMs: Number(values["rtt-ms"]) / 2,
+  rateBitsPerSecond: Number(values["rate-mbit"]) * 1e6,
+  queueBytes: 512 * 1024,
+};
+
+/** The guest's disk, written once and copied for each contender. */
+async function template(root: string, prng: Prng): Promise<string> {
+  const disk = `${root}/template.img`;
+  await makeGuestDisk(disk, diskMiB * MiB, prng);
+  return disk;
+}
+
+async function qmpOf(guest: Guest, index = 0): Promise<QmpClient> {
+  return await QmpClient.connect(guest.qemu.qmp[index], { timeoutMs: 60_000 });
+}
+
+/** Polls `query-migrate` until it completes; returns QEMU's last answer. */
+async function untilCompleted(qmp: QmpClient): Promise<Record<string, unknown>> {
+  const deadline = Date.now() + 900_000;
+  while (Date.now() < deadline) {
+    const info = await qmp.execute("query-migrate") as Record<string, unknown>;
+    if (info.status === "completed") return info;
+    if (info.status === "failed" || info.status === "cancelled") {
+      throw new Error(`QEMU's migration ${info.status}: ${info["error-desc"]}`);
+    }
+    await new Promise((r) => setTimeout(r, 50));
+  }
+  throw new Error("QEMU's migration did not complete in 15 min");
+}
+
+/** QEMU's storage migration: mirror the disk over NBD, then migrate, over emulated links. */
+async function qemuStorageMigration(root: string, image: GuestImage, disk: string) {
+  const dir = `${root}/qemu`;
+  await Deno.mkdir(`${dir}/src`, { recursive: true });
+  await Deno.mkdir(`${dir}/dst`);
+  const source = `${dir}/src.img`;
+  await Deno.copyFile(disk, source);
+  const target = `${dir}/dst.img`;
+  await runTool("qemu-img", ["create", "-q", "-f", "raw", target, String(diskMiB * MiB)]);
+  const nbdPort = freePort();
+  const migrationPort = freePort();
+  const nbdLink = WanEmu.start({
+    target: { hostname: "127.0.0.1", port: nbdPort },
+    up: link,
+    down: link,
+  });
+  const migrationLink = WanEmu.start({
+    target: { hostname: "127.0.0.1", port: migrationPort },
+    up: link,
+    down: link,
+  });
+  await using src = await startGuest({
+    image,
+    dir: `${dir}/src`,
+    disk: source,
+    mode: "workload",
+    memoryMiB: ramMiB,
+  });
+  await src.waitFor(/PRESYNC-ROUND 2 durable/, 300_000);
+  await using dst = await startGuest({
+    image,
+    dir: `${dir}/dst`,
+    disk: target,
+    mode: "workload",
+    memoryMiB: ramMiB,
+    extraArgs: ["-incoming", `tcp:127.0.0.1:${migrationPort}`],
+  });
+  const sq = await qmpOf(src);
+  const dq = await qmpOf(dst);
+  try {
+    const blocks = await dq.execute("query-block") as { inserted?: { "node-name": string } }[];
+    const node = blocks.find((b) => b.inserted)!.inserted!["node-name"];
+    await dq.execute("nbd-server-start", {
+      addr: { type: "inet", data: { host: "127.0.0.1", port: String(nbdPort) } },
+    });
+    await dq.execute("block-export-add", {
+      type: "nbd",
+      id: "disk",
+      "node-name": node,
+      name: "disk",
+      writable: true,
+    });
+    const sblocks = await sq.execute("query-block") as { device: string; inserted?: unknown }[];
+    const device = sblocks.find((b) => b.inserted)!.device;
+    const started = performance.now();
+    const ready = sq.waitForEvent("BLOCK_JOB_READY", () => true, 900_000);
+    await sq.execute("drive-mirror", {
+      "job-id": "mirror",
+      device,
+      target: `nbd://${nbdLink.addr.hostname}:${nbdLink.addr.port}/disk`,
+      format: "raw",
+      mode: "existing",
+      sync: "full",
+    });
+    await ready;
+    const mirroredMs = performance.now() - started;
+    await sq.execute("migrate", {
+      uri: `tcp:${migrationLink.addr.hostname}:${migrationLink.addr.port}`,
+    });
+    const info = await untilCompleted(sq);
+    await sq.execute("block-job-cancel", { device: "mirror" });
+    const totalMs = performance.now() - started;
+    return {
+      totalSeconds: totalMs / 1000,
+      mirrorSeconds: mirroredMs / 1000,
+      qemuDowntimeMs: info.downtime,
+      memoryBytes: (info.ram as { transferred: number }).transferred,
+    };
+  } finally {
+    await sq.close();
+    await dq.close();
+    await nbdLink.close();
+    await migrationLink.close();
+  }
+}
+
+/**
+ * Share of the guest's non-zero 4 KiB RAM pages whose bytes are also 4 KiB of its disk, at
+ * any 1 KiB offset (ext4 on a small disk uses 1 KiB blocks, so cached file pages need not be
+ * 4 KiB-aligned on the disk).
+ */
+async function ramInDisk(qmp: QmpClient, diskPath: string, dumpPath: string) {
+  await qmp.execute("pmemsave", { val: 0, size: ramMiB * MiB, filename: dumpPath });
+  const pagesOf = async (path: string, step: number) => {
+    const bytes = await Deno.readFile(path);
+    const set = new Map<string, number>();
+    for (let at = 0; at + PAGE <= bytes.length; at += step) {
+      const page = bytes.subarray(at, at + PAGE);
+      if (page.every((b) => b === 0)) continue;
+      const key = toHex(blake3(page));
+      set.set(key, (set.get(key) ?? 0) + 1);
+    }
+    return set;
+  };
+  const disk = await pagesOf(diskPath, 1024);
+  const ram = await pagesOf(dumpPath, PAGE);
+  let nonZero = 0;
+  let inDisk = 0;
+  for (const [key, count] of ram) {
+    nonZero += count;
+    if (disk.has(key)) inDisk += count;
+  }
+  return { nonZeroRamPages: nonZero, inDiskPages: inDisk, share: inDisk / Math.max(1, nonZero) };
+}
+
+/** presync: background pre-sync over the link, then `presync migrate`. */
+async function presyncMigration(root: string, image: GuestImage, disk: string) {
+  const dir = `${root}/presync`;
+  await Deno.mkdir(`${dir}/src`, { recursive: true });
+  await Deno.mkdir(`${dir}/dst`);
+  const source = `${dir}/source.img`;
+  await Deno.copyFile(disk, source);
+  const cluster = await Cluster.start({
+    root: dir,
+    image: source,
+    wan: { up: link, down: link },
+    agentArgs: ["--interval", "5"],
+    idleTimeoutSeconds: 10,
+  });
+  let exporter: PresyncProcess | null = null;
+  try {
+    await using src = await startGuest({
+      image,
+      dir: `${dir}/src`,
+      disk: source,
+      mode: "workload",
+      memoryMiB: ramMiB,
+      qmpMonitors: 2,
+    });
+    await src.waitFor(/PRESYNC-ROUND 2 durable/, 300_000);
+    const syncStart = performance.now();
+    await cluster.waitFor(
+      "the pre-sync to catch up",
+      async () => Number((await cluster.volumeStatus()).committedGeneration) >= 3,
+      900_000,
+    );
+    const preSyncSeconds = (performance.now() - syncStart) / 1000;
+    const sq = await qmpOf(src, 1);
+    const ram = await ramInDisk(sq, `${dir}/store/vm/image`, `${dir}/ram.dump`);
+    await sq.close();
+    const nbd = `${dir}/dst/disk.sock`;
+    const incoming = `${dir}/dst/incoming.sock`;
+    exporter = cluster.startPostcopyExport(nbd, ["--writable", "--early", "--incoming", incoming]);
+    const ex = exporter;
+    await cluster.waitFor(
+      "the early export",
+      () => Promise.resolve(jsonLines(ex).some((e) => e.event === "listening")),
+    );
+    await using dst = await startGuest({
+      image,
+      dir: `${dir}/dst`,
+      disk: `nbd+unix:///vm?socket=${nbd}`,
+      mode: "workload",
+      memoryMiB: ramMiB,
+      extraArgs: ["-incoming", `unix:${incoming}`],
+    });
+    await pollUntil(
+      "the incoming socket",
+      async () => (await Deno.stat(incoming).catch(() => null))?.isSocket === true,
+      60_000,
+    );
+    const migrate = new PresyncProcess([
+      "migrate",
+      "vm",
+      "--qmp",
+      src.qemu.qmp[0],
+      "--control",
+      cluster.agentControl,
+      "--timeout",
+      "900",
+      "--json",
+    ]);
+    const status = await migrate.wait(960_000, "presync migrate");
+    if (status.code !== 0) throw new Error(`presync migrate failed:\n${migrate.output}`);
+    const report = jsonLines(migrate).at(-1)! as {
+      totalSeconds: number;
+      qemuDowntimeMs: number;
+      memoryBytes: number;
+      memoryWireBytes: number;
+    };
+    // Guest-visible: the guest goes on at the destination.
+    await dst.waitFor(/PRESYNC-ROUND \d+ durable/, 300_000);
+    return { ...report, preSyncSeconds, ram };
+  } finally {
+    await exporter?.kill("SIGTERM");
+    await cluster.stop();
+  }
+}
+
+const root = await Deno.makeTempDir({ prefix: "presync-bench-migrate-" });
+try {
+  const prng = new Prng(Number(values.seed));
+  const image = await buildGuest();
+  const disk = await template(root, prng);
+  const load = (await Deno.readTextFile("/proc/loadavg")).split(" ").slice(0, 3).join(" ");
+  console.log(
+    `guest: ${diskMiB} MiB disk, ${ramMiB} MiB RAM, writing files; link ` +
+      `${values["rate-mbit"]} Mbit/s, ${values["rtt-ms"]} ms RTT; load ${load}`,
+  );
+  const presync = await presyncMigration(root, image, disk);
+  console.log(`presync migrate: ${JSON.stringify(presync)}`);
+  if (!values["skip-qemu"]) {
+    const qemu = await qemuStorageMigration(root, image, disk);
+    console.log(`QEMU storage migration: ${JSON.stringify(qemu)}`);
+    const ratio = Number(presync.totalSeconds) / qemu.totalSeconds;
+    console.log(
+      `\n| contender | total s | QEMU downtime ms | memory bytes |\n| --- | --- | --- | --- |\n` +
+        `| presync migrate (after pre-sync) | ${Number(presync.totalSeconds).toFixed(1)} | ` +
+        `${presync.qemuDowntimeMs} | ${presync.memoryBytes} (${presync.memoryWireBytes} on the link) |\n` +
+        `| QEMU drive-mirror + migrate | ${
+          qemu.totalSeconds.toFixed(1)
+        } | ${qemu.qemuDowntimeMs} | ` +
+        `${qemu.memoryBytes} |\n\nratio presync / QEMU: ${ratio.toFixed(2)}; RAM pages found in ` +
+        `the disk: ${(presync.ram.share * 100).toFixed(1)} % of ${presync.ram.nonZeroRamPages} ` +
+        `non-zero pages`,
+    );
+  }
+} finally {
+  await Deno.remove(root, { recursive: true });
+}
