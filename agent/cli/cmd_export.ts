@@ -18,7 +18,8 @@ its control endpoint): it waits for the source to start evacuating NAME, then se
 once — blocks of the final generation that have not arrived are fetched from the source on
 demand, ahead of the bulk transfer — and the replica cannot change while it is exported.
 
-  --store DIR         the destination's replica store (without --postcopy)
+  --store DIR|rbd:POOL  the destination's replica store (without --postcopy)
+  --state DIR         local directory of an rbd: store (as given to serve)
   --listen ADDR       HOST:PORT or unix:PATH; may be given more than once
   --writable          accept writes into a copy-on-write overlay; the replica is never written
   --overlay FILE      overlay file (default DIR/NAME.overlay; reused when it exists)
@@ -34,6 +35,7 @@ Example: presync export vm1 --store /srv/presync --listen unix:/run/vm1.sock --w
 export async function cmdExport(args: string[], signal?: AbortSignal): Promise<number> {
   const { values, positionals } = parseCommand("export", args, {
     store: { type: "string" },
+    state: { type: "string" },
     listen: { type: "string", multiple: true },
     writable: { type: "boolean" },
     overlay: { type: "string" },
@@ -66,7 +68,10 @@ export async function cmdExport(args: string[], signal?: AbortSignal): Promise<n
       signal,
     );
   }
-  const store = storeFromFlag(required("export", "--store DIR", values.store));
+  const store = storeFromFlag({
+    store: required("export", "--store DIR", values.store),
+    state: values.state,
+  });
   const serving = await serveReplica({
     store,
     volume,

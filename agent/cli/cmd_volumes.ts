@@ -6,7 +6,7 @@ import { storeFromFlag } from "./_store.ts";
 import { ExitCode } from "./exit_codes.ts";
 
 export const VOLUMES_USAGE = `presync volumes [--control NAME|PATH] [--json]
-presync volumes --store DIR [--json]
+presync volumes --store DIR|rbd:POOL [--state DIR] [--json]
 
 Lists the replicas at the destination: name, size, committed generation, the age of that
 generation's cut (its RPO), the storage the replica occupies, and its state (initialising
@@ -22,12 +22,15 @@ serve runs: it only reads).
 export async function cmdVolumes(args: string[]): Promise<number> {
   const { values } = parseCommand("volumes", args, {
     store: { type: "string" },
+    state: { type: "string" },
     control: { type: "string" },
     json: { type: "boolean" },
   });
   let volumes: VolumeListing[];
   if (values.store !== undefined) {
-    volumes = (await storeFromFlag(values.store).summaries()).map((s) => volumeListing(s));
+    volumes = (await storeFromFlag({ store: values.store, state: values.state }).summaries()).map((
+      s,
+    ) => volumeListing(s));
   } else {
     const reply = await callControl({ role: "serve", control: values.control }, "GET", "/volumes");
     volumes = reply.volumes as VolumeListing[];

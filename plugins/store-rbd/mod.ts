@@ -25,3 +25,5 @@ export { type CreateImageOptions, type OpenImageOptions, RbdPool } from "./rbd_p
 export { RbdSnapshots, type SnapshotInfo } from "./rbd_snapshots.ts";
 export type { DiffExtent, DiffOptions } from "./_diff.ts";
 export { MAX_NAME_BYTES } from "./_names.ts";
+export { RbdBackend, type RbdBackendOptions, RbdVolume } from "./rbd_backend.ts";
+export { parseRbdStoreSpec, RBD_STORE_PREFIX, type RbdStoreSpec } from "./rbd_store_spec.ts";
