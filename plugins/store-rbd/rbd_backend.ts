@@ -21,7 +21,7 @@ import {
 import { DirectoryStaging } from "../store-directory/mod.ts";
 import { OpenImages } from "./_open_images.ts";
 import { RbdFile } from "./_rbd_file.ts";
-import { generationSnapshot, RbdReplicaImage } from "./_rbd_replica_image.ts";
+import { generationSnapshot, RbdReplicaImage, snapshotGeneration } from "./_rbd_replica_image.ts";
 import { RadosCluster, type RadosConnectOptions } from "./rados_cluster.ts";
 import { ImageFeature } from "./rbd_image.ts";
 import type { RbdPool } from "./rbd_pool.ts";
@@ -42,6 +42,17 @@ export const META_KEY = "presync.meta";
  * client's watch to time out (30 s) before it could write.
  */
 const IMAGE_FEATURES = ImageFeature.LAYERING;
+
+/** A committed generation kept as a snapshot of the replica's image. */
+export interface GenerationSnapshot {
+  generation: number;
+  /** The snapshot's name (`presync-g<generation>`). */
+  snapshot: string;
+  /** The image's size at the snapshot. */
+  sizeBytes: number;
+  /** When the snapshot was taken (ms since the epoch, cluster clock). */
+  createdAtMs: number;
+}
 
 /** Options of {@linkcode RbdBackend}. */
 export interface RbdBackendOptions {
@@ -297,6 +308,27 @@ export class RbdVolume implements VolumeBackend {
   /** Opens the image read-only at the snapshot of committed generation `generation`. */
   openGeneration(generation: number): Promise<RbdReplicaImage> {
     return this.#openData("read", generationSnapshot(generation));
+  }
+
+  /** The committed generations kept as snapshots, oldest first. */
+  async generations(): Promise<GenerationSnapshot[]> {
+    const { image, release } = await this.#acquire(this.imageName, "read");
+    try {
+      const kept: GenerationSnapshot[] = [];
+      for (const snapshot of await image.snapshots.list()) {
+        const generation = snapshotGeneration(snapshot.name);
+        if (generation === null) continue;
+        kept.push({
+          generation,
+          snapshot: snapshot.name,
+          sizeBytes: snapshot.sizeBytes,
+          createdAtMs: snapshot.createdAtMs,
+        });
+      }
+      return kept.sort((a, b) => a.generation - b.generation);
+    } finally {
+      release();
+    }
   }
 
   async #openData(mode: "read" | "write", snapshot?: string): Promise<RbdReplicaImage> {
