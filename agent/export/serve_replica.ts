@@ -17,6 +17,8 @@ export interface ServeReplicaOptions {
   overlayPath?: string;
   /** Blocks of the generation still arriving, fetched from the source on demand. */
   postcopy?: PostcopySource;
+  /** Serve this kept committed generation instead of the last (see `ReplicaExportOptions`). */
+  generation?: number;
   /** Run the store's crash recovery first (default true; see `ReplicaExportOptions`). */
   recover?: boolean;
   /** Errors that ended a client connection. */
@@ -46,10 +48,15 @@ export async function serveReplica(options: ServeReplicaOptions): Promise<Replic
     volume: options.volume,
     postcopy: options.postcopy,
     recover: options.recover,
+    generation: options.generation,
   });
   let overlay: OverlayExport | null = null;
   let server: NbdServer | null = null;
-  const overlayPath = options.writable ? options.overlayPath ?? replica.overlayPath : undefined;
+  // An older generation gets an overlay of its own: writes over one base never meet another.
+  const defaultOverlay = options.generation === undefined
+    ? replica.overlayPath
+    : `${replica.overlayPath}.g${replica.meta.committedGeneration}`;
+  const overlayPath = options.writable ? options.overlayPath ?? defaultOverlay : undefined;
   const close = async () => {
     await server?.close();
     await overlay?.close();

@@ -24,6 +24,7 @@ import {
 } from "./replica_meta.ts";
 import type { ResumeInfo, StagedBlock, StageResult } from "../sync/destination.ts";
 import { StagingArea, zeroRange } from "./staging_area.ts";
+import { finishRollback } from "./replica_rollback.ts";
 import { type VerifyOptions, verifyReplica, type VerifyReport } from "./_verify_replica.ts";
 
 export type { ReplicaMeta } from "./replica_meta.ts";
@@ -98,6 +99,8 @@ export class ReplicaVolume {
   static async open(backend: VolumeBackend): Promise<ReplicaVolume> {
     const lock = await lockShared(backend);
     try {
+      // A rollback interrupted by a crash is finished before anything else (its record says so).
+      await finishRollback(backend);
       const meta = await readReplicaMeta(backend);
       const { identity } = meta;
       const image = await backend.openImage("write");

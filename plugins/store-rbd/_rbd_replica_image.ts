@@ -24,6 +24,11 @@ export function generationSnapshot(generation: number): string {
   return `${GENERATION_SNAPSHOT_PREFIX}${generation}`;
 }
 
+/** The image metadata key of the record written when `generation` committed. */
+export function generationMetaKey(generation: number): string {
+  return `presync.meta.g${generation}`;
+}
+
 /** The generation a snapshot name holds, or null for a snapshot presync did not take. */
 export function snapshotGeneration(name: string): number | null {
   const match = /^presync-g([1-9][0-9]{0,15})$/.exec(name);
@@ -75,7 +80,9 @@ export class RbdReplicaImage implements ReplicaImage, HolePunch, GenerationSnaps
     if (!existing.some((s) => s.name === name)) await snapshots.create(name);
     for (const snapshot of existing) {
       const g = snapshotGeneration(snapshot.name);
-      if (g !== null && g <= generation - this.#keep) await snapshots.remove(snapshot.name);
+      if (g === null || g > generation - this.#keep) continue;
+      await snapshots.remove(snapshot.name);
+      await this.#image.metadata.remove(generationMetaKey(g));
     }
   }
 

@@ -11,7 +11,12 @@ import { ErrorCode, PresyncError } from "../../agent/errors.ts";
 import { mkdirDurable } from "../../agent/fs/atomic_write.ts";
 import type { FileHandle, FileLock, FileSystem } from "../../agent/fs/file_system.ts";
 import { io } from "../../agent/fs/io_error.ts";
-import type { ReplicaBackend, VolumeBackend } from "../../agent/store/replica_backend.ts";
+import type {
+  KeptGeneration,
+  KeptGenerations,
+  ReplicaBackend,
+  VolumeBackend,
+} from "../../agent/store/replica_backend.ts";
 import { ENTRY_BYTES } from "../../agent/volume/block_hashes.ts";
 import {
   blockCount,
@@ -21,7 +26,12 @@ import {
 import { DirectoryStaging } from "../store-directory/mod.ts";
 import { OpenImages } from "./_open_images.ts";
 import { RbdFile } from "./_rbd_file.ts";
-import { generationSnapshot, RbdReplicaImage, snapshotGeneration } from "./_rbd_replica_image.ts";
+import {
+  generationMetaKey,
+  generationSnapshot,
+  RbdReplicaImage,
+  snapshotGeneration,
+} from "./_rbd_replica_image.ts";
 import { RadosCluster, type RadosConnectOptions } from "./rados_cluster.ts";
 import { ImageFeature } from "./rbd_image.ts";
 import type { RbdPool } from "./rbd_pool.ts";
@@ -44,14 +54,9 @@ export const META_KEY = "presync.meta";
 const IMAGE_FEATURES = ImageFeature.LAYERING;
 
 /** A committed generation kept as a snapshot of the replica's image. */
-export interface GenerationSnapshot {
-  generation: number;
+export interface GenerationSnapshot extends KeptGeneration {
   /** The snapshot's name (`presync-g<generation>`). */
   snapshot: string;
-  /** The image's size at the snapshot. */
-  sizeBytes: number;
-  /** When the snapshot was taken (ms since the epoch, cluster clock). */
-  createdAtMs: number;
 }
 
 /** Options of {@linkcode RbdBackend}. */
@@ -111,6 +116,11 @@ export class RbdBackend implements ReplicaBackend, AsyncDisposable {
       const { spec, connect } = this.#options;
       const cluster = await RadosCluster.connect({
         ...connect,
+        // No librbd cache: a write is acknowledged once the OSDs have it, so a failed write
+        // fails its own promise. With the cache, a write-back refused for the pool's quota
+        // was seen to lose blocks that a later flush then reported as durable. The protocol
+        // keeps its own window of writes in flight instead.
+        config: { rbd_cache: "false", ...connect?.config },
         confPath: spec.confPath,
         clientId: spec.clientId,
         keyringPath: spec.keyringPath,
@@ -230,7 +240,7 @@ export class RbdBackend implements ReplicaBackend, AsyncDisposable {
 }
 
 /** One replica of an {@linkcode RbdBackend}. */
-export class RbdVolume implements VolumeBackend {
+export class RbdVolume implements VolumeBackend, KeptGenerations {
   readonly name: string;
   readonly location: string;
   readonly overlayPath: string;
@@ -292,10 +302,20 @@ export class RbdVolume implements VolumeBackend {
     }
   }
 
+  /**
+   * Writes the record under {@linkcode META_KEY} and, first, under the key of the generation
+   * it names (`presync.meta.g<N>`, kept as long as that generation's snapshot), so a rollback
+   * finds the root and cut time of the generation it returns to.
+   */
   async writeMeta(bytes: Uint8Array): Promise<void> {
+    const text = new TextDecoder().decode(bytes);
     const { image, release } = await this.#acquire(this.imageName, "write");
     try {
-      await image.metadata.set(META_KEY, new TextDecoder().decode(bytes));
+      const generation = committedGenerationOf(text);
+      if (generation !== null && generation > 0) {
+        await image.metadata.set(generationMetaKey(generation), text);
+      }
+      await image.metadata.set(META_KEY, text);
     } finally {
       release();
     }
@@ -308,6 +328,32 @@ export class RbdVolume implements VolumeBackend {
   /** Opens the image read-only at the snapshot of committed generation `generation`. */
   openGeneration(generation: number): Promise<RbdReplicaImage> {
     return this.#openData("read", generationSnapshot(generation));
+  }
+
+  async readGenerationMeta(generation: number): Promise<Uint8Array | null> {
+    const { image, release } = await this.#acquire(this.imageName, "read");
+    try {
+      const value = await image.metadata.get(generationMetaKey(generation));
+      return value === undefined ? null : new TextEncoder().encode(value);
+    } finally {
+      release();
+    }
+  }
+
+  async rollbackImage(generation: number): Promise<void> {
+    const { image, release } = await this.#acquire(this.imageName, "write");
+    try {
+      await image.snapshots.rollback(generationSnapshot(generation));
+      for (const snapshot of await image.snapshots.list()) {
+        const g = snapshotGeneration(snapshot.name);
+        if (g === null || g <= generation) continue;
+        await image.snapshots.remove(snapshot.name);
+        await image.metadata.remove(generationMetaKey(g));
+      }
+      await image.flush();
+    } finally {
+      release();
+    }
   }
 
   /** The committed generations kept as snapshots, oldest first. */
@@ -369,6 +415,16 @@ export class RbdVolume implements VolumeBackend {
       }
       return await fs.tryLock(path, mode);
     });
+  }
+}
+
+/** The `committedGeneration` a metadata record names, or null when it names none. */
+function committedGenerationOf(text: string): number | null {
+  try {
+    const value = (JSON.parse(text) as { committedGeneration?: unknown }).committedGeneration;
+    return Number.isSafeInteger(value) ? value as number : null;
+  } catch {
+    return null;
   }
 }
 
