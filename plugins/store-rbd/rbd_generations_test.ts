@@ -251,3 +251,38 @@ async function untilQuotaEnforced(backend: RbdBackend): Promise<void> {
     await probe.close();
   }
 }
+
+Deno.test({
+  name: "QEMU reads a committed generation straight from its snapshot " +
+    "(rbd:POOL/presync-VOL@presync-gN, what a VM boots from)",
+  ignore: ceph.ignore,
+  fn: () =>
+    withGenerations(2, async ({ backend, source }) => {
+      const pool = backend.location.slice("rbd:".length);
+      const { confPath } = await sharedCephCluster();
+      const dir = await Deno.makeTempDir({ prefix: "presync-rbd-qemu-" });
+      try {
+        const out = await new Deno.Command("timeout", {
+          args: [
+            "120",
+            "qemu-img",
+            "convert",
+            "-f",
+            "raw",
+            `rbd:${pool}/presync-${KILL_VOLUME}@presync-g1:conf=${confPath}`,
+            "-O",
+            "raw",
+            `${dir}/g1.raw`,
+          ],
+          stdout: "piped",
+          stderr: "piped",
+        }).output();
+        const stderr = new TextDecoder().decode(out.stderr);
+        assert.ok(out.success, `qemu-img convert failed (no rbd support in QEMU?): ${stderr}`);
+        const bytes = await Deno.readFile(`${dir}/g1.raw`);
+        assertBytesEqual(bytes, source.image(1), "generation 1 as QEMU reads it");
+      } finally {
+        await Deno.remove(dir, { recursive: true });
+      }
+    }),
+});
