@@ -14,8 +14,11 @@ import { Prng } from "../../fixtures/prng.ts";
 
 /** Block size of the kill tests' volume. */
 export const KILL_BLOCK = 64 * 1024;
-/** Size of the kill tests' volume: 96 blocks and a short last one. */
-export const KILL_SIZE = 96 * KILL_BLOCK + 4000;
+/**
+ * Size of the kill tests' volume: 96 blocks and a short last one, a whole number of 512-byte
+ * sectors as VM disks are (QEMU 7.2's rbd driver asserts on an image that ends mid-sector).
+ */
+export const KILL_SIZE = 96 * KILL_BLOCK + 4096;
 /** The kill tests' volume name. */
 export const KILL_VOLUME = "killed";
 
