@@ -393,7 +393,12 @@ export class RbdVolume implements VolumeBackend, KeptGenerations {
 
   async openManifest(mode: "read" | "write"): Promise<FileHandle> {
     const { image, release } = await this.#acquire(this.manifestName, mode);
-    return new RbdFile(image, release);
+    try {
+      return await RbdFile.over(image, release);
+    } catch (err) {
+      release();
+      throw err;
+    }
   }
 
   async lock(mode: "shared" | "exclusive"): Promise<FileLock | null> {
