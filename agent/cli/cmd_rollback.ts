@@ -5,10 +5,10 @@ import { ExitCode } from "./exit_codes.ts";
 
 export const ROLLBACK_USAGE = `presync rollback NAME GENERATION --yes --store rbd:POOL --state DIR
 
-Rolls the replica of volume NAME back to committed generation GENERATION, which an rbd:
-store keeps as snapshot presync-gGENERATION (serve --keep N; presync volumes lists the
-generations kept): the replica becomes exactly that generation and the later ones are
-deleted. Refused while a source agent is connected to the volume or an export of it runs
+Rolls the replica of volume NAME back to an older committed generation kept as a snapshot.
+An rbd store keeps generation G as snapshot presync-gG (serve --keep N; presync volumes
+lists the generations kept); the replica becomes exactly that generation and the later
+ones are deleted. Refused while a source agent is connected to the volume or an export of it runs
 (stop the agent first). A rollback interrupted by a crash is finished by the next open.
 
 The source agent's next session then sees the older committed generation.
