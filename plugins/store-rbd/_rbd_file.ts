@@ -34,6 +34,8 @@ class PieceCache {
   /** Least recently used first (a Map keeps insertion order; a use re-inserts). */
   readonly #pieces = new Map<number, Piece>();
   readonly #loading = new Map<number, Promise<Piece>>();
+  /** Dirty pieces evicted and still being written: not read back before that ends. */
+  readonly #evicting = new Map<number, Promise<void>>();
 
   constructor(image: RbdImage, sizeBytes: number) {
     this.#image = image;
@@ -44,13 +46,27 @@ class PieceCache {
     return Math.min(PIECE_BYTES, this.sizeBytes - index * PIECE_BYTES);
   }
 
-  async piece(index: number): Promise<Piece> {
-    const cached = this.#pieces.get(index);
-    if (cached) {
+  /**
+   * Runs `use` on piece `index` as it is now (loaded first when needed). `use` is synchronous
+   * and runs only while the piece is in the cache: one evicted while this waited is loaded
+   * again, after its write, so no change lands in a copy that has left the cache.
+   */
+  async with(index: number, use: (piece: Piece) => void): Promise<void> {
+    for (;;) {
+      const piece = await this.#piece(index);
+      if (this.#pieces.get(index) !== piece) continue;
       this.#pieces.delete(index);
-      this.#pieces.set(index, cached);
-      return cached;
+      this.#pieces.set(index, piece);
+      use(piece);
+      return;
     }
+  }
+
+  async #piece(index: number): Promise<Piece> {
+    const cached = this.#pieces.get(index);
+    if (cached) return cached;
+    const evicting = this.#evicting.get(index);
+    if (evicting) await evicting.catch(() => {});
     let loading = this.#loading.get(index);
     if (!loading) {
       loading = (async () => {
@@ -70,12 +86,20 @@ class PieceCache {
     while (this.#pieces.size > MAX_CACHED_PIECES) {
       const [index, piece] = this.#pieces.entries().next().value!;
       this.#pieces.delete(index);
-      if (piece.dirty) await this.#image.write(index * PIECE_BYTES, piece.bytes);
+      if (!piece.dirty) continue;
+      const writing = this.#image.write(index * PIECE_BYTES, piece.bytes).catch((err) => {
+        // Not written: the piece goes back, still dirty, and the error to the caller.
+        if (!this.#pieces.has(index)) this.#pieces.set(index, piece);
+        throw err;
+      }).finally(() => this.#evicting.delete(index));
+      this.#evicting.set(index, writing);
+      await writing;
     }
   }
 
   /** Writes every dirty piece (several in flight), then flushes the image. */
   async sync(): Promise<void> {
+    await Promise.all(this.#evicting.values());
     const dirty = [...this.#pieces].filter(([, piece]) => piece.dirty);
     for (let at = 0; at < dirty.length; at += SYNC_WINDOW) {
       await Promise.all(
@@ -122,10 +146,11 @@ export class RbdFile implements FileHandle {
     const end = Math.min(offset + into.length, this.#cache.sizeBytes);
     for (let at = offset; at < end;) {
       const index = Math.floor(at / PIECE_BYTES);
-      const piece = await this.#cache.piece(index);
       const from = at - index * PIECE_BYTES;
-      const take = Math.min(piece.bytes.length - from, end - at);
-      into.set(piece.bytes.subarray(from, from + take), at - offset);
+      const take = Math.min(PIECE_BYTES - from, end - at);
+      await this.#cache.with(index, (piece) => {
+        into.set(piece.bytes.subarray(from, from + take), at - offset);
+      });
       at += take;
     }
     return Math.max(0, end - offset);
@@ -140,11 +165,12 @@ export class RbdFile implements FileHandle {
     }
     for (let at = offset; at < offset + data.length;) {
       const index = Math.floor(at / PIECE_BYTES);
-      const piece = await this.#cache.piece(index);
       const from = at - index * PIECE_BYTES;
-      const take = Math.min(piece.bytes.length - from, offset + data.length - at);
-      piece.bytes.set(data.subarray(at - offset, at - offset + take), from);
-      piece.dirty = true;
+      const take = Math.min(PIECE_BYTES - from, offset + data.length - at);
+      await this.#cache.with(index, (piece) => {
+        piece.bytes.set(data.subarray(at - offset, at - offset + take), from);
+        piece.dirty = true;
+      });
       at += take;
     }
   }
