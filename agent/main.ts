@@ -24,6 +24,7 @@ import { cmdVerify, VERIFY_USAGE } from "./cli/cmd_verify.ts";
 import { closest } from "./cli/_suggest.ts";
 import { cmdVolumes, VOLUMES_USAGE } from "./cli/cmd_volumes.ts";
 import { cmdDelete, DELETE_USAGE } from "./cli/cmd_delete.ts";
+import { cmdRollback, ROLLBACK_USAGE } from "./cli/cmd_rollback.ts";
 import { ExitCode, exitCodeFor } from "./cli/exit_codes.ts";
 import { PresyncError } from "./errors.ts";
 import { VERSION } from "./version.ts";
@@ -54,6 +55,7 @@ const COMMANDS: Record<string, Command> = {
   migrate: { run: cmdMigrate, usage: MIGRATE_USAGE },
   volumes: { run: cmdVolumes, usage: VOLUMES_USAGE },
   delete: { run: cmdDelete, usage: DELETE_USAGE },
+  rollback: { run: cmdRollback, usage: ROLLBACK_USAGE },
 };
 
 /** The first sentence of a usage text's description: what `presync help` lists. */

@@ -131,6 +131,10 @@ admin socket =
 [mon]
 mon data = $dir/mon
 mon cluster log file = $dir/log/cluster.log
+# A snapshot create or remove is a mon (Paxos) proposal, batched for 1 s by default: every RBD
+# commit (one snapshot) would then take a second. One mon on loopback has nothing to batch.
+paxos propose interval = 0.05
+paxos min wait = 0.01
 
 [mgr]
 mgr data = $dir/mgr

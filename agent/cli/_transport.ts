@@ -28,7 +28,10 @@ export const DAEMON_FLAGS = {
 
 /** What {@linkcode transportFromFlags} needs besides the flags. */
 export interface TransportContext {
-  /** Server: the store directory; its `.tls/` holds the certificate made on first start. */
+  /**
+   * Server: the store directory (`--state` for an `rbd:` store); its `.tls/` holds the
+   * certificate made on first start.
+   */
   storeDir?: string;
   /** Client: the state directory; its `known_servers.json` holds the pinned fingerprints. */
   stateDir?: string;

@@ -5,7 +5,7 @@ import { storeFromFlag } from "./_store.ts";
 import { ExitCode } from "./exit_codes.ts";
 
 export const DELETE_USAGE = `presync delete NAME --yes [--control NAME|PATH]
-presync delete NAME --yes --store DIR
+presync delete NAME --yes --store DIR|rbd:POOL [--state DIR]
 
 Deletes the replica of volume NAME at the destination: its image, every committed
 generation, what is being staged, and its default export overlay. Refused while a source
@@ -26,6 +26,7 @@ export async function cmdDelete(args: string[]): Promise<number> {
   const { values, positionals } = parseCommand("delete", args, {
     yes: { type: "boolean" },
     store: { type: "string" },
+    state: { type: "string" },
     control: { type: "string" },
     json: { type: "boolean" },
   });
@@ -37,8 +38,9 @@ export async function cmdDelete(args: string[]): Promise<number> {
         `site; run again with --yes to confirm`,
     );
   }
-  if (values.store !== undefined) await storeFromFlag(values.store).remove(name);
-  else {
+  if (values.store !== undefined) {
+    await storeFromFlag({ store: values.store, state: values.state }).remove(name);
+  } else {
     await callControl(
       { role: "serve", control: values.control },
       "POST",

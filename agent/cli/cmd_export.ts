@@ -18,7 +18,10 @@ its control endpoint): it waits for the source to start evacuating NAME, then se
 once — blocks of the final generation that have not arrived are fetched from the source on
 demand, ahead of the bulk transfer — and the replica cannot change while it is exported.
 
-  --store DIR         the destination's replica store (without --postcopy)
+  --store DIR|rbd:POOL  the destination's replica store (without --postcopy)
+  --state DIR         local directory of an rbd: store (as given to serve)
+  --generation G      serve committed generation G, kept as snapshot presync-gG by an
+                      rbd: store (serve --keep N; presync volumes lists them)
   --listen ADDR       HOST:PORT or unix:PATH; may be given more than once
   --writable          accept writes into a copy-on-write overlay; the replica is never written
   --overlay FILE      overlay file (default DIR/NAME.overlay; reused when it exists)
@@ -39,6 +42,8 @@ Example: presync export vm1 --store /srv/presync --listen unix:/run/vm1.sock --w
 export async function cmdExport(args: string[], signal?: AbortSignal): Promise<number> {
   const { values, positionals } = parseCommand("export", args, {
     store: { type: "string" },
+    state: { type: "string" },
+    generation: { type: "string" },
     listen: { type: "string", multiple: true },
     writable: { type: "boolean" },
     overlay: { type: "string" },
@@ -87,13 +92,17 @@ export async function cmdExport(args: string[], signal?: AbortSignal): Promise<n
       signal,
     );
   }
-  const store = storeFromFlag(required("export", "--store DIR", values.store));
+  const store = storeFromFlag({
+    store: required("export", "--store DIR", values.store),
+    state: values.state,
+  });
   const serving = await serveReplica({
     store,
     volume,
     listen,
     writable: values.writable === true,
     overlayPath: values.overlay,
+    generation: values.generation === undefined ? undefined : parseGeneration(values.generation),
     onError: (err) => console.error(`presync export: connection ended: ${err}`),
   });
   try {
@@ -212,3 +221,17 @@ export const EXPORT_COMMAND = {
   run: (args: string[]): Promise<number> => cmdExport(args),
   usage: EXPORT_USAGE,
 };
+
+/** A `--generation` value: a committed generation, 1 or more. */
+function parseGeneration(text: string): number {
+  const generation = /^[0-9]{1,15}$/.test(text) ? Number(text) : NaN;
+  if (!(generation >= 1)) {
+    throw new PresyncError(
+      ErrorCode.INVALID_ARGUMENT,
+      `--generation must be a committed generation number (1 or more): received ${
+        JSON.stringify(text)
+      }`,
+    );
+  }
+  return generation;
+}

@@ -7,11 +7,11 @@ import { parseNbdAddress } from "../nbd/mod.ts";
 import { parseHostPort, readKey } from "../key_file.ts";
 import { createLogger } from "../log.ts";
 import { renderMetrics } from "../daemon/metrics.ts";
-import { storeDirectory, STORES, TRANSPORTS } from "../registry/mod.ts";
+import { STORES, TRANSPORTS } from "../registry/mod.ts";
 import { VERSION } from "../version.ts";
 import { parseCommand } from "./_args.ts";
 import { loadSettings, NUMERIC_FLAGS } from "./_config.ts";
-import { storeFromFlag } from "./_store.ts";
+import { localStateDir, storeFromFlag } from "./_store.ts";
 import { logUnhandledRejections } from "./_guard.ts";
 import { DAEMON_FLAGS, sessionOptionsFromFlags, transportFromFlags } from "./_transport.ts";
 import { ExitCode } from "./exit_codes.ts";
@@ -23,6 +23,10 @@ their replicas in DIR (one subdirectory per volume; a new volume is created on f
 
   --store DIR|NAME:ARG   where replicas live: a directory, or a back end by name
                          (${STORES.entries.map((e) => `${e.name}:${e.argument}`).join(", ")})
+  --state DIR            a store that is not a directory (rbd:): local directory for its
+                         staging areas, locks, export overlays and TLS certificate (DIR/.tls/)
+  --keep N               rbd: store only: committed generations kept as snapshots
+                         presync-gN (default 1); older ones are removed after each commit
   --control NAME|PATH    control socket (status, /metrics, postcopy exports): a name in the
                          runtime directory (/run/presync/serve for root) or a path
                          (default: serve)
@@ -42,6 +46,8 @@ their replicas in DIR (one subdirectory per volume; a new volume is created on f
 
 const OPTIONS = {
   store: { type: "string" },
+  state: { type: "string" },
+  keep: { type: "string" },
   listen: { type: "string" },
   "metrics-listen": { type: "string" },
   striped: { type: "boolean" },
@@ -51,7 +57,7 @@ const OPTIONS = {
 /** `presync serve`: runs until SIGINT or SIGTERM. */
 export async function cmdServe(args: string[]): Promise<number> {
   const parsed = parseCommand("serve", args, OPTIONS);
-  const settings = await loadSettings(parsed.values, OPTIONS, NUMERIC_FLAGS);
+  const settings = await loadSettings(parsed.values, OPTIONS, new Set([...NUMERIC_FLAGS, "keep"]));
   const values = settings.values;
   const log = createLogger(settings.choice("log-format", ["text", "json"] as const, "text"));
   logUnhandledRejections(log);
@@ -60,12 +66,18 @@ export async function cmdServe(args: string[]): Promise<number> {
   const metricsListen = metricsText === undefined ? undefined : parseMetricsListen(metricsText);
   const listen = parseHostPort("listen", settings.need("serve", "listen", "HOST:PORT"));
   const psk = await readKey(settings.need("serve", "key-file", "FILE"));
-  const storeDir = settings.need("serve", "store", "DIR");
+  const storeFlags = {
+    store: settings.need("serve", "store", "DIR"),
+    state: settings.text("state"),
+    keep: settings.text("keep"),
+  };
+  const store = storeFromFlag(storeFlags);
+  const storeDir = localStateDir(storeFlags);
   const daemon = new DestinationDaemon({
-    store: storeFromFlag(storeDir),
+    store,
     listen,
     transport: await transportFromFlags(values, "server", {
-      storeDir: storeDirectory(storeDir),
+      storeDir,
       log,
       psk,
     }),

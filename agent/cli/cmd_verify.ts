@@ -12,6 +12,7 @@ against the committed generation's Merkle root. The second form works on a local
 Checks a replica: its image against its own block hashes, its Merkle root against --root,
 and its image against --source when the source image is on this machine.
 
+  --state DIR         local directory of an rbd: STORE (as given to serve)
   --source IMAGE      compare with this source image, block by block
   --root HEX          expected Merkle root
   --json              print the report as JSON
@@ -22,6 +23,7 @@ export async function cmdVerify(args: string[]): Promise<number> {
   const { values, positionals } = parseCommand("verify", args, {
     local: { type: "boolean" },
     volume: { type: "string" },
+    state: { type: "string" },
     source: { type: "string" },
     control: { type: "string" },
     root: { type: "string" },
@@ -30,7 +32,7 @@ export async function cmdVerify(args: string[]): Promise<number> {
   if (!values.local) return await verifyRemote(args);
   const storeDir = required("verify", "STORE_DIR", positionals[0]);
   const volume = required("verify", "--volume NAME", values.volume);
-  const replica = await storeFromFlag(storeDir).open(volume);
+  const replica = await storeFromFlag({ store: storeDir, state: values.state }).open(volume);
   try {
     const report = await replica.verify({ expectedRoot: values.root, sourceImage: values.source });
     const result = { volume, generation: replica.meta.committedGeneration, ...report };

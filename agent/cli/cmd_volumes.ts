@@ -6,12 +6,13 @@ import { storeFromFlag } from "./_store.ts";
 import { ExitCode } from "./exit_codes.ts";
 
 export const VOLUMES_USAGE = `presync volumes [--control NAME|PATH] [--json]
-presync volumes --store DIR [--json]
+presync volumes --store DIR|rbd:POOL [--state DIR] [--json]
 
 Lists the replicas at the destination: name, size, committed generation, the age of that
 generation's cut (its RPO), the storage the replica occupies, and its state (initialising
 while its first generation is being seeded; connected while a source agent syncs it;
-exported while an export serves it). The first form asks the running \`presync serve\`
+exported while an export serves it), and for an rbd: store the committed generations it
+keeps as snapshots (serve --keep N) with their time and size. The first form asks the running \`presync serve\`
 (its control socket, serve.sock in /run/presync/serve for root, or the one --control
 names); the second reads the store directly (safe while
 serve runs: it only reads).
@@ -22,12 +23,15 @@ serve runs: it only reads).
 export async function cmdVolumes(args: string[]): Promise<number> {
   const { values } = parseCommand("volumes", args, {
     store: { type: "string" },
+    state: { type: "string" },
     control: { type: "string" },
     json: { type: "boolean" },
   });
   let volumes: VolumeListing[];
   if (values.store !== undefined) {
-    volumes = (await storeFromFlag(values.store).summaries()).map((s) => volumeListing(s));
+    volumes = (await storeFromFlag({ store: values.store, state: values.state }).summaries()).map((
+      s,
+    ) => volumeListing(s));
   } else {
     const reply = await callControl({ role: "serve", control: values.control }, "GET", "/volumes");
     volumes = reply.volumes as VolumeListing[];
@@ -57,8 +61,18 @@ export function formatVolumes(volumes: VolumeListing[]): string {
     ]);
   }
   const widths = rows[0].map((_, i) => Math.max(...rows.map((r) => r[i].length)));
-  return rows.map((r) => r.map((cell, i) => cell.padEnd(widths[i])).join("  ").trimEnd())
-    .join("\n");
+  const table = rows.map((r) => r.map((cell, i) => cell.padEnd(widths[i])).join("  ").trimEnd());
+  // Kept generations (rbd: stores), one line per volume that has any.
+  for (const v of volumes) {
+    if (!v.generations?.length) continue;
+    table.push(
+      `${v.name}: generations kept ` +
+        v.generations.map((g) =>
+          `${g.generation} (${new Date(g.createdAtMs).toISOString()}, ${bytes(g.sizeBytes)})`
+        ).join(", "),
+    );
+  }
+  return table.join("\n");
 }
 
 function bytes(n: number): string {

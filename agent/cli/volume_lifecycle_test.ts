@@ -58,7 +58,7 @@ seededTest("volumes and delete --store: listed, deleted only with --yes, refused
     assert.match(unconfirmed.out, /--yes/);
     // An export in this process holds the volume: the other process must not delete it.
     const serving = await serveReplica({
-      store: storeFromFlag(store),
+      store: storeFromFlag({ store }),
       volume: "disk",
       listen: [{ transport: "unix", path: `${dir}/e.sock` }],
     });

@@ -5,7 +5,12 @@ import { io } from "../fs/io_error.ts";
 import { NBD_STATE_HOLE, NBD_STATE_ZERO } from "../nbd/nbd_constants.ts";
 import type { NbdExport } from "../nbd/nbd_export.ts";
 import type { StatusExtent } from "../nbd/reply_codec.ts";
-import type { ReplicaImage, VolumeBackend } from "../store/replica_backend.ts";
+import {
+  keepsGenerations,
+  type ReplicaImage,
+  type VolumeBackend,
+} from "../store/replica_backend.ts";
+import { parseReplicaMeta } from "../store/replica_meta.ts";
 import type { ReplicaStore } from "../store/replica_store.ts";
 import { initialisingError, type ReplicaMeta } from "../store/replica_volume.ts";
 import { StagingArea } from "../store/staging_area.ts";
@@ -46,6 +51,11 @@ export interface ReplicaExportOptions {
    * blocks it changes are then the postcopy's.
    */
   recover?: boolean;
+  /**
+   * Serve this committed generation, kept read-only by the back end (RBD snapshots), instead
+   * of the last one. Not with `postcopy`.
+   */
+  generation?: number;
 }
 
 /**
@@ -120,9 +130,21 @@ export class ReplicaExport implements NbdExport {
       if (initialising && !options.postcopy) {
         throw initialisingError(meta.identity.name, "exported");
       }
-      const zero = await zeroBlocksOf(backend, meta.identity);
+      const older = options.generation !== undefined &&
+        options.generation !== meta.committedGeneration;
+      if (older) meta = await keptMeta(backend, options.generation!, options.postcopy);
+      // An older generation's manifest is not kept: none of its blocks is known to be zero.
+      const zero = older ? new Bitmap(blockCount(meta.identity)) : await zeroBlocksOf(
+        backend,
+        meta.identity,
+      );
       try {
-        const image = await backend.openImage("read");
+        // A back end that keeps generations serves the committed one from its snapshot, which
+        // no later commit changes; a postcopy export reads the head, where commits land.
+        const image = keepsGenerations(backend) && !options.postcopy &&
+            meta.committedGeneration > 0
+          ? await backend.openGeneration(meta.committedGeneration)
+          : await backend.openImage("read");
         return new ReplicaExport(
           meta,
           { image, zero, lock, overlayPath: backend.overlayPath },
@@ -238,6 +260,37 @@ export class ReplicaExport implements NbdExport {
     this.#lock.release();
     return Promise.resolve();
   }
+}
+
+/** The metadata of kept generation `generation` of `backend`, or a clear refusal. */
+async function keptMeta(
+  backend: VolumeBackend,
+  generation: number,
+  postcopy: PostcopySource | undefined,
+): Promise<ReplicaMeta> {
+  if (postcopy) {
+    throw new PresyncError(
+      ErrorCode.INVALID_ARGUMENT,
+      "a postcopy export serves the generation arriving; drop --generation",
+    );
+  }
+  if (!keepsGenerations(backend)) {
+    throw new PresyncError(
+      ErrorCode.INVALID_ARGUMENT,
+      `${backend.location} keeps only its last committed generation; export without ` +
+        `--generation, or keep generations in an rbd: store (serve --keep N)`,
+    );
+  }
+  const bytes = await backend.readGenerationMeta(generation);
+  if (!bytes) {
+    const kept = (await backend.generations()).map((g) => g.generation);
+    throw new PresyncError(
+      ErrorCode.VOLUME_NOT_FOUND,
+      `generation ${generation} of volume ${backend.name} is not kept in ${backend.location} ` +
+        `(kept: ${kept.join(", ") || "none"})`,
+    );
+  }
+  return parseReplicaMeta(bytes, backend);
 }
 
 /** Blocks whose manifest entry is the zero entry (all-zero blocks). */

@@ -17,6 +17,8 @@ export interface ServeReplicaOptions {
   overlayPath?: string;
   /** Blocks of the generation still arriving, fetched from the source on demand. */
   postcopy?: PostcopySource;
+  /** Serve this kept committed generation instead of the last (see `ReplicaExportOptions`). */
+  generation?: number;
   /** Run the store's crash recovery first (default true; see `ReplicaExportOptions`). */
   recover?: boolean;
   /** Errors that ended a client connection. */
@@ -61,9 +63,14 @@ export async function openReplica(
     volume: options.volume,
     postcopy: options.postcopy,
     recover: options.recover,
+    generation: options.generation,
   });
   let overlay: OverlayExport | null = null;
-  const overlayPath = options.writable ? options.overlayPath ?? replica.overlayPath : undefined;
+  // An older generation gets an overlay of its own: writes over one base never meet another.
+  const defaultOverlay = options.generation === undefined
+    ? replica.overlayPath
+    : `${replica.overlayPath}.g${replica.meta.committedGeneration}`;
+  const overlayPath = options.writable ? options.overlayPath ?? defaultOverlay : undefined;
   const close = async () => {
     await overlay?.close();
     await replica.close();

@@ -39,4 +39,10 @@ export {
   type TransportSettings,
 } from "./transport_plugins.ts";
 export { type CodecPlugin, CODECS } from "./codec_plugins.ts";
-export { storeBackendFromSpec, storeDirectory, type StorePlugin, STORES } from "./store_plugins.ts";
+export {
+  storeBackendFromSpec,
+  storeDirectory,
+  type StoreOpenOptions,
+  type StorePlugin,
+  STORES,
+} from "./store_plugins.ts";

@@ -16,7 +16,7 @@ Deno.test("every plugin kind names its plugins; an unknown name is PLUGIN_UNKNOW
   assert.deepEqual(TRACKERS.names, ["scan", "nbd", "qemu-bitmap", "qemu"]);
   assert.deepEqual(TRANSPORTS.names, ["tls", "tcp", "quic"]);
   assert.deepEqual(CODECS.names, ["zstd-native", "zstd-wasm", "none"]);
-  assert.deepEqual(STORES.names, ["directory"]);
+  assert.deepEqual(STORES.names, ["directory", "rbd"]);
   for (const table of [TRACKERS, TRANSPORTS, CODECS, STORES]) {
     for (const entry of table.entries) assert.ok(entry.summary.length > 10, entry.name);
     const error = assertThrowsCode(() => table.get("nope"), "PLUGIN_UNKNOWN");

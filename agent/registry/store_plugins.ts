@@ -1,4 +1,5 @@
 import { DirectoryBackend } from "../../plugins/store-directory/mod.ts";
+import { parseRbdStoreSpec, RBD_STORE_PREFIX, RbdBackend } from "../../plugins/store-rbd/mod.ts";
 import { ErrorCode, PresyncError } from "../errors.ts";
 import { DenoFileSystem } from "../fs/deno_file_system.ts";
 import type { ReplicaBackend } from "../store/replica_backend.ts";
@@ -11,9 +12,18 @@ export interface StorePlugin extends PluginEntry {
   /**
    * The back end for `argument` (no I/O yet: the store opens it).
    *
-   * @throws {PresyncError} `INVALID_ARGUMENT` for an argument the back end cannot take
+   * @throws {PresyncError} `INVALID_ARGUMENT` for an argument the back end cannot take, or
+   *   options it does not support
    */
-  open(argument: string): ReplicaBackend;
+  open(argument: string, options: StoreOpenOptions): ReplicaBackend;
+}
+
+/** What `--store` does not say: local files and retention. */
+export interface StoreOpenOptions {
+  /** `--state DIR`: the local directory of a back end that is not one (staging, locks). */
+  stateDir?: string;
+  /** `--keep N`: committed generations kept (a back end with snapshots). */
+  keep?: number;
 }
 
 /** `NAME:ARGUMENT`: a back end by name. */
@@ -24,20 +34,52 @@ const DIRECTORY: StorePlugin = {
   name: "directory",
   argument: "DIR",
   summary: "one subdirectory per volume under DIR",
-  open(dir) {
+  open(dir, options) {
     if (dir === "") {
       throw new PresyncError(ErrorCode.INVALID_ARGUMENT, "--store directory: needs a DIR");
+    }
+    if (options.keep !== undefined) {
+      throw new PresyncError(
+        ErrorCode.INVALID_ARGUMENT,
+        `--keep needs an rbd: store (snapshots); a directory store keeps the last committed ` +
+          `generation only: drop --keep or use --store rbd:POOL`,
+      );
     }
     return new DirectoryBackend(new DenoFileSystem(), dir);
   },
 };
 
+/** `rbd`: one RBD image per volume in a Ceph pool, a snapshot per committed generation. */
+const RBD: StorePlugin = {
+  name: "rbd",
+  argument: "POOL[?conf=PATH&id=CLIENT&keyring=PATH]",
+  summary: "Ceph RBD: image POOL/presync-VOL per volume, snapshot presync-gN per commit " +
+    "(--state DIR for staging, locks and the TLS certificate; --keep N)",
+  open(argument, options) {
+    const spec = parseRbdStoreSpec(`${RBD_STORE_PREFIX}${argument}`);
+    if (options.stateDir === undefined || options.stateDir === "") {
+      throw new PresyncError(
+        ErrorCode.INVALID_ARGUMENT,
+        `--store rbd:${argument} keeps its staging areas, locks, export overlays and TLS ` +
+          `certificate in a local directory: give --state DIR (e.g. --state /var/lib/presync/serve)`,
+      );
+    }
+    return new RbdBackend({
+      spec,
+      stateDir: options.stateDir,
+      fs: new DenoFileSystem(),
+      keep: options.keep,
+    });
+  },
+};
+
 /**
- * Every replica back end this build has, by the prefix of `--store` (`rbd:POOL` joins from
- * `plugins/store-rbd`). A new back end is a folder `plugins/store-<name>/` and one entry here.
+ * Every replica back end this build has, by the prefix of `--store`. A new back end is a
+ * folder `plugins/store-<name>/` and one entry here.
  */
 export const STORES: PluginTable<StorePlugin> = new PluginTable("store back end", "--store", [
   DIRECTORY,
+  RBD,
 ]);
 
 /**
@@ -52,10 +94,13 @@ export const STORES: PluginTable<StorePlugin> = new PluginTable("store back end"
  * console.assert(storeBackendFromSpec("/srv/presync").location.endsWith("/srv/presync"));
  * ```
  */
-export function storeBackendFromSpec(spec: string): ReplicaBackend {
+export function storeBackendFromSpec(
+  spec: string,
+  options: StoreOpenOptions = {},
+): ReplicaBackend {
   const named = NAMED.exec(spec);
-  if (named === null) return DIRECTORY.open(spec);
-  return STORES.get(named[1]).open(named[2]);
+  if (named === null) return DIRECTORY.open(spec, options);
+  return STORES.get(named[1]).open(named[2], options);
 }
 
 /**

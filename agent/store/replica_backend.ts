@@ -151,6 +151,38 @@ export interface GenerationSnapshots {
   snapshotGeneration(generation: number): Promise<void>;
 }
 
+/** A committed generation a volume keeps read-only ({@linkcode KeptGenerations}). */
+export interface KeptGeneration {
+  generation: number;
+  /** The image's size in that generation. */
+  sizeBytes: number;
+  /** When the generation was kept (ms since the epoch, the storage's clock). */
+  createdAtMs: number;
+}
+
+/**
+ * Optional ability of a volume: committed generations kept read-only (RBD snapshots, taken
+ * through {@linkcode GenerationSnapshots}), the ground for exporting an older generation and
+ * for rolling back (issue 18).
+ */
+export interface KeptGenerations {
+  /** The generations kept, oldest first. No side effects. */
+  generations(): Promise<KeptGeneration[]>;
+  /**
+   * Opens kept generation `generation` read-only (its `write` fails). Throws
+   * `VOLUME_NOT_FOUND` when it is not kept.
+   */
+  openGeneration(generation: number): Promise<ReplicaImage>;
+  /** The metadata record written when `generation` was committed, or null when not kept. */
+  readGenerationMeta(generation: number): Promise<Uint8Array | null>;
+  /**
+   * Makes the image's head equal to kept generation `generation` again and drops the kept
+   * generations after it. Idempotent; the caller holds the volume's exclusive lock and
+   * records its intent first (a crash may leave the head anywhere between).
+   */
+  rollbackImage(generation: number): Promise<void>;
+}
+
 /** Optional ability of a back end: how much storage a volume takes. */
 export interface SpaceUsage {
   /** Bytes of storage volume `name` occupies now (image, manifest, staging). No side effects. */
@@ -158,7 +190,7 @@ export interface SpaceUsage {
 }
 
 /** The small records of a staging area (docs/STORE.md names their formats). */
-export type StagingRecord = "header" | "dirty" | "received" | "commit";
+export type StagingRecord = "header" | "dirty" | "received" | "commit" | "rollback";
 
 /**
  * Where one generation is staged: small records, each replaced atomically, an append-only
@@ -206,6 +238,13 @@ export function keepsSnapshots(
   image: ReplicaImage,
 ): image is ReplicaImage & GenerationSnapshots {
   return typeof (image as Partial<GenerationSnapshots>).snapshotGeneration === "function";
+}
+
+/** Whether `volume` keeps committed generations ({@linkcode KeptGenerations}). */
+export function keepsGenerations(
+  volume: VolumeBackend,
+): volume is VolumeBackend & KeptGenerations {
+  return typeof (volume as Partial<KeptGenerations>).openGeneration === "function";
 }
 
 /** Whether `backend` reports storage use ({@linkcode SpaceUsage}). */

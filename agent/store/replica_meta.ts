@@ -47,6 +47,17 @@ export async function readReplicaMeta(volume: VolumeBackend): Promise<ReplicaMet
       `no replica of volume ${volume.name} at ${volume.location} (it has no metadata)`,
     );
   }
+  return parseReplicaMeta(bytes, volume);
+}
+
+/**
+ * Parses a metadata record of `volume` (the current one, or one a back end kept for an older
+ * generation). Throws `STORE_CORRUPT` when it is damaged.
+ */
+export function parseReplicaMeta(
+  bytes: Uint8Array,
+  volume: Pick<VolumeBackend, "name" | "location">,
+): ReplicaMeta {
   try {
     const value = JSON.parse(new TextDecoder().decode(bytes));
     if (value.version !== META_VERSION) throw new Error(`unknown version ${value.version}`);

@@ -1,9 +1,15 @@
 import { ErrorCode, PresyncError } from "../errors.ts";
 import { io } from "../fs/io_error.ts";
 import type { VolumeIdentity } from "../volume/volume_identity.ts";
-import { hasSpaceUsage, type ReplicaBackend } from "./replica_backend.ts";
+import {
+  hasSpaceUsage,
+  keepsGenerations,
+  type KeptGeneration,
+  type ReplicaBackend,
+} from "./replica_backend.ts";
 import { readReplicaMeta, type ReplicaMeta } from "./replica_meta.ts";
 import { ReplicaVolume } from "./replica_volume.ts";
+import { rollbackVolume } from "./replica_rollback.ts";
 import { StagingArea } from "./staging_area.ts";
 
 /** What {@linkcode ReplicaStore.describe} tells about a volume, read without side effects. */
@@ -17,6 +23,8 @@ export interface VolumeSummary {
   stagingGeneration: number | null;
   /** Bytes of storage the volume occupies; null when the back end cannot tell. */
   allocatedBytes: number | null;
+  /** Committed generations the back end keeps, oldest first; null when it keeps none. */
+  generations: KeptGeneration[] | null;
 }
 
 /**
@@ -67,9 +75,13 @@ export class ReplicaStore {
     const allocatedBytes = hasSpaceUsage(backend)
       ? await io(`measure ${volume.location}`, () => backend.allocatedBytes(name))
       : null;
+    const generations = keepsGenerations(volume)
+      ? await io(`list the generations of ${volume.location}`, () => volume.generations())
+      : null;
     return {
       name,
       meta,
+      generations,
       initialising: header?.inPlace === true,
       stagingGeneration: header?.generation ?? null,
       allocatedBytes,
@@ -92,6 +104,30 @@ export class ReplicaStore {
   /** Names of the volumes in the store. */
   list(): Promise<string[]> {
     return io(`list ${this.location}`, () => this.backend.list());
+  }
+
+  /**
+   * Rolls volume `name` back to committed generation `generation`, kept by the back end
+   * (RBD snapshots): the replica is then exactly that generation, and the later ones are
+   * gone. Refused with `STORE_BUSY` while the volume is open anywhere (a connected source, an
+   * export).
+   */
+  async rollback(name: string, generation: number): Promise<void> {
+    const volume = this.backend.volume(name);
+    const lock = await io(`lock ${volume.location}`, () => volume.lock("exclusive"));
+    if (!lock) {
+      throw new PresyncError(
+        ErrorCode.STORE_BUSY,
+        `volume ${name} is in use (a source is connected, it is exported, or a local sync ` +
+          `or verify runs on it); stop that first (stop its agent), then roll it back`,
+        { retryable: true },
+      );
+    }
+    try {
+      await rollbackVolume(volume, generation);
+    } finally {
+      lock.release();
+    }
   }
 
   /**

@@ -24,6 +24,7 @@ import {
 } from "./replica_meta.ts";
 import type { ResumeInfo, StagedBlock, StageResult } from "../sync/destination.ts";
 import { StagingArea, zeroRange } from "./staging_area.ts";
+import { finishRollback } from "./replica_rollback.ts";
 import { type VerifyOptions, verifyReplica, type VerifyReport } from "./_verify_replica.ts";
 
 export type { ReplicaMeta } from "./replica_meta.ts";
@@ -98,6 +99,8 @@ export class ReplicaVolume {
   static async open(backend: VolumeBackend): Promise<ReplicaVolume> {
     const lock = await lockShared(backend);
     try {
+      // A rollback interrupted by a crash is finished before anything else (its record says so).
+      await finishRollback(backend);
       const meta = await readReplicaMeta(backend);
       const { identity } = meta;
       const image = await backend.openImage("write");
@@ -330,12 +333,19 @@ export class ReplicaVolume {
       if (isZeroEntry(await this.#manifest.read(header.block, 1))) holes.set(header.block);
     });
     if (!(await this.#claim(holes))) {
+      // Zeros over zeros, through the image's write window (each write a round trip on RBD).
       const zeros = new Uint8Array(this.identity.blockSize);
-      for (const [start, length] of holes.extents()) {
-        for (let block = start; block < start + length; block++) {
-          const size = blockLength(this.identity, block);
-          await this.#image.write(block * this.identity.blockSize, zeros.subarray(0, size));
+      const window = new WriteWindow(this.#image.writeWindow);
+      try {
+        for (const [start, length] of holes.extents()) {
+          for (let block = start; block < start + length; block++) {
+            const data = zeros.subarray(0, blockLength(this.identity, block));
+            await window.add(() => this.#image.write(block * this.identity.blockSize, data));
+          }
         }
+        await window.drain();
+      } finally {
+        await window.settle();
       }
     }
     await this.#manifest.copyFrom(this.#manifest, staging.dirty);

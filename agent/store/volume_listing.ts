@@ -1,3 +1,4 @@
+import type { KeptGeneration } from "./replica_backend.ts";
 import type { VolumeSummary } from "./replica_store.ts";
 
 /**
@@ -20,6 +21,11 @@ export interface VolumeListing {
   initialising: boolean;
   /** The generation being received, if any. */
   stagingGeneration: number | null;
+  /**
+   * Committed generations kept (RBD snapshots, `serve --keep N`), oldest first; null when the
+   * back end keeps only the last one.
+   */
+  generations: KeptGeneration[] | null;
   /** Whether a source agent is connected to it now (null: not known offline). */
   sourceConnected: boolean | null;
   /** Whether an export of it runs now (null: not known offline). */
@@ -40,6 +46,7 @@ export function volumeListing(summary: VolumeSummary, nowMs = Date.now()): Volum
     allocatedBytes: summary.allocatedBytes,
     initialising: summary.initialising,
     stagingGeneration: summary.stagingGeneration,
+    generations: summary.generations,
     sourceConnected: null,
     exported: null,
   };

@@ -9,6 +9,7 @@ const RECORD_FILES: Record<StagingRecord, string> = {
   dirty: "dirty",
   received: "received",
   commit: "COMMIT",
+  rollback: "ROLLBACK",
 };
 
 /**

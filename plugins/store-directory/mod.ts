@@ -18,3 +18,4 @@
  */
 
 export { DirectoryBackend } from "./directory_backend.ts";
+export { DirectoryStaging } from "./_directory_staging.ts";

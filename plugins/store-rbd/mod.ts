@@ -1,6 +1,6 @@
 /**
  * Ceph RBD from Deno: `librados`/`librbd` through `Deno.dlopen`, with no pointer in sight.
- * Groundwork for the RBD replica back end (issue 18).
+ * The RBD replica back end (issue 18) is built on them.
  *
  * Terms:
  * - **cluster**: a librados connection ({@linkcode RadosCluster}), authenticated with cephx.
@@ -10,6 +10,10 @@
  *   equal to one again.
  * - **diff**: the extents that changed between a snapshot and the head (or a later snapshot).
  * - **aio window**: asynchronous writes kept in flight up to a depth ({@linkcode AioWindow}).
+ * - **replica back end**: a store of replicas in one pool ({@linkcode RbdBackend}): volume V
+ *   is image `presync-V`, its manifest image `presync-V+manifest`, its metadata record the
+ *   image metadata `presync.meta`, committed generation N snapshot `presync-gN`; staging and
+ *   locks in a local state directory (docs/STORE.md, "RBD back end").
  *
  * Every failure is a `PresyncError` (see {@linkcode rbdError} for the errno mapping).
  *
@@ -25,3 +29,5 @@ export { type CreateImageOptions, type OpenImageOptions, RbdPool } from "./rbd_p
 export { RbdSnapshots, type SnapshotInfo } from "./rbd_snapshots.ts";
 export type { DiffExtent, DiffOptions } from "./_diff.ts";
 export { MAX_NAME_BYTES } from "./_names.ts";
+export { RbdBackend, type RbdBackendOptions, RbdVolume } from "./rbd_backend.ts";
+export { parseRbdStoreSpec, RBD_STORE_PREFIX, type RbdStoreSpec } from "./rbd_store_spec.ts";
