@@ -430,7 +430,11 @@ async function execute(
       if (payload!.length > 0) await ex.write(offset, payload!);
       break;
     case C.NBD_CMD_WRITE_ZEROES:
-      if (req.length > 0) await ex.writeZeroes(offset, req.length);
+      if (req.length > 0) {
+        await ex.writeZeroes(offset, req.length, {
+          noHole: (req.flags & C.NBD_CMD_FLAG_NO_HOLE) !== 0,
+        });
+      }
       break;
     case C.NBD_CMD_TRIM:
       if (req.length > 0) await ex.trim(offset, req.length);
