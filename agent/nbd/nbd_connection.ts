@@ -2,6 +2,7 @@ import { ErrorCode, PresyncError } from "../errors.ts";
 import { ByteReader } from "./_byte_reader.ts";
 import { type Access, InflightRequests } from "./_inflight_requests.ts";
 import { ReplyWriter } from "./_reply_writer.ts";
+import { type ByteSink, SocketChannel } from "./_socket_channel.ts";
 import * as C from "./nbd_constants.ts";
 import type { NbdExport } from "./nbd_export.ts";
 import {
@@ -80,15 +81,24 @@ function errnoFor(err: unknown): number {
  * Serves one client connection to the end: fixed newstyle handshake, then transmission.
  * Never throws: protocol violations and I/O failures end the connection and are reported
  * to `onError`. Requests are pipelined (see {@linkcode MAX_INFLIGHT_REQUESTS}); replies may
- * come in any order.
+ * come in any order. A `Deno.Conn` is read and written with direct socket ops
+ * ({@linkcode SocketChannel}), any other duplex through its streams.
  */
 export async function serveNbdConnection(
-  conn: Duplex,
+  conn: Duplex | Deno.Conn,
   exports: ExportTable,
   options: NbdConnectionOptions = {},
 ): Promise<void> {
-  const reader = new ByteReader(conn.readable);
-  const writer = conn.writable.getWriter();
+  let reader: ByteReader;
+  let writer: ByteSink;
+  if (typeof (conn as Deno.Conn).read === "function") {
+    const channel = new SocketChannel(conn as Deno.Conn);
+    reader = new ByteReader(channel);
+    writer = channel;
+  } else {
+    reader = new ByteReader(conn.readable);
+    writer = conn.writable.getWriter();
+  }
   try {
     const chosen = await handshake(reader, writer, exports);
     if (chosen) await transmission(reader, writer, chosen);
@@ -112,7 +122,7 @@ interface Chosen {
 
 async function handshake(
   reader: ByteReader,
-  writer: WritableStreamDefaultWriter<Uint8Array>,
+  writer: ByteSink,
   exports: ExportTable,
 ): Promise<Chosen | null> {
   const hello = new Uint8Array(18);
@@ -306,7 +316,7 @@ function accessOf(type: number): Access {
  */
 async function transmission(
   reader: ByteReader,
-  writer: WritableStreamDefaultWriter<Uint8Array>,
+  writer: ByteSink,
   chosen: Chosen,
 ): Promise<void> {
   const { ex, structured } = chosen;
