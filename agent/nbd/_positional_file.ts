@@ -12,7 +12,7 @@ import {
   SEEK_DATA,
   SEEK_HOLE,
 } from "../fs/_libc.ts";
-import { io } from "../fs/io_error.ts";
+import { io, toIoError } from "../fs/io_error.ts";
 
 /** One piece of a file's allocation map: `data` false means a hole (reads as zeros). */
 export interface FileExtent {
@@ -79,6 +79,21 @@ export class PositionalFile {
 
   /** Reads `into.length` bytes at `offset`; bytes past the end of the file read as zeros. */
   read(offset: number, into: Uint8Array): Promise<Uint8Array> {
+    // A small read completes synchronously: no async wrappers, no microtask hops.
+    if (into.length <= SYNC_IO_MAX_BYTES && !this.#closed) {
+      try {
+        let at = 0;
+        while (at < into.length) {
+          const n = fs.readSync(this.#fd, into, at, into.length - at, offset + at);
+          if (n === 0) break;
+          at += n;
+        }
+        into.fill(0, at);
+        return Promise.resolve(into);
+      } catch (err) {
+        return Promise.reject(toIoError(err, `read ${this.path}`));
+      }
+    }
     return this.#run("read", async (fd) => {
       let at = 0;
       while (at < into.length) {

@@ -18,12 +18,14 @@ import {
   parseOptionHeader,
 } from "./option_codec.ts";
 import {
+  DATA_CHUNK_HEAD_BYTES,
   encodeBlockStatusChunk,
   encodeChunkHeader,
   encodeDataChunkHead,
   encodeErrorChunk,
   encodeSimpleReply,
   type StatusExtent,
+  writeDataChunkHead,
 } from "./reply_codec.ts";
 import { checkRequest, commandName, decodeRequest, type NbdRequest } from "./request_codec.ts";
 
@@ -426,14 +428,19 @@ async function execute(
       if (structured && req.length === 0) {
         return [encodeChunkHeader(req.cookie, C.NBD_REPLY_FLAG_DONE, C.NBD_REPLY_TYPE_NONE, 0)];
       }
-      const head = structured
-        ? encodeDataChunkHead(req.cookie, req.offset, req.length, true)
-        : encodeSimpleReply(req.cookie, 0);
-      if (req.length === 0) return [head];
-      if (!ex.readInto) return [head, await ex.read(offset, req.length)];
-      const reply = new Uint8Array(head.length + req.length);
-      reply.set(head);
-      await ex.readInto(offset, reply.subarray(head.length));
+      if (req.length === 0) return [encodeSimpleReply(req.cookie, 0)];
+      if (!ex.readInto) {
+        const head = structured
+          ? encodeDataChunkHead(req.cookie, req.offset, req.length, true)
+          : encodeSimpleReply(req.cookie, 0);
+        return [head, await ex.read(offset, req.length)];
+      }
+      // One buffer, head then data read straight into it: one allocation, one socket write.
+      const headBytes = structured ? DATA_CHUNK_HEAD_BYTES : C.SIMPLE_REPLY_BYTES;
+      const reply = new Uint8Array(headBytes + req.length);
+      if (structured) writeDataChunkHead(reply, req.cookie, req.offset, req.length, true);
+      else reply.set(encodeSimpleReply(req.cookie, 0));
+      await ex.readInto(offset, reply.subarray(headBytes));
       return [reply];
     }
     case C.NBD_CMD_WRITE:
