@@ -108,6 +108,17 @@ export class PositionalFile {
 
   /** Writes all of `data` at `offset`. */
   write(offset: number, data: Uint8Array): Promise<void> {
+    // A small write completes synchronously, as a small read does.
+    if (data.length <= SYNC_IO_MAX_BYTES && !this.#closed) {
+      try {
+        for (let at = 0; at < data.length;) {
+          at += fs.writeSync(this.#fd, data, at, data.length - at, offset + at);
+        }
+        return Promise.resolve();
+      } catch (err) {
+        return Promise.reject(toIoError(err, `write ${this.path}`));
+      }
+    }
     return this.#run("write", async (fd) => {
       for (let at = 0; at < data.length;) at += await pwrite(fd, data.subarray(at), offset + at);
     });
