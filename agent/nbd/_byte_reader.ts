@@ -1,6 +1,5 @@
 import { ErrorCode, PresyncError } from "../errors.ts";
 import { ChunkReader } from "../wire/mod.ts";
-import type { ChunkSource } from "./_socket_channel.ts";
 
 /**
  * Exact-length reads over a byte stream, NBD's way: `read(n)` resolves with exactly `n`
@@ -11,9 +10,8 @@ import type { ChunkSource } from "./_socket_channel.ts";
 export class ByteReader {
   readonly #reader: ChunkReader;
 
-  constructor(readable: ReadableStream<Uint8Array> | ChunkSource) {
-    const source = readable instanceof ReadableStream ? readable.getReader() : readable;
-    this.#reader = new ChunkReader(source, new Uint8Array(0));
+  constructor(readable: ReadableStream<Uint8Array>) {
+    this.#reader = new ChunkReader(readable.getReader(), new Uint8Array(0));
   }
 
   /** Bytes received and not yet consumed: a `read` of at most this many will not wait. */

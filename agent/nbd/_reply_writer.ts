@@ -1,4 +1,4 @@
-import type { ByteSink } from "./_socket_channel.ts";
+import type { ByteSink } from "./_socket_writer.ts";
 
 /** Replies queued while a socket write is under way are joined into one write up to this. */
 const JOIN_LIMIT_BYTES = 256 * 1024;

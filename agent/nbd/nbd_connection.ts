@@ -2,7 +2,7 @@ import { ErrorCode, PresyncError } from "../errors.ts";
 import { ByteReader } from "./_byte_reader.ts";
 import { type Access, InflightRequests } from "./_inflight_requests.ts";
 import { ReplyWriter } from "./_reply_writer.ts";
-import { type ByteSink, SocketChannel } from "./_socket_channel.ts";
+import { type ByteSink, SocketWriter } from "./_socket_writer.ts";
 import * as C from "./nbd_constants.ts";
 import type { NbdExport } from "./nbd_export.ts";
 import {
@@ -83,24 +83,18 @@ function errnoFor(err: unknown): number {
  * Serves one client connection to the end: fixed newstyle handshake, then transmission.
  * Never throws: protocol violations and I/O failures end the connection and are reported
  * to `onError`. Requests are pipelined (see {@linkcode MAX_INFLIGHT_REQUESTS}); replies may
- * come in any order. A `Deno.Conn` is read and written with direct socket ops
- * ({@linkcode SocketChannel}), any other duplex through its streams.
+ * come in any order. Replies to a `Deno.Conn` are written with direct socket ops
+ * ({@linkcode SocketWriter}), to any other duplex through its writable stream.
  */
 export async function serveNbdConnection(
   conn: Duplex | Deno.Conn,
   exports: ExportTable,
   options: NbdConnectionOptions = {},
 ): Promise<void> {
-  let reader: ByteReader;
-  let writer: ByteSink;
-  if (typeof (conn as Deno.Conn).read === "function") {
-    const channel = new SocketChannel(conn as Deno.Conn);
-    reader = new ByteReader(channel);
-    writer = channel;
-  } else {
-    reader = new ByteReader(conn.readable);
-    writer = conn.writable.getWriter();
-  }
+  const reader = new ByteReader(conn.readable);
+  const writer: ByteSink = typeof (conn as Deno.Conn).write === "function"
+    ? new SocketWriter(conn as Deno.Conn)
+    : conn.writable.getWriter();
   try {
     const chosen = await handshake(reader, writer, exports);
     if (chosen) await transmission(reader, writer, chosen);

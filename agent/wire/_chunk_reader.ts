@@ -4,14 +4,11 @@
  * bytes a handshake read beyond its last record.
  */
 export class ChunkReader {
-  readonly #reader: Pick<ReadableStreamDefaultReader<Uint8Array>, "read" | "cancel">;
+  readonly #reader: ReadableStreamDefaultReader<Uint8Array>;
   #chunks: Uint8Array[] = [];
   #buffered = 0;
 
-  constructor(
-    reader: Pick<ReadableStreamDefaultReader<Uint8Array>, "read" | "cancel">,
-    leftover: Uint8Array,
-  ) {
+  constructor(reader: ReadableStreamDefaultReader<Uint8Array>, leftover: Uint8Array) {
     this.#reader = reader;
     if (leftover.length > 0) {
       this.#chunks.push(leftover);
