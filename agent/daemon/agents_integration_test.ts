@@ -475,3 +475,44 @@ Deno.test({
     });
   },
 });
+
+seededTest(
+  "agent --tracker nbd: a range zeroed while its generation is being sent, then SIGKILL: the " +
+    "image keeps the hole and the replica converges to it",
+  async (prng) => {
+    if ((await needTools(["qemu-io", "nbdinfo"])).ignore) return;
+    await withRoot(async (root) => {
+      const image = `${root}/source.img`;
+      await makeImage(image, prng, 48 * MiB, 40 * MiB);
+      const socket = `${root}/nbd.sock`;
+      const cluster = await Cluster.start({
+        root,
+        image,
+        wan: { up: LINK, down: LINK },
+        agentArgs: ["--tracker", "nbd", "--nbd-listen", `unix:${socket}`],
+      });
+      try {
+        await cluster.waitFor("the first generation under way", async () => {
+          const status = await cluster.volumeStatus();
+          const pending = Number(status.pendingBytes);
+          return status.state === "sending" && pending > 0 && pending < 44 * MiB;
+        });
+        const uri = `nbd+unix:///vm?socket=${socket}`;
+        // The VM zeroes 24 MiB of data the open cut still has to send.
+        await runTool("qemu-io", ["-f", "raw", "-c", "write -z -u 8M 24M", "-c", "flush", uri]);
+        const allocated = (await Deno.stat(image)).blocks! * 512;
+        assert.ok(allocated <= 17 * MiB, `the image still holds ${allocated} bytes`);
+        await cluster.agent.kill();
+        cluster.startAgent();
+        await waitConverged(cluster, image);
+        const map = await runTool("nbdinfo", ["--map", uri]);
+        assert.match(
+          map.stdout,
+          new RegExp(`^\\s*${8 * MiB}\\s+${24 * MiB}\\s+3\\s+hole,zero`, "m"),
+        );
+      } finally {
+        await cluster.stop();
+      }
+    });
+  },
+);
