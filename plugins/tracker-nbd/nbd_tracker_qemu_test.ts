@@ -250,3 +250,23 @@ Deno.test({
     );
   },
 });
+
+Deno.test({
+  name: "TRIM during an open cut punches the hole; the cut still reads the blocks as they were",
+  ...tools,
+  async fn() {
+    await using r = await rig();
+    await qemuIo(r.uri, `write -P 0x44 0 ${4 * BLOCK}`, "flush");
+    const cut = await r.tracker.cut();
+    try {
+      await qemuIo(r.uri, `discard 0 ${4 * BLOCK}`, "flush");
+      assert.deepEqual(r.tracker.preservedBytes(), { memory: 4 * BLOCK, spilled: 0 });
+      const map = await runTool("nbdinfo", ["--map", r.uri]);
+      assert.match(map.stdout.trim(), new RegExp(`^0\\s+${SIZE}\\s+3\\s+hole,zero$`));
+      assert.deepEqual(await cut.read(0, 4), new Uint8Array(4 * BLOCK).fill(0x44));
+    } finally {
+      await cut.release();
+    }
+    assert.equal(r.tracker.dirtyCount(), 4);
+  },
+});
