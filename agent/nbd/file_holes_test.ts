@@ -193,3 +193,47 @@ Deno.test({
     }
   },
 });
+
+Deno.test({
+  name: "NO_HOLE zeros that do not fit (a full tmpfs, which cannot zero in place) fail with " +
+    "ENOSPC, and the connection keeps serving",
+  ...tools,
+  ignore: tools.ignore || Deno.uid?.() !== 0,
+  async fn() {
+    const dir = await Deno.makeTempDir({ prefix: "presync-tmpfs-" });
+    const mounted = await new Deno.Command("mount", {
+      args: ["-t", "tmpfs", "-o", "size=1m", "tmpfs", dir],
+      stderr: "piped",
+    }).output();
+    assert.ok(mounted.success, `mount tmpfs: ${new TextDecoder().decode(mounted.stderr)}`);
+    try {
+      await createSparseImage(`${dir}/disk.img`, 4 * MiB);
+      const ex = await FileExport.open(`${dir}/disk.img`, { name: "disk" });
+      const server = new NbdServer([ex]);
+      try {
+        const address = await server.listen({ transport: "unix", path: `${dir}/s.sock` });
+        const uri = nbdUri(address, "disk");
+        const out = await runTool("qemu-io", [
+          "-f",
+          "raw",
+          "-c",
+          `write -z 0 ${2 * MiB}`, // NO_HOLE: needs 2 MiB of space
+          "-c",
+          `write -z -u ${2 * MiB} ${2 * MiB}`, // a hole: needs none
+          "-c",
+          `read -P 0 ${2 * MiB} ${2 * MiB}`,
+          uri,
+        ], -1);
+        const text = out.stdout + out.stderr;
+        assert.match(text, /No space left on device/);
+        assert.match(text, /read 2097152\/2097152 bytes/);
+      } finally {
+        await server.close();
+        await ex.close();
+      }
+    } finally {
+      await new Deno.Command("umount", { args: [dir] }).output();
+      await Deno.remove(dir, { recursive: true });
+    }
+  },
+});
