@@ -516,3 +516,41 @@ seededTest(
     });
   },
 );
+
+Deno.test({
+  name: "agent --tracker nbd started niced (as its unit does): the tracker's thread serves the " +
+    "VM at nice 0, the sender stays at 10",
+  // Root may lower a thread's nice value; under systemd, LimitNICE=+0 allows it.
+  ignore: Deno.build.os !== "linux" || Deno.uid?.() !== 0,
+  fn: async () => {
+    await withRoot(async (root) => {
+      const image = `${root}/source.img`;
+      await Deno.writeFile(image, new Uint8Array(8 * MiB));
+      const cluster = await Cluster.start({
+        root,
+        image,
+        agentArgs: ["--tracker", "nbd", "--nbd-listen", `unix:${root}/nbd.sock`],
+        agentNice: 10,
+      });
+      try {
+        await cluster.waitFor(
+          "the first generation",
+          async () => Number((await cluster.volumeStatus()).committedGeneration) >= 1,
+        );
+        const pid = cluster.agent.child.pid;
+        const niceOf = (tid: string) => {
+          const stat = Deno.readTextFileSync(`/proc/${pid}/task/${tid}/stat`);
+          return Number(stat.slice(stat.lastIndexOf(")") + 2).split(" ")[16]);
+        };
+        const nice = [...Deno.readDirSync(`/proc/${pid}/task`)].map((e) => niceOf(e.name));
+        assert.equal(niceOf(String(pid)), 10, "the main thread (the sender) runs niced");
+        // The tracker's thread, and any thread it started since (they inherit its value).
+        assert.ok(nice.includes(0), `a thread at 0: ${nice}`);
+        assert.ok(nice.every((n) => n === 0 || n === 10), `only 0 and 10: ${nice}`);
+        assert.ok(nice.filter((n) => n === 10).length > nice.length / 2, `mostly 10: ${nice}`);
+      } finally {
+        await cluster.stop();
+      }
+    });
+  },
+});
