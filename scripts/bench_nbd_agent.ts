@@ -7,6 +7,10 @@
  * within a WAN link).
  *
  *     deno run -A scripts/bench_nbd_agent.ts [--size-mib 1024] [--writes 3000]
+ *       [--links unlimited,100mbit] [--nice 0,10]
+ *
+ * `--nice` runs each link once per nice value of the agent process (10 is the systemd unit's
+ * `Nice=`; the NBD tracker's thread puts itself back at 0 either way), side by side.
  *
  * @module
  */
@@ -20,6 +24,8 @@ const { values } = parseArgs({
   options: {
     "size-mib": { type: "string", default: "1024" },
     writes: { type: "string", default: "3000" },
+    links: { type: "string", default: "unlimited,100mbit" },
+    nice: { type: "string", default: "0" },
   },
 });
 const SIZE = Number(values["size-mib"]) * 2 ** 20;
@@ -43,7 +49,7 @@ async function latency(socket: string): Promise<Percentiles> {
   return JSON.parse(out.stdout.trim().split("\n").pop()!);
 }
 
-async function run(label: string, rateBitsPerSecond: number) {
+async function run(label: string, rateBitsPerSecond: number, agentNice: number) {
   const root = await Deno.makeTempDir({ prefix: "presync-bench-nbd-agent-" });
   let cluster: Cluster | null = null;
   try {
@@ -64,6 +70,7 @@ async function run(label: string, rateBitsPerSecond: number) {
       image,
       wan: { up: link, down: link },
       agentArgs: ["--tracker", "nbd", "--nbd-listen", `unix:${socket}`],
+      agentNice: agentNice === 0 ? undefined : agentNice,
       idleTimeoutSeconds: 15,
     });
     const c = cluster;
@@ -84,10 +91,22 @@ async function run(label: string, rateBitsPerSecond: number) {
   }
 }
 
-const results = [await run("unlimited loopback", 0), await run("100 Mbit/s", 100e6)];
+const LINKS: Record<string, [string, number]> = {
+  unlimited: ["unlimited loopback", 0],
+  "100mbit": ["100 Mbit/s", 100e6],
+};
+const results = [];
+for (const link of values.links.split(",")) {
+  const [label, rate] = LINKS[link] ?? [];
+  if (!label) throw new Error(`--links: unknown link ${link}; known: unlimited, 100mbit`);
+  for (const nice of values.nice.split(",").map(Number)) {
+    results.push(await run(`${label}, agent nice ${nice}`, rate, nice));
+  }
+}
+const load = (await Deno.readTextFile("/proc/loadavg")).split(" ").slice(0, 3).join(" ");
 console.log(
   `image ${SIZE / 2 ** 20} MiB random, ${WRITES} random 4 KiB writes per phase through ` +
-    `the agent's NBD socket\n`,
+    `the agent's NBD socket; load average at the end ${load}\n`,
 );
 console.log(
   "| link | idle p50 ms | idle p99 ms | sync p50 ms | sync p99 ms | p99 sync / idle |",

@@ -4,6 +4,7 @@
 #   b3sum  - the reference BLAKE3 CLI (core benchmark baseline)
 #   qemu-img, qemu-io, qemu-nbd (qemu-utils), nbdinfo, nbdcopy (libnbd-bin) - real NBD peers
 #   rsync  - the evacuation benchmark's baseline
+#   fio (with its libnbd engine) - latency percentiles through NBD servers (scripts/bench_nbd.ts)
 #   openssl - test certificates for the TLS and QUIC transports
 #   qemu-system-x86_64 (qemu-system-x86) - running VMs: QMP, the QEMU tracker, the test guest
 #   busybox (busybox-static), mkfs.ext4 and e2fsck (e2fsprogs), cpio - the test guest's
@@ -21,7 +22,7 @@ declare -A package_of=([zstd]=zstd [b3sum]=b3sum [qemu-img]=qemu-utils [nbdinfo]
   [rsync]=rsync [openssl]=openssl [qemu-system-x86_64]=qemu-system-x86 [busybox]=busybox-static
   [mkfs.ext4]=e2fsprogs [cpio]=cpio [promtool]=prometheus [script]=bsdutils
   [systemd-analyze]=systemd [ceph-mon]=ceph-mon [ceph-osd]=ceph-osd [ceph-mgr]=ceph-mgr
-  [rbd]=ceph-common)
+  [rbd]=ceph-common [fio]=fio)
 missing=()
 for tool in "${!package_of[@]}"; do
   command -v "$tool" >/dev/null 2>&1 || missing+=("${package_of[$tool]}")

@@ -466,3 +466,82 @@ Deno.test({
     });
   },
 });
+
+seededTest(
+  "agent --tracker nbd: a range zeroed while its generation is being sent, then SIGKILL: the " +
+    "image keeps the hole and the replica converges to it",
+  async (prng) => {
+    if ((await needTools(["qemu-io", "nbdinfo"])).ignore) return;
+    await withRoot(async (root) => {
+      const image = `${root}/source.img`;
+      await makeImage(image, prng, 48 * MiB, 40 * MiB);
+      const socket = `${root}/nbd.sock`;
+      const cluster = await Cluster.start({
+        root,
+        image,
+        wan: { up: LINK, down: LINK },
+        agentArgs: ["--tracker", "nbd", "--nbd-listen", `unix:${socket}`],
+      });
+      try {
+        await cluster.waitFor("the first generation under way", async () => {
+          const status = await cluster.volumeStatus();
+          const pending = Number(status.pendingBytes);
+          return status.state === "sending" && pending > 0 && pending < 44 * MiB;
+        });
+        const uri = `nbd+unix:///vm?socket=${socket}`;
+        // The VM zeroes 24 MiB of data the open cut still has to send.
+        await runTool("qemu-io", ["-f", "raw", "-c", "write -z -u 8M 24M", "-c", "flush", uri]);
+        const allocated = (await Deno.stat(image)).blocks! * 512;
+        assert.ok(allocated <= 17 * MiB, `the image still holds ${allocated} bytes`);
+        await cluster.agent.kill();
+        cluster.startAgent();
+        await waitConverged(cluster, image);
+        const map = await runTool("nbdinfo", ["--map", uri]);
+        assert.match(
+          map.stdout,
+          new RegExp(`^\\s*${8 * MiB}\\s+${24 * MiB}\\s+3\\s+hole,zero`, "m"),
+        );
+      } finally {
+        await cluster.stop();
+      }
+    });
+  },
+);
+
+Deno.test({
+  name: "agent --tracker nbd started niced (as its unit does): the tracker's thread serves the " +
+    "VM at nice 0, the sender stays at 10",
+  // Root may lower a thread's nice value; under systemd, LimitNICE=+0 allows it.
+  ignore: Deno.build.os !== "linux" || Deno.uid?.() !== 0,
+  fn: async () => {
+    await withRoot(async (root) => {
+      const image = `${root}/source.img`;
+      await Deno.writeFile(image, new Uint8Array(8 * MiB));
+      const cluster = await Cluster.start({
+        root,
+        image,
+        agentArgs: ["--tracker", "nbd", "--nbd-listen", `unix:${root}/nbd.sock`],
+        agentNice: 10,
+      });
+      try {
+        await cluster.waitFor(
+          "the first generation",
+          async () => Number((await cluster.volumeStatus()).committedGeneration) >= 1,
+        );
+        const pid = cluster.agent.child.pid;
+        const niceOf = (tid: string) => {
+          const stat = Deno.readTextFileSync(`/proc/${pid}/task/${tid}/stat`);
+          return Number(stat.slice(stat.lastIndexOf(")") + 2).split(" ")[16]);
+        };
+        const nice = [...Deno.readDirSync(`/proc/${pid}/task`)].map((e) => niceOf(e.name));
+        assert.equal(niceOf(String(pid)), 10, "the main thread (the sender) runs niced");
+        // The tracker's thread, and any thread it started since (they inherit its value).
+        assert.ok(nice.includes(0), `a thread at 0: ${nice}`);
+        assert.ok(nice.every((n) => n === 0 || n === 10), `only 0 and 10: ${nice}`);
+        assert.ok(nice.filter((n) => n === 10).length > nice.length / 2, `mostly 10: ${nice}`);
+      } finally {
+        await cluster.stop();
+      }
+    });
+  },
+});

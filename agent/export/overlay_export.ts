@@ -4,8 +4,12 @@ import { atomicWrite, readWhole } from "../fs/atomic_write.ts";
 import { DenoFileSystem } from "../fs/deno_file_system.ts";
 import { io } from "../fs/io_error.ts";
 import { PositionalFile } from "../nbd/_positional_file.ts";
+import { fileAllocation, zeroFileRange, type ZeroOptions } from "../nbd/file_holes.ts";
 import type { NbdExport } from "../nbd/nbd_export.ts";
 import type { StatusExtent } from "../nbd/reply_codec.ts";
+
+/** Most extents one {@linkcode OverlayExport.allocation} answer holds. */
+const MAX_STATUS_EXTENTS = 1024;
 
 /** Options of {@linkcode OverlayExport.open}. */
 export interface OverlayExportOptions {
@@ -25,7 +29,10 @@ export interface OverlayExportOptions {
  * by block (a partial write first copies the block up from the base); reads take each block
  * from the overlay when it has it, else from the base. The base is never written. FLUSH
  * fsyncs the overlay, then records the map of present blocks atomically, so after a crash
- * the overlay holds every write acknowledged before the last flush.
+ * the overlay holds every write acknowledged before the last flush. WRITE_ZEROES punches
+ * holes in the overlay (the blocks become present, reading as zeros, costing no space);
+ * BLOCK_STATUS combines the overlay's holes for present blocks with the base's status for
+ * the rest.
  */
 export class OverlayExport implements NbdExport {
   readonly name: string;
@@ -122,34 +129,55 @@ export class OverlayExport implements NbdExport {
   write(offset: number, data: Uint8Array): Promise<void> {
     return this.#serial(async () => {
       if (data.length === 0) return;
-      const bs = this.#blockSize;
-      const first = Math.floor(offset / bs);
-      const last = Math.floor((offset + data.length - 1) / bs);
-      for (const block of new Set([first, last])) {
-        const start = block * bs;
-        const end = Math.min(start + bs, this.sizeBytes);
-        const covered = offset <= start && offset + data.length >= end;
-        if (!covered && !this.#present.get(block)) {
-          await this.#file.write(start, await this.#base.read(start, end - start));
-        }
-      }
+      await this.#copyUpEdges(offset, data.length);
       await this.#file.write(offset, data);
-      this.#present.setRange(first, last - first + 1);
-      this.#mapDirty = true;
+      this.#markPresent(offset, data.length);
     });
   }
 
-  async writeZeroes(offset: number, length: number): Promise<void> {
-    const piece = 1 << 20;
-    const zeros = new Uint8Array(Math.min(length, piece));
-    for (let at = 0; at < length; at += piece) {
-      await this.write(offset + at, zeros.subarray(0, Math.min(piece, length - at)));
+  /** Copies up from the base the first and last blocks a change covers only partly. */
+  async #copyUpEdges(offset: number, length: number): Promise<void> {
+    const bs = this.#blockSize;
+    const first = Math.floor(offset / bs);
+    const last = Math.floor((offset + length - 1) / bs);
+    for (const block of new Set([first, last])) {
+      const start = block * bs;
+      const end = Math.min(start + bs, this.sizeBytes);
+      const covered = offset <= start && offset + length >= end;
+      if (!covered && !this.#present.get(block)) {
+        await this.#file.write(start, await this.#base.read(start, end - start));
+      }
     }
   }
 
-  /** Accepted and ignored (allowed by the specification). */
-  trim(): Promise<void> {
-    return Promise.resolve();
+  #markPresent(offset: number, length: number): void {
+    const bs = this.#blockSize;
+    const first = Math.floor(offset / bs);
+    this.#present.setRange(first, Math.floor((offset + length - 1) / bs) - first + 1);
+    this.#mapDirty = true;
+  }
+
+  /** The blocks become present and read as zeros: a hole in the overlay where it can punch. */
+  writeZeroes(offset: number, length: number, options?: ZeroOptions): Promise<void> {
+    return this.#serial(async () => {
+      if (length === 0) return;
+      await this.#copyUpEdges(offset, length);
+      await zeroFileRange(this.#file, offset, length, options);
+      this.#markPresent(offset, length);
+    });
+  }
+
+  /**
+   * Frees the overlay's space for the whole blocks inside the range (present ones then read
+   * as zeros; absent ones still read from the base, which the specification allows).
+   */
+  trim(offset: number, length: number): Promise<void> {
+    return this.#serial(async () => {
+      const bs = this.#blockSize;
+      const start = Math.ceil(offset / bs) * bs;
+      const end = Math.min(Math.floor((offset + length) / bs) * bs, this.sizeBytes);
+      if (end > start) await this.#file.punchHole(start, end - start);
+    });
   }
 
   flush(): Promise<void> {
@@ -164,29 +192,43 @@ export class OverlayExport implements NbdExport {
     });
   }
 
-  /** The base's status where the overlay has nothing; overlay blocks as data. */
+  /**
+   * Status from the overlay file's holes over runs of present blocks and from the base over
+   * runs of absent ones, adjacent extents of equal flags merged; up to
+   * {@linkcode MAX_STATUS_EXTENTS} extents (fewer than the range, as the specification
+   * allows, when the base answers short or the limit is reached).
+   */
   async allocation(offset: number, length: number): Promise<StatusExtent[]> {
     const bs = this.#blockSize;
-    const firstBlock = Math.floor(offset / bs);
-    if (this.#present.get(firstBlock)) {
-      let next = firstBlock + 1;
-      while (next * bs < offset + length && this.#present.get(next)) next++;
-      return [{ lengthBytes: Math.min(next * bs, this.sizeBytes) - offset, flags: 0 }];
-    }
-    let next = firstBlock + 1;
-    while (next * bs < offset + length && !this.#present.get(next)) next++;
-    const span = Math.min(next * bs, offset + length, this.sizeBytes) - offset;
-    const base = this.#base.allocation
-      ? await this.#base.allocation(offset, span)
-      : [{ lengthBytes: span, flags: 0 }];
-    // Keep the base's extents inside the span without overlay blocks.
+    const end = Math.min(offset + length, this.sizeBytes);
     const out: StatusExtent[] = [];
-    let covered = 0;
-    for (const e of base) {
-      if (covered >= span) break;
-      out.push({ lengthBytes: Math.min(e.lengthBytes, span - covered), flags: e.flags });
-      covered += e.lengthBytes;
+    const push = (e: StatusExtent) => {
+      const prev = out[out.length - 1];
+      if (prev && prev.flags === e.flags) prev.lengthBytes += e.lengthBytes;
+      else out.push({ ...e });
+    };
+    for (let at = offset; at < end && out.length < MAX_STATUS_EXTENTS;) {
+      const present = this.#present.get(Math.floor(at / bs));
+      let next = Math.floor(at / bs) + 1;
+      while (next * bs < end && this.#present.get(next) === present) next++;
+      const span = Math.min(next * bs, end) - at;
+      const parts = present
+        ? await fileAllocation(this.#file, at, span)
+        : this.#base.allocation
+        ? await this.#base.allocation(at, span)
+        : [{ lengthBytes: span, flags: 0 }];
+      let covered = 0;
+      for (const e of parts) {
+        if (covered >= span) break;
+        const piece = Math.min(e.lengthBytes, span - covered);
+        if (piece <= 0) continue;
+        push({ lengthBytes: piece, flags: e.flags });
+        covered += piece;
+      }
+      if (covered < span) break;
+      at += span;
     }
+    if (out.length === 0) out.push({ lengthBytes: end - offset, flags: 0 });
     return out;
   }
 

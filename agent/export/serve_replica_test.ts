@@ -131,3 +131,58 @@ Deno.test({
     }
   },
 });
+
+Deno.test({
+  name: "export --writable: WRITE_ZEROES punches holes in the overlay, and nbdinfo --map " +
+    "combines the overlay's holes with the replica's",
+  ...tools,
+  async fn() {
+    const dir = await Deno.makeTempDir({ prefix: "presync-export-" });
+    try {
+      await syncedStore(dir);
+      const replicaImage = `${dir}/store/vm3/image`;
+      const before = await Deno.readFile(replicaImage);
+      const B = 65536;
+      await using serving = await serveReplica({
+        store: storeIn(dir),
+        volume: "vm3",
+        listen: [{ transport: "unix", path: `${dir}/z.sock` }],
+        writable: true,
+      });
+      const uri = nbdUri(serving.addresses[0], "vm3");
+      const io = await runTool("qemu-io", [
+        "-f",
+        "raw",
+        ...[
+          `write -z -u ${40 * B} ${4 * B}`, // replica data -> overlay holes
+          `write -P 0x55 ${10 * B} ${B}`,
+          "write -z -u 100 200", // partial: block 0 is copied up, then zeroed in part
+          "flush",
+          `read -P 0 ${40 * B} ${4 * B}`,
+          `read -P 0x09 ${44 * B} ${4 * B}`,
+          "read -P 0x07 0 100",
+          "read -P 0 100 200",
+          "read -P 0x07 300 700",
+          `read -P 0x55 ${10 * B} ${B}`,
+        ].flatMap((c) => ["-c", c]),
+        uri,
+      ]);
+      assert.doesNotMatch(io.stdout + io.stderr, /fail|mismatch/i, io.stdout + io.stderr);
+      const map = await runTool("nbdinfo", ["--map", uri]);
+      const rows = map.stdout.trim().split("\n").map((l) => l.trim().split(/\s+/));
+      assert.deepEqual(rows.map((r) => [Number(r[0]), Number(r[1]), r[3]]), [
+        [0, B, "data"], // copied up into the overlay
+        [B, 9 * B, "hole,zero"], // the replica's
+        [10 * B, B, "data"], // the overlay's
+        [11 * B, 33 * B, "hole,zero"], // the replica's, then the overlay's punched 40..43
+        [44 * B, 4 * B, "data"], // the replica's
+        [48 * B, SIZE - 48 * B, "hole,zero"],
+      ]);
+      const overlayBytes = (await Deno.stat(serving.overlayPath!)).blocks! * 512;
+      assert.ok(overlayBytes <= 2 * B + 16 * 1024, `overlay holds ${overlayBytes} bytes`);
+      assert.deepEqual(await Deno.readFile(replicaImage), before);
+    } finally {
+      await Deno.remove(dir, { recursive: true });
+    }
+  },
+});

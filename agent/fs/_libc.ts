@@ -1,7 +1,11 @@
 /**
- * The two Linux calls Deno has no API for, reached through `Deno.dlopen` on glibc:
- * `fallocate(2)` (claim disk space, punch holes) and `flock(2)` with `LOCK_NB` (a lock that
- * does not wait). Both work on the real file descriptors `node:fs` hands out in Deno 2.9.6.
+ * The Linux calls Deno has no API for, reached through `Deno.dlopen` on glibc:
+ * `fallocate(2)` (claim disk space, punch holes, zero ranges), `flock(2)` with `LOCK_NB` (a
+ * lock that does not wait) and `lseek(2)` with `SEEK_DATA`/`SEEK_HOLE` (where a sparse file's
+ * holes are; `Deno.FsFile.seek` accepts only Start, Current and End) and `setpriority(2)` on
+ * one thread (Deno sets no thread's nice value). All work on the real
+ * file descriptors `node:fs` hands out in Deno 2.9.6. The calls run on the calling thread
+ * (not `nonblocking`), so `errno()` read right after one is that call's.
  * Where the library cannot be loaded (not Linux, no `--allow-ffi`), {@linkcode libc} is null
  * and callers fall back (write zeros instead of claiming, no advisory locks).
  *
@@ -10,12 +14,24 @@
 
 /** `fallocate` mode: deallocate the range, keep the file size (PUNCH_HOLE | KEEP_SIZE). */
 export const FALLOC_FL_PUNCH_HOLE = 0x02 | 0x01;
+/**
+ * `fallocate` mode: make the range read as zeros, space stays allocated, size kept
+ * (ZERO_RANGE | KEEP_SIZE). ext4 and xfs do it as a metadata change; tmpfs refuses it.
+ */
+export const FALLOC_FL_ZERO_RANGE = 0x10 | 0x01;
+/** `setpriority` target kind: a process, which on Linux means one thread (its id). */
+const PRIO_PROCESS = 0;
+/** `lseek` whence values (linux/fs.h). */
+export const SEEK_DATA = 3;
+export const SEEK_HOLE = 4;
 /** `flock` operations. */
 export const LOCK_SH = 1;
 export const LOCK_EX = 2;
 export const LOCK_NB = 4;
 /** errno values we branch on. */
+export const ENXIO = 6;
 export const EWOULDBLOCK = 11;
+export const EINVAL = 22;
 export const ENOSPC = 28;
 export const EOPNOTSUPP = 95;
 export const ENOSYS = 38;
@@ -23,6 +39,9 @@ export const ENOSYS = 38;
 const SYMBOLS = {
   fallocate: { parameters: ["i32", "i32", "i64", "i64"], result: "i32" },
   flock: { parameters: ["i32", "i32"], result: "i32" },
+  lseek: { parameters: ["i32", "i64", "i32"], result: "i64" },
+  setpriority: { parameters: ["i32", "u32", "i32"], result: "i32" },
+  gettid: { parameters: [], result: "i32" },
   __errno_location: { parameters: [], result: "pointer" },
 } as const;
 
@@ -30,6 +49,12 @@ const SYMBOLS = {
 export interface Libc {
   fallocate(fd: number, mode: number, offset: number, length: number): number;
   flock(fd: number, operation: number): number;
+  /** The resulting offset, or -1 (`ENXIO`: no data/hole at or after `offset`). */
+  lseek(fd: number, offset: number, whence: number): number;
+  /** Sets the nice value of thread `tid` (Linux: `PRIO_PROCESS` names one thread). */
+  setThreadNice(tid: number, nice: number): number;
+  /** The calling thread's id. */
+  gettid(): number;
   /** errno of the last failed call on this thread (read right after the call). */
   errno(): number;
 }
@@ -43,10 +68,13 @@ export function libc(): Libc | null {
   if (Deno.build.os !== "linux") return loaded;
   try {
     const lib = Deno.dlopen("libc.so.6", SYMBOLS);
-    const { fallocate, flock, __errno_location } = lib.symbols;
+    const { fallocate, flock, lseek, setpriority, gettid, __errno_location } = lib.symbols;
     loaded = {
       fallocate: (fd, mode, offset, length) => fallocate(fd, mode, BigInt(offset), BigInt(length)),
       flock: (fd, operation) => flock(fd, operation),
+      lseek: (fd, offset, whence) => Number(lseek(fd, BigInt(offset), whence)),
+      setThreadNice: (tid, nice) => setpriority(PRIO_PROCESS, tid, nice),
+      gettid: () => gettid(),
       errno: () => new Deno.UnsafePointerView(__errno_location()!).getInt32(),
     };
   } catch {

@@ -1,6 +1,25 @@
 import * as fs from "node:fs";
 import { ErrorCode, PresyncError } from "../errors.ts";
-import { io } from "../fs/io_error.ts";
+import {
+  EINVAL,
+  ENOSPC,
+  ENOSYS,
+  ENXIO,
+  EOPNOTSUPP,
+  FALLOC_FL_PUNCH_HOLE,
+  FALLOC_FL_ZERO_RANGE,
+  libc,
+  SEEK_DATA,
+  SEEK_HOLE,
+} from "../fs/_libc.ts";
+import { io, toIoError } from "../fs/io_error.ts";
+
+/** One piece of a file's allocation map: `data` false means a hole (reads as zeros). */
+export interface FileExtent {
+  offset: number;
+  length: number;
+  data: boolean;
+}
 
 /** The byte counts node:fs hands its callbacks. */
 type Done = (err: Error | null, bytes: number) => void;
@@ -60,6 +79,21 @@ export class PositionalFile {
 
   /** Reads `into.length` bytes at `offset`; bytes past the end of the file read as zeros. */
   read(offset: number, into: Uint8Array): Promise<Uint8Array> {
+    // A small read completes synchronously: no async wrappers, no microtask hops.
+    if (into.length <= SYNC_IO_MAX_BYTES && !this.#closed) {
+      try {
+        let at = 0;
+        while (at < into.length) {
+          const n = fs.readSync(this.#fd, into, at, into.length - at, offset + at);
+          if (n === 0) break;
+          at += n;
+        }
+        into.fill(0, at);
+        return Promise.resolve(into);
+      } catch (err) {
+        return Promise.reject(toIoError(err, `read ${this.path}`));
+      }
+    }
     return this.#run("read", async (fd) => {
       let at = 0;
       while (at < into.length) {
@@ -74,8 +108,87 @@ export class PositionalFile {
 
   /** Writes all of `data` at `offset`. */
   write(offset: number, data: Uint8Array): Promise<void> {
+    // A small write completes synchronously, as a small read does.
+    if (data.length <= SYNC_IO_MAX_BYTES && !this.#closed) {
+      try {
+        for (let at = 0; at < data.length;) {
+          at += fs.writeSync(this.#fd, data, at, data.length - at, offset + at);
+        }
+        return Promise.resolve();
+      } catch (err) {
+        return Promise.reject(toIoError(err, `write ${this.path}`));
+      }
+    }
     return this.#run("write", async (fd) => {
       for (let at = 0; at < data.length;) at += await pwrite(fd, data.subarray(at), offset + at);
+    });
+  }
+
+  /**
+   * Deallocates `[offset, offset+length)`, size kept: the bytes read as zeros and the file
+   * system blocks wholly inside are freed (partial ones at the edges are zeroed in place).
+   * Resolves false, changing nothing, where the file system or platform cannot
+   * (`EOPNOTSUPP`: ramfs, vfat; no FFI) so the caller writes zeros instead.
+   */
+  punchHole(offset: number, length: number): Promise<boolean> {
+    return this.#fallocate(FALLOC_FL_PUNCH_HOLE, offset, length, "punch a hole in");
+  }
+
+  /**
+   * Makes `[offset, offset+length)` read as zeros with its space allocated (later writes
+   * there cannot fail for lack of space). Resolves false, changing nothing, where the file
+   * system cannot (tmpfs, ramfs; no FFI).
+   */
+  zeroRange(offset: number, length: number): Promise<boolean> {
+    return this.#fallocate(FALLOC_FL_ZERO_RANGE, offset, length, "zero a range of");
+  }
+
+  #fallocate(mode: number, offset: number, length: number, what: string): Promise<boolean> {
+    return this.#run(what, (fd) => {
+      const calls = libc();
+      if (!calls) return Promise.resolve(false);
+      if (length === 0) return Promise.resolve(true);
+      if (calls.fallocate(fd, mode, offset, length) === 0) return Promise.resolve(true);
+      const errno = calls.errno();
+      if (errno === EOPNOTSUPP || errno === ENOSYS) return Promise.resolve(false);
+      return Promise.reject(libcError(errno));
+    });
+  }
+
+  /**
+   * The allocation of `[offset, offset+length)` as consecutive extents from `offset`
+   * (`lseek` `SEEK_DATA`/`SEEK_HOLE`), at most `maxExtents` of them (the last may end
+   * before `offset+length`). Bytes past the end of the file are a hole. Where holes cannot
+   * be found (no FFI) or the file system does not track them, all of it is data.
+   */
+  extents(offset: number, length: number, maxExtents = 1024): Promise<FileExtent[]> {
+    return this.#run("map", (fd) => {
+      const end = offset + length;
+      const calls = libc();
+      if (!calls) return Promise.resolve([{ offset, length, data: true }]);
+      const out: FileExtent[] = [];
+      let at = offset;
+      while (at < end && out.length < maxExtents) {
+        let data = calls.lseek(fd, at, SEEK_DATA);
+        if (data < 0) {
+          const errno = calls.errno();
+          if (errno === EINVAL) return Promise.resolve([{ offset, length, data: true }]);
+          if (errno !== ENXIO) return Promise.reject(libcError(errno));
+          data = end; // nothing but hole up to the end of the file
+        }
+        if (data > at) {
+          const stop = Math.min(data, end);
+          out.push({ offset: at, length: stop - at, data: false });
+          at = stop;
+          continue;
+        }
+        const hole = calls.lseek(fd, at, SEEK_HOLE);
+        if (hole < 0) return Promise.reject(libcError(calls.errno()));
+        const stop = Math.min(hole, end);
+        out.push({ offset: at, length: stop - at, data: true });
+        at = stop;
+      }
+      return Promise.resolve(out);
     });
   }
 
@@ -123,6 +236,14 @@ export class PositionalFile {
         ),
     );
   }
+}
+
+/** A failed libc call shaped like Node's errors, so `io` classifies a full disk. */
+function libcError(errno: number): Error {
+  return Object.assign(new Error(`failed (os error ${errno})`), {
+    errno,
+    code: errno === ENOSPC ? "ENOSPC" : undefined,
+  });
 }
 
 /**

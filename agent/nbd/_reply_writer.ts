@@ -1,3 +1,5 @@
+import type { ByteSink } from "./_socket_writer.ts";
+
 /** Replies queued while a socket write is under way are joined into one write up to this. */
 const JOIN_LIMIT_BYTES = 256 * 1024;
 
@@ -9,14 +11,14 @@ const JOIN_LIMIT_BYTES = 256 * 1024;
  * buffer; large ones go as they are.
  */
 export class ReplyWriter {
-  readonly #writer: WritableStreamDefaultWriter<Uint8Array>;
+  readonly #writer: Pick<ByteSink, "write">;
   #queue: Uint8Array[] = [];
   #queued: { resolve: () => void; reject: (err: unknown) => void }[] = [];
   #pumping = false;
   #held = false;
   #failure: { err: unknown } | null = null;
 
-  constructor(writer: WritableStreamDefaultWriter<Uint8Array>) {
+  constructor(writer: Pick<ByteSink, "write">) {
     this.#writer = writer;
   }
 

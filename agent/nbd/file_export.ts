@@ -1,9 +1,8 @@
 import { ErrorCode, PresyncError } from "../errors.ts";
 import { PositionalFile } from "./_positional_file.ts";
+import { fileAllocation, zeroFileRange, type ZeroOptions } from "./file_holes.ts";
 import type { NbdExport } from "./nbd_export.ts";
-
-/** Zero bytes written per call by `writeZeroes`. */
-const ZERO_PIECE_BYTES = 1 << 20;
+import type { StatusExtent } from "./reply_codec.ts";
 
 /** Options of {@linkcode FileExport.open}. */
 export interface FileExportOptions {
@@ -15,8 +14,9 @@ export interface FileExportOptions {
 }
 
 /**
- * A raw image file served as an NBD export. TRIM is accepted and ignored (the
- * specification allows it; Deno has no hole punching), so trimmed bytes keep their content.
+ * A raw image file served as an NBD export. WRITE_ZEROES and TRIM punch holes where the
+ * file system can (see {@linkcode zeroFileRange}; a TRIM it cannot punch is ignored, as the
+ * specification allows), and BLOCK_STATUS reports the file's real holes.
  *
  * @example
  * ```ts ignore
@@ -69,17 +69,18 @@ export class FileExport implements NbdExport {
     return this.#file.write(offset, data);
   }
 
-  async writeZeroes(offset: number, length: number): Promise<void> {
+  async writeZeroes(offset: number, length: number, options?: ZeroOptions): Promise<void> {
     this.#writable();
-    const zeros = new Uint8Array(Math.min(length, ZERO_PIECE_BYTES));
-    for (let at = 0; at < length; at += zeros.length) {
-      await this.#file.write(offset + at, zeros.subarray(0, Math.min(zeros.length, length - at)));
-    }
+    await zeroFileRange(this.#file, offset, length, options);
   }
 
-  trim(_offset: number, _length: number): Promise<void> {
+  async trim(offset: number, length: number): Promise<void> {
     this.#writable();
-    return Promise.resolve();
+    await this.#file.punchHole(offset, length);
+  }
+
+  allocation(offset: number, length: number): Promise<StatusExtent[]> {
+    return fileAllocation(this.#file, offset, length);
   }
 
   flush(): Promise<void> {

@@ -37,6 +37,7 @@ export * from "./nbd_constants.ts";
 export { formatNbdAddress, type NbdAddress, nbdUri, parseNbdAddress } from "./nbd_address.ts";
 export type { NbdExport } from "./nbd_export.ts";
 export { FileExport, type FileExportOptions } from "./file_export.ts";
+export { fileAllocation, zeroFileRange, type ZeroMethod, type ZeroOptions } from "./file_holes.ts";
 export {
   type Duplex,
   type ExportTable,
@@ -61,4 +62,4 @@ export {
 } from "./request_codec.ts";
 export * from "./option_codec.ts";
 export * from "./reply_codec.ts";
-export { PositionalFile } from "./_positional_file.ts";
+export { type FileExtent, PositionalFile } from "./_positional_file.ts";

@@ -2,6 +2,7 @@ import { ErrorCode, PresyncError } from "../errors.ts";
 import { ByteReader } from "./_byte_reader.ts";
 import { type Access, InflightRequests } from "./_inflight_requests.ts";
 import { ReplyWriter } from "./_reply_writer.ts";
+import { type ByteSink, SocketWriter } from "./_socket_writer.ts";
 import * as C from "./nbd_constants.ts";
 import type { NbdExport } from "./nbd_export.ts";
 import {
@@ -17,12 +18,14 @@ import {
   parseOptionHeader,
 } from "./option_codec.ts";
 import {
+  DATA_CHUNK_HEAD_BYTES,
   encodeBlockStatusChunk,
   encodeChunkHeader,
   encodeDataChunkHead,
   encodeErrorChunk,
   encodeSimpleReply,
   type StatusExtent,
+  writeDataChunkHead,
 } from "./reply_codec.ts";
 import { checkRequest, commandName, decodeRequest, type NbdRequest } from "./request_codec.ts";
 
@@ -80,15 +83,18 @@ function errnoFor(err: unknown): number {
  * Serves one client connection to the end: fixed newstyle handshake, then transmission.
  * Never throws: protocol violations and I/O failures end the connection and are reported
  * to `onError`. Requests are pipelined (see {@linkcode MAX_INFLIGHT_REQUESTS}); replies may
- * come in any order.
+ * come in any order. Replies to a `Deno.Conn` are written with direct socket ops
+ * ({@linkcode SocketWriter}), to any other duplex through its writable stream.
  */
 export async function serveNbdConnection(
-  conn: Duplex,
+  conn: Duplex | Deno.Conn,
   exports: ExportTable,
   options: NbdConnectionOptions = {},
 ): Promise<void> {
   const reader = new ByteReader(conn.readable);
-  const writer = conn.writable.getWriter();
+  const writer: ByteSink = typeof (conn as Deno.Conn).write === "function"
+    ? new SocketWriter(conn as Deno.Conn)
+    : conn.writable.getWriter();
   try {
     const chosen = await handshake(reader, writer, exports);
     if (chosen) await transmission(reader, writer, chosen);
@@ -112,7 +118,7 @@ interface Chosen {
 
 async function handshake(
   reader: ByteReader,
-  writer: WritableStreamDefaultWriter<Uint8Array>,
+  writer: ByteSink,
   exports: ExportTable,
 ): Promise<Chosen | null> {
   const hello = new Uint8Array(18);
@@ -306,7 +312,7 @@ function accessOf(type: number): Access {
  */
 async function transmission(
   reader: ByteReader,
-  writer: WritableStreamDefaultWriter<Uint8Array>,
+  writer: ByteSink,
   chosen: Chosen,
 ): Promise<void> {
   const { ex, structured } = chosen;
@@ -416,21 +422,30 @@ async function execute(
       if (structured && req.length === 0) {
         return [encodeChunkHeader(req.cookie, C.NBD_REPLY_FLAG_DONE, C.NBD_REPLY_TYPE_NONE, 0)];
       }
-      const head = structured
-        ? encodeDataChunkHead(req.cookie, req.offset, req.length, true)
-        : encodeSimpleReply(req.cookie, 0);
-      if (req.length === 0) return [head];
-      if (!ex.readInto) return [head, await ex.read(offset, req.length)];
-      const reply = new Uint8Array(head.length + req.length);
-      reply.set(head);
-      await ex.readInto(offset, reply.subarray(head.length));
+      if (req.length === 0) return [encodeSimpleReply(req.cookie, 0)];
+      if (!ex.readInto) {
+        const head = structured
+          ? encodeDataChunkHead(req.cookie, req.offset, req.length, true)
+          : encodeSimpleReply(req.cookie, 0);
+        return [head, await ex.read(offset, req.length)];
+      }
+      // One buffer, head then data read straight into it: one allocation, one socket write.
+      const headBytes = structured ? DATA_CHUNK_HEAD_BYTES : C.SIMPLE_REPLY_BYTES;
+      const reply = new Uint8Array(headBytes + req.length);
+      if (structured) writeDataChunkHead(reply, req.cookie, req.offset, req.length, true);
+      else reply.set(encodeSimpleReply(req.cookie, 0));
+      await ex.readInto(offset, reply.subarray(headBytes));
       return [reply];
     }
     case C.NBD_CMD_WRITE:
       if (payload!.length > 0) await ex.write(offset, payload!);
       break;
     case C.NBD_CMD_WRITE_ZEROES:
-      if (req.length > 0) await ex.writeZeroes(offset, req.length);
+      if (req.length > 0) {
+        await ex.writeZeroes(offset, req.length, {
+          noHole: (req.flags & C.NBD_CMD_FLAG_NO_HOLE) !== 0,
+        });
+      }
       break;
     case C.NBD_CMD_TRIM:
       if (req.length > 0) await ex.trim(offset, req.length);

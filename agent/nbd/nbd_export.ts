@@ -1,3 +1,4 @@
+import type { ZeroOptions } from "./file_holes.ts";
 import type { StatusExtent } from "./reply_codec.ts";
 
 /**
@@ -33,9 +34,15 @@ export interface NbdExport {
   readInto?(offset: number, into: Uint8Array): Promise<void>;
   /** Writes `data` at `offset`; durable only after `flush`. */
   write(offset: number, data: Uint8Array): Promise<void>;
-  /** Makes `length` bytes at `offset` read as zeros. */
-  writeZeroes(offset: number, length: number): Promise<void>;
-  /** The client no longer needs these bytes; content afterwards is unspecified. */
+  /**
+   * Makes `length` bytes at `offset` read as zeros, deallocating them where it can unless
+   * `options.noHole` (`NBD_CMD_FLAG_NO_HOLE`: the client wants them allocated).
+   */
+  writeZeroes(offset: number, length: number, options?: ZeroOptions): Promise<void>;
+  /**
+   * The client no longer needs these bytes; content afterwards is unspecified (exports
+   * that can punch holes make them read as zeros, so a BLOCK_STATUS hole is never stale).
+   */
   trim(offset: number, length: number): Promise<void>;
   /** Makes every completed write durable (fsync) before resolving. */
   flush(): Promise<void>;

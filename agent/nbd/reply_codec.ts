@@ -10,6 +10,7 @@ import {
   NBD_REPLY_FLAG_DONE,
   NBD_REPLY_TYPE_BLOCK_STATUS,
   NBD_REPLY_TYPE_ERROR,
+  NBD_REPLY_TYPE_OFFSET_DATA,
   NBD_SIMPLE_REPLY_MAGIC,
   NBD_STRUCTURED_REPLY_MAGIC,
   SIMPLE_REPLY_BYTES,
@@ -58,6 +59,9 @@ export function encodeChunkHeader(
   return out;
 }
 
+/** Bytes of the head of an `OFFSET_DATA` chunk (chunk header, then the offset). */
+export const DATA_CHUNK_HEAD_BYTES = CHUNK_HEADER_BYTES + 8;
+
 /** The header and offset of an `OFFSET_DATA` chunk carrying `dataLength` bytes at `offset`. */
 export function encodeDataChunkHead(
   cookie: bigint,
@@ -65,9 +69,33 @@ export function encodeDataChunkHead(
   dataLength: number,
   done: boolean,
 ): Uint8Array {
-  const out = new Uint8Array(CHUNK_HEADER_BYTES + 8);
-  out.set(encodeChunkHeader(cookie, done ? NBD_REPLY_FLAG_DONE : 0, 1, 8 + dataLength));
-  view(out).setBigUint64(CHUNK_HEADER_BYTES, offset);
+  return writeDataChunkHead(
+    new Uint8Array(DATA_CHUNK_HEAD_BYTES),
+    cookie,
+    offset,
+    dataLength,
+    done,
+  );
+}
+
+/**
+ * Writes the head of an `OFFSET_DATA` chunk into the first {@linkcode DATA_CHUNK_HEAD_BYTES}
+ * of `out` (a reply buffer the data follows in); returns `out`.
+ */
+export function writeDataChunkHead(
+  out: Uint8Array,
+  cookie: bigint,
+  offset: bigint,
+  dataLength: number,
+  done: boolean,
+): Uint8Array {
+  const v = new DataView(out.buffer, out.byteOffset, DATA_CHUNK_HEAD_BYTES);
+  v.setUint32(0, NBD_STRUCTURED_REPLY_MAGIC);
+  v.setUint16(4, done ? NBD_REPLY_FLAG_DONE : 0);
+  v.setUint16(6, NBD_REPLY_TYPE_OFFSET_DATA);
+  v.setBigUint64(8, cookie);
+  v.setUint32(16, 8 + dataLength);
+  v.setBigUint64(CHUNK_HEADER_BYTES, offset);
   return out;
 }
 

@@ -2,7 +2,9 @@
  * Worker side of {@linkcode WorkerNbdTracker}: runs an {@linkcode NbdTracker} (its NBD server,
  * live bitmap, copy-before-write) on a thread of its own, so the VM's I/O never waits for
  * the sender's hashing and compression on the main thread. Answers the main thread's
- * requests (`cut`, `resume`, `read`, `release`, `close`) by id.
+ * requests (`cut`, `resume`, `read`, `release`, `close`) by id. The thread runs at the VM's
+ * priority ({@linkcode VM_IO_NICE}) where the agent is allowed to set it, even when the
+ * agent process runs niced so that its sending yields to the VMs.
  *
  * @module
  */
@@ -10,6 +12,7 @@
 /// <reference lib="deno.worker" />
 
 import { Bitmap } from "../../agent/core/mod.ts";
+import { setThreadNice, VM_IO_NICE } from "../../agent/daemon/thread_priority.ts";
 import { PresyncError } from "../../agent/errors.ts";
 import type { Cut } from "../../agent/tracker.ts";
 import { NbdTracker } from "./nbd_tracker.ts";
@@ -28,6 +31,8 @@ async function handle(request: WorkerRequest): Promise<void> {
   try {
     switch (request.op) {
       case "init": {
+        // Not permitted (no LimitNICE= headroom): the thread keeps the process's value.
+        setThreadNice(VM_IO_NICE);
         const { initialDirty, ...options } = request.options;
         const blocks = Math.ceil(options.identity.sizeBytes / options.identity.blockSize);
         using initial = initialDirty ? Bitmap.deserialize(initialDirty, blocks) : null;

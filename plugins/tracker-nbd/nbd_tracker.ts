@@ -1,9 +1,19 @@
-import { Bitmap } from "../../agent/core/mod.ts";
+import { Bitmap, isZero } from "../../agent/core/mod.ts";
 import { ErrorCode, PresyncError } from "../../agent/errors.ts";
 import { atomicWrite, readWhole } from "../../agent/fs/atomic_write.ts";
 import { DenoFileSystem } from "../../agent/fs/deno_file_system.ts";
 import { io } from "../../agent/fs/io_error.ts";
-import { type NbdAddress, type NbdExport, NbdServer, PositionalFile } from "../../agent/nbd/mod.ts";
+import {
+  fileAllocation,
+  type FileExtent,
+  type NbdAddress,
+  type NbdExport,
+  NbdServer,
+  PositionalFile,
+  type StatusExtent,
+  zeroFileRange,
+  type ZeroOptions,
+} from "../../agent/nbd/mod.ts";
 import type { Cut, Tracker } from "../../agent/tracker.ts";
 import { blockCount, reseedHint, type VolumeIdentity } from "../../agent/volume/volume_identity.ts";
 import { NbdCut } from "./nbd_cut.ts";
@@ -153,7 +163,14 @@ export class NbdTracker implements Tracker {
     this.#live.setRange(first, last - first + 1);
   }
 
+  /**
+   * Preserves, for `cut`, the blocks `first..last` it still needs: a block that is a hole in
+   * the image, or reads as zeros, is kept as a zero marker (no copy); others are copied.
+   * The image's holes are looked up once per call; a write can only have filled a hole
+   * since then after preserving that block, which the per-block check sees.
+   */
   async #preserve(cut: NbdCut, first: number, last: number): Promise<void> {
+    let holes: FileExtent[] | null = null;
     for (let block = first; block <= last; block++) {
       const pending = cut.pending.get(block);
       if (pending) {
@@ -163,8 +180,19 @@ export class NbdTracker implements Tracker {
       if (!cut.needsPreserving(block)) continue;
       const offset = block * this.blockSize;
       const length = Math.min(this.blockSize, this.sizeBytes - offset);
+      holes ??= (await this.#image.extents(
+        offset,
+        Math.min((last + 1) * this.blockSize, this.sizeBytes) - offset,
+      )).filter((e) => !e.data);
+      if (!cut.needsPreserving(block)) continue;
+      if (holes.some((h) => h.offset <= offset && offset + length <= h.offset + h.length)) {
+        cut.preserved.putZero(block, length);
+        continue;
+      }
       const work = this.#image.read(offset, new Uint8Array(length))
-        .then((old) => cut.preserved.put(block, old));
+        .then((old) =>
+          isZero(old) ? cut.preserved.putZero(block, length) : cut.preserved.put(block, old)
+        );
       cut.pending.set(block, work);
       try {
         await work;
@@ -332,19 +360,23 @@ class TrackingExport implements NbdExport {
     return this.#change(offset, data.length, true, () => this.#tracker.image.write(offset, data));
   }
 
-  writeZeroes(offset: number, length: number): Promise<void> {
+  /** Punches a hole where the file system can (see `zeroFileRange`). */
+  writeZeroes(offset: number, length: number, options?: ZeroOptions): Promise<void> {
     return this.#change(offset, length, true, async () => {
-      const zeros = new Uint8Array(Math.min(length, 1 << 20));
-      for (let at = 0; at < length; at += zeros.length) {
-        const piece = zeros.subarray(0, Math.min(zeros.length, length - at));
-        await this.#tracker.image.write(offset + at, piece);
-      }
+      await zeroFileRange(this.#tracker.image, offset, length, options);
     });
   }
 
-  /** Marks the blocks (the guest discarded them) but keeps their bytes: nothing to preserve. */
+  /** Punches a hole where the file system can; elsewhere the bytes stay as they were. */
   trim(offset: number, length: number): Promise<void> {
-    return this.#change(offset, length, false, () => Promise.resolve());
+    return this.#change(offset, length, true, async () => {
+      await this.#tracker.image.punchHole(offset, length);
+    });
+  }
+
+  /** The image's real holes (`SEEK_HOLE`). */
+  allocation(offset: number, length: number): Promise<StatusExtent[]> {
+    return fileAllocation(this.#tracker.image, offset, length);
   }
 
   flush(): Promise<void> {

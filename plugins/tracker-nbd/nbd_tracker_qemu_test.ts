@@ -14,7 +14,7 @@ import { createNbdTracker, type NbdTracker } from "./mod.ts";
 
 const SIZE = 16 * 1024 * 1024;
 const BLOCK = 64 * 1024;
-const tools = await needTools(["qemu-io", "qemu-img"]);
+const tools = await needTools(["qemu-io", "qemu-img", "nbdinfo"]);
 
 interface Rig {
   dir: string;
@@ -197,5 +197,76 @@ Deno.test({
       await cut.release();
     }
     await assertSameImage(`${r.dir}/at-cut.img`, `${r.dir}/store/vm1/image`);
+  },
+});
+
+Deno.test({
+  name: "zeroing during an open cut: only the cut's blocks that hold data are copied aside, " +
+    "the image is left unallocated, the replica equals the cut and zeros travel as zero blocks",
+  ...tools,
+  async fn() {
+    await using r = await rig();
+    const MiB = 1024 * 1024;
+    await qemuIo(r.uri, `write -P 0x11 0 ${4 * MiB}`, `write -P 0x22 ${8 * MiB} ${MiB}`);
+    await syncOnce(r);
+    // The next generation: blocks 0..15 rewritten, blocks 32..47 zeroed (holes now).
+    await qemuIo(r.uri, `write -P 0x33 0 ${MiB}`, `write -z -u ${2 * MiB} ${MiB}`, "flush");
+    const cut = await r.tracker.cut();
+    await Deno.copyFile(r.image, `${r.dir}/at-cut.img`);
+    try {
+      assert.deepEqual([...cut.dirty.extents()], [[0, 16], [32, 16]]);
+      // The VM zeroes the whole disk while the cut is unreleased.
+      await qemuIo(r.uri, `write -z -u 0 ${SIZE}`, "flush");
+      assert.deepEqual(
+        r.tracker.preservedBytes(),
+        { memory: 16 * BLOCK, spilled: 0 },
+        "blocks 0..15 held data at the cut; 32..47 were holes and cost nothing",
+      );
+      assert.ok((await Deno.stat(r.image)).blocks! * 512 <= 64 * 1024, "the image is all hole");
+      const map = await runTool("nbdinfo", ["--map", r.uri]);
+      assert.match(map.stdout.trim(), new RegExp(`^0\\s+${SIZE}\\s+3\\s+hole,zero$`));
+      await r.state.recordCut(cut.dirty, Date.now());
+      const report = await sendGeneration(r.state, cut, r.replica);
+      assert.deepEqual([...report.sent.extents()], [[0, 16], [32, 16]]);
+      report.sent.free();
+      assert.equal(report.zeroBlocks, 16);
+      assert.equal(report.bytesSent, 16 * BLOCK);
+    } finally {
+      await cut.release();
+    }
+    await assertSameImage(`${r.dir}/at-cut.img`, `${r.dir}/store/vm1/image`);
+    // The zeroing is the next generation: every block, all sent as zero blocks.
+    const next = await syncOnce(r);
+    assert.deepEqual(next.sent, [[0, SIZE / BLOCK]]);
+    assert.equal(next.report.zeroBlocks, SIZE / BLOCK);
+    assert.equal(next.report.bytesSent, 0);
+    await assertSameImage(r.image, `${r.dir}/store/vm1/image`);
+    const qmap = JSON.parse(
+      (await runTool("qemu-img", ["map", "-f", "raw", "--output=json", r.uri])).stdout,
+    );
+    assert.deepEqual(
+      qmap.map((e: { data: boolean; zero: boolean; length: number }) => [e.length, e.data, e.zero]),
+      [[SIZE, false, true]],
+    );
+  },
+});
+
+Deno.test({
+  name: "TRIM during an open cut punches the hole; the cut still reads the blocks as they were",
+  ...tools,
+  async fn() {
+    await using r = await rig();
+    await qemuIo(r.uri, `write -P 0x44 0 ${4 * BLOCK}`, "flush");
+    const cut = await r.tracker.cut();
+    try {
+      await qemuIo(r.uri, `discard 0 ${4 * BLOCK}`, "flush");
+      assert.deepEqual(r.tracker.preservedBytes(), { memory: 4 * BLOCK, spilled: 0 });
+      const map = await runTool("nbdinfo", ["--map", r.uri]);
+      assert.match(map.stdout.trim(), new RegExp(`^0\\s+${SIZE}\\s+3\\s+hole,zero$`));
+      assert.deepEqual(await cut.read(0, 4), new Uint8Array(4 * BLOCK).fill(0x44));
+    } finally {
+      await cut.release();
+    }
+    assert.equal(r.tracker.dirtyCount(), 4);
   },
 });
