@@ -5,6 +5,7 @@ import { DenoFileSystem } from "../../agent/fs/deno_file_system.ts";
 import { io } from "../../agent/fs/io_error.ts";
 import { type NbdAddress, type NbdExport, NbdServer, PositionalFile } from "../../agent/nbd/mod.ts";
 import type { Cut, Tracker } from "../../agent/tracker.ts";
+import { PageMasks, pageMasksSupported } from "../../agent/volume/page_masks.ts";
 import { blockCount, reseedHint, type VolumeIdentity } from "../../agent/volume/volume_identity.ts";
 import { NbdCut } from "./nbd_cut.ts";
 import { DEFAULT_PRESERVE_MEMORY_BYTES, PreservedBlocks } from "./preserved_blocks.ts";
@@ -35,6 +36,11 @@ export interface NbdTrackerOptions {
   preserveMemoryBytes?: number;
   /** Errors that ended an NBD connection. */
   onError?: (err: unknown) => void;
+  /**
+   * Most blocks per generation whose changed 4 KiB pages are kept (page masks); past it a
+   * newly written block counts as whole. Default `DEFAULT_MAX_MASKS` (about 64 MiB at most).
+   */
+  maxPageMasks?: number;
 }
 
 /**
@@ -57,6 +63,8 @@ export class NbdTracker implements Tracker {
   readonly #options: NbdTrackerOptions;
   readonly #image: PositionalFile;
   #live: Bitmap;
+  /** The changed pages of the live set's blocks (null: block size without page masks). */
+  #pages: PageMasks | null;
   readonly #cuts = new Set<NbdCut>();
   #server: NbdServer | null = null;
   #inflight = 0;
@@ -70,6 +78,7 @@ export class NbdTracker implements Tracker {
     this.#options = options;
     this.#image = image;
     this.#live = live;
+    this.#pages = this.#newPageMasks();
     this.sizeBytes = options.identity.sizeBytes;
     this.blockSize = options.identity.blockSize;
     this.export = new TrackingExport(this, options.identity.name);
@@ -103,6 +112,13 @@ export class NbdTracker implements Tracker {
       else await image.close();
       throw err;
     }
+  }
+
+  #newPageMasks(): PageMasks | null {
+    const { blockSize } = this.#options.identity;
+    return pageMasksSupported(blockSize)
+      ? new PageMasks(blockSize, this.#options.maxPageMasks)
+      : null;
   }
 
   /** Number of blocks marked since the last cut. */
@@ -142,7 +158,8 @@ export class NbdTracker implements Tracker {
 
   /**
    * Before bytes `[offset, offset+length)` change: preserves the old content of blocks that
-   * unreleased cuts still need, then marks the blocks dirty. Call between enter and leave.
+   * unreleased cuts still need, then marks the blocks dirty (and their changed pages). Call
+   * between enter and leave.
    */
   async beforeChange(offset: number, length: number, preserve: boolean): Promise<void> {
     const first = Math.floor(offset / this.blockSize);
@@ -150,6 +167,7 @@ export class NbdTracker implements Tracker {
     if (preserve) {
       for (const cut of this.#cuts) await this.#preserve(cut, first, last);
     }
+    this.#pages?.mark(this.#live, offset, length);
     this.#live.setRange(first, last - first + 1);
   }
 
@@ -196,8 +214,10 @@ export class NbdTracker implements Tracker {
       this.#drained = null;
       const reader = await PositionalFile.open(this.#options.imagePath, { readOnly: true });
       const dirty = this.#live;
+      const pages = this.#pages;
       this.#live = new Bitmap(dirty.size);
-      const cut = this.#newCut(dirty, true, reader);
+      this.#pages = this.#newPageMasks();
+      const cut = this.#newCut(dirty, true, reader, pages);
       this.#cuts.add(cut);
       return cut;
     } finally {
@@ -209,14 +229,21 @@ export class NbdTracker implements Tracker {
   async resume(dirty: Bitmap): Promise<Cut> {
     this.#assertOpen();
     const reader = await PositionalFile.open(this.#options.imagePath, { readOnly: true });
-    return this.#newCut(dirty.clone(), false, reader);
+    // Pages are known only since the previous cut: a resumed generation is sent whole.
+    return this.#newCut(dirty.clone(), false, reader, null);
   }
 
-  #newCut(dirty: Bitmap, pointInTime: boolean, reader: PositionalFile): NbdCut {
+  #newCut(
+    dirty: Bitmap,
+    pointInTime: boolean,
+    reader: PositionalFile,
+    pages: PageMasks | null,
+  ): NbdCut {
     const n = ++this.#cutNumber;
     return new NbdCut({
       dirty,
       pointInTime,
+      pages,
       image: reader,
       blockSize: this.blockSize,
       sizeBytes: this.sizeBytes,
