@@ -60,7 +60,7 @@ Deno.test("remote destination: replies come back typed; commit reports the desti
   assert.deepEqual(s.resume, { identity, ...RESUME });
   using dirty = new Bitmap(8).setRange(1, 2);
   await s.remote.beginGeneration(5, dirty, 98, true);
-  assert.deepEqual(await s.remote.flush(), []);
+  assert.deepEqual(await s.remote.flush(), { rejected: [], resend: [] });
   assert.deepEqual(await s.remote.commit(5, ROOT), {
     committedGeneration: 5,
     merkleRoot: ROOT,
@@ -133,6 +133,6 @@ Deno.test("remote destination: an error reply to a request rejects that request 
   using dirty = new Bitmap(8);
   await assertRejectsCode(s.remote.beginGeneration(5, dirty, 1, false), ErrorCode.VOLUME_EXPORTED);
   await s.remote.beginGeneration(5, dirty, 1, false);
-  assert.deepEqual(await s.remote.flush(), []);
+  assert.deepEqual(await s.remote.flush(), { rejected: [], resend: [] });
   await s.remote.close();
 });

@@ -66,6 +66,8 @@ export interface OpenRequest {
   identity: VolumeIdentity;
   /** Absent from agents that predate split-brain protection. */
   source?: SourceInstance;
+  /** The source can send PATCH messages (sync protocol 3); absent from older sources. */
+  patches?: boolean;
 }
 
 /** `resume`. */
@@ -143,6 +145,11 @@ export interface ReplicaCheck {
 export interface ResumeReply {
   ok: true;
   resume: WireResume;
+  /**
+   * Reply to an `open` offering patches: the destination takes PATCH messages on this stream.
+   * Absent (false) from older destinations and in `resume` replies.
+   */
+  patches?: boolean;
 }
 
 /** Reply to `begin`. */
@@ -150,11 +157,16 @@ export interface BeginReply {
   ok: true;
 }
 
-/** Reply to `flush`: blocks in `rejected` were not staged and must be sent again. */
+/**
+ * Reply to `flush`: blocks in `rejected` were not staged and must be sent again; blocks in
+ * `resend` came as patches that did not rebuild the source's block over the destination's
+ * copy: not staged, to be sent whole (absent from older destinations: none).
+ */
 export interface FlushReply {
   ok: true;
   seq: number;
   rejected: number[];
+  resend: number[];
 }
 
 /** Reply to `commit`: the replica's committed state now. */
@@ -245,6 +257,7 @@ export function parseOpenRequest(value: unknown): OpenRequest {
   }
   const request: OpenRequest = { op: SyncOp.OPEN, volume, identity };
   if (f.has("source")) request.source = parseSource(f.object("source"));
+  if (f.has("patches")) request.patches = f.bool("patches");
   return request;
 }
 
@@ -326,10 +339,19 @@ function parseResume(f: Fields): WireResume {
 type ReplyParsers = { [O in keyof SyncReplies]: (f: Fields) => SyncReplies[O] };
 
 const REPLY_PARSERS: ReplyParsers = {
-  open: (f) => ({ ok: true, resume: parseResume(f) }),
+  open: (f) => ({
+    ok: true,
+    resume: parseResume(f),
+    ...(f.has("patches") ? { patches: f.bool("patches") } : {}),
+  }),
   resume: (f) => ({ ok: true, resume: parseResume(f) }),
   begin: () => ({ ok: true }),
-  flush: (f) => ({ ok: true, seq: f.int("seq"), rejected: f.ints("rejected") }),
+  flush: (f) => ({
+    ok: true,
+    seq: f.int("seq"),
+    rejected: f.ints("rejected"),
+    resend: f.has("resend") ? f.ints("resend") : [],
+  }),
   commit: (f) => {
     const m = f.object("meta");
     return {

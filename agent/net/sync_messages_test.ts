@@ -43,7 +43,12 @@ const REPLIES: [keyof SyncReplies, unknown][] = [
     },
   }],
   ["begin", { ok: true }],
-  ["flush", { ok: true, seq: 7, rejected: [1, 9] }],
+  ["open", {
+    ok: true,
+    resume: { committedGeneration: 0, merkleRoot: ROOT, cutTimeMs: 0, staged: null },
+    patches: true,
+  }],
+  ["flush", { ok: true, seq: 7, rejected: [1, 9], resend: [4] }],
   ["commit", { ok: true, meta: { committedGeneration: 3, merkleRoot: ROOT, cutTimeMs: 6 } }],
   ["verify", {
     ok: true,
@@ -63,7 +68,7 @@ Deno.test("every request parses to itself; unknown fields are ignored", () => {
     dirty: "",
     final: false,
   });
-  const open = { op: "open", volume: "vm1", identity, source };
+  const open = { op: "open", volume: "vm1", identity, source, patches: true };
   assert.deepEqual(parseOpenRequest(open), open);
   const legacy = parseOpenRequest({ op: "open", volume: "vm1", identity });
   assert.equal(legacy.source, undefined);
@@ -79,6 +84,12 @@ Deno.test("every reply parses to itself; an error reply is thrown as its error",
   const thrown = assertThrowsCode(() => parseReply("flush", failure), ErrorCode.NO_SPACE);
   assert.equal(thrown.retryable, true);
   assert.match(thrown.message, /^destination: the disk is full/);
+  // A destination before patches sends no `resend`: nothing to send whole.
+  assert.deepEqual(parseReply("flush", { ok: true, seq: 1, rejected: [] }).resend, []);
+  assertThrowsCode(
+    () => parseReply("flush", { ok: true, seq: 1, rejected: [], resend: [-1] }),
+    ErrorCode.PROTOCOL_VIOLATION,
+  );
   // A code this build does not know stays an error, as IO.
   assert.equal(errorFromReply({ code: "FROM_THE_FUTURE", message: "x" }).code, ErrorCode.IO);
   assert.deepEqual(parseErrorReply({ ok: false, code: "IO", message: "m" }), {

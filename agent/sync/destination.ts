@@ -18,6 +18,21 @@ export interface StagedBlock {
   data: Uint8Array | null;
   /** BLAKE3 of `data`, as the sender computed it. Required when `data` is not null. */
   hash?: Uint8Array;
+  /**
+   * The 4 KiB pages of `data` that differ from the destination's committed copy, as a page
+   * mask (`volume/page_masks.ts`); absent: unknown, the whole block. A destination may send
+   * only those pages (a patch, checked against `hash` once rebuilt) or ignore it.
+   */
+  pages?: number;
+}
+
+/** What a flush found besides durability. */
+export interface FlushResult {
+  /**
+   * Blocks staged as patches that did not rebuild `hash` over the destination's copy: not
+   * staged (nor acknowledged by this flush); the sender stages them again without `pages`.
+   */
+  resend: number[];
 }
 
 /** What the destination did with a batch of blocks. */
@@ -84,8 +99,11 @@ export interface Destination {
   ): Promise<void>;
   /** Verifies and appends blocks; not durable until `flush`. Blocks staged twice are ignored. */
   stage(blocks: StagedBlock[]): Promise<StageResult>;
-  /** Makes staged blocks durable: after it resolves they count as acknowledged. Idempotent. */
-  flush(): Promise<void>;
+  /**
+   * Makes staged blocks durable: after it resolves they count as acknowledged, except those
+   * it returns to resend (a destination without patches returns nothing). Idempotent.
+   */
+  flush(): Promise<FlushResult | void>;
   /**
    * True when `stage` may be called while a `flush` is still in flight (the flush then
    * covers only what was staged before it): a remote destination handles requests in

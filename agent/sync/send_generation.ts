@@ -48,6 +48,10 @@ export interface SendReport {
   bytesSent: number;
   /** Blocks sent as zero markers. */
   zeroBlocks: number;
+  /** Blocks staged with their changed pages (a destination may send only those). */
+  pagedBlocks: number;
+  /** Of those, blocks the destination could not rebuild, sent again whole. */
+  resentWhole: number;
   /** Blocks of the generation the destination already had durably staged. */
   alreadyStaged: number;
   /** Merkle root of the committed generation (hex). */
@@ -85,6 +89,8 @@ export async function sendGeneration(
     sent: new Bitmap(pending.dirty.size),
     bytesSent: 0,
     zeroBlocks: 0,
+    pagedBlocks: 0,
+    resentWhole: 0,
     alreadyStaged: 0,
     merkleRoot: "",
     commitMs: 0,
@@ -156,6 +162,9 @@ async function sendBlocks(
   const flushEveryBytes = destination.concurrentFlush ? FLUSH_EVERY_BYTES / 2 : FLUSH_EVERY_BYTES;
   using unflushed = new Bitmap(toSend.size);
   let unflushedBytes = 0;
+  // Patched blocks the destination could not rebuild over its copy: sent again whole, as
+  // soon as a flush reply names them (no round trip is awaited for them).
+  const resend: number[] = [];
   // With a destination that allows it, one flush stays in flight while sending goes on.
   let inFlight: Promise<void> = Promise.resolve();
   const flush = async () => {
@@ -163,9 +172,13 @@ async function sendBlocks(
     unflushed.clearRange(0, unflushed.size);
     unflushedBytes = 0;
     await inFlight;
-    inFlight = destination.flush().then(() => state.recordAcked(covered)).finally(() =>
-      covered.free()
-    );
+    inFlight = destination.flush().then(async (result) => {
+      for (const block of result?.resend ?? []) {
+        covered.clear(block);
+        resend.push(block);
+      }
+      await state.recordAcked(covered);
+    }).finally(() => covered.free());
     // Awaited before the next flush or at the end; when sending fails first (link down), the
     // error is reported from there, so this one must not count as unhandled meanwhile.
     inFlight.catch(() => {});
@@ -188,6 +201,18 @@ async function sendBlocks(
     unflushed.setRange(first, blocks.length);
     unflushedBytes += bytes;
   };
+  /** Stages the blocks of `resend` whole, each read again from the cut. */
+  const sendResends = async () => {
+    for (const block of resend.splice(0).sort((a, b) => a - b)) {
+      const data = await cut.read(block, 1);
+      const entry = blockEntries(data, blockSize);
+      await state.manifest.write(block, entry);
+      await state.manifest.sync();
+      report.resentWhole++;
+      report.bytesSent += data.length;
+      await stage(block, [{ block, data, hash: entry }], data.length);
+    }
+  };
   // Cold blocks first, then the hot ones.
   using hot = toSend.clone();
   if (hooks.hot && hooks.hot.size === toSend.size) hot.and(hooks.hot);
@@ -196,6 +221,7 @@ async function sendBlocks(
   for (const [start, length] of [...cold.extents(), ...hot.extents()]) {
     for (let first = start; first < start + length; first += perRead) {
       const count = Math.min(perRead, start + length - first);
+      if (resend.length > 0) await sendResends();
       const data = await cut.read(first, count);
       const entries = await entriesYielding(data, blockSize);
       await state.manifest.write(first, entries);
@@ -217,7 +243,9 @@ async function sendBlocks(
           report.zeroBlocks++;
         } else {
           const bytes = data.subarray(i * blockSize, i * blockSize + length);
-          piece.push({ block: first + i, data: bytes, hash: entry });
+          const pages = cut.pageMask?.(first + i);
+          piece.push({ block: first + i, data: bytes, hash: entry, pages });
+          if (pages !== undefined) report.pagedBlocks++;
           report.bytesSent += bytes.length;
         }
         pieceBytes += length;
@@ -228,4 +256,9 @@ async function sendBlocks(
   }
   await flush();
   await inFlight;
+  while (resend.length > 0) {
+    await sendResends();
+    await flush();
+    await inFlight;
+  }
 }
