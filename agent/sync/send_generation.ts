@@ -218,14 +218,27 @@ async function sendBlocks(
   if (hooks.hot && hooks.hot.size === toSend.size) hot.and(hooks.hot);
   else hot.clearRange(0, hot.size);
   using cold = toSend.clone().andNot(hot);
+  // Reads of at most `perRead` blocks; scattered small ones are grouped so that one manifest
+  // sync covers the whole group (a sync per single-block extent would dominate the send).
+  const reads: [number, number][] = [];
   for (const [start, length] of [...cold.extents(), ...hot.extents()]) {
     for (let first = start; first < start + length; first += perRead) {
-      const count = Math.min(perRead, start + length - first);
+      reads.push([first, Math.min(perRead, start + length - first)]);
+    }
+  }
+  for (let next = 0; next < reads.length;) {
+    const group: { first: number; count: number; data: Uint8Array; entries: Uint8Array }[] = [];
+    for (let blocks = 0; next < reads.length && blocks + reads[next][1] <= perRead; next++) {
+      const [first, count] = reads[next];
+      blocks += count;
       if (resend.length > 0) await sendResends();
       const data = await cut.read(first, count);
       const entries = await entriesYielding(data, blockSize);
       await state.manifest.write(first, entries);
-      await state.manifest.sync();
+      group.push({ first, count, data, entries });
+    }
+    await state.manifest.sync();
+    for (const { first, count, data, entries } of group) {
       // Staged in pieces that end where a flush is due, so no flush covers more than its share.
       let piece: StagedBlock[] = [];
       let pieceFirst = first;
