@@ -29,6 +29,8 @@ export interface BlockLink {
   sendBlock(block: number, hash: Uint8Array | null, frame: Uint8Array): Promise<number>;
   /** Whether the destination takes patches (`sendPatch`) on this link. */
   readonly patches: boolean;
+  /** The page digests of the destination's committed copies of `blocks` (with patches). */
+  pageDigests(blocks: number[]): Promise<Uint8Array>;
   /** Sends a block patch's frame with the whole new block's hash; like `sendBlock`. */
   sendPatch(block: number, hash: Uint8Array, frame: Uint8Array): Promise<number>;
   /**
@@ -118,6 +120,10 @@ export class PacedDestination implements Destination {
       counters.rawBytes += data?.length ?? 0;
     }
     return { staged: blocks.length, duplicates: 0, rejected: [] };
+  }
+
+  pageDigests(blocks: number[]): Promise<Uint8Array | null> {
+    return this.#link.patches ? this.#link.pageDigests(blocks) : Promise.resolve(null);
   }
 
   async flush(): Promise<FlushResult> {

@@ -21,6 +21,7 @@ function recordingLink(rejected: number[] = [], patches = false, resend: number[
       return Promise.resolve(frame.length + 41);
     },
     patches,
+    pageDigests: () => Promise.reject(new Error("not used")),
     sendPatch: (block, hash, frame) => {
       sent.push({ block, hash, frame, patch: true });
       return Promise.resolve(frame.length + 41);

@@ -1,7 +1,8 @@
 import type { Bitmap } from "../core/mod.ts";
 import { ErrorCode, PresyncError } from "../errors.ts";
 import type { CommittedState, ResumeInfo } from "../sync/destination.ts";
-import { blockCount, type VolumeIdentity } from "../volume/volume_identity.ts";
+import { PAGE_DIGEST_BYTES, pagesIn } from "../volume/page_masks.ts";
+import { blockCount, blockLength, type VolumeIdentity } from "../volume/volume_identity.ts";
 import type { SessionStream } from "../wire/session_stream.ts";
 import {
   MESSAGE_HEADER_BYTES,
@@ -248,6 +249,37 @@ export class RemoteDestination {
    */
   async verify(merkleRoot?: string, rootOnly = false): Promise<VerifyReply> {
     return await this.#call({ op: SyncOp.VERIFY, merkleRoot, rootOnly });
+  }
+
+  /**
+   * `pages`: the page digests (`volume/page_masks.ts`, `pageDigests`) of the destination's
+   * committed copies of `blocks`, one block after the other.
+   *
+   * @throws {PresyncError} `PROTOCOL_VIOLATION` when the reply does not hold exactly the
+   *   digests of those blocks' pages
+   */
+  async pageDigests(blocks: number[]): Promise<Uint8Array> {
+    const reply = await this.#call({ op: SyncOp.PAGES, blocks });
+    const expected = blocks.reduce(
+      (n, b) => n + pagesIn(blockLength(this.#identity, b)) * PAGE_DIGEST_BYTES,
+      0,
+    );
+    let digests: Uint8Array | null = null;
+    try {
+      digests = Uint8Array.from(atob(reply.digests), (c) => c.charCodeAt(0));
+    } catch {
+      // Reported below, like a wrong length.
+    }
+    if (!digests || digests.length !== expected) {
+      const error = new PresyncError(
+        ErrorCode.PROTOCOL_VIOLATION,
+        `reply to pages: expected ${expected} bytes of page digests in base64, received ` +
+          `${digests ? digests.length + " bytes" : "no valid base64"}`,
+      );
+      await this.#fail(error);
+      throw error;
+    }
+    return digests;
   }
 
   /** Ends the stream. Never throws. */

@@ -9,7 +9,8 @@ import {
   ZERO_MARKER_KIND,
 } from "../codec/mod.ts";
 import { type Bitmap, blake3 } from "../core/mod.ts";
-import { constantTimeEqual } from "../bytes.ts";
+import { concatBytes, constantTimeEqual } from "../bytes.ts";
+import { pageDigests } from "../volume/page_masks.ts";
 import { ErrorCode, PresyncError } from "../errors.ts";
 import type { Logger } from "../log.ts";
 import type { CommittedState, ResumeInfo, StagedBlock, StageResult } from "../sync/destination.ts";
@@ -29,7 +30,7 @@ import {
   type SyncReply,
   type SyncRequest,
 } from "./sync_messages.ts";
-import { bitmapFromWire, decodeBlockMessage, resumeToWire } from "./sync_protocol.ts";
+import { bitmapFromWire, bytesToWire, decodeBlockMessage, resumeToWire } from "./sync_protocol.ts";
 
 /** Blocks staged per batch on the destination. */
 const STAGE_BATCH = 64;
@@ -133,6 +134,19 @@ export async function serveReplicaStream(
             cutTimeMs: meta.cutTimeMs,
           },
         };
+      }
+      case SyncOp.PAGES: {
+        const parts: Uint8Array[] = [];
+        for (const block of request.blocks) {
+          if (block >= blocks) {
+            throw new PresyncError(
+              ErrorCode.PROTOCOL_VIOLATION,
+              `pages of block ${block} asked for, past the end of volume ${name} (${blocks} blocks)`,
+            );
+          }
+          parts.push(pageDigests(await replica.readCommitted(block)));
+        }
+        return { ok: true, digests: bytesToWire(concatBytes(parts)) };
       }
       case SyncOp.VERIFY: {
         const report = await replica.verify({

@@ -13,7 +13,7 @@
 import type { Extent } from "../core/mod.ts";
 import { ErrorCode, PresyncError } from "../errors.ts";
 import { Fields, malformed } from "./_json_fields.ts";
-import type { CommittedState } from "../sync/destination.ts";
+import { type CommittedState, MAX_DIGEST_BLOCKS } from "../sync/destination.ts";
 import {
   parseVolumeIdentity,
   validateVolumeName,
@@ -36,6 +36,8 @@ export const SyncOp = {
   VERIFY: "verify",
   /** Postcopy: the destination asks the source for blocks (on a stream of its own). */
   FETCH: "fetch",
+  /** Asks for the page digests of the committed copies of some blocks (sync protocol 3). */
+  PAGES: "pages",
 } as const;
 
 /** One of the {@linkcode SyncOp} values. */
@@ -43,6 +45,8 @@ export type SyncOp = typeof SyncOp[keyof typeof SyncOp];
 
 /** Most consecutive blocks one fetch may ask for. */
 export const MAX_FETCH_BLOCKS = 64;
+/** Most blocks one `pages` request may name. */
+export const MAX_PAGES_BLOCKS = MAX_DIGEST_BLOCKS;
 /** Longest host name a source may give in `open`. */
 const MAX_HOST_LENGTH = 253;
 const INSTANCE_ID = /^[0-9a-f]{16,64}$/;
@@ -104,6 +108,12 @@ export interface VerifyRequest {
   rootOnly?: boolean;
 }
 
+/** `pages`: the page digests of the committed copies of `blocks`. */
+export interface PagesRequest {
+  op: typeof SyncOp.PAGES;
+  blocks: number[];
+}
+
 /** `fetch` (postcopy): `count` blocks from `first` of `generation` of `volume`. */
 export interface FetchRequest {
   op: typeof SyncOp.FETCH;
@@ -119,7 +129,8 @@ export type SyncRequest =
   | BeginRequest
   | FlushRequest
   | CommitRequest
-  | VerifyRequest;
+  | VerifyRequest
+  | PagesRequest;
 
 /** The resume state as it crosses the wire (`received`: a serialized bitmap, base64). */
 export interface WireResume {
@@ -182,6 +193,12 @@ export interface VerifyReply {
   report: ReplicaCheck;
 }
 
+/** Reply to `pages`: the digests of each block's pages, in request order (base64). */
+export interface PagesReply {
+  ok: true;
+  digests: string;
+}
+
 /** The reply to any request that failed; also the destination's last word on a stream. */
 export type ErrorReply = {
   ok: false;
@@ -198,6 +215,7 @@ export interface SyncReplies {
   flush: FlushReply;
   commit: CommitReply;
   verify: VerifyReply;
+  pages: PagesReply;
 }
 
 /** Any message a destination may send on a sync stream. */
@@ -295,8 +313,15 @@ export function parseSyncRequest(value: unknown): SyncRequest {
       if (v.has("rootOnly")) request.rootOnly = v.bool("rootOnly");
       return request;
     }
+    case SyncOp.PAGES: {
+      const blocks = new Fields("pages", value).ints("blocks");
+      if (blocks.length < 1 || blocks.length > MAX_PAGES_BLOCKS) {
+        throw malformed("pages", "blocks", `1 to ${MAX_PAGES_BLOCKS} blocks`, blocks.length);
+      }
+      return { op, blocks };
+    }
     default:
-      throw malformed("sync request", "op", "resume, begin, flush, commit or verify", op);
+      throw malformed("sync request", "op", "resume, begin, flush, commit, verify or pages", op);
   }
 }
 
@@ -363,6 +388,7 @@ const REPLY_PARSERS: ReplyParsers = {
       },
     };
   },
+  pages: (f) => ({ ok: true, digests: f.string("digests") }),
   verify: (f) => {
     const r = f.object("report");
     const report: ReplicaCheck = {

@@ -27,6 +27,7 @@ const REQUESTS: unknown[] = [
   { op: "flush", seq: 7 },
   { op: "commit", generation: 3, merkleRoot: ROOT },
   { op: "verify", merkleRoot: ROOT, rootOnly: true },
+  { op: "pages", blocks: [0, 5, 9] },
 ];
 const REPLIES: [keyof SyncReplies, unknown][] = [
   ["open", {
@@ -49,6 +50,7 @@ const REPLIES: [keyof SyncReplies, unknown][] = [
     patches: true,
   }],
   ["flush", { ok: true, seq: 7, rejected: [1, 9], resend: [4] }],
+  ["pages", { ok: true, digests: "AAEC" }],
   ["commit", { ok: true, meta: { committedGeneration: 3, merkleRoot: ROOT, cutTimeMs: 6 } }],
   ["verify", {
     ok: true,
@@ -106,6 +108,12 @@ Deno.test("malformed messages are protocol violations naming the field", () => {
     [() => parseSyncRequest([1]), /must be a JSON object/],
     [() => parseSyncRequest({ op: "begin", generation: 0, cutTimeMs: 1, dirty: "" }), /generation/],
     [() => parseSyncRequest({ op: "flush", seq: "1" }), /seq must be an integer/],
+    [() => parseSyncRequest({ op: "pages", blocks: [] }), /blocks must be 1 to 128 blocks/],
+    [
+      () => parseSyncRequest({ op: "pages", blocks: Array.from({ length: 129 }, (_, i) => i) }),
+      /blocks must be 1 to 128/,
+    ],
+    [() => parseSyncRequest({ op: "pages", blocks: [1, -2] }), /blocks must be a list of integers/],
     [() => parseSyncRequest({ op: "commit", generation: 2, merkleRoot: "AB" }), /merkleRoot/],
     [() => parseSyncRequest({ op: "verify", rootOnly: "yes" }), /rootOnly must be true or false/],
     [() => parseOpenRequest({ op: "resume" }), /first message of a sync stream/],

@@ -6,7 +6,9 @@ import { assertRejectsCode } from "../../fixtures/assert.ts";
 import { sessionPair } from "../../fixtures/session_pair.ts";
 import { hashFile } from "../../fixtures/workload.ts";
 import { PacedDestination } from "../daemon/paced_destination.ts";
+import { concatBytes } from "../bytes.ts";
 import { Bitmap } from "../core/mod.ts";
+import { pageDigests } from "../volume/page_masks.ts";
 import { ErrorCode } from "../errors.ts";
 import { DenoFileSystem } from "../fs/deno_file_system.ts";
 import { openSourceVolume, type SourceVolume } from "../source/open_source_volume.ts";
@@ -241,4 +243,16 @@ Deno.test("sync server: a PATCH not agreed in open or past the volume's end is a
     r.lines.filter((l) => l.event === "patch_base_differs").map((l) => l.fields.block),
     [2],
   );
+});
+
+Deno.test("sync server: page digests are of the committed copies; a block past the end is a protocol violation", async () => {
+  await using r = await rig();
+  await using pair = await r.connect();
+  const { remote } = await open(pair.client, r.volume);
+  // A new replica is all zeros; its last block is 300 KiB - 4 × 64 KiB = 44 KiB: 11 pages.
+  const zeros = pageDigests(new Uint8Array(65536));
+  const lastZeros = pageDigests(new Uint8Array(45056));
+  assert.deepEqual(await remote.pageDigests([1, 4]), concatBytes([zeros, lastZeros]));
+  await assertRejectsCode(remote.pageDigests([5]), ErrorCode.PROTOCOL_VIOLATION);
+  await remote.close();
 });

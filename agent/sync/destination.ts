@@ -26,6 +26,9 @@ export interface StagedBlock {
   pages?: number;
 }
 
+/** Most blocks one {@linkcode Destination.pageDigests} call may name. */
+export const MAX_DIGEST_BLOCKS = 128;
+
 /** What a flush found besides durability. */
 export interface FlushResult {
   /**
@@ -110,6 +113,14 @@ export interface Destination {
    * order, so the sender need not wait a round trip at every acknowledgement point.
    */
   readonly concurrentFlush?: boolean;
+  /**
+   * The page digests (`volume/page_masks.ts`, `pageDigests`) of the committed copies of
+   * `blocks` (at most {@linkcode MAX_DIGEST_BLOCKS}), one block after the other; null when
+   * this destination takes no patches. For a
+   * tracker that knows only whole blocks: the sender compares them with its own to find the
+   * changed pages. May be called between `stage` calls; pure, safe to repeat.
+   */
+  pageDigests?(blocks: number[]): Promise<Uint8Array | null>;
   /**
    * Commits the generation if every block of its set is staged and the resulting Merkle root
    * equals `expectedRoot` (hex); otherwise nothing is applied. Retrying after a lost reply is

@@ -5,7 +5,13 @@ import { toHex } from "../hex.ts";
 import type { Cut } from "../tracker.ts";
 import { blockEntries, ENTRY_BYTES, isZeroEntry } from "../volume/block_hashes.ts";
 import { assertSameVolume, blockLength } from "../volume/volume_identity.ts";
-import type { Destination, StagedBlock } from "./destination.ts";
+import {
+  differingPages,
+  PAGE_DIGEST_BYTES,
+  pageMasksSupported,
+  pagesIn,
+} from "../volume/page_masks.ts";
+import { type Destination, MAX_DIGEST_BLOCKS, type StagedBlock } from "./destination.ts";
 import { assertResumable } from "./resume_check.ts";
 import { YIELD_EVERY_BYTES, yieldToEventLoop } from "../yield.ts";
 
@@ -220,17 +226,43 @@ async function sendBlocks(
   using cold = toSend.clone().andNot(hot);
   // Reads of at most `perRead` blocks; scattered small ones are grouped so that one manifest
   // sync covers the whole group (a sync per single-block extent would dominate the send).
+  // A tracker that knows only whole blocks: the destination's page digests tell which pages
+  // changed. They are asked for one group ahead, so each answer comes while the group before
+  // it is being sent (no round trip per group).
+  const digestsWanted = cut.pageMask === undefined && destination.pageDigests !== undefined &&
+    pageMasksSupported(blockSize);
+  const perGroup = digestsWanted ? Math.min(perRead, MAX_DIGEST_BLOCKS) : perRead;
   const reads: [number, number][] = [];
   for (const [start, length] of [...cold.extents(), ...hot.extents()]) {
-    for (let first = start; first < start + length; first += perRead) {
-      reads.push([first, Math.min(perRead, start + length - first)]);
+    for (let first = start; first < start + length; first += perGroup) {
+      reads.push([first, Math.min(perGroup, start + length - first)]);
     }
   }
+  const groups: [number, number][][] = [];
   for (let next = 0; next < reads.length;) {
+    const group: [number, number][] = [];
+    for (let blocks = 0; next < reads.length && blocks + reads[next][1] <= perGroup; next++) {
+      group.push(reads[next]);
+      blocks += reads[next][1];
+    }
+    groups.push(group);
+  }
+  const digestsOf = (g: number): Promise<Uint8Array | null> => {
+    if (!digestsWanted || g >= groups.length) return Promise.resolve(null);
+    const blocks = groups[g].flatMap(([first, count]) =>
+      Array.from({ length: count }, (_, i) => first + i)
+    );
+    const asked = destination.pageDigests!(blocks);
+    asked.catch(() => {}); // awaited when its group comes; a failure is reported there
+    return asked;
+  };
+  let nextDigests = digestsOf(0);
+  for (let g = 0; g < groups.length; g++) {
+    const digests = await nextDigests;
+    nextDigests = digestsOf(g + 1);
+    let digestAt = 0;
     const group: { first: number; count: number; data: Uint8Array; entries: Uint8Array }[] = [];
-    for (let blocks = 0; next < reads.length && blocks + reads[next][1] <= perRead; next++) {
-      const [first, count] = reads[next];
-      blocks += count;
+    for (const [first, count] of groups[g]) {
       if (resend.length > 0) await sendResends();
       const data = await cut.read(first, count);
       const entries = await entriesYielding(data, blockSize);
@@ -256,12 +288,17 @@ async function sendBlocks(
           report.zeroBlocks++;
         } else {
           const bytes = data.subarray(i * blockSize, i * blockSize + length);
-          const pages = cut.pageMask?.(first + i);
+          const theirs = digests?.subarray(
+            digestAt,
+            digestAt + pagesIn(length) * PAGE_DIGEST_BYTES,
+          );
+          const pages = cut.pageMask?.(first + i) ?? (theirs && differingPages(bytes, theirs));
           piece.push({ block: first + i, data: bytes, hash: entry, pages });
           if (pages !== undefined) report.pagedBlocks++;
           report.bytesSent += bytes.length;
         }
         pieceBytes += length;
+        digestAt += pagesIn(length) * PAGE_DIGEST_BYTES;
       }
       await stage(pieceFirst, piece, pieceBytes);
       if (unflushedBytes >= flushEveryBytes) await flush();

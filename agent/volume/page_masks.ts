@@ -6,6 +6,8 @@
  * @module
  */
 
+import { blake3 } from "../core/mod.ts";
+
 /** Bytes of a page, the unit a page mask counts in. */
 export const PAGE_BYTES = 4096;
 /** Most pages a block may have for page masks (one bit each in a 32-bit number). */
@@ -48,6 +50,45 @@ export function maskRuns(mask: number, blockLength: number): [number, number][] 
     runs.push([offset, Math.min(page * PAGE_BYTES, blockLength) - offset]);
   }
   return runs;
+}
+
+/** Bytes of one page digest: the first 16 bytes of the page's BLAKE3. */
+export const PAGE_DIGEST_BYTES = 16;
+
+/** Pages of a block of `blockLength` bytes (the last one may be short). */
+export function pagesIn(blockLength: number): number {
+  return Math.ceil(blockLength / PAGE_BYTES);
+}
+
+/** The digests of each page of `block`, {@linkcode PAGE_DIGEST_BYTES} each, in order. */
+export function pageDigests(block: Uint8Array): Uint8Array {
+  const pages = pagesIn(block.length);
+  const out = new Uint8Array(pages * PAGE_DIGEST_BYTES);
+  for (let i = 0; i < pages; i++) {
+    const page = block.subarray(i * PAGE_BYTES, (i + 1) * PAGE_BYTES);
+    out.set(blake3(page).subarray(0, PAGE_DIGEST_BYTES), i * PAGE_DIGEST_BYTES);
+  }
+  return out;
+}
+
+/**
+ * The mask of pages of `block` whose digests differ from `theirs` (another copy's
+ * {@linkcode pageDigests}); undefined when every page or none differs (send it whole).
+ */
+export function differingPages(block: Uint8Array, theirs: Uint8Array): number | undefined {
+  const ours = pageDigests(block);
+  let mask = 0;
+  for (let i = 0; i * PAGE_DIGEST_BYTES < ours.length; i++) {
+    for (let j = i * PAGE_DIGEST_BYTES; j < (i + 1) * PAGE_DIGEST_BYTES; j++) {
+      if (ours[j] !== theirs[j]) {
+        mask |= 1 << i;
+        break;
+      }
+    }
+  }
+  mask >>>= 0;
+  const all = pagesIn(block.length) >= 32 ? 0xFFFF_FFFF : ((1 << pagesIn(block.length)) - 1) >>> 0;
+  return mask === 0 || mask === all ? undefined : mask;
 }
 
 /** Number of bits set in a 32-bit mask. */

@@ -2,9 +2,12 @@ import assert from "node:assert/strict";
 import { Bitmap } from "../core/mod.ts";
 import { seededTest } from "../../fixtures/seeded.ts";
 import {
+  differingPages,
   maskPopcount,
   maskRuns,
   PAGE_BYTES,
+  PAGE_DIGEST_BYTES,
+  pageDigests,
   PageMasks,
   pageMasksSupported,
   pagesTouched,
@@ -115,5 +118,24 @@ seededTest(
     const grownMiB = (Deno.memoryUsage().rss - before) / (1024 * 1024);
     assert.equal(masks.size, 1 << 20, "masks stop at their bound; later blocks count whole");
     assert.ok(grownMiB <= 200, `memory grew by ${grownMiB.toFixed(1)} MiB`);
+  },
+);
+
+seededTest(
+  "page digests: the pages that differ between two copies, whole when all or none do",
+  (prng) => {
+    const old = prng.fill(new Uint8Array(BLOCK));
+    const changed = old.slice();
+    changed[3 * 4096 + 17] ^= 1;
+    changed.set(prng.fill(new Uint8Array(5000)), 9 * 4096);
+    assert.equal(differingPages(changed, pageDigests(old)), 0b110_0000_1000);
+    assert.equal(differingPages(old, pageDigests(old)), undefined, "nothing differs: whole");
+    assert.equal(differingPages(prng.fill(new Uint8Array(BLOCK)), pageDigests(old)), undefined);
+    // A short last block has a short last page.
+    const short = prng.fill(new Uint8Array(5000));
+    const shortChanged = short.slice();
+    shortChanged[4999] ^= 0xFF;
+    assert.equal(pageDigests(short).length, 2 * PAGE_DIGEST_BYTES);
+    assert.equal(differingPages(shortChanged, pageDigests(short)), 0b10);
   },
 );
