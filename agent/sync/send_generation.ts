@@ -226,11 +226,12 @@ async function sendBlocks(
   using cold = toSend.clone().andNot(hot);
   // Reads of at most `perRead` blocks; scattered small ones are grouped so that one manifest
   // sync covers the whole group (a sync per single-block extent would dominate the send).
-  // A tracker that knows only whole blocks: the destination's page digests tell which pages
+  // A cut that knows no pages (a tracker of whole blocks, or one resumed after a restart or a
+  // link cut, whose masks are gone): the destination's page digests tell which pages
   // changed. They are asked for one group ahead, so each answer comes while the group before
   // it is being sent (no round trip per group).
-  const digestsWanted = cut.pageMask === undefined && destination.pageDigests !== undefined &&
-    pageMasksSupported(blockSize);
+  const digestsWanted = (cut.pageMask === undefined || !cut.pointInTime) &&
+    destination.pageDigests !== undefined && pageMasksSupported(blockSize);
   const perGroup = digestsWanted ? Math.min(perRead, MAX_DIGEST_BLOCKS) : perRead;
   const reads: [number, number][] = [];
   for (const [start, length] of [...cold.extents(), ...hot.extents()]) {

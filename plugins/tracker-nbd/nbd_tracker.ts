@@ -229,7 +229,7 @@ export class NbdTracker implements Tracker {
   async resume(dirty: Bitmap): Promise<Cut> {
     this.#assertOpen();
     const reader = await PositionalFile.open(this.#options.imagePath, { readOnly: true });
-    // Pages are known only since the previous cut: a resumed generation is sent whole.
+    // Pages are known only since the previous cut: a resumed generation has no masks.
     return this.#newCut(dirty.clone(), false, reader, null);
   }
 

@@ -112,7 +112,8 @@ export class WorkerNbdTracker implements Tracker {
     return {
       dirty: bitmap,
       pointInTime,
-      pageMask: (block) => masks?.get(block),
+      // Without masks (a resumed cut) the cut says nothing about pages, like the scan tracker.
+      ...(masks ? { pageMask: (block: number) => masks.get(block) } : {}),
       read: async (first, count) => {
         const data = await this.#call({ op: "read", cutId, first, count });
         return (data as Extract<WorkerReply, { op: "data" }>).data;
