@@ -23,6 +23,12 @@ export interface Cut {
    * be short). May be called many times, in any order; retrying is safe.
    */
   read(first: number, count: number): Promise<Uint8Array>;
+  /**
+   * Which 4 KiB pages of dirty `block` changed since the previous cut, as a page mask (bit
+   * `i`: bytes `i·4096 …`; see `volume/page_masks.ts`); undefined when the block counts as
+   * changed whole. A tracker that does not know pages leaves this out. Pure; any order.
+   */
+  pageMask?(block: number): number | undefined;
   /** Releases the cut's resources. Idempotent. */
   release(): Promise<void>;
 }

@@ -38,5 +38,13 @@ export {
   MAX_RAW_LENGTH,
   ZERO_MARKER_KIND,
 } from "./block_frame.ts";
+export {
+  applyPatch,
+  decodePatch,
+  encodePatch,
+  MAX_PATCH_RUNS,
+  maxPatchLength,
+  type PatchRun,
+} from "./block_patch.ts";
 export { CODEC_NAMES, codecByName, type CodecName, DEFAULT_CODEC_NAME } from "./codec_registry.ts";
 export { assertZstdPayload, readZstdFrame, ZSTD_MAGIC, type ZstdFrameInfo } from "./zstd_frame.ts";

@@ -1,4 +1,4 @@
-import { type Codec, encodeBlockFrame } from "../codec/mod.ts";
+import { type Codec, encodeBlockFrame, encodePatch, MAX_PATCH_RUNS } from "../codec/mod.ts";
 import type { Bitmap } from "../core/mod.ts";
 import { isZero } from "../core/mod.ts";
 import { ErrorCode, PresyncError } from "../errors.ts";
@@ -8,10 +8,12 @@ import type {
   BeginOptions,
   CommittedState,
   Destination,
+  FlushResult,
   ResumeInfo,
   StagedBlock,
   StageResult,
 } from "../sync/destination.ts";
+import { maskRuns } from "../volume/page_masks.ts";
 import { YIELD_EVERY_BYTES, yieldToEventLoop } from "../yield.ts";
 
 /** What {@linkcode PacedDestination} needs of the remote adapter (`net/remote_destination.ts`). */
@@ -25,8 +27,17 @@ export interface BlockLink {
   ): Promise<void>;
   /** Sends one block frame; resolves once the stream took it, with the bytes it used. */
   sendBlock(block: number, hash: Uint8Array | null, frame: Uint8Array): Promise<number>;
-  /** Resolves once everything sent before is durable; returns the blocks refused. */
-  flush(): Promise<number[]>;
+  /** Whether the destination takes patches (`sendPatch`) on this link. */
+  readonly patches: boolean;
+  /** The page digests of the destination's committed copies of `blocks` (with patches). */
+  pageDigests(blocks: number[]): Promise<Uint8Array>;
+  /** Sends a block patch's frame with the whole new block's hash; like `sendBlock`. */
+  sendPatch(block: number, hash: Uint8Array, frame: Uint8Array): Promise<number>;
+  /**
+   * Resolves once everything sent before is durable; returns the blocks refused and the
+   * patched blocks to send whole.
+   */
+  flush(): Promise<{ rejected: number[]; resend: number[] }>;
   commit(generation: number, merkleRoot: string): Promise<CommittedState>;
 }
 
@@ -55,7 +66,8 @@ export interface SendPolicy {
  * A remote destination as the sender sees it: each block is encoded as a block frame with the
  * policy's codec, paced (pause gate, rate limit) and handed to the link, whose replies are
  * checked; `flush` fails (retryable) when the destination refused blocks as corrupt, so they
- * are sent again.
+ * are sent again. A block whose changed pages are known travels as a patch of those pages
+ * when the link takes patches; `flush` returns the patched blocks to send whole.
  */
 export class PacedDestination implements Destination {
   readonly concurrentFlush = true;
@@ -83,11 +95,22 @@ export class PacedDestination implements Destination {
   async stage(blocks: StagedBlock[]): Promise<StageResult> {
     const { codec, counters } = this.#policy;
     let encoded = 0;
-    for (const { block, data, hash } of blocks) {
+    for (const { block, data, hash, pages } of blocks) {
       if ((encoded += data?.length ?? 0) >= YIELD_EVERY_BYTES) {
         // Compression is CPU work: let an NBD server in this process answer between pieces.
         encoded = 0;
         await yieldToEventLoop();
+      }
+      const runs = data !== null && pages !== undefined && this.#link.patches
+        ? maskRuns(pages, data.length)
+        : [];
+      const patchBytes = runs.reduce((sum, [, length]) => sum + length, 0);
+      if (runs.length > 0 && runs.length <= MAX_PATCH_RUNS && patchBytes < data!.length) {
+        const frame = encodeBlockFrame(encodePatch(data!, runs), codec, { isZero });
+        await this.#policy.pace(MESSAGE_HEADER_BYTES + BLOCK_MESSAGE_HEADER_BYTES + frame.length);
+        counters.wireBytes += await this.#link.sendPatch(block, hash!, frame);
+        counters.rawBytes += patchBytes;
+        continue;
       }
       const frame = data === null
         ? encodeBlockFrame(new Uint8Array(0), codec, { isZero: () => true })
@@ -99,8 +122,12 @@ export class PacedDestination implements Destination {
     return { staged: blocks.length, duplicates: 0, rejected: [] };
   }
 
-  async flush(): Promise<void> {
-    const rejected = await this.#link.flush();
+  pageDigests(blocks: number[]): Promise<Uint8Array | null> {
+    return this.#link.patches ? this.#link.pageDigests(blocks) : Promise.resolve(null);
+  }
+
+  async flush(): Promise<FlushResult> {
+    const { rejected, resend } = await this.#link.flush();
     if (rejected.length > 0) {
       throw new PresyncError(
         ErrorCode.BLOCK_HASH_MISMATCH,
@@ -110,6 +137,7 @@ export class PacedDestination implements Destination {
         { retryable: true },
       );
     }
+    return { resend };
   }
 
   commit(generation: number, expectedRoot: string): Promise<CommittedState> {

@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
 import { createZstdCodec } from "../../plugins/codec-zstd/mod.ts";
 import { assertRejectsCode } from "../../fixtures/assert.ts";
-import { decodeBlockFrame } from "../codec/mod.ts";
+import { decodeBlockFrame, decodePatch, maxPatchLength } from "../codec/mod.ts";
 import { Bitmap, blake3 } from "../core/mod.ts";
 import { ErrorCode } from "../errors.ts";
 import { type BlockLink, PacedDestination } from "./paced_destination.ts";
@@ -10,17 +10,23 @@ const codec = createZstdCodec();
 const ROOT = "ef".repeat(32);
 
 /** A link that records what it is sent. */
-function recordingLink(rejected: number[] = []) {
-  const sent: { block: number; hash: Uint8Array | null; frame: Uint8Array }[] = [];
+function recordingLink(rejected: number[] = [], patches = false, resend: number[] = []) {
+  const sent: { block: number; hash: Uint8Array | null; frame: Uint8Array; patch: boolean }[] = [];
   const begins: boolean[] = [];
   const link: BlockLink = {
     resumeInfo: () => Promise.reject(new Error("not used")),
     beginGeneration: (_g, _d, _c, final) => Promise.resolve(void begins.push(final)),
     sendBlock: (block, hash, frame) => {
-      sent.push({ block, hash, frame });
+      sent.push({ block, hash, frame, patch: false });
       return Promise.resolve(frame.length + 41);
     },
-    flush: () => Promise.resolve(rejected),
+    patches,
+    pageDigests: () => Promise.reject(new Error("not used")),
+    sendPatch: (block, hash, frame) => {
+      sent.push({ block, hash, frame, patch: true });
+      return Promise.resolve(frame.length + 41);
+    },
+    flush: () => Promise.resolve({ rejected, resend }),
     commit: (committedGeneration) =>
       Promise.resolve({ committedGeneration, merkleRoot: ROOT, cutTimeMs: 5 }),
   };
@@ -82,4 +88,50 @@ Deno.test("paced destination: blocks the destination refused fail the flush, ret
   const err = await assertRejectsCode(d.flush(), ErrorCode.BLOCK_HASH_MISMATCH);
   assert.equal(err.retryable, true);
   assert.match(err.message, /rejected 2 blocks .*first: 4/);
+});
+
+Deno.test("paced destination: known pages travel as a patch of those pages only, when the link takes patches", async () => {
+  const { link, sent } = recordingLink([], true, [7]);
+  const counters = { rawBytes: 0, wireBytes: 0 };
+  const d = new PacedDestination(link, { codec, counters, pace: () => Promise.resolve() });
+  const noise = crypto.getRandomValues(new Uint8Array(65536));
+  const short = crypto.getRandomValues(new Uint8Array(5000)); // a short last block
+  await d.stage([
+    { block: 0, data: noise, hash: blake3(noise), pages: 0b1000_0000_0000_0110 },
+    { block: 1, data: noise, hash: blake3(noise), pages: 0xFFFF }, // every page: whole
+    { block: 2, data: noise, hash: blake3(noise) }, // pages unknown: whole
+    { block: 3, data: short, hash: blake3(short), pages: 0b10 },
+  ]);
+  assert.deepEqual(sent.map((s) => [s.block, s.patch]), [[0, true], [1, false], [2, false], [
+    3,
+    true,
+  ]]);
+  assert.deepEqual(sent[0].hash, blake3(noise), "a patch carries the whole new block's hash");
+  const patch = decodeBlockFrame(sent[0].frame, {
+    maxRawLength: maxPatchLength(65536),
+    codecs: [codec],
+  });
+  const runs = decodePatch(patch, 65536);
+  assert.deepEqual(runs.map((r) => [r.offset, r.bytes.length]), [[4096, 8192], [15 * 4096, 4096]]);
+  assert.deepEqual(runs[0].bytes, noise.subarray(4096, 3 * 4096));
+  const last = decodePatch(
+    decodeBlockFrame(sent[3].frame, { maxRawLength: maxPatchLength(65536), codecs: [codec] }),
+    5000,
+  );
+  assert.deepEqual(last.map((r) => [r.offset, r.bytes.length]), [[4096, 904]]);
+  assert.equal(counters.rawBytes, 3 * 4096 + 2 * 65536 + 904);
+  assert.deepEqual(await d.flush(), { resend: [7] });
+});
+
+Deno.test("paced destination: a link without patches gets every block whole", async () => {
+  const { link, sent } = recordingLink([], false);
+  const d = new PacedDestination(link, {
+    codec,
+    counters: { rawBytes: 0, wireBytes: 0 },
+    pace: () => Promise.resolve(),
+  });
+  const noise = crypto.getRandomValues(new Uint8Array(65536));
+  await d.stage([{ block: 0, data: noise, hash: blake3(noise), pages: 0b1 }]);
+  assert.deepEqual(sent.map((s) => s.patch), [false]);
+  assert.equal(sent[0].frame.length, 65536 + 5);
 });

@@ -7,6 +7,11 @@ export const MessageKind = {
   JSON: 1,
   /** One block: block number, hash and a block frame. */
   BLOCK: 2,
+  /**
+   * A block's changed runs: block number, hash of the whole new block, and a block frame of
+   * a block patch (sync protocol 3, only once `open` agreed on patches).
+   */
+  PATCH: 3,
 } as const;
 
 /** Bytes before a message's body: u32 body length, u8 kind. */

@@ -1,7 +1,8 @@
 import type { Bitmap } from "../core/mod.ts";
 import { ErrorCode, PresyncError } from "../errors.ts";
 import type { CommittedState, ResumeInfo } from "../sync/destination.ts";
-import { blockCount, type VolumeIdentity } from "../volume/volume_identity.ts";
+import { PAGE_DIGEST_BYTES, pagesIn } from "../volume/page_masks.ts";
+import { blockCount, blockLength, type VolumeIdentity } from "../volume/volume_identity.ts";
 import type { SessionStream } from "../wire/session_stream.ts";
 import {
   MESSAGE_HEADER_BYTES,
@@ -53,6 +54,7 @@ export class RemoteDestination {
   readonly #waiters: Waiter[] = [];
   #failure: unknown = null;
   #seq = 0;
+  #patches = false;
 
   private constructor(stream: SessionStream, identity: VolumeIdentity) {
     this.#identity = identity;
@@ -64,7 +66,8 @@ export class RemoteDestination {
   /**
    * Opens volume `identity` on a sync stream, as `source`: the destination creates the
    * replica when it is new, or checks it is the same volume and that no other live agent
-   * holds it. Returns the adapter and the destination's resume state.
+   * holds it. Returns the adapter and the destination's resume state. The `open` offers
+   * patches; {@linkcode patches} says whether the destination took the offer.
    *
    * @throws {PresyncError} what the destination refused with (`VOLUME_MISMATCH`,
    *   `VOLUME_HELD`…), a link error, or `PROTOCOL_VIOLATION`
@@ -81,7 +84,9 @@ export class RemoteDestination {
         volume: identity.name,
         identity,
         source,
+        patches: true,
       });
+      remote.#patches = reply.patches === true;
       return { remote, resume: resumeFromWire(reply.resume, identity) };
     } catch (err) {
       await remote.close();
@@ -150,6 +155,11 @@ export class RemoteDestination {
     return await reply;
   }
 
+  /** Whether the destination takes PATCH messages on this stream (it said so in `open`). */
+  get patches(): boolean {
+    return this.#patches;
+  }
+
   /** The destination's resume state now. */
   async resumeInfo(): Promise<ResumeInfo> {
     const reply = await this.#call({ op: SyncOp.RESUME });
@@ -185,24 +195,46 @@ export class RemoteDestination {
   }
 
   /**
-   * `flush`: everything sent before it is durable at the destination once it resolves.
-   * Returns the blocks the destination refused (corrupt in transit), to be sent again.
+   * Writes one PATCH message: the changed runs of block `block` as the block frame `frame`
+   * of a block patch, with the BLAKE3 `hash` of the whole new block. Only when
+   * {@linkcode patches}; returns the bytes it put on the stream.
    */
-  async flush(): Promise<number[]> {
+  async sendPatch(block: number, hash: Uint8Array, frame: Uint8Array): Promise<number> {
+    if (this.#failure) throw this.#failure;
+    if (!this.#patches) {
+      throw new PresyncError(
+        ErrorCode.INVALID_ARGUMENT,
+        `the destination of ${this.#identity.name} did not agree to patches: send blocks whole`,
+      );
+    }
+    const body = encodeBlockMessage(block, hash, frame);
+    await this.#writer.write(MessageKind.PATCH, body);
+    return body.length + MESSAGE_HEADER_BYTES;
+  }
+
+  /**
+   * `flush`: everything sent before it is durable at the destination once it resolves.
+   * Returns the blocks the destination refused (corrupt in transit), to be sent again, and
+   * the patched blocks it could not rebuild (its copy differs), to be sent whole.
+   */
+  async flush(): Promise<{ rejected: number[]; resend: number[] }> {
     const seq = ++this.#seq;
     const reply = await this.#call({ op: SyncOp.FLUSH, seq });
     const blocks = blockCount(this.#identity);
-    if (reply.seq !== seq || reply.rejected.some((b) => b >= blocks)) {
+    if (
+      reply.seq !== seq || reply.rejected.some((b) => b >= blocks) ||
+      reply.resend.some((b) => b >= blocks)
+    ) {
       // Out of step with the destination: nothing more on this stream can be trusted.
       const error = new PresyncError(
         ErrorCode.PROTOCOL_VIOLATION,
         `reply to flush ${seq}: expected seq ${seq} and blocks below ${blocks}, received seq ` +
-          `${reply.seq} and ${reply.rejected.length} rejected blocks`,
+          `${reply.seq}, ${reply.rejected.length} rejected and ${reply.resend.length} to resend`,
       );
       await this.#fail(error);
       throw error;
     }
-    return reply.rejected;
+    return { rejected: reply.rejected, resend: reply.resend };
   }
 
   /** `commit`: the destination's committed state after it, as it reported it. */
@@ -217,6 +249,37 @@ export class RemoteDestination {
    */
   async verify(merkleRoot?: string, rootOnly = false): Promise<VerifyReply> {
     return await this.#call({ op: SyncOp.VERIFY, merkleRoot, rootOnly });
+  }
+
+  /**
+   * `pages`: the page digests (`volume/page_masks.ts`, `pageDigests`) of the destination's
+   * committed copies of `blocks`, one block after the other.
+   *
+   * @throws {PresyncError} `PROTOCOL_VIOLATION` when the reply does not hold exactly the
+   *   digests of those blocks' pages
+   */
+  async pageDigests(blocks: number[]): Promise<Uint8Array> {
+    const reply = await this.#call({ op: SyncOp.PAGES, blocks });
+    const expected = blocks.reduce(
+      (n, b) => n + pagesIn(blockLength(this.#identity, b)) * PAGE_DIGEST_BYTES,
+      0,
+    );
+    let digests: Uint8Array | null = null;
+    try {
+      digests = Uint8Array.from(atob(reply.digests), (c) => c.charCodeAt(0));
+    } catch {
+      // Reported below, like a wrong length.
+    }
+    if (!digests || digests.length !== expected) {
+      const error = new PresyncError(
+        ErrorCode.PROTOCOL_VIOLATION,
+        `reply to pages: expected ${expected} bytes of page digests in base64, received ` +
+          `${digests ? digests.length + " bytes" : "no valid base64"}`,
+      );
+      await this.#fail(error);
+      throw error;
+    }
+    return digests;
   }
 
   /** Ends the stream. Never throws. */

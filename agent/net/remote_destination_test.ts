@@ -60,7 +60,7 @@ Deno.test("remote destination: replies come back typed; commit reports the desti
   assert.deepEqual(s.resume, { identity, ...RESUME });
   using dirty = new Bitmap(8).setRange(1, 2);
   await s.remote.beginGeneration(5, dirty, 98, true);
-  assert.deepEqual(await s.remote.flush(), []);
+  assert.deepEqual(await s.remote.flush(), { rejected: [], resend: [] });
   assert.deepEqual(await s.remote.commit(5, ROOT), {
     committedGeneration: 5,
     merkleRoot: ROOT,
@@ -83,9 +83,12 @@ Deno.test("remote destination: a malformed reply is a protocol violation, and so
     commit: [{ ok: true, meta: { committedGeneration: "5" } }],
     resume: [{ ok: true, resume: { ...RESUME, staged: { generation: 5, received: "%%%" } } }],
     begin: [{ ok: "sure" }],
+    // Two blocks of 16 pages: 512 bytes of digests expected, 16 given.
+    pages: [{ ok: true, digests: btoa("0123456789abcdef") }],
+    pagesNotBase64: [{ ok: true, digests: "%%%" }],
   };
   for (const [op, reply] of Object.entries(replies)) {
-    const s = await scripted((r) => r.op === op ? reply : honest(r));
+    const s = await scripted((r) => r.op === op.replace("NotBase64", "") ? reply : honest(r));
     await using _ = s.pair;
     using dirty = new Bitmap(8);
     const call = {
@@ -93,6 +96,8 @@ Deno.test("remote destination: a malformed reply is a protocol violation, and so
       commit: () => s.remote.commit(5, ROOT),
       resume: () => s.remote.resumeInfo(),
       begin: () => s.remote.beginGeneration(5, dirty, 1, false),
+      pages: () => s.remote.pageDigests([0, 7]),
+      pagesNotBase64: () => s.remote.pageDigests([0, 7]),
     }[op]!;
     const err = await assertRejectsCode(call(), ErrorCode.PROTOCOL_VIOLATION);
     assert.ok(err.message.length > 20, err.message);
@@ -133,6 +138,6 @@ Deno.test("remote destination: an error reply to a request rejects that request 
   using dirty = new Bitmap(8);
   await assertRejectsCode(s.remote.beginGeneration(5, dirty, 1, false), ErrorCode.VOLUME_EXPORTED);
   await s.remote.beginGeneration(5, dirty, 1, false);
-  assert.deepEqual(await s.remote.flush(), []);
+  assert.deepEqual(await s.remote.flush(), { rejected: [], resend: [] });
   await s.remote.close();
 });

@@ -1,10 +1,20 @@
 import { counters } from "../daemon/counters.ts";
-import { type Codec, decodeBlockFrame, ZERO_MARKER_KIND } from "../codec/mod.ts";
-import type { Bitmap } from "../core/mod.ts";
+import {
+  applyPatch,
+  type Codec,
+  decodeBlockFrame,
+  decodePatch,
+  maxPatchLength,
+  type PatchRun,
+  ZERO_MARKER_KIND,
+} from "../codec/mod.ts";
+import { type Bitmap, blake3 } from "../core/mod.ts";
+import { concatBytes, constantTimeEqual } from "../bytes.ts";
+import { pageDigests } from "../volume/page_masks.ts";
 import { ErrorCode, PresyncError } from "../errors.ts";
 import type { Logger } from "../log.ts";
 import type { CommittedState, ResumeInfo, StagedBlock, StageResult } from "../sync/destination.ts";
-import { blockCount, type VolumeIdentity } from "../volume/volume_identity.ts";
+import { blockCount, blockLength, type VolumeIdentity } from "../volume/volume_identity.ts";
 import {
   MESSAGE_HEADER_BYTES,
   MessageKind,
@@ -20,7 +30,7 @@ import {
   type SyncReply,
   type SyncRequest,
 } from "./sync_messages.ts";
-import { bitmapFromWire, decodeBlockMessage, resumeToWire } from "./sync_protocol.ts";
+import { bitmapFromWire, bytesToWire, decodeBlockMessage, resumeToWire } from "./sync_protocol.ts";
 
 /** Blocks staged per batch on the destination. */
 const STAGE_BATCH = 64;
@@ -36,6 +46,8 @@ export interface ServedReplica {
   commit(generation: number, expectedRoot: string): Promise<CommittedState>;
   verify(options: { expectedRoot?: string; rootOnly?: boolean }): Promise<ReplicaCheck>;
   readStaged(generation: number, block: number): Promise<Uint8Array | null>;
+  /** The bytes of `block` in the image: the committed copy a patch is laid over. */
+  readCommitted(block: number): Promise<Uint8Array>;
   close(): void;
 }
 
@@ -51,13 +63,17 @@ export interface ReplicaStreamHooks {
   committed(meta: CommittedState): void;
   /** Counts the bytes of each message received. */
   received(bytes: number): void;
+  /** The source agreed to send patches in `open` (PATCH messages are allowed). */
+  patches: boolean;
 }
 
 /**
  * Serves the requests and blocks of one opened sync stream against its replica, in order,
  * until the stream ends: BLOCK messages are decoded (bounded by the block size), checked
  * against their hash and staged in batches (a block that fails is reported in the next flush
- * reply); each JSON request is validated, then answered. When the stream ends, for any
+ * reply); a PATCH (when agreed) is laid over the replica's committed copy of its block and
+ * staged only if the result has the source's hash, else named in the next flush reply's
+ * `resend`; each JSON request is validated, then answered. When the stream ends, for any
  * reason, what arrived is staged and flushed: a link cut costs only the bytes in flight.
  *
  * @throws {PresyncError} `PROTOCOL_VIOLATION` for a message that breaks the protocol (the
@@ -75,6 +91,7 @@ export async function serveReplicaStream(
   const blocks = blockCount(replica.identity);
   const batch: StagedBlock[] = [];
   const rejected: number[] = [];
+  const resend: number[] = [];
   const stageBatch = async () => {
     if (batch.length === 0) return;
     const result = await replica.stage(batch.splice(0));
@@ -93,7 +110,12 @@ export async function serveReplicaStream(
       }
       case SyncOp.FLUSH:
         await replica.flush();
-        return { ok: true, seq: request.seq, rejected: rejected.splice(0) };
+        return {
+          ok: true,
+          seq: request.seq,
+          rejected: rejected.splice(0),
+          resend: resend.splice(0),
+        };
       case SyncOp.COMMIT: {
         const meta = await counters.timeCommit(
           name,
@@ -112,6 +134,19 @@ export async function serveReplicaStream(
             cutTimeMs: meta.cutTimeMs,
           },
         };
+      }
+      case SyncOp.PAGES: {
+        const parts: Uint8Array[] = [];
+        for (const block of request.blocks) {
+          if (block >= blocks) {
+            throw new PresyncError(
+              ErrorCode.PROTOCOL_VIOLATION,
+              `pages of block ${block} asked for, past the end of volume ${name} (${blocks} blocks)`,
+            );
+          }
+          parts.push(pageDigests(await replica.readCommitted(block)));
+        }
+        return { ok: true, digests: bytesToWire(concatBytes(parts)) };
       }
       case SyncOp.VERIFY: {
         const report = await replica.verify({
@@ -150,6 +185,39 @@ export async function serveReplicaStream(
             ? { block, data: null }
             : { block, data: data.slice(), hash: hash.slice() },
         );
+        counters.blockReceived(name);
+        if (batch.length >= STAGE_BATCH) await stageBatch();
+        continue;
+      }
+      if (message.kind === MessageKind.PATCH && hooks.patches) {
+        const { block, hash, frame } = decodeBlockMessage(message.body);
+        if (block >= blocks) {
+          throw new PresyncError(
+            ErrorCode.PROTOCOL_VIOLATION,
+            `patch of block ${block} is past the end of volume ${name} (${blocks} blocks)`,
+          );
+        }
+        let runs: PatchRun[];
+        try {
+          const patch = decodeBlockFrame(frame, {
+            maxRawLength: maxPatchLength(blockSize),
+            codecs,
+          });
+          runs = decodePatch(patch, blockLength(replica.identity, block));
+        } catch (err) {
+          // A corrupt patch is as good as a corrupt block: ask for it again.
+          log("warn", "block_frame_rejected", { volume: name, block, error: String(err) });
+          rejected.push(block);
+          continue;
+        }
+        const patched = applyPatch(await replica.readCommitted(block), runs);
+        if (!constantTimeEqual(blake3(patched), hash)) {
+          // Our copy is not what the source patched: never stage it, ask for the whole block.
+          log("warn", "patch_base_differs", { volume: name, block });
+          resend.push(block);
+          continue;
+        }
+        batch.push({ block, data: patched, hash: hash.slice() });
         counters.blockReceived(name);
         if (batch.length >= STAGE_BATCH) await stageBatch();
         continue;

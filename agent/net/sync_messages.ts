@@ -13,7 +13,7 @@
 import type { Extent } from "../core/mod.ts";
 import { ErrorCode, PresyncError } from "../errors.ts";
 import { Fields, malformed } from "./_json_fields.ts";
-import type { CommittedState } from "../sync/destination.ts";
+import { type CommittedState, MAX_DIGEST_BLOCKS } from "../sync/destination.ts";
 import {
   parseVolumeIdentity,
   validateVolumeName,
@@ -36,6 +36,8 @@ export const SyncOp = {
   VERIFY: "verify",
   /** Postcopy: the destination asks the source for blocks (on a stream of its own). */
   FETCH: "fetch",
+  /** Asks for the page digests of the committed copies of some blocks (sync protocol 3). */
+  PAGES: "pages",
 } as const;
 
 /** One of the {@linkcode SyncOp} values. */
@@ -43,6 +45,8 @@ export type SyncOp = typeof SyncOp[keyof typeof SyncOp];
 
 /** Most consecutive blocks one fetch may ask for. */
 export const MAX_FETCH_BLOCKS = 64;
+/** Most blocks one `pages` request may name. */
+export const MAX_PAGES_BLOCKS = MAX_DIGEST_BLOCKS;
 /** Longest host name a source may give in `open`. */
 const MAX_HOST_LENGTH = 253;
 const INSTANCE_ID = /^[0-9a-f]{16,64}$/;
@@ -66,6 +70,8 @@ export interface OpenRequest {
   identity: VolumeIdentity;
   /** Absent from agents that predate split-brain protection. */
   source?: SourceInstance;
+  /** The source can send PATCH messages (sync protocol 3); absent from older sources. */
+  patches?: boolean;
 }
 
 /** `resume`. */
@@ -102,6 +108,12 @@ export interface VerifyRequest {
   rootOnly?: boolean;
 }
 
+/** `pages`: the page digests of the committed copies of `blocks`. */
+export interface PagesRequest {
+  op: typeof SyncOp.PAGES;
+  blocks: number[];
+}
+
 /** `fetch` (postcopy): `count` blocks from `first` of `generation` of `volume`. */
 export interface FetchRequest {
   op: typeof SyncOp.FETCH;
@@ -117,7 +129,8 @@ export type SyncRequest =
   | BeginRequest
   | FlushRequest
   | CommitRequest
-  | VerifyRequest;
+  | VerifyRequest
+  | PagesRequest;
 
 /** The resume state as it crosses the wire (`received`: a serialized bitmap, base64). */
 export interface WireResume {
@@ -143,6 +156,11 @@ export interface ReplicaCheck {
 export interface ResumeReply {
   ok: true;
   resume: WireResume;
+  /**
+   * Reply to an `open` offering patches: the destination takes PATCH messages on this stream.
+   * Absent (false) from older destinations and in `resume` replies.
+   */
+  patches?: boolean;
 }
 
 /** Reply to `begin`. */
@@ -150,11 +168,16 @@ export interface BeginReply {
   ok: true;
 }
 
-/** Reply to `flush`: blocks in `rejected` were not staged and must be sent again. */
+/**
+ * Reply to `flush`: blocks in `rejected` were not staged and must be sent again; blocks in
+ * `resend` came as patches that did not rebuild the source's block over the destination's
+ * copy: not staged, to be sent whole (absent from older destinations: none).
+ */
 export interface FlushReply {
   ok: true;
   seq: number;
   rejected: number[];
+  resend: number[];
 }
 
 /** Reply to `commit`: the replica's committed state now. */
@@ -168,6 +191,12 @@ export interface VerifyReply {
   ok: true;
   generation: number;
   report: ReplicaCheck;
+}
+
+/** Reply to `pages`: the digests of each block's pages, in request order (base64). */
+export interface PagesReply {
+  ok: true;
+  digests: string;
 }
 
 /** The reply to any request that failed; also the destination's last word on a stream. */
@@ -186,6 +215,7 @@ export interface SyncReplies {
   flush: FlushReply;
   commit: CommitReply;
   verify: VerifyReply;
+  pages: PagesReply;
 }
 
 /** Any message a destination may send on a sync stream. */
@@ -245,6 +275,7 @@ export function parseOpenRequest(value: unknown): OpenRequest {
   }
   const request: OpenRequest = { op: SyncOp.OPEN, volume, identity };
   if (f.has("source")) request.source = parseSource(f.object("source"));
+  if (f.has("patches")) request.patches = f.bool("patches");
   return request;
 }
 
@@ -282,8 +313,15 @@ export function parseSyncRequest(value: unknown): SyncRequest {
       if (v.has("rootOnly")) request.rootOnly = v.bool("rootOnly");
       return request;
     }
+    case SyncOp.PAGES: {
+      const blocks = new Fields("pages", value).ints("blocks");
+      if (blocks.length < 1 || blocks.length > MAX_PAGES_BLOCKS) {
+        throw malformed("pages", "blocks", `1 to ${MAX_PAGES_BLOCKS} blocks`, blocks.length);
+      }
+      return { op, blocks };
+    }
     default:
-      throw malformed("sync request", "op", "resume, begin, flush, commit or verify", op);
+      throw malformed("sync request", "op", "resume, begin, flush, commit, verify or pages", op);
   }
 }
 
@@ -326,10 +364,19 @@ function parseResume(f: Fields): WireResume {
 type ReplyParsers = { [O in keyof SyncReplies]: (f: Fields) => SyncReplies[O] };
 
 const REPLY_PARSERS: ReplyParsers = {
-  open: (f) => ({ ok: true, resume: parseResume(f) }),
+  open: (f) => ({
+    ok: true,
+    resume: parseResume(f),
+    ...(f.has("patches") ? { patches: f.bool("patches") } : {}),
+  }),
   resume: (f) => ({ ok: true, resume: parseResume(f) }),
   begin: () => ({ ok: true }),
-  flush: (f) => ({ ok: true, seq: f.int("seq"), rejected: f.ints("rejected") }),
+  flush: (f) => ({
+    ok: true,
+    seq: f.int("seq"),
+    rejected: f.ints("rejected"),
+    resend: f.has("resend") ? f.ints("resend") : [],
+  }),
   commit: (f) => {
     const m = f.object("meta");
     return {
@@ -341,6 +388,7 @@ const REPLY_PARSERS: ReplyParsers = {
       },
     };
   },
+  pages: (f) => ({ ok: true, digests: f.string("digests") }),
   verify: (f) => {
     const r = f.object("report");
     const report: ReplicaCheck = {

@@ -27,6 +27,7 @@ const REQUESTS: unknown[] = [
   { op: "flush", seq: 7 },
   { op: "commit", generation: 3, merkleRoot: ROOT },
   { op: "verify", merkleRoot: ROOT, rootOnly: true },
+  { op: "pages", blocks: [0, 5, 9] },
 ];
 const REPLIES: [keyof SyncReplies, unknown][] = [
   ["open", {
@@ -43,7 +44,13 @@ const REPLIES: [keyof SyncReplies, unknown][] = [
     },
   }],
   ["begin", { ok: true }],
-  ["flush", { ok: true, seq: 7, rejected: [1, 9] }],
+  ["open", {
+    ok: true,
+    resume: { committedGeneration: 0, merkleRoot: ROOT, cutTimeMs: 0, staged: null },
+    patches: true,
+  }],
+  ["flush", { ok: true, seq: 7, rejected: [1, 9], resend: [4] }],
+  ["pages", { ok: true, digests: "AAEC" }],
   ["commit", { ok: true, meta: { committedGeneration: 3, merkleRoot: ROOT, cutTimeMs: 6 } }],
   ["verify", {
     ok: true,
@@ -63,7 +70,7 @@ Deno.test("every request parses to itself; unknown fields are ignored", () => {
     dirty: "",
     final: false,
   });
-  const open = { op: "open", volume: "vm1", identity, source };
+  const open = { op: "open", volume: "vm1", identity, source, patches: true };
   assert.deepEqual(parseOpenRequest(open), open);
   const legacy = parseOpenRequest({ op: "open", volume: "vm1", identity });
   assert.equal(legacy.source, undefined);
@@ -79,6 +86,12 @@ Deno.test("every reply parses to itself; an error reply is thrown as its error",
   const thrown = assertThrowsCode(() => parseReply("flush", failure), ErrorCode.NO_SPACE);
   assert.equal(thrown.retryable, true);
   assert.match(thrown.message, /^destination: the disk is full/);
+  // A destination before patches sends no `resend`: nothing to send whole.
+  assert.deepEqual(parseReply("flush", { ok: true, seq: 1, rejected: [] }).resend, []);
+  assertThrowsCode(
+    () => parseReply("flush", { ok: true, seq: 1, rejected: [], resend: [-1] }),
+    ErrorCode.PROTOCOL_VIOLATION,
+  );
   // A code this build does not know stays an error, as IO.
   assert.equal(errorFromReply({ code: "FROM_THE_FUTURE", message: "x" }).code, ErrorCode.IO);
   assert.deepEqual(parseErrorReply({ ok: false, code: "IO", message: "m" }), {
@@ -95,6 +108,12 @@ Deno.test("malformed messages are protocol violations naming the field", () => {
     [() => parseSyncRequest([1]), /must be a JSON object/],
     [() => parseSyncRequest({ op: "begin", generation: 0, cutTimeMs: 1, dirty: "" }), /generation/],
     [() => parseSyncRequest({ op: "flush", seq: "1" }), /seq must be an integer/],
+    [() => parseSyncRequest({ op: "pages", blocks: [] }), /blocks must be 1 to 128 blocks/],
+    [
+      () => parseSyncRequest({ op: "pages", blocks: Array.from({ length: 129 }, (_, i) => i) }),
+      /blocks must be 1 to 128/,
+    ],
+    [() => parseSyncRequest({ op: "pages", blocks: [1, -2] }), /blocks must be a list of integers/],
     [() => parseSyncRequest({ op: "commit", generation: 2, merkleRoot: "AB" }), /merkleRoot/],
     [() => parseSyncRequest({ op: "verify", rootOnly: "yes" }), /rootOnly must be true or false/],
     [() => parseOpenRequest({ op: "resume" }), /first message of a sync stream/],

@@ -20,14 +20,18 @@ export const MAX_SYNC_MESSAGE_BYTES = 64 * 1024 * 1024;
 /** Bytes before the block frame in a BLOCK message: u32 block number, 32-byte hash. */
 export const BLOCK_MESSAGE_HEADER_BYTES = 4 + HASH_BYTES;
 
-/** Encodes a bitmap for a JSON message. */
-export function bitmapToWire(bitmap: Bitmap): string {
-  const bytes = bitmap.serialize();
+/** Bytes in base64, for a JSON message. */
+export function bytesToWire(bytes: Uint8Array): string {
   let text = "";
   for (let i = 0; i < bytes.length; i += 8192) {
     text += String.fromCharCode(...bytes.subarray(i, i + 8192));
   }
   return btoa(text);
+}
+
+/** Encodes a bitmap for a JSON message. */
+export function bitmapToWire(bitmap: Bitmap): string {
+  return bytesToWire(bitmap.serialize());
 }
 
 /**

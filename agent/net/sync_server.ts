@@ -132,7 +132,13 @@ export class SyncServer {
         remote: session.remote,
         ...(open.source ? { instance: open.source.instance, host: open.source.host } : {}),
       });
-      await writer.writeJson({ ok: true, resume: resumeToWire(replica.resumeInfo()) });
+      // Patches are taken from any source that offers them (sync protocol 3).
+      const patches = open.patches === true;
+      await writer.writeJson({
+        ok: true,
+        resume: resumeToWire(replica.resumeInfo()),
+        ...(patches ? { patches } : {}),
+      });
       const served = replica;
       await serveReplicaStream(replica, reader, writer, this.#codecs, this.#log, {
         beforeBegin: (generation, dirty) => this.#finals.checkBegin(name, generation, dirty),
@@ -142,6 +148,7 @@ export class SyncServer {
           this.#finals.committed(name, meta.committedGeneration);
         },
         received: (bytes) => holder.received += bytes,
+        patches,
       });
     } catch (err) {
       counters.error(err);

@@ -6,6 +6,9 @@ import { assertRejectsCode } from "../../fixtures/assert.ts";
 import { sessionPair } from "../../fixtures/session_pair.ts";
 import { hashFile } from "../../fixtures/workload.ts";
 import { PacedDestination } from "../daemon/paced_destination.ts";
+import { concatBytes } from "../bytes.ts";
+import { Bitmap } from "../core/mod.ts";
+import { pageDigests } from "../volume/page_masks.ts";
 import { ErrorCode } from "../errors.ts";
 import { DenoFileSystem } from "../fs/deno_file_system.ts";
 import { openSourceVolume, type SourceVolume } from "../source/open_source_volume.ts";
@@ -16,7 +19,7 @@ import type { Session } from "../wire/session.ts";
 import { MessageKind, MessageReader, MessageWriter, parseJsonBody } from "./message_stream.ts";
 import { RemoteDestination } from "./remote_destination.ts";
 import { SyncOp } from "./sync_messages.ts";
-import { MAX_SYNC_MESSAGE_BYTES } from "./sync_protocol.ts";
+import { bitmapToWire, encodeBlockMessage, MAX_SYNC_MESSAGE_BYTES } from "./sync_protocol.ts";
 import { SyncServer } from "./sync_server.ts";
 import type { Logger } from "../log.ts";
 
@@ -183,4 +186,73 @@ Deno.test("sync server: malformed messages get a coded error reply and end only 
   assert.deepEqual(await new ReplicaStore(new DirectoryBackend(fs, `${r.root}/store`)).list(), [
     "vm1",
   ]);
+});
+
+Deno.test("sync server: a PATCH not agreed in open or past the volume's end is a protocol violation; a corrupt patch is rejected, a mismatching one named for resend", async () => {
+  await using r = await rig();
+  await using pair = await r.connect();
+  const identity = r.volume.state.identity;
+  const exchange = async (
+    open: Record<string, unknown>,
+    send: (w: MessageWriter) => Promise<void>,
+  ) => {
+    const stream = pair.client.openStream(Priority.BULK);
+    const writer = new MessageWriter(stream.writable);
+    const reader = new MessageReader(stream.readable, MAX_SYNC_MESSAGE_BYTES);
+    await writer.writeJson(open);
+    await send(writer);
+    const replies = [];
+    for (let m = await reader.read(); m !== null; m = await reader.read()) {
+      replies.push(parseJsonBody(m.body) as Record<string, unknown>);
+    }
+    await writer.close();
+    return replies;
+  };
+  const base = { op: SyncOp.OPEN, volume: "vm1", identity, source: agentA };
+  const hash = new Uint8Array(32);
+  // A raw frame of a patch: run 0 = 4 bytes at offset 8.
+  const patch = new Uint8Array([1, 8, 0, 0, 0, 4, 0, 0, 0, 1, 2, 3, 4]);
+  const frame = new Uint8Array([1, patch.length, 0, 0, 0, ...patch]);
+  const notAgreed = await exchange(base, async (w) => {
+    await w.write(MessageKind.PATCH, encodeBlockMessage(0, hash, frame));
+  });
+  assert.equal(notAgreed[0].ok, true);
+  assert.equal(notAgreed[0].patches, undefined, "no patches without the offer");
+  assert.equal(notAgreed[1].code, ErrorCode.PROTOCOL_VIOLATION);
+  assert.match(String(notAgreed[1].message), /unknown sync message kind 3/);
+  using dirty = new Bitmap(5).setRange(0, 5);
+  const corrupt = new Uint8Array([1, 9, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]); // no runs
+  const agreed = await exchange({ ...base, patches: true }, async (w) => {
+    await w.writeJson({
+      op: SyncOp.BEGIN,
+      generation: 1,
+      cutTimeMs: 1,
+      dirty: bitmapToWire(dirty),
+    });
+    await w.write(MessageKind.PATCH, encodeBlockMessage(1, hash, corrupt));
+    await w.write(MessageKind.PATCH, encodeBlockMessage(2, hash, frame)); // hash is not of the result
+    await w.writeJson({ op: SyncOp.FLUSH, seq: 1 });
+    await w.write(MessageKind.PATCH, encodeBlockMessage(5, hash, frame));
+  });
+  assert.equal(agreed[0].patches, true);
+  assert.equal(agreed[1].ok, true);
+  assert.deepEqual(agreed[2], { ok: true, seq: 1, rejected: [1], resend: [2] });
+  assert.equal(agreed[3].code, ErrorCode.PROTOCOL_VIOLATION);
+  assert.match(String(agreed[3].message), /patch of block 5 is past the end of volume vm1/);
+  assert.deepEqual(
+    r.lines.filter((l) => l.event === "patch_base_differs").map((l) => l.fields.block),
+    [2],
+  );
+});
+
+Deno.test("sync server: page digests are of the committed copies; a block past the end is a protocol violation", async () => {
+  await using r = await rig();
+  await using pair = await r.connect();
+  const { remote } = await open(pair.client, r.volume);
+  // A new replica is all zeros; its last block is 300 KiB - 4 × 64 KiB = 44 KiB: 11 pages.
+  const zeros = pageDigests(new Uint8Array(65536));
+  const lastZeros = pageDigests(new Uint8Array(45056));
+  assert.deepEqual(await remote.pageDigests([1, 4]), concatBytes([zeros, lastZeros]));
+  await assertRejectsCode(remote.pageDigests([5]), ErrorCode.PROTOCOL_VIOLATION);
+  await remote.close();
 });

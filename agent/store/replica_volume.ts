@@ -279,6 +279,25 @@ export class ReplicaVolume {
     return staging.readStaged(block);
   }
 
+  /**
+   * The bytes of `block` in the image (its last block may be short): the committed copy,
+   * except while seeding in place, where a block already received reads as received.
+   */
+  async readCommitted(block: number): Promise<Uint8Array> {
+    const { blockSize } = this.identity;
+    if (!Number.isInteger(block) || block < 0 || block >= blockCount(this.identity)) {
+      throw new PresyncError(
+        ErrorCode.INVALID_ARGUMENT,
+        `block ${block} is outside volume ${this.identity.name} (${
+          blockCount(this.identity)
+        } blocks)`,
+      );
+    }
+    const data = new Uint8Array(blockLength(this.identity, block));
+    await io(`read ${this.location} image`, () => this.#image.read(block * blockSize, data));
+    return data;
+  }
+
   /** Makes staged blocks durable; only then may they be acknowledged to the source. */
   flush(): Promise<void> {
     return this.#requireStaging().flush();

@@ -18,6 +18,24 @@ export interface StagedBlock {
   data: Uint8Array | null;
   /** BLAKE3 of `data`, as the sender computed it. Required when `data` is not null. */
   hash?: Uint8Array;
+  /**
+   * The 4 KiB pages of `data` that differ from the destination's committed copy, as a page
+   * mask (`volume/page_masks.ts`); absent: unknown, the whole block. A destination may send
+   * only those pages (a patch, checked against `hash` once rebuilt) or ignore it.
+   */
+  pages?: number;
+}
+
+/** Most blocks one {@linkcode Destination.pageDigests} call may name. */
+export const MAX_DIGEST_BLOCKS = 128;
+
+/** What a flush found besides durability. */
+export interface FlushResult {
+  /**
+   * Blocks staged as patches that did not rebuild `hash` over the destination's copy: not
+   * staged (nor acknowledged by this flush); the sender stages them again without `pages`.
+   */
+  resend: number[];
 }
 
 /** What the destination did with a batch of blocks. */
@@ -84,14 +102,25 @@ export interface Destination {
   ): Promise<void>;
   /** Verifies and appends blocks; not durable until `flush`. Blocks staged twice are ignored. */
   stage(blocks: StagedBlock[]): Promise<StageResult>;
-  /** Makes staged blocks durable: after it resolves they count as acknowledged. Idempotent. */
-  flush(): Promise<void>;
+  /**
+   * Makes staged blocks durable: after it resolves they count as acknowledged, except those
+   * it returns to resend (a destination without patches returns nothing). Idempotent.
+   */
+  flush(): Promise<FlushResult | void>;
   /**
    * True when `stage` may be called while a `flush` is still in flight (the flush then
    * covers only what was staged before it): a remote destination handles requests in
    * order, so the sender need not wait a round trip at every acknowledgement point.
    */
   readonly concurrentFlush?: boolean;
+  /**
+   * The page digests (`volume/page_masks.ts`, `pageDigests`) of the committed copies of
+   * `blocks` (at most {@linkcode MAX_DIGEST_BLOCKS}), one block after the other; null when
+   * this destination takes no patches. For a
+   * tracker that knows only whole blocks: the sender compares them with its own to find the
+   * changed pages. May be called between `stage` calls; pure, safe to repeat.
+   */
+  pageDigests?(blocks: number[]): Promise<Uint8Array | null>;
   /**
    * Commits the generation if every block of its set is staged and the resulting Merkle root
    * equals `expectedRoot` (hex); otherwise nothing is applied. Retrying after a lost reply is

@@ -5,7 +5,13 @@ import { toHex } from "../hex.ts";
 import type { Cut } from "../tracker.ts";
 import { blockEntries, ENTRY_BYTES, isZeroEntry } from "../volume/block_hashes.ts";
 import { assertSameVolume, blockLength } from "../volume/volume_identity.ts";
-import type { Destination, StagedBlock } from "./destination.ts";
+import {
+  differingPages,
+  PAGE_DIGEST_BYTES,
+  pageMasksSupported,
+  pagesIn,
+} from "../volume/page_masks.ts";
+import { type Destination, MAX_DIGEST_BLOCKS, type StagedBlock } from "./destination.ts";
 import { assertResumable } from "./resume_check.ts";
 import { YIELD_EVERY_BYTES, yieldToEventLoop } from "../yield.ts";
 
@@ -48,6 +54,10 @@ export interface SendReport {
   bytesSent: number;
   /** Blocks sent as zero markers. */
   zeroBlocks: number;
+  /** Blocks staged with their changed pages (a destination may send only those). */
+  pagedBlocks: number;
+  /** Of those, blocks the destination could not rebuild, sent again whole. */
+  resentWhole: number;
   /** Blocks of the generation the destination already had durably staged. */
   alreadyStaged: number;
   /** Merkle root of the committed generation (hex). */
@@ -85,6 +95,8 @@ export async function sendGeneration(
     sent: new Bitmap(pending.dirty.size),
     bytesSent: 0,
     zeroBlocks: 0,
+    pagedBlocks: 0,
+    resentWhole: 0,
     alreadyStaged: 0,
     merkleRoot: "",
     commitMs: 0,
@@ -156,6 +168,9 @@ async function sendBlocks(
   const flushEveryBytes = destination.concurrentFlush ? FLUSH_EVERY_BYTES / 2 : FLUSH_EVERY_BYTES;
   using unflushed = new Bitmap(toSend.size);
   let unflushedBytes = 0;
+  // Patched blocks the destination could not rebuild over its copy: sent again whole, as
+  // soon as a flush reply names them (no round trip is awaited for them).
+  const resend: number[] = [];
   // With a destination that allows it, one flush stays in flight while sending goes on.
   let inFlight: Promise<void> = Promise.resolve();
   const flush = async () => {
@@ -163,9 +178,13 @@ async function sendBlocks(
     unflushed.clearRange(0, unflushed.size);
     unflushedBytes = 0;
     await inFlight;
-    inFlight = destination.flush().then(() => state.recordAcked(covered)).finally(() =>
-      covered.free()
-    );
+    inFlight = destination.flush().then(async (result) => {
+      for (const block of result?.resend ?? []) {
+        covered.clear(block);
+        resend.push(block);
+      }
+      await state.recordAcked(covered);
+    }).finally(() => covered.free());
     // Awaited before the next flush or at the end; when sending fails first (link down), the
     // error is reported from there, so this one must not count as unhandled meanwhile.
     inFlight.catch(() => {});
@@ -188,18 +207,71 @@ async function sendBlocks(
     unflushed.setRange(first, blocks.length);
     unflushedBytes += bytes;
   };
+  /** Stages the blocks of `resend` whole, each read again from the cut. */
+  const sendResends = async () => {
+    for (const block of resend.splice(0).sort((a, b) => a - b)) {
+      const data = await cut.read(block, 1);
+      const entry = blockEntries(data, blockSize);
+      await state.manifest.write(block, entry);
+      await state.manifest.sync();
+      report.resentWhole++;
+      report.bytesSent += data.length;
+      await stage(block, [{ block, data, hash: entry }], data.length);
+    }
+  };
   // Cold blocks first, then the hot ones.
   using hot = toSend.clone();
   if (hooks.hot && hooks.hot.size === toSend.size) hot.and(hooks.hot);
   else hot.clearRange(0, hot.size);
   using cold = toSend.clone().andNot(hot);
+  // Reads of at most `perRead` blocks; scattered small ones are grouped so that one manifest
+  // sync covers the whole group (a sync per single-block extent would dominate the send).
+  // A cut that knows no pages (a tracker of whole blocks, or one resumed after a restart or a
+  // link cut, whose masks are gone): the destination's page digests tell which pages
+  // changed. They are asked for one group ahead, so each answer comes while the group before
+  // it is being sent (no round trip per group).
+  const digestsWanted = (cut.pageMask === undefined || !cut.pointInTime) &&
+    destination.pageDigests !== undefined && pageMasksSupported(blockSize);
+  const perGroup = digestsWanted ? Math.min(perRead, MAX_DIGEST_BLOCKS) : perRead;
+  const reads: [number, number][] = [];
   for (const [start, length] of [...cold.extents(), ...hot.extents()]) {
-    for (let first = start; first < start + length; first += perRead) {
-      const count = Math.min(perRead, start + length - first);
+    for (let first = start; first < start + length; first += perGroup) {
+      reads.push([first, Math.min(perGroup, start + length - first)]);
+    }
+  }
+  const groups: [number, number][][] = [];
+  for (let next = 0; next < reads.length;) {
+    const group: [number, number][] = [];
+    for (let blocks = 0; next < reads.length && blocks + reads[next][1] <= perGroup; next++) {
+      group.push(reads[next]);
+      blocks += reads[next][1];
+    }
+    groups.push(group);
+  }
+  const digestsOf = (g: number): Promise<Uint8Array | null> => {
+    if (!digestsWanted || g >= groups.length) return Promise.resolve(null);
+    const blocks = groups[g].flatMap(([first, count]) =>
+      Array.from({ length: count }, (_, i) => first + i)
+    );
+    const asked = destination.pageDigests!(blocks);
+    asked.catch(() => {}); // awaited when its group comes; a failure is reported there
+    return asked;
+  };
+  let nextDigests = digestsOf(0);
+  for (let g = 0; g < groups.length; g++) {
+    const digests = await nextDigests;
+    nextDigests = digestsOf(g + 1);
+    let digestAt = 0;
+    const group: { first: number; count: number; data: Uint8Array; entries: Uint8Array }[] = [];
+    for (const [first, count] of groups[g]) {
+      if (resend.length > 0) await sendResends();
       const data = await cut.read(first, count);
       const entries = await entriesYielding(data, blockSize);
       await state.manifest.write(first, entries);
-      await state.manifest.sync();
+      group.push({ first, count, data, entries });
+    }
+    await state.manifest.sync();
+    for (const { first, count, data, entries } of group) {
       // Staged in pieces that end where a flush is due, so no flush covers more than its share.
       let piece: StagedBlock[] = [];
       let pieceFirst = first;
@@ -217,10 +289,17 @@ async function sendBlocks(
           report.zeroBlocks++;
         } else {
           const bytes = data.subarray(i * blockSize, i * blockSize + length);
-          piece.push({ block: first + i, data: bytes, hash: entry });
+          const theirs = digests?.subarray(
+            digestAt,
+            digestAt + pagesIn(length) * PAGE_DIGEST_BYTES,
+          );
+          const pages = cut.pageMask?.(first + i) ?? (theirs && differingPages(bytes, theirs));
+          piece.push({ block: first + i, data: bytes, hash: entry, pages });
+          if (pages !== undefined) report.pagedBlocks++;
           report.bytesSent += bytes.length;
         }
         pieceBytes += length;
+        digestAt += pagesIn(length) * PAGE_DIGEST_BYTES;
       }
       await stage(pieceFirst, piece, pieceBytes);
       if (unflushedBytes >= flushEveryBytes) await flush();
@@ -228,4 +307,9 @@ async function sendBlocks(
   }
   await flush();
   await inFlight;
+  while (resend.length > 0) {
+    await sendResends();
+    await flush();
+    await inFlight;
+  }
 }

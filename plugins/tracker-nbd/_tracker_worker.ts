@@ -15,6 +15,7 @@ import { Bitmap } from "../../agent/core/mod.ts";
 import { setThreadNice, VM_IO_NICE } from "../../agent/daemon/thread_priority.ts";
 import { PresyncError } from "../../agent/errors.ts";
 import type { Cut } from "../../agent/tracker.ts";
+import { NbdCut } from "./nbd_cut.ts";
 import { NbdTracker } from "./nbd_tracker.ts";
 import { owned, type WorkerReply, type WorkerRequest } from "./_worker_protocol.ts";
 
@@ -56,7 +57,11 @@ async function handle(request: WorkerRequest): Promise<void> {
         const cutId = nextCut++;
         cuts.set(cutId, cut);
         const dirty = owned(cut.dirty.serialize());
-        reply({ id, op: "cut", cutId, dirty, pointInTime: cut.pointInTime }, [dirty.buffer]);
+        const pages = cut instanceof NbdCut ? cut.pagePairs() : new Uint32Array(0);
+        reply({ id, op: "cut", cutId, dirty, pointInTime: cut.pointInTime, pages }, [
+          dirty.buffer,
+          pages.buffer,
+        ]);
         return;
       }
       case "read": {

@@ -22,7 +22,15 @@ export type WorkerRequest = WorkerCall & { id: number };
 /** Worker → main thread (`id` 0: not an answer, an event). */
 export type WorkerReply =
   | { id: number; op: "ok"; addresses?: NbdAddress[] }
-  | { id: number; op: "cut"; cutId: number; dirty: Uint8Array; pointInTime: boolean }
+  | {
+    id: number;
+    op: "cut";
+    cutId: number;
+    dirty: Uint8Array;
+    pointInTime: boolean;
+    /** The cut's page masks as `[block, mask]` pairs (`PageMasks.toPairs`). */
+    pages: Uint32Array;
+  }
   | { id: number; op: "data"; data: Uint8Array }
   | { id: number; op: "error"; code?: ErrorCode; message: string; retryable: boolean }
   | { id: 0; op: "connectionError"; error: string };

@@ -2,6 +2,7 @@ import type { Bitmap } from "../../agent/core/mod.ts";
 import { ErrorCode, PresyncError } from "../../agent/errors.ts";
 import type { PositionalFile } from "../../agent/nbd/mod.ts";
 import type { Cut } from "../../agent/tracker.ts";
+import type { PageMasks } from "../../agent/volume/page_masks.ts";
 import { PreservedBlocks } from "./preserved_blocks.ts";
 
 /**
@@ -22,6 +23,7 @@ export class NbdCut implements Cut {
   /** Blocks whose preservation is under way: a second writer waits for it. */
   readonly pending = new Map<number, Promise<void>>();
   readonly #image: PositionalFile;
+  readonly #pages: PageMasks | null;
   readonly #blockSize: number;
   readonly #sizeBytes: number;
   readonly #onRelease: (cut: NbdCut) => void;
@@ -30,6 +32,8 @@ export class NbdCut implements Cut {
   constructor(options: {
     dirty: Bitmap;
     pointInTime: boolean;
+    /** The changed pages of the dirty blocks (null: unknown, every block whole). */
+    pages: PageMasks | null;
     image: PositionalFile;
     blockSize: number;
     sizeBytes: number;
@@ -39,6 +43,7 @@ export class NbdCut implements Cut {
     this.dirty = options.dirty;
     this.pointInTime = options.pointInTime;
     this.#image = options.image;
+    this.#pages = options.pages;
     this.#blockSize = options.blockSize;
     this.#sizeBytes = options.sizeBytes;
     this.preserved = options.preserved;
@@ -49,6 +54,15 @@ export class NbdCut implements Cut {
   needsPreserving(block: number): boolean {
     return this.pointInTime && !this.#released && this.dirty.get(block) &&
       !this.preserved.has(block);
+  }
+
+  pageMask(block: number): number | undefined {
+    return this.#pages?.get(block);
+  }
+
+  /** The page masks as `[block, mask]` pairs (empty when pages are unknown). */
+  pagePairs(): Uint32Array<ArrayBuffer> {
+    return this.#pages?.toPairs() ?? new Uint32Array(0);
   }
 
   async read(first: number, count: number): Promise<Uint8Array> {

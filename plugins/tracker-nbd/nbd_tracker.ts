@@ -15,6 +15,7 @@ import {
   type ZeroOptions,
 } from "../../agent/nbd/mod.ts";
 import type { Cut, Tracker } from "../../agent/tracker.ts";
+import { PageMasks, pageMasksSupported } from "../../agent/volume/page_masks.ts";
 import { blockCount, reseedHint, type VolumeIdentity } from "../../agent/volume/volume_identity.ts";
 import { NbdCut } from "./nbd_cut.ts";
 import { DEFAULT_PRESERVE_MEMORY_BYTES, PreservedBlocks } from "./preserved_blocks.ts";
@@ -45,6 +46,11 @@ export interface NbdTrackerOptions {
   preserveMemoryBytes?: number;
   /** Errors that ended an NBD connection. */
   onError?: (err: unknown) => void;
+  /**
+   * Most blocks per generation whose changed 4 KiB pages are kept (page masks); past it a
+   * newly written block counts as whole. Default `DEFAULT_MAX_MASKS` (about 64 MiB at most).
+   */
+  maxPageMasks?: number;
 }
 
 /**
@@ -67,6 +73,8 @@ export class NbdTracker implements Tracker {
   readonly #options: NbdTrackerOptions;
   readonly #image: PositionalFile;
   #live: Bitmap;
+  /** The changed pages of the live set's blocks (null: block size without page masks). */
+  #pages: PageMasks | null;
   readonly #cuts = new Set<NbdCut>();
   #server: NbdServer | null = null;
   #inflight = 0;
@@ -80,6 +88,7 @@ export class NbdTracker implements Tracker {
     this.#options = options;
     this.#image = image;
     this.#live = live;
+    this.#pages = this.#newPageMasks();
     this.sizeBytes = options.identity.sizeBytes;
     this.blockSize = options.identity.blockSize;
     this.export = new TrackingExport(this, options.identity.name);
@@ -113,6 +122,13 @@ export class NbdTracker implements Tracker {
       else await image.close();
       throw err;
     }
+  }
+
+  #newPageMasks(): PageMasks | null {
+    const { blockSize } = this.#options.identity;
+    return pageMasksSupported(blockSize)
+      ? new PageMasks(blockSize, this.#options.maxPageMasks)
+      : null;
   }
 
   /** Number of blocks marked since the last cut. */
@@ -152,7 +168,8 @@ export class NbdTracker implements Tracker {
 
   /**
    * Before bytes `[offset, offset+length)` change: preserves the old content of blocks that
-   * unreleased cuts still need, then marks the blocks dirty. Call between enter and leave.
+   * unreleased cuts still need, then marks the blocks dirty (and their changed pages). Call
+   * between enter and leave.
    */
   async beforeChange(offset: number, length: number, preserve: boolean): Promise<void> {
     const first = Math.floor(offset / this.blockSize);
@@ -160,6 +177,7 @@ export class NbdTracker implements Tracker {
     if (preserve) {
       for (const cut of this.#cuts) await this.#preserve(cut, first, last);
     }
+    this.#pages?.mark(this.#live, offset, length);
     this.#live.setRange(first, last - first + 1);
   }
 
@@ -224,8 +242,10 @@ export class NbdTracker implements Tracker {
       this.#drained = null;
       const reader = await PositionalFile.open(this.#options.imagePath, { readOnly: true });
       const dirty = this.#live;
+      const pages = this.#pages;
       this.#live = new Bitmap(dirty.size);
-      const cut = this.#newCut(dirty, true, reader);
+      this.#pages = this.#newPageMasks();
+      const cut = this.#newCut(dirty, true, reader, pages);
       this.#cuts.add(cut);
       return cut;
     } finally {
@@ -237,14 +257,21 @@ export class NbdTracker implements Tracker {
   async resume(dirty: Bitmap): Promise<Cut> {
     this.#assertOpen();
     const reader = await PositionalFile.open(this.#options.imagePath, { readOnly: true });
-    return this.#newCut(dirty.clone(), false, reader);
+    // Pages are known only since the previous cut: a resumed generation has no masks.
+    return this.#newCut(dirty.clone(), false, reader, null);
   }
 
-  #newCut(dirty: Bitmap, pointInTime: boolean, reader: PositionalFile): NbdCut {
+  #newCut(
+    dirty: Bitmap,
+    pointInTime: boolean,
+    reader: PositionalFile,
+    pages: PageMasks | null,
+  ): NbdCut {
     const n = ++this.#cutNumber;
     return new NbdCut({
       dirty,
       pointInTime,
+      pages,
       image: reader,
       blockSize: this.blockSize,
       sizeBytes: this.sizeBytes,

@@ -2,6 +2,7 @@ import { Bitmap } from "../../agent/core/mod.ts";
 import { ErrorCode, PresyncError } from "../../agent/errors.ts";
 import type { NbdAddress } from "../../agent/nbd/mod.ts";
 import type { Cut, Tracker } from "../../agent/tracker.ts";
+import { PageMasks, pageMasksSupported } from "../../agent/volume/page_masks.ts";
 import { blockCount } from "../../agent/volume/volume_identity.ts";
 import type { NbdTrackerOptions } from "./nbd_tracker.ts";
 import { owned, type WorkerCall, type WorkerReply } from "./_worker_protocol.ts";
@@ -102,12 +103,17 @@ export class WorkerNbdTracker implements Tracker {
   }
 
   #cutFrom(reply: WorkerReply): Cut {
-    const { cutId, dirty, pointInTime } = reply as Extract<WorkerReply, { op: "cut" }>;
+    const { cutId, dirty, pointInTime, pages } = reply as Extract<WorkerReply, { op: "cut" }>;
     const bitmap = Bitmap.deserialize(dirty, blockCount(this));
+    const masks = pages.length > 0 && pageMasksSupported(this.blockSize)
+      ? PageMasks.fromPairs(this.blockSize, pages)
+      : null;
     let released: Promise<void> | null = null;
     return {
       dirty: bitmap,
       pointInTime,
+      // Without masks (a resumed cut) the cut says nothing about pages, like the scan tracker.
+      ...(masks ? { pageMask: (block: number) => masks.get(block) } : {}),
       read: async (first, count) => {
         const data = await this.#call({ op: "read", cutId, first, count });
         return (data as Extract<WorkerReply, { op: "data" }>).data;

@@ -102,3 +102,56 @@ Deno.test("worker tracker: errors cross the thread with their code", async () =>
     await Deno.remove(dir, { recursive: true });
   }
 });
+
+seededTest(
+  "worker tracker: a cut names the 4 KiB pages the VM wrote in each block; resumed cuts none",
+  async (prng) => {
+    const dir = await Deno.makeTempDir({ prefix: "presync-nbd-pages-" });
+    const block = 64 * 1024;
+    const size = 10 * block + 5000; // the last block is short: two pages, the second partial
+    const image = `${dir}/disk.img`;
+    await createSparseImage(image, size);
+    const identity = newVolumeIdentity("t", size, block);
+    using none = new Bitmap(11);
+    const tracker = await WorkerNbdTracker.create({
+      imagePath: image,
+      identity,
+      stateDir: `${dir}/state`,
+      listen: [{ transport: "unix", path: `${dir}/s.sock` }],
+      initialDirty: none,
+    });
+    const client = await NbdClient.connect(tracker.addresses[0], "t");
+    try {
+      // Page-sized and unaligned writes; the model is the union of pages each one touched.
+      const expected = new Map<number, number>();
+      for (let i = 0; i < 12; i++) {
+        const length = 1 + prng.int(6000);
+        const offset = prng.int(size - length);
+        await client.write(offset, prng.fill(new Uint8Array(length)));
+        for (let at = offset; at < offset + length; at = (Math.floor(at / 4096) + 1) * 4096) {
+          const b = Math.floor(at / block);
+          expected.set(b, ((expected.get(b) ?? 0) | (1 << Math.floor((at % block) / 4096))) >>> 0);
+        }
+      }
+      await client.write(3 * block, new Uint8Array(block)); // a whole block: no mask
+      expected.set(3, 0xFFFF);
+      const cut = await tracker.cut();
+      assert.deepEqual(
+        [...cut.dirty.extents()].flatMap(([s, n]) => Array.from({ length: n }, (_, k) => s + k)),
+        [...expected.keys()].sort((a, b) => a - b),
+      );
+      for (const [b, mask] of expected) {
+        assert.equal(cut.pageMask!(b), mask === 0xFFFF ? undefined : mask, `block ${b}`);
+      }
+      await cut.release();
+      using all = new Bitmap(11).setRange(0, 11);
+      const resumed = await tracker.resume(all);
+      assert.equal(resumed.pageMask, undefined, "a resumed cut knows no pages");
+      await resumed.release();
+    } finally {
+      await client.close();
+      await tracker.close();
+      await Deno.remove(dir, { recursive: true });
+    }
+  },
+);
