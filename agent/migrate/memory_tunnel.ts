@@ -1,7 +1,6 @@
 import type { Codec } from "../codec/codec.ts";
 import { BLOCK_FRAME_HEADER_BYTES, decodeBlockFrame, encodeBlockFrame } from "../codec/mod.ts";
 import { ErrorCode, PresyncError } from "../errors.ts";
-import { createNoneCodec } from "../../plugins/codec-none/mod.ts";
 
 /** Most raw bytes in one tunnel record (QEMU writes its stream in pieces of up to 32 KiB). */
 export const MAX_TUNNEL_CHUNK_BYTES = 256 * 1024;
@@ -108,7 +107,8 @@ export async function runMemoryTunnel(
         const records: Uint8Array[] = [];
         for (let at = 0; at < chunk.length; at += MAX_TUNNEL_CHUNK_BYTES) {
           const piece = chunk.subarray(at, at + MAX_TUNNEL_CHUNK_BYTES);
-          const frame = encodeRecord(piece, options);
+          // Compressed when that shrinks it, else raw (encodeBlockFrame decides).
+          const frame = encodeBlockFrame(piece, options.codec, { level: options.level });
           const record = new Uint8Array(LENGTH_BYTES + frame.length);
           new DataView(record.buffer).setUint32(0, frame.length);
           record.set(frame, LENGTH_BYTES);
@@ -149,22 +149,6 @@ export async function runMemoryTunnel(
     );
   }
   return stats;
-}
-
-/**
- * One piece as a block frame: compressed when that shrinks it and the payload decodes back
- * to the piece (checked here, as the peer will: a record that would not decode there
- * would end the migration), else raw.
- */
-function encodeRecord(piece: Uint8Array, options: MemoryTunnelOptions): Uint8Array {
-  const frame = encodeBlockFrame(piece, options.codec, { level: options.level });
-  if (frame[0] !== options.codec.algorithm) return frame;
-  try {
-    decodeBlockFrame(frame, { maxRawLength: MAX_TUNNEL_CHUNK_BYTES, codecs: [options.codec] });
-    return frame;
-  } catch {
-    return encodeBlockFrame(piece, createNoneCodec());
-  }
 }
 
 function describe(err: unknown): string {
