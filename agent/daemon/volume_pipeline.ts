@@ -9,13 +9,15 @@ import type { CommittedState, Destination } from "../sync/destination.ts";
 import { assertResumable } from "../sync/resume_check.ts";
 import { sendGeneration } from "../sync/send_generation.ts";
 import type { Cut, Tracker } from "../tracker.ts";
-import type { VolumeIdentity } from "../volume/volume_identity.ts";
+import { blockCount, type VolumeIdentity } from "../volume/volume_identity.ts";
 import { runEvacuateHook } from "./evacuate_hook.ts";
 import { type EvacuateReport, Evacuation } from "./evacuation.ts";
 import { GoodputMeter } from "./goodput_meter.ts";
+import { LinkProbe } from "./link_probe.ts";
 import type { TransferCounters } from "./paced_destination.ts";
 import { PauseGate } from "./pause_gate.ts";
 import type { VolumePhase, VolumeSnapshot } from "./volume_status.ts";
+import type { CurrentSend } from "./evacuation_prediction.ts";
 import { WriteRate } from "./write_rate.ts";
 
 /** Burst of the per-volume rate limiter, bytes. */
@@ -75,6 +77,11 @@ export class VolumePipeline {
   readonly #gate = new PauseGate();
   readonly #goodput = new GoodputMeter();
   readonly #writes = new WriteRate();
+  readonly #probe = new LinkProbe();
+  /** Smoothed wire bytes per block of the generations sent (0: none yet). */
+  #wireBytesPerBlock = 0;
+  /** The send in progress: when it started and the wire counter then. */
+  #sendStart: { ms: number; wireBytes: number; acked: number } | null = null;
   #phase: VolumePhase = "starting";
   #link: VolumeLink | null = null;
   #committed: CommittedState;
@@ -236,6 +243,7 @@ export class VolumePipeline {
     const cutTimeMs = pending.cutTimeMs;
     let commitMs = 0;
     this.#cut = cut;
+    this.#sendStart = { ms: started, wireBytes: wireBefore, acked: pending.acked.popcount() };
     try {
       const report = await sendGeneration(this.state, cut, link.destination, {
         hot: this.#hot ?? undefined,
@@ -243,6 +251,13 @@ export class VolumePipeline {
         onCommit: () => evacuation?.to("commit", null, { generation: pending.generation }),
       });
       commitMs = report.commitMs;
+      const sentBlocks = report.sent.popcount();
+      if (sentBlocks > 0) {
+        const sample = (this.counters.wireBytes - wireBefore) / sentBlocks;
+        this.#wireBytesPerBlock = this.#wireBytesPerBlock
+          ? 0.5 * this.#wireBytesPerBlock + 0.5 * sample
+          : sample;
+      }
       this.#hot?.free();
       this.#hot = cut.dirty.clone();
       report.sent.free();
@@ -262,6 +277,8 @@ export class VolumePipeline {
       });
     } finally {
       this.#cut = null;
+      this.#sendStart = null;
+      this.#probe.abort();
       await cut.release();
       // Time on the wire: the commit is predicted on its own (lastCommitMs).
       const seconds = (performance.now() - started - commitMs) / 1000;
@@ -290,9 +307,14 @@ export class VolumePipeline {
     });
   }
 
-  /** Waits before `wireBytes` go out: at the pause gate (until `ended`), then the rate limit. */
+  /**
+   * Waits before `wireBytes` go out: at the pause gate (until `ended`), then the rate limit,
+   * except during a link probe (see {@linkcode LinkProbe}).
+   */
   async pace(wireBytes: number, ended: Promise<unknown>): Promise<void> {
+    if (this.#gate.paused) this.#probe.abort();
     await this.#gate.wait(ended);
+    if (this.#probe.beforeSend(wireBytes, performance.now(), this.limiter.bytesPerSecond)) return;
     await throttle(this.limiter, wireBytes);
   }
 
@@ -440,6 +462,12 @@ export class VolumePipeline {
       committedCutTimeMs: this.#committed.cutTimeMs,
       pending: this.state.pending,
       freshBlocks: this.#writes.freshBlocks(Date.now()),
+      trackerFreshBlocks: this.tracker.dirtyBlocksNow(),
+      totalBlocks: blockCount(this.identity),
+      wireBytesPerBlock: this.#wireBytesPerBlock,
+      currentSend: this.#currentSend(),
+      limitBytesPerSecond: this.limiter.bytesPerSecond,
+      probeBytesPerSecond: this.#probe.bytesPerSecond,
       rawBytes: this.counters.rawBytes,
       wireBytes: this.counters.wireBytes,
       goodputBytesPerSecond: this.#goodput.bytesPerSecond,
@@ -448,6 +476,17 @@ export class VolumePipeline {
       lastError: this.#lastError?.message ?? null,
       lastErrorCode: this.#lastError?.code ?? null,
       evacuation: this.#evacuation?.status() ?? null,
+    };
+  }
+
+  #currentSend(): CurrentSend | null {
+    const start = this.#sendStart;
+    const pending = this.state.pending;
+    if (!start || !pending) return null;
+    return {
+      seconds: (performance.now() - start.ms) / 1000,
+      wireBytes: this.counters.wireBytes - start.wireBytes,
+      ackedBlocks: pending.acked.popcount() - start.acked,
     };
   }
 
