@@ -92,6 +92,8 @@ export class VolumePipeline {
   #lastCommitMs = 0;
   #commits = 0;
   #evacuation: Evacuation | null = null;
+  /** The evacuate hook of the current evacuation: started once, awaited before the final cut. */
+  #hook: { evacuation: Evacuation; ok: Promise<boolean> } | null = null;
   #lastError: PresyncError | null = null;
 
   constructor(options: VolumePipelineOptions) {
@@ -192,12 +194,13 @@ export class VolumePipeline {
 
   async #cutAndSend(link: VolumeLink): Promise<void> {
     const evacuation = this.evacuating ? this.#evacuation! : null;
-    if (evacuation && !evacuation.hookDone && !(await this.#runHook(evacuation))) return;
+    if (evacuation && !(await this.#pauseVm(evacuation))) return;
     this.#phase = "scanning";
     const cutTimeMs = Date.now();
     const scanStart = performance.now();
     const cut = await this.tracker.cut();
     this.#lastScanMs = performance.now() - scanStart;
+    evacuation?.timed("scan", this.#lastScanMs / 1000);
     const blocks = cut.dirty.popcount();
     this.#writes.recordCut(blocks, cutTimeMs, this.#committed.committedGeneration === 0);
     try {
@@ -210,13 +213,26 @@ export class VolumePipeline {
     await this.#send(link, cut);
   }
 
+  /**
+   * Pauses the VM for `evacuation`: runs the evacuate hook once (the first call starts it,
+   * later ones wait for it); false (and the evacuation failed) when it failed.
+   */
+  #pauseVm(evacuation: Evacuation): Promise<boolean> {
+    if (this.#hook?.evacuation !== evacuation) {
+      this.#hook = { evacuation, ok: this.#runHook(evacuation) };
+    }
+    return this.#hook.ok;
+  }
+
   /** Runs the evacuate hook; false (and the evacuation failed) when it failed. */
   async #runHook(evacuation: Evacuation): Promise<boolean> {
     const command = this.#options.evacuateHook;
     if (command) {
       evacuation.to("hook", null, { command });
+      const started = performance.now();
       try {
         await (this.#options.runHook ?? runEvacuateHook)(command, this.name, this.image);
+        evacuation.timed("pause", (performance.now() - started) / 1000);
       } catch (err) {
         evacuation.fail(
           err instanceof PresyncError ? err : new PresyncError(ErrorCode.IO, String(err)),
@@ -252,6 +268,14 @@ export class VolumePipeline {
       });
       commitMs = report.commitMs;
       const sentBlocks = report.sent.popcount();
+      // An evacuation asked for while this generation was in flight counts it too.
+      const during = this.evacuating ? this.#evacuation! : null;
+      if (during) {
+        const since = Math.max(started, during.startedAtMs);
+        during.timed("send", (performance.now() - since - commitMs) / 1000);
+        during.timed("commit", Math.min(commitMs, performance.now() - since) / 1000);
+        during.committed(sentBlocks);
+      }
       if (sentBlocks > 0) {
         const sample = (this.counters.wireBytes - wireBefore) / sentBlocks;
         this.#wireBytesPerBlock = this.#wireBytesPerBlock
@@ -295,15 +319,19 @@ export class VolumePipeline {
 
   async #finishEvacuation(link: VolumeLink, evacuation: Evacuation): Promise<void> {
     evacuation.to("verify");
+    const started = performance.now();
     const { report } = await link.verify(this.#committed.merkleRoot, true);
+    evacuation.timed("verify", (performance.now() - started) / 1000);
     this.#phase = "evacuated";
+    const bytesSent = this.counters.wireBytes - evacuation.wireBytesAtStart;
     evacuation.finish({
       volume: this.name,
       seconds: evacuation.seconds,
-      bytesSent: this.counters.wireBytes - evacuation.wireBytesAtStart,
+      bytesSent,
       generation: this.#committed.committedGeneration,
       merkleRoot: report.merkleRoot,
       verified: report.ok && report.rootMatches === true,
+      breakdown: evacuation.breakdown(bytesSent),
     });
   }
 
@@ -398,11 +426,20 @@ export class VolumePipeline {
     if (this.#evacuation && this.#evacuation.step !== "failed") return this.#evacuation.promise;
     this.#evacuation = new Evacuation(this.name, this.counters.wireBytes, this.#options.log);
     const inFlight = this.state.pending;
-    if (this.#link && inFlight && (this.#phase === "sending" || this.#phase === "scanning")) {
-      // A generation is on its way: it goes first, at full speed, then comes the final cut.
-      this.#phase = "evacuating";
-      this.#evacuation.to("sending", `generation ${inFlight.generation}, before the final cut`, {
-        generation: inFlight.generation,
+    if (this.#link && (this.#phase === "sending" || this.#phase === "scanning")) {
+      // A generation is on its way: it goes on at full speed (what it staged counts) while the
+      // VM is paused at once, so no write lands after the evacuation was asked for; the final
+      // cut follows its commit and holds only what was written before the pause.
+      const evacuation = this.#evacuation;
+      const detail = `generation ${inFlight?.generation ?? "being cut"}, before the final cut`;
+      if (inFlight) {
+        this.#phase = "evacuating";
+        evacuation.to("sending", detail, { generation: inFlight.generation });
+      }
+      this.#pauseVm(evacuation).then((ok) => {
+        if (ok && this.#phase === "evacuating" && evacuation.finalGeneration === null) {
+          evacuation.to("sending", detail);
+        }
       });
     }
     if (!this.#link) {
