@@ -24,6 +24,12 @@ export type FreshSource =
 
 /** A send whose rate is above this share of the rate limit measured the limit, not the link. */
 export const THROTTLED_SHARE = 0.8;
+/**
+ * Round trips of a generation besides its commit: the resume query, the begin message and the
+ * final flush (`sync/send_generation.ts`); the commit's own is in its measured time.
+ */
+export const GENERATION_ROUND_TRIPS = 3;
+
 /** A send in progress says something about the link after this long on the wire, s. */
 export const MIN_CURRENT_SEND_SECONDS = 2;
 
@@ -46,6 +52,8 @@ export interface PredictionInputs {
   generationInFlight: boolean;
   /** Blocks of the generation in flight not yet acknowledged by the destination. */
   unackedBlocks: number;
+  /** Blocks of the generation in flight (its commit applies all of them). */
+  generationBlocks: number;
   /** Blocks written since the last cut, when the tracker knows them exactly; else null. */
   trackerFreshBlocks: number | null;
   /** The write-rate estimate of the blocks written since the last cut. */
@@ -67,8 +75,10 @@ export interface PredictionInputs {
   probeBytesPerSecond: number;
   /** The final cut's scan (as long as the last cut's), s. */
   scanSeconds: number;
-  /** One commit at the destination (as long as the last one), s. */
+  /** The last commit (its round trip, the destination's apply and fsync), s. */
   commitSeconds: number;
+  /** Commit time per block of a generation, beyond its round trip (0: not measured), s. */
+  commitSecondsPerBlock: number;
   /** Round-trip time, ms (null: not measured yet). */
   rttMs: number | null;
 }
@@ -92,8 +102,9 @@ export interface EvacuationPrediction {
   sendSeconds: number | null;
   /** Commits before the evacuation ends (the generation in flight and the final one). */
   commits: number;
+  /** Their time: each at least as long as the last one, longer for more blocks. */
   commitSeconds: number;
-  /** Round trips: two per commit (flush, commit) and the Merkle root check. */
+  /** Round trips besides the commits': three per generation and the Merkle root check. */
   roundTripSeconds: number;
 }
 
@@ -120,7 +131,8 @@ export function linkEstimate(
 /**
  * Predicts an evacuation started now: the generation in flight finishes and commits (the VM
  * is paused at once, so writes stop now), then the final cut is scanned, sent and committed,
- * and the Merkle roots are compared. The bytes are the unacknowledged blocks of the
+ * and the Merkle roots are compared. A commit lasts at least as long as the last one, and
+ * longer for a generation of more blocks (the destination applies and syncs every block). The bytes are the unacknowledged blocks of the
  * generation in flight plus the blocks written since the last cut (exact from the tracker,
  * else the write-rate estimate), at the wire cost per block of recent generations; they go at
  * the link speed of {@linkcode linkEstimate}. The evacuate hook's own time is not included.
@@ -142,11 +154,15 @@ export function predictEvacuation(inputs: PredictionInputs): EvacuationPredictio
   const link = linkEstimate(inputs);
   const commits = inputs.generationInFlight ? 2 : 1;
   const rttSeconds = (inputs.rttMs ?? 0) / 1000;
-  const roundTripSeconds = (2 * commits + 1) * rttSeconds;
+  const roundTripSeconds = (GENERATION_ROUND_TRIPS * commits + 1) * rttSeconds;
+  const commitOf = (generationBlocks: number) =>
+    Math.max(inputs.commitSeconds, rttSeconds + inputs.commitSecondsPerBlock * generationBlocks);
+  const commitSeconds = commitOf(inputs.generationInFlight ? freshBlocks : blocks) +
+    (inputs.generationInFlight ? commitOf(inputs.generationBlocks) : 0);
   const sendSeconds = link ? bytes / link.bytesPerSecond : null;
   const seconds = sendSeconds === null
     ? null
-    : inputs.scanSeconds + sendSeconds + commits * inputs.commitSeconds + roundTripSeconds;
+    : inputs.scanSeconds + sendSeconds + commitSeconds + roundTripSeconds;
   return {
     seconds,
     blocks,
@@ -158,7 +174,7 @@ export function predictEvacuation(inputs: PredictionInputs): EvacuationPredictio
     scanSeconds: inputs.scanSeconds,
     sendSeconds,
     commits,
-    commitSeconds: inputs.commitSeconds,
+    commitSeconds,
     roundTripSeconds,
   };
 }

@@ -16,6 +16,8 @@ interface Scenario {
   linkBytesPerSecond: number;
   rttMs: number;
   scanSeconds: number;
+  /** A commit's time beyond its round trip, per block of the generation. */
+  commitPerBlock: number;
   commitSeconds: number;
   /** Wire bytes one dirty block costs (compression, zero markers, headers). */
   wirePerBlock: number;
@@ -28,15 +30,22 @@ function scenario(prng: Prng): Scenario {
     rttMs: 5 + prng.int(300),
     scanSeconds: prng.int(2000) / 1000,
     commitSeconds: prng.int(500) / 1000,
+    commitPerBlock: prng.int(100) / 1e6,
     wirePerBlock: BLOCK * (0.2 + prng.int(800) / 1000),
     totalBlocks: 16_384 + prng.int(131_072),
   };
 }
 
-/** The evacuation's real duration: every block crosses the link once, commits, round trips. */
-function truth(s: Scenario, blocks: number, commits: number): number {
+/**
+ * The evacuation's real duration: every block crosses the link once; each generation (of
+ * `generations` blocks each) has three round trips and a commit that applies its blocks (at
+ * least as long as the last commit); the Merkle root check is one more round trip.
+ */
+function truth(s: Scenario, blocks: number, generations: number[]): number {
+  const rtt = s.rttMs / 1000;
+  const commits = generations.map((n) => Math.max(s.commitSeconds, rtt + s.commitPerBlock * n));
   return s.scanSeconds + blocks * s.wirePerBlock / s.linkBytesPerSecond +
-    commits * s.commitSeconds + (2 * commits + 1) * s.rttMs / 1000;
+    commits.reduce((a, b) => a + b, 0) + (3 * generations.length + 1) * rtt;
 }
 
 function inputs(s: Scenario, overrides: Partial<PredictionInputs>): PredictionInputs {
@@ -45,6 +54,7 @@ function inputs(s: Scenario, overrides: Partial<PredictionInputs>): PredictionIn
     totalBlocks: s.totalBlocks,
     generationInFlight: false,
     unackedBlocks: 0,
+    generationBlocks: 0,
     trackerFreshBlocks: null,
     estimatedFreshBlocks: 0,
     wireBytesPerBlock: s.wirePerBlock,
@@ -55,6 +65,7 @@ function inputs(s: Scenario, overrides: Partial<PredictionInputs>): PredictionIn
     probeBytesPerSecond: 0,
     scanSeconds: s.scanSeconds,
     commitSeconds: s.commitSeconds,
+    commitSecondsPerBlock: s.commitPerBlock,
     rttMs: s.rttMs,
     ...overrides,
   };
@@ -89,7 +100,7 @@ seededTest("prediction, rate-bound: the link comes from a probe, not from the li
     );
     const p = predictEvacuation({ ...bound, probeBytesPerSecond: s.linkBytesPerSecond });
     assert.equal(p.linkSource, "probe");
-    assertClose(p.seconds, truth(s, fresh, 1), `scenario ${i}`);
+    assertClose(p.seconds, truth(s, fresh, [fresh]), `scenario ${i}`);
   }
 });
 
@@ -104,6 +115,7 @@ seededTest(
       const p = predictEvacuation(inputs(s, {
         generationInFlight: true,
         unackedBlocks: s.totalBlocks - acked,
+        generationBlocks: s.totalBlocks,
         // Nothing finished yet: no goodput, no per-block cost; a raw ratio that would mislead.
         wireBytesPerBlock: 0,
         compressionRatio: 1,
@@ -111,7 +123,7 @@ seededTest(
       }));
       assert.equal(p.linkSource, "current_send");
       assert.equal(p.commits, 2, "the first generation commits, then the final one");
-      assertClose(p.seconds, truth(s, s.totalBlocks - acked, 2), `scenario ${i}`);
+      assertClose(p.seconds, truth(s, s.totalBlocks - acked, [s.totalBlocks, 0]), `scenario ${i}`);
     }
   },
 );
@@ -123,9 +135,11 @@ seededTest(
       const s = scenario(prng);
       const fresh = prng.int(s.totalBlocks);
       const unacked = prng.int(s.totalBlocks);
+      const generation = unacked + prng.int(s.totalBlocks - unacked);
       const base = inputs(s, {
         generationInFlight: unacked > 0,
         unackedBlocks: unacked,
+        generationBlocks: unacked > 0 ? generation : 0,
         estimatedFreshBlocks: prng.int(s.totalBlocks),
         goodputBytesPerSecond: s.linkBytesPerSecond,
       });
@@ -133,7 +147,8 @@ seededTest(
       assert.equal(p.freshSource, "tracker");
       assert.equal(p.freshBlocks, fresh);
       assert.equal(p.linkSource, "goodput");
-      assertClose(p.seconds, truth(s, unacked + fresh, unacked > 0 ? 2 : 1), `scenario ${i}`);
+      const generations = unacked > 0 ? [generation, fresh] : [fresh];
+      assertClose(p.seconds, truth(s, unacked + fresh, generations), `scenario ${i}`);
       const estimated = predictEvacuation(base);
       assert.equal(estimated.freshSource, "write_rate");
       assert.equal(estimated.freshBlocks, base.estimatedFreshBlocks);

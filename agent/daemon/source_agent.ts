@@ -166,6 +166,7 @@ export class SourceAgent {
       tracker,
       intervalMs: this.#config.intervalMs,
       evacuateHook: this.#config.evacuateHook,
+      rttMs: () => this.rttMs,
       log: this.#config.log,
     });
   }

@@ -17,7 +17,7 @@ import { LinkProbe } from "./link_probe.ts";
 import type { TransferCounters } from "./paced_destination.ts";
 import { PauseGate } from "./pause_gate.ts";
 import type { VolumePhase, VolumeSnapshot } from "./volume_status.ts";
-import type { CurrentSend } from "./evacuation_prediction.ts";
+import { type CurrentSend, GENERATION_ROUND_TRIPS } from "./evacuation_prediction.ts";
 import { WriteRate } from "./write_rate.ts";
 
 /** Burst of the per-volume rate limiter, bytes. */
@@ -53,6 +53,8 @@ export interface VolumePipelineOptions {
   evacuateHook?: string;
   /** Runs the hook (default: {@linkcode runEvacuateHook}; tests pass their own). */
   runHook?: (command: string, volume: string, image: string) => Promise<void>;
+  /** The link's round-trip time now, ms (undefined: not measured yet). */
+  rttMs?: () => number | undefined;
   log: Logger;
 }
 
@@ -80,6 +82,8 @@ export class VolumePipeline {
   readonly #probe = new LinkProbe();
   /** Smoothed wire bytes per block of the generations sent (0: none yet). */
   #wireBytesPerBlock = 0;
+  /** Smoothed commit time per block of the generation committed (apply, fsync), s. */
+  #commitSecondsPerBlock = 0;
   /** The send in progress: when it started and the wire counter then. */
   #sendStart: { ms: number; wireBytes: number; acked: number } | null = null;
   #phase: VolumePhase = "starting";
@@ -291,6 +295,13 @@ export class VolumePipeline {
         cutTimeMs,
       };
       this.#lastCommitMs = commitMs;
+      const generationBlocks = cut.dirty.popcount();
+      if (generationBlocks > 0 && commitMs > 0) {
+        const sample = Math.max(0, commitMs / 1000 - this.#rttSeconds()) / generationBlocks;
+        this.#commitSecondsPerBlock = this.#commitSecondsPerBlock
+          ? 0.5 * this.#commitSecondsPerBlock + 0.5 * sample
+          : sample;
+      }
       this.#commits++;
       this.#lastError = null;
       counters.generationCommitted(this.name, cut.dirty.popcount(), commitMs / 1000);
@@ -304,8 +315,10 @@ export class VolumePipeline {
       this.#sendStart = null;
       this.#probe.abort();
       await cut.release();
-      // Time on the wire: the commit is predicted on its own (lastCommitMs).
-      const seconds = (performance.now() - started - commitMs) / 1000;
+      // Time on the wire: the commit and the round trips of a generation (resume, begin,
+      // flush) are predicted on their own.
+      const elapsed = (performance.now() - started - commitMs) / 1000;
+      const seconds = Math.max(elapsed / 4, elapsed - GENERATION_ROUND_TRIPS * this.#rttSeconds());
       counters.sent(this.name, this.counters.wireBytes - wireBefore);
       this.#goodput.record(
         this.counters.wireBytes - wireBefore,
@@ -502,6 +515,7 @@ export class VolumePipeline {
       trackerFreshBlocks: this.tracker.dirtyBlocksNow(),
       totalBlocks: blockCount(this.identity),
       wireBytesPerBlock: this.#wireBytesPerBlock,
+      commitSecondsPerBlock: this.#commitSecondsPerBlock,
       currentSend: this.#currentSend(),
       limitBytesPerSecond: this.limiter.bytesPerSecond,
       probeBytesPerSecond: this.#probe.bytesPerSecond,
@@ -514,6 +528,10 @@ export class VolumePipeline {
       lastErrorCode: this.#lastError?.code ?? null,
       evacuation: this.#evacuation?.status() ?? null,
     };
+  }
+
+  #rttSeconds(): number {
+    return (this.#options.rttMs?.() ?? 0) / 1000;
   }
 
   #currentSend(): CurrentSend | null {

@@ -46,6 +46,8 @@ export interface VolumeSnapshot {
   totalBlocks: number;
   /** Smoothed wire bytes per block of the generations sent (0: none yet). */
   wireBytesPerBlock: number;
+  /** Smoothed commit time per block beyond its round trip (0: none yet), s. */
+  commitSecondsPerBlock: number;
   /** The send in progress, or null. */
   currentSend: CurrentSend | null;
   /** The background rate limit now, bytes/s (Infinity: none). */
@@ -121,6 +123,7 @@ export function volumeStatus(v: VolumeSnapshot, rttMs: number | undefined): Volu
     totalBlocks: v.totalBlocks,
     generationInFlight: pending !== null,
     unackedBlocks,
+    generationBlocks,
     trackerFreshBlocks: v.trackerFreshBlocks,
     estimatedFreshBlocks: v.freshBlocks,
     wireBytesPerBlock: v.wireBytesPerBlock,
@@ -131,6 +134,7 @@ export function volumeStatus(v: VolumeSnapshot, rttMs: number | undefined): Volu
     probeBytesPerSecond: v.probeBytesPerSecond,
     scanSeconds: v.lastScanMs / 1000,
     commitSeconds: v.lastCommitMs / 1000,
+    commitSecondsPerBlock: v.commitSecondsPerBlock,
     rttMs: rtt,
   });
   const perBlock = prediction && prediction.blocks > 0 ? prediction.bytes / prediction.blocks : 0;

@@ -18,6 +18,7 @@ function snapshot(overrides: Partial<VolumeSnapshot> = {}): VolumeSnapshot {
     trackerFreshBlocks: null,
     totalBlocks: 100,
     wireBytesPerBlock: 0,
+    commitSecondsPerBlock: 0,
     currentSend: null,
     limitBytesPerSecond: Infinity,
     probeBytesPerSecond: 0,
@@ -63,7 +64,7 @@ Deno.test("status: an idle volume shows the tracker's dirty set as pending, and 
       wireBytesPerBlock: 32 * KiB,
       goodputBytesPerSecond: 10 * MiB,
       lastScanMs: 20,
-      lastCommitMs: 100,
+      lastCommitMs: 200,
     }),
     150,
   );
@@ -73,8 +74,8 @@ Deno.test("status: an idle volume shows the tracker's dirty set as pending, and 
   assert.equal(s.prediction?.linkSource, "goodput");
   assert.equal(
     s.predictedEvacuationSeconds,
-    8.57,
-    "scan 0.02 + 160 MiB / 10 MiB/s·½ + commit 0.1 + 3 RTT",
+    8.82,
+    "scan 0.02 + 80 MiB on the wire at 10 MiB/s + commit 0.2 + 4 round trips of 0.15 s",
   );
 });
 
