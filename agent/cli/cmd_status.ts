@@ -54,7 +54,13 @@ export function describeVolume(v: Record<string, unknown>): string {
     (goodput ? `, goodput ${formatBitRate(goodput)}` : "") +
     (rtt !== null ? `, RTT ${rtt} ms` : "") +
     `, evacuation ≈ ${
-      eta === null ? "unknown (link speed not measured yet)" : formatDuration(eta)
+      eta === null
+        ? `unknown (${
+          (v.prediction as { freshSource?: string } | null)?.freshSource === "unknown"
+            ? "no write rate measured yet"
+            : "link speed not measured yet"
+        })`
+        : formatDuration(eta)
     }${predictionBasis(v.prediction)}` +
     (v.lastError ? `; last error: ${v.lastError}` : "");
 }

@@ -20,7 +20,9 @@ export type FreshSource =
   /** The tracker knows its dirty set exactly (`Tracker.dirtyBlocksNow`). */
   | "tracker"
   /** Estimated from the write rate of the last generations (`WriteRate.freshBlocks`). */
-  | "write_rate";
+  | "write_rate"
+  /** Neither: no write rate measured yet (fewer than two cuts); no prediction is made. */
+  | "unknown";
 
 /** A send whose rate is above this share of the rate limit measured the limit, not the link. */
 export const THROTTLED_SHARE = 0.8;
@@ -56,8 +58,8 @@ export interface PredictionInputs {
   generationBlocks: number;
   /** Blocks written since the last cut, when the tracker knows them exactly; else null. */
   trackerFreshBlocks: number | null;
-  /** The write-rate estimate of the blocks written since the last cut. */
-  estimatedFreshBlocks: number;
+  /** The write-rate estimate of the blocks written since the last cut (null: none yet). */
+  estimatedFreshBlocks: number | null;
   /**
    * Wire bytes per dirty block in recent generations (0: none finished yet; then the send in
    * progress tells, else a block at `compressionRatio`).
@@ -85,7 +87,10 @@ export interface PredictionInputs {
 
 /** A prediction with its terms, as `status --json` reports them. */
 export interface EvacuationPrediction {
-  /** Seconds from `evacuate` to the verified final commit (null: no link speed known). */
+  /**
+   * Seconds from `evacuate` to the verified final commit (null: no link speed known, or the
+   * writes since the last cut are unknown).
+   */
   seconds: number | null;
   /** Blocks still to send: the unacknowledged part of the generation in flight + fresh. */
   blocks: number;
@@ -138,8 +143,12 @@ export function linkEstimate(
  * the link speed of {@linkcode linkEstimate}. The evacuate hook's own time is not included.
  */
 export function predictEvacuation(inputs: PredictionInputs): EvacuationPrediction {
-  const freshSource: FreshSource = inputs.trackerFreshBlocks === null ? "write_rate" : "tracker";
-  const freshBlocks = inputs.trackerFreshBlocks ?? inputs.estimatedFreshBlocks;
+  const freshSource: FreshSource = inputs.trackerFreshBlocks !== null
+    ? "tracker"
+    : inputs.estimatedFreshBlocks !== null
+    ? "write_rate"
+    : "unknown";
+  const freshBlocks = inputs.trackerFreshBlocks ?? inputs.estimatedFreshBlocks ?? 0;
   const blocks = Math.min(
     inputs.totalBlocks * (inputs.generationInFlight ? 2 : 1),
     inputs.unackedBlocks + freshBlocks,
@@ -160,7 +169,7 @@ export function predictEvacuation(inputs: PredictionInputs): EvacuationPredictio
   const commitSeconds = commitOf(inputs.generationInFlight ? freshBlocks : blocks) +
     (inputs.generationInFlight ? commitOf(inputs.generationBlocks) : 0);
   const sendSeconds = link ? bytes / link.bytesPerSecond : null;
-  const seconds = sendSeconds === null
+  const seconds = sendSeconds === null || freshSource === "unknown"
     ? null
     : inputs.scanSeconds + sendSeconds + commitSeconds + roundTripSeconds;
   return {

@@ -152,6 +152,9 @@ seededTest(
       const estimated = predictEvacuation(base);
       assert.equal(estimated.freshSource, "write_rate");
       assert.equal(estimated.freshBlocks, base.estimatedFreshBlocks);
+      const unknown = predictEvacuation({ ...base, estimatedFreshBlocks: null });
+      assert.equal(unknown.freshSource, "unknown");
+      assert.equal(unknown.seconds, null, "no write rate measured: no prediction, not zero writes");
     }
   },
 );

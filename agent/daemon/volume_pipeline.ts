@@ -82,6 +82,8 @@ export class VolumePipeline {
   readonly #probe = new LinkProbe();
   /** Smoothed wire bytes per block of the generations sent (0: none yet). */
   #wireBytesPerBlock = 0;
+  /** The lowest RTT seen, ms (Infinity: none yet). */
+  #baseRttMs = Infinity;
   /** Smoothed commit time per block of the generation committed (apply, fsync), s. */
   #commitSecondsPerBlock = 0;
   /** The send in progress: when it started and the wire counter then. */
@@ -202,6 +204,7 @@ export class VolumePipeline {
     this.#phase = "scanning";
     const cutTimeMs = Date.now();
     const scanStart = performance.now();
+    this.#writes.seed(this.#committed.cutTimeMs);
     const cut = await this.tracker.cut();
     this.#lastScanMs = performance.now() - scanStart;
     evacuation?.timed("scan", this.#lastScanMs / 1000);
@@ -318,7 +321,7 @@ export class VolumePipeline {
       // Time on the wire: the commit and the round trips of a generation (resume, begin,
       // flush) are predicted on their own.
       const elapsed = (performance.now() - started - commitMs) / 1000;
-      const seconds = Math.max(elapsed / 4, elapsed - GENERATION_ROUND_TRIPS * this.#rttSeconds());
+      const seconds = Math.max(elapsed / 2, elapsed - GENERATION_ROUND_TRIPS * this.#rttSeconds());
       counters.sent(this.name, this.counters.wireBytes - wireBefore);
       this.#goodput.record(
         this.counters.wireBytes - wireBefore,
@@ -530,8 +533,14 @@ export class VolumePipeline {
     };
   }
 
+  /**
+   * The base round-trip time (the lowest seen), s: what a round trip costs once the queue the
+   * sends built has drained. The current RTT would count that queue again.
+   */
   #rttSeconds(): number {
-    return (this.#options.rttMs?.() ?? 0) / 1000;
+    const rtt = this.#options.rttMs?.();
+    if (rtt !== undefined) this.#baseRttMs = Math.min(this.#baseRttMs, rtt);
+    return Number.isFinite(this.#baseRttMs) ? this.#baseRttMs / 1000 : 0;
   }
 
   #currentSend(): CurrentSend | null {

@@ -38,8 +38,8 @@ export interface VolumeSnapshot {
   committedCutTimeMs: number;
   /** The generation in flight, or null. */
   pending: PendingGeneration | null;
-  /** Blocks likely written since the last cut (see `WriteRate.freshBlocks`). */
-  freshBlocks: number;
+  /** Blocks likely written since the last cut (see `WriteRate.freshBlocks`; null: unknown). */
+  freshBlocks: number | null;
   /** Blocks written since the last cut, from the tracker (`Tracker.dirtyBlocksNow`). */
   trackerFreshBlocks: number | null;
   /** Blocks in the volume. */
