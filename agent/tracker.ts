@@ -42,6 +42,13 @@ export interface Tracker {
   readonly sizeBytes: number;
   /** Block size in bytes. */
   readonly blockSize: number;
+  /**
+   * Blocks written since the last cut, when the tracker knows its dirty set exactly (the NBD
+   * tracker sees every write); null when it only finds changes by cutting (the scan tracker)
+   * or cannot count them. Cheap (no I/O, no message round trip): called by every `status`,
+   * any number of times, at any time, also while a cut is being sent.
+   */
+  dirtyBlocksNow(): number | null;
   /** Swaps the tracked changes for a fresh set and returns them as a cut. */
   cut(): Promise<Cut>;
   /** A cut over `dirty` (copied) for a generation cut before a restart: reads current bytes. */

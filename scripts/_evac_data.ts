@@ -13,8 +13,8 @@ import { NbdClient, parseNbdAddress } from "../agent/nbd/mod.ts";
 const MiB = 1024 * 1024;
 /** Granularity of content kinds in the image and of the block diff. */
 export const REGION_BYTES = 64 * 1024;
-/** Size of one write of the workload. */
-export const WRITE_BYTES = 16 * 1024;
+/** Size of one write of the workload: a 4 KiB page, as a guest's page cache writes back. */
+export const WRITE_BYTES = 4 * 1024;
 
 /** Shares of content kinds in a fresh image; the rest of each region is zeros. */
 export interface ImageMix {
@@ -117,7 +117,7 @@ export interface Workload {
 }
 
 /**
- * Starts writing 16 KiB pieces (text or random, half each) in ticks of 100 ms: the hot set
+ * Starts writing 4 KiB pages (text or random, half each) in ticks of 100 ms: the hot set
  * at `hotBytesPerSecond`, uniformly over the image at `coldBytesPerSecond`.
  */
 export function startWorkload(

@@ -27,18 +27,21 @@ export async function renderEvacuationFigures(
   dir: string,
 ): Promise<string[]> {
   await Deno.mkdir(dir, { recursive: true });
-  const main = results.filter((r) => r.rateFactor === 1);
+  const main = results.filter((r) => r.rateFactor === 1 && r.rateBitsPerSecond === null);
   const bars: TimeBar[] = [];
+  // The baselines of the first tracker's runs; presync once per tracker.
+  const firstTracker = main[0]?.tracker;
   for (const r of main) {
     const link = linkName(r.link);
-    bars.push({ link, contender: "physical limit", seconds: r.limitSeconds });
-    bars.push({ link, contender: "presync", seconds: r.presync.wallSeconds });
-    if (r.rsync) bars.push({ link, contender: "rsync", seconds: r.rsync.seconds });
-    if (r.full) bars.push({ link, contender: "full copy", seconds: r.full.seconds });
+    const first = r.tracker === firstTracker;
+    if (first) bars.push({ link, contender: "physical limit", seconds: r.limitSeconds });
+    bars.push({ link, contender: `presync (${r.tracker})`, seconds: r.presync.wallSeconds });
+    if (first && r.rsync) bars.push({ link, contender: "rsync", seconds: r.rsync.seconds });
+    if (first && r.full) bars.push({ link, contender: "full copy", seconds: r.full.seconds });
   }
   const written = await renderFigure(timesSpec(bars), `${dir}/evacuation_times`);
 
-  const samples = main.flatMap((r) =>
+  const samples = main.filter((r) => r.tracker === firstTracker).flatMap((r) =>
     r.presync.samples.map((s) => ({
       link: linkName(r.link),
       t: Math.round(s.t * 10) / 10,
@@ -54,7 +57,9 @@ export async function renderEvacuationFigures(
   written.push(...await renderFigure(timelineSpec(samples, cuts), `${dir}/evacuation_presync`));
 
   const first = results[0]?.link;
-  const sweep = results.filter((r) => r.link === first);
+  const sweep = results.filter((r) =>
+    r.link === first && r.tracker === firstTracker && r.rateBitsPerSecond === null
+  );
   if (sweep.length > 1) {
     const points: RatePoint[] = [];
     for (const r of sweep) {

@@ -1,8 +1,10 @@
 /**
- * Evacuation benchmark (issue 8): evacuating a VM disk across an emulated WAN with presync
- * after background pre-synchronisation, against a full copy (`zstd -1 |` TCP) and
- * `rsync --inplace --no-whole-file` with an up-to-date basis, on the same link and the same
- * image state. Prints a markdown table; renders figures with `--out DIR`.
+ * Evacuation benchmark (issues 8, 17): evacuating a VM disk across an emulated WAN with presync
+ * after background pre-synchronisation (scan and nbd trackers), against a full copy
+ * (`zstd -1 |` TCP) and `rsync --inplace --no-whole-file` with an up-to-date basis, on the
+ * same link and the same image state; each presync row sets the prediction `status` made just
+ * before `evacuate` against the measured time. Prints markdown tables; renders figures with
+ * `--out DIR`.
  *
  * ```sh
  * npx -y deno@2.9.6 run -A scripts/bench_evacuate.ts --help
@@ -44,8 +46,14 @@ export interface BenchOptions {
   cutCount: number;
   cutSeconds: number;
   cutMode: "reset" | "blackhole";
-  tracker: TrackerName;
+  /** Trackers to run every link point with (the first one also runs the sweep). */
+  trackers: TrackerName[];
   agentArgs: string[];
+  /**
+   * Also run each tracker on the first link with the agent's `--rate` at this share of the
+   * link (presync only): the prediction then needs the link probe. 0: no such point.
+   */
+  rateBoundShare: number;
   /** Multipliers of the write rates for the evacuation-time-vs-write-rate sweep (first link). */
   sweep: number[];
   /** Also run the full copy and rsync at each sweep point. */
@@ -60,6 +68,9 @@ export interface BenchOptions {
 /** What one (link, write rate) point measured. */
 export interface PointResult {
   link: LinkPoint;
+  tracker: TrackerName;
+  /** The agent's `--rate`, bits/s (null: unlimited). */
+  rateBitsPerSecond: number | null;
   /** Multiplier of the write rates. */
   rateFactor: number;
   writeBytesPerSecond: number;
@@ -82,29 +93,54 @@ export async function runBenchmark(options: BenchOptions): Promise<PointResult[]
   const work = await Deno.makeTempDir({ dir: options.workDir, prefix: "presync-evac-" });
   const results: PointResult[] = [];
   try {
-    const template = `${work}/template`;
-    await Deno.mkdir(template);
-    log(`making a ${options.sizeBytes / MiB} MiB image and its initial replica`);
+    const templates = new Map<TrackerName, string>();
     let started = performance.now();
-    await makeTemplate(
-      template,
-      options.tracker,
-      (path) => writeImage(path, new Prng(options.seed), options.sizeBytes, options),
-    );
-    log(`  initial sync done in ${((performance.now() - started) / 1000).toFixed(1)} s`);
-    const points: { link: LinkPoint; factor: number; contenders: boolean }[] = [];
-    for (const link of options.links) points.push({ link, factor: 1, contenders: true });
+    for (const tracker of options.trackers) {
+      const template = `${work}/template-${tracker}`;
+      await Deno.mkdir(template);
+      log(`making a ${options.sizeBytes / MiB} MiB image and its initial replica (${tracker})`);
+      started = performance.now();
+      // The same seed: every tracker starts from the same image.
+      await makeTemplate(
+        template,
+        tracker,
+        (path) => writeImage(path, new Prng(options.seed), options.sizeBytes, options),
+      );
+      log(`  initial sync done in ${((performance.now() - started) / 1000).toFixed(1)} s`);
+      templates.set(tracker, template);
+    }
+    const points: Point[] = [];
+    for (const tracker of options.trackers) {
+      for (const link of options.links) {
+        points.push({ link, tracker, factor: 1, contenders: true, rateBitsPerSecond: null });
+      }
+      if (options.rateBoundShare > 0) {
+        const link = options.links[0];
+        const rateBitsPerSecond = Math.round(link.rateBitsPerSecond * options.rateBoundShare);
+        points.push({ link, tracker, factor: 1, contenders: false, rateBitsPerSecond });
+      }
+    }
     for (const factor of options.sweep) {
       if (factor === 1) continue;
-      points.push({ link: options.links[0], factor, contenders: options.sweepContenders });
+      points.push({
+        link: options.links[0],
+        tracker: options.trackers[0],
+        factor,
+        contenders: options.sweepContenders,
+        rateBitsPerSecond: null,
+      });
     }
     for (const [i, point] of points.entries()) {
       const root = `${work}/run-${i}`;
       await Deno.mkdir(root);
       try {
         started = performance.now();
-        log(`${linkName(point.link)}, write rate ×${point.factor}: pre-sync`);
-        const result = await runPoint(options, template, root, point, i, log);
+        log(
+          `${linkName(point.link)}, ${point.tracker} tracker, write rate ×${point.factor}${
+            point.rateBitsPerSecond ? `, --rate ${point.rateBitsPerSecond / 1e6} Mbit/s` : ""
+          }: pre-sync`,
+        );
+        const result = await runPoint(options, templates.get(point.tracker)!, root, point, i, log);
         results.push(result);
         log(JSON.stringify({ point: i, ...summary(result) }));
         log(`  done in ${((performance.now() - started) / 1000).toFixed(1)} s`);
@@ -118,11 +154,20 @@ export async function runBenchmark(options: BenchOptions): Promise<PointResult[]
   }
 }
 
+/** One run: a link, a tracker, a write-rate factor, an agent rate limit. */
+interface Point {
+  link: LinkPoint;
+  tracker: TrackerName;
+  factor: number;
+  contenders: boolean;
+  rateBitsPerSecond: number | null;
+}
+
 async function runPoint(
   options: BenchOptions,
   template: string,
   root: string,
-  point: { link: LinkPoint; factor: number; contenders: boolean },
+  point: Point,
   index: number,
   log: (line: string) => void,
 ): Promise<PointResult> {
@@ -133,12 +178,17 @@ async function runPoint(
     coldBytesPerSecond: options.rates.coldBytesPerSecond * factor,
   };
   const cuts = cutSchedule(options);
+  const agentArgs = point.rateBitsPerSecond === null ? options.agentArgs : [
+    ...withoutFlag(options.agentArgs, "--rate"),
+    "--rate",
+    `${point.rateBitsPerSecond / 1e6}mbit`,
+  ];
   const presync = await runPresync({
     template,
     root,
     link,
-    tracker: options.tracker,
-    agentArgs: options.agentArgs,
+    tracker: point.tracker,
+    agentArgs,
     rates,
     presyncSeconds: options.presyncSeconds,
     cuts,
@@ -154,6 +204,8 @@ async function runPoint(
   const limitSeconds = diff.compressedBytes * 8 / link.rateBitsPerSecond + 2 * link.rttMs / 1000;
   const result: PointResult = {
     link,
+    tracker: point.tracker,
+    rateBitsPerSecond: point.rateBitsPerSecond,
     rateFactor: factor,
     writeBytesPerSecond: rates.hotBytesPerSecond + rates.coldBytesPerSecond,
     presync,
@@ -176,10 +228,17 @@ async function runPoint(
   return result;
 }
 
+/** `args` without `flag` and its value. */
+function withoutFlag(args: string[], flag: string): string[] {
+  return args.filter((_, i) => args[i] !== flag && args[i - 1] !== flag);
+}
+
 /** The figures of a point without its samples, for logs. */
 function summary(r: PointResult): Record<string, unknown> {
   return {
     link: r.link,
+    tracker: r.tracker,
+    rateBitsPerSecond: r.rateBitsPerSecond,
     rateFactor: r.rateFactor,
     limitSeconds: r.limitSeconds,
     limit64Seconds: limit64(r),
@@ -208,36 +267,46 @@ function cutSchedule(options: BenchOptions): ScheduledCut[] {
   }));
 }
 
-/** The markdown table of the main points (write-rate factor 1). */
+/** The signed error of the prediction made just before `evacuate`, as a share of the time. */
+export function predictionError(r: PointResult): number | null {
+  const predicted = r.presync.before.predictedEvacuationSeconds;
+  if (predicted === null || predicted === undefined) return null;
+  return (Number(predicted) - r.presync.wallSeconds) / r.presync.wallSeconds;
+}
+
+function percent(share: number | null): string {
+  return share === null ? "none" : `${share >= 0 ? "+" : ""}${(share * 100).toFixed(1)}%`;
+}
+
+/** The markdown table of the main points (write-rate factor 1, no agent rate limit). */
 export function markdownTable(results: PointResult[]): string {
   const rows = [
-    "| link | contender | seconds | wire MB | × physical limit | vs full copy | predicted s | replica |",
-    "| ---- | --------- | ------: | ------: | ---------------: | -----------: | ----------: | ------- |",
+    "| link | tracker | contender | seconds | wire MB | × physical limit | vs full copy | predicted s | prediction error | replica |",
+    "| ---- | ------- | --------- | ------: | ------: | ---------------: | -----------: | ----------: | ---------------: | ------- |",
   ];
   const mb = (bytes: number) => (bytes / 1e6).toFixed(1);
-  for (const r of results.filter((r) => r.rateFactor === 1)) {
+  for (const r of results.filter((r) => r.rateFactor === 1 && r.rateBitsPerSecond === null)) {
     const name = linkName(r.link);
     const vsFull = (s: number) =>
       r.full ? `${((1 - s / r.full.seconds) * 100).toFixed(1)}% shorter` : "";
     const ok = (equal: boolean | undefined, verified = true) =>
       equal && verified ? "equal" : "**DIFFERS**";
-    rows.push(
-      `| ${name} | physical limit | ${r.limitSeconds.toFixed(2)} | ${
-        mb(r.diff.compressedBytes)
-      } | 1.00× | ${vsFull(r.limitSeconds)} |  |  |`,
-    );
-    rows.push(
-      `| ${name} | limit, 64 KiB blocks | ${limit64(r).toFixed(2)} | ${
-        mb(r.diff.blockCompressedBytes)
-      } | ${(limit64(r) / r.limitSeconds).toFixed(2)}× | ${vsFull(limit64(r))} |  |  |`,
-    );
+    const row = (contender: string, seconds: number, bytes: number, rest: string) =>
+      `| ${name} | ${r.tracker} | ${contender} | ${seconds.toFixed(2)} | ${mb(bytes)} | ${
+        (seconds / r.limitSeconds).toFixed(2)
+      }× | ${vsFull(seconds)} | ${rest} |`;
+    rows.push(row("physical limit", r.limitSeconds, r.diff.compressedBytes, " |  |  "));
+    rows.push(row("limit, 64 KiB blocks", limit64(r), r.diff.blockCompressedBytes, " |  |  "));
     const p = r.presync;
     rows.push(
-      `| ${name} | presync evacuate | ${p.wallSeconds.toFixed(2)} | ${mb(p.wireBytes)} | ${
-        (p.wallSeconds / r.limitSeconds).toFixed(2)
-      }× | ${vsFull(p.wallSeconds)} | ${p.before.predictedEvacuationSeconds} | ${
-        ok(r.equal.presync, p.report.verified)
-      } |`,
+      row(
+        "presync evacuate",
+        p.wallSeconds,
+        p.wireBytes,
+        `${p.before.predictedEvacuationSeconds} | ${percent(predictionError(r))} | ${
+          ok(r.equal.presync, p.report.verified)
+        }`,
+      ),
     );
     for (
       const [label, c, eq] of [
@@ -245,13 +314,37 @@ export function markdownTable(results: PointResult[]): string {
         ["full copy zstd -1", r.full, r.equal.full],
       ] as const
     ) {
-      if (!c) continue;
-      rows.push(
-        `| ${name} | ${label} | ${c.seconds.toFixed(2)} | ${mb(c.wireBytes)} | ${
-          (c.seconds / r.limitSeconds).toFixed(2)
-        }× | ${vsFull(c.seconds)} |  | ${ok(eq)} |`,
-      );
+      if (c) rows.push(row(label, c.seconds, c.wireBytes, ` |  | ${ok(eq)}`));
     }
+  }
+  return rows.join("\n");
+}
+
+/**
+ * The prediction made just before each `evacuate` against the measured time, with its inputs
+ * (where the link speed and the writes since the last cut came from) and where the time went.
+ */
+export function predictionTable(results: PointResult[]): string {
+  const rows = [
+    "| link | tracker | --rate | write ×| predicted s | measured s | error | link from | new writes from | pause / scan / send / commit / verify s | generations |",
+    "| ---- | ------- | -----: | -----: | ----------: | ---------: | ----: | --------- | --------------- | --------------------------------------- | ----------: |",
+  ];
+  for (const r of results) {
+    const prediction = (r.presync.before.prediction ?? {}) as Record<string, unknown>;
+    const b = r.presync.report.breakdown;
+    const parts = b
+      ? [b.pauseSeconds, b.scanSeconds, b.sendSeconds, b.commitSeconds, b.verifySeconds]
+        .map((x) => x.toFixed(2)).join(" / ")
+      : "";
+    rows.push(
+      `| ${linkName(r.link)} | ${r.tracker} | ${
+        r.rateBitsPerSecond === null ? "none" : `${r.rateBitsPerSecond / 1e6} Mbit/s`
+      } | ${r.rateFactor} | ${r.presync.before.predictedEvacuationSeconds} | ${
+        r.presync.wallSeconds.toFixed(2)
+      } | ${percent(predictionError(r))} | ${prediction.linkSource ?? "none"} | ${
+        prediction.freshSource ?? ""
+      } | ${parts} | ${b?.generations ?? ""} |`,
+    );
   }
   return rows.join("\n");
 }
@@ -264,11 +357,14 @@ export function limit64(r: PointResult): number {
 /** The write-rate sweep as a markdown table. */
 export function sweepTable(results: PointResult[]): string {
   const first = results[0]?.link;
+  const tracker = results[0]?.tracker;
   const rows = [
     "| write MiB/s | presync s | predicted s | limit s (4 KiB) | limit s (64 KiB) | diff MB (4 KiB, zstd) | RPO before s |",
     "| ----------: | --------: | ----------: | --------------: | ---------------: | --------------------: | -----------: |",
   ];
-  const sweep = results.filter((r) => r.link === first).sort((a, b) => a.rateFactor - b.rateFactor);
+  const sweep = results.filter((r) =>
+    r.link === first && r.tracker === tracker && r.rateBitsPerSecond === null
+  ).sort((a, b) => a.rateFactor - b.rateFactor);
   for (const r of sweep) {
     rows.push(
       `| ${(r.writeBytesPerSecond / MiB).toFixed(2)} | ${
@@ -287,10 +383,12 @@ const HELP = `bench_evacuate: presync evacuate vs full copy vs rsync over an emu
 
   npx -y deno@2.9.6 run -A scripts/bench_evacuate.ts [options]
 
-  --quick               smoke run: 256 MiB, one link point (100 Mbit/s, 150 ms), 15 s
-                        pre-sync, one cut, no sweep (flags given after it still apply)
+  --quick               smoke run: 256 MiB, one link point (100 Mbit/s, 150 ms), scan tracker,
+                        15 s pre-sync, one cut, no sweep, no rate-bound point (flags given
+                        after it still apply)
   --links LIST          RATE_MBIT:RTT_MS,... (default 100:150,20:250)
   --size N              image size, e.g. 8G, 1G, 256M (default 8G)
+  --sparse-32g          a 32 GiB image, 97% of it never written (sets --size and --zero-share)
   --zero-share P        share of 64 KiB regions left zero (default 0.5)
   --text-share P        share of the others that are text-like (default 0.5; rest random)
   --hot-rate MIB        MiB/s written into the hot set (default 1)
@@ -300,10 +398,12 @@ const HELP = `bench_evacuate: presync evacuate vs full copy vs rsync over an emu
   --cuts N              link cuts during the pre-sync phase (default 2)
   --cut-seconds S       length of each cut (default 5)
   --cut-mode MODE       reset|blackhole (default reset)
-  --tracker scan|nbd    how the agent finds writes (nbd: the "VM" writes through presync's NBD
-                        server; default scan)
+  --trackers LIST       how the agent finds writes: scan,nbd (nbd: the "VM" writes through
+                        presync's NBD server; default both, each link with each)
   --interval SECONDS    agent --interval (default 10)
   --rate R              agent --rate, background limit (default 0: unlimited)
+  --rate-bound SHARE    one more point per tracker on the first link with the agent's --rate
+                        at SHARE of the link, presync only (default 0.25; 0: none)
   --delay-target MS     agent --delay-target (default: the agent's)
   --sweep LIST          write-rate multipliers at the first link point (default 0.25,1,4; "" none)
   --sweep-contenders    also run rsync and the full copy at each sweep point
@@ -337,13 +437,15 @@ export function parseBenchArgs(
   args: string[],
 ): { options: BenchOptions; out?: string; json: boolean; help: boolean } {
   const quick = args.includes("--quick");
+  const huge = args.includes("--sparse-32g");
   const { values } = parseArgs({
     args,
     options: {
       quick: { type: "boolean", default: false },
       links: { type: "string", default: quick ? "100:150" : "100:150,20:250" },
-      size: { type: "string", default: quick ? "256M" : "8G" },
-      "zero-share": { type: "string", default: "0.5" },
+      size: { type: "string", default: quick ? "256M" : huge ? "32G" : "8G" },
+      "sparse-32g": { type: "boolean", default: false },
+      "zero-share": { type: "string", default: huge ? "0.97" : "0.5" },
       "text-share": { type: "string", default: "0.5" },
       "hot-rate": { type: "string", default: "1" },
       "hot-set": { type: "string", default: "64M" },
@@ -352,7 +454,8 @@ export function parseBenchArgs(
       cuts: { type: "string", default: quick ? "1" : "2" },
       "cut-seconds": { type: "string", default: quick ? "2" : "5" },
       "cut-mode": { type: "string", default: "reset" },
-      tracker: { type: "string", default: "scan" },
+      trackers: { type: "string", default: quick ? "scan" : "scan,nbd" },
+      "rate-bound": { type: "string", default: quick ? "0" : "0.25" },
       interval: { type: "string", default: quick ? "3" : "10" },
       rate: { type: "string", default: "0" },
       "delay-target": { type: "string" },
@@ -370,9 +473,18 @@ export function parseBenchArgs(
   if (mode !== "reset" && mode !== "blackhole") {
     throw new Error(`--cut-mode: expected reset or blackhole: received "${mode}"`);
   }
-  const tracker = values.tracker;
-  if (tracker !== "scan" && tracker !== "nbd") {
-    throw new Error(`--tracker: expected scan or nbd: received "${tracker}"`);
+  const trackers = values.trackers.split(",").filter((t) => t !== "");
+  for (const t of trackers) {
+    if (t !== "scan" && t !== "nbd") {
+      throw new Error(`--trackers: expected scan and/or nbd: received "${t}"`);
+    }
+  }
+  if (trackers.length === 0) throw new Error(`--trackers: expected scan and/or nbd`);
+  const rateBoundShare = Number(values["rate-bound"]);
+  if (!(rateBoundShare >= 0 && rateBoundShare < 1)) {
+    throw new Error(
+      `--rate-bound: expected a share from 0 to 1: received "${values["rate-bound"]}"`,
+    );
   }
   const contenders = values.contenders.split(",").filter((c) => c !== "");
   for (const c of contenders) {
@@ -397,8 +509,9 @@ export function parseBenchArgs(
       cutCount: Number(values.cuts),
       cutSeconds: Number(values["cut-seconds"]),
       cutMode: mode,
-      tracker,
+      trackers: trackers as TrackerName[],
       agentArgs,
+      rateBoundShare,
       sweep: values.sweep.split(",").filter((s) => s !== "").map(Number),
       sweepContenders: values["sweep-contenders"],
       contenders: contenders as ("full" | "rsync")[],
@@ -428,6 +541,7 @@ async function main(args: string[]): Promise<void> {
     return;
   }
   console.log(markdownTable(results));
+  console.log(`\n${predictionTable(results)}`);
   if (results.some((r) => r.rateFactor !== 1)) console.log(`\n${sweepTable(results)}`);
 }
 

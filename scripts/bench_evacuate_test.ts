@@ -24,5 +24,11 @@ Deno.test({
     );
     assert.ok(r.presync.samples.length > 0, "status was never sampled during pre-sync");
     assert.ok(r.diff.pages > 0, "the workload changed nothing before the evacuation");
+    const prediction = r.presync.before.prediction as Record<string, unknown> | null;
+    assert.ok(prediction, "status made no prediction before evacuate");
+    assert.equal(prediction.freshSource, "write_rate", "the scan tracker cannot count writes");
+    const b = r.presync.report.breakdown;
+    assert.equal(b.wireBytes, r.presync.report.bytesSent);
+    assert.ok(b.generations >= 1 && b.blocks > 0, JSON.stringify(b));
   },
 });

@@ -51,7 +51,9 @@ destination in the background; reconnects and resumes by itself.
                          unix:PATH; export name = volume, e.g. qemu-nbd -x NAME --bitmap B)
   --bitmap NAME          with --tracker qemu-bitmap: the dirty bitmap to read (presync-<g>)
   --block-size SIZE      block size of new volumes: 4k to 4m, a power of two (default 64k)
-  --rate RATE            background rate limit: 50mbit, 6MB/s, 5MiB/s (default 0: unlimited)
+  --rate RATE            background rate limit: 50mbit, 6MB/s, 5MiB/s (default 0: unlimited);
+                         while it binds, a 3 s probe every 5 min exceeds it to measure the
+                         link for the evacuation prediction
   --schedule S           time-of-day rates, e.g. "08:00-20:00=10mbit,*=0"
   --interval SECONDS     time between cuts once in sync (default 30)
   --read-rate RATE       cap on reads from the images, e.g. 200MB/s (default unlimited)

@@ -7,7 +7,9 @@ import { ExitCode } from "./exit_codes.ts";
 export const STATUS_USAGE = `presync status [--control NAME|PATH] [--json]
 
 Shows each volume of the running agents: state, committed generation, RPO, pending bytes,
-goodput, RTT and the predicted evacuation time. Without --control, asks every agent whose
+goodput, RTT and the predicted evacuation time, with where its link speed comes from (the
+last sends, the send in progress, or a short probe past --rate) and whether the writes since
+the last cut are counted by the tracker or estimated; --json gives every input. Without --control, asks every agent whose
 control socket is in the runtime directory (/run/presync/agent for root). Exit 5 when no
 agent answers.`;
 
@@ -51,6 +53,34 @@ export function describeVolume(v: Record<string, unknown>): string {
   }, pending ${formatBytes(number("pendingBytes") ?? 0)}` +
     (goodput ? `, goodput ${formatBitRate(goodput)}` : "") +
     (rtt !== null ? `, RTT ${rtt} ms` : "") +
-    `, evacuation ≈ ${eta === null ? "unknown (no goodput measured yet)" : formatDuration(eta)}` +
+    `, evacuation ≈ ${
+      eta === null
+        ? `unknown (${
+          (v.prediction as { freshSource?: string } | null)?.freshSource === "unknown"
+            ? "no write rate measured yet"
+            : "link speed not measured yet"
+        })`
+        : formatDuration(eta)
+    }${predictionBasis(v.prediction)}` +
     (v.lastError ? `; last error: ${v.lastError}` : "");
+}
+
+/** What each `prediction.linkSource` means, for people. */
+const LINK_SOURCES: Record<string, string> = {
+  goodput: "link speed from the last sends",
+  current_send: "link speed from the send in progress",
+  probe: "link speed from a probe past --rate",
+};
+
+/** Where the prediction's figures come from, e.g. " (link speed from a probe past --rate; …)". */
+function predictionBasis(prediction: unknown): string {
+  if (typeof prediction !== "object" || prediction === null) return "";
+  const { linkSource, freshSource } = prediction as Record<string, unknown>;
+  const parts: string[] = [];
+  if (typeof linkSource === "string" && linkSource in LINK_SOURCES) {
+    parts.push(LINK_SOURCES[linkSource]);
+  }
+  if (freshSource === "tracker") parts.push("new writes counted by the tracker");
+  if (freshSource === "write_rate") parts.push("new writes estimated from the write rate");
+  return parts.length ? ` (${parts.join("; ")})` : "";
 }

@@ -87,3 +87,38 @@ Deno.test("evacuate names each wait; only a missing agent or link counts towards
     true,
   );
 });
+
+Deno.test("evacuate prints where the time went; status says where its prediction comes from", async () => {
+  const { describeBreakdown } = await import("./cmd_evacuate.ts");
+  assert.equal(
+    describeBreakdown({
+      pauseSeconds: 0.2,
+      scanSeconds: 0.412,
+      sendSeconds: 3,
+      commitSeconds: 0.25,
+      verifySeconds: 0.15,
+      generations: 2,
+      blocks: 181,
+      wireBytes: 11 * 1024 * 1024,
+    }),
+    "  pause (hook) 0.20 s, scan 0.41 s, send 3.00 s, commit 0.25 s, verify 0.15 s; " +
+      "2 generations, 181 blocks, 11.0 MiB",
+  );
+  const { describeVolume } = await import("./cmd_status.ts");
+  const volume = {
+    name: "db1",
+    state: "idle",
+    committedGeneration: 4,
+    rpoSeconds: 3,
+    pendingBytes: 1024,
+    predictedEvacuationSeconds: 2.5,
+  };
+  assert.match(
+    describeVolume({ ...volume, prediction: { linkSource: "probe", freshSource: "tracker" } }),
+    /evacuation ≈ .* \(link speed from a probe past --rate; new writes counted by the tracker\)/,
+  );
+  assert.match(
+    describeVolume({ ...volume, predictedEvacuationSeconds: null, prediction: null }),
+    /evacuation ≈ unknown \(link speed not measured yet\)$/,
+  );
+});

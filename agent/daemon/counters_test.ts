@@ -75,6 +75,7 @@ Deno.test({
       goodputBytesPerSecond: 1_250_000,
       rttMs: 150.2,
       predictedEvacuationSeconds: 3.2,
+      prediction: null,
       paused: false,
       lastError: null,
       lastErrorCode: null,

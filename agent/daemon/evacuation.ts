@@ -1,6 +1,29 @@
 import type { PresyncError } from "../errors.ts";
 import type { Logger } from "../log.ts";
 
+/** Where an evacuation's time went, and what it moved (`evacuate --json`). */
+export interface EvacuationBreakdown {
+  /** The evacuate hook (pausing the VM), s; it runs at once, also while a generation is in flight. */
+  pauseSeconds: number;
+  /** The final cut (the scan tracker reads the image), s. */
+  scanSeconds: number;
+  /** Sending since the evacuation was asked for (the generation in flight, the final one), s. */
+  sendSeconds: number;
+  /** Commits at the destination, s. */
+  commitSeconds: number;
+  /** The Merkle root check, s. */
+  verifySeconds: number;
+  /** Generations committed during the evacuation (2 when one was in flight). */
+  generations: number;
+  /** Blocks sent during the evacuation. */
+  blocks: number;
+  /** Bytes put on the session during the evacuation. */
+  wireBytes: number;
+}
+
+/** The timed parts of an evacuation. */
+export type EvacuationPart = "pause" | "scan" | "send" | "commit" | "verify";
+
 /** What `evacuate` reports once the final generation committed. */
 export interface EvacuateReport {
   volume: string;
@@ -9,6 +32,7 @@ export interface EvacuateReport {
   generation: number;
   merkleRoot: string;
   verified: boolean;
+  breakdown: EvacuationBreakdown;
 }
 
 /**
@@ -60,6 +84,15 @@ export class Evacuation {
   #detail: string | null = null;
   #finalGeneration: number | null = null;
   #hookDone = false;
+  readonly #parts: Record<EvacuationPart, number> = {
+    pause: 0,
+    scan: 0,
+    send: 0,
+    commit: 0,
+    verify: 0,
+  };
+  #generations = 0;
+  #blocks = 0;
   #resolve!: (report: EvacuateReport) => void;
   #reject!: (err: unknown) => void;
   /** Resolves with the final generation once it is cut (its `begin` goes out next). */
@@ -108,6 +141,37 @@ export class Evacuation {
   /** Seconds since the evacuation was asked for. */
   get seconds(): number {
     return (performance.now() - this.#startedMs) / 1000;
+  }
+
+  /** When the evacuation was asked for (`performance.now()` clock), ms. */
+  get startedAtMs(): number {
+    return this.#startedMs;
+  }
+
+  /** Adds `seconds` spent in `part`. */
+  timed(part: EvacuationPart, seconds: number): void {
+    this.#parts[part] += Math.max(0, seconds);
+  }
+
+  /** Counts a generation committed during the evacuation, with the blocks it sent. */
+  committed(blocks: number): void {
+    this.#generations++;
+    this.#blocks += blocks;
+  }
+
+  /** The breakdown so far, with `wireBytes` sent since the start. */
+  breakdown(wireBytes: number): EvacuationBreakdown {
+    const round = (seconds: number) => Math.round(seconds * 1000) / 1000;
+    return {
+      pauseSeconds: round(this.#parts.pause),
+      scanSeconds: round(this.#parts.scan),
+      sendSeconds: round(this.#parts.send),
+      commitSeconds: round(this.#parts.commit),
+      verifySeconds: round(this.#parts.verify),
+      generations: this.#generations,
+      blocks: this.#blocks,
+      wireBytes,
+    };
   }
 
   /**

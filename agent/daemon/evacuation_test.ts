@@ -22,6 +22,7 @@ Deno.test("evacuation: each step is logged once and shown in status", async () =
     generation: 7,
     merkleRoot: "r",
     verified: true,
+    breakdown: e.breakdown(5),
   };
   e.finish(report);
   e.to("sending"); // after the end: ignored
@@ -52,4 +53,29 @@ Deno.test("evacuation: a failure rejects once, with its code, and is logged as a
   assert.equal(failed[0].level, "error");
   assert.equal(failed[0].fields.code, ErrorCode.VOLUME_HELD);
   assert.equal(e.status().detail, "another agent holds vm");
+});
+
+Deno.test("evacuation: the breakdown adds up each part's time and the generations committed", () => {
+  const { log } = memoryLog();
+  const e = new Evacuation("vm", 0, log);
+  e.timed("pause", 0.25);
+  e.timed("send", 1.5);
+  e.timed("commit", 0.125);
+  e.committed(40);
+  e.timed("scan", 0.5);
+  e.timed("send", 2);
+  e.timed("commit", 0.25);
+  e.timed("send", -1); // a clock step backwards counts nothing
+  e.committed(2);
+  e.timed("verify", 0.3);
+  assert.deepEqual(e.breakdown(1234), {
+    pauseSeconds: 0.25,
+    scanSeconds: 0.5,
+    sendSeconds: 3.5,
+    commitSeconds: 0.375,
+    verifySeconds: 0.3,
+    generations: 2,
+    blocks: 42,
+    wireBytes: 1234,
+  });
 });

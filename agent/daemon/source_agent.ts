@@ -184,6 +184,7 @@ export class SourceAgent {
       evacuateHook: this.#config.evacuateHook,
       vm,
       evacuatePausedTimeoutMs: this.#config.evacuatePausedTimeoutMs,
+      rttMs: () => this.rttMs,
       log: this.#config.log,
     });
   }

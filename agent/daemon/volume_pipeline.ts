@@ -10,13 +10,15 @@ import type { CommittedState, Destination } from "../sync/destination.ts";
 import { assertResumable } from "../sync/resume_check.ts";
 import { sendGeneration } from "../sync/send_generation.ts";
 import type { Cut, Tracker } from "../tracker.ts";
-import type { VolumeIdentity } from "../volume/volume_identity.ts";
+import { blockCount, type VolumeIdentity } from "../volume/volume_identity.ts";
 import { runEvacuateHook } from "./evacuate_hook.ts";
 import { type EvacuateReport, Evacuation } from "./evacuation.ts";
 import { GoodputMeter } from "./goodput_meter.ts";
+import { LinkProbe } from "./link_probe.ts";
 import type { TransferCounters } from "./paced_destination.ts";
 import { PauseGate } from "./pause_gate.ts";
 import type { VolumePhase, VolumeSnapshot } from "./volume_status.ts";
+import { type CurrentSend, GENERATION_ROUND_TRIPS } from "./evacuation_prediction.ts";
 import { WriteRate } from "./write_rate.ts";
 
 /** Burst of the per-volume rate limiter, bytes. */
@@ -64,6 +66,8 @@ export interface VolumePipelineOptions {
    * before the evacuation fails and the VM runs again, ms (default 120 s).
    */
   evacuatePausedTimeoutMs?: number;
+  /** The link's round-trip time now, ms (undefined: not measured yet). */
+  rttMs?: () => number | undefined;
   log: Logger;
 }
 
@@ -88,6 +92,15 @@ export class VolumePipeline {
   readonly #gate = new PauseGate();
   readonly #goodput = new GoodputMeter();
   readonly #writes = new WriteRate();
+  readonly #probe = new LinkProbe();
+  /** Smoothed wire bytes per block of the generations sent (0: none yet). */
+  #wireBytesPerBlock = 0;
+  /** The lowest RTT seen, ms (Infinity: none yet). */
+  #baseRttMs = Infinity;
+  /** Smoothed commit time per block of the generation committed (apply, fsync), s. */
+  #commitSecondsPerBlock = 0;
+  /** The send in progress: when it started and the wire counter then. */
+  #sendStart: { ms: number; wireBytes: number; acked: number } | null = null;
   #phase: VolumePhase = "starting";
   #link: VolumeLink | null = null;
   #committed: CommittedState;
@@ -98,6 +111,8 @@ export class VolumePipeline {
   #lastCommitMs = 0;
   #commits = 0;
   #evacuation: Evacuation | null = null;
+  /** The evacuate hook of the current evacuation: started once, awaited before the final cut. */
+  #hook: { evacuation: Evacuation; ok: Promise<boolean> } | null = null;
   #lastError: PresyncError | null = null;
   /** A cut taken whose `state.recordCut` failed: recorded (and sent) before any new cut. */
   #unrecorded: { cut: Cut; cutTimeMs: number; afterHook: boolean } | null = null;
@@ -214,12 +229,15 @@ export class VolumePipeline {
     let taken = this.#unrecorded;
     this.#unrecorded = null;
     if (!taken) {
-      if (evacuation && !evacuation.hookDone && !(await this.#runHook(evacuation))) return;
+      if (evacuation && !(await this.#pauseVm(evacuation))) return;
       this.#phase = "scanning";
       const cutTimeMs = Date.now();
       const scanStart = performance.now();
       const cut = await this.tracker.cut();
       this.#lastScanMs = performance.now() - scanStart;
+      evacuation?.timed("scan", this.#lastScanMs / 1000);
+      // Only once a cut succeeded: a failed one (a resized image) is retried at once.
+      this.#writes.seed(this.#committed.cutTimeMs);
       this.#writes.recordCut(
         cut.dirty.popcount(),
         cutTimeMs,
@@ -241,6 +259,18 @@ export class VolumePipeline {
   }
 
   /**
+   * Pauses the VM for `evacuation`: runs the evacuate hook and the QMP pause once (the first
+   * call starts them, later ones wait for them); false (and the evacuation failed) when either
+   * failed.
+   */
+  #pauseVm(evacuation: Evacuation): Promise<boolean> {
+    if (this.#hook?.evacuation !== evacuation) {
+      this.#hook = { evacuation, ok: this.#runHook(evacuation) };
+    }
+    return this.#hook.ok;
+  }
+
+  /**
    * Runs the evacuate hook, then pauses the VM through its control when there is one; false
    * (and the evacuation failed, the VM running again) when either failed.
    */
@@ -248,6 +278,7 @@ export class VolumePipeline {
     // A migration's final cut skips both: QEMU's own migration paused the VM.
     const command = evacuation.skipHook ? undefined : this.#options.evacuateHook;
     const vm = evacuation.skipHook ? undefined : this.#options.vm;
+    const started = performance.now();
     try {
       if (command) {
         evacuation.to("hook", null, { command });
@@ -261,6 +292,7 @@ export class VolumePipeline {
         await vm.pause();
         this.#options.log("info", "vm_paused", { volume: this.name, before: before.state });
       }
+      evacuation.timed("pause", (performance.now() - started) / 1000);
     } catch (err) {
       this.#failEvacuation(
         err instanceof PresyncError ? err : new PresyncError(ErrorCode.IO, String(err)),
@@ -331,6 +363,7 @@ export class VolumePipeline {
     const cutTimeMs = pending.cutTimeMs;
     let commitMs = 0;
     this.#cut = cut;
+    this.#sendStart = { ms: started, wireBytes: wireBefore, acked: pending.acked.popcount() };
     try {
       const report = await sendGeneration(this.state, cut, link.destination, {
         hot: this.#hot ?? undefined,
@@ -338,6 +371,21 @@ export class VolumePipeline {
         onCommit: () => evacuation?.to("commit", null, { generation: pending.generation }),
       });
       commitMs = report.commitMs;
+      const sentBlocks = report.sent.popcount();
+      // An evacuation asked for while this generation was in flight counts it too.
+      const during = this.evacuating ? this.#evacuation! : null;
+      if (during) {
+        const since = Math.max(started, during.startedAtMs);
+        during.timed("send", (performance.now() - since - commitMs) / 1000);
+        during.timed("commit", Math.min(commitMs, performance.now() - since) / 1000);
+        during.committed(sentBlocks);
+      }
+      if (sentBlocks > 0) {
+        const sample = (this.counters.wireBytes - wireBefore) / sentBlocks;
+        this.#wireBytesPerBlock = this.#wireBytesPerBlock
+          ? 0.5 * this.#wireBytesPerBlock + 0.5 * sample
+          : sample;
+      }
       this.#hot?.free();
       this.#hot = cut.dirty.clone();
       report.sent.free();
@@ -347,6 +395,13 @@ export class VolumePipeline {
         cutTimeMs,
       };
       this.#lastCommitMs = commitMs;
+      const generationBlocks = cut.dirty.popcount();
+      if (generationBlocks > 0 && commitMs > 0) {
+        const sample = Math.max(0, commitMs / 1000 - this.#rttSeconds()) / generationBlocks;
+        this.#commitSecondsPerBlock = this.#commitSecondsPerBlock
+          ? 0.5 * this.#commitSecondsPerBlock + 0.5 * sample
+          : sample;
+      }
       this.#commits++;
       this.#lastError = null;
       counters.generationCommitted(this.name, cut.dirty.popcount(), commitMs / 1000);
@@ -357,9 +412,13 @@ export class VolumePipeline {
       });
     } finally {
       this.#cut = null;
+      this.#sendStart = null;
+      this.#probe.abort();
       await cut.release();
-      // Time on the wire: the commit is predicted on its own (lastCommitMs).
-      const seconds = (performance.now() - started - commitMs) / 1000;
+      // Time on the wire: the commit and the round trips of a generation (resume, begin,
+      // flush) are predicted on their own.
+      const elapsed = (performance.now() - started - commitMs) / 1000;
+      const seconds = Math.max(elapsed / 2, elapsed - GENERATION_ROUND_TRIPS * this.#rttSeconds());
       counters.sent(this.name, this.counters.wireBytes - wireBefore);
       this.#goodput.record(
         this.counters.wireBytes - wireBefore,
@@ -373,23 +432,32 @@ export class VolumePipeline {
 
   async #finishEvacuation(link: VolumeLink, evacuation: Evacuation): Promise<void> {
     evacuation.to("verify");
+    const started = performance.now();
     const { report } = await link.verify(this.#committed.merkleRoot, true);
+    evacuation.timed("verify", (performance.now() - started) / 1000);
     this.#phase = "evacuated";
     // The VM stays paused: it is to run at the destination now.
     this.#vmPaused = false;
+    const bytesSent = this.counters.wireBytes - evacuation.wireBytesAtStart;
     evacuation.finish({
       volume: this.name,
       seconds: evacuation.seconds,
-      bytesSent: this.counters.wireBytes - evacuation.wireBytesAtStart,
+      bytesSent,
       generation: this.#committed.committedGeneration,
       merkleRoot: report.merkleRoot,
       verified: report.ok && report.rootMatches === true,
+      breakdown: evacuation.breakdown(bytesSent),
     });
   }
 
-  /** Waits before `wireBytes` go out: at the pause gate (until `ended`), then the rate limit. */
+  /**
+   * Waits before `wireBytes` go out: at the pause gate (until `ended`), then the rate limit,
+   * except during a link probe (see {@linkcode LinkProbe}).
+   */
   async pace(wireBytes: number, ended: Promise<unknown>): Promise<void> {
+    if (this.#gate.paused) this.#probe.abort();
     await this.#gate.wait(ended);
+    if (this.#probe.beforeSend(wireBytes, performance.now(), this.limiter.bytesPerSecond)) return;
     await throttle(this.limiter, wireBytes);
   }
 
@@ -489,11 +557,20 @@ export class VolumePipeline {
     );
     options.onStart?.(this.#evacuation);
     const inFlight = this.state.pending;
-    if (this.#link && inFlight && (this.#phase === "sending" || this.#phase === "scanning")) {
-      // A generation is on its way: it goes first, at full speed, then comes the final cut.
-      this.#phase = "evacuating";
-      this.#evacuation.to("sending", `generation ${inFlight.generation}, before the final cut`, {
-        generation: inFlight.generation,
+    if (this.#link && (this.#phase === "sending" || this.#phase === "scanning")) {
+      // A generation is on its way: it goes on at full speed (what it staged counts) while the
+      // VM is paused at once, so no write lands after the evacuation was asked for; the final
+      // cut follows its commit and holds only what was written before the pause.
+      const evacuation = this.#evacuation;
+      const detail = `generation ${inFlight?.generation ?? "being cut"}, before the final cut`;
+      if (inFlight) {
+        this.#phase = "evacuating";
+        evacuation.to("sending", detail, { generation: inFlight.generation });
+      }
+      this.#pauseVm(evacuation).then((ok) => {
+        if (ok && this.#phase === "evacuating" && evacuation.finalGeneration === null) {
+          evacuation.to("sending", detail);
+        }
       });
     }
     if (!this.#link) {
@@ -553,6 +630,13 @@ export class VolumePipeline {
       committedCutTimeMs: this.#committed.cutTimeMs,
       pending: this.state.pending,
       freshBlocks: this.#writes.freshBlocks(Date.now()),
+      trackerFreshBlocks: this.tracker.dirtyBlocksNow(),
+      totalBlocks: blockCount(this.identity),
+      wireBytesPerBlock: this.#wireBytesPerBlock,
+      commitSecondsPerBlock: this.#commitSecondsPerBlock,
+      currentSend: this.#currentSend(),
+      limitBytesPerSecond: this.limiter.bytesPerSecond,
+      probeBytesPerSecond: this.#probe.bytesPerSecond,
       rawBytes: this.counters.rawBytes,
       wireBytes: this.counters.wireBytes,
       goodputBytesPerSecond: this.#goodput.bytesPerSecond,
@@ -561,6 +645,27 @@ export class VolumePipeline {
       lastError: this.#lastError?.message ?? null,
       lastErrorCode: this.#lastError?.code ?? null,
       evacuation: this.#evacuation?.status() ?? null,
+    };
+  }
+
+  /**
+   * The base round-trip time (the lowest seen), s: what a round trip costs once the queue the
+   * sends built has drained. The current RTT would count that queue again.
+   */
+  #rttSeconds(): number {
+    const rtt = this.#options.rttMs?.();
+    if (rtt !== undefined) this.#baseRttMs = Math.min(this.#baseRttMs, rtt);
+    return Number.isFinite(this.#baseRttMs) ? this.#baseRttMs / 1000 : 0;
+  }
+
+  #currentSend(): CurrentSend | null {
+    const start = this.#sendStart;
+    const pending = this.state.pending;
+    if (!start || !pending) return null;
+    return {
+      seconds: (performance.now() - start.ms) / 1000,
+      wireBytes: this.counters.wireBytes - start.wireBytes,
+      ackedBlocks: pending.acked.popcount() - start.acked,
     };
   }
 

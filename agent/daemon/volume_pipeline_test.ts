@@ -109,6 +109,9 @@ Deno.test("pipeline: an evacuation goes through every step and reports a verifie
     assert.deepEqual(hooked, ["pause-the-vm vm"]);
     assert.equal(report.verified, true);
     assert.equal(report.generation, 2);
+    assert.equal(report.breakdown.generations, 1);
+    assert.equal(report.breakdown.wireBytes, report.bytesSent);
+    assert.ok(report.breakdown.blocks >= 2, "100 000 bytes written: two blocks at least");
     const steps = lines.filter((l) => l.event === "evacuation_step").map((l) => l.fields.step);
     assert.deepEqual(steps, [
       "requested",
@@ -171,10 +174,15 @@ Deno.test("pipeline: an evacuation asked for while disconnected says it waits fo
   });
 });
 
-Deno.test("pipeline: an evacuation asked for mid-send says the generation in flight goes first", async () => {
+Deno.test("pipeline: an evacuation asked for mid-send pauses the VM at once; the generation in flight goes on first", async () => {
   await inTemp(async (root) => {
     const { log, lines } = memoryLog();
-    await using v = await localVolume(root, "vm", data(512 * KiB), { log });
+    const hooked: string[] = [];
+    await using v = await localVolume(root, "vm", data(512 * KiB), {
+      log,
+      evacuateHook: "pause-the-vm",
+      runHook: (command) => Promise.resolve(void hooked.push(command)),
+    });
     const link = await v.link();
     let release!: () => void;
     const held = new Promise<void>((resolve) => release = resolve);
@@ -199,6 +207,8 @@ Deno.test("pipeline: an evacuation asked for mid-send says the generation in fli
     const running = v.pipeline.run(s.alive, s.sleep);
     await stagingStarted;
     const evacuation = v.pipeline.evacuate();
+    assert.deepEqual(hooked, ["pause-the-vm"], "the hook runs while generation 1 is held");
+    await new Promise((resolve) => setTimeout(resolve, 0));
     assert.equal(v.pipeline.snapshot().evacuation?.step, "sending");
     assert.match(
       String(v.pipeline.snapshot().evacuation?.detail),
@@ -206,9 +216,21 @@ Deno.test("pipeline: an evacuation asked for mid-send says the generation in fli
     );
     release();
     await running;
-    assert.equal((await evacuation).generation, 2);
+    const report = await evacuation;
+    assert.equal(report.generation, 2);
+    assert.deepEqual(hooked, ["pause-the-vm"], "the hook ran once");
     const steps = lines.filter((l) => l.event === "evacuation_step").map((l) => l.fields.step);
-    assert.deepEqual(steps.slice(0, 3), ["requested", "sending", "hook_done"]);
+    assert.deepEqual(steps.slice(0, 6), [
+      "requested",
+      "sending",
+      "hook",
+      "hook_done",
+      "sending",
+      "final_cut",
+    ]);
+    assert.equal(report.breakdown.generations, 2, "generation 1 and the final one committed");
+    assert.equal(report.breakdown.wireBytes, report.bytesSent);
+    assert.ok(report.breakdown.blocks >= 1, "generation 1's data block counts");
   });
 });
 

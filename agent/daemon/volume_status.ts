@@ -1,6 +1,11 @@
 import type { PresyncError } from "../errors.ts";
 import type { PendingGeneration } from "../source/source_state.ts";
 import type { EvacuationStatus } from "./evacuation.ts";
+import {
+  type CurrentSend,
+  type EvacuationPrediction,
+  predictEvacuation,
+} from "./evacuation_prediction.ts";
 
 /**
  * What a volume is doing: `starting` (not connected yet), `idle` (in sync, waiting for the
@@ -33,8 +38,22 @@ export interface VolumeSnapshot {
   committedCutTimeMs: number;
   /** The generation in flight, or null. */
   pending: PendingGeneration | null;
-  /** Blocks likely written since the last cut (see `WriteRate.freshBlocks`). */
-  freshBlocks: number;
+  /** Blocks likely written since the last cut (see `WriteRate.freshBlocks`; null: unknown). */
+  freshBlocks: number | null;
+  /** Blocks written since the last cut, from the tracker (`Tracker.dirtyBlocksNow`). */
+  trackerFreshBlocks: number | null;
+  /** Blocks in the volume. */
+  totalBlocks: number;
+  /** Smoothed wire bytes per block of the generations sent (0: none yet). */
+  wireBytesPerBlock: number;
+  /** Smoothed commit time per block beyond its round trip (0: none yet), s. */
+  commitSecondsPerBlock: number;
+  /** The send in progress, or null. */
+  currentSend: CurrentSend | null;
+  /** The background rate limit now, bytes/s (Infinity: none). */
+  limitBytesPerSecond: number;
+  /** The last link probe's measure, bytes/s (0: none). */
+  probeBytesPerSecond: number;
   rawBytes: number;
   wireBytes: number;
   goodputBytesPerSecond: number;
@@ -56,7 +75,10 @@ export interface VolumeStatus {
   committedGeneration: number;
   /** Age of the destination's last committed cut, seconds. */
   rpoSeconds: number | null;
-  /** Estimated bytes on the wire still to send: the pending generation plus new writes. */
+  /**
+   * Estimated bytes on the wire still to send: the unacknowledged part of the pending
+   * generation plus the blocks written since the last cut.
+   */
   pendingBytes: number;
   /** Estimated wire bytes of the whole pending generation (0 when none), for progress. */
   generationBytes: number;
@@ -64,8 +86,10 @@ export interface VolumeStatus {
   generationPendingBytes: number;
   goodputBytesPerSecond: number;
   rttMs: number | null;
-  /** Final scan + pending bytes at the measured goodput + commit + two round trips. */
+  /** `prediction.seconds`, rounded (null: no link speed known yet). */
   predictedEvacuationSeconds: number | null;
+  /** The evacuation prediction with its inputs (null once evacuated or before the start). */
+  prediction: EvacuationPrediction | null;
   paused: boolean;
   /** The last error this volume met (cleared when a generation commits), for operators. */
   lastError: string | null;
@@ -76,48 +100,58 @@ export interface VolumeStatus {
 }
 
 /**
- * Status of a volume, with the evacuation prediction: the final scan (as long as the last
- * one; the final verify compares roots only), the pending bytes (the unacknowledged part of
- * the pending generation, plus blocks written since the last cut at the last generation's
- * rate, capped at the last generation's count: a hot set's rewrites do not add up)
- * compressed at the ratio seen so far, sent at the measured goodput, the commit (as long as
- * the last one), plus two round trips (final flush and commit).
+ * Status of a volume, with the evacuation prediction of {@linkcode predictEvacuation}: the
+ * unacknowledged part of the pending generation plus the blocks written since the last cut
+ * (the tracker's exact count when it knows it, else the write-rate estimate), at the wire cost
+ * per block seen so far and the link speed measured (goodput, the current send, or a probe
+ * while `--rate` binds), plus the final scan, the commits and their round trips.
  */
 export function volumeStatus(v: VolumeSnapshot, rttMs: number | undefined): VolumeStatus {
   const { blockSize, pending } = v;
-  let pendingBlocks = 0;
   let generationBlocks = 0;
-  let generationPendingBlocks = 0;
+  let unackedBlocks = 0;
   if (pending) {
     generationBlocks = pending.dirty.popcount();
     using unacked = pending.dirty.clone();
-    pendingBlocks = unacked.andNot(pending.acked).popcount();
-    generationPendingBlocks = pendingBlocks;
-  }
-  if (v.phase !== "evacuated") {
-    const blocks = pending?.dirty.size ?? Infinity;
-    pendingBlocks = Math.min(blocks, pendingBlocks + v.freshBlocks);
+    unackedBlocks = unacked.andNot(pending.acked).popcount();
   }
   const ratio = v.rawBytes > 0 ? Math.min(1, v.wireBytes / v.rawBytes) : 1;
-  const pendingBytes = Math.round(pendingBlocks * blockSize * ratio);
-  const goodput = v.goodputBytesPerSecond;
   const rtt = rttMs ?? null;
-  const predicted = goodput > 0
-    ? (v.lastScanMs + v.lastCommitMs) / 1000 + pendingBytes / goodput + 2 * (rtt ?? 0) / 1000
-    : null;
-  const paused = v.paused && v.phase !== "evacuated" && v.phase !== "parked" &&
-    v.phase !== "error";
+  const evacuated = v.phase === "evacuated";
+  const prediction = evacuated ? null : predictEvacuation({
+    blockSize,
+    totalBlocks: v.totalBlocks,
+    generationInFlight: pending !== null,
+    unackedBlocks,
+    generationBlocks,
+    trackerFreshBlocks: v.trackerFreshBlocks,
+    estimatedFreshBlocks: v.freshBlocks,
+    wireBytesPerBlock: v.wireBytesPerBlock,
+    compressionRatio: ratio,
+    goodputBytesPerSecond: v.goodputBytesPerSecond,
+    currentSend: v.currentSend,
+    limitBytesPerSecond: v.limitBytesPerSecond,
+    probeBytesPerSecond: v.probeBytesPerSecond,
+    scanSeconds: v.lastScanMs / 1000,
+    commitSeconds: v.lastCommitMs / 1000,
+    commitSecondsPerBlock: v.commitSecondsPerBlock,
+    rttMs: rtt,
+  });
+  const perBlock = prediction && prediction.blocks > 0 ? prediction.bytes / prediction.blocks : 0;
+  const paused = v.paused && !evacuated && v.phase !== "parked" && v.phase !== "error";
+  const seconds = prediction?.seconds ?? null;
   return {
     name: v.name,
     state: paused ? "paused" : v.phase,
     committedGeneration: v.committedGeneration,
     rpoSeconds: v.committedCutTimeMs > 0 ? (Date.now() - v.committedCutTimeMs) / 1000 : null,
-    pendingBytes,
-    generationBytes: Math.round(generationBlocks * blockSize * ratio),
-    generationPendingBytes: Math.round(generationPendingBlocks * blockSize * ratio),
-    goodputBytesPerSecond: Math.round(goodput),
+    pendingBytes: evacuated ? Math.round(unackedBlocks * blockSize * ratio) : prediction!.bytes,
+    generationBytes: Math.round(generationBlocks * (perBlock || blockSize * ratio)),
+    generationPendingBytes: Math.round(unackedBlocks * (perBlock || blockSize * ratio)),
+    goodputBytesPerSecond: Math.round(v.goodputBytesPerSecond),
     rttMs: rtt === null ? null : Math.round(rtt * 10) / 10,
-    predictedEvacuationSeconds: predicted === null ? null : Math.round(predicted * 100) / 100,
+    predictedEvacuationSeconds: seconds === null ? null : Math.round(seconds * 100) / 100,
+    prediction,
     paused: v.paused,
     lastError: v.lastError,
     lastErrorCode: v.lastErrorCode,
@@ -138,6 +172,7 @@ export function unstartedStatus(name: string, error: PresyncError): VolumeStatus
     goodputBytesPerSecond: 0,
     rttMs: null,
     predictedEvacuationSeconds: null,
+    prediction: null,
     paused: false,
     lastError: `the volume could not start: ${error.message}`,
     lastErrorCode: error.code,

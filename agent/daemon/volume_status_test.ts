@@ -3,6 +3,7 @@ import { Bitmap } from "../core/mod.ts";
 import { type VolumeSnapshot, volumeStatus } from "./volume_status.ts";
 
 const KiB = 1024;
+const MiB = 1024 * KiB;
 
 function snapshot(overrides: Partial<VolumeSnapshot> = {}): VolumeSnapshot {
   return {
@@ -14,6 +15,13 @@ function snapshot(overrides: Partial<VolumeSnapshot> = {}): VolumeSnapshot {
     committedCutTimeMs: 0,
     pending: null,
     freshBlocks: 0,
+    trackerFreshBlocks: null,
+    totalBlocks: 100,
+    wireBytesPerBlock: 0,
+    commitSecondsPerBlock: 0,
+    currentSend: null,
+    limitBytesPerSecond: Infinity,
+    probeBytesPerSecond: 0,
     rawBytes: 0,
     wireBytes: 0,
     goodputBytesPerSecond: 0,
@@ -40,23 +48,35 @@ Deno.test("status: pending bytes are the unacknowledged blocks plus fresh writes
   );
   assert.equal(s.pendingBytes, 35 * 64 * KiB * 0.5);
   assert.equal(s.generationBytes, 40 * 64 * KiB * 0.5);
-  assert.equal(s.predictedEvacuationSeconds, null, "no goodput measured yet");
+  assert.equal(s.predictedEvacuationSeconds, null, "no link speed measured yet");
+  assert.equal(s.prediction?.freshSource, "write_rate");
 });
 
-Deno.test("status: the prediction adds scan, transfer, commit and two round trips", () => {
-  using dirty = new Bitmap(100).setRange(0, 10);
-  using acked = new Bitmap(100);
+Deno.test("status: an idle volume shows the tracker's dirty set as pending, and predicts it", () => {
+  // 160 MiB written through the NBD tracker since the last cut, nothing in flight.
+  const blocks = 160 * MiB / (64 * KiB);
   const s = volumeStatus(
     snapshot({
-      pending: { generation: 4, cutTimeMs: 0, dirty, acked },
-      goodputBytesPerSecond: 64 * KiB,
-      lastScanMs: 500,
-      lastCommitMs: 250,
+      phase: "idle",
+      totalBlocks: 16_384,
+      trackerFreshBlocks: blocks,
+      freshBlocks: 3,
+      wireBytesPerBlock: 32 * KiB,
+      goodputBytesPerSecond: 10 * MiB,
+      lastScanMs: 20,
+      lastCommitMs: 200,
     }),
-    100,
+    150,
   );
-  assert.equal(s.predictedEvacuationSeconds, 0.5 + 10 + 0.25 + 0.2);
-  assert.equal(s.rttMs, 100);
+  assert.equal(s.pendingBytes, blocks * 32 * KiB);
+  assert.equal(s.prediction?.freshSource, "tracker");
+  assert.equal(s.prediction?.freshBlocks, blocks);
+  assert.equal(s.prediction?.linkSource, "goodput");
+  assert.equal(
+    s.predictedEvacuationSeconds,
+    8.82,
+    "scan 0.02 + 80 MiB on the wire at 10 MiB/s + commit 0.2 + 4 round trips of 0.15 s",
+  );
 });
 
 Deno.test("status: a parked volume shows its fault and code, not 'paused'", () => {
@@ -73,8 +93,7 @@ Deno.test("status: a parked volume shows its fault and code, not 'paused'", () =
   assert.equal(s.paused, true);
   assert.equal(s.lastErrorCode, "VOLUME_MISMATCH");
   assert.equal(volumeStatus(snapshot({ paused: true }), undefined).state, "paused");
-  assert.equal(
-    volumeStatus(snapshot({ phase: "evacuated", freshBlocks: 9 }), undefined).pendingBytes,
-    0,
-  );
+  const evacuated = volumeStatus(snapshot({ phase: "evacuated", freshBlocks: 9 }), undefined);
+  assert.equal(evacuated.pendingBytes, 0);
+  assert.equal(evacuated.prediction, null);
 });

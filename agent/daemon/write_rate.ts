@@ -7,6 +7,7 @@ export class WriteRate {
   #lastCutMs = -Infinity;
   #blocksPerSecond = 0;
   #lastBlocks = 0;
+  #measured = false;
 
   /** When the last cut was taken (ms since the epoch; -Infinity before the first). */
   get lastCutMs(): number {
@@ -32,16 +33,27 @@ export class WriteRate {
     if (!first && Number.isFinite(elapsedSeconds) && elapsedSeconds > 0) {
       this.#lastBlocks = dirtyBlocks;
       this.#blocksPerSecond = dirtyBlocks / elapsedSeconds;
+      this.#measured = true;
     }
     this.#lastCutMs = cutTimeMs;
   }
 
   /**
-   * Blocks likely written since the last cut, at `nowMs`: at the last generation's rate,
-   * but no more than it found (rewrites of a hot set do not add up).
+   * Starts the clock at `cutTimeMs`, the cut before this process's first one (the committed
+   * generation's), so that the first cut after a restart measures a rate. No-op once a cut
+   * was recorded.
    */
-  freshBlocks(nowMs: number): number {
-    if (!Number.isFinite(this.#lastCutMs)) return 0;
+  seed(cutTimeMs: number): void {
+    if (!Number.isFinite(this.#lastCutMs) && cutTimeMs > 0) this.#lastCutMs = cutTimeMs;
+  }
+
+  /**
+   * Blocks likely written since the last cut, at `nowMs`: at the last generation's rate,
+   * but no more than it found (rewrites of a hot set do not add up); null until a rate was
+   * measured (two cuts), since nothing is known then.
+   */
+  freshBlocks(nowMs: number): number | null {
+    if (!this.#measured) return null;
     const seconds = (nowMs - this.#lastCutMs) / 1000;
     return Math.min(Math.round(this.#blocksPerSecond * seconds), this.#lastBlocks);
   }

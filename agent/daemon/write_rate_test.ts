@@ -13,7 +13,7 @@ Deno.test("write rate: from the second generation on; fresh blocks capped at the
   const w = new WriteRate();
   w.recordCut(5000, 0, true); // the whole image: not a rate
   assert.equal(w.blocksPerSecond, 0);
-  assert.equal(w.freshBlocks(1000), 0);
+  assert.equal(w.freshBlocks(1000), null, "no rate yet: unknown, not zero");
   w.recordCut(200, 10_000, false);
   assert.equal(w.blocksPerSecond, 20);
   assert.equal(w.lastBlocks, 200);
@@ -21,9 +21,16 @@ Deno.test("write rate: from the second generation on; fresh blocks capped at the
   assert.equal(w.freshBlocks(60_000), 200, "rewrites of a hot set do not add up");
 });
 
-Deno.test("write rate: the first cut after a restart is not a rate either", () => {
+Deno.test("write rate: the first cut after a restart is not a rate, unless seeded with the committed cut", () => {
   const w = new WriteRate();
   w.recordCut(300, 50_000, false);
   assert.equal(w.blocksPerSecond, 0);
   assert.equal(w.lastCutMs, 50_000);
+  assert.equal(w.freshBlocks(60_000), null);
+  const seeded = new WriteRate();
+  seeded.seed(20_000);
+  seeded.recordCut(300, 50_000, false);
+  assert.equal(seeded.blocksPerSecond, 10, "300 blocks since the committed cut 30 s before");
+  seeded.seed(0);
+  assert.equal(seeded.lastCutMs, 50_000, "a later seed changes nothing");
 });

@@ -34,13 +34,15 @@ async function handle(request: WorkerRequest): Promise<void> {
       case "init": {
         // Not permitted (no LimitNICE= headroom): the thread keeps the process's value.
         setThreadNice(VM_IO_NICE);
-        const { initialDirty, ...options } = request.options;
+        const { initialDirty, dirtyCount, ...options } = request.options;
+        const count = new Int32Array(dirtyCount);
         const blocks = Math.ceil(options.identity.sizeBytes / options.identity.blockSize);
         using initial = initialDirty ? Bitmap.deserialize(initialDirty, blocks) : null;
         tracker = await NbdTracker.create({
           ...options,
           initialDirty: initial ?? undefined,
           onError: (err) => reply({ id: 0, op: "connectionError", error: String(err) }),
+          onDirtyCount: (blocks) => Atomics.store(count, 0, blocks),
         });
         reply({ id, op: "ok", addresses: tracker.addresses });
         return;

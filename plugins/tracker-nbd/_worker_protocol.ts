@@ -3,9 +3,16 @@ import type { NbdAddress } from "../../agent/nbd/mod.ts";
 import type { NbdTrackerOptions } from "./nbd_tracker.ts";
 
 /** Tracker options as they cross to the worker (bitmaps serialized, no callbacks). */
-export type WorkerTrackerOptions = Omit<NbdTrackerOptions, "initialDirty" | "onError"> & {
-  initialDirty?: Uint8Array;
-};
+export type WorkerTrackerOptions =
+  & Omit<NbdTrackerOptions, "initialDirty" | "onError" | "onDirtyCount">
+  & {
+    initialDirty?: Uint8Array;
+    /**
+     * One Int32 the worker keeps equal to the blocks marked since the last cut (Atomics), so
+     * the main thread reads it without a message round trip.
+     */
+    dirtyCount: SharedArrayBuffer;
+  };
 
 /** What the main thread asks of the worker. */
 export type WorkerCall =

@@ -20,6 +20,9 @@ import { blockCount, reseedHint, type VolumeIdentity } from "../../agent/volume/
 import { NbdCut } from "./nbd_cut.ts";
 import { DEFAULT_PRESERVE_MEMORY_BYTES, PreservedBlocks } from "./preserved_blocks.ts";
 
+/** Above this many blocks, a write's newly marked blocks are counted by a popcount. */
+const COUNT_BY_POPCOUNT_BLOCKS = 4096;
+
 /** File in the state directory holding the live dirty set across a clean restart. */
 export const LIVE_DIRTY_FILE = "nbd-live.dirty";
 
@@ -51,6 +54,8 @@ export interface NbdTrackerOptions {
    * newly written block counts as whole. Default `DEFAULT_MAX_MASKS` (about 64 MiB at most).
    */
   maxPageMasks?: number;
+  /** Told the number of blocks marked since the last cut whenever it changes. */
+  onDirtyCount?: (blocks: number) => void;
 }
 
 /**
@@ -83,12 +88,16 @@ export class NbdTracker implements Tracker {
   #cutSerial: Promise<unknown> = Promise.resolve();
   #cutNumber = 0;
   #closed = false;
+  /** `#live.popcount()`, kept as writes mark blocks (status asks for it often). */
+  #liveCount: number;
 
   private constructor(options: NbdTrackerOptions, image: PositionalFile, live: Bitmap) {
     this.#options = options;
     this.#image = image;
     this.#live = live;
     this.#pages = this.#newPageMasks();
+    this.#liveCount = live.popcount();
+    options.onDirtyCount?.(this.#liveCount);
     this.sizeBytes = options.identity.sizeBytes;
     this.blockSize = options.identity.blockSize;
     this.export = new TrackingExport(this, options.identity.name);
@@ -133,7 +142,11 @@ export class NbdTracker implements Tracker {
 
   /** Number of blocks marked since the last cut. */
   dirtyCount(): number {
-    return this.#live.popcount();
+    return this.#liveCount;
+  }
+
+  dirtyBlocksNow(): number {
+    return this.#liveCount;
   }
 
   /** Cuts currently unreleased (being sent). */
@@ -178,7 +191,22 @@ export class NbdTracker implements Tracker {
       for (const cut of this.#cuts) await this.#preserve(cut, first, last);
     }
     this.#pages?.mark(this.#live, offset, length);
-    this.#live.setRange(first, last - first + 1);
+    const count = last - first + 1;
+    if (count > COUNT_BY_POPCOUNT_BLOCKS) {
+      // A large TRIM or WRITE_ZEROES: one popcount is cheaper than testing every block.
+      this.#live.setRange(first, count);
+      this.#setLiveCount(this.#live.popcount());
+      return;
+    }
+    let added = 0;
+    for (let block = first; block <= last; block++) if (!this.#live.get(block)) added++;
+    this.#live.setRange(first, count);
+    if (added > 0) this.#setLiveCount(this.#liveCount + added);
+  }
+
+  #setLiveCount(count: number): void {
+    this.#liveCount = count;
+    this.#options.onDirtyCount?.(count);
   }
 
   /**
@@ -245,6 +273,7 @@ export class NbdTracker implements Tracker {
       const pages = this.#pages;
       this.#live = new Bitmap(dirty.size);
       this.#pages = this.#newPageMasks();
+      this.#setLiveCount(0);
       const cut = this.#newCut(dirty, true, reader, pages);
       this.#cuts.add(cut);
       return cut;

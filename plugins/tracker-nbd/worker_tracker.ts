@@ -22,6 +22,8 @@ export class WorkerNbdTracker implements Tracker {
   addresses: NbdAddress[] = [];
   readonly #worker: Worker;
   readonly #pending = new Map<number, Pending>();
+  /** Blocks marked since the last cut, kept by the worker (see `WorkerTrackerOptions`). */
+  readonly #dirtyCount = new Int32Array(new SharedArrayBuffer(4));
   #nextId = 1;
   #closed = false;
   /** Set when the worker died: every later call fails with it. */
@@ -60,10 +62,14 @@ export class WorkerNbdTracker implements Tracker {
   static async create(options: NbdTrackerOptions): Promise<WorkerNbdTracker> {
     const tracker = new WorkerNbdTracker(options);
     try {
-      const { onError: _onError, initialDirty, ...rest } = options;
+      const { onError: _onError, onDirtyCount: _onDirtyCount, initialDirty, ...rest } = options;
       const reply = await tracker.#call({
         op: "init",
-        options: { ...rest, initialDirty: initialDirty?.serialize() },
+        options: {
+          ...rest,
+          initialDirty: initialDirty?.serialize(),
+          dirtyCount: tracker.#dirtyCount.buffer as SharedArrayBuffer,
+        },
       });
       tracker.addresses = (reply as { addresses: NbdAddress[] }).addresses;
       return tracker;
@@ -91,6 +97,10 @@ export class WorkerNbdTracker implements Tracker {
     this.#failure = error;
     for (const pending of this.#pending.values()) pending.reject(error);
     this.#pending.clear();
+  }
+
+  dirtyBlocksNow(): number {
+    return Atomics.load(this.#dirtyCount, 0);
   }
 
   async cut(): Promise<Cut> {

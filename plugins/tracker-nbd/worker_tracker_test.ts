@@ -155,3 +155,47 @@ seededTest(
     }
   },
 );
+
+seededTest(
+  "worker tracker: dirtyBlocksNow counts exactly the blocks written since the last cut",
+  async (prng) => {
+    const dir = await Deno.makeTempDir({ prefix: "presync-nbd-worker-" });
+    const blocks = 8192;
+    const image = `${dir}/disk.img`;
+    await createSparseImage(image, blocks * BLOCK);
+    using none = new Bitmap(blocks);
+    const tracker = await WorkerNbdTracker.create({
+      imagePath: image,
+      identity: newVolumeIdentity("t", blocks * BLOCK, BLOCK),
+      stateDir: `${dir}/state`,
+      listen: [{ transport: "unix", path: `${dir}/s.sock` }],
+      initialDirty: none,
+    });
+    const client = await NbdClient.connect(tracker.addresses[0], "t");
+    try {
+      assert.equal(tracker.dirtyBlocksNow(), 0);
+      const written = new Set<number>();
+      // Rewrites of a small hot range and writes anywhere, some across block boundaries.
+      for (let i = 0; i < 60; i++) {
+        const length = 1 + prng.int(3 * BLOCK);
+        const offset = i % 2 ? prng.int(16 * BLOCK) : prng.int(blocks * BLOCK - length);
+        await client.write(offset, prng.fill(new Uint8Array(length)));
+        const last = Math.floor((offset + length - 1) / BLOCK);
+        for (let b = Math.floor(offset / BLOCK); b <= last; b++) written.add(b);
+        assert.equal(tracker.dirtyBlocksNow(), written.size, `after write ${i}`);
+      }
+      const cut = await tracker.cut();
+      assert.equal(cut.dirty.popcount(), written.size);
+      assert.equal(tracker.dirtyBlocksNow(), 0, "a cut starts a fresh dirty set");
+      // A write over more blocks than are tested one by one.
+      await client.write(100 * BLOCK, new Uint8Array(5000 * BLOCK).fill(7));
+      await client.write(200 * BLOCK, new Uint8Array(BLOCK).fill(8));
+      assert.equal(tracker.dirtyBlocksNow(), 5000);
+      await cut.release();
+    } finally {
+      await client.close();
+      await tracker.close();
+      await Deno.remove(dir, { recursive: true });
+    }
+  },
+);

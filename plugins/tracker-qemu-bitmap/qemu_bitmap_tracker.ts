@@ -94,6 +94,11 @@ export class QemuBitmapTracker implements Tracker {
     return client;
   }
 
+  /** Unknown without reading QEMU's bitmap over NBD: status estimates it from the write rate. */
+  dirtyBlocksNow(): null {
+    return null;
+  }
+
   async cut(): Promise<Cut> {
     const client = await this.#connect([this.context]);
     const dirty = new Bitmap(blockCount(this.#options.identity));

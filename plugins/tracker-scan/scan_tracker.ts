@@ -140,6 +140,11 @@ export class ScanTracker implements Tracker {
   }
 
   /** Stops a background pass (keeping what it settled) and scans the whole image. */
+  /** Unknown: the scan finds changes only by reading the image at a cut. */
+  dirtyBlocksNow(): null {
+    return null;
+  }
+
   async cut(): Promise<Cut> {
     await this.#stopBackground();
     try {

@@ -1,0 +1,189 @@
+/**
+ * How long an evacuation started now would take, from what the volume's pipeline measured.
+ * Pure: the caller gathers the inputs (`volume_status.ts`), so the model is tested with
+ * seeded inputs and its accuracy is measured by `scripts/bench_evacuate.ts`.
+ *
+ * @module
+ */
+
+/** Where the link speed of a prediction comes from. */
+export type LinkSource =
+  /** Finished generations sent without a binding rate limit (smoothed). */
+  | "goodput"
+  /** The generation being sent now, without a binding rate limit (e.g. the first sync). */
+  | "current_send"
+  /** A short unthrottled probe while `--rate` held the sends back (see `link_probe.ts`). */
+  | "probe";
+
+/** Where the count of blocks written since the last cut comes from. */
+export type FreshSource =
+  /** The tracker knows its dirty set exactly (`Tracker.dirtyBlocksNow`). */
+  | "tracker"
+  /** Estimated from the write rate of the last generations (`WriteRate.freshBlocks`). */
+  | "write_rate"
+  /** Neither: no write rate measured yet (fewer than two cuts); no prediction is made. */
+  | "unknown";
+
+/** A send whose rate is above this share of the rate limit measured the limit, not the link. */
+export const THROTTLED_SHARE = 0.8;
+/**
+ * Round trips of a generation besides its commit: the resume query, the begin message and the
+ * final flush (`sync/send_generation.ts`); the commit's own is in its measured time.
+ */
+export const GENERATION_ROUND_TRIPS = 3;
+
+/** A send in progress says something about the link after this long on the wire, s. */
+export const MIN_CURRENT_SEND_SECONDS = 2;
+
+/** The send in progress, as measured so far. */
+export interface CurrentSend {
+  /** Seconds since it started. */
+  seconds: number;
+  /** Wire bytes it put on the session so far. */
+  wireBytes: number;
+  /** Blocks of it acknowledged so far. */
+  ackedBlocks: number;
+}
+
+/** What a prediction is computed from. */
+export interface PredictionInputs {
+  blockSize: number;
+  /** Blocks in the volume (the most any generation can hold). */
+  totalBlocks: number;
+  /** Whether a generation is in flight: it commits on its own before the final cut. */
+  generationInFlight: boolean;
+  /** Blocks of the generation in flight not yet acknowledged by the destination. */
+  unackedBlocks: number;
+  /** Blocks of the generation in flight (its commit applies all of them). */
+  generationBlocks: number;
+  /** Blocks written since the last cut, when the tracker knows them exactly; else null. */
+  trackerFreshBlocks: number | null;
+  /** The write-rate estimate of the blocks written since the last cut (null: none yet). */
+  estimatedFreshBlocks: number | null;
+  /**
+   * Wire bytes per dirty block in recent generations (0: none finished yet; then the send in
+   * progress tells, else a block at `compressionRatio`).
+   */
+  wireBytesPerBlock: number;
+  /** Wire bytes per raw block byte so far (1 when unknown), the fallback of the above. */
+  compressionRatio: number;
+  /** Smoothed goodput of finished unthrottled sends, bytes/s (0: none). */
+  goodputBytesPerSecond: number;
+  /** The send in progress, or null. */
+  currentSend: CurrentSend | null;
+  /** The background rate limit now, bytes/s (Infinity: none). */
+  limitBytesPerSecond: number;
+  /** The last unthrottled probe's measure of the link, bytes/s (0: none). */
+  probeBytesPerSecond: number;
+  /** The final cut's scan (as long as the last cut's), s. */
+  scanSeconds: number;
+  /** The last commit (its round trip, the destination's apply and fsync), s. */
+  commitSeconds: number;
+  /** Commit time per block of a generation, beyond its round trip (0: not measured), s. */
+  commitSecondsPerBlock: number;
+  /** Round-trip time, ms (null: not measured yet). */
+  rttMs: number | null;
+}
+
+/** A prediction with its terms, as `status --json` reports them. */
+export interface EvacuationPrediction {
+  /**
+   * Seconds from `evacuate` to the verified final commit (null: no link speed known, or the
+   * writes since the last cut are unknown).
+   */
+  seconds: number | null;
+  /** Blocks still to send: the unacknowledged part of the generation in flight + fresh. */
+  blocks: number;
+  /** Blocks written since the last cut, and where that count comes from. */
+  freshBlocks: number;
+  freshSource: FreshSource;
+  /** Wire bytes still to send. */
+  bytes: number;
+  /** The link speed used, bytes/s, and where it comes from (null: none known). */
+  linkBytesPerSecond: number | null;
+  linkSource: LinkSource | null;
+  scanSeconds: number;
+  /** bytes / link speed. */
+  sendSeconds: number | null;
+  /** Commits before the evacuation ends (the generation in flight and the final one). */
+  commits: number;
+  /** Their time: each at least as long as the last one, longer for more blocks. */
+  commitSeconds: number;
+  /** Round trips besides the commits': three per generation and the Merkle root check. */
+  roundTripSeconds: number;
+}
+
+/** The link speed to predict with, and its source (goodput, then the current send, then a probe). */
+export function linkEstimate(
+  inputs: PredictionInputs,
+): { bytesPerSecond: number; source: LinkSource } | null {
+  if (inputs.goodputBytesPerSecond > 0) {
+    return { bytesPerSecond: inputs.goodputBytesPerSecond, source: "goodput" };
+  }
+  const send = inputs.currentSend;
+  if (send && send.seconds >= MIN_CURRENT_SEND_SECONDS && send.wireBytes > 0) {
+    const rate = send.wireBytes / send.seconds;
+    if (rate <= THROTTLED_SHARE * inputs.limitBytesPerSecond) {
+      return { bytesPerSecond: rate, source: "current_send" };
+    }
+  }
+  if (inputs.probeBytesPerSecond > 0) {
+    return { bytesPerSecond: inputs.probeBytesPerSecond, source: "probe" };
+  }
+  return null;
+}
+
+/**
+ * Predicts an evacuation started now: the generation in flight finishes and commits (the VM
+ * is paused at once, so writes stop now), then the final cut is scanned, sent and committed,
+ * and the Merkle roots are compared. A commit lasts at least as long as the last one, and
+ * longer for a generation of more blocks (the destination applies and syncs every block). The bytes are the unacknowledged blocks of the
+ * generation in flight plus the blocks written since the last cut (exact from the tracker,
+ * else the write-rate estimate), at the wire cost per block of recent generations; they go at
+ * the link speed of {@linkcode linkEstimate}. The evacuate hook's own time is not included.
+ */
+export function predictEvacuation(inputs: PredictionInputs): EvacuationPrediction {
+  const freshSource: FreshSource = inputs.trackerFreshBlocks !== null
+    ? "tracker"
+    : inputs.estimatedFreshBlocks !== null
+    ? "write_rate"
+    : "unknown";
+  const freshBlocks = inputs.trackerFreshBlocks ?? inputs.estimatedFreshBlocks ?? 0;
+  const blocks = Math.min(
+    inputs.totalBlocks * (inputs.generationInFlight ? 2 : 1),
+    inputs.unackedBlocks + freshBlocks,
+  );
+  const send = inputs.currentSend;
+  const perBlock = inputs.wireBytesPerBlock > 0
+    ? inputs.wireBytesPerBlock
+    : send && send.ackedBlocks > 0
+    ? send.wireBytes / send.ackedBlocks
+    : inputs.blockSize * inputs.compressionRatio;
+  const bytes = Math.round(blocks * perBlock);
+  const link = linkEstimate(inputs);
+  const commits = inputs.generationInFlight ? 2 : 1;
+  const rttSeconds = (inputs.rttMs ?? 0) / 1000;
+  const roundTripSeconds = (GENERATION_ROUND_TRIPS * commits + 1) * rttSeconds;
+  const commitOf = (generationBlocks: number) =>
+    Math.max(inputs.commitSeconds, rttSeconds + inputs.commitSecondsPerBlock * generationBlocks);
+  const commitSeconds = commitOf(inputs.generationInFlight ? freshBlocks : blocks) +
+    (inputs.generationInFlight ? commitOf(inputs.generationBlocks) : 0);
+  const sendSeconds = link ? bytes / link.bytesPerSecond : null;
+  const seconds = sendSeconds === null || freshSource === "unknown"
+    ? null
+    : inputs.scanSeconds + sendSeconds + commitSeconds + roundTripSeconds;
+  return {
+    seconds,
+    blocks,
+    freshBlocks,
+    freshSource,
+    bytes,
+    linkBytesPerSecond: link?.bytesPerSecond ?? null,
+    linkSource: link?.source ?? null,
+    scanSeconds: inputs.scanSeconds,
+    sendSeconds,
+    commits,
+    commitSeconds,
+    roundTripSeconds,
+  };
+}

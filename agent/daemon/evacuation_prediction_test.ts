@@ -1,0 +1,221 @@
+import assert from "node:assert/strict";
+import type { Prng } from "../../fixtures/prng.ts";
+import { seededTest } from "../../fixtures/seeded.ts";
+import {
+  MIN_CURRENT_SEND_SECONDS,
+  predictEvacuation,
+  type PredictionInputs,
+} from "./evacuation_prediction.ts";
+import { LinkProbe, PROBE_EVERY_MS, PROBE_MS } from "./link_probe.ts";
+
+const KiB = 1024;
+const BLOCK = 64 * KiB;
+
+/** A seeded link and volume: what an evacuation would really cost (the ground truth). */
+interface Scenario {
+  linkBytesPerSecond: number;
+  rttMs: number;
+  scanSeconds: number;
+  /** A commit's time beyond its round trip, per block of the generation. */
+  commitPerBlock: number;
+  commitSeconds: number;
+  /** Wire bytes one dirty block costs (compression, zero markers, headers). */
+  wirePerBlock: number;
+  totalBlocks: number;
+}
+
+function scenario(prng: Prng): Scenario {
+  return {
+    linkBytesPerSecond: (10 + prng.int(190)) * 1e6 / 8,
+    rttMs: 5 + prng.int(300),
+    scanSeconds: prng.int(2000) / 1000,
+    commitSeconds: prng.int(500) / 1000,
+    commitPerBlock: prng.int(100) / 1e6,
+    wirePerBlock: BLOCK * (0.2 + prng.int(800) / 1000),
+    totalBlocks: 16_384 + prng.int(131_072),
+  };
+}
+
+/**
+ * The evacuation's real duration: every block crosses the link once; each generation (of
+ * `generations` blocks each) has three round trips and a commit that applies its blocks (at
+ * least as long as the last commit); the Merkle root check is one more round trip.
+ */
+function truth(s: Scenario, blocks: number, generations: number[]): number {
+  const rtt = s.rttMs / 1000;
+  const commits = generations.map((n) => Math.max(s.commitSeconds, rtt + s.commitPerBlock * n));
+  return s.scanSeconds + blocks * s.wirePerBlock / s.linkBytesPerSecond +
+    commits.reduce((a, b) => a + b, 0) + (3 * generations.length + 1) * rtt;
+}
+
+function inputs(s: Scenario, overrides: Partial<PredictionInputs>): PredictionInputs {
+  return {
+    blockSize: BLOCK,
+    totalBlocks: s.totalBlocks,
+    generationInFlight: false,
+    unackedBlocks: 0,
+    generationBlocks: 0,
+    trackerFreshBlocks: null,
+    estimatedFreshBlocks: 0,
+    wireBytesPerBlock: s.wirePerBlock,
+    compressionRatio: 1,
+    goodputBytesPerSecond: 0,
+    currentSend: null,
+    limitBytesPerSecond: Infinity,
+    probeBytesPerSecond: 0,
+    scanSeconds: s.scanSeconds,
+    commitSeconds: s.commitSeconds,
+    commitSecondsPerBlock: s.commitPerBlock,
+    rttMs: s.rttMs,
+    ...overrides,
+  };
+}
+
+function assertClose(actual: number | null, expected: number, what: string): void {
+  assert.ok(actual !== null, `${what}: no prediction`);
+  assert.ok(
+    Math.abs(actual - expected) <= 1e-6 * Math.max(1, expected),
+    `${what}: predicted ${actual} s, the evacuation takes ${expected} s`,
+  );
+}
+
+seededTest("prediction, rate-bound: the link comes from a probe, not from the limit", (prng) => {
+  for (let i = 0; i < 50; i++) {
+    const s = scenario(prng);
+    // --rate holds the sends at 10–50% of the link: goodput ignored them, the send in progress
+    // runs at the limit.
+    const limit = s.linkBytesPerSecond * (0.1 + prng.int(400) / 1000);
+    const seconds = MIN_CURRENT_SEND_SECONDS + prng.int(100);
+    const currentSend = { seconds, wireBytes: limit * seconds, ackedBlocks: 10 };
+    const fresh = 1 + prng.int(4000);
+    const bound = inputs(s, {
+      limitBytesPerSecond: limit,
+      currentSend,
+      estimatedFreshBlocks: fresh,
+    });
+    assert.equal(
+      predictEvacuation(bound).seconds,
+      null,
+      "without a probe nothing is known of the link: no prediction from the limit",
+    );
+    const p = predictEvacuation({ ...bound, probeBytesPerSecond: s.linkBytesPerSecond });
+    assert.equal(p.linkSource, "probe");
+    assertClose(p.seconds, truth(s, fresh, [fresh]), `scenario ${i}`);
+  }
+});
+
+seededTest(
+  "prediction, first sync: the send in progress gives the link and the block cost",
+  (prng) => {
+    for (let i = 0; i < 50; i++) {
+      const s = scenario(prng);
+      const acked = 1 + prng.int(s.totalBlocks - 1);
+      const seconds = acked * s.wirePerBlock / s.linkBytesPerSecond;
+      if (seconds < MIN_CURRENT_SEND_SECONDS) continue;
+      const p = predictEvacuation(inputs(s, {
+        generationInFlight: true,
+        unackedBlocks: s.totalBlocks - acked,
+        generationBlocks: s.totalBlocks,
+        // Nothing finished yet: no goodput, no per-block cost; a raw ratio that would mislead.
+        wireBytesPerBlock: 0,
+        compressionRatio: 1,
+        currentSend: { seconds, wireBytes: acked * s.wirePerBlock, ackedBlocks: acked },
+      }));
+      assert.equal(p.linkSource, "current_send");
+      assert.equal(p.commits, 2, "the first generation commits, then the final one");
+      assertClose(p.seconds, truth(s, s.totalBlocks - acked, [s.totalBlocks, 0]), `scenario ${i}`);
+    }
+  },
+);
+
+seededTest(
+  "prediction, nbd tracker: its exact dirty set wins over the write-rate estimate",
+  (prng) => {
+    for (let i = 0; i < 50; i++) {
+      const s = scenario(prng);
+      const fresh = prng.int(s.totalBlocks);
+      const unacked = prng.int(s.totalBlocks);
+      const generation = unacked + prng.int(s.totalBlocks - unacked);
+      const base = inputs(s, {
+        generationInFlight: unacked > 0,
+        unackedBlocks: unacked,
+        generationBlocks: unacked > 0 ? generation : 0,
+        estimatedFreshBlocks: prng.int(s.totalBlocks),
+        goodputBytesPerSecond: s.linkBytesPerSecond,
+      });
+      const p = predictEvacuation({ ...base, trackerFreshBlocks: fresh });
+      assert.equal(p.freshSource, "tracker");
+      assert.equal(p.freshBlocks, fresh);
+      assert.equal(p.linkSource, "goodput");
+      const generations = unacked > 0 ? [generation, fresh] : [fresh];
+      assertClose(p.seconds, truth(s, unacked + fresh, generations), `scenario ${i}`);
+      const estimated = predictEvacuation(base);
+      assert.equal(estimated.freshSource, "write_rate");
+      assert.equal(estimated.freshBlocks, base.estimatedFreshBlocks);
+      const unknown = predictEvacuation({ ...base, estimatedFreshBlocks: null });
+      assert.equal(unknown.freshSource, "unknown");
+      assert.equal(unknown.seconds, null, "no write rate measured: no prediction, not zero writes");
+    }
+  },
+);
+
+/**
+ * Drives a probe over a simulated link of `linkBytesPerSecond` whose session takes bytes as
+ * fast as the link acknowledges them once a window of `windowBytes` is full.
+ */
+function simulate(
+  probe: LinkProbe,
+  linkBytesPerSecond: number,
+  windowBytes: number,
+  limitBytesPerSecond: number,
+  fromMs: number,
+  untilMs: number,
+): { unthrottledBytes: number; nowMs: number } {
+  let now = fromMs;
+  let inFlight = 0;
+  let unthrottledBytes = 0;
+  const piece = 64 * KiB;
+  while (now < untilMs) {
+    const free = probe.beforeSend(piece, now, limitBytesPerSecond);
+    if (free) unthrottledBytes += piece;
+    // Unthrottled: the window takes it at once while it has room, else at the link's pace;
+    // throttled: the limiter spaces it out.
+    const stepMs = free
+      ? (inFlight + piece <= windowBytes ? 0 : piece / linkBytesPerSecond * 1000)
+      : piece / limitBytesPerSecond * 1000;
+    inFlight = Math.max(0, inFlight + piece - stepMs * linkBytesPerSecond / 1000);
+    now += stepMs;
+  }
+  return { unthrottledBytes, nowMs: now };
+}
+
+seededTest("link probe: measures the link under a binding rate limit, 1% of the time", (prng) => {
+  for (let i = 0; i < 20; i++) {
+    const link = (10 + prng.int(190)) * 1e6 / 8;
+    const limit = link * (0.1 + prng.int(400) / 1000);
+    const window = (256 + prng.int(4096)) * KiB;
+    const probe = new LinkProbe();
+    const start = prng.int(1_000_000);
+    const { unthrottledBytes } = simulate(
+      probe,
+      link,
+      window,
+      limit,
+      start,
+      start + 2 * PROBE_EVERY_MS,
+    );
+    const error = Math.abs(probe.bytesPerSecond - link) / link;
+    assert.ok(error < 0.05, `probe measured ${probe.bytesPerSecond} B/s of a ${link} B/s link`);
+    // Two probes in two periods, each PROBE_MS at the link's speed plus one window (and a piece).
+    assert.ok(
+      unthrottledBytes <= 2 * (link * PROBE_MS / 1000 + window + 2 * 64 * KiB),
+      `${unthrottledBytes} bytes went past the limit of ${limit} B/s on a ${link} B/s link`,
+    );
+  }
+  const lifted = new LinkProbe();
+  assert.equal(lifted.beforeSend(1, 0, Infinity), false, "no probe without a limit");
+  assert.equal(lifted.beforeSend(1, 1, 1000), true, "a limit: the first send probes");
+  lifted.abort();
+  assert.equal(lifted.probing, false);
+  assert.equal(lifted.bytesPerSecond, 0, "an interrupted probe measures nothing");
+});
