@@ -32,61 +32,48 @@ export function prefilterKeyBytes(blockSize: usize): usize {
   return ((blockSize + STRIDE - 1) & ~(STRIDE - 1)) + KEY_SHIFT;
 }
 
-/** `acc` plus the four products of one stride's halves `a` and `b` (two i64 lanes). */
-// @ts-ignore: decorator
-function strideSum(acc: v128, a: v128, b: v128): v128 {
-  return i64x2.add(acc, i64x2.add(i64x2.extmul_low_i32x4_u(a, b), i64x2.extmul_high_i32x4_u(a, b)));
-}
-
 /**
  * NH of one block of `len` bytes at `ptr` under the key at `key`, written as 16 bytes at
  * `out`. The block is read in place; only a partial last stride is copied.
  */
 function prefilterBlock(ptr: usize, len: usize, key: usize, out: usize): void {
-  // Four accumulators (two per iteration) so that consecutive strides' sums do not wait for
-  // each other; acc0 and acc2 are the first iteration's, acc1 and acc3 the second's.
   let acc0 = i64x2.splat(0);
   let acc1 = i64x2.splat(0);
-  let acc2 = i64x2.splat(0);
-  let acc3 = i64x2.splat(0);
   let k0 = v128.load(key);
   const full = ptr + (len & ~(STRIDE - 1));
   let p = ptr;
   let k = key;
-  // Four strides (128 bytes) per turn; k0 holds the key words at p (the previous turn loaded
-  // them), and each key vector serves both iterations.
-  while (p + 4 * STRIDE <= full) {
+  // Two strides per turn; k0 holds the key words at p (the previous turn loaded them).
+  while (p + 2 * STRIDE <= full) {
     const m0 = v128.load(p);
     const m1 = v128.load(p, 16);
     const m2 = v128.load(p, 32);
     const m3 = v128.load(p, 48);
-    const m4 = v128.load(p, 64);
-    const m5 = v128.load(p, 80);
-    const m6 = v128.load(p, 96);
-    const m7 = v128.load(p, 112);
     const k1 = v128.load(k, 16);
     const k2 = v128.load(k, 32);
     const k3 = v128.load(k, 48);
     const k4 = v128.load(k, 64);
-    const k5 = v128.load(k, 80);
-    const k6 = v128.load(k, 96);
-    const k7 = v128.load(k, 112);
-    const k8 = v128.load(k, 128);
-    acc0 = strideSum(acc0, i32x4.add(m0, k0), i32x4.add(m1, k1));
-    acc1 = strideSum(acc1, i32x4.add(m0, k1), i32x4.add(m1, k2));
-    acc2 = strideSum(acc2, i32x4.add(m2, k2), i32x4.add(m3, k3));
-    acc3 = strideSum(acc3, i32x4.add(m2, k3), i32x4.add(m3, k4));
-    acc0 = strideSum(acc0, i32x4.add(m4, k4), i32x4.add(m5, k5));
-    acc1 = strideSum(acc1, i32x4.add(m4, k5), i32x4.add(m5, k6));
-    acc2 = strideSum(acc2, i32x4.add(m6, k6), i32x4.add(m7, k7));
-    acc3 = strideSum(acc3, i32x4.add(m6, k7), i32x4.add(m7, k8));
-    k0 = k8;
-    p += 4 * STRIDE;
-    k += 4 * STRIDE;
+    let a = i32x4.add(m0, k0);
+    let b = i32x4.add(m1, k1);
+    acc0 = i64x2.add(acc0, i64x2.extmul_low_i32x4_u(a, b));
+    acc0 = i64x2.add(acc0, i64x2.extmul_high_i32x4_u(a, b));
+    a = i32x4.add(m0, k1);
+    b = i32x4.add(m1, k2);
+    acc1 = i64x2.add(acc1, i64x2.extmul_low_i32x4_u(a, b));
+    acc1 = i64x2.add(acc1, i64x2.extmul_high_i32x4_u(a, b));
+    a = i32x4.add(m2, k2);
+    b = i32x4.add(m3, k3);
+    acc0 = i64x2.add(acc0, i64x2.extmul_low_i32x4_u(a, b));
+    acc0 = i64x2.add(acc0, i64x2.extmul_high_i32x4_u(a, b));
+    a = i32x4.add(m2, k3);
+    b = i32x4.add(m3, k4);
+    acc1 = i64x2.add(acc1, i64x2.extmul_low_i32x4_u(a, b));
+    acc1 = i64x2.add(acc1, i64x2.extmul_high_i32x4_u(a, b));
+    k0 = k4;
+    p += 2 * STRIDE;
+    k += 2 * STRIDE;
   }
-  acc0 = i64x2.add(acc0, acc2);
-  acc1 = i64x2.add(acc1, acc3);
-  // At most three whole strides and a partial one are left; the partial one is zero-padded.
+  // At most one whole stride and a partial one are left; the partial one is zero-padded.
   const end = ptr + len;
   while (p < end) {
     let src = p;
@@ -99,8 +86,14 @@ function prefilterBlock(ptr: usize, len: usize, key: usize, out: usize): void {
     const m1 = v128.load(src, 16);
     const k1 = v128.load(k, 16);
     const k2 = v128.load(k, 32);
-    acc0 = strideSum(acc0, i32x4.add(m0, k0), i32x4.add(m1, k1));
-    acc1 = strideSum(acc1, i32x4.add(m0, k1), i32x4.add(m1, k2));
+    let a = i32x4.add(m0, k0);
+    let b = i32x4.add(m1, k1);
+    acc0 = i64x2.add(acc0, i64x2.extmul_low_i32x4_u(a, b));
+    acc0 = i64x2.add(acc0, i64x2.extmul_high_i32x4_u(a, b));
+    a = i32x4.add(m0, k1);
+    b = i32x4.add(m1, k2);
+    acc1 = i64x2.add(acc1, i64x2.extmul_low_i32x4_u(a, b));
+    acc1 = i64x2.add(acc1, i64x2.extmul_high_i32x4_u(a, b));
     k0 = k2;
     p += STRIDE;
     k += STRIDE;
