@@ -3,7 +3,8 @@
  * N idle unauthenticated connections are held open (with `--reopen-ms`, each one reopened
  * that long after the server closes it), and whether a legitimate agent, started during the flood, still
  * completes its first sync, with its goodput. Baseline: the same sync on the same server
- * with no flood, in the same run. Prints a markdown table.
+ * with no flood, in the same run. Each pair runs twice, serve with the V8 flags the binary ships
+ * with (`SHIPPED_V8_FLAGS`) and with V8's defaults, side by side. Prints a markdown table.
  *
  *   deno run -A scripts/bench_preauth.ts [--connections 3000] [--sources 4] [--mbytes 64]
  *     [--transport tls|tcp] [--reopen-ms MS]
@@ -17,7 +18,7 @@
 import net from "node:net";
 import { parseArgs } from "node:util";
 import { writeNewKey } from "../agent/key_file.ts";
-import { controlFetch, freePort, PresyncProcess } from "../fixtures/cluster.ts";
+import { controlFetch, freePort, PresyncProcess, SHIPPED_V8_FLAGS } from "../fixtures/cluster.ts";
 
 const MiB = 1024 * 1024;
 
@@ -27,6 +28,15 @@ async function rss(pid: number): Promise<{ nowBytes: number; peakBytes: number }
   const kib = (field: string) =>
     Number(new RegExp(`^${field}:\\s+(\\d+) kB`, "m").exec(status)![1]);
   return { nowBytes: kib("VmRSS") * 1024, peakBytes: kib("VmHWM") * 1024 };
+}
+
+/** CPU time a process has used so far (user + system, /proc/PID/stat), in seconds. */
+async function cpuSeconds(pid: number): Promise<number> {
+  const stat = await Deno.readTextFile(`/proc/${pid}/stat`);
+  // Fields after the command name (which may hold spaces) in parentheses; utime, stime are 14, 15.
+  const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+  const ticksPerSecond = 100; // USER_HZ on Linux
+  return (Number(fields[11]) + Number(fields[12])) / ticksPerSecond;
 }
 
 /**
@@ -88,6 +98,8 @@ interface Scenario {
   idleBytes: number;
   /** Highest RSS of serve seen while the flood (if any) and the sync ran, in bytes. */
   peakBytes: number;
+  /** CPU time serve used from listening to the end of the run, seconds. */
+  serveCpuSeconds: number;
   seconds: number;
   committed: boolean;
   flood?: Flood;
@@ -105,6 +117,7 @@ async function scenario(
   image: string,
   transportArgs: string[],
   flood: { connections: number; sources: number; reopenMs?: number } | undefined,
+  v8Flags: string,
 ): Promise<Scenario> {
   const servePort = freePort();
   const serve = new PresyncProcess([
@@ -120,7 +133,7 @@ async function scenario(
     "--log-format",
     "json",
     ...transportArgs,
-  ]);
+  ], { v8Flags });
   let attack: Flood | undefined;
   try {
     while (!/"event":"listening"/.test(serve.output)) {
@@ -128,6 +141,7 @@ async function scenario(
       await new Promise((resolve) => setTimeout(resolve, 50));
     }
     const idle = await rss(serve.child.pid);
+    const cpuAtIdle = await cpuSeconds(serve.child.pid);
     let peakBytes = idle.nowBytes;
     const sample = setInterval(async () => {
       peakBytes = Math.max(peakBytes, (await rss(serve.child.pid).catch(() => idle)).nowBytes);
@@ -143,7 +157,15 @@ async function scenario(
     if (flood) await new Promise((resolve) => setTimeout(resolve, 12_000));
     clearInterval(sample);
     peakBytes = Math.max(peakBytes, (await rss(serve.child.pid)).nowBytes);
-    return { idleBytes: idle.nowBytes, peakBytes, ...sync, flood: attack, serveLog: serve.output };
+    const serveCpuSeconds = (await cpuSeconds(serve.child.pid)) - cpuAtIdle;
+    return {
+      idleBytes: idle.nowBytes,
+      peakBytes,
+      serveCpuSeconds,
+      ...sync,
+      flood: attack,
+      serveLog: serve.output,
+    };
   } finally {
     attack?.stop();
     await serve.kill("SIGTERM");
@@ -222,12 +244,33 @@ async function main(): Promise<void> {
     await writeNewKey(`${root}/key`);
     const image = `${root}/source.img`;
     await writeImage(image, bytes);
-    const baseline = await scenario(root, "baseline", image, transportArgs, undefined);
-    const flooded = await scenario(root, "flooded", image, transportArgs, {
-      connections,
-      sources,
-      reopenMs,
-    });
+    const floodSpec = { connections, sources, reopenMs };
+    const configs = [
+      { label: `shipped (${SHIPPED_V8_FLAGS || "none"})`, v8Flags: SHIPPED_V8_FLAGS },
+      { label: "V8 defaults", v8Flags: "" },
+    ];
+    const runs: { config: string; label: string; r: Scenario }[] = [];
+    for (const { label, v8Flags } of configs) {
+      const tag = label === "V8 defaults" ? "default" : "shipped";
+      const baseline = await scenario(
+        root,
+        `baseline-${tag}`,
+        image,
+        transportArgs,
+        undefined,
+        v8Flags,
+      );
+      const flooded = await scenario(
+        root,
+        `flooded-${tag}`,
+        image,
+        transportArgs,
+        floodSpec,
+        v8Flags,
+      );
+      runs.push({ config: label, label: "no flood", r: baseline });
+      runs.push({ config: label, label: "flood", r: flooded });
+    }
     const mb = (n: number) => `${(n / MiB).toFixed(0)} MiB`;
     const mbit = (r: Scenario) => r.committed ? ((bytes * 8) / r.seconds / 1e6).toFixed(1) : "—";
     console.log(
@@ -241,26 +284,29 @@ async function main(): Promise<void> {
         `(agent start to commit)\n`,
     );
     console.log(
-      "| run | serve RSS idle | serve RSS peak | sync committed | seconds | goodput Mbit/s |",
+      "| serve V8 flags | run | serve RSS idle | serve RSS peak | serve CPU s | sync committed | " +
+        "seconds | goodput Mbit/s |",
     );
-    console.log("|---|---:|---:|---|---:|---:|");
-    for (const [label, r] of [["no flood (baseline)", baseline], ["flood", flooded]] as const) {
+    console.log("|---|---|---:|---:|---:|---|---:|---:|");
+    for (const { config, label, r } of runs) {
       console.log(
-        `| ${label} | ${mb(r.idleBytes)} | ${mb(r.peakBytes)} | ${r.committed} | ` +
-          `${r.seconds.toFixed(1)} | ${mbit(r)} |`,
+        `| ${config} | ${label} | ${mb(r.idleBytes)} | ${mb(r.peakBytes)} | ` +
+          `${r.serveCpuSeconds.toFixed(1)} | ${r.committed} | ${r.seconds.toFixed(1)} | ` +
+          `${mbit(r)} |`,
       );
     }
-    const f = flooded.flood!;
-    console.log(
-      `\nflood: ${f.opened} connections opened in total, ${f.closedByServer} closed by the ` +
-        `server (refused at once or at the handshake deadline)`,
-    );
-    const count = (event: string) =>
-      (flooded.serveLog.match(new RegExp(`"event":"${event}"`, "g")) ?? []).length;
-    console.log(
-      `serve log: ${count("preauth_refused")} preauth_refused lines, ` +
-        `${count("log_suppressed")} log_suppressed lines`,
-    );
+    for (const { config, label, r } of runs) {
+      if (!r.flood) continue;
+      const f = r.flood;
+      const count = (event: string) =>
+        (r.serveLog.match(new RegExp(`"event":"${event}"`, "g")) ?? []).length;
+      console.log(
+        `\n${config}, ${label}: ${f.opened} connections opened in total, ${f.closedByServer} ` +
+          `closed by the server (refused at once or at the handshake deadline); serve log: ` +
+          `${count("preauth_refused")} preauth_refused lines, ${count("log_suppressed")} ` +
+          `log_suppressed lines`,
+      );
+    }
   } finally {
     await Deno.remove(root, { recursive: true });
   }

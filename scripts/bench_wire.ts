@@ -10,6 +10,7 @@
  *   deno run -A --unstable-net scripts/bench_wire.ts [--mbytes 40] [--rate-mbit 100]
  *     [--rtt-ms 150] [--high-rate-mbit 1000] [--high-mbytes 100] [--flow-window-mib 4]
  *     [--members 4] [--only TEXT]   (rows whose name contains TEXT, beside the baseline)
+ *     [--rounds 1]   (each round runs every row once, in turn; tables give medians)
  *
  * @module
  */
@@ -50,8 +51,14 @@ interface Setting {
 
 interface Row {
   name: string;
-  seconds: number;
-  mbitPerSecond: number;
+  /** Seconds of each round. */
+  seconds: number[];
+}
+
+function median(values: number[]): number {
+  const sorted = [...values].sort((a, b) => a - b);
+  const mid = sorted.length >> 1;
+  return sorted.length % 2 ? sorted[mid] : (sorted[mid - 1] + sorted[mid]) / 2;
 }
 
 function emulator(target: { hostname: string; port: number }, s: Setting, udp = false) {
@@ -149,19 +156,32 @@ async function memoryPerSession(count: number): Promise<number> {
   return (after - before) / sessions.length;
 }
 
+/**
+ * One row per transfer: the median of its rounds' seconds and goodput, the ratio of that median
+ * to the baseline's, and (with several rounds) the median and range of the per-round ratios
+ * (each round's baseline ran just before the row, so the load of the moment cancels out).
+ */
 function printTable(title: string, s: Setting, rows: Row[]): void {
-  const baseline = rows[0].mbitPerSecond;
+  const mbit = (seconds: number) => (s.bytes * 8) / seconds / 1e6;
+  const baseline = rows[0];
+  const rounds = baseline.seconds.length;
   console.log(
     `\n${title}: ${(s.bytes / 1e6).toFixed(0)} MB at ${s.rateMbit} Mbit/s, ` +
       `${s.rttMs} ms RTT, emulator queue ${(s.queueBytes / 2 ** 20).toFixed(0)} MiB per ` +
-      `connection and direction, session windows ${(s.windowBytes / 2 ** 20).toFixed(0)} MiB\n`,
+      `connection and direction, session windows ${(s.windowBytes / 2 ** 20).toFixed(0)} MiB; ` +
+      `median of ${rounds} round(s)\n`,
   );
-  console.log("| transfer | seconds | goodput Mbit/s | vs baseline |");
-  console.log("|---|---:|---:|---:|");
+  console.log(
+    "| transfer | seconds | goodput Mbit/s | vs baseline | per-round ratio, median (min–max) |",
+  );
+  console.log("|---|---:|---:|---:|---:|");
   for (const r of rows) {
+    const ratios = r.seconds.map((sec, i) => baseline.seconds[i] / sec);
+    const seconds = median(r.seconds);
     console.log(
-      `| ${r.name} | ${r.seconds.toFixed(2)} | ${r.mbitPerSecond.toFixed(1)} | ` +
-        `${(r.mbitPerSecond / baseline).toFixed(2)}× |`,
+      `| ${r.name} | ${seconds.toFixed(2)} | ${mbit(seconds).toFixed(1)} | ` +
+        `${(median(baseline.seconds) / seconds).toFixed(2)}× | ${median(ratios).toFixed(2)}× ` +
+        `(${Math.min(...ratios).toFixed(2)}–${Math.max(...ratios).toFixed(2)}) |`,
     );
   }
 }
@@ -178,6 +198,7 @@ async function main(): Promise<void> {
       "flow-window-mib": { type: "string", default: "4" },
       members: { type: "string", default: "4" },
       only: { type: "string" },
+      rounds: { type: "string", default: "1" },
     },
   });
   const only = values.only;
@@ -204,10 +225,18 @@ async function main(): Promise<void> {
   if (!certs) console.warn("openssl missing: tls and quic rows skipped");
   else if (!quic) console.warn("QUIC unavailable (run with --unstable-net): quic rows skipped");
 
+  const rounds = Number(values.rounds);
   const run = async (s: Setting, withSecure: boolean): Promise<Row[]> => {
     const rows: Row[] = [];
-    const add = (name: string, seconds: number) =>
-      rows.push({ name, seconds, mbitPerSecond: (s.bytes * 8) / seconds / 1e6 });
+    for (let round = 0; round < rounds; round++) await runRound(s, withSecure, rows);
+    return rows;
+  };
+  const runRound = async (s: Setting, withSecure: boolean, rows: Row[]): Promise<void> => {
+    const add = (name: string, seconds: number) => {
+      const row = rows.find((r) => r.name === name);
+      if (row) row.seconds.push(seconds);
+      else rows.push({ name, seconds: [seconds] });
+    };
     const row = async (name: string, measure: () => Promise<number>) => {
       if (only === undefined || name.includes(only)) add(name, await measure());
     };
@@ -238,7 +267,6 @@ async function main(): Promise<void> {
         );
       }
     }
-    return rows;
   };
   printTable("WAN", wan, await run(wan, true));
   if (high.bytes > 0) {

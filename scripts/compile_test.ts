@@ -44,4 +44,9 @@ Deno.test("the binary embeds only what the CLI loads: no AssemblyScript, vega or
   assert.match(compile, /--exclude-unused-npm/);
   for (const entry of ENTRY_POINTS.slice(1)) assert.ok(compile.includes(`--include ${entry}`));
   assert.ok(compile.includes("--include agent/core/presync_core.wasm"));
+  // `deno task presync` (and the processes tests start, fixtures/cluster.ts) run with the V8
+  // flags the binary is built with, so what is measured is what ships.
+  const v8Flags = (task: string) => /--v8-flags=(\S+)/.exec(task)?.[1];
+  assert.ok(v8Flags(compile), "the compile task sets --v8-flags (docs/BENCHMARKS.md)");
+  assert.equal(v8Flags(config.tasks.presync), v8Flags(compile));
 });

@@ -180,10 +180,13 @@ export async function serveReplicaStream(
           rejected.push(block);
           continue;
         }
+        // No copy of the block: a raw block is a view into the bytes received (a compressed
+        // one a new array), which nothing else holds or reuses, kept only until its batch is
+        // staged; the hash is copied so a small compressed block does not keep them alive.
         batch.push(
           frame[0] === ZERO_MARKER_KIND
             ? { block, data: null }
-            : { block, data: data.slice(), hash: hash.slice() },
+            : { block, data, hash: hash.slice() },
         );
         counters.blockReceived(name);
         if (batch.length >= STAGE_BATCH) await stageBatch();
