@@ -260,3 +260,39 @@ Deno.test("power cut at every write instant of a commit with --keep 3: the repli
     }
     assert.ok(crashes >= 10, `only ${crashes} crash points were exercised`);
   }));
+
+Deno.test("power cut at every write instant of a rollback: the next open leaves the replica exactly at the generation it had or, once the record is down, at the one rolled back to", () =>
+  withSeed(async (prng) => {
+    const seed = prng.nextU32();
+    let crashes = 0;
+    for (let step = 0;; step++) {
+      const { fs, store, backend } = await newStore();
+      const source = new SeededSource(seed);
+      const replica = await store.init(identity());
+      for (let g = 1; g <= 5; g++) await sendGeneration(replica, source, g);
+      replica.close();
+      fs.crashAfter(step);
+      try {
+        await store.rollback(KILL_VOLUME, 3);
+        break;
+      } catch (err) {
+        assert.ok(fs.crashed, `step ${step} failed without a crash: ${err}`);
+      }
+      crashes++;
+      fs.powerCut();
+      const reopened = await store.open(KILL_VOLUME);
+      const committed = reopened.meta.committedGeneration;
+      try {
+        assert.ok(committed === 5 || committed === 3, `step ${step}: ${committed}`);
+        assertBytesEqual(await headOf(backend), source.image(committed), `step ${step}`);
+        const ok = await reopened.verify({ expectedRoot: source.root(committed) });
+        assert.ok(ok.ok, `step ${step}: manifest of ${committed}`);
+      } finally {
+        reopened.close();
+      }
+      if (committed === 5) await store.rollback(KILL_VOLUME, 3);
+      assertBytesEqual(await headOf(backend), source.image(3), `step ${step}: rolled back`);
+      assert.deepEqual((await kept(backend).generations()).map((g) => g.generation), [3]);
+    }
+    assert.ok(crashes >= 10, `only ${crashes} crash points were exercised`);
+  }));
