@@ -62,11 +62,10 @@ export class DirectoryGenerations {
    * logs retention no longer keeps.
    */
   async saveUndo(generation: number, blocks: Bitmap): Promise<void> {
-    if (this.#keep < 2 || generation < 2) return;
     const { bytes, meta } = await this.#meta();
     const fs = this.#fs;
     const dir = this.#volume.location;
-    if (meta.committedGeneration === generation - 1) {
+    if (this.#keep > 1 && generation > 1 && meta.committedGeneration === generation - 1) {
       const image = await io(`open ${dir}/image`, () => fs.open(`${dir}/image`));
       try {
         const manifest = await io(`open ${dir}/manifest`, () => fs.open(`${dir}/manifest`));

@@ -13,7 +13,7 @@ const TRAILER_MAGIC = new TextEncoder().encode("PSUNDOOK");
 const FIXED_BYTES = 24;
 const TRAILER_BYTES = 32 + 8;
 /** Longest metadata record an undo log may hold (meta.json is a few hundred bytes). */
-export const MAX_META_BYTES = 64 << 10;
+const MAX_META_BYTES = 64 << 10;
 /** Bytes of old blocks read from the image per piece while a log is written. */
 const PIECE_BYTES = 8 << 20;
 

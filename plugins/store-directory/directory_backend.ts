@@ -82,9 +82,7 @@ export class DirectoryBackend implements ReplicaBackend, SpaceUsage {
   }
 
   volume(name: string): VolumeBackend {
-    const valid = validateVolumeName(name);
-    if (this.keep === 1) return new DirectoryVolume(this.#fs, this.location, valid);
-    return new KeptDirectoryVolume(this.#fs, this.location, valid, this.keep);
+    return new KeptDirectoryVolume(this.#fs, this.location, validateVolumeName(name), this.keep);
   }
 
   async create(identity: VolumeIdentity): Promise<void> {
@@ -213,7 +211,11 @@ class DirectoryVolume implements VolumeBackend {
   }
 }
 
-/** A volume directory that keeps older committed generations as undo logs (`--keep N`). */
+/**
+ * A volume directory with its kept generations: the committed one, and older ones as undo
+ * logs when a `serve --keep N` (N ≥ 2) wrote them. Any open of the store lists, exports and
+ * rolls back to what is kept, whatever its own `keep`.
+ */
 class KeptDirectoryVolume extends DirectoryVolume implements KeptGenerations, UndoBeforeApply {
   readonly #generations: DirectoryGenerations;
 

@@ -78,11 +78,9 @@ function kept(backend: DirectoryBackend) {
   return volume;
 }
 
-Deno.test("--keep on a directory store: 1 keeps no undo log, 0, a fraction and more than 1000 are refused", () => {
-  const one = storeBackendFromSpec("/srv/x", { keep: 1 }) as DirectoryBackend;
-  assert.equal(one.keep, 1);
-  assert.equal(keepsGenerations(one.volume("db1")), false);
+Deno.test("--keep on a directory store: 0, a fraction and more than 1000 are refused", () => {
   assert.equal((storeBackendFromSpec("/srv/x", { keep: 4 }) as DirectoryBackend).keep, 4);
+  assert.equal((storeBackendFromSpec("/srv/x", {}) as DirectoryBackend).keep, 1);
   for (const keep of [0, 2.5, 1001]) {
     assertThrowsCode(
       () => new DirectoryBackend(new PowerCutFileSystem(), "/srv/x", { keep }),
@@ -90,6 +88,25 @@ Deno.test("--keep on a directory store: 1 keeps no undo log, 0, a fraction and m
     );
   }
 });
+
+Deno.test("a store opened without --keep writes no undo log, still lists and serves what a --keep 3 serve kept, and prunes it as it commits", () =>
+  withGenerations(4, async ({ fs, backend, source }) => {
+    const plain = new DirectoryBackend(fs, backend.location);
+    const store = new ReplicaStore(plain);
+    const volume = kept(plain);
+    assert.deepEqual((await volume.generations()).map((g) => g.generation), [2, 3, 4]);
+    assertBytesEqual((await exported(store, 2)).bytes, source.image(2), "generation 2");
+    const replica = await store.open(KILL_VOLUME);
+    try {
+      await sendGeneration(replica, source, 5);
+    } finally {
+      replica.close();
+    }
+    // Keeping 1: no log of generation 4, and the older ones are pruned.
+    assert.deepEqual(await fs.readDir(`/srv/store/${KILL_VOLUME}/undo`), []);
+    assert.deepEqual((await volume.generations()).map((g) => g.generation), [5]);
+    await assertRejectsCode(store.rollback(KILL_VOLUME, 4), ErrorCode.VOLUME_NOT_FOUND);
+  }));
 
 Deno.test("--keep 3: the last 3 generations are kept (2 undo logs), listed with time and size; an export serves any of them exactly", () =>
   withGenerations(5, async ({ fs, store, source }) => {
