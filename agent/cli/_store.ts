@@ -8,7 +8,7 @@ export interface StoreFlags {
   store: string;
   /** `--state DIR`: local files of a store that is not a directory (required for `rbd:`). */
   state?: string;
-  /** `--keep N`: committed generations kept as snapshots (`rbd:` only). */
+  /** `--keep N`: committed generations kept (RBD snapshots, directory undo logs). */
   keep?: string;
 }
 
@@ -37,8 +37,8 @@ export function localStateDir(flags: StoreFlags): string {
  * `NAME:ARGUMENT` for a back end of the registry (`agent/registry/store_plugins.ts`).
  *
  * @throws {PresyncError} `PLUGIN_UNKNOWN` (exit 2) for an unknown back-end name,
- *   `INVALID_ARGUMENT` for a bad argument, a missing `--state`, or `--keep` where the back
- *   end keeps one generation only
+ *   `INVALID_ARGUMENT` for a bad argument, a missing `--state`, or a `--keep` the back end
+ *   cannot keep
  */
 export function storeFromFlag(flags: StoreFlags): ReplicaStore {
   return new ReplicaStore(

@@ -3,19 +3,20 @@ import { parseCommand, required } from "./_args.ts";
 import { storeFromFlag } from "./_store.ts";
 import { ExitCode } from "./exit_codes.ts";
 
-export const ROLLBACK_USAGE = `presync rollback NAME GENERATION --yes --store rbd:POOL --state DIR
+export const ROLLBACK_USAGE =
+  `presync rollback NAME GENERATION --yes --store DIR|rbd:POOL [--state DIR]
 
-Rolls the replica of volume NAME back to an older committed generation kept as a snapshot.
-An rbd store keeps generation G as snapshot presync-gG (serve --keep N; presync volumes
-lists the generations kept); the replica becomes exactly that generation and the later
+Rolls the replica of volume NAME back to an older committed generation it keeps
+(serve --keep N; presync volumes lists the generations kept): an rbd store keeps generation
+G as snapshot presync-gG, a directory store as undo log DIR/NAME/undo/gG. The replica becomes exactly that generation and the later
 ones are deleted. Refused while a source agent is connected to the volume or an export of it runs
 (stop the agent first). A rollback interrupted by a crash is finished by the next open.
 
 The source agent's next session then sees the older committed generation.
 
   --yes               confirm: without it nothing changes
-  --store rbd:POOL    the destination's store (as given to serve)
-  --state DIR         its local directory (as given to serve)
+  --store DIR|rbd:POOL  the destination's store (as given to serve)
+  --state DIR         an rbd store's local directory (as given to serve)
   --json              print the result as JSON`;
 
 /** `presync rollback NAME GENERATION --yes`. */
@@ -45,7 +46,7 @@ export async function cmdRollback(args: string[]): Promise<number> {
     );
   }
   const store = storeFromFlag({
-    store: required("rollback", "--store rbd:POOL", values.store),
+    store: required("rollback", "--store DIR|rbd:POOL", values.store),
     state: values.state,
   });
   await store.rollback(name, generation);

@@ -25,8 +25,8 @@ their replicas in DIR (one subdirectory per volume; a new volume is created on f
                          (${STORES.entries.map((e) => `${e.name}:${e.argument}`).join(", ")})
   --state DIR            a store that is not a directory (rbd:): local directory for its
                          staging areas, locks, export overlays and TLS certificate (DIR/.tls/)
-  --keep N               rbd: store only: committed generations kept as snapshots
-                         presync-gN (default 1); older ones are removed after each commit
+  --keep N               committed generations kept (default 1): rbd snapshots presync-gN,
+                         directory undo logs VOL/undo/gN; older ones go after each commit
   --control NAME|PATH    control socket (status, /metrics, postcopy exports): a name in the
                          runtime directory (/run/presync/serve for root) or a path
                          (default: serve)

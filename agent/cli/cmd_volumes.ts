@@ -11,8 +11,8 @@ presync volumes --store DIR|rbd:POOL [--state DIR] [--json]
 Lists the replicas at the destination: name, size, committed generation, the age of that
 generation's cut (its RPO), the storage the replica occupies, and its state (initialising
 while its first generation is being seeded; connected while a source agent syncs it;
-exported while an export serves it), and for an rbd: store the committed generations it
-keeps as snapshots (serve --keep N) with their time and size. The first form asks the running \`presync serve\`
+exported while an export serves it), and for a store keeping generations (serve --keep N:
+rbd snapshots, directory undo logs) the committed generations it keeps with their time and size. The first form asks the running \`presync serve\`
 (its control socket, serve.sock in /run/presync/serve for root, or the one --control
 names); the second reads the store directly (safe while
 serve runs: it only reads).
@@ -62,7 +62,7 @@ export function formatVolumes(volumes: VolumeListing[]): string {
   }
   const widths = rows[0].map((_, i) => Math.max(...rows.map((r) => r[i].length)));
   const table = rows.map((r) => r.map((cell, i) => cell.padEnd(widths[i])).join("  ").trimEnd());
-  // Kept generations (rbd: stores), one line per volume that has any.
+  // Kept generations (serve --keep N), one line per volume that has any.
   for (const v of volumes) {
     if (!v.generations?.length) continue;
     table.push(

@@ -278,7 +278,7 @@ async function keptMeta(
     throw new PresyncError(
       ErrorCode.INVALID_ARGUMENT,
       `${backend.location} keeps only its last committed generation; export without ` +
-        `--generation, or keep generations in an rbd: store (serve --keep N)`,
+        `--generation, or keep generations with serve --keep N`,
     );
   }
   const bytes = await backend.readGenerationMeta(generation);

@@ -22,7 +22,7 @@ export interface StorePlugin extends PluginEntry {
 export interface StoreOpenOptions {
   /** `--state DIR`: the local directory of a back end that is not one (staging, locks). */
   stateDir?: string;
-  /** `--keep N`: committed generations kept (a back end with snapshots). */
+  /** `--keep N`: committed generations kept (RBD snapshots, directory undo logs). */
   keep?: number;
 }
 
@@ -38,14 +38,7 @@ const DIRECTORY: StorePlugin = {
     if (dir === "") {
       throw new PresyncError(ErrorCode.INVALID_ARGUMENT, "--store directory: needs a DIR");
     }
-    if (options.keep !== undefined) {
-      throw new PresyncError(
-        ErrorCode.INVALID_ARGUMENT,
-        `--keep needs an rbd: store (snapshots); a directory store keeps the last committed ` +
-          `generation only: drop --keep or use --store rbd:POOL`,
-      );
-    }
-    return new DirectoryBackend(new DenoFileSystem(), dir);
+    return new DirectoryBackend(new DenoFileSystem(), dir, { keep: options.keep });
   },
 };
 

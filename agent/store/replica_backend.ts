@@ -19,6 +19,7 @@
  * @module
  */
 
+import type { Bitmap } from "../core/mod.ts";
 import type { FileHandle, FileLock } from "../fs/file_system.ts";
 import type { VolumeIdentity } from "../volume/volume_identity.ts";
 
@@ -162,7 +163,7 @@ export interface KeptGeneration {
 
 /**
  * Optional ability of a volume: committed generations kept read-only (RBD snapshots, taken
- * through {@linkcode GenerationSnapshots}), the ground for exporting an older generation and
+ * through {@linkcode GenerationSnapshots}; directory undo logs, {@linkcode UndoBeforeApply}), the ground for exporting an older generation and
  * for rolling back (issue 18).
  */
 export interface KeptGenerations {
@@ -181,6 +182,21 @@ export interface KeptGenerations {
    * records its intent first (a crash may leave the head anywhere between).
    */
   rollbackImage(generation: number): Promise<void>;
+}
+
+/**
+ * Optional ability of a volume: keep older generations by saving, before a commit's apply
+ * overwrites the image, what it overwrites (the directory back end's undo logs).
+ */
+export interface UndoBeforeApply {
+  /**
+   * Called once per commit of `generation` (not the first, staged in place), after the
+   * commit record and before the first write to the image: saves durably the bytes and
+   * manifest entries of `blocks` as they are in `generation - 1`, then drops what retention
+   * no longer keeps. Called again when a crash made the commit replay: a saved log is whole
+   * and is kept as it is (the image may already hold new bytes). Idempotent.
+   */
+  saveUndo(generation: number, blocks: Bitmap): Promise<void>;
 }
 
 /** Optional ability of a back end: how much storage a volume takes. */
@@ -245,6 +261,11 @@ export function keepsGenerations(
   volume: VolumeBackend,
 ): volume is VolumeBackend & KeptGenerations {
   return typeof (volume as Partial<KeptGenerations>).openGeneration === "function";
+}
+
+/** Whether `volume` saves what a commit overwrites ({@linkcode UndoBeforeApply}). */
+export function savesUndo(volume: VolumeBackend): volume is VolumeBackend & UndoBeforeApply {
+  return typeof (volume as Partial<UndoBeforeApply>).saveUndo === "function";
 }
 
 /** Whether `backend` reports storage use ({@linkcode SpaceUsage}). */

@@ -30,7 +30,7 @@ export async function rollbackVolume(backend: VolumeBackend, generation: number)
     throw new PresyncError(
       ErrorCode.INVALID_ARGUMENT,
       `${backend.location} keeps only its last committed generation: nothing to roll back to ` +
-        `(an rbd: store keeps generations with serve --keep N)`,
+        `(a store keeps older generations with serve --keep N)`,
     );
   }
   const meta = await readReplicaMeta(backend);

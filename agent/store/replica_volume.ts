@@ -12,6 +12,7 @@ import {
   canClaimSpace,
   keepsSnapshots,
   type ReplicaImage,
+  savesUndo,
   type VolumeBackend,
 } from "./replica_backend.ts";
 import {
@@ -379,6 +380,10 @@ export class ReplicaVolume {
   async #apply(record: CommitRecord): Promise<void> {
     const staging = this.#requireStaging(record.generation);
     const { blockSize } = this.identity;
+    // What the apply overwrites is saved first where the back end keeps generations so.
+    if (!staging.inPlace && savesUndo(this.#backend)) {
+      await this.#backend.saveUndo(record.generation, staging.dirty);
+    }
     const window = new WriteWindow(this.#image.writeWindow);
     try {
       await staging.forEachRecord(async (header, payload) => {

@@ -2,10 +2,14 @@ import { ErrorCode, PresyncError } from "../../agent/errors.ts";
 import { atomicWrite, mkdirDurable, readWhole } from "../../agent/fs/atomic_write.ts";
 import type { FileHandle, FileLock, FileSystem } from "../../agent/fs/file_system.ts";
 import { io, toIoError } from "../../agent/fs/io_error.ts";
+import type { Bitmap } from "../../agent/core/mod.ts";
 import type {
+  KeptGeneration,
+  KeptGenerations,
   ReplicaBackend,
   ReplicaImage,
   SpaceUsage,
+  UndoBeforeApply,
   VolumeBackend,
 } from "../../agent/store/replica_backend.ts";
 import { ENTRY_BYTES } from "../../agent/volume/block_hashes.ts";
@@ -16,14 +20,26 @@ import {
 } from "../../agent/volume/volume_identity.ts";
 import { DirectoryImage } from "./_directory_image.ts";
 import { DirectoryStaging } from "./_directory_staging.ts";
+import { DirectoryGenerations } from "./_kept_generations.ts";
 
 /** Prefix of a volume directory being removed (no volume name starts with a dot). */
 const REMOVING_PREFIX = ".deleted.";
+/** Most generations `--keep` may keep (each older one is an undo log of its overwrites). */
+const MAX_KEEP = 1000;
+
+/** Options of a {@linkcode DirectoryBackend}. */
+export interface DirectoryBackendOptions {
+  /**
+   * Committed generations kept (default 1: the last one); with more, each commit first
+   * saves what it overwrites in an undo log (`serve --keep N`, docs/STORE.md).
+   */
+  keep?: number;
+}
 
 /**
  * A store that is a directory with one subdirectory per volume: `image`, `manifest`,
- * `meta.json`, `staging/` (docs/STORE.md). Volume names are validated, so no name reaches
- * outside the root.
+ * `meta.json`, `staging/`, `undo/` (docs/STORE.md). Volume names are validated, so no name
+ * reaches outside the root.
  *
  * @example
  * ```ts ignore
@@ -34,11 +50,21 @@ const REMOVING_PREFIX = ".deleted.";
  */
 export class DirectoryBackend implements ReplicaBackend, SpaceUsage {
   readonly location: string;
+  /** Committed generations kept. */
+  readonly keep: number;
   readonly #fs: FileSystem;
 
-  constructor(fs: FileSystem, root: string) {
+  constructor(fs: FileSystem, root: string, options: DirectoryBackendOptions = {}) {
+    const keep = options.keep ?? 1;
+    if (!Number.isSafeInteger(keep) || keep < 1 || keep > MAX_KEEP) {
+      throw new PresyncError(
+        ErrorCode.INVALID_ARGUMENT,
+        `--keep must be a whole number of generations from 1 to ${MAX_KEEP}: received ${keep}`,
+      );
+    }
     this.#fs = fs;
     this.location = root;
+    this.keep = keep;
   }
 
   #dir(name: string): string {
@@ -56,7 +82,7 @@ export class DirectoryBackend implements ReplicaBackend, SpaceUsage {
   }
 
   volume(name: string): VolumeBackend {
-    return new DirectoryVolume(this.#fs, this.location, validateVolumeName(name));
+    return new KeptDirectoryVolume(this.#fs, this.location, validateVolumeName(name), this.keep);
   }
 
   async create(identity: VolumeIdentity): Promise<void> {
@@ -182,5 +208,50 @@ class DirectoryVolume implements VolumeBackend {
       `no replica of volume ${this.name} in ${this.location}`,
       { cause },
     );
+  }
+}
+
+/**
+ * A volume directory with its kept generations: the committed one, and older ones as undo
+ * logs when a `serve --keep N` (N ≥ 2) wrote them. Any open of the store lists, exports and
+ * rolls back to what is kept, whatever its own `keep`.
+ */
+class KeptDirectoryVolume extends DirectoryVolume implements KeptGenerations, UndoBeforeApply {
+  readonly #generations: DirectoryGenerations;
+
+  constructor(fs: FileSystem, root: string, name: string, keep: number) {
+    super(fs, root, name);
+    this.#generations = new DirectoryGenerations(fs, this, keep);
+  }
+
+  saveUndo(generation: number, blocks: Bitmap): Promise<void> {
+    return this.#generations.saveUndo(generation, blocks);
+  }
+
+  generations(): Promise<KeptGeneration[]> {
+    return this.#generations.generations();
+  }
+
+  async openGeneration(generation: number): Promise<ReplicaImage> {
+    const head = await this.openImage("read");
+    try {
+      return await this.#generations.openGeneration(generation, head);
+    } catch (err) {
+      head.close();
+      throw err;
+    }
+  }
+
+  readGenerationMeta(generation: number): Promise<Uint8Array | null> {
+    return this.#generations.readGenerationMeta(generation);
+  }
+
+  async rollbackImage(generation: number): Promise<void> {
+    const image = await this.openImage("write");
+    try {
+      await this.#generations.rollbackImage(generation, image);
+    } finally {
+      image.close();
+    }
   }
 }

@@ -4,7 +4,7 @@ import { DenoFileSystem } from "../../agent/fs/deno_file_system.ts";
 import { DirectoryBackend } from "./mod.ts";
 
 /** A store on the power-cut file system, whose faults the contract's crash cases use. */
-async function onPowerCutFs(canAllocate: boolean) {
+async function onPowerCutFs(canAllocate: boolean, keep = 1) {
   const fs = new PowerCutFileSystem();
   fs.canAllocate = canAllocate;
   // The store's parent exists durably, as on a real machine.
@@ -18,12 +18,21 @@ async function onPowerCutFs(canAllocate: boolean) {
     },
     fill: () => void (fs.maxBytes = 0),
   };
-  return { backend: new DirectoryBackend(fs, "/srv/store"), faults };
+  return { backend: new DirectoryBackend(fs, "/srv/store", { keep }), faults };
 }
 
 testBackendContract("directory, power-cut file system", () => onPowerCutFs(true), {
   simulatesPowerCut: true,
 });
+
+// Keeping generations adds an undo log to every commit: the commit's crash cases still hold.
+testBackendContract(
+  "directory keeping 3 generations, power-cut file system",
+  () => onPowerCutFs(true, 3),
+  {
+    simulatesPowerCut: true,
+  },
+);
 
 testBackendContract(
   "directory, power-cut file system without fallocate",
