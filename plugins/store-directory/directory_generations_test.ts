@@ -15,7 +15,7 @@ import {
   KILL_VOLUME,
   SeededSource,
   sendGeneration,
-} from "../store-rbd/_kill_workload.ts";
+} from "../../fixtures/seeded_generations.ts";
 import { DirectoryBackend } from "./mod.ts";
 
 const KEEP = 3;

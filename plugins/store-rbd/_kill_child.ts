@@ -17,7 +17,7 @@ import {
   KILL_VOLUME,
   SeededSource,
   sendGeneration,
-} from "./_kill_workload.ts";
+} from "../../fixtures/seeded_generations.ts";
 import { RbdBackend } from "./rbd_backend.ts";
 
 const [confPath, pool, stateDir, seedText, keepText] = Deno.args;

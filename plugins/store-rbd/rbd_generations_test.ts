@@ -14,7 +14,7 @@ import {
   KILL_VOLUME,
   SeededSource,
   sendGeneration,
-} from "./_kill_workload.ts";
+} from "../../fixtures/seeded_generations.ts";
 import { testRbdBackend } from "./_test_pool.ts";
 import { RbdBackend } from "./rbd_backend.ts";
 

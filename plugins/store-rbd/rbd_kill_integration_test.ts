@@ -4,7 +4,7 @@ import { ReplicaStore } from "../../agent/store/replica_store.ts";
 import { assertBytesEqual } from "../../fixtures/assert_bytes.ts";
 import { needCeph } from "../../fixtures/ceph.ts";
 import { withSeed } from "../../fixtures/prng.ts";
-import { KILL_SIZE, KILL_VOLUME, SeededSource } from "./_kill_workload.ts";
+import { KILL_SIZE, KILL_VOLUME, SeededSource } from "../../fixtures/seeded_generations.ts";
 import { createTestPool } from "./_test_pool.ts";
 import { RbdBackend } from "./rbd_backend.ts";
 
