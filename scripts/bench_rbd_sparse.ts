@@ -236,7 +236,7 @@ try {
         .find((p: { name: string }) => p.name === pool).stats.stored as number
       : await allocatedBytes(`${root}/store`);
     results[kind] = { ...result, usedBytes };
-    console.error(`${kind}: done, load average ${load()}`);
+    console.error(`${kind}: done, load average ${load()}: ${JSON.stringify(results[kind])}`);
   }
   const f = (x: number) => x.toFixed(0);
   const s = (ms: number) => `${(ms / 1000).toFixed(1)} s`;
