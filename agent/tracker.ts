@@ -56,6 +56,11 @@ export interface Tracker {
   /** Stops tracking and closes files. Idempotent. */
   close(): Promise<void>;
   /**
+   * Makes a `cut()` in progress end soon with an error, because the agent is stopping (a
+   * tracker whose cut reads the whole image; others need not have it).
+   */
+  interrupt?(): void;
+  /**
    * The VM whose disk this is, where the tracker reaches its hypervisor (the qemu tracker
    * over QMP): evacuation pauses it before the final cut and resumes it if that fails.
    */

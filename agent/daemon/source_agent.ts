@@ -464,6 +464,7 @@ export class SourceAgent {
   stop(): void {
     this.#stopped = true;
     this.#session?.abort();
+    for (const v of this.#volumes) v.tracker.interrupt?.();
     this.#wakeAll();
   }
 

@@ -102,6 +102,8 @@ export class ScanTracker implements Tracker {
   #timer: ReturnType<typeof setTimeout> | undefined;
   #background: Promise<void> | null = null;
   #abortBackground: AbortController | null = null;
+  /** Aborts the cut scan in progress ({@linkcode ScanTracker.interrupt}). */
+  #abortCut: AbortController | null = null;
 
   constructor(options: ScanTrackerOptions) {
     this.#options = options;
@@ -139,33 +141,47 @@ export class ScanTracker implements Tracker {
     return image;
   }
 
-  /** Stops a background pass (keeping what it settled) and scans the whole image. */
   /** Unknown: the scan finds changes only by reading the image at a cut. */
   dirtyBlocksNow(): null {
     return null;
   }
 
+  /** Stops a background pass (keeping what it settled) and scans the whole image. */
   async cut(): Promise<Cut> {
     await this.#stopBackground();
+    const abort = new AbortController();
+    this.#abortCut = abort;
     try {
       const image = await this.#openImage();
       try {
-        const dirty = await this.#cutScan(image);
+        const dirty = await this.#cutScan(image, abort.signal);
         return new ScanCut(image, dirty, this.#options.identity);
       } catch (err) {
         image.close();
         throw err;
       }
     } finally {
+      this.#abortCut = null;
       this.#schedule();
     }
+  }
+
+  /**
+   * Ends the cut scan in progress soon with `SESSION_CLOSED` (the agent is stopping: a scan
+   * of a large image would hold the stop for minutes). What it settled is in its checkpoint,
+   * so the next cut resumes there.
+   */
+  interrupt(): void {
+    this.#abortCut?.abort(
+      new PresyncError(ErrorCode.SESSION_CLOSED, "the scan was interrupted: the agent is stopping"),
+    );
   }
 
   async resume(dirty: Bitmap): Promise<Cut> {
     return new ScanCut(await this.#openImage(), dirty.clone(), this.#options.identity);
   }
 
-  async #cutScan(image: FileHandle): Promise<Bitmap> {
+  async #cutScan(image: FileHandle, signal: AbortSignal): Promise<Bitmap> {
     const { identity, checkpointPath } = this.#options;
     const blocks = blockCount(identity);
     const owner = { uuid: identity.uuid, baseline: this.#options.baselineGeneration };
@@ -189,6 +205,7 @@ export class ScanTracker implements Tracker {
           await saveCheckpoint(this.#fs, checkpointPath, owner, { dirty, nextBlock: next });
           sinceCheckpoint = 0;
         },
+        signal,
       );
       if (checkpointPath) await io("remove scan checkpoint", () => this.#fs.remove(checkpointPath));
       return dirty;

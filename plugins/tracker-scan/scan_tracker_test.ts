@@ -1,4 +1,5 @@
 import assert from "node:assert/strict";
+import { assertRejectsCode } from "../../fixtures/assert.ts";
 import { seededTest } from "../../fixtures/seeded.ts";
 import {
   cutRuns,
@@ -95,3 +96,28 @@ for (const prefilter of [true, false]) {
     },
   );
 }
+
+seededTest(
+  "interrupt() ends a cut scan in progress with SESSION_CLOSED; a later cut finds the same blocks",
+  async (
+    prng,
+  ) => {
+    const blocks = 4096; // 16 MiB: eight 2 MiB reads, the abort is seen between them
+    const volume = await syncedVolume(prng, blocks);
+    await scribble(prng, volume, blocks);
+    const expected = await truth(volume);
+    // Read-rate bound so the scan takes seconds: the interrupt lands inside it.
+    const slow = trackerOf(volume, {
+      prefilter: undefined,
+      readRateBytesPerSecond: volume.identity.sizeBytes / 8,
+    });
+    const cutting = slow.cut();
+    await new Promise((resolve) => setTimeout(resolve, 100));
+    slow.interrupt();
+    await assertRejectsCode(cutting, "SESSION_CLOSED");
+    await slow.close();
+    const plain = trackerOf(volume, { prefilter: undefined });
+    assert.deepStrictEqual(await cutRuns(plain), expected);
+    await plain.close();
+  },
+);
