@@ -147,7 +147,7 @@ Deno.test({
             return s !== null &&
               (s.state === "sending" || Number(s.committedGeneration) > committed);
           }, procs);
-          const delayMs = prng.int(400);
+          const delayMs = prng.int(1200);
           await sleep(delayMs);
           const status = await serve.kill();
           assert.equal(status.signal, "SIGKILL", `kill ${kill}: serve exited by itself`);
@@ -208,6 +208,10 @@ Deno.test({
           // The agent reconnects and sends what the destination lacks of the new version.
           await converged(reached === version ? committed - 1 : committed);
           committed = Number((await agentStatus(agentControl))!.committedGeneration);
+          console.log(
+            `kill ${kill}: ${delayMs} ms into version ${version}, recovered at ` +
+              `version ${reached}; converged at generation ${committed}`,
+          );
         }
       } catch (err) {
         await agent.kill("SIGKILL");
