@@ -147,7 +147,9 @@ Deno.test({
             return s !== null &&
               (s.state === "sending" || Number(s.committedGeneration) > committed);
           }, procs);
-          const delayMs = prng.int(1200);
+          // Even kills come early (in the send or the commit), odd ones anywhere up to
+          // well after the commit, so both sides of a commit are hit.
+          const delayMs = prng.int(kill % 2 === 0 ? 60 : 1200);
           await sleep(delayMs);
           const status = await serve.kill();
           assert.equal(status.signal, "SIGKILL", `kill ${kill}: serve exited by itself`);
