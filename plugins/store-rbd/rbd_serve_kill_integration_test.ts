@@ -53,17 +53,18 @@ async function agentStatus(control: string): Promise<Record<string, unknown> | n
   }
 }
 
-/** Polls `check` every 50 ms until it holds; throws with both processes' output after the deadline. */
+/** Polls `check` every `pollMs` until it holds; throws with both processes' output after the deadline. */
 async function until(
   what: string,
   check: () => Promise<boolean>,
   procs: () => PresyncProcess[],
+  pollMs = 50,
 ): Promise<void> {
   const deadline = Date.now() + STEP_TIMEOUT_MS;
   while (Date.now() < deadline) {
     if (await check()) return;
     if (procs().some((p) => p.exited)) break;
-    await sleep(50);
+    await sleep(pollMs);
   }
   throw new Error(
     `timed out waiting for ${what}\n${procs().map((p) => p.output.slice(-4000)).join("\n---\n")}`,
@@ -141,15 +142,22 @@ Deno.test({
         for (let kill = 0; kill < KILLS; kill++) {
           version++;
           await writeSource(version);
-          // Into the send of the new version, then somewhere in it or in its commit.
-          await until(`the agent to send version ${version}`, async () => {
-            const s = await agentStatus(agentControl);
-            return s !== null &&
-              (s.state === "sending" || Number(s.committedGeneration) > committed);
-          }, procs);
-          // Even kills come early (in the send or the commit), odd ones anywhere up to
-          // well after the commit, so both sides of a commit are hit.
-          const delayMs = prng.int(kill % 2 === 0 ? 60 : 1200);
+          // Even kills: a random instant of the second after the write (the agent scans
+          // once a second, so before, in or after the send and commit of the new version).
+          // Odd ones: once the agent is seen sending it, up to 1.2 s later.
+          if (kill % 2 === 1) {
+            await until(
+              `the agent to send version ${version}`,
+              async () => {
+                const s = await agentStatus(agentControl);
+                return s !== null &&
+                  (s.state === "sending" || Number(s.committedGeneration) > committed);
+              },
+              procs,
+              5,
+            );
+          }
+          const delayMs = prng.int(kill % 2 === 0 ? 1000 : 1200);
           await sleep(delayMs);
           const status = await serve.kill();
           assert.equal(status.signal, "SIGKILL", `kill ${kill}: serve exited by itself`);
@@ -167,7 +175,8 @@ Deno.test({
             const replica = await new ReplicaStore(backend).open(VOLUME);
             try {
               const g = replica.meta.committedGeneration;
-              const why = `kill ${kill} (${delayMs} ms into version ${version}, generation ${g})`;
+              const why =
+                `kill ${kill} (${delayMs} ms after writing version ${version}, generation ${g})`;
               assert.ok(g >= committed, `${why}: went back from ${committed}`);
               const atVersion = replica.meta.merkleRoot === source.root(version)
                 ? version
@@ -211,7 +220,7 @@ Deno.test({
           await converged(reached === version ? committed - 1 : committed);
           committed = Number((await agentStatus(agentControl))!.committedGeneration);
           console.log(
-            `kill ${kill}: ${delayMs} ms into version ${version}, recovered at ` +
+            `kill ${kill}: ${delayMs} ms after writing version ${version}, recovered at ` +
               `version ${reached}; converged at generation ${committed}`,
           );
         }
@@ -255,6 +264,10 @@ Deno.test({
         `source version ${version}, generation ${committed} after ${KILLS} kills of serve: ` +
           JSON.stringify(seen),
       );
-      assert.ok(seen.beforeCommit > 0, "no kill landed before a commit finished");
+      // Where the kills landed is random: asserted only for a sweep's many kills.
+      if (KILLS >= 10) {
+        assert.ok(seen.beforeCommit > 0, "no kill landed before a commit finished");
+        assert.ok(seen.committed > 0, "no kill landed after a commit");
+      }
     }),
 });
