@@ -218,4 +218,6 @@ seededTest("link probe: measures the link under a binding rate limit, 1% of the 
   lifted.abort();
   assert.equal(lifted.probing, false);
   assert.equal(lifted.bytesPerSecond, 0, "an interrupted probe measures nothing");
+  assert.equal(lifted.beforeSend(1, 2, 1000), false, "the next send keeps the limit");
+  assert.equal(lifted.beforeSend(1, 1 + PROBE_EVERY_MS, 1000), true, "a period later: a probe");
 });

@@ -64,8 +64,13 @@ export class LinkProbe {
     return true;
   }
 
-  /** Drops a running probe (the send paused or ended); the next send tries again. */
+  /**
+   * Drops a running probe (the send paused or ended) without a measure. It still counts as
+   * this period's probe: the next one starts a whole period after it began, or every short
+   * send would start one and `--rate` would never hold.
+   */
   abort(): void {
+    if (this.#startedMs !== null) this.#lastEndMs = this.#startedMs;
     this.#startedMs = null;
   }
 }
