@@ -13,10 +13,12 @@ const STEPS = 1000;
  */
 export class ProgressBoard {
   readonly #multi: MultiBar;
+  readonly #stream: { write(text: string): unknown };
   readonly #bars = new Map<string, { bar: SingleBar; progress: DrainProgress }>();
   #stopped = false;
 
   constructor(stream: { write(text: string): unknown } = process.stderr) {
+    this.#stream = stream;
     this.#multi = new cliProgress.MultiBar({
       stream,
       format: "{label} [{bar}] {percentage}% {detail}",
@@ -52,9 +54,13 @@ export class ProgressBoard {
     this.#multi.remove(entry.bar);
   }
 
-  /** Prints `line` above the bars (or plainly once stopped). */
+  /**
+   * Prints `line` above the bars, or plainly when none is shown: `cli-progress` holds logged
+   * lines until its next redraw, and with no bar there is none (an idle agent's warnings
+   * would wait for the next generation).
+   */
   print(line: string): void {
-    if (this.#stopped) console.error(line);
+    if (this.#stopped || this.#bars.size === 0) this.#stream.write(`${line}\n`);
     else this.#multi.log(`${line}\n`);
   }
 
