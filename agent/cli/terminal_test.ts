@@ -11,6 +11,7 @@ import type { Prng } from "../../fixtures/prng.ts";
 import { withSeed } from "../../fixtures/prng.ts";
 import { TerminalProcess } from "../../fixtures/terminal.ts";
 import { until } from "../../fixtures/until.ts";
+import { WanEmu } from "../../scripts/wan_emu.ts";
 import { writeNewKey } from "../key_file.ts";
 import { ExitCode } from "./exit_codes.ts";
 
@@ -57,13 +58,20 @@ Deno.test({
       let writes: Promise<void> | null = null;
       let serve: PresyncProcess | null = null;
       let agent: TerminalProcess | null = null;
+      let emu: WanEmu | null = null;
       try {
         await writeNewKey(`${root}/key`);
         (await Deno.create(image)).truncate(IMAGE_BYTES);
         const port = freePort();
         serve = new PresyncProcess(serveArgs(root, port, `${root}/serve.sock`));
+        // A 16 Mbit/s link: the evacuation of several MiB lasts seconds on any machine, so
+        // both processes redraw their bars during it (on loopback it took under one redraw).
+        emu = WanEmu.start({
+          target: { hostname: "127.0.0.1", port },
+          up: { rateBitsPerSecond: 16e6 },
+        });
         agent = new TerminalProcess(
-          agentArgs(root, image, port, `${root}/agent.sock`, [
+          agentArgs(root, image, emu.addr.port, `${root}/agent.sock`, [
             "--interval",
             "1",
             "--rate",
@@ -106,6 +114,7 @@ Deno.test({
         await writes?.catch(() => {});
         await agent?.stop("SIGKILL");
         await serve?.kill("SIGTERM");
+        await emu?.close();
         await Deno.remove(root, { recursive: true });
       }
     }),
