@@ -10,6 +10,8 @@ import { assertBytesEqual } from "../../fixtures/assert_bytes.ts";
 import { PowerCutFileSystem } from "../../fixtures/power_cut_fs.ts";
 import { withSeed } from "../../fixtures/prng.ts";
 import {
+  exported,
+  headOf,
   KILL_BLOCK,
   KILL_SIZE,
   KILL_VOLUME,
@@ -50,26 +52,6 @@ function withGenerations(
     }
     await body({ ...t, source });
   });
-}
-
-async function headOf(backend: DirectoryBackend): Promise<Uint8Array> {
-  const image = await backend.volume(KILL_VOLUME).openImage("read");
-  try {
-    const bytes = new Uint8Array(KILL_SIZE);
-    await image.read(0, bytes);
-    return bytes;
-  } finally {
-    image.close();
-  }
-}
-
-async function exported(store: ReplicaStore, generation?: number) {
-  const view = await ReplicaExport.open({ store, volume: KILL_VOLUME, generation });
-  try {
-    return { meta: view.meta, bytes: await view.read(0, KILL_SIZE) };
-  } finally {
-    await view.close();
-  }
 }
 
 function kept(backend: DirectoryBackend) {

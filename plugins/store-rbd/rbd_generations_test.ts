@@ -1,6 +1,5 @@
 import assert from "node:assert/strict";
 import { ErrorCode, PresyncError } from "../../agent/errors.ts";
-import { ReplicaExport } from "../../agent/export/replica_export.ts";
 import { DenoFileSystem } from "../../agent/fs/deno_file_system.ts";
 import { ReplicaStore } from "../../agent/store/replica_store.ts";
 import { newVolumeIdentity } from "../../agent/volume/volume_identity.ts";
@@ -9,6 +8,8 @@ import { assertBytesEqual } from "../../fixtures/assert_bytes.ts";
 import { cephCli, needCeph, sharedCephCluster } from "../../fixtures/ceph.ts";
 import { withSeed } from "../../fixtures/prng.ts";
 import {
+  exported,
+  headOf,
   KILL_BLOCK,
   KILL_SIZE,
   KILL_VOLUME,
@@ -45,26 +46,6 @@ async function withGenerations(
       await t.cleanup();
     }
   });
-}
-
-async function headOf(backend: RbdBackend): Promise<Uint8Array> {
-  const image = await backend.volume(KILL_VOLUME).openImage("read");
-  try {
-    const bytes = new Uint8Array(KILL_SIZE);
-    await image.read(0, bytes);
-    return bytes;
-  } finally {
-    image.close();
-  }
-}
-
-async function exported(store: ReplicaStore, generation?: number) {
-  const view = await ReplicaExport.open({ store, volume: KILL_VOLUME, generation });
-  try {
-    return { meta: view.meta, bytes: await view.read(0, KILL_SIZE) };
-  } finally {
-    await view.close();
-  }
 }
 
 Deno.test({
