@@ -19,7 +19,7 @@
 import { parseArgs } from "node:util";
 import { writeNewKey } from "../agent/key_file.ts";
 import { cephCli, sharedCephCluster, uniqueName } from "../fixtures/ceph.ts";
-import { controlFetch, freePort, PresyncProcess } from "../fixtures/cluster.ts";
+import { agentArgs, controlFetch, freePort, PresyncProcess } from "../fixtures/cluster.ts";
 import { Prng } from "../fixtures/prng.ts";
 
 const { values } = parseArgs({
@@ -148,23 +148,9 @@ async function run(
       60_000,
       processes,
     );
-    agent = new PresyncProcess([
-      "agent",
-      "--volume",
-      `vm=${image}`,
-      "--to",
-      `127.0.0.1:${port}`,
-      "--key-file",
-      `${root}/key`,
-      "--state",
-      `${root}/agent-state`,
-      "--control",
-      agentControl,
-      "--interval",
-      "1",
-      "--log-format",
-      "json",
-    ]);
+    agent = new PresyncProcess(
+      agentArgs(root, image, port, agentControl, ["--interval", "1", "--log-format", "json"]),
+    );
     processes.push(agent);
     sampler = new RssSampler({ serve, agent });
     const start = performance.now();
