@@ -1,5 +1,11 @@
 import { createNoneCodec } from "../../plugins/codec-none/mod.ts";
-import { type MigrateReport, type MigrateRequest, migrateVolume } from "../migrate/mod.ts";
+import {
+  detachCut,
+  type MigrateReport,
+  type MigrateRequest,
+  migrateVolume,
+  MIGRATION_COPY_FILE,
+} from "../migrate/mod.ts";
 import type { Codec } from "../codec/mod.ts";
 import { ErrorCode, PresyncError } from "../errors.ts";
 import { DenoFileSystem } from "../fs/deno_file_system.ts";
@@ -434,7 +440,20 @@ export class SourceAgent {
         let finalCut: Promise<unknown> = Promise.resolve();
         const done = volume.evacuate({
           skipHook: true,
-          onStart: (evacuation) => finalCut = evacuation.finalCut,
+          onStart: (evacuation) => {
+            finalCut = evacuation.finalCut;
+            // A point-in-time cut reads through the tracker's view in QEMU (the qmp tracker's
+            // fleece), which QEMU cannot complete with: copy its blocks first.
+            evacuation.detachFinalCut = (cut) =>
+              cut.pointInTime
+                ? detachCut(
+                  cut,
+                  `${volume.state.dir}/${MIGRATION_COPY_FILE}`,
+                  volume.tracker.blockSize,
+                  volume.tracker.sizeBytes,
+                )
+                : Promise.resolve(cut);
+          },
         });
         this.#applyRates();
         this.#wakeAll();

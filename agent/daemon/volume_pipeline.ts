@@ -19,6 +19,7 @@ import type { TransferCounters } from "./paced_destination.ts";
 import { PauseGate } from "./pause_gate.ts";
 import type { VolumePhase, VolumeSnapshot } from "./volume_status.ts";
 import { type CurrentSend, GENERATION_ROUND_TRIPS } from "./evacuation_prediction.ts";
+import { asPresyncError } from "./volume_faults.ts";
 import { WriteRate } from "./write_rate.ts";
 
 /** Burst of the per-volume rate limiter, bytes. */
@@ -252,10 +253,21 @@ export class VolumePipeline {
       throw err;
     }
     // Final only when cut after the hook paused the VM; else the final cut comes next.
+    let cut = taken.cut;
     if (evacuation && taken.afterHook) {
-      evacuation.cutFinal(this.state.pending!.generation, taken.cut.dirty.popcount());
+      if (evacuation.detachFinalCut) {
+        // Recorded first: a failed copy releases the cut and the pending generation resumes.
+        try {
+          cut = await evacuation.detachFinalCut(cut);
+        } catch (err) {
+          await cut.release();
+          this.#failEvacuation(asPresyncError(err));
+          throw err;
+        }
+      }
+      evacuation.cutFinal(this.state.pending!.generation, cut.dirty.popcount());
     }
-    await this.#send(link, taken.cut);
+    await this.#send(link, cut);
   }
 
   /**
