@@ -430,7 +430,23 @@ export class SourceAgent {
         { retryable: true },
       );
     }
-    return await migrateVolume({
+    // Held from here: the final cut at the switchover need not wait for one in flight.
+    volume.holdCuts = true;
+    try {
+      return await this.#migrateVolume(volume, session, request);
+    } finally {
+      volume.holdCuts = false;
+      this.#wakeAll();
+    }
+  }
+
+  #migrateVolume(
+    volume: VolumePipeline,
+    session: Session,
+    request: MigrateRequest,
+  ): Promise<MigrateReport> {
+    const name = volume.name;
+    return migrateVolume({
       volume: name,
       session,
       codec: this.#config.codec,

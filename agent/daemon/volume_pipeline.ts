@@ -152,6 +152,13 @@ export class VolumePipeline {
     return this.#evacuation !== null && !this.#evacuation.settled;
   }
 
+  /**
+   * While a migration's memory moves: no new generation is cut until its evacuation starts
+   * (one in flight goes on), so none is in flight at the switchover, where the final cut
+   * would wait for its commit with the VM paused. Set by the agent's `migrate`.
+   */
+  holdCuts = false;
+
   /** Generations committed by this process so far. */
   get commits(): number {
     return this.#commits;
@@ -214,7 +221,7 @@ export class VolumePipeline {
       // A paused volume is still cut (so status knows what is pending); sending waits at
       // the gate.
       const dueInMs = evacuation ? 0 : this.#writes.dueInMs(this.#options.intervalMs, Date.now());
-      if (dueInMs > 0) {
+      if (dueInMs > 0 || (this.holdCuts && !evacuation)) {
         this.#phase = "idle";
         await sleep(Math.max(50, dueInMs));
         continue;
