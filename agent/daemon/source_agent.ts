@@ -460,15 +460,23 @@ export class SourceAgent {
             finalCut = evacuation.finalCut;
             // A point-in-time cut reads through the tracker's view in QEMU (the qmp tracker's
             // fleece), which QEMU cannot complete with: copy its blocks first.
-            evacuation.detachFinalCut = (cut) =>
-              cut.pointInTime
-                ? detachCut(
-                  cut,
-                  `${volume.state.dir}/${MIGRATION_COPY_FILE}`,
-                  volume.tracker.blockSize,
-                  volume.tracker.sizeBytes,
-                )
-                : Promise.resolve(cut);
+            evacuation.detachFinalCut = async (cut) => {
+              if (!cut.pointInTime) return cut;
+              const started = performance.now();
+              const blocks = cut.dirty.popcount();
+              const detached = await detachCut(
+                cut,
+                `${volume.state.dir}/${MIGRATION_COPY_FILE}`,
+                volume.tracker.blockSize,
+                volume.tracker.sizeBytes,
+              );
+              this.#config.log("info", "final_cut_detached", {
+                volume: name,
+                blocks,
+                ms: Math.round(performance.now() - started),
+              });
+              return detached;
+            };
           },
         });
         this.#applyRates();

@@ -113,12 +113,14 @@ export async function migrateVm(options: VmMigrationOptions): Promise<VmMigratio
         switchoverMs = performance.now() - at;
         await qmp.execute("migrate-continue", { state: "pre-switchover" });
       } else if (info.status === "completed") {
+        const totalMs = performance.now() - started;
         const stats = await withDeadline(tunnel, deadline, "the tunnel to end");
+        const final = await completedFigures(qmp, info);
         return {
-          totalMs: performance.now() - started,
-          qemuDowntimeMs: info.downtime ?? 0,
+          totalMs,
+          qemuDowntimeMs: final.downtime ?? 0,
           switchoverMs,
-          memoryBytes: info.ram?.transferred ?? 0,
+          memoryBytes: final.ram?.transferred ?? 0,
           tunnel: stats,
         };
       } else if (info.status === "failed" || info.status === "cancelled") {
@@ -169,6 +171,18 @@ export async function migrateVm(options: VmMigrationOptions): Promise<VmMigratio
     }
     await Deno.remove(options.socketPath).catch(() => {});
   }
+}
+
+/**
+ * QEMU's final figures of a completed migration: right at the `completed` event QEMU has not
+ * set `downtime` yet (it reads 0), so ask again for a short while until it is there.
+ */
+async function completedFigures(qmp: QmpClient, info: MigrationInfo): Promise<MigrationInfo> {
+  for (let i = 0; i < 20 && !info.downtime; i++) {
+    await new Promise((r) => setTimeout(r, 10));
+    info = (await qmp.execute("query-migrate")) as MigrationInfo;
+  }
+  return info;
 }
 
 /** `cont` once the cancelled migration has settled, unless the VM already runs. */
