@@ -84,7 +84,9 @@ async function qmpOf(guest: Guest, index = 0): Promise<QmpClient> {
 function watchPause(source: QmpClient, destination: QmpClient): Promise<number> {
   const stopped = source.waitForEvent("STOP", () => true, 900_000);
   const resumed = destination.waitForEvent("RESUME", () => true, 900_000);
-  return Promise.all([stopped, resumed]).then(([s, r]) => r.timestampMs - s.timestampMs);
+  return Promise.all([stopped, resumed]).then(([s, r]) =>
+    Math.round(r.timestampMs - s.timestampMs)
+  );
 }
 
 /** Polls `query-migrate` until it completes; returns QEMU's last answer. */
