@@ -6,9 +6,16 @@
  * writing files, in one run. Also measures how many of the guest's non-zero RAM pages are
  * already in its disk (4 KiB pages by BLAKE3), for "memory pages sent as references".
  *
+ * presync's agent tracks the guest's disk over QMP by default (`--tracker qmp`: QEMU's dirty
+ * bitmap and fleece, so the final cut at the switchover reads no image); `--tracker scan` runs
+ * it on the raw image file instead (the final cut re-reads the image with the VM paused), and
+ * `--tracker both` runs presync once with each. Each contender reports QEMU's downtime and the
+ * guest-visible pause: the source's `STOP` event to the destination's `RESUME` (one host clock).
+ *
  * ```sh
  * npx -y deno@2.9.6 run -A scripts/bench_migrate.ts [--disk-mib 256] [--ram-mib 256] \
- *   [--rate-mbit 100] [--rtt-ms 150] [--skip-qemu]
+ *   [--rate-mbit 100] [--rtt-ms 150] [--tracker qmp|scan|both] [--skip-qemu] \
+ *   [--qemu-mirror-timeout 300]
  * ```
  *
  * QEMU's contender uses two emulated links of that shape (one for NBD, one for the migration
@@ -40,9 +47,18 @@ const { values } = parseArgs({
     "rtt-ms": { type: "string", default: "150" },
     seed: { type: "string", default: "16" },
     "skip-qemu": { type: "boolean", default: false },
+    tracker: { type: "string", default: "qmp" },
+    "qemu-mirror-timeout": { type: "string", default: "300" },
   },
 });
 const diskMiB = Number(values["disk-mib"]);
+if (!["qmp", "scan", "both"].includes(values.tracker)) {
+  throw new Error(`--tracker is qmp, scan or both, not ${values.tracker}`);
+}
+/** presync's trackers to run, in order. */
+const trackers: ("qmp" | "scan")[] = values.tracker === "both"
+  ? ["qmp", "scan"]
+  : [values.tracker as "qmp" | "scan"];
 const ramMiB = Number(values["ram-mib"]);
 const link = {
   delayMs: Number(values["rtt-ms"]) / 2,
@@ -59,6 +75,18 @@ async function template(root: string, prng: Prng): Promise<string> {
 
 async function qmpOf(guest: Guest, index = 0): Promise<QmpClient> {
   return await QmpClient.connect(guest.qemu.qmp[index], { timeoutMs: 60_000 });
+}
+
+/**
+ * The guest-visible pause of a migration: from the source's `STOP` to the destination's
+ * `RESUME`, both QEMUs on this host's clock. Watch before the migration starts.
+ */
+function watchPause(source: QmpClient, destination: QmpClient): Promise<number> {
+  const stopped = source.waitForEvent("STOP", () => true, 900_000);
+  const resumed = destination.waitForEvent("RESUME", () => true, 900_000);
+  return Promise.all([stopped, resumed]).then(([s, r]) =>
+    Math.round(r.timestampMs - s.timestampMs)
+  );
 }
 
 /** Polls `query-migrate` until it completes; returns QEMU's last answer. */
@@ -130,7 +158,8 @@ async function qemuStorageMigration(root: string, image: GuestImage, disk: strin
     const sblocks = await sq.execute("query-block") as { device: string; inserted?: unknown }[];
     const device = sblocks.find((b) => b.inserted)!.device;
     const started = performance.now();
-    const ready = sq.waitForEvent("BLOCK_JOB_READY", () => true, 900_000);
+    const mirrorTimeoutMs = Number(values["qemu-mirror-timeout"]) * 1000;
+    const ready = sq.waitForEvent("BLOCK_JOB_READY", () => true, mirrorTimeoutMs);
     await sq.execute("drive-mirror", {
       "job-id": "mirror",
       device,
@@ -139,18 +168,27 @@ async function qemuStorageMigration(root: string, image: GuestImage, disk: strin
       mode: "existing",
       sync: "full",
     });
-    await ready;
+    await ready.catch(async (err) => {
+      const jobs = await sq.execute("query-block-jobs") as { offset: number; len: number }[];
+      throw new Error(
+        `QEMU's mirror was not ready after ${values["qemu-mirror-timeout"]} s (copied ` +
+          `${jobs[0]?.offset} of ${jobs[0]?.len} bytes to do, the guest writing on): ${err}`,
+      );
+    });
     const mirroredMs = performance.now() - started;
+    const pause = watchPause(sq, dq);
     await sq.execute("migrate", {
       uri: `tcp:${migrationLink.addr.hostname}:${migrationLink.addr.port}`,
     });
     const info = await untilCompleted(sq);
+    const guestPauseMs = await pause;
     await sq.execute("block-job-cancel", { device: "mirror" });
     const totalMs = performance.now() - started;
     return {
       totalSeconds: totalMs / 1000,
       mirrorSeconds: mirroredMs / 1000,
-      qemuDowntimeMs: info.downtime,
+      qemuDowntimeMs: info.downtime as number,
+      guestPauseMs,
       memoryBytes: (info.ram as { transferred: number }).transferred,
     };
   } finally {
@@ -190,30 +228,39 @@ async function ramInDisk(qmp: QmpClient, diskPath: string, dumpPath: string) {
   return { nonZeroRamPages: nonZero, inDiskPages: inDisk, share: inDisk / Math.max(1, nonZero) };
 }
 
-/** presync: background pre-sync over the link, then `presync migrate`. */
-async function presyncMigration(root: string, image: GuestImage, disk: string) {
-  const dir = `${root}/presync`;
+/**
+ * presync: background pre-sync over the link, then `presync migrate`; the agent tracks the
+ * disk with `tracker` (QMP monitors of the source: 0 the migration's, 1 the bench's, 2 the
+ * qmp tracker's).
+ */
+async function presyncMigration(
+  root: string,
+  image: GuestImage,
+  disk: string,
+  tracker: "qmp" | "scan",
+) {
+  const dir = `${root}/presync-${tracker}`;
   await Deno.mkdir(`${dir}/src`, { recursive: true });
   await Deno.mkdir(`${dir}/dst`);
   const source = `${dir}/source.img`;
   await Deno.copyFile(disk, source);
+  await using src = await startGuest({
+    image,
+    dir: `${dir}/src`,
+    disk: source,
+    mode: "workload",
+    memoryMiB: ramMiB,
+    qmpMonitors: 3,
+  });
   const cluster = await Cluster.start({
     root: dir,
-    image: source,
+    image: tracker === "qmp" ? `qmp:unix:${src.qemu.qmp[2]}#virtio0` : source,
     wan: { up: link, down: link },
     agentArgs: ["--interval", "5"],
     idleTimeoutSeconds: 10,
   });
   let exporter: PresyncProcess | null = null;
   try {
-    await using src = await startGuest({
-      image,
-      dir: `${dir}/src`,
-      disk: source,
-      mode: "workload",
-      memoryMiB: ramMiB,
-      qmpMonitors: 2,
-    });
     await src.waitFor(/PRESYNC-ROUND 2 durable/, 300_000);
     const syncStart = performance.now();
     await cluster.waitFor(
@@ -224,7 +271,6 @@ async function presyncMigration(root: string, image: GuestImage, disk: string) {
     const preSyncSeconds = (performance.now() - syncStart) / 1000;
     const sq = await qmpOf(src, 1);
     const ram = await ramInDisk(sq, `${dir}/store/vm/image`, `${dir}/ram.dump`);
-    await sq.close();
     const nbd = `${dir}/dst/disk.sock`;
     const incoming = `${dir}/dst/incoming.sock`;
     exporter = cluster.startPostcopyExport(nbd, ["--writable", "--early", "--incoming", incoming]);
@@ -246,6 +292,8 @@ async function presyncMigration(root: string, image: GuestImage, disk: string) {
       async () => (await Deno.stat(incoming).catch(() => null))?.isSocket === true,
       60_000,
     );
+    const dq = await qmpOf(dst);
+    const pause = watchPause(sq, dq);
     const migrate = new PresyncProcess([
       "migrate",
       "vm",
@@ -262,12 +310,17 @@ async function presyncMigration(root: string, image: GuestImage, disk: string) {
     const report = jsonLines(migrate).at(-1)! as {
       totalSeconds: number;
       qemuDowntimeMs: number;
+      switchoverMs: number;
       memoryBytes: number;
       memoryWireBytes: number;
+      diskBytes: number;
     };
-    // Guest-visible: the guest goes on at the destination.
+    const guestPauseMs = await pause;
+    await sq.close();
+    await dq.close();
+    // The guest goes on at the destination.
     await dst.waitFor(/PRESYNC-ROUND \d+ durable/, 300_000);
-    return { ...report, preSyncSeconds, ram };
+    return { ...report, tracker, guestPauseMs, preSyncSeconds, ram };
   } finally {
     await exporter?.kill("SIGTERM");
     await cluster.stop();
@@ -284,24 +337,53 @@ try {
     `guest: ${diskMiB} MiB disk, ${ramMiB} MiB RAM, writing files; link ` +
       `${values["rate-mbit"]} Mbit/s, ${values["rtt-ms"]} ms RTT; load ${load}`,
   );
-  const presync = await presyncMigration(root, image, disk);
-  console.log(`presync migrate: ${JSON.stringify(presync)}`);
-  if (!values["skip-qemu"]) {
-    const qemu = await qemuStorageMigration(root, image, disk);
-    console.log(`QEMU storage migration: ${JSON.stringify(qemu)}`);
-    const ratio = Number(presync.totalSeconds) / qemu.totalSeconds;
-    console.log(
-      `\n| contender | total s | QEMU downtime ms | memory bytes |\n| --- | --- | --- | --- |\n` +
-        `| presync migrate (after pre-sync) | ${Number(presync.totalSeconds).toFixed(1)} | ` +
-        `${presync.qemuDowntimeMs} | ${presync.memoryBytes} (${presync.memoryWireBytes} on the link) |\n` +
-        `| QEMU drive-mirror + migrate | ${
-          qemu.totalSeconds.toFixed(1)
-        } | ${qemu.qemuDowntimeMs} | ` +
-        `${qemu.memoryBytes} |\n\nratio presync / QEMU: ${ratio.toFixed(2)}; RAM pages found in ` +
-        `the disk: ${(presync.ram.share * 100).toFixed(1)} % of ${presync.ram.nonZeroRamPages} ` +
-        `non-zero pages`,
+  const runs = [];
+  for (const tracker of trackers) {
+    const run = await presyncMigration(root, image, disk, tracker);
+    console.log(`presync migrate (${tracker} tracker): ${JSON.stringify(run)}`);
+    runs.push(run);
+  }
+  // QEMU's mirror may never be ready while the guest writes: then there is no comparison.
+  const qemu = values["skip-qemu"]
+    ? null
+    : await qemuStorageMigration(root, image, disk).catch((err) => {
+      console.log(`QEMU storage migration did not finish: ${err.message}`);
+      return null;
+    });
+  if (qemu) console.log(`QEMU storage migration: ${JSON.stringify(qemu)}`);
+  const rttMs = Number(values["rtt-ms"]);
+  const rows = runs.map((r) =>
+    `| presync migrate, ${r.tracker} tracker (after pre-sync) | ${r.totalSeconds.toFixed(1)} | ` +
+    `${r.qemuDowntimeMs} (final cut ${r.switchoverMs}) | ${r.guestPauseMs} | ` +
+    `${r.memoryBytes} (${r.memoryWireBytes} on the link) | ${r.diskBytes} |`
+  );
+  if (qemu) {
+    rows.push(
+      `| QEMU drive-mirror + migrate | ${qemu.totalSeconds.toFixed(1)} | ` +
+        `${qemu.qemuDowntimeMs} | ${qemu.guestPauseMs} | ${qemu.memoryBytes} | (whole disk) |`,
     );
   }
+  console.log(
+    `\n| contender | total s | QEMU downtime ms | guest pause ms | memory bytes | disk bytes |\n` +
+      `| --- | --- | --- | --- | --- | --- |\n${rows.join("\n")}\n`,
+  );
+  for (const r of runs) {
+    const line = [
+      `${r.tracker}: RAM pages found in the disk ${(r.ram.share * 100).toFixed(1)} %` +
+      ` of ${r.ram.nonZeroRamPages} non-zero pages`,
+    ];
+    if (qemu) {
+      line.push(
+        `total ratio presync / QEMU ${(r.totalSeconds / qemu.totalSeconds).toFixed(2)}`,
+        `guest pause ${r.guestPauseMs} ms against QEMU's ${qemu.guestPauseMs} ms + one RTT ` +
+          `(${rttMs} ms) = ${qemu.guestPauseMs + rttMs} ms`,
+        `QEMU downtime ${r.qemuDowntimeMs} ms against ${qemu.qemuDowntimeMs} + ${rttMs} = ` +
+          `${qemu.qemuDowntimeMs + rttMs} ms`,
+      );
+    }
+    console.log(line.join("; "));
+  }
+  console.log(`load at the end: ${(await Deno.readTextFile("/proc/loadavg")).trim()}`);
 } finally {
   await Deno.remove(root, { recursive: true });
 }

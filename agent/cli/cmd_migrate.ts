@@ -16,7 +16,9 @@ destination first, while presync serve runs there:
     --incoming /run/NAME-incoming.sock
 
 The export opens its socket at once; the destination QEMU's disk requests wait for the
-switchover. If anything fails before QEMU completes, the source VM runs on here (resumed
+switchover. With the volume on the VM's QMP (--volume NAME=qmp:unix:SOCKET#NODE, another
+socket than --qmp) the pause costs only the dirty blocks, copied locally; on an image file
+the final cut re-reads the image with the VM paused. If anything fails before QEMU completes, the source VM runs on here (resumed
 with cont) and the destination QEMU, missing the end of the stream, never runs.
 
   --qmp PATH          the source VM's QMP socket

@@ -1,5 +1,6 @@
 import type { PresyncError } from "../errors.ts";
 import type { Logger } from "../log.ts";
+import type { Cut } from "../tracker.ts";
 
 /** Where an evacuation's time went, and what it moved (`evacuate --json`). */
 export interface EvacuationBreakdown {
@@ -100,6 +101,12 @@ export class Evacuation {
   #resolveCut!: (generation: number) => void;
   /** Skip the evacuate hook: the VM is paused already (by its migration). */
   readonly skipHook: boolean;
+  /**
+   * Set by a migration: turns the final cut, once recorded, into one that no longer reads
+   * through the tracker (its dirty blocks copied locally, see `migrate/detached_cut.ts`),
+   * before `finalCut` resolves and QEMU completes.
+   */
+  detachFinalCut: ((cut: Cut) => Promise<Cut>) | null = null;
 
   constructor(volume: string, wireBytesAtStart: number, log: Logger, skipHook = false) {
     this.skipHook = skipHook;

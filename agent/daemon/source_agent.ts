@@ -1,5 +1,11 @@
 import { createNoneCodec } from "../../plugins/codec-none/mod.ts";
-import { type MigrateReport, type MigrateRequest, migrateVolume } from "../migrate/mod.ts";
+import {
+  detachCut,
+  type MigrateReport,
+  type MigrateRequest,
+  migrateVolume,
+  MIGRATION_COPY_FILE,
+} from "../migrate/mod.ts";
 import type { Codec } from "../codec/mod.ts";
 import { ErrorCode, PresyncError } from "../errors.ts";
 import { DenoFileSystem } from "../fs/deno_file_system.ts";
@@ -424,7 +430,23 @@ export class SourceAgent {
         { retryable: true },
       );
     }
-    return await migrateVolume({
+    // Held from here: the final cut at the switchover need not wait for one in flight.
+    volume.holdCuts = true;
+    try {
+      return await this.#migrateVolume(volume, session, request);
+    } finally {
+      volume.holdCuts = false;
+      this.#wakeAll();
+    }
+  }
+
+  #migrateVolume(
+    volume: VolumePipeline,
+    session: Session,
+    request: MigrateRequest,
+  ): Promise<MigrateReport> {
+    const name = volume.name;
+    return migrateVolume({
       volume: name,
       session,
       codec: this.#config.codec,
@@ -434,7 +456,28 @@ export class SourceAgent {
         let finalCut: Promise<unknown> = Promise.resolve();
         const done = volume.evacuate({
           skipHook: true,
-          onStart: (evacuation) => finalCut = evacuation.finalCut,
+          onStart: (evacuation) => {
+            finalCut = evacuation.finalCut;
+            // A point-in-time cut reads through the tracker's view in QEMU (the qmp tracker's
+            // fleece), which QEMU cannot complete with: copy its blocks first.
+            evacuation.detachFinalCut = async (cut) => {
+              if (!cut.pointInTime) return cut;
+              const started = performance.now();
+              const blocks = cut.dirty.popcount();
+              const detached = await detachCut(
+                cut,
+                `${volume.state.dir}/${MIGRATION_COPY_FILE}`,
+                volume.tracker.blockSize,
+                volume.tracker.sizeBytes,
+              );
+              this.#config.log("info", "final_cut_detached", {
+                volume: name,
+                blocks,
+                ms: Math.round(performance.now() - started),
+              });
+              return detached;
+            };
+          },
         });
         this.#applyRates();
         this.#wakeAll();

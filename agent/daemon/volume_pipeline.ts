@@ -19,6 +19,7 @@ import type { TransferCounters } from "./paced_destination.ts";
 import { PauseGate } from "./pause_gate.ts";
 import type { VolumePhase, VolumeSnapshot } from "./volume_status.ts";
 import { type CurrentSend, GENERATION_ROUND_TRIPS } from "./evacuation_prediction.ts";
+import { asPresyncError } from "./volume_faults.ts";
 import { WriteRate } from "./write_rate.ts";
 
 /** Burst of the per-volume rate limiter, bytes. */
@@ -151,6 +152,13 @@ export class VolumePipeline {
     return this.#evacuation !== null && !this.#evacuation.settled;
   }
 
+  /**
+   * While a migration's memory moves: no new generation is cut until its evacuation starts
+   * (one in flight goes on), so none is in flight at the switchover, where the final cut
+   * would wait for its commit with the VM paused. Set by the agent's `migrate`.
+   */
+  holdCuts = false;
+
   /** Generations committed by this process so far. */
   get commits(): number {
     return this.#commits;
@@ -213,7 +221,7 @@ export class VolumePipeline {
       // A paused volume is still cut (so status knows what is pending); sending waits at
       // the gate.
       const dueInMs = evacuation ? 0 : this.#writes.dueInMs(this.#options.intervalMs, Date.now());
-      if (dueInMs > 0) {
+      if (dueInMs > 0 || (this.holdCuts && !evacuation)) {
         this.#phase = "idle";
         await sleep(Math.max(50, dueInMs));
         continue;
@@ -252,10 +260,21 @@ export class VolumePipeline {
       throw err;
     }
     // Final only when cut after the hook paused the VM; else the final cut comes next.
+    let cut = taken.cut;
     if (evacuation && taken.afterHook) {
-      evacuation.cutFinal(this.state.pending!.generation, taken.cut.dirty.popcount());
+      if (evacuation.detachFinalCut) {
+        // Recorded first: a failed copy releases the cut and the pending generation resumes.
+        try {
+          cut = await evacuation.detachFinalCut(cut);
+        } catch (err) {
+          await cut.release();
+          this.#failEvacuation(asPresyncError(err));
+          throw err;
+        }
+      }
+      evacuation.cutFinal(this.state.pending!.generation, cut.dirty.popcount());
     }
-    await this.#send(link, taken.cut);
+    await this.#send(link, cut);
   }
 
   /**

@@ -4,6 +4,7 @@ import { FailRenameFileSystem } from "../../fixtures/fail_rename_fs.ts";
 import { localVolume, memoryLog } from "../../fixtures/local_volume.ts";
 import { hashFile } from "../../fixtures/workload.ts";
 import { ErrorCode, PresyncError } from "../errors.ts";
+import { detachCut } from "../migrate/mod.ts";
 import { NbdClient } from "../nbd/mod.ts";
 
 const KiB = 1024;
@@ -278,6 +279,63 @@ Deno.test("pipeline: a cut whose recording failed is sent by the next run, not l
     await v.pipeline.run(...oneTurn());
     assert.equal(v.pipeline.commits, 2);
     assert.equal(v.pipeline.snapshot().committedGeneration, 2);
+    assert.equal(await hashFile(`${root}/store/vm/image`), await hashFile(v.image));
+  });
+});
+
+Deno.test("pipeline: held cuts (a migration's memory phase) take no generation; the migration's final cut, detached to a local copy, then holds every write", async () => {
+  await inTemp(async (root) => {
+    const { log, lines } = memoryLog();
+    await using v = await localVolume(root, "vm", data(512 * KiB), { log });
+    v.pipeline.holdCuts = true;
+    const held = oneSleep();
+    v.pipeline.attach(await v.link());
+    await v.pipeline.run(held.alive, held.sleep);
+    assert.equal(v.pipeline.commits, 0, "no generation while cuts are held");
+    assert.ok(held.asked[0] >= 50);
+    const copy = `${root}/final.copy`;
+    let detachedBlocks = -1;
+    const evacuation = v.pipeline.evacuate({
+      skipHook: true,
+      onStart: (e) =>
+        e.detachFinalCut = async (cut) => {
+          const detached = await detachCut(cut, copy, v.pipeline.tracker.blockSize, 512 * KiB);
+          detachedBlocks = detached.dirty.popcount();
+          return detached;
+        },
+    });
+    const s = oneSleep();
+    await v.pipeline.run(s.alive, s.sleep);
+    const report = await evacuation;
+    assert.equal(report.verified, true);
+    assert.equal(report.generation, 1);
+    assert.ok(detachedBlocks > 0, "the final cut went through the copy");
+    await assert.rejects(Deno.stat(copy), Deno.errors.NotFound, "the copy is removed once sent");
+    assert.ok(lines.some((l) => l.fields.step === "final_cut"));
+    assert.equal(await hashFile(`${root}/store/vm/image`), await hashFile(v.image));
+  });
+});
+
+Deno.test("pipeline: a final cut whose copy fails fails the evacuation; its recorded generation is sent by the next run", async () => {
+  await inTemp(async (root) => {
+    const { log } = memoryLog();
+    await using v = await localVolume(root, "vm", data(256 * KiB), { log });
+    v.pipeline.attach(await v.link());
+    const evacuation = v.pipeline.evacuate({
+      skipHook: true,
+      onStart: (e) =>
+        e.detachFinalCut = () =>
+          Promise.reject(new PresyncError(ErrorCode.IO, "no space left for the copy")),
+    });
+    const s = oneSleep();
+    await assertRejectsCode(v.pipeline.run(s.alive, s.sleep), ErrorCode.IO);
+    await assertRejectsCode(evacuation, ErrorCode.IO);
+    assert.equal(v.pipeline.evacuating, false);
+    assert.equal(v.pipeline.snapshot().evacuation?.step, "failed");
+    assert.ok(v.pipeline.state.pending, "the cut was recorded before the copy");
+    const again = oneSleep();
+    await v.pipeline.run(again.alive, again.sleep);
+    assert.equal(v.pipeline.commits, 1);
     assert.equal(await hashFile(`${root}/store/vm/image`), await hashFile(v.image));
   });
 });

@@ -29,6 +29,7 @@ export {
   type VmMigrationOptions,
   type VmMigrationReport,
 } from "./vm_migration.ts";
+export { detachCut, DetachedCut, MIGRATION_COPY_FILE } from "./detached_cut.ts";
 export { MAX_HEADER_BYTES, readTunnelHeader, writeTunnelHeader } from "./tunnel_header.ts";
 export {
   type MigrateReport,

@@ -10,7 +10,10 @@ import {
 /** How long the destination QEMU has to open its incoming socket (it may still start), ms. */
 const CONNECT_TIMEOUT_MS = 20_000;
 
-/** How often `query-migrate` is polled, ms. */
+/**
+ * How often `query-migrate` is polled at most, ms; QEMU's `MIGRATION` events (status
+ * changes) wake the poll at once, so the switchover is not up to a period late.
+ */
 const POLL_MS = 50;
 
 /** Options of {@linkcode migrateVm}. */
@@ -78,10 +81,17 @@ export async function migrateVm(options: VmMigrationOptions): Promise<VmMigratio
   const listener = Deno.listen({ transport: "unix", path: options.socketPath });
   let tunnel: Promise<TunnelStats> | undefined;
   let wasRunning = false;
+  let wake: (() => void) | null = null;
+  const unsubscribe = qmp.onEvent((event) => {
+    if (event.event === "MIGRATION") wake?.();
+  });
   try {
     wasRunning = ((await qmp.execute("query-status")) as { running?: boolean }).running === true;
     await qmp.execute("migrate-set-capabilities", {
-      capabilities: [{ capability: "pause-before-switchover", state: true }],
+      capabilities: [
+        { capability: "pause-before-switchover", state: true },
+        { capability: "events", state: true },
+      ],
     });
     if (options.maxBandwidthBytesPerSecond) {
       await qmp.execute("migrate-set-parameters", {
@@ -103,12 +113,14 @@ export async function migrateVm(options: VmMigrationOptions): Promise<VmMigratio
         switchoverMs = performance.now() - at;
         await qmp.execute("migrate-continue", { state: "pre-switchover" });
       } else if (info.status === "completed") {
+        const totalMs = performance.now() - started;
         const stats = await withDeadline(tunnel, deadline, "the tunnel to end");
+        const final = await completedFigures(qmp, info);
         return {
-          totalMs: performance.now() - started,
-          qemuDowntimeMs: info.downtime ?? 0,
+          totalMs,
+          qemuDowntimeMs: final.downtime ?? 0,
           switchoverMs,
-          memoryBytes: info.ram?.transferred ?? 0,
+          memoryBytes: final.ram?.transferred ?? 0,
           tunnel: stats,
         };
       } else if (info.status === "failed" || info.status === "cancelled") {
@@ -127,7 +139,14 @@ export async function migrateVm(options: VmMigrationOptions): Promise<VmMigratio
             `(status ${info.status})`,
         );
       }
-      await new Promise((r) => setTimeout(r, POLL_MS));
+      await new Promise<void>((resolve) => {
+        const timer = setTimeout(resolve, POLL_MS);
+        wake = () => {
+          clearTimeout(timer);
+          resolve();
+        };
+      });
+      wake = null;
     }
   } catch (err) {
     stop.abort(err);
@@ -144,6 +163,7 @@ export async function migrateVm(options: VmMigrationOptions): Promise<VmMigratio
         { cause: err },
       );
   } finally {
+    unsubscribe();
     try {
       listener.close();
     } catch {
@@ -151,6 +171,18 @@ export async function migrateVm(options: VmMigrationOptions): Promise<VmMigratio
     }
     await Deno.remove(options.socketPath).catch(() => {});
   }
+}
+
+/**
+ * QEMU's final figures of a completed migration: right at the `completed` event QEMU has not
+ * set `downtime` yet (it reads 0), so ask again for a short while until it is there.
+ */
+async function completedFigures(qmp: QmpClient, info: MigrationInfo): Promise<MigrationInfo> {
+  for (let i = 0; i < 20 && !info.downtime; i++) {
+    await new Promise((r) => setTimeout(r, 10));
+    info = (await qmp.execute("query-migrate")) as MigrationInfo;
+  }
+  return info;
 }
 
 /** `cont` once the cancelled migration has settled, unless the VM already runs. */
