@@ -1,4 +1,4 @@
-import { blake3 } from "../core/mod.ts";
+import { type Bitmap, blake3 } from "../core/mod.ts";
 import { concatBytes, constantTimeEqual } from "../bytes.ts";
 import { ErrorCode, PresyncError } from "../errors.ts";
 import type { FileHandle } from "../fs/file_system.ts";
@@ -34,6 +34,11 @@ export interface RecordCheck {
   received(block: number): boolean;
   /** The hash recorded for the block in the staged hashes. */
   hashOf(block: number): Promise<Uint8Array>;
+  /**
+   * Whether the record of `block` at log offset `offset` was superseded by a fold (the block
+   * re-dirtied after it was staged, docs/STORE.md "Folding"): skipped, never applied.
+   */
+  superseded?(block: number, offset: number): boolean;
 }
 
 /**
@@ -105,6 +110,13 @@ export class StagingLog {
     this.#length += batch.length;
   }
 
+  /** Forgets where the records of `blocks` are (a fold superseded them: see `readBlock`). */
+  forget(blocks: Bitmap): void {
+    for (const [start, length] of blocks.extents()) {
+      for (let block = start; block < start + length; block++) this.#offsets.delete(block);
+    }
+  }
+
   /** Makes the records appended so far durable. */
   sync(): Promise<void> {
     return io(`sync ${this.#path}`, () => this.#file.sync());
@@ -113,7 +125,7 @@ export class StagingLog {
   /**
    * Calls `fn` for every record, in order, with its payload (empty for a zero block), after
    * checking it against `check`: a received block not seen before, the hash recorded for it,
-   * a payload matching that hash. Throws `STORE_CORRUPT` naming the record otherwise.
+   * a payload matching that hash. A record `check.superseded` names is skipped. Throws `STORE_CORRUPT` naming the record otherwise.
    */
   async forEachRecord(
     check: RecordCheck,
@@ -140,6 +152,10 @@ export class StagingLog {
         check.maxLength,
       );
       const payload = await readAt(offset + RECORD_HEADER_BYTES, header.length);
+      if (header.block < check.blocks && check.superseded?.(header.block, offset)) {
+        offset += RECORD_HEADER_BYTES + header.length;
+        continue;
+      }
       const ok = header.block < check.blocks && check.received(header.block) &&
         !seen.has(header.block) &&
         constantTimeEqual(header.hash, await check.hashOf(header.block)) &&

@@ -23,7 +23,7 @@ import {
   type ReplicaMeta,
   writeReplicaMeta,
 } from "./replica_meta.ts";
-import type { ResumeInfo, StagedBlock, StageResult } from "../sync/destination.ts";
+import type { BeginOptions, ResumeInfo, StagedBlock, StageResult } from "../sync/destination.ts";
 import { StagingArea, zeroRange } from "./staging_area.ts";
 import { finishRollback } from "./replica_rollback.ts";
 import { type VerifyOptions, verifyReplica, type VerifyReport } from "./_verify_replica.ts";
@@ -205,11 +205,20 @@ export class ReplicaVolume {
 
   /**
    * Starts receiving `generation` (the committed one + 1) with the given dirty set. When the
-   * same generation is already staged, it is kept (resume) and `dirty` must be the same set.
+   * same generation is already staged, it is kept (resume) and `dirty` must be the same set,
+   * or, with `options.fold`, the staged set with `fold` added: the staged generation is then folded
+   * (`StagingArea.fold`: what it staged of blocks not in `fold` still counts). Any other set
+   * starts the generation anew.
    * The first generation of a new replica is staged in place (seeding, docs/STORE.md),
    * after claiming the space its blocks need where the back end can: a full disk fails here.
    */
-  async beginGeneration(generation: number, dirty: Bitmap, cutTimeMs: number): Promise<void> {
+  async beginGeneration(
+    generation: number,
+    dirty: Bitmap,
+    cutTimeMs: number,
+    options: BeginOptions = {},
+  ): Promise<void> {
+    const { fold } = options;
     const expected = this.#meta.committedGeneration + 1;
     if (generation !== expected) {
       throw new PresyncError(
@@ -228,6 +237,10 @@ export class ReplicaVolume {
     }
     if (this.#staging) {
       if (this.#staging.dirty.equals(dirty)) return;
+      if (fold && this.#canFold(this.#staging, dirty, fold)) {
+        await this.#staging.fold(fold);
+        return;
+      }
       await this.#discardUncommitted();
     }
     const inPlace = this.#meta.committedGeneration === 0;
@@ -239,6 +252,13 @@ export class ReplicaVolume {
       dirty,
       this.#image,
     );
+  }
+
+  /** Whether `staging` folds into `dirty` with `fold`: once, and to exactly their union. */
+  #canFold(staging: StagingArea, dirty: Bitmap, fold: Bitmap): boolean {
+    if (staging.folded || fold.size !== dirty.size) return false;
+    using union = staging.dirty.clone().or(fold);
+    return union.equals(dirty);
   }
 
   /** Claims the image space of `blocks` where the back end can (else nothing: see #prepare). */
