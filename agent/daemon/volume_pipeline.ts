@@ -28,6 +28,30 @@ const EVACUATED_SLEEP_MS = 60_000;
 /** Default of {@linkcode VolumePipelineOptions.evacuatePausedTimeoutMs}. */
 export const DEFAULT_EVACUATE_PAUSED_TIMEOUT_MS = 120_000;
 
+/**
+ * The cut a folded generation is sent from: the final cut's reads (the VM is paused, so they
+ * hold every block as the final cut saw it) and its dirty set; its page masks only for blocks
+ * the generation did not hold before the fold (for the others the final cut's pages are not
+ * all that changed since the committed generation: they travel whole, or by page digests).
+ */
+function foldedCut(final: Cut, dirty: Bitmap, folded: Bitmap): Cut {
+  using before = dirty.clone().andNot(folded);
+  const earlier = before.clone();
+  const pageMask = final.pageMask?.bind(final);
+  return {
+    dirty: final.dirty,
+    pointInTime: final.pointInTime,
+    read: (first, count) => final.read(first, count),
+    ...(pageMask
+      ? { pageMask: (block: number) => earlier.get(block) ? undefined : pageMask(block) }
+      : {}),
+    release: async () => {
+      earlier.free();
+      await final.release();
+    },
+  };
+}
+
 /** One connection of a volume to its destination, as the pipeline uses it. */
 export interface VolumeLink {
   /** Where generations go (paced and encoded on the network path). */
@@ -362,6 +386,7 @@ export class VolumePipeline {
     const wireBefore = this.counters.wireBytes;
     const cutTimeMs = pending.cutTimeMs;
     let commitMs = 0;
+    let folding = false;
     this.#cut = cut;
     this.#sendStart = { ms: started, wireBytes: wireBefore, acked: pending.acked.popcount() };
     try {
@@ -369,7 +394,15 @@ export class VolumePipeline {
         hot: this.#hot ?? undefined,
         final,
         onCommit: () => evacuation?.to("commit", null, { generation: pending.generation }),
+        stop: () => !final && this.#foldWanted(link),
       });
+      if (report.stopped) {
+        report.sent.free();
+        const during = this.#evacuation!;
+        during.timed("send", (performance.now() - Math.max(started, during.startedAtMs)) / 1000);
+        folding = true;
+        return;
+      }
       commitMs = report.commitMs;
       const sentBlocks = report.sent.popcount();
       // An evacuation asked for while this generation was in flight counts it too.
@@ -426,8 +459,54 @@ export class VolumePipeline {
         this.limiter.bytesPerSecond,
       );
       if (this.#phase === "sending" || this.#phase === "evacuating") this.#phase = "idle";
+      if (folding) await this.#fold(link, pending.generation);
     }
     if (final) await this.#finishEvacuation(link, evacuation);
+  }
+
+  /**
+   * Whether the generation being sent is to stop and be folded into the evacuation's final
+   * cut (docs/STORE.md, "Folding"): an evacuation whose hook paused the VM, a destination
+   * that folds, a generation not folded yet and no cut waiting to be recorded.
+   */
+  #foldWanted(link: VolumeLink): boolean {
+    const evacuation = this.evacuating ? this.#evacuation! : null;
+    return evacuation !== null && evacuation.hookDone && evacuation.finalGeneration === null &&
+      link.destination.folds === true && this.state.pending !== null && !this.state.pending.fold &&
+      this.#unrecorded === null && this.#link === link;
+  }
+
+  /**
+   * Folds the final cut into generation `generation`, whose send stopped (its cut is
+   * released): the cut is taken (the VM is paused), recorded as the generation's fold before
+   * anything of it is sent, and the generation is sent again as the final one. Blocks the
+   * destination staged and the final cut did not re-dirty stay staged.
+   */
+  async #fold(link: VolumeLink, generation: number): Promise<void> {
+    const evacuation = this.#evacuation!;
+    this.#phase = "scanning";
+    const cutTimeMs = Date.now();
+    const scanStart = performance.now();
+    const final = await this.tracker.cut();
+    this.#lastScanMs = performance.now() - scanStart;
+    evacuation.timed("scan", this.#lastScanMs / 1000);
+    this.#writes.recordCut(final.dirty.popcount(), cutTimeMs, false);
+    let pending;
+    try {
+      pending = await this.state.fold(final.dirty);
+    } catch (err) {
+      // Recorded (as the next generation, after this one) before any new cut.
+      this.#unrecorded = { cut: final, cutTimeMs, afterHook: true };
+      throw err;
+    }
+    evacuation.cutFinal(generation, final.dirty.popcount());
+    this.#options.log("info", "generation_folded", {
+      volume: this.name,
+      generation,
+      blocks: pending.dirty.popcount(),
+      folded: final.dirty.popcount(),
+    });
+    await this.#send(link, foldedCut(final, pending.dirty, pending.fold!));
   }
 
   async #finishEvacuation(link: VolumeLink, evacuation: Evacuation): Promise<void> {

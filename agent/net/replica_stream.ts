@@ -40,7 +40,12 @@ export interface ServedReplica {
   readonly identity: VolumeIdentity;
   readonly meta: CommittedState;
   resumeInfo(): ResumeInfo;
-  beginGeneration(generation: number, dirty: Bitmap, cutTimeMs: number): Promise<void>;
+  beginGeneration(
+    generation: number,
+    dirty: Bitmap,
+    cutTimeMs: number,
+    options?: { fold?: Bitmap },
+  ): Promise<void>;
   stage(blocks: StagedBlock[]): Promise<StageResult>;
   flush(): Promise<void>;
   commit(generation: number, expectedRoot: string): Promise<CommittedState>;
@@ -65,6 +70,8 @@ export interface ReplicaStreamHooks {
   received(bytes: number): void;
   /** The source agreed to send patches in `open` (PATCH messages are allowed). */
   patches: boolean;
+  /** The source agreed to folds in `open` (`begin.fold` is taken). */
+  folds?: boolean;
 }
 
 /**
@@ -104,7 +111,15 @@ export async function serveReplicaStream(
       case SyncOp.BEGIN: {
         using dirty = bitmapFromWire(request.dirty, blocks);
         hooks.beforeBegin(request.generation, dirty);
-        await replica.beginGeneration(request.generation, dirty, request.cutTimeMs);
+        using fold = request.fold !== undefined && hooks.folds
+          ? bitmapFromWire(request.fold, blocks)
+          : null;
+        await replica.beginGeneration(
+          request.generation,
+          dirty,
+          request.cutTimeMs,
+          fold ? { fold } : {},
+        );
         if (request.final) hooks.finalBegun(request.generation, dirty);
         return { ok: true };
       }

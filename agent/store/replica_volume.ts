@@ -49,6 +49,8 @@ export class ReplicaVolume {
   readonly #manifest: ManifestFile;
   readonly #lock: FileLock;
   #staging: StagingArea | null = null;
+  /** A staged generation folds (`beginGeneration` with `fold`). */
+  readonly folds = true;
 
   private constructor(
     backend: VolumeBackend,
@@ -236,11 +238,12 @@ export class ReplicaVolume {
       );
     }
     if (this.#staging) {
-      if (this.#staging.dirty.equals(dirty)) return;
+      // A fold first: its blocks may all be in the staged set already.
       if (fold && this.#canFold(this.#staging, dirty, fold)) {
         await this.#staging.fold(fold);
         return;
       }
+      if (this.#staging.dirty.equals(dirty)) return;
       await this.#discardUncommitted();
     }
     const inPlace = this.#meta.committedGeneration === 0;

@@ -122,6 +122,11 @@ export interface Destination {
    */
   readonly concurrentFlush?: boolean;
   /**
+   * True when `beginGeneration` takes `options.fold` (a remote destination of sync protocol
+   * 4; a local replica). Without it a generation in flight is not folded.
+   */
+  readonly folds?: boolean;
+  /**
    * The page digests (`volume/page_masks.ts`, `pageDigests`) of the committed copies of
    * `blocks` (at most {@linkcode MAX_DIGEST_BLOCKS}), one block after the other; null when
    * this destination takes no patches. For a
