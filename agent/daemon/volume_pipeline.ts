@@ -638,8 +638,9 @@ export class VolumePipeline {
     const inFlight = this.state.pending;
     if (this.#link && (this.#phase === "sending" || this.#phase === "scanning")) {
       // A generation is on its way: it goes on at full speed (what it staged counts) while the
-      // VM is paused at once, so no write lands after the evacuation was asked for; the final
-      // cut follows its commit and holds only what was written before the pause.
+      // VM is paused at once, so no write lands after the evacuation was asked for. Once it
+      // is, the send stops at the next block and the final cut is folded into it (`#fold`);
+      // to a destination that does not fold, the final cut follows its commit.
       const evacuation = this.#evacuation;
       const detail = `generation ${inFlight?.generation ?? "being cut"}, before the final cut`;
       if (inFlight) {
