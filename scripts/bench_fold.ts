@@ -2,12 +2,13 @@
  * Evacuation with a generation in flight (issue 17 item 3), side by side: the same run for
  * each presync tree named (e.g. this one and `main` unpacked elsewhere), alternating, on the
  * same emulated link. A sparse image is seeded, a generation of `--inflight-mib` is cut, and
- * `--after-s` seconds into its send a "VM" writing 4 KiB pages (half of them in that
- * generation) is paused by the evacuate hook while `evacuate` is asked for. Prints, per run,
+ * `--after-s` seconds into its send `evacuate` is asked for; a "VM" writing a 4 KiB page every
+ * `--write-ms` into the first 16 MiB + that generation, from the start of its send (so it
+ * re-dirties blocks staged and blocks still to be sent), is paused by the evacuate hook. Prints, per run,
  * the evacuation's seconds, bytes and generations committed (`evacuate`'s report).
  *
  *     deno run -A scripts/bench_fold.ts --tree /tmp/fold-base --tree . [--size-mib 512]
- *       [--inflight-mib 32] [--mbit 20] [--rtt-ms 50] [--after-s 4] [--runs 2]
+ *       [--inflight-mib 32] [--mbit 20] [--rtt-ms 50] [--after-s 4] [--write-ms 10] [--runs 2]
  */
 import { parseArgs } from "node:util";
 import { Prng } from "../fixtures/prng.ts";
@@ -22,6 +23,7 @@ const { values } = parseArgs({
     "rtt-ms": { type: "string", default: "50" },
     "after-s": { type: "string", default: "4" },
     runs: { type: "string", default: "2" },
+    "write-ms": { type: "string", default: "10" },
   },
 });
 const trees = (values.tree ?? ["."]).map((t) => new URL(`${Deno.realPathSync(t)}/`, "file://"));
@@ -65,9 +67,15 @@ async function run(tree: URL, seed: number) {
         "the generation in flight",
         async () => (await cluster.volumeStatus()).state === "sending",
       );
-      await new Promise((resolve) => setTimeout(resolve, Number(values["after-s"]) * 1000));
       const pages = (16 * MiB + inflight) / 4096;
-      const vm = writeUntilPaused(root, image, prng, () => prng.int(pages), 1);
+      const vm = writeUntilPaused(
+        root,
+        image,
+        prng,
+        () => prng.int(pages),
+        Number(values["write-ms"]),
+      );
+      await new Promise((resolve) => setTimeout(resolve, Number(values["after-s"]) * 1000));
       const reply = await cluster.control("POST", "/volumes/vm/evacuate");
       await vm;
       const r = reply.result as {

@@ -30,25 +30,16 @@ export const DEFAULT_EVACUATE_PAUSED_TIMEOUT_MS = 120_000;
 
 /**
  * The cut a folded generation is sent from: the final cut's reads (the VM is paused, so they
- * hold every block as the final cut saw it) and its dirty set; its page masks only for blocks
- * the generation did not hold before the fold (for the others the final cut's pages are not
- * all that changed since the committed generation: they travel whole, or by page digests).
+ * hold every block as the final cut saw it) and its dirty set, without page masks: the
+ * destination's page digests say which pages differ from its copy (for a re-dirtied block
+ * its copy staged before the fold, so only the pages written since travel).
  */
-function foldedCut(final: Cut, dirty: Bitmap, folded: Bitmap): Cut {
-  using before = dirty.clone().andNot(folded);
-  const earlier = before.clone();
-  const pageMask = final.pageMask?.bind(final);
+function foldedCut(final: Cut): Cut {
   return {
     dirty: final.dirty,
     pointInTime: final.pointInTime,
     read: (first, count) => final.read(first, count),
-    ...(pageMask
-      ? { pageMask: (block: number) => earlier.get(block) ? undefined : pageMask(block) }
-      : {}),
-    release: async () => {
-      earlier.free();
-      await final.release();
-    },
+    release: () => final.release(),
   };
 }
 
@@ -506,7 +497,7 @@ export class VolumePipeline {
       blocks: pending.dirty.popcount(),
       folded: final.dirty.popcount(),
     });
-    await this.#send(link, foldedCut(final, pending.dirty, pending.fold!));
+    await this.#send(link, foldedCut(final));
   }
 
   async #finishEvacuation(link: VolumeLink, evacuation: Evacuation): Promise<void> {

@@ -51,8 +51,11 @@ export interface ServedReplica {
   commit(generation: number, expectedRoot: string): Promise<CommittedState>;
   verify(options: { expectedRoot?: string; rootOnly?: boolean }): Promise<ReplicaCheck>;
   readStaged(generation: number, block: number): Promise<Uint8Array | null>;
-  /** The bytes of `block` in the image: the committed copy a patch is laid over. */
-  readCommitted(block: number): Promise<Uint8Array>;
+  /**
+   * The copy a patch of `block` is laid over (and page digests describe): the committed one,
+   * or, for a block a fold re-dirtied, its copy staged before the fold when still at hand.
+   */
+  readPatchBase(block: number): Promise<Uint8Array>;
   close(): void;
 }
 
@@ -159,7 +162,7 @@ export async function serveReplicaStream(
               `pages of block ${block} asked for, past the end of volume ${name} (${blocks} blocks)`,
             );
           }
-          parts.push(pageDigests(await replica.readCommitted(block)));
+          parts.push(pageDigests(await replica.readPatchBase(block)));
         }
         return { ok: true, digests: bytesToWire(concatBytes(parts)) };
       }
@@ -228,7 +231,7 @@ export async function serveReplicaStream(
           rejected.push(block);
           continue;
         }
-        const patched = applyPatch(await replica.readCommitted(block), runs);
+        const patched = applyPatch(await replica.readPatchBase(block), runs);
         if (!constantTimeEqual(blake3(patched), hash)) {
           // Our copy is not what the source patched: never stage it, ask for the whole block.
           log("warn", "patch_base_differs", { volume: name, block });

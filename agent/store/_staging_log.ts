@@ -51,6 +51,8 @@ export class StagingLog {
   #length: number;
   /** Log offset of each record appended since the log was opened, by block. */
   readonly #offsets = new Map<number, number>();
+  /** Log offset of each record a fold superseded since the log was opened, by block. */
+  readonly #superseded = new Map<number, number>();
 
   private constructor(file: FileHandle, path: string, length: number) {
     this.#file = file;
@@ -105,16 +107,31 @@ export class StagingLog {
     let offset = this.#length;
     for (let i = 0; i < records.length; i++) {
       this.#offsets.set(blocks[i].block, offset);
+      this.#superseded.delete(blocks[i].block);
       offset += records[i].length;
     }
     this.#length += batch.length;
   }
 
-  /** Forgets where the records of `blocks` are (a fold superseded them: see `readBlock`). */
+  /**
+   * Forgets where the records of `blocks` are (a fold superseded them: see `readBlock`); they
+   * stay readable with `readSuperseded` until a block is appended again.
+   */
   forget(blocks: Bitmap): void {
     for (const [start, length] of blocks.extents()) {
-      for (let block = start; block < start + length; block++) this.#offsets.delete(block);
+      for (let block = start; block < start + length; block++) {
+        const offset = this.#offsets.get(block);
+        if (offset === undefined) continue;
+        this.#offsets.delete(block);
+        this.#superseded.set(block, offset);
+      }
     }
+  }
+
+  /** The bytes of `block` as its superseded record holds them (see `forget`), or null. */
+  readSuperseded(block: number, length: number): Promise<Uint8Array | null> {
+    const offset = this.#superseded.get(block);
+    return offset === undefined ? Promise.resolve(null) : this.#readAt(block, offset, length);
   }
 
   /** Makes the records appended so far durable. */
@@ -184,6 +201,10 @@ export class StagingLog {
   async readBlock(block: number, length: number): Promise<Uint8Array | null> {
     const offset = this.#offsets.get(block);
     if (offset === undefined) return null;
+    return await this.#readAt(block, offset, length);
+  }
+
+  async #readAt(block: number, offset: number, length: number): Promise<Uint8Array | null> {
     const record = new Uint8Array(RECORD_HEADER_BYTES + length);
     const n = await io(`read ${this.#path}`, () => this.#file.read(offset, record));
     const header = decodeRecordHeader(record.subarray(0, RECORD_HEADER_BYTES), offset, length);

@@ -304,6 +304,15 @@ export class ReplicaVolume {
   }
 
   /**
+   * The copy a patch of `block` is laid over: for a block a fold re-dirtied, its copy staged
+   * before the fold (`StagingArea.readSuperseded`) when at hand, else {@linkcode readCommitted}.
+   * A patch is checked against the source's hash once laid, so any base is safe.
+   */
+  async readPatchBase(block: number): Promise<Uint8Array> {
+    return await this.#staging?.readSuperseded(block) ?? await this.readCommitted(block);
+  }
+
+  /**
    * The bytes of `block` in the image (its last block may be short): the committed copy,
    * except while seeding in place, where a block already received reads as received.
    */

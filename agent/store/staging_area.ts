@@ -395,6 +395,22 @@ export class StagingArea {
     return await this.#log.readBlock(block, blockLength(this.#identity, block));
   }
 
+  /**
+   * The bytes of `block` as staged before a fold re-dirtied it, while they are at hand (in
+   * the log since it was opened, or in place until it is staged again), checked against
+   * their hash; null otherwise. A patch of the block's newer version is laid over them.
+   */
+  async readSuperseded(block: number): Promise<Uint8Array | null> {
+    if (!this.#fold?.redirtied.get(block) || this.#received.get(block)) return null;
+    const length = blockLength(this.#identity, block);
+    if (this.#log) return await this.#log.readSuperseded(block, length);
+    const data = new Uint8Array(length);
+    await this.#image.read(block * this.#identity.blockSize, data);
+    const entry = await this.hashes.read(block, 1);
+    if (isZeroEntry(entry)) return null;
+    return constantTimeEqual(blake3(data), entry) ? data : null;
+  }
+
   async #readInPlace(block: number): Promise<Uint8Array | null> {
     if (block < 0 || block >= this.dirty.size || !this.#received.get(block)) return null;
     const data = new Uint8Array(blockLength(this.#identity, block));

@@ -177,3 +177,47 @@ Deno.test("a generation folds once; a second fold starts it anew", async () => {
     replica.close();
   }
 });
+
+for (const seeded of [true, false]) {
+  Deno.test(
+    `a patch of a re-dirtied block is laid over its copy staged before the fold (${
+      seeded ? "staging log" : "seeding in place"
+    })`,
+    async () => {
+      const fs = new PowerCutFileSystem();
+      await fs.mkdir("/s");
+      const replica = await new ReplicaStore(new DirectoryBackend(fs, "/s")).init(
+        newVolumeIdentity("db1", BLOCKS * BLOCK, BLOCK),
+      );
+      try {
+        let generation = 1;
+        if (seeded) {
+          using first = new Bitmap(BLOCKS).set(0);
+          await replica.beginGeneration(1, first, 0);
+          await stageVersion(replica, [0], 0);
+          await replica.flush();
+          await replica.commit(1, await predictRoot(replica));
+          generation = 2;
+        }
+        using dirty = new Bitmap(BLOCKS).set(0).set(5);
+        await replica.beginGeneration(generation, dirty, 0);
+        await stageVersion(replica, [0, 5], 1);
+        await replica.flush();
+        using fold = new Bitmap(BLOCKS).set(5).set(9);
+        using all = dirty.clone().or(fold);
+        await replica.beginGeneration(generation, all, 0, { fold });
+        assert.deepStrictEqual(await replica.readPatchBase(5), content(5, 1), "the staged copy");
+        assert.deepStrictEqual(await replica.readPatchBase(9), new Uint8Array(BLOCK), "committed");
+        assert.deepStrictEqual(await replica.readPatchBase(0), await replica.readCommitted(0));
+        await stageVersion(replica, [5], 2);
+        assert.deepStrictEqual(
+          await replica.readPatchBase(5),
+          await replica.readCommitted(5),
+          "staged again: its committed copy",
+        );
+      } finally {
+        replica.close();
+      }
+    },
+  );
+}
