@@ -14,7 +14,10 @@ export interface EvacuationBreakdown {
   commitSeconds: number;
   /** The Merkle root check, s. */
   verifySeconds: number;
-  /** Generations committed during the evacuation (2 when one was in flight). */
+  /**
+   * Generations committed during the evacuation: 1, also when one was in flight (the final
+   * cut is folded into it); 2 when one was in flight and the destination does not fold.
+   */
   generations: number;
   /** Blocks sent during the evacuation. */
   blocks: number;

@@ -24,7 +24,10 @@ export interface BlockLink {
     dirty: Bitmap,
     cutTimeMs: number,
     final: boolean,
+    fold?: Bitmap,
   ): Promise<void>;
+  /** Whether the destination folds a generation (`begin.fold`) on this link. */
+  readonly folds?: boolean;
   /** Sends one block frame; resolves once the stream took it, with the bytes it used. */
   sendBlock(block: number, hash: Uint8Array | null, frame: Uint8Array): Promise<number>;
   /** Whether the destination takes patches (`sendPatch`) on this link. */
@@ -89,7 +92,18 @@ export class PacedDestination implements Destination {
     cutTimeMs: number,
     options: BeginOptions = {},
   ): Promise<void> {
-    return this.#link.beginGeneration(generation, dirty, cutTimeMs, options.final === true);
+    return this.#link.beginGeneration(
+      generation,
+      dirty,
+      cutTimeMs,
+      options.final === true,
+      options.fold,
+    );
+  }
+
+  /** Whether the destination folds a generation on this link. */
+  get folds(): boolean {
+    return this.#link.folds === true;
   }
 
   async stage(blocks: StagedBlock[]): Promise<StageResult> {

@@ -29,6 +29,21 @@ const EVACUATED_SLEEP_MS = 60_000;
 /** Default of {@linkcode VolumePipelineOptions.evacuatePausedTimeoutMs}. */
 export const DEFAULT_EVACUATE_PAUSED_TIMEOUT_MS = 120_000;
 
+/**
+ * The cut a folded generation is sent from: the final cut's reads (the VM is paused, so they
+ * hold every block as the final cut saw it) and its dirty set, without page masks: the
+ * destination's page digests say which pages differ from its copy (for a re-dirtied block
+ * its copy staged before the fold, so only the pages written since travel).
+ */
+function foldedCut(final: Cut): Cut {
+  return {
+    dirty: final.dirty,
+    pointInTime: final.pointInTime,
+    read: (first, count) => final.read(first, count),
+    release: () => final.release(),
+  };
+}
+
 /** One connection of a volume to its destination, as the pipeline uses it. */
 export interface VolumeLink {
   /** Where generations go (paced and encoded on the network path). */
@@ -381,6 +396,7 @@ export class VolumePipeline {
     const wireBefore = this.counters.wireBytes;
     const cutTimeMs = pending.cutTimeMs;
     let commitMs = 0;
+    let folding = false;
     this.#cut = cut;
     this.#sendStart = { ms: started, wireBytes: wireBefore, acked: pending.acked.popcount() };
     try {
@@ -388,7 +404,15 @@ export class VolumePipeline {
         hot: this.#hot ?? undefined,
         final,
         onCommit: () => evacuation?.to("commit", null, { generation: pending.generation }),
+        stop: () => !final && this.#foldWanted(link),
       });
+      if (report.stopped) {
+        report.sent.free();
+        const during = this.#evacuation!;
+        during.timed("send", (performance.now() - Math.max(started, during.startedAtMs)) / 1000);
+        folding = true;
+        return;
+      }
       commitMs = report.commitMs;
       const sentBlocks = report.sent.popcount();
       // An evacuation asked for while this generation was in flight counts it too.
@@ -445,8 +469,54 @@ export class VolumePipeline {
         this.limiter.bytesPerSecond,
       );
       if (this.#phase === "sending" || this.#phase === "evacuating") this.#phase = "idle";
+      if (folding) await this.#fold(link, pending.generation);
     }
     if (final) await this.#finishEvacuation(link, evacuation);
+  }
+
+  /**
+   * Whether the generation being sent is to stop and be folded into the evacuation's final
+   * cut (docs/STORE.md, "Folding"): an evacuation whose hook paused the VM, a destination
+   * that folds, a generation not folded yet and no cut waiting to be recorded.
+   */
+  #foldWanted(link: VolumeLink): boolean {
+    const evacuation = this.evacuating ? this.#evacuation! : null;
+    return evacuation !== null && evacuation.hookDone && evacuation.finalGeneration === null &&
+      link.destination.folds === true && this.state.pending !== null && !this.state.pending.fold &&
+      this.#unrecorded === null && this.#link === link;
+  }
+
+  /**
+   * Folds the final cut into generation `generation`, whose send stopped (its cut is
+   * released): the cut is taken (the VM is paused), recorded as the generation's fold before
+   * anything of it is sent, and the generation is sent again as the final one. Blocks the
+   * destination staged and the final cut did not re-dirty stay staged.
+   */
+  async #fold(link: VolumeLink, generation: number): Promise<void> {
+    const evacuation = this.#evacuation!;
+    this.#phase = "scanning";
+    const cutTimeMs = Date.now();
+    const scanStart = performance.now();
+    const final = await this.tracker.cut();
+    this.#lastScanMs = performance.now() - scanStart;
+    evacuation.timed("scan", this.#lastScanMs / 1000);
+    this.#writes.recordCut(final.dirty.popcount(), cutTimeMs, false);
+    let pending;
+    try {
+      pending = await this.state.fold(final.dirty);
+    } catch (err) {
+      // Recorded (as the next generation, after this one) before any new cut.
+      this.#unrecorded = { cut: final, cutTimeMs, afterHook: true };
+      throw err;
+    }
+    evacuation.cutFinal(generation, final.dirty.popcount());
+    this.#options.log("info", "generation_folded", {
+      volume: this.name,
+      generation,
+      blocks: pending.dirty.popcount(),
+      folded: final.dirty.popcount(),
+    });
+    await this.#send(link, foldedCut(final));
   }
 
   async #finishEvacuation(link: VolumeLink, evacuation: Evacuation): Promise<void> {
@@ -578,8 +648,9 @@ export class VolumePipeline {
     const inFlight = this.state.pending;
     if (this.#link && (this.#phase === "sending" || this.#phase === "scanning")) {
       // A generation is on its way: it goes on at full speed (what it staged counts) while the
-      // VM is paused at once, so no write lands after the evacuation was asked for; the final
-      // cut follows its commit and holds only what was written before the pause.
+      // VM is paused at once, so no write lands after the evacuation was asked for. Once it
+      // is, the send stops at the next block and the final cut is folded into it (`#fold`);
+      // to a destination that does not fold, the final cut follows its commit.
       const evacuation = this.#evacuation;
       const detail = `generation ${inFlight?.generation ?? "being cut"}, before the final cut`;
       if (inFlight) {

@@ -3,6 +3,7 @@ import { assertRejectsCode } from "../../fixtures/assert.ts";
 import { FailRenameFileSystem } from "../../fixtures/fail_rename_fs.ts";
 import { localVolume, memoryLog } from "../../fixtures/local_volume.ts";
 import { hashFile } from "../../fixtures/workload.ts";
+import { seededTest } from "../../fixtures/seeded.ts";
 import { ErrorCode, PresyncError } from "../errors.ts";
 import { detachCut } from "../migrate/mod.ts";
 import { NbdClient } from "../nbd/mod.ts";
@@ -175,7 +176,7 @@ Deno.test("pipeline: an evacuation asked for while disconnected says it waits fo
   });
 });
 
-Deno.test("pipeline: an evacuation asked for mid-send pauses the VM at once; the generation in flight goes on first", async () => {
+Deno.test("pipeline: an evacuation asked for mid-send pauses the VM at once; to a destination that does not fold, the generation in flight goes on first", async () => {
   await inTemp(async (root) => {
     const { log, lines } = memoryLog();
     const hooked: string[] = [];
@@ -234,6 +235,88 @@ Deno.test("pipeline: an evacuation asked for mid-send pauses the VM at once; the
     assert.ok(report.breakdown.blocks >= 1, "generation 1's data block counts");
   });
 });
+
+seededTest(
+  "pipeline: an evacuation asked for mid-send folds the generation in flight: one commit, staged blocks kept, a re-written one in its newer version",
+  async (prng) => {
+    await inTemp(async (root) => {
+      const { log, lines } = memoryLog();
+      // 40 MiB of data: the send stages it in several pieces (a flush every 16 MiB).
+      const image = prng.fill(new Uint8Array(40 * 1024 * KiB));
+      await using v = await localVolume(root, "vm", image, {
+        log,
+        evacuateHook: "pause-the-vm",
+        runHook: () => Promise.resolve(),
+      });
+      const link = await v.link();
+      let release!: () => void;
+      const held = new Promise<void>((resolve) => release = resolve);
+      let secondStage!: () => void;
+      const secondStarted = new Promise<void>((resolve) => secondStage = resolve);
+      let stages = 0;
+      let stagedBlocks = 0;
+      const begins: { generation: number; fold: number | null }[] = [];
+      const replica = link.destination;
+      v.pipeline.attach({
+        ...link,
+        destination: {
+          folds: true,
+          resumeInfo: () => replica.resumeInfo(),
+          beginGeneration: (g, d, c, o) => {
+            begins.push({ generation: g, fold: o?.fold?.popcount() ?? null });
+            return replica.beginGeneration(g, d, c, o);
+          },
+          stage: async (blocks) => {
+            if (++stages === 2) {
+              secondStage();
+              await held;
+            }
+            stagedBlocks += blocks.length;
+            return replica.stage(blocks);
+          },
+          flush: () => replica.flush(),
+          commit: (g, r) => replica.commit(g, r),
+        },
+      });
+      const s = oneSleep();
+      const running = v.pipeline.run(s.alive, s.sleep);
+      await secondStarted;
+      // The VM re-writes block 1 (staged by the first piece) and block 600 (not sent yet).
+      const file = await Deno.open(v.image, { write: true });
+      const newer = prng.fill(new Uint8Array(64 * KiB));
+      await file.write(newer).then(() => file.seek(64 * KiB, Deno.SeekMode.Start));
+      await file.write(newer);
+      await file.seek(600 * 64 * KiB, Deno.SeekMode.Start);
+      await file.write(prng.fill(new Uint8Array(64 * KiB)));
+      file.close();
+      const evacuation = v.pipeline.evacuate();
+      await new Promise((resolve) => setTimeout(resolve, 0));
+      release();
+      await running;
+      const report = await evacuation;
+      assert.equal(report.generation, 1, "the generation in flight became the final one");
+      assert.equal(report.breakdown.generations, 1, "one commit");
+      assert.ok(report.verified);
+      assert.deepEqual(begins.map((b) => b.generation), [1, 1]);
+      assert.equal(begins[0].fold, null);
+      assert.ok(
+        begins[1].fold! >= 2,
+        `the final cut folded blocks 0, 1 and 600: ${begins[1].fold}`,
+      );
+      const blocks = image.length / (64 * KiB);
+      assert.ok(
+        stagedBlocks < blocks + 8,
+        `what was staged before the fold still counts: ${stagedBlocks} blocks staged for ${blocks}`,
+      );
+      assert.ok(
+        stagedBlocks >= blocks + 2,
+        `blocks 0 and 1, staged before they were re-written, were staged again: ${stagedBlocks}`,
+      );
+      assert.ok(lines.some((l) => l.event === "generation_folded" && l.fields.generation === 1));
+      assert.equal(await hashFile(`${root}/store/vm/image`), await hashFile(v.image));
+    });
+  },
+);
 
 /** One turn of a pipeline's loop: `alive()` is true once. */
 function oneTurn(): [() => boolean, (ms: number) => Promise<void>] {

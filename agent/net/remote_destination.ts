@@ -55,6 +55,7 @@ export class RemoteDestination {
   #failure: unknown = null;
   #seq = 0;
   #patches = false;
+  #folds = false;
 
   private constructor(stream: SessionStream, identity: VolumeIdentity) {
     this.#identity = identity;
@@ -85,8 +86,10 @@ export class RemoteDestination {
         identity,
         source,
         patches: true,
+        folds: true,
       });
       remote.#patches = reply.patches === true;
+      remote.#folds = reply.folds === true;
       return { remote, resume: resumeFromWire(reply.resume, identity) };
     } catch (err) {
       await remote.close();
@@ -160,18 +163,27 @@ export class RemoteDestination {
     return this.#patches;
   }
 
+  /** Whether the destination agreed in `open` to fold a generation (`begin.fold`). */
+  get folds(): boolean {
+    return this.#folds;
+  }
+
   /** The destination's resume state now. */
   async resumeInfo(): Promise<ResumeInfo> {
     const reply = await this.#call({ op: SyncOp.RESUME });
     return resumeFromWire(reply.resume, this.#identity);
   }
 
-  /** `begin`: starts (or resumes) staging `generation`; `final` marks an evacuation's last. */
+  /**
+   * `begin`: starts (or resumes) staging `generation`; `final` marks an evacuation's last,
+   * `fold` the blocks folded into it (sent only when the destination agreed to folds).
+   */
   async beginGeneration(
     generation: number,
     dirty: Bitmap,
     cutTimeMs: number,
     final: boolean,
+    fold?: Bitmap,
   ): Promise<void> {
     await this.#call({
       op: SyncOp.BEGIN,
@@ -179,6 +191,7 @@ export class RemoteDestination {
       cutTimeMs,
       dirty: bitmapToWire(dirty),
       final,
+      ...(fold && this.#folds ? { fold: bitmapToWire(fold) } : {}),
     });
   }
 

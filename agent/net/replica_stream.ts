@@ -40,14 +40,22 @@ export interface ServedReplica {
   readonly identity: VolumeIdentity;
   readonly meta: CommittedState;
   resumeInfo(): ResumeInfo;
-  beginGeneration(generation: number, dirty: Bitmap, cutTimeMs: number): Promise<void>;
+  beginGeneration(
+    generation: number,
+    dirty: Bitmap,
+    cutTimeMs: number,
+    options?: { fold?: Bitmap },
+  ): Promise<void>;
   stage(blocks: StagedBlock[]): Promise<StageResult>;
   flush(): Promise<void>;
   commit(generation: number, expectedRoot: string): Promise<CommittedState>;
   verify(options: { expectedRoot?: string; rootOnly?: boolean }): Promise<ReplicaCheck>;
   readStaged(generation: number, block: number): Promise<Uint8Array | null>;
-  /** The bytes of `block` in the image: the committed copy a patch is laid over. */
-  readCommitted(block: number): Promise<Uint8Array>;
+  /**
+   * The copy a patch of `block` is laid over (and page digests describe): the committed one,
+   * or, for a block a fold re-dirtied, its copy staged before the fold when still at hand.
+   */
+  readPatchBase(block: number): Promise<Uint8Array>;
   close(): void;
 }
 
@@ -65,6 +73,8 @@ export interface ReplicaStreamHooks {
   received(bytes: number): void;
   /** The source agreed to send patches in `open` (PATCH messages are allowed). */
   patches: boolean;
+  /** The source agreed to folds in `open` (`begin.fold` is taken). */
+  folds?: boolean;
 }
 
 /**
@@ -104,7 +114,15 @@ export async function serveReplicaStream(
       case SyncOp.BEGIN: {
         using dirty = bitmapFromWire(request.dirty, blocks);
         hooks.beforeBegin(request.generation, dirty);
-        await replica.beginGeneration(request.generation, dirty, request.cutTimeMs);
+        using fold = request.fold !== undefined && hooks.folds
+          ? bitmapFromWire(request.fold, blocks)
+          : null;
+        await replica.beginGeneration(
+          request.generation,
+          dirty,
+          request.cutTimeMs,
+          fold ? { fold } : {},
+        );
         if (request.final) hooks.finalBegun(request.generation, dirty);
         return { ok: true };
       }
@@ -144,7 +162,7 @@ export async function serveReplicaStream(
               `pages of block ${block} asked for, past the end of volume ${name} (${blocks} blocks)`,
             );
           }
-          parts.push(pageDigests(await replica.readCommitted(block)));
+          parts.push(pageDigests(await replica.readPatchBase(block)));
         }
         return { ok: true, digests: bytesToWire(concatBytes(parts)) };
       }
@@ -213,7 +231,7 @@ export async function serveReplicaStream(
           rejected.push(block);
           continue;
         }
-        const patched = applyPatch(await replica.readCommitted(block), runs);
+        const patched = applyPatch(await replica.readPatchBase(block), runs);
         if (!constantTimeEqual(blake3(patched), hash)) {
           // Our copy is not what the source patched: never stage it, ask for the whole block.
           log("warn", "patch_base_differs", { volume: name, block });

@@ -72,6 +72,8 @@ export interface OpenRequest {
   source?: SourceInstance;
   /** The source can send PATCH messages (sync protocol 3); absent from older sources. */
   patches?: boolean;
+  /** The source may fold a generation in `begin` (sync protocol 4); absent from older sources. */
+  folds?: boolean;
 }
 
 /** `resume`. */
@@ -86,6 +88,11 @@ export interface BeginRequest {
   cutTimeMs: number;
   dirty: string;
   final: boolean;
+  /**
+   * Blocks folded into the staged generation (a serialized bitmap, base64; sync protocol 4,
+   * only once `open` agreed on folds): see `BeginOptions.fold`.
+   */
+  fold?: string;
 }
 
 /** `flush`, numbered so its reply can be matched. */
@@ -161,6 +168,8 @@ export interface ResumeReply {
    * Absent (false) from older destinations and in `resume` replies.
    */
   patches?: boolean;
+  /** Reply to an `open` offering folds: `begin.fold` is taken. Absent from older destinations. */
+  folds?: boolean;
 }
 
 /** Reply to `begin`. */
@@ -276,6 +285,7 @@ export function parseOpenRequest(value: unknown): OpenRequest {
   const request: OpenRequest = { op: SyncOp.OPEN, volume, identity };
   if (f.has("source")) request.source = parseSource(f.object("source"));
   if (f.has("patches")) request.patches = f.bool("patches");
+  if (f.has("folds")) request.folds = f.bool("folds");
   return request;
 }
 
@@ -298,6 +308,7 @@ export function parseSyncRequest(value: unknown): SyncRequest {
         cutTimeMs: b.time("cutTimeMs"),
         dirty: b.string("dirty"),
         final: b.has("final") ? b.bool("final") : false,
+        ...(b.has("fold") ? { fold: b.string("fold") } : {}),
       };
     }
     case SyncOp.FLUSH:
@@ -368,6 +379,7 @@ const REPLY_PARSERS: ReplyParsers = {
     ok: true,
     resume: parseResume(f),
     ...(f.has("patches") ? { patches: f.bool("patches") } : {}),
+    ...(f.has("folds") ? { folds: f.bool("folds") } : {}),
   }),
   resume: (f) => ({ ok: true, resume: parseResume(f) }),
   begin: () => ({ ok: true }),

@@ -134,10 +134,13 @@ export class SyncServer {
       });
       // Patches are taken from any source that offers them (sync protocol 3).
       const patches = open.patches === true;
+      // And folds from any source that offers them (sync protocol 4).
+      const folds = open.folds === true;
       await writer.writeJson({
         ok: true,
         resume: resumeToWire(replica.resumeInfo()),
         ...(patches ? { patches } : {}),
+        ...(folds ? { folds } : {}),
       });
       const served = replica;
       await serveReplicaStream(replica, reader, writer, this.#codecs, this.#log, {
@@ -149,6 +152,7 @@ export class SyncServer {
         },
         received: (bytes) => holder.received += bytes,
         patches,
+        folds,
       });
     } catch (err) {
       counters.error(err);

@@ -16,13 +16,19 @@ export interface PendingGeneration {
   dirty: Bitmap;
   /** Blocks the destination acknowledged as durably staged (as last recorded here). */
   acked: Bitmap;
+  /**
+   * Blocks folded into the generation after it was cut (an evacuation's final cut), already
+   * part of `dirty`; absent when it was not folded (owned by the state; do not free).
+   */
+  fold?: Bitmap;
 }
 
 /**
  * What the source agent keeps about one volume across restarts, in a directory:
  * `state.json` (identity, committed generation), `manifest` (the block hashes the
  * destination has, or will have once the pending generation commits) and, while a
- * generation is in flight, `pending.json` + `pending.dirty` + `pending.acked`.
+ * generation is in flight, `pending.json` + `pending.dirty` + `pending.acked` (and
+ * `pending.fold` once an evacuation's final cut was folded into it).
  *
  * Restarting never forces a full resend: the pending generation resumes, sending only the
  * blocks the destination has not durably staged.
@@ -117,6 +123,8 @@ export class SourceState {
     const generation = this.#committedGeneration + 1;
     const acked = new Bitmap(dirty.size);
     try {
+      // A fold left over from a generation whose commit was recorded must not join this one.
+      await io("remove pending.fold", () => this.#fs.remove(`${this.dir}/pending.fold`));
       await io(
         "write pending.dirty",
         () => atomicWrite(this.#fs, `${this.dir}/pending.dirty`, dirty.serialize()),
@@ -137,6 +145,37 @@ export class SourceState {
     }
     this.#pending = { generation, cutTimeMs, dirty: dirty.clone(), acked };
     return this.#pending;
+  }
+
+  /**
+   * Folds `redirtied` (a final cut) into the pending generation, before anything of it is
+   * sent: its blocks join the dirty set and stop counting as acknowledged. `pending.fold`
+   * is the one atomic step (written after the acknowledged set shrank, which only
+   * under-counts if it is not reached). Once per generation.
+   *
+   * @throws {PresyncError} `GENERATION_MISMATCH` when nothing is pending or it was folded
+   */
+  async fold(redirtied: Bitmap): Promise<PendingGeneration> {
+    const pending = this.#requirePending();
+    if (pending.fold) {
+      throw new PresyncError(
+        ErrorCode.GENERATION_MISMATCH,
+        `generation ${pending.generation} of ${this.identity.name} was folded already`,
+      );
+    }
+    using acked = pending.acked.clone().andNot(redirtied);
+    await io(
+      "write pending.acked",
+      () => atomicWrite(this.#fs, `${this.dir}/pending.acked`, acked.serialize()),
+    );
+    await io(
+      "write pending.fold",
+      () => atomicWrite(this.#fs, `${this.dir}/pending.fold`, redirtied.serialize()),
+    );
+    pending.acked.andNot(redirtied);
+    pending.dirty.or(redirtied);
+    pending.fold = redirtied.clone();
+    return pending;
   }
 
   /** Records blocks the destination acknowledged as durably staged. */
@@ -165,9 +204,11 @@ export class SourceState {
       await this.#fs.syncDir(this.dir);
       await this.#fs.remove(`${this.dir}/pending.dirty`);
       await this.#fs.remove(`${this.dir}/pending.acked`);
+      await this.#fs.remove(`${this.dir}/pending.fold`);
     });
     pending.dirty.free();
     pending.acked.free();
+    pending.fold?.free();
     this.#pending = null;
   }
 
@@ -186,6 +227,7 @@ export class SourceState {
     this.manifest.close();
     this.#pending?.dirty.free();
     this.#pending?.acked.free();
+    this.#pending?.fold?.free();
     this.#pending = null;
   }
 }
@@ -224,7 +266,11 @@ async function readPending(
     if (!dirtyBytes || !ackedBytes) throw new Error("pending.dirty or pending.acked is missing");
     const dirty = Bitmap.deserialize(dirtyBytes, blocks);
     const acked = Bitmap.deserialize(ackedBytes, blocks);
-    return { generation, cutTimeMs, dirty, acked };
+    const foldBytes = await readWhole(fs, `${dir}/pending.fold`);
+    if (!foldBytes) return { generation, cutTimeMs, dirty, acked };
+    const fold = Bitmap.deserialize(foldBytes, blocks);
+    dirty.or(fold);
+    return { generation, cutTimeMs, dirty, acked, fold };
   } catch (cause) {
     throw new PresyncError(
       ErrorCode.STORE_CORRUPT,

@@ -1,4 +1,4 @@
-import { blake3 } from "../core/mod.ts";
+import { type Bitmap, blake3 } from "../core/mod.ts";
 import { concatBytes, constantTimeEqual } from "../bytes.ts";
 import { ErrorCode, PresyncError } from "../errors.ts";
 import type { FileHandle } from "../fs/file_system.ts";
@@ -34,6 +34,11 @@ export interface RecordCheck {
   received(block: number): boolean;
   /** The hash recorded for the block in the staged hashes. */
   hashOf(block: number): Promise<Uint8Array>;
+  /**
+   * Whether the record of `block` at log offset `offset` was superseded by a fold (the block
+   * re-dirtied after it was staged, docs/STORE.md "Folding"): skipped, never applied.
+   */
+  superseded?(block: number, offset: number): boolean;
 }
 
 /**
@@ -46,6 +51,8 @@ export class StagingLog {
   #length: number;
   /** Log offset of each record appended since the log was opened, by block. */
   readonly #offsets = new Map<number, number>();
+  /** Log offset of each record a fold superseded since the log was opened, by block. */
+  readonly #superseded = new Map<number, number>();
 
   private constructor(file: FileHandle, path: string, length: number) {
     this.#file = file;
@@ -100,9 +107,31 @@ export class StagingLog {
     let offset = this.#length;
     for (let i = 0; i < records.length; i++) {
       this.#offsets.set(blocks[i].block, offset);
+      this.#superseded.delete(blocks[i].block);
       offset += records[i].length;
     }
     this.#length += batch.length;
+  }
+
+  /**
+   * Forgets where the records of `blocks` are (a fold superseded them: see `readBlock`); they
+   * stay readable with `readSuperseded` until a block is appended again.
+   */
+  forget(blocks: Bitmap): void {
+    for (const [start, length] of blocks.extents()) {
+      for (let block = start; block < start + length; block++) {
+        const offset = this.#offsets.get(block);
+        if (offset === undefined) continue;
+        this.#offsets.delete(block);
+        this.#superseded.set(block, offset);
+      }
+    }
+  }
+
+  /** The bytes of `block` as its superseded record holds them (see `forget`), or null. */
+  readSuperseded(block: number, length: number): Promise<Uint8Array | null> {
+    const offset = this.#superseded.get(block);
+    return offset === undefined ? Promise.resolve(null) : this.#readAt(block, offset, length);
   }
 
   /** Makes the records appended so far durable. */
@@ -113,7 +142,7 @@ export class StagingLog {
   /**
    * Calls `fn` for every record, in order, with its payload (empty for a zero block), after
    * checking it against `check`: a received block not seen before, the hash recorded for it,
-   * a payload matching that hash. Throws `STORE_CORRUPT` naming the record otherwise.
+   * a payload matching that hash. A record `check.superseded` names is skipped. Throws `STORE_CORRUPT` naming the record otherwise.
    */
   async forEachRecord(
     check: RecordCheck,
@@ -140,6 +169,10 @@ export class StagingLog {
         check.maxLength,
       );
       const payload = await readAt(offset + RECORD_HEADER_BYTES, header.length);
+      if (header.block < check.blocks && check.superseded?.(header.block, offset)) {
+        offset += RECORD_HEADER_BYTES + header.length;
+        continue;
+      }
       const ok = header.block < check.blocks && check.received(header.block) &&
         !seen.has(header.block) &&
         constantTimeEqual(header.hash, await check.hashOf(header.block)) &&
@@ -168,6 +201,10 @@ export class StagingLog {
   async readBlock(block: number, length: number): Promise<Uint8Array | null> {
     const offset = this.#offsets.get(block);
     if (offset === undefined) return null;
+    return await this.#readAt(block, offset, length);
+  }
+
+  async #readAt(block: number, offset: number, length: number): Promise<Uint8Array | null> {
     const record = new Uint8Array(RECORD_HEADER_BYTES + length);
     const n = await io(`read ${this.#path}`, () => this.#file.read(offset, record));
     const header = decodeRecordHeader(record.subarray(0, RECORD_HEADER_BYTES), offset, length);

@@ -206,7 +206,14 @@ export interface SpaceUsage {
 }
 
 /** The small records of a staging area (docs/STORE.md names their formats). */
-export type StagingRecord = "header" | "dirty" | "received" | "commit" | "rollback";
+export type StagingRecord =
+  | "header"
+  | "dirty"
+  | "received"
+  | "fold"
+  | "received.folded"
+  | "commit"
+  | "rollback";
 
 /**
  * Where one generation is staged: small records, each replaced atomically, an append-only

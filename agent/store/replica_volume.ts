@@ -23,7 +23,7 @@ import {
   type ReplicaMeta,
   writeReplicaMeta,
 } from "./replica_meta.ts";
-import type { ResumeInfo, StagedBlock, StageResult } from "../sync/destination.ts";
+import type { BeginOptions, ResumeInfo, StagedBlock, StageResult } from "../sync/destination.ts";
 import { StagingArea, zeroRange } from "./staging_area.ts";
 import { finishRollback } from "./replica_rollback.ts";
 import { type VerifyOptions, verifyReplica, type VerifyReport } from "./_verify_replica.ts";
@@ -49,6 +49,8 @@ export class ReplicaVolume {
   readonly #manifest: ManifestFile;
   readonly #lock: FileLock;
   #staging: StagingArea | null = null;
+  /** A staged generation folds (`beginGeneration` with `fold`). */
+  readonly folds = true;
 
   private constructor(
     backend: VolumeBackend,
@@ -205,11 +207,20 @@ export class ReplicaVolume {
 
   /**
    * Starts receiving `generation` (the committed one + 1) with the given dirty set. When the
-   * same generation is already staged, it is kept (resume) and `dirty` must be the same set.
+   * same generation is already staged, it is kept (resume) and `dirty` must be the same set,
+   * or, with `options.fold`, the staged set with `fold` added: the staged generation is then folded
+   * (`StagingArea.fold`: what it staged of blocks not in `fold` still counts). Any other set
+   * starts the generation anew.
    * The first generation of a new replica is staged in place (seeding, docs/STORE.md),
    * after claiming the space its blocks need where the back end can: a full disk fails here.
    */
-  async beginGeneration(generation: number, dirty: Bitmap, cutTimeMs: number): Promise<void> {
+  async beginGeneration(
+    generation: number,
+    dirty: Bitmap,
+    cutTimeMs: number,
+    options: BeginOptions = {},
+  ): Promise<void> {
+    const { fold } = options;
     const expected = this.#meta.committedGeneration + 1;
     if (generation !== expected) {
       throw new PresyncError(
@@ -227,6 +238,11 @@ export class ReplicaVolume {
       );
     }
     if (this.#staging) {
+      // A fold first: its blocks may all be in the staged set already.
+      if (fold && this.#canFold(this.#staging, dirty, fold)) {
+        await this.#staging.fold(fold);
+        return;
+      }
       if (this.#staging.dirty.equals(dirty)) return;
       await this.#discardUncommitted();
     }
@@ -239,6 +255,13 @@ export class ReplicaVolume {
       dirty,
       this.#image,
     );
+  }
+
+  /** Whether `staging` folds into `dirty` with `fold`: once, and to exactly their union. */
+  #canFold(staging: StagingArea, dirty: Bitmap, fold: Bitmap): boolean {
+    if (staging.folded || fold.size !== dirty.size) return false;
+    using union = staging.dirty.clone().or(fold);
+    return union.equals(dirty);
   }
 
   /** Claims the image space of `blocks` where the back end can (else nothing: see #prepare). */
@@ -278,6 +301,15 @@ export class ReplicaVolume {
     const staging = this.#staging;
     if (!staging || staging.generation !== generation) return Promise.resolve(null);
     return staging.readStaged(block);
+  }
+
+  /**
+   * The copy a patch of `block` is laid over: for a block a fold re-dirtied, its copy staged
+   * before the fold (`StagingArea.readSuperseded`) when at hand, else {@linkcode readCommitted}.
+   * A patch is checked against the source's hash once laid, so any base is safe.
+   */
+  async readPatchBase(block: number): Promise<Uint8Array> {
+    return await this.#staging?.readSuperseded(block) ?? await this.readCommitted(block);
   }
 
   /**

@@ -48,6 +48,8 @@ export class StagingArea {
   readonly hashes: ManifestFile;
   /** Blocks appended (durable only up to the last flush). */
   readonly #received: Bitmap;
+  /** The fold of this area, if any: records before `logLength` of `redirtied` are stale. */
+  #fold: Fold | null;
 
   private constructor(
     backend: StagingBackend,
@@ -59,6 +61,7 @@ export class StagingArea {
       log: StagingLog | null;
       hashes: ManifestFile;
       image: ReplicaImage;
+      fold: Fold | null;
     },
   ) {
     this.#backend = backend;
@@ -72,6 +75,7 @@ export class StagingArea {
     this.#log = parts.log;
     this.hashes = parts.hashes;
     this.#image = parts.image;
+    this.#fold = parts.fold;
   }
 
   /**
@@ -122,9 +126,26 @@ export class StagingArea {
     if (dirty.size !== blocks) {
       throw corrupt(`${where}/dirty has ${dirty.size} bits, not ${blocks}`);
     }
+    const foldBytes = await io(`read ${where}/fold`, () => backend.read("fold"));
+    let fold: Fold | null = null;
+    if (foldBytes) {
+      if (foldBytes.length < 8) throw corrupt(`${where}/fold is truncated`);
+      fold = {
+        logLength: Number(
+          new DataView(foldBytes.buffer, foldBytes.byteOffset).getBigUint64(0, true),
+        ),
+        redirtied: Bitmap.deserialize(foldBytes.subarray(8), blocks),
+      };
+      dirty.or(fold.redirtied);
+    }
+    // After a fold, flushes record `received.folded`; until the first one, the received set
+    // is the one before the fold without the re-dirtied blocks.
+    const folded = fold &&
+      await io(`read ${where}/received.folded`, () => backend.read("received.folded"));
+    const receivedBytes = folded ||
+      await io(`read ${where}/received`, () => backend.read("received"));
     let received = new Bitmap(blocks);
     let logLength = 0;
-    const receivedBytes = await io(`read ${where}/received`, () => backend.read("received"));
     if (receivedBytes) {
       if (receivedBytes.length < 8) throw corrupt(`${where}/received is truncated`);
       logLength = Number(
@@ -132,6 +153,12 @@ export class StagingArea {
       );
       received.free();
       received = Bitmap.deserialize(receivedBytes.subarray(8), blocks);
+    }
+    if (fold && !folded) received.andNot(fold.redirtied);
+    if (fold && logLength < fold.logLength) {
+      throw corrupt(
+        `${where}: the fold covers ${fold.logLength} bytes of log but ${logLength} were flushed`,
+      );
     }
     let log: StagingLog | null = null;
     if (!header.inPlace) log = await StagingLog.open(backend, logLength);
@@ -152,7 +179,49 @@ export class StagingArea {
       log,
       hashes,
       image,
+      fold,
     });
+  }
+
+  /** Whether the area was folded (see {@linkcode fold}). */
+  get folded(): boolean {
+    return this.#fold !== null;
+  }
+
+  /**
+   * Folds `redirtied` into the generation (docs/STORE.md, "Folding"): the dirty set becomes
+   * its union with them, and those of them received so far count as not received, to be
+   * staged again in their newer version; every other block received stays. What was staged
+   * is flushed first, then the `fold` record is written (the fold's one atomic step), then
+   * the received set without the re-dirtied blocks. Once per area.
+   *
+   * @throws {PresyncError} `GENERATION_MISMATCH` when the area was folded already
+   */
+  async fold(redirtied: Bitmap): Promise<void> {
+    if (this.#fold) {
+      throw new PresyncError(
+        ErrorCode.GENERATION_MISMATCH,
+        `generation ${this.generation} was folded already: it cannot be folded twice`,
+      );
+    }
+    if (redirtied.size !== this.dirty.size) {
+      throw new PresyncError(
+        ErrorCode.GENERATION_MISMATCH,
+        `the fold names ${redirtied.size} blocks but the volume has ${this.dirty.size}`,
+      );
+    }
+    await this.flush();
+    const logLength = this.#log?.length ?? 0;
+    const bitmap = redirtied.serialize();
+    const bytes = new Uint8Array(8 + bitmap.length);
+    new DataView(bytes.buffer).setBigUint64(0, BigInt(logLength), true);
+    bytes.set(bitmap, 8);
+    await io(`write ${this.location}/fold`, () => this.#backend.write("fold", bytes));
+    this.#fold = { logLength, redirtied: redirtied.clone() };
+    this.dirty.or(redirtied);
+    this.#received.andNot(redirtied);
+    this.#log?.forget(redirtied);
+    await this.#writeReceived(this.#received);
   }
 
   /** A copy of the blocks received so far (durable or not yet flushed). */
@@ -284,7 +353,8 @@ export class StagingArea {
     const bytes = new Uint8Array(8 + bitmap.length);
     new DataView(bytes.buffer).setBigUint64(0, BigInt(this.#log?.length ?? 0), true);
     bytes.set(bitmap, 8);
-    await io(`write ${this.location}/received`, () => this.#backend.write("received", bytes));
+    const name = this.#fold ? "received.folded" : "received";
+    await io(`write ${this.location}/${name}`, () => this.#backend.write(name, bytes));
   }
 
   /**
@@ -310,6 +380,8 @@ export class StagingArea {
       blocks: this.dirty.size,
       received: (block) => this.#received.get(block),
       hashOf: (block) => this.hashes.read(block, 1),
+      superseded: (block, offset) =>
+        this.#fold !== null && offset < this.#fold.logLength && this.#fold.redirtied.get(block),
     }, fn);
   }
 
@@ -321,6 +393,22 @@ export class StagingArea {
   async readStaged(block: number): Promise<Uint8Array | null> {
     if (!this.#log) return await this.#readInPlace(block);
     return await this.#log.readBlock(block, blockLength(this.#identity, block));
+  }
+
+  /**
+   * The bytes of `block` as staged before a fold re-dirtied it, while they are at hand (in
+   * the log since it was opened, or in place until it is staged again), checked against
+   * their hash; null otherwise. A patch of the block's newer version is laid over them.
+   */
+  async readSuperseded(block: number): Promise<Uint8Array | null> {
+    if (!this.#fold?.redirtied.get(block) || this.#received.get(block)) return null;
+    const length = blockLength(this.#identity, block);
+    if (this.#log) return await this.#log.readSuperseded(block, length);
+    const data = new Uint8Array(length);
+    await this.#image.read(block * this.#identity.blockSize, data);
+    const entry = await this.hashes.read(block, 1);
+    if (isZeroEntry(entry)) return null;
+    return constantTimeEqual(blake3(data), entry) ? data : null;
   }
 
   async #readInPlace(block: number): Promise<Uint8Array | null> {
@@ -341,7 +429,15 @@ export class StagingArea {
     this.hashes.close();
     this.dirty.free();
     this.#received.free();
+    this.#fold?.redirtied.free();
+    this.#fold = null;
   }
+}
+
+/** A fold: the log length when it was taken and the blocks it re-dirtied. */
+interface Fold {
+  logLength: number;
+  redirtied: Bitmap;
 }
 
 /**

@@ -80,6 +80,13 @@ export interface BeginOptions {
    * (postcopy) may serve it before it is complete. Ignored by a local replica.
    */
   final?: boolean;
+  /**
+   * Folds blocks re-dirtied since the generation was cut into it (an evacuation's final cut
+   * taken while the generation was in flight, docs/STORE.md "Folding"): when the staged
+   * generation's set plus these equals `dirty`, what it staged of the other blocks is kept
+   * and these count as not staged (they are staged again, in their newer version).
+   */
+  fold?: Bitmap;
 }
 
 /**
@@ -93,6 +100,7 @@ export interface Destination {
   /**
    * Starts staging `generation` (the committed one + 1) with the block set `dirty`. For the
    * same generation and set it resumes, keeping what is staged: safe to repeat after a retry.
+   * With `options.fold`, see {@linkcode BeginOptions.fold}.
    */
   beginGeneration(
     generation: number,
@@ -113,6 +121,11 @@ export interface Destination {
    * order, so the sender need not wait a round trip at every acknowledgement point.
    */
   readonly concurrentFlush?: boolean;
+  /**
+   * True when `beginGeneration` takes `options.fold` (a remote destination of sync protocol
+   * 4; a local replica). Without it a generation in flight is not folded.
+   */
+  readonly folds?: boolean;
   /**
    * The page digests (`volume/page_masks.ts`, `pageDigests`) of the committed copies of
    * `blocks` (at most {@linkcode MAX_DIGEST_BLOCKS}), one block after the other; null when

@@ -43,6 +43,11 @@ export interface SendOptions {
   final?: boolean;
   /** Called once every block is durable, just before the commit is asked for. */
   onCommit?: () => void;
+  /**
+   * Asked before each block: true stops sending there (what was staged is flushed, nothing
+   * is committed, the report says `stopped`), so that the generation can be folded.
+   */
+  stop?: () => boolean;
 }
 
 /** What {@linkcode sendGeneration} did. */
@@ -64,6 +69,8 @@ export interface SendReport {
   merkleRoot: string;
   /** How long the destination took to commit, ms (0 when it had committed already). */
   commitMs: number;
+  /** Whether `stop` stopped the send: the generation is not committed. */
+  stopped: boolean;
 }
 
 /**
@@ -100,6 +107,7 @@ export async function sendGeneration(
     alreadyStaged: 0,
     merkleRoot: "",
     commitMs: 0,
+    stopped: false,
   };
   try {
     assertResumable(state, info.committedGeneration);
@@ -111,14 +119,21 @@ export async function sendGeneration(
     }
     await destination.beginGeneration(generation, pending.dirty, pending.cutTimeMs, {
       final: hooks.final === true,
+      ...(pending.fold ? { fold: pending.fold } : {}),
     });
     using toSend = pending.dirty.clone();
     if (info.staged?.generation === generation) {
       using staged = info.staged.received.clone().and(pending.dirty);
       report.alreadyStaged = staged.popcount();
-      toSend.andNot(info.staged.received);
+      // A fold (see `BeginOptions.fold`) took its blocks out of what was staged when the
+      // destination had not folded yet; after it had, those of them staged since are sent
+      // again and ignored as duplicates.
+      using kept = info.staged.received.clone();
+      if (pending.fold) kept.andNot(pending.fold);
+      toSend.andNot(kept);
     }
     await sendBlocks(state, cut, destination, toSend, report, hooks);
+    if (report.stopped) return report;
     report.merkleRoot = toHex(await state.manifest.root());
     hooks.onCommit?.();
     const commitStarted = performance.now();
@@ -258,7 +273,7 @@ async function sendBlocks(
     return asked;
   };
   let nextDigests = digestsOf(0);
-  for (let g = 0; g < groups.length; g++) {
+  groups: for (let g = 0; g < groups.length; g++) {
     const digests = await nextDigests;
     nextDigests = digestsOf(g + 1);
     let digestAt = 0;
@@ -277,6 +292,11 @@ async function sendBlocks(
       let pieceFirst = first;
       let pieceBytes = 0;
       for (let i = 0; i < count; i++) {
+        if (hooks.stop?.()) {
+          await stage(pieceFirst, piece, pieceBytes);
+          report.stopped = true;
+          break groups;
+        }
         const length = blockLength(identity, first + i);
         if (unflushedBytes + pieceBytes + length > flushEveryBytes) {
           await stage(pieceFirst, piece, pieceBytes);
@@ -307,7 +327,8 @@ async function sendBlocks(
   }
   await flush();
   await inFlight;
-  while (resend.length > 0) {
+  // Stopped: blocks to resend are not acknowledged, so the next send takes them.
+  while (resend.length > 0 && !report.stopped) {
     await sendResends();
     await flush();
     await inFlight;

@@ -8,6 +8,8 @@ const RECORD_FILES: Record<StagingRecord, string> = {
   header: "header.json",
   dirty: "dirty",
   received: "received",
+  fold: "fold",
+  "received.folded": "received.folded",
   commit: "COMMIT",
   rollback: "ROLLBACK",
 };
