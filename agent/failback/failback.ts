@@ -28,7 +28,7 @@ import { sendGeneration, type SendOptions, type SendReport } from "../sync/send_
 import type { Cut } from "../tracker.ts";
 import { blockEntries, ENTRY_BYTES } from "../volume/block_hashes.ts";
 import { ManifestFile } from "../volume/manifest_file.ts";
-import { blockCount } from "../volume/volume_identity.ts";
+import { blockCount, type VolumeIdentity } from "../volume/volume_identity.ts";
 import type { DirectoryBackend } from "../../plugins/store-directory/mod.ts";
 
 /** Bytes of the image hashed per read while proving it. */
@@ -200,8 +200,8 @@ export interface FailBackOptions {
   stateDir: string;
   /** Send every block, for an original image that diverged (see {@linkcode adoptOriginalImage}). */
   full?: boolean;
-  /** Opens the original site's replica; called again after each retryable failure. */
-  connect(): Promise<{ destination: Destination; close(): Promise<void> }>;
+  /** Opens the original site's replica of `identity`; called again after each retryable failure. */
+  connect(identity: VolumeIdentity): Promise<{ destination: Destination; close(): Promise<void> }>;
   /** Called after a retryable failure, before connecting again (backoff). */
   retry(error: PresyncError, attempt: number): Promise<void>;
   /** Passed to `sendGeneration` (tests kill there). */
@@ -311,7 +311,7 @@ async function sendOverlay(
     report.attempts++;
     let link: Awaited<ReturnType<FailBackOptions["connect"]>> | null = null;
     try {
-      link = await options.connect();
+      link = await options.connect(state.identity);
       const info = await link.destination.resumeInfo();
       info.staged?.received.free();
       if (!state.pending && state.committedGeneration === base) {
