@@ -60,17 +60,12 @@ export async function cmdFailback(args: string[]): Promise<number> {
   if (values.adopt !== undefined) {
     const report = await adoptOriginalImage({
       fs,
+      volume,
       imagePath: values.adopt,
       agentStateDir: required("failback", "--agent-state DIR", values["agent-state"]),
       backend: new DirectoryBackend(fs, required("failback", "--store DIR", values.store)),
       full: values.full === true,
     });
-    if (report.volume !== volume) {
-      throw new PresyncError(
-        ErrorCode.VOLUME_MISMATCH,
-        `--agent-state is the state of volume ${report.volume}, not ${volume}`,
-      );
-    }
     print(
       { ...report },
       `${volume}: ${values.adopt} ${report.already ? "was already" : "is now"} generation ` +

@@ -37,6 +37,8 @@ const PROOF_READ_BYTES = 8 * 1024 * 1024;
 /** Options of {@linkcode adoptOriginalImage}. */
 export interface AdoptOptions {
   fs: FileSystem;
+  /** The volume the operator named: the agent state must be its state. */
+  volume: string;
   /** The original disk image (raw), on the same file system as the store. */
   imagePath: string;
   /** The original source agent's state directory of the volume (`--state DIR/VOLUME`). */
@@ -77,6 +79,13 @@ export async function adoptOriginalImage(options: AdoptOptions): Promise<AdoptRe
   const { identity } = state;
   const generation = state.pending?.generation ?? state.committedGeneration;
   try {
+    if (identity.name !== options.volume) {
+      throw new PresyncError(
+        ErrorCode.VOLUME_MISMATCH,
+        `${options.agentStateDir} is the agent state of volume ${identity.name}, not ` +
+          `${options.volume}`,
+      );
+    }
     using lock = await io(`lock ${imagePath}`, () => fs.tryLock(imagePath, "exclusive"));
     if (!lock) {
       throw new PresyncError(

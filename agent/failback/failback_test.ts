@@ -111,6 +111,7 @@ seededTest("fail-back sends only the overlay and leaves the original image equal
   try {
     const adopted = await adoptOriginalImage({
       fs,
+      volume: "vm",
       imagePath: site.image,
       agentStateDir: site.agentState,
       backend: site.backendA,
@@ -120,6 +121,7 @@ seededTest("fail-back sends only the overlay and leaves the original image equal
     // A re-run (the operator starting it again) recognises its own adoption.
     const again = await adoptOriginalImage({
       fs,
+      volume: "vm",
       imagePath: site.image,
       agentStateDir: site.agentState,
       backend: site.backendA,
@@ -145,6 +147,7 @@ seededTest("fail-back resumes after a link cut and after a kill", async (prng) =
   try {
     await adoptOriginalImage({
       fs,
+      volume: "vm",
       imagePath: site.image,
       agentStateDir: site.agentState,
       backend: site.backendA,
@@ -172,6 +175,7 @@ seededTest("fail-back resumes after a link cut and after a kill", async (prng) =
   try {
     await adoptOriginalImage({
       fs,
+      volume: "vm",
       imagePath: killed.image,
       agentStateDir: killed.agentState,
       backend: killed.backendA,
@@ -202,9 +206,20 @@ seededTest("an original image written after the relocation is refused", async (p
     const file = await fs.open(site.image, { write: true });
     await file.write(5 * BLOCK + 7, new Uint8Array([1, 2, 3]));
     file.close();
+    await assertRejectsCode(
+      adoptOriginalImage({
+        fs,
+        volume: "db",
+        imagePath: site.image,
+        agentStateDir: site.agentState,
+        backend: site.backendA,
+      }),
+      ErrorCode.VOLUME_MISMATCH,
+    );
     const err = await assertRejectsCode(
       adoptOriginalImage({
         fs,
+        volume: "vm",
         imagePath: site.image,
         agentStateDir: site.agentState,
         backend: site.backendA,
@@ -216,6 +231,7 @@ seededTest("an original image written after the relocation is refused", async (p
     // Adopted anyway with --full: the overlay alone is refused, the full re-sync works.
     await adoptOriginalImage({
       fs,
+      volume: "vm",
       imagePath: site.image,
       agentStateDir: site.agentState,
       backend: site.backendA,
@@ -236,6 +252,7 @@ seededTest("a malformed overlay map and an overlay in use are refused", async (p
   try {
     await adoptOriginalImage({
       fs,
+      volume: "vm",
       imagePath: site.image,
       agentStateDir: site.agentState,
       backend: site.backendA,
