@@ -101,6 +101,12 @@ export const ErrorCode = {
    * a QEMU ended, or the tunnel carried a malformed record. The source VM keeps running.
    */
   MIGRATION_ABORTED: "MIGRATION_ABORTED",
+  /**
+   * A fail-back was refused: the original site's image is not the generation the other site
+   * holds (it was written after the relocation, or the relocation did not finish), so only
+   * a full re-sync (`presync failback --full`) can bring it back.
+   */
+  FAILBACK_DIVERGED: "FAILBACK_DIVERGED",
 } as const;
 
 /** One of the {@linkcode ErrorCode} values. */

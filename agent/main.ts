@@ -6,6 +6,7 @@
  *     presync agent --volume NAME=IMAGE --to HOST:PORT --key-file FILE --state DIR
  *     presync status | evacuate NAME | pause NAME | resume NAME | verify NAME
  *     presync sync --local SOURCE_IMAGE STORE_DIR --volume NAME
+ *     presync failback NAME --adopt IMAGE … | presync failback NAME --to HOST:PORT …
  *     presync help [COMMAND] | presync --version
  *
  * @module
@@ -14,6 +15,7 @@
 import { AGENT_USAGE, cmdAgent } from "./cli/cmd_agent.ts";
 import { cmdEvacuate, EVACUATE_USAGE } from "./cli/cmd_evacuate.ts";
 import { EXPORT_COMMAND } from "./cli/cmd_export.ts";
+import { cmdFailback, FAILBACK_USAGE } from "./cli/cmd_failback.ts";
 import { cmdMigrate, MIGRATE_USAGE } from "./cli/cmd_migrate.ts";
 import { cmdKeygen, KEYGEN_USAGE } from "./cli/cmd_keygen.ts";
 import { cmdServe, SERVE_USAGE } from "./cli/cmd_serve.ts";
@@ -53,6 +55,7 @@ const COMMANDS: Record<string, Command> = {
   verify: { run: cmdVerify, usage: VERIFY_USAGE },
   export: EXPORT_COMMAND,
   migrate: { run: cmdMigrate, usage: MIGRATE_USAGE },
+  failback: { run: cmdFailback, usage: FAILBACK_USAGE },
   volumes: { run: cmdVolumes, usage: VOLUMES_USAGE },
   delete: { run: cmdDelete, usage: DELETE_USAGE },
   rollback: { run: cmdRollback, usage: ROLLBACK_USAGE },

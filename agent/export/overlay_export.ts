@@ -2,6 +2,7 @@ import { Bitmap } from "../core/mod.ts";
 import { ErrorCode, PresyncError } from "../errors.ts";
 import { atomicWrite, readWhole } from "../fs/atomic_write.ts";
 import { DenoFileSystem } from "../fs/deno_file_system.ts";
+import type { FileLock } from "../fs/file_system.ts";
 import { io } from "../fs/io_error.ts";
 import { PositionalFile } from "../nbd/_positional_file.ts";
 import { fileAllocation, zeroFileRange, type ZeroOptions } from "../nbd/file_holes.ts";
@@ -45,12 +46,19 @@ export class OverlayExport implements NbdExport {
   readonly #file: PositionalFile;
   readonly #mapPath: string;
   readonly #present: Bitmap;
+  readonly #lock: FileLock;
   #writes: Promise<unknown> = Promise.resolve();
   #mapDirty = false;
   #closed = false;
 
-  private constructor(options: OverlayExportOptions, file: PositionalFile, present: Bitmap) {
+  private constructor(
+    options: OverlayExportOptions,
+    file: PositionalFile,
+    present: Bitmap,
+    lock: FileLock,
+  ) {
     this.#base = options.base;
+    this.#lock = lock;
     this.#blockSize = options.blockSize;
     this.#file = file;
     this.#mapPath = `${options.overlayPath}.map`;
@@ -61,7 +69,13 @@ export class OverlayExport implements NbdExport {
       options.overlayPath;
   }
 
-  /** Opens (or creates) the overlay. */
+  /**
+   * Opens (or creates) the overlay, holding it exclusively (`flock`) until `close`: one
+   * writer at a time, so a fail-back never reads an overlay a running VM still writes.
+   *
+   * @throws {PresyncError} `STORE_BUSY` when another export or a fail-back holds it,
+   *   `STORE_CORRUPT` (damaged map), `VOLUME_MISMATCH` (map of another size), `IO`
+   */
   static async open(options: OverlayExportOptions): Promise<OverlayExport> {
     const blocks = Math.ceil(options.base.sizeBytes / options.blockSize);
     const fs = new DenoFileSystem();
@@ -87,16 +101,35 @@ export class OverlayExport implements NbdExport {
       );
     }
     const file = await PositionalFile.open(options.overlayPath, { create: true });
+    let lock: FileLock | null = null;
     try {
+      lock = await io(
+        `lock ${options.overlayPath}`,
+        () => fs.tryLock(options.overlayPath, "exclusive"),
+      );
+      if (!lock) {
+        throw new PresyncError(
+          ErrorCode.STORE_BUSY,
+          `overlay ${options.overlayPath} is in use (a running export or a fail-back holds it): ` +
+            `stop the VM and its export first`,
+          { retryable: true },
+        );
+      }
       if (await file.size() !== options.base.sizeBytes) {
         await file.truncate(options.base.sizeBytes);
       }
     } catch (err) {
+      lock?.release();
       present.free();
       await file.close();
       throw err;
     }
-    return new OverlayExport(options, file, present);
+    return new OverlayExport(options, file, present, lock);
+  }
+
+  /** The blocks held in the overlay (a copy; the caller frees it). */
+  presentMap(): Bitmap {
+    return this.#present.clone();
   }
 
   /** Number of blocks held in the overlay. */
@@ -240,6 +273,7 @@ export class OverlayExport implements NbdExport {
       await this.flush();
     } finally {
       await this.#file.close();
+      this.#lock.release();
       this.#present.free();
     }
   }

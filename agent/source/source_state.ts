@@ -75,6 +75,44 @@ export class SourceState {
     return SourceState.open(fs, dir);
   }
 
+  /**
+   * Creates the state of a volume whose destination already holds generation `generation`
+   * with the block hashes `manifest` (copied in): what a fail-back starts from, where the
+   * sending site is the one that held the replica.
+   */
+  static async initAt(
+    fs: FileSystem,
+    dir: string,
+    identity: VolumeIdentity,
+    generation: number,
+    manifest: ManifestFile,
+  ): Promise<SourceState> {
+    if (await fs.exists(`${dir}/state.json`)) {
+      throw new PresyncError(
+        ErrorCode.VOLUME_EXISTS,
+        `source state for ${identity.name} already exists in ${dir}`,
+      );
+    }
+    await io(`create ${dir}`, () => mkdirDurable(fs, dir));
+    const copy = await ManifestFile.open(fs, `${dir}/manifest`, blockCount(identity), {
+      create: true,
+    });
+    try {
+      const all = new Bitmap(blockCount(identity));
+      try {
+        all.setRange(0, all.size);
+        await copy.copyFrom(manifest, all);
+      } finally {
+        all.free();
+      }
+      await copy.sync();
+    } finally {
+      copy.close();
+    }
+    await writeState(fs, dir, identity, generation);
+    return SourceState.open(fs, dir);
+  }
+
   /** Opens the state in `dir`. */
   static async open(fs: FileSystem, dir: string): Promise<SourceState> {
     const bytes = await io(`read ${dir}/state.json`, () => readWhole(fs, `${dir}/state.json`));

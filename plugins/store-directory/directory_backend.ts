@@ -104,6 +104,57 @@ export class DirectoryBackend implements ReplicaBackend, SpaceUsage {
     await fs.syncDir(dir);
   }
 
+  /**
+   * Creates the directory of volume `identity` around an existing raw image (a fail-back's
+   * original disk), hard-linked as its `image`, so that commits write into that file; its
+   * manifest is all zeros and it has no `meta.json` yet: the caller writes the manifest,
+   * then the metadata, which is when the volume exists. The image must be on the store's
+   * file system and exactly the volume's size.
+   *
+   * @throws {PresyncError} `VOLUME_EXISTS`, `VOLUME_MISMATCH` (size), `INVALID_ARGUMENT`
+   *   (another file system), `IO`
+   */
+  async adopt(identity: VolumeIdentity, imagePath: string): Promise<void> {
+    const fs = this.#fs;
+    const dir = this.#dir(identity.name);
+    if (await fs.exists(`${dir}/meta.json`)) {
+      throw new PresyncError(
+        ErrorCode.VOLUME_EXISTS,
+        `volume ${identity.name} already exists in ${this.location}`,
+      );
+    }
+    const size = (await io(`stat ${imagePath}`, () => Deno.stat(imagePath))).size;
+    if (size !== identity.sizeBytes) {
+      throw new PresyncError(
+        ErrorCode.VOLUME_MISMATCH,
+        `${imagePath} is ${size} bytes but volume ${identity.name} is ${identity.sizeBytes}`,
+      );
+    }
+    await mkdirDurable(fs, this.location);
+    await fs.remove(dir);
+    await mkdirDurable(fs, dir);
+    try {
+      await Deno.link(imagePath, `${dir}/image`);
+    } catch (err) {
+      if (err instanceof Error && /EXDEV|cross-device/i.test(err.message)) {
+        throw new PresyncError(
+          ErrorCode.INVALID_ARGUMENT,
+          `${imagePath} and the store ${this.location} are on different file systems: put ` +
+            `the store beside the image (it is hard-linked, never copied)`,
+          { cause: err },
+        );
+      }
+      throw toIoError(err, `link ${imagePath} into ${dir}`);
+    }
+    await createZeroFile(fs, `${dir}/manifest`, blockCount(identity) * ENTRY_BYTES);
+    await fs.syncDir(dir);
+  }
+
+  /** The image file of volume `name` (`adopt` links the original image there). */
+  imagePath(name: string): string {
+    return `${this.#dir(name)}/image`;
+  }
+
   async remove(name: string): Promise<void> {
     const fs = this.#fs;
     const dir = this.#dir(name);

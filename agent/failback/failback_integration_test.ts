@@ -1,0 +1,139 @@
+import assert from "node:assert/strict";
+import { freePort, jsonLines, PresyncProcess } from "../../fixtures/cluster.ts";
+import { seededTest } from "../../fixtures/seeded.ts";
+import { DirectoryBackend } from "../../plugins/store-directory/mod.ts";
+import { WanEmu } from "../../scripts/wan_emu.ts";
+import { openReplica } from "../export/serve_replica.ts";
+import { DenoFileSystem } from "../fs/deno_file_system.ts";
+import { writeNewKey } from "../key_file.ts";
+import { ReplicaStore } from "../store/replica_store.ts";
+import { syncLocal } from "../sync/local_sync.ts";
+
+const SIZE = 32 * 1024 * 1024;
+const fs = new DenoFileSystem();
+
+async function until(what: string, check: () => Promise<boolean>, processes: PresyncProcess[]) {
+  const deadline = Date.now() + 60_000;
+  while (Date.now() < deadline) {
+    if (await check().catch(() => false)) return;
+    await new Promise((resolve) => setTimeout(resolve, 50));
+  }
+  throw new Error(`timed out waiting for ${what}\n${processes.map((p) => p.output).join("\n")}`);
+}
+
+seededTest(
+  "presync failback over a slow link survives kill -9 of the sender and of serve",
+  async (prng) => {
+    const root = await Deno.makeTempDir({ prefix: "presync-failback-it-" });
+    const processes: PresyncProcess[] = [];
+    let emu: WanEmu | null = null;
+    try {
+      const image = `${root}/a.img`;
+      const data = new Uint8Array(SIZE);
+      prng.fill(data.subarray(0, SIZE / 2));
+      await Deno.writeFile(image, data);
+      await syncLocal({
+        imagePath: image,
+        storeDir: `${root}/b`,
+        volume: "vm",
+        stateDir: `${root}/agent-state`,
+        fs,
+      });
+      // What the VM wrote at the destination: 12 MiB through the writable overlay.
+      const storeB = new ReplicaStore(new DirectoryBackend(fs, `${root}/b`));
+      const written = new Uint8Array(12 * 1024 * 1024);
+      prng.fill(written);
+      {
+        const opened = await openReplica({ store: storeB, volume: "vm", writable: true });
+        await opened.export.write!(3 * 1024 * 1024 + 17, written);
+        await opened.export.flush!();
+        await opened.close();
+      }
+      await writeNewKey(`${root}/key`);
+      const adopt = new PresyncProcess([
+        "failback",
+        "vm",
+        "--adopt",
+        image,
+        "--agent-state",
+        `${root}/agent-state`,
+        "--store",
+        `${root}/a-store`,
+      ]);
+      processes.push(adopt);
+      assert.equal((await adopt.wait()).code, 0, adopt.output);
+      const port = freePort();
+      const serve = () =>
+        new PresyncProcess([
+          "serve",
+          "--store",
+          `${root}/a-store`,
+          "--listen",
+          `127.0.0.1:${port}`,
+          "--key-file",
+          `${root}/key`,
+          "--control",
+          `${root}/serve.sock`,
+          "--transport",
+          "tcp",
+          "--idle-timeout",
+          "3",
+        ]);
+      let server = serve();
+      processes.push(server);
+      // 40 Mbit/s: the 12 MiB take about 2.5 s, time to kill both sides on the way.
+      const link = { rateBitsPerSecond: 40_000_000, delayMs: 5 };
+      emu = WanEmu.start({ target: { hostname: "127.0.0.1", port }, up: link, down: link });
+      const sender = () =>
+        new PresyncProcess([
+          "failback",
+          "vm",
+          "--to",
+          `${emu!.addr.hostname}:${emu!.addr.port}`,
+          "--key-file",
+          `${root}/key`,
+          "--store",
+          `${root}/b`,
+          "--state",
+          `${root}/fb-state`,
+          "--transport",
+          "tcp",
+          "--idle-timeout",
+          "3",
+          "--json",
+        ]);
+      const received = `${root}/a-store/vm/staging/received`;
+      const receivedBytes = async () => (await Deno.stat(`${root}/a-store/vm/staging/log`)).size;
+      const first = sender();
+      processes.push(first);
+      await until(
+        "a first acknowledgement",
+        async () => (await Deno.stat(received)).size > 0,
+        processes,
+      );
+      await first.kill("SIGKILL");
+      const staged = await receivedBytes();
+      const second = sender();
+      processes.push(second);
+      await until("more blocks staged", async () => (await receivedBytes()) > staged, processes);
+      await server.kill("SIGKILL");
+      server = serve();
+      processes.push(server);
+      assert.equal((await second.wait(120_000)).code, 0, second.output);
+      const report = jsonLines(second).at(-1)!;
+      assert.equal(report.generation, 2);
+      assert.ok((report.attempts as number) >= 2, second.output);
+      assert.ok((report.alreadyStaged as number) > 0);
+      // The original image is now exactly what the VM saw at the destination.
+      const opened = await openReplica({ store: storeB, volume: "vm", writable: true });
+      const expected = await opened.export.read(0, SIZE);
+      await opened.close();
+      const actual = await Deno.readFile(image);
+      assert.ok(actual.every((b, i) => b === expected[i]), "original image != replica + overlay");
+    } finally {
+      for (const p of processes) if (!p.exited) await p.kill("SIGTERM");
+      await emu?.close();
+      await Deno.remove(root, { recursive: true });
+    }
+  },
+);
