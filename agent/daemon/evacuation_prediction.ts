@@ -50,8 +50,13 @@ export interface PredictionInputs {
   blockSize: number;
   /** Blocks in the volume (the most any generation can hold). */
   totalBlocks: number;
-  /** Whether a generation is in flight: it commits on its own before the final cut. */
+  /** Whether a generation is in flight: it commits on its own before the final cut, unless folded. */
   generationInFlight: boolean;
+  /**
+   * Whether the destination folds a generation in flight into the final one (sync protocol 4,
+   * docs/STORE.md "Folding"): then the evacuation is one generation and one commit.
+   */
+  folds: boolean;
   /** Blocks of the generation in flight not yet acknowledged by the destination. */
   unackedBlocks: number;
   /** Blocks of the generation in flight (its commit applies all of them). */
@@ -105,7 +110,7 @@ export interface EvacuationPrediction {
   scanSeconds: number;
   /** bytes / link speed. */
   sendSeconds: number | null;
-  /** Commits before the evacuation ends (the generation in flight and the final one). */
+  /** Commits before the evacuation ends (the generation in flight and the final one, or one when folded). */
   commits: number;
   /** Their time: each at least as long as the last one, longer for more blocks. */
   commitSeconds: number;
@@ -135,7 +140,8 @@ export function linkEstimate(
 
 /**
  * Predicts an evacuation started now: the generation in flight finishes and commits (the VM
- * is paused at once, so writes stop now), then the final cut is scanned, sent and committed,
+ * is paused at once, so writes stop now) or, with a destination that folds, is folded into the
+ * final cut and committed with it; the final cut is scanned, sent and committed,
  * and the Merkle roots are compared. A commit lasts at least as long as the last one, and
  * longer for a generation of more blocks (the destination applies and syncs every block). The bytes are the unacknowledged blocks of the
  * generation in flight plus the blocks written since the last cut (exact from the tracker,
@@ -150,7 +156,7 @@ export function predictEvacuation(inputs: PredictionInputs): EvacuationPredictio
     : "unknown";
   const freshBlocks = inputs.trackerFreshBlocks ?? inputs.estimatedFreshBlocks ?? 0;
   const blocks = Math.min(
-    inputs.totalBlocks * (inputs.generationInFlight ? 2 : 1),
+    inputs.totalBlocks * (inputs.generationInFlight && !inputs.folds ? 2 : 1),
     inputs.unackedBlocks + freshBlocks,
   );
   const send = inputs.currentSend;
@@ -161,13 +167,19 @@ export function predictEvacuation(inputs: PredictionInputs): EvacuationPredictio
     : inputs.blockSize * inputs.compressionRatio;
   const bytes = Math.round(blocks * perBlock);
   const link = linkEstimate(inputs);
-  const commits = inputs.generationInFlight ? 2 : 1;
+  const separate = inputs.generationInFlight && !inputs.folds;
+  const commits = separate ? 2 : 1;
   const rttSeconds = (inputs.rttMs ?? 0) / 1000;
-  const roundTripSeconds = (GENERATION_ROUND_TRIPS * commits + 1) * rttSeconds;
+  // A fold costs the flush that stops the send and the begin of the folded generation.
+  const foldTrips = inputs.generationInFlight && inputs.folds ? 2 : 0;
+  const roundTripSeconds = (GENERATION_ROUND_TRIPS * commits + 1 + foldTrips) * rttSeconds;
   const commitOf = (generationBlocks: number) =>
     Math.max(inputs.commitSeconds, rttSeconds + inputs.commitSecondsPerBlock * generationBlocks);
-  const commitSeconds = commitOf(inputs.generationInFlight ? freshBlocks : blocks) +
-    (inputs.generationInFlight ? commitOf(inputs.generationBlocks) : 0);
+  const commitSeconds = !inputs.generationInFlight
+    ? commitOf(blocks)
+    : inputs.folds
+    ? commitOf(Math.min(inputs.totalBlocks, inputs.generationBlocks + freshBlocks))
+    : commitOf(freshBlocks) + commitOf(inputs.generationBlocks);
   const sendSeconds = link ? bytes / link.bytesPerSecond : null;
   const seconds = sendSeconds === null || freshSource === "unknown"
     ? null

@@ -53,6 +53,7 @@ function inputs(s: Scenario, overrides: Partial<PredictionInputs>): PredictionIn
     blockSize: BLOCK,
     totalBlocks: s.totalBlocks,
     generationInFlight: false,
+    folds: false,
     unackedBlocks: 0,
     generationBlocks: 0,
     trackerFreshBlocks: null,
@@ -124,6 +125,36 @@ seededTest(
       assert.equal(p.linkSource, "current_send");
       assert.equal(p.commits, 2, "the first generation commits, then the final one");
       assertClose(p.seconds, truth(s, s.totalBlocks - acked, [s.totalBlocks, 0]), `scenario ${i}`);
+    }
+  },
+);
+
+seededTest(
+  "prediction, folding destination: the generation in flight and the final cut are one generation",
+  (prng) => {
+    for (let i = 0; i < 50; i++) {
+      const s = scenario(prng);
+      const fresh = prng.int(s.totalBlocks);
+      const unacked = 1 + prng.int(s.totalBlocks - 1);
+      const generation = unacked + prng.int(s.totalBlocks - unacked);
+      const base = inputs(s, {
+        generationInFlight: true,
+        unackedBlocks: unacked,
+        generationBlocks: generation,
+        trackerFreshBlocks: fresh,
+        goodputBytesPerSecond: s.linkBytesPerSecond,
+      });
+      const separate = predictEvacuation(base);
+      const folded = predictEvacuation({ ...base, folds: true });
+      assert.equal(separate.commits, 2);
+      assert.equal(folded.commits, 1, "one commit of the folded generation");
+      const blocks = Math.min(s.totalBlocks, unacked + fresh);
+      assert.equal(folded.blocks, blocks);
+      // One generation of all its blocks, plus the stop flush and the folded begin.
+      const union = Math.min(s.totalBlocks, generation + fresh);
+      const rtt = s.rttMs / 1000;
+      assertClose(folded.seconds, truth(s, blocks, [union]) + 2 * rtt, `scenario ${i}`);
+      assert.ok(folded.seconds! <= separate.seconds! + 1e-9, `scenario ${i}: a fold is not longer`);
     }
   },
 );

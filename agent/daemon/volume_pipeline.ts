@@ -721,6 +721,7 @@ export class VolumePipeline {
       pending: this.state.pending,
       freshBlocks: this.#writes.freshBlocks(Date.now()),
       trackerFreshBlocks: this.tracker.dirtyBlocksNow(),
+      folds: this.#link?.destination.folds === true,
       totalBlocks: blockCount(this.identity),
       wireBytesPerBlock: this.#wireBytesPerBlock,
       commitSecondsPerBlock: this.#commitSecondsPerBlock,

@@ -42,6 +42,8 @@ export interface VolumeSnapshot {
   freshBlocks: number | null;
   /** Blocks written since the last cut, from the tracker (`Tracker.dirtyBlocksNow`). */
   trackerFreshBlocks: number | null;
+  /** Whether the destination on the current link folds a generation in flight (sync protocol 4). */
+  folds: boolean;
   /** Blocks in the volume. */
   totalBlocks: number;
   /** Smoothed wire bytes per block of the generations sent (0: none yet). */
@@ -122,6 +124,7 @@ export function volumeStatus(v: VolumeSnapshot, rttMs: number | undefined): Volu
     blockSize,
     totalBlocks: v.totalBlocks,
     generationInFlight: pending !== null,
+    folds: v.folds,
     unackedBlocks,
     generationBlocks,
     trackerFreshBlocks: v.trackerFreshBlocks,

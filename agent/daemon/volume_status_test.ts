@@ -16,6 +16,7 @@ function snapshot(overrides: Partial<VolumeSnapshot> = {}): VolumeSnapshot {
     pending: null,
     freshBlocks: 0,
     trackerFreshBlocks: null,
+    folds: false,
     totalBlocks: 100,
     wireBytesPerBlock: 0,
     commitSecondsPerBlock: 0,
