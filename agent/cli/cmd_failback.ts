@@ -3,7 +3,6 @@ import { DEFAULT_CODEC_NAME } from "../codec/mod.ts";
 import { Backoff } from "../daemon/backoff.ts";
 import { PacedDestination } from "../daemon/paced_destination.ts";
 import { newSourceInstance } from "../daemon/remote_link.ts";
-import { ErrorCode, PresyncError } from "../errors.ts";
 import { adoptOriginalImage, failBack } from "../failback/failback.ts";
 import { DenoFileSystem } from "../fs/deno_file_system.ts";
 import { parseHostPort, readKey } from "../key_file.ts";
