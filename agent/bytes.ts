@@ -21,6 +21,30 @@ export function constantTimeEqual(a: Uint8Array, b: Uint8Array): boolean {
   return diff === 0;
 }
 
+/**
+ * The arrays of `parts` as one array, in order: a view over their common buffer, without a
+ * copy, when each part follows the one before it in that buffer (blocks cut from one read),
+ * otherwise a new array they are copied into (see {@linkcode concatBytes}).
+ *
+ * @example
+ * ```ts
+ * import { joinBytes } from "./bytes.ts";
+ * const read = new Uint8Array(8);
+ * console.assert(joinBytes([read.subarray(0, 4), read.subarray(4)]).buffer === read.buffer);
+ * ```
+ */
+export function joinBytes(parts: Uint8Array[]): Uint8Array {
+  if (parts.length === 0) return new Uint8Array(0);
+  const first = parts[0];
+  let end = first.byteOffset + first.byteLength;
+  for (let i = 1; i < parts.length; i++) {
+    const part = parts[i];
+    if (part.buffer !== first.buffer || part.byteOffset !== end) return concatBytes(parts);
+    end += part.byteLength;
+  }
+  return new Uint8Array(first.buffer, first.byteOffset, end - first.byteOffset);
+}
+
 /** The arrays of `parts` joined, in order, into one new array. */
 export function concatBytes(parts: Uint8Array[]): Uint8Array {
   const out = new Uint8Array(parts.reduce((n, p) => n + p.length, 0));

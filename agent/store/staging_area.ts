@@ -7,7 +7,7 @@ import { blockCount, blockLength, type VolumeIdentity } from "../volume/volume_i
 import type { RecordHeader } from "./_staging_record.ts";
 import { type LogBlock, StagingLog } from "./_staging_log.ts";
 import { YIELD_EVERY_BYTES, yieldToEventLoop } from "../yield.ts";
-import { concatBytes, constantTimeEqual } from "../bytes.ts";
+import { constantTimeEqual, joinBytes } from "../bytes.ts";
 import { canPunchHoles, type ReplicaImage, type StagingBackend } from "./replica_backend.ts";
 import { WriteWindow } from "./_write_window.ts";
 import type { StagedBlock, StageResult } from "../sync/destination.ts";
@@ -304,7 +304,9 @@ export class StagingArea {
 
   /**
    * Seeding: the blocks go straight to their place in the image, each run of consecutive
-   * data blocks in one write (large writes leave the event loop free while the disk works);
+   * data blocks in one write (large writes leave the event loop free while the disk works),
+   * without copying when the blocks are consecutive views of one buffer (a local sync
+   * stages the blocks of each read as views of it);
    * a zero block becomes a hole.
    */
   async #writeInPlace(accepted: LogBlock[]): Promise<void> {
@@ -326,7 +328,7 @@ export class StagingArea {
         ) end++;
         const run = end - i === 1
           ? blocks[i].data!
-          : concatBytes(blocks.slice(i, end).map((b) => b.data!));
+          : joinBytes(blocks.slice(i, end).map((b) => b.data!));
         await window.add(() => image.write(offset, run));
         i = end;
       }
