@@ -77,6 +77,18 @@ async function diskAtB(site: Site): Promise<Uint8Array> {
   }
 }
 
+/** Adopts the original image of `site` as volume `vm` of its store A (as the operator would). */
+function adopt(site: Site, extra: Partial<Parameters<typeof adoptOriginalImage>[0]> = {}) {
+  return adoptOriginalImage({
+    fs,
+    volume: "vm",
+    imagePath: site.image,
+    agentStateDir: site.agentState,
+    backend: site.backendA,
+    ...extra,
+  });
+}
+
 function options(site: Site, extra: Partial<FailBackOptions> = {}): FailBackOptions {
   return {
     fs,
@@ -109,23 +121,11 @@ async function assertFailedBack(site: Site): Promise<void> {
 seededTest("fail-back sends only the overlay and leaves the original image equal", async (prng) => {
   const site = await relocated(prng, 30);
   try {
-    const adopted = await adoptOriginalImage({
-      fs,
-      volume: "vm",
-      imagePath: site.image,
-      agentStateDir: site.agentState,
-      backend: site.backendA,
-    });
+    const adopted = await adopt(site);
     assert.equal(adopted.generation, 1);
     assert.equal(adopted.divergedBlocks, 0);
     // A re-run (the operator starting it again) recognises its own adoption.
-    const again = await adoptOriginalImage({
-      fs,
-      volume: "vm",
-      imagePath: site.image,
-      agentStateDir: site.agentState,
-      backend: site.backendA,
-    });
+    const again = await adopt(site);
     assert.equal(again.already, true);
     const report = await failBack(options(site));
     assert.equal(report.generation, 2);
@@ -145,13 +145,7 @@ seededTest("fail-back sends only the overlay and leaves the original image equal
 seededTest("fail-back resumes after a link cut and after a kill", async (prng) => {
   const site = await relocated(prng, 10);
   try {
-    await adoptOriginalImage({
-      fs,
-      volume: "vm",
-      imagePath: site.image,
-      agentStateDir: site.agentState,
-      backend: site.backendA,
-    });
+    await adopt(site);
     // A cut link: retryable, retried by failBack itself.
     let flushes = 0;
     let retries = 0;
@@ -173,13 +167,7 @@ seededTest("fail-back resumes after a link cut and after a kill", async (prng) =
   }
   const killed = await relocated(prng, 10);
   try {
-    await adoptOriginalImage({
-      fs,
-      volume: "vm",
-      imagePath: killed.image,
-      agentStateDir: killed.agentState,
-      backend: killed.backendA,
-    });
+    await adopt(killed);
     // The process dies after the first acknowledgement point (a non-retryable stop here).
     await assert.rejects(
       failBack(options(killed, {
@@ -207,36 +195,17 @@ seededTest("an original image written after the relocation is refused", async (p
     await file.write(5 * BLOCK + 7, new Uint8Array([1, 2, 3]));
     file.close();
     await assertRejectsCode(
-      adoptOriginalImage({
-        fs,
-        volume: "db",
-        imagePath: site.image,
-        agentStateDir: site.agentState,
-        backend: site.backendA,
-      }),
+      adopt(site, { volume: "db" }),
       ErrorCode.VOLUME_MISMATCH,
     );
     const err = await assertRejectsCode(
-      adoptOriginalImage({
-        fs,
-        volume: "vm",
-        imagePath: site.image,
-        agentStateDir: site.agentState,
-        backend: site.backendA,
-      }),
+      adopt(site),
       ErrorCode.FAILBACK_DIVERGED,
     );
     assert.match(err.message, /1 blocks differ \(first: block 5\).*--full/);
     assert.deepEqual(await site.backendA.list(), []);
     // Adopted anyway with --full: the overlay alone is refused, the full re-sync works.
-    await adoptOriginalImage({
-      fs,
-      volume: "vm",
-      imagePath: site.image,
-      agentStateDir: site.agentState,
-      backend: site.backendA,
-      full: true,
-    });
+    await adopt(site, { full: true });
     await assertRejectsCode(failBack(options(site)), ErrorCode.FAILBACK_DIVERGED);
     await Deno.remove(`${site.root}/failback-state`, { recursive: true });
     const full = await failBack(options(site, { full: true }));
@@ -250,13 +219,7 @@ seededTest("an original image written after the relocation is refused", async (p
 seededTest("a malformed overlay map and an overlay in use are refused", async (prng) => {
   const site = await relocated(prng, 5);
   try {
-    await adoptOriginalImage({
-      fs,
-      volume: "vm",
-      imagePath: site.image,
-      agentStateDir: site.agentState,
-      backend: site.backendA,
-    });
+    await adopt(site);
     const held = await openReplica({ store: site.storeB, volume: "vm", writable: true });
     try {
       await assertRejectsCode(failBack(options(site)), ErrorCode.STORE_BUSY);

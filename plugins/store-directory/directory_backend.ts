@@ -85,15 +85,20 @@ export class DirectoryBackend implements ReplicaBackend, SpaceUsage {
     return new KeptDirectoryVolume(this.#fs, this.location, validateVolumeName(name), this.keep);
   }
 
+  /** @throws {PresyncError} `VOLUME_EXISTS` when volume `name` has its metadata here. */
+  async #assertAbsent(name: string): Promise<void> {
+    if (await this.#fs.exists(`${this.#dir(name)}/meta.json`)) {
+      throw new PresyncError(
+        ErrorCode.VOLUME_EXISTS,
+        `volume ${name} already exists in ${this.location}`,
+      );
+    }
+  }
+
   async create(identity: VolumeIdentity): Promise<void> {
     const fs = this.#fs;
     const dir = this.#dir(identity.name);
-    if (await fs.exists(`${dir}/meta.json`)) {
-      throw new PresyncError(
-        ErrorCode.VOLUME_EXISTS,
-        `volume ${identity.name} already exists in ${this.location}`,
-      );
-    }
+    await this.#assertAbsent(identity.name);
     await mkdirDurable(fs, this.location);
     // A remnant of a crashed create or remove: it has no metadata, nothing to keep.
     await fs.remove(dir);
@@ -117,12 +122,7 @@ export class DirectoryBackend implements ReplicaBackend, SpaceUsage {
   async adopt(identity: VolumeIdentity, imagePath: string): Promise<void> {
     const fs = this.#fs;
     const dir = this.#dir(identity.name);
-    if (await fs.exists(`${dir}/meta.json`)) {
-      throw new PresyncError(
-        ErrorCode.VOLUME_EXISTS,
-        `volume ${identity.name} already exists in ${this.location}`,
-      );
-    }
+    await this.#assertAbsent(identity.name);
     const size = (await io(`stat ${imagePath}`, () => Deno.stat(imagePath))).size;
     if (size !== identity.sizeBytes) {
       throw new PresyncError(
