@@ -67,6 +67,8 @@ export interface ScanCost {
   throttledSeconds: number;
   /** Image bytes read. */
   bytesRead: number;
+  /** Image bytes in holes (`SEEK_HOLE`), taken as zeros without being read. */
+  holeBytes: number;
   /** Blocks and bytes hashed with BLAKE3 (the rest was vouched for by the pre-filter). */
   blocksHashed: number;
   bytesHashed: number;
@@ -254,6 +256,7 @@ export class ScanTracker implements Tracker {
         seconds: (performance.now() - started) / 1000,
         throttledSeconds: stats.throttledMs / 1000,
         bytesRead: stats.bytesRead,
+        holeBytes: stats.holeBytes,
         blocksHashed: stats.blocksHashed,
         bytesHashed: stats.bytesHashed,
         dirtyBlocks: dirty.popcount(),
