@@ -80,8 +80,6 @@ interface Piece {
   buffer: CoreBuffer;
   manifest: Uint8Array;
   table: Uint8Array | null;
-  /** The whole piece is a hole: its buffer was not filled, every block is a zero block. */
-  hole: boolean;
 }
 
 interface Judged {
@@ -205,18 +203,6 @@ export async function scanPass(options: ScanPassOptions): Promise<ScanPassStats>
       stats.throttledMs += waitMs;
       await new Promise((resolve) => setTimeout(resolve, waitMs));
     }
-    if (holes === length) {
-      const [manifestEntries, tableEntries] = await facts;
-      return {
-        first,
-        count,
-        length,
-        buffer,
-        manifest: manifestEntries,
-        table: tableEntries,
-        hole: true,
-      };
-    }
     const readAt = async (at: number, into: Uint8Array) => {
       const n = await io("read source image", () => image.read(offset + at, into));
       stats.bytesRead += n;
@@ -241,23 +227,13 @@ export async function scanPass(options: ScanPassOptions): Promise<ScanPassStats>
       );
     }
     const [manifestEntries, tableEntries] = await facts;
-    return {
-      first,
-      count,
-      length,
-      buffer,
-      manifest: manifestEntries,
-      table: tableEntries,
-      hole: false,
-    };
+    return { first, count, length, buffer, manifest: manifestEntries, table: tableEntries };
   };
 
   // Synchronous up to the hashing hand-off: the piece's buffer is free once this returns.
   const judge = (piece: Piece): Promise<Judged> => {
     const view = piece.buffer.view(piece.length);
-    const zero = piece.hole
-      ? new Uint8Array(Math.ceil(piece.count / 8)).fill(0xff)
-      : zeroBlocks(view, blockSize);
+    const zero = zeroBlocks(view, blockSize);
     const facts: PieceFacts = {
       count: piece.count,
       zero,
