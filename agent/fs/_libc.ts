@@ -82,3 +82,51 @@ export function libc(): Libc | null {
   }
   return loaded;
 }
+
+/** One piece of a file's allocation map: `data` false means a hole (reads as zeros). */
+export interface FileExtent {
+  offset: number;
+  length: number;
+  data: boolean;
+}
+
+/**
+ * The allocation of `[offset, offset+length)` of descriptor `fd` as consecutive extents from
+ * `offset` (`lseek` `SEEK_DATA`/`SEEK_HOLE`), at most `maxExtents` of them (the last may end
+ * before `offset+length`). Bytes past the end of the file are a hole. Where holes cannot be
+ * found (no FFI) or the file system does not track them (`EINVAL`), all of it is data. Any
+ * other failure is returned as its errno.
+ */
+export function fdExtents(
+  fd: number,
+  offset: number,
+  length: number,
+  maxExtents: number,
+): FileExtent[] | { errno: number } {
+  const end = offset + length;
+  const calls = libc();
+  if (!calls) return [{ offset, length, data: true }];
+  const out: FileExtent[] = [];
+  let at = offset;
+  while (at < end && out.length < maxExtents) {
+    let data = calls.lseek(fd, at, SEEK_DATA);
+    if (data < 0) {
+      const errno = calls.errno();
+      if (errno === EINVAL) return [{ offset, length, data: true }];
+      if (errno !== ENXIO) return { errno };
+      data = end; // nothing but hole up to the end of the file
+    }
+    if (data > at) {
+      const stop = Math.min(data, end);
+      out.push({ offset: at, length: stop - at, data: false });
+      at = stop;
+      continue;
+    }
+    const hole = calls.lseek(fd, at, SEEK_HOLE);
+    if (hole < 0) return { errno: calls.errno() };
+    const stop = Math.min(hole, end);
+    out.push({ offset: at, length: stop - at, data: true });
+    at = stop;
+  }
+  return out;
+}

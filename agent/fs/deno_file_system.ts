@@ -6,6 +6,8 @@ import {
   EOPNOTSUPP,
   EWOULDBLOCK,
   FALLOC_FL_PUNCH_HOLE,
+  fdExtents,
+  type FileExtent,
   libc,
   LOCK_EX,
   LOCK_NB,
@@ -113,6 +115,14 @@ class DenoFileHandle implements FileHandle {
       const errno = calls.errno();
       if (errno === EOPNOTSUPP || errno === ENOSYS) return false;
       throw errnoError(what, this.#path, errno);
+    });
+  }
+
+  extents(offset: number, length: number, maxExtents = 1024): Promise<FileExtent[]> {
+    return this.#run((fd) => {
+      const extents = fdExtents(fd, offset, length, maxExtents);
+      if (Array.isArray(extents)) return extents;
+      throw errnoError("find the holes of", this.#path, extents.errno);
     });
   }
 

@@ -10,6 +10,10 @@
  * @module
  */
 
+import type { FileExtent } from "./_libc.ts";
+
+export type { FileExtent };
+
 /**
  * An open file with positional I/O. Calls may overlap; overlapping ranges written by calls in
  * flight together land in any order (callers that need an order wait for the first call).
@@ -38,6 +42,12 @@ export interface FileHandle {
    * `sync()`. Idempotent.
    */
   punchHole(offset: number, length: number): Promise<boolean>;
+  /**
+   * The allocation of `[offset, offset+length)` as consecutive extents from `offset`, at most
+   * `maxExtents` (the last may end early); `data` false is a hole, which reads as zeros.
+   * Missing where the handle cannot tell holes from data (the caller reads everything).
+   */
+  extents?(offset: number, length: number, maxExtents?: number): Promise<FileExtent[]>;
   /** Closes the handle. Idempotent. */
   close(): void;
 }

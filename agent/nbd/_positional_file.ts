@@ -1,25 +1,18 @@
 import * as fs from "node:fs";
 import { ErrorCode, PresyncError } from "../errors.ts";
 import {
-  EINVAL,
   ENOSPC,
   ENOSYS,
-  ENXIO,
   EOPNOTSUPP,
   FALLOC_FL_PUNCH_HOLE,
   FALLOC_FL_ZERO_RANGE,
+  fdExtents,
+  type FileExtent,
   libc,
-  SEEK_DATA,
-  SEEK_HOLE,
 } from "../fs/_libc.ts";
 import { io, toIoError } from "../fs/io_error.ts";
 
-/** One piece of a file's allocation map: `data` false means a hole (reads as zeros). */
-export interface FileExtent {
-  offset: number;
-  length: number;
-  data: boolean;
-}
+export type { FileExtent };
 
 /** The byte counts node:fs hands its callbacks. */
 type Done = (err: Error | null, bytes: number) => void;
@@ -163,32 +156,10 @@ export class PositionalFile {
    */
   extents(offset: number, length: number, maxExtents = 1024): Promise<FileExtent[]> {
     return this.#run("map", (fd) => {
-      const end = offset + length;
-      const calls = libc();
-      if (!calls) return Promise.resolve([{ offset, length, data: true }]);
-      const out: FileExtent[] = [];
-      let at = offset;
-      while (at < end && out.length < maxExtents) {
-        let data = calls.lseek(fd, at, SEEK_DATA);
-        if (data < 0) {
-          const errno = calls.errno();
-          if (errno === EINVAL) return Promise.resolve([{ offset, length, data: true }]);
-          if (errno !== ENXIO) return Promise.reject(libcError(errno));
-          data = end; // nothing but hole up to the end of the file
-        }
-        if (data > at) {
-          const stop = Math.min(data, end);
-          out.push({ offset: at, length: stop - at, data: false });
-          at = stop;
-          continue;
-        }
-        const hole = calls.lseek(fd, at, SEEK_HOLE);
-        if (hole < 0) return Promise.reject(libcError(calls.errno()));
-        const stop = Math.min(hole, end);
-        out.push({ offset: at, length: stop - at, data: true });
-        at = stop;
-      }
-      return Promise.resolve(out);
+      const extents = fdExtents(fd, offset, length, maxExtents);
+      return Array.isArray(extents)
+        ? Promise.resolve(extents)
+        : Promise.reject(libcError(extents.errno));
     });
   }
 

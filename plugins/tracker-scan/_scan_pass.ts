@@ -34,6 +34,8 @@ export const SCAN_READ_BYTES = 2 * 1024 * 1024;
 const READ_AHEAD = 2;
 /** Pieces whose manifest and table entries are read at once. */
 const GROUP_PIECES = 16;
+/** Extents asked for per piece; a piece more fragmented than that reads its rest whole. */
+const PIECE_EXTENTS = 64;
 
 /** What {@linkcode scanPass} works on. */
 export interface ScanPassOptions {
@@ -63,6 +65,8 @@ export interface ScanPassOptions {
 /** What one pass cost. */
 export interface ScanPassStats {
   bytesRead: number;
+  /** Bytes in holes of the image (`SEEK_HOLE`): taken as zeros, not read. */
+  holeBytes: number;
   blocksHashed: number;
   bytesHashed: number;
   /** Time spent waiting for the read-rate cap. */
@@ -133,7 +137,13 @@ export async function scanPass(options: ScanPassOptions): Promise<ScanPassStats>
   const blocks = blockCount(identity);
   const perPiece = Math.max(1, Math.floor(SCAN_READ_BYTES / blockSize));
   const pieceBytes = perPiece * blockSize;
-  const stats: ScanPassStats = { bytesRead: 0, blocksHashed: 0, bytesHashed: 0, throttledMs: 0 };
+  const stats: ScanPassStats = {
+    bytesRead: 0,
+    holeBytes: 0,
+    blocksHashed: 0,
+    bytesHashed: 0,
+    throttledMs: 0,
+  };
   const buffers = Array.from({ length: READ_AHEAD + 1 }, () => new CoreBuffer(pieceBytes));
   // Workers start only once hashing on this thread has become the bulk of the work.
   const hashing: { pool: BlockEntriesPool | null; hashedHere: number } = {
@@ -177,16 +187,39 @@ export async function scanPass(options: ScanPassOptions): Promise<ScanPassStats>
     const length = Math.min(count * blockSize, sizeBytes - first * blockSize);
     const facts = factsOf(first, count);
     facts.catch(() => {});
-    const waitMs = options.limiter.take(length, performance.now());
+    const offset = first * blockSize;
+    // Holes read as zeros: only the data extents are read (all of it where holes are unknown).
+    const extents = image.extents
+      ? await io(
+        "find the holes of the source image",
+        () => image.extents!(offset, length, PIECE_EXTENTS),
+      )
+      : [];
+    const mapped = extents.reduce((n, e) => n + e.length, 0);
+    const holes = extents.reduce((n, e) => e.data ? n : n + e.length, 0);
+    stats.holeBytes += holes;
+    const waitMs = options.limiter.take(length - holes, performance.now());
     if (waitMs > 0) {
       stats.throttledMs += waitMs;
       await new Promise((resolve) => setTimeout(resolve, waitMs));
     }
-    const offset = first * blockSize;
-    const n = await buffer.fill(
-      length,
-      (into) => io("read source image", () => image.read(offset, into)),
-    );
+    const readAt = async (at: number, into: Uint8Array) => {
+      const n = await io("read source image", () => image.read(offset + at, into));
+      stats.bytesRead += n;
+      return n;
+    };
+    const n = await buffer.fill(length, async (into) => {
+      for (const e of extents) {
+        const at = e.offset - offset;
+        const part = into.subarray(at, at + e.length);
+        if (!e.data) part.fill(0);
+        else {
+          const got = await readAt(at, part);
+          if (got !== part.length) return at + got; // the image ended early
+        }
+      }
+      return mapped + (mapped < length ? await readAt(mapped, into.subarray(mapped)) : 0);
+    });
     if (n !== length) {
       throw new PresyncError(
         ErrorCode.IO,
@@ -251,7 +284,6 @@ export async function scanPass(options: ScanPassOptions): Promise<ScanPassStats>
   const settle = async ({ piece, verdicts }: Judged) => {
     for (const block of verdicts.dirty) dirty.set(piece.first + block);
     if (verdicts.table) prefilter!.table.stage(piece.first, verdicts.table);
-    stats.bytesRead += piece.length;
     if (prefilter && prefilter.table.stagedBytes >= TABLE_FLUSH_BYTES) {
       await prefilter.table.flush();
     }

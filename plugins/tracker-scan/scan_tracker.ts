@@ -67,6 +67,8 @@ export interface ScanCost {
   throttledSeconds: number;
   /** Image bytes read. */
   bytesRead: number;
+  /** Image bytes in holes (`SEEK_HOLE`), taken as zeros without being read. */
+  holeBytes: number;
   /** Blocks and bytes hashed with BLAKE3 (the rest was vouched for by the pre-filter). */
   blocksHashed: number;
   bytesHashed: number;
@@ -104,6 +106,8 @@ export class ScanTracker implements Tracker {
   #abortBackground: AbortController | null = null;
   /** Aborts the cut scan in progress ({@linkcode ScanTracker.interrupt}). */
   #abortCut: AbortController | null = null;
+  /** Set by {@linkcode ScanTracker.interrupt}: no cut or background pass runs any more. */
+  #interrupted: PresyncError | null = null;
 
   constructor(options: ScanTrackerOptions) {
     this.#options = options;
@@ -148,10 +152,13 @@ export class ScanTracker implements Tracker {
 
   /** Stops a background pass (keeping what it settled) and scans the whole image. */
   async cut(): Promise<Cut> {
-    await this.#stopBackground();
+    // Set before the first await: an interrupt while a background pass winds down counts.
     const abort = new AbortController();
     this.#abortCut = abort;
+    if (this.#interrupted) abort.abort(this.#interrupted);
     try {
+      await this.#stopBackground();
+      abort.signal.throwIfAborted();
       const image = await this.#openImage();
       try {
         const dirty = await this.#cutScan(image, abort.signal);
@@ -167,14 +174,20 @@ export class ScanTracker implements Tracker {
   }
 
   /**
-   * Ends the cut scan in progress soon with `SESSION_CLOSED` (the agent is stopping: a scan
-   * of a large image would hold the stop for minutes). What it settled is in its checkpoint,
-   * so the next cut resumes there.
+   * Ends the cut scan in progress soon with `SESSION_CLOSED`, and every later cut at once (the
+   * agent is stopping: a scan of a large image would hold the stop for minutes); stops the
+   * background passes. What a cut settled is in its checkpoint, so a cut of the next run
+   * resumes there.
    */
   interrupt(): void {
-    this.#abortCut?.abort(
-      new PresyncError(ErrorCode.SESSION_CLOSED, "the scan was interrupted: the agent is stopping"),
+    this.#interrupted ??= new PresyncError(
+      ErrorCode.SESSION_CLOSED,
+      "the scan was interrupted: the agent is stopping",
     );
+    this.#abortCut?.abort(this.#interrupted);
+    clearTimeout(this.#timer);
+    this.#timer = undefined;
+    this.#abortBackground?.abort();
   }
 
   async resume(dirty: Bitmap): Promise<Cut> {
@@ -254,6 +267,7 @@ export class ScanTracker implements Tracker {
         seconds: (performance.now() - started) / 1000,
         throttledSeconds: stats.throttledMs / 1000,
         bytesRead: stats.bytesRead,
+        holeBytes: stats.holeBytes,
         blocksHashed: stats.blocksHashed,
         bytesHashed: stats.bytesHashed,
         dirtyBlocks: dirty.popcount(),
@@ -268,7 +282,7 @@ export class ScanTracker implements Tracker {
 
   #schedule(): void {
     const background = this.#options.background;
-    if (!background || this.#closed) return;
+    if (!background || this.#closed || this.#interrupted) return;
     const timer = setTimeout(() => {
       this.#timer = undefined;
       this.#background = this.#runBackground(background.onError);

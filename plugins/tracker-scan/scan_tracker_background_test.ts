@@ -1,5 +1,6 @@
 import assert from "node:assert/strict";
 import type { PresyncError } from "../../agent/errors.ts";
+import { assertRejectsCode } from "../../fixtures/assert.ts";
 import { pollUntil } from "../../fixtures/nbd_tools.ts";
 import { seededTest } from "../../fixtures/seeded.ts";
 import {
@@ -13,6 +14,7 @@ import {
   watched,
   writeImage,
 } from "./_test_volume.ts";
+import { SCAN_READ_BYTES } from "./_scan_pass.ts";
 
 /** A promise and its resolver. */
 function gate() {
@@ -79,3 +81,41 @@ seededTest("a failed background pass is reported and the next one still runs", a
   // Closing stops the schedule (the test's sanitizers fail on a timer or read left behind).
   await tracker.close();
 });
+
+seededTest(
+  "interrupt() while a cut waits for a background pass ends both, and later cuts at once",
+  async (prng) => {
+    const blocks = 4096; // 16 MiB: eight 2 MiB reads
+    const volume = await syncedVolume(prng, blocks);
+    let phase: "cut" | "background" = "cut";
+    let reads = 0;
+    const stuck = gate();
+    // The background pass's first read hangs (a slow disk) until the test lets it go.
+    const fs = watched(volume.fs, async () => {
+      reads++;
+      if (phase === "background") await stuck.opened;
+    });
+    const errors: PresyncError[] = [];
+    const tracker = trackerOf(volume, {
+      fs,
+      background: { intervalMs: 5, onError: (err) => errors.push(err) },
+    });
+    assert.deepStrictEqual(await cutRuns(tracker), []);
+    phase = "background";
+    const before = reads;
+    await pollUntil("a background read", () => reads > before);
+    // The cut is stopping the background pass when the agent stops.
+    const cutting = tracker.cut();
+    cutting.catch(() => {});
+    tracker.interrupt();
+    const atInterrupt = reads;
+    stuck.open();
+    await assertRejectsCode(cutting, "SESSION_CLOSED");
+    await assertRejectsCode(tracker.cut(), "SESSION_CLOSED");
+    // Only the reads already queued finished: neither pass went on through the image.
+    assert.ok(reads - atInterrupt < blocks * BLOCK / SCAN_READ_BYTES, `${reads - atInterrupt}`);
+    assert.equal(tracker.lastScan!.kind, "cut");
+    assert.deepStrictEqual(errors, []);
+    await tracker.close();
+  },
+);
