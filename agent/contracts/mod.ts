@@ -50,6 +50,7 @@ export type {
 export type {
   GenerationSnapshots,
   HolePunch,
+  NoSpaceReservation,
   ReplicaBackend,
   ReplicaImage,
   SpaceClaim,

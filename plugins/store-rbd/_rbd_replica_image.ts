@@ -9,6 +9,7 @@
 import type {
   GenerationSnapshots,
   HolePunch,
+  NoSpaceReservation,
   ReplicaImage,
 } from "../../agent/store/replica_backend.ts";
 import type { RbdImage } from "./rbd_image.ts";
@@ -36,9 +37,12 @@ export function snapshotGeneration(name: string): number | null {
 }
 
 /** The data image of one replica (head, or a snapshot when opened read-only at one). */
-export class RbdReplicaImage implements ReplicaImage, HolePunch, GenerationSnapshots {
+export class RbdReplicaImage
+  implements ReplicaImage, HolePunch, GenerationSnapshots, NoSpaceReservation {
   readonly sizeBytes: number;
   readonly writeWindow = RBD_WRITE_WINDOW;
+  /** RADOS allocates on write (BlueStore anew on each overwrite): nothing reserves space. */
+  readonly reservesNoSpace = true;
   readonly #image: RbdImage;
   readonly #release: () => void;
   readonly #keep: number;
