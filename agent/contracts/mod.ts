@@ -48,6 +48,7 @@ export type {
   StageResult,
 } from "../sync/destination.ts";
 export type {
+  DataExtents,
   GenerationSnapshots,
   HolePunch,
   NoSpaceReservation,

@@ -142,6 +142,18 @@ export interface NoSpaceReservation {
   readonly reservesNoSpace: true;
 }
 
+/**
+ * Optional ability of an image: where it holds data. An export of a kept generation, whose
+ * manifest is not kept, reports the rest as holes (NBD block status) instead of all data.
+ */
+export interface DataExtents {
+  /**
+   * `[offset, length]` ranges, in offset order, outside which the image reads as zeros (a
+   * range may read zeros too). No side effects.
+   */
+  dataExtents(): Promise<Array<[offset: number, length: number]>>;
+}
+
 /** Optional ability of an image: deallocate a range so it reads as zeros (hole, discard). */
 export interface HolePunch {
   /**
@@ -261,6 +273,11 @@ export function canClaimSpace(image: ReplicaImage): image is ReplicaImage & Spac
 /** Whether `image` declares that it cannot reserve space ({@linkcode NoSpaceReservation}). */
 export function reservesNoSpace(image: ReplicaImage): image is ReplicaImage & NoSpaceReservation {
   return (image as Partial<NoSpaceReservation>).reservesNoSpace === true;
+}
+
+/** Whether `image` reports where it holds data ({@linkcode DataExtents}). */
+export function hasDataExtents(image: ReplicaImage): image is ReplicaImage & DataExtents {
+  return typeof (image as Partial<DataExtents>).dataExtents === "function";
 }
 
 /** Whether `image` can punch holes ({@linkcode HolePunch}). */

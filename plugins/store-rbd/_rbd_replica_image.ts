@@ -7,6 +7,7 @@
  */
 
 import type {
+  DataExtents,
   GenerationSnapshots,
   HolePunch,
   NoSpaceReservation,
@@ -38,7 +39,7 @@ export function snapshotGeneration(name: string): number | null {
 
 /** The data image of one replica (head, or a snapshot when opened read-only at one). */
 export class RbdReplicaImage
-  implements ReplicaImage, HolePunch, GenerationSnapshots, NoSpaceReservation {
+  implements ReplicaImage, HolePunch, GenerationSnapshots, NoSpaceReservation, DataExtents {
   readonly sizeBytes: number;
   readonly writeWindow = RBD_WRITE_WINDOW;
   /** RADOS allocates on write (BlueStore anew on each overwrite): nothing reserves space. */
@@ -66,6 +67,12 @@ export class RbdReplicaImage
 
   flush(): Promise<void> {
     return this.#image.flush();
+  }
+
+  /** What `rbd_diff_iterate2` from no snapshot reports as written, up to the open snapshot. */
+  async dataExtents(): Promise<Array<[offset: number, length: number]>> {
+    const extents = await this.#image.diff({ lengthBytes: this.sizeBytes });
+    return extents.filter((e) => e.exists).map((e) => [e.offsetBytes, e.lengthBytes]);
   }
 
   async punchHole(offset: number, length: number): Promise<boolean> {
