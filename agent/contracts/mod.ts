@@ -48,8 +48,10 @@ export type {
   StageResult,
 } from "../sync/destination.ts";
 export type {
+  DataExtents,
   GenerationSnapshots,
   HolePunch,
+  NoSpaceReservation,
   ReplicaBackend,
   ReplicaImage,
   SpaceClaim,

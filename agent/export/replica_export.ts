@@ -6,6 +6,7 @@ import { NBD_STATE_HOLE, NBD_STATE_ZERO } from "../nbd/nbd_constants.ts";
 import type { NbdExport } from "../nbd/nbd_export.ts";
 import type { StatusExtent } from "../nbd/reply_codec.ts";
 import {
+  hasDataExtents,
   keepsGenerations,
   type ReplicaImage,
   type VolumeBackend,
@@ -133,18 +134,24 @@ export class ReplicaExport implements NbdExport {
       const older = options.generation !== undefined &&
         options.generation !== meta.committedGeneration;
       if (older) meta = await keptMeta(backend, options.generation!, options.postcopy);
-      // An older generation's manifest is not kept: none of its blocks is known to be zero.
-      const zero = older ? new Bitmap(blockCount(meta.identity)) : await zeroBlocksOf(
-        backend,
-        meta.identity,
-      );
+      // A back end that keeps generations serves the committed one from its snapshot, which
+      // no later commit changes; a postcopy export reads the head, where commits land.
+      const image = keepsGenerations(backend) && !options.postcopy &&
+          meta.committedGeneration > 0
+        ? await backend.openGeneration(meta.committedGeneration)
+        : await backend.openImage("read");
+      let zero: Bitmap;
       try {
-        // A back end that keeps generations serves the committed one from its snapshot, which
-        // no later commit changes; a postcopy export reads the head, where commits land.
-        const image = keepsGenerations(backend) && !options.postcopy &&
-            meta.committedGeneration > 0
-          ? await backend.openGeneration(meta.committedGeneration)
-          : await backend.openImage("read");
+        // An older generation's manifest is not kept: its holes are where its image holds no
+        // data when the image can tell, else none of its blocks is known to be zero.
+        zero = older
+          ? await zeroBlocksOutside(image, meta.identity)
+          : await zeroBlocksOf(backend, meta.identity);
+      } catch (err) {
+        image.close();
+        throw err;
+      }
+      try {
         return new ReplicaExport(
           meta,
           { image, zero, lock, overlayPath: backend.overlayPath },
@@ -152,6 +159,7 @@ export class ReplicaExport implements NbdExport {
         );
       } catch (err) {
         zero.free();
+        image.close();
         throw err;
       }
     } catch (err) {
@@ -291,6 +299,30 @@ async function keptMeta(
     );
   }
   return parseReplicaMeta(bytes, backend);
+}
+
+/**
+ * Blocks that lie wholly outside the data extents of `image` (none when it cannot report
+ * them: every block is then served as data).
+ */
+async function zeroBlocksOutside(image: ReplicaImage, identity: VolumeIdentity): Promise<Bitmap> {
+  const zero = new Bitmap(blockCount(identity));
+  if (!hasDataExtents(image)) return zero;
+  try {
+    const extents = await io(`read ${identity.name} data extents`, () => image.dataExtents());
+    zero.setRange(0, zero.size);
+    const { blockSize } = identity;
+    for (const [offset, length] of extents) {
+      if (length <= 0) continue;
+      const first = Math.floor(offset / blockSize);
+      const end = Math.min(Math.ceil((offset + length) / blockSize), zero.size);
+      if (end > first) zero.clearRange(first, end - first);
+    }
+    return zero;
+  } catch (err) {
+    zero.free();
+    throw err;
+  }
 }
 
 /** Blocks whose manifest entry is the zero entry (all-zero blocks). */

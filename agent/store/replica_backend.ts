@@ -13,7 +13,8 @@
  * (the sync server's replica and an export) and must then see its own durable writes.
  *
  * Optional abilities are tiny extra interfaces, tested with their guards
- * ({@linkcode canClaimSpace}, {@linkcode canPunchHoles}, {@linkcode keepsSnapshots},
+ * ({@linkcode canClaimSpace}, {@linkcode reservesNoSpace}, {@linkcode canPunchHoles},
+ * {@linkcode keepsSnapshots},
  * {@linkcode hasSpaceUsage}), as restic's back ends do.
  *
  * @module
@@ -122,10 +123,35 @@ export interface SpaceClaim {
   /**
    * Reserves storage for `[offset, offset + length)` so later writes there cannot fail for
    * lack of space; what the range reads does not change. Resolves false when the storage
-   * cannot (the protocol writes zeros over holes instead); throws `NO_SPACE` when full.
-   * Durable after `flush()`. Idempotent.
+   * cannot (the protocol writes zeros over holes instead, unless the image declares
+   * {@linkcode NoSpaceReservation}); throws `NO_SPACE` when full. Durable after `flush()`.
+   * Idempotent.
    */
   claim(offset: number, length: number): Promise<boolean>;
+}
+
+/**
+ * Optional declaration of an image: its storage cannot reserve space ahead of a write at all
+ * (RBD: objects are allocated when written and BlueStore allocates anew on every overwrite,
+ * so neither a claim nor zeros written over a hole keep space for the data that follows).
+ * The protocol then skips a commit's space claim and its zero writes over holes; a full
+ * store fails in the apply instead, after the commit record, and the commit is replayed once
+ * space is freed (the apply is idempotent). Never together with {@linkcode SpaceClaim}.
+ */
+export interface NoSpaceReservation {
+  readonly reservesNoSpace: true;
+}
+
+/**
+ * Optional ability of an image: where it holds data. An export of a kept generation, whose
+ * manifest is not kept, reports the rest as holes (NBD block status) instead of all data.
+ */
+export interface DataExtents {
+  /**
+   * `[offset, length]` ranges, in offset order, outside which the image reads as zeros (a
+   * range may read zeros too). No side effects.
+   */
+  dataExtents(): Promise<Array<[offset: number, length: number]>>;
 }
 
 /** Optional ability of an image: deallocate a range so it reads as zeros (hole, discard). */
@@ -249,6 +275,16 @@ export interface StagingBackend {
 /** Whether `image` can claim space ({@linkcode SpaceClaim}). */
 export function canClaimSpace(image: ReplicaImage): image is ReplicaImage & SpaceClaim {
   return typeof (image as Partial<SpaceClaim>).claim === "function";
+}
+
+/** Whether `image` declares that it cannot reserve space ({@linkcode NoSpaceReservation}). */
+export function reservesNoSpace(image: ReplicaImage): image is ReplicaImage & NoSpaceReservation {
+  return (image as Partial<NoSpaceReservation>).reservesNoSpace === true;
+}
+
+/** Whether `image` reports where it holds data ({@linkcode DataExtents}). */
+export function hasDataExtents(image: ReplicaImage): image is ReplicaImage & DataExtents {
+  return typeof (image as Partial<DataExtents>).dataExtents === "function";
 }
 
 /** Whether `image` can punch holes ({@linkcode HolePunch}). */

@@ -12,6 +12,7 @@ import {
   canClaimSpace,
   keepsSnapshots,
   type ReplicaImage,
+  reservesNoSpace,
   savesUndo,
   type VolumeBackend,
 } from "./replica_backend.ts";
@@ -376,15 +377,18 @@ export class ReplicaVolume {
    * are holes (zero in the manifest) and will receive data are claimed (`fallocate`), or
    * where the back end cannot, get zeros written over their zeros; the manifest entries of
    * the generation are rewritten with their current values. A full disk then fails here,
-   * with nothing applied, instead of halfway through the apply.
+   * with nothing applied, instead of halfway through the apply. An image that cannot
+   * reserve space at all (`NoSpaceReservation`, RBD) gets no claim and no zeros: its log is
+   * only checked.
    */
   async #prepare(staging: StagingArea): Promise<void> {
     using holes = new Bitmap(staging.dirty.size);
+    const reserve = !reservesNoSpace(this.#image);
     await staging.forEachRecord(async (header) => {
-      if (header.kind !== KIND_DATA) return;
+      if (!reserve || header.kind !== KIND_DATA) return;
       if (isZeroEntry(await this.#manifest.read(header.block, 1))) holes.set(header.block);
     });
-    if (!(await this.#claim(holes))) {
+    if (reserve && !(await this.#claim(holes))) {
       // Zeros over zeros, through the image's write window (each write a round trip on RBD).
       const zeros = new Uint8Array(this.identity.blockSize);
       const window = new WriteWindow(this.#image.writeWindow);

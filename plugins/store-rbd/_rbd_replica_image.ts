@@ -7,8 +7,10 @@
  */
 
 import type {
+  DataExtents,
   GenerationSnapshots,
   HolePunch,
+  NoSpaceReservation,
   ReplicaImage,
 } from "../../agent/store/replica_backend.ts";
 import type { RbdImage } from "./rbd_image.ts";
@@ -36,9 +38,12 @@ export function snapshotGeneration(name: string): number | null {
 }
 
 /** The data image of one replica (head, or a snapshot when opened read-only at one). */
-export class RbdReplicaImage implements ReplicaImage, HolePunch, GenerationSnapshots {
+export class RbdReplicaImage
+  implements ReplicaImage, HolePunch, GenerationSnapshots, NoSpaceReservation, DataExtents {
   readonly sizeBytes: number;
   readonly writeWindow = RBD_WRITE_WINDOW;
+  /** RADOS allocates on write (BlueStore anew on each overwrite): nothing reserves space. */
+  readonly reservesNoSpace = true;
   readonly #image: RbdImage;
   readonly #release: () => void;
   readonly #keep: number;
@@ -62,6 +67,12 @@ export class RbdReplicaImage implements ReplicaImage, HolePunch, GenerationSnaps
 
   flush(): Promise<void> {
     return this.#image.flush();
+  }
+
+  /** What `rbd_diff_iterate2` from no snapshot reports as written, up to the open snapshot. */
+  async dataExtents(): Promise<Array<[offset: number, length: number]>> {
+    const extents = await this.#image.diff({ lengthBytes: this.sizeBytes });
+    return extents.filter((e) => e.exists).map((e) => [e.offsetBytes, e.lengthBytes]);
   }
 
   async punchHole(offset: number, length: number): Promise<boolean> {

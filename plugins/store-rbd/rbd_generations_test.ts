@@ -1,6 +1,10 @@
 import assert from "node:assert/strict";
 import { ErrorCode, PresyncError } from "../../agent/errors.ts";
+import { ReplicaExport } from "../../agent/export/replica_export.ts";
+import { NBD_STATE_HOLE } from "../../agent/nbd/nbd_constants.ts";
 import { DenoFileSystem } from "../../agent/fs/deno_file_system.ts";
+import { Bitmap, blake3, blockEntries } from "../../agent/core/mod.ts";
+import { toHex } from "../../agent/hex.ts";
 import { ReplicaStore } from "../../agent/store/replica_store.ts";
 import { newVolumeIdentity } from "../../agent/volume/volume_identity.ts";
 import { assertRejectsCode } from "../../fixtures/assert.ts";
@@ -47,6 +51,91 @@ async function withGenerations(
     }
   });
 }
+
+/** The blocks an export of `generation` reports as holes (NBD block status), in order. */
+async function holesOf(
+  store: ReplicaStore,
+  volume: string,
+  size: number,
+  generation: number,
+): Promise<number[]> {
+  const view = await ReplicaExport.open({ store, volume, generation });
+  try {
+    const holes: number[] = [];
+    for (let at = 0; at < size;) {
+      for (const extent of await view.allocation(at, size - at)) {
+        if (extent.flags & NBD_STATE_HOLE) {
+          for (let b = at / KILL_BLOCK; b * KILL_BLOCK < at + extent.lengthBytes; b++) {
+            holes.push(b);
+          }
+        }
+        at += extent.lengthBytes;
+      }
+    }
+    return holes;
+  } finally {
+    await view.close();
+  }
+}
+
+Deno.test({
+  name: "an export of an older generation reports the blocks that generation never wrote " +
+    "as holes (the snapshot's data extents), not all data: its manifest is not kept",
+  ignore: ceph.ignore,
+  fn: () =>
+    withSeed(async (prng) => {
+      // 3 RBD objects (4 MiB) of 64 KiB blocks: generation 1 writes two blocks of object 0,
+      // generation 2 two of object 1; object 2 is never written. The export serves
+      // generation 1 from its snapshot, with generation 2 committed after it.
+      const object = 4 << 20;
+      const sparse = newVolumeIdentity("sparse", 3 * object, KILL_BLOCK);
+      const perObject = object / KILL_BLOCK;
+      const t = await testRbdBackend({ keep: 2 });
+      try {
+        const store = new ReplicaStore(t.backend);
+        const replica = await store.init(sparse);
+        let image = new Uint8Array(sparse.sizeBytes);
+        const written: number[][] = [];
+        try {
+          for (const [generation, first] of [[1, 0], [2, perObject]]) {
+            const blocks = [first, first + 1 + prng.int(perObject - 1)];
+            written.push(blocks);
+            using dirty = new Bitmap(3 * perObject);
+            image = image.slice();
+            for (const b of blocks) {
+              dirty.set(b);
+              prng.fill(image.subarray(b * KILL_BLOCK, (b + 1) * KILL_BLOCK));
+            }
+            await replica.beginGeneration(generation, dirty, generation);
+            await replica.stage(blocks.map((block) => {
+              const data = image.slice(block * KILL_BLOCK, (block + 1) * KILL_BLOCK);
+              return { block, data, hash: blake3(data) };
+            }));
+            await replica.flush();
+            await replica.commit(generation, toHex(blake3(blockEntries(image, KILL_BLOCK))));
+          }
+        } finally {
+          replica.close();
+        }
+        // librbd reports data per RADOS object, from its start to its last byte written: a
+        // coarser set than the blocks written, never a finer one.
+        const check = async (generation: number, written: number[], holeFrom: number) => {
+          const holes = await holesOf(store, "sparse", sparse.sizeBytes, generation);
+          const what = `holes of generation ${generation}`;
+          for (const b of written) assert.ok(!holes.includes(b), `${what}: block ${b} written`);
+          for (let b = holeFrom; b < 3 * perObject; b++) {
+            assert.ok(holes.includes(b), `${what}: block ${b} never written`);
+          }
+          const last = Math.max(...written);
+          for (let b = last + 1; b < holeFrom; b++) assert.ok(holes.includes(b), `${what}: ${b}`);
+        };
+        await check(1, written[0], perObject);
+        await check(2, [...written[0], ...written[1]], 2 * perObject);
+      } finally {
+        await t.cleanup();
+      }
+    }),
+});
 
 Deno.test({
   name: "--keep 3: the last 3 generations stay as snapshots, listed with time and size; an " +
