@@ -18,6 +18,7 @@ async function withQemuCluster(
   agentArgs: string[],
   wan: ClusterOptions["wan"],
   fn: (rig: TrackerRig, cluster: Cluster, root: string) => Promise<void>,
+  idleTimeoutSeconds?: number,
 ): Promise<void> {
   await using rig = await TrackerRig.start("qcow2");
   const root = `${rig.dir}/c`;
@@ -29,6 +30,7 @@ async function withQemuCluster(
       image: `qmp:unix:${rig.vm.qmp[0]}#disk0`,
       agentArgs,
       wan,
+      idleTimeoutSeconds,
     });
     await fn(rig, cluster, root);
   } finally {
@@ -112,6 +114,9 @@ Deno.test({
     // no cut between the first and the evacuation's.
     const args = ["--interval", "3600", "--codec", "none", "--evacuate-timeout", "3"];
     const wan = { up: { rateBitsPerSecond: 2_000_000 }, down: { rateBitsPerSecond: 2_000_000 } };
+    // serve's kill closes the link at once; a short idle timeout would also end it whenever
+    // a loaded machine stalls this process's emulated link for 3 s, before the final
+    // generation was seen on its way (a CI failure at load ~8).
     await withQemuCluster(args, wan, async (rig, cluster) => {
       await cluster.waitFor("generation 1", async () => (await committed(cluster)) >= 1);
       for (let block = 10; block < 10 + 48; block++) await rig.write(block, block);
@@ -150,7 +155,7 @@ Deno.test({
       } finally {
         await evacuate.kill();
       }
-    });
+    }, 20);
   },
 });
 
