@@ -2,7 +2,7 @@
 // sync with its image, and the ground truth of what a scan must find.
 
 import { blockEntries } from "../../agent/core/mod.ts";
-import type { FileSystem } from "../../agent/fs/file_system.ts";
+import type { FileHandle, FileSystem } from "../../agent/fs/file_system.ts";
 import { ENTRY_BYTES } from "../../agent/volume/block_hashes.ts";
 import { ManifestFile } from "../../agent/volume/manifest_file.ts";
 import { newVolumeIdentity, type VolumeIdentity } from "../../agent/volume/volume_identity.ts";
@@ -111,23 +111,13 @@ export async function readBlock(fs: FileSystem, block: number): Promise<Uint8Arr
   return data.subarray(0, n);
 }
 
-/** `fs`, with `onImageRead` called (and awaited) after every read of the image. */
-export function watched(
+/** `fs` with every file it opens passed through `change` (which may replace its methods). */
+export function withOpened(
   fs: FileSystem,
-  onImageRead: (offset: number, bytes: number) => void | Promise<void>,
+  change: (path: string, file: FileHandle) => FileHandle,
 ): FileSystem {
   return {
-    open: async (path, options) => {
-      const file = await fs.open(path, options);
-      if (path !== IMAGE) return file;
-      const read = file.read.bind(file);
-      file.read = async (offset, into) => {
-        const n = await read(offset, into);
-        await onImageRead(offset, into.length);
-        return n;
-      };
-      return file;
-    },
+    open: async (path, options) => change(path, await fs.open(path, options)),
     rename: (from, to) => fs.rename(from, to),
     remove: (path) => fs.remove(path),
     mkdir: (path) => fs.mkdir(path),
@@ -137,6 +127,23 @@ export function watched(
     allocatedBytes: (path) => fs.allocatedBytes(path),
     tryLock: (path, mode) => fs.tryLock(path, mode),
   };
+}
+
+/** `fs`, with `onImageRead` called (and awaited) after every read of the image. */
+export function watched(
+  fs: FileSystem,
+  onImageRead: (offset: number, bytes: number) => void | Promise<void>,
+): FileSystem {
+  return withOpened(fs, (path, file) => {
+    if (path !== IMAGE) return file;
+    const read = file.read.bind(file);
+    file.read = async (offset, into) => {
+      const n = await read(offset, into);
+      await onImageRead(offset, into.length);
+      return n;
+    };
+    return file;
+  });
 }
 
 /** Random writes a guest might do: sub-block writes, whole blocks zeroed, one reverted block. */

@@ -12,27 +12,17 @@ import { seededTest } from "../../fixtures/seeded.ts";
 import type { Prng } from "../../fixtures/prng.ts";
 import { SCAN_READ_BYTES } from "./_scan_pass.ts";
 import { ScanTracker } from "./scan_tracker.ts";
+import { withOpened } from "./_test_volume.ts";
 
 const BLOCK = 4096;
 const PIECE_BLOCKS = SCAN_READ_BYTES / BLOCK;
 
 /** `fs` with the image's holes hidden: every byte of it is read, as on a file system without. */
 function fullReads(fs: FileSystem): FileSystem {
-  return {
-    open: async (path, options) => {
-      const file = await fs.open(path, options);
-      file.extents = undefined;
-      return file;
-    },
-    rename: (from, to) => fs.rename(from, to),
-    remove: (path) => fs.remove(path),
-    mkdir: (path) => fs.mkdir(path),
-    syncDir: (path) => fs.syncDir(path),
-    exists: (path) => fs.exists(path),
-    readDir: (path) => fs.readDir(path),
-    allocatedBytes: (path) => fs.allocatedBytes(path),
-    tryLock: (path, mode) => fs.tryLock(path, mode),
-  };
+  return withOpened(fs, (_path, file) => {
+    file.extents = undefined;
+    return file;
+  });
 }
 
 /** The runs of blocks of the image whose entry differs from the manifest's. */
