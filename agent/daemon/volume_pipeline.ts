@@ -253,12 +253,7 @@ export class VolumePipeline {
     this.#unrecorded = null;
     if (!taken) {
       if (evacuation && !(await this.#pauseVm(evacuation))) return;
-      this.#phase = "scanning";
-      const cutTimeMs = Date.now();
-      const scanStart = performance.now();
-      const cut = await this.tracker.cut();
-      this.#lastScanMs = performance.now() - scanStart;
-      evacuation?.timed("scan", this.#lastScanMs / 1000);
+      const { cut, cutTimeMs } = await this.#takeCut(evacuation);
       // Only once a cut succeeded: a failed one (a resized image) is retried at once.
       this.#writes.seed(this.#committed.cutTimeMs);
       this.#writes.recordCut(
@@ -290,6 +285,17 @@ export class VolumePipeline {
       evacuation.cutFinal(this.state.pending!.generation, cut.dirty.popcount());
     }
     await this.#send(link, cut);
+  }
+
+  /** Cuts the tracker, timing the scan (for `evacuation`'s breakdown too, if any). */
+  async #takeCut(evacuation: Evacuation | null): Promise<{ cut: Cut; cutTimeMs: number }> {
+    this.#phase = "scanning";
+    const cutTimeMs = Date.now();
+    const scanStart = performance.now();
+    const cut = await this.tracker.cut();
+    this.#lastScanMs = performance.now() - scanStart;
+    evacuation?.timed("scan", this.#lastScanMs / 1000);
+    return { cut, cutTimeMs };
   }
 
   /**
@@ -494,12 +500,7 @@ export class VolumePipeline {
    */
   async #fold(link: VolumeLink, generation: number): Promise<void> {
     const evacuation = this.#evacuation!;
-    this.#phase = "scanning";
-    const cutTimeMs = Date.now();
-    const scanStart = performance.now();
-    const final = await this.tracker.cut();
-    this.#lastScanMs = performance.now() - scanStart;
-    evacuation.timed("scan", this.#lastScanMs / 1000);
+    const { cut: final, cutTimeMs } = await this.#takeCut(evacuation);
     this.#writes.recordCut(final.dirty.popcount(), cutTimeMs, false);
     let pending;
     try {
