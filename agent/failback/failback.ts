@@ -21,11 +21,13 @@ import { OverlayExport } from "../export/overlay_export.ts";
 import { openReplica } from "../export/serve_replica.ts";
 import { toHex } from "../hex.ts";
 import { SourceState } from "../source/source_state.ts";
+import type { ReplicaBackend } from "../store/replica_backend.ts";
 import type { ReplicaStore } from "../store/replica_store.ts";
 import { writeReplicaMeta } from "../store/replica_meta.ts";
 import type { Destination } from "../sync/destination.ts";
 import { sendGeneration, type SendOptions, type SendReport } from "../sync/send_generation.ts";
 import type { Cut } from "../tracker.ts";
+import { diffManifests } from "../core/mod.ts";
 import { blockEntries, ENTRY_BYTES } from "../volume/block_hashes.ts";
 import { ManifestFile } from "../volume/manifest_file.ts";
 import { blockCount, type VolumeIdentity } from "../volume/volume_identity.ts";
@@ -125,11 +127,7 @@ export async function adoptOriginalImage(options: AdoptOptions): Promise<AdoptRe
       );
     }
     await backend.adopt(identity, imagePath);
-    const manifest = await ManifestFile.over(
-      await volume.openManifest("write"),
-      `${volume.location}/manifest`,
-      blockCount(identity),
-    );
+    const manifest = await replicaManifest(backend, identity, "write");
     let root: string;
     try {
       await manifest.write(0, entries);
@@ -181,15 +179,9 @@ async function hashImage(
       data.fill(0, n);
       const mine = blockEntries(data, blockSize);
       entries.set(mine, at * ENTRY_BYTES);
-      const theirs = await state.manifest.read(at, count);
-      for (let i = 0; i < count; i++) {
-        const a = mine.subarray(i * ENTRY_BYTES, (i + 1) * ENTRY_BYTES);
-        const b = theirs.subarray(i * ENTRY_BYTES, (i + 1) * ENTRY_BYTES);
-        if (a.some((byte, j) => byte !== b[j])) {
-          if (first < 0) first = at + i;
-          diverged++;
-        }
-      }
+      using differing = diffManifests(await state.manifest.read(at, count), mine);
+      if (first < 0 && !differing.isEmpty()) first = at + differing.extents().next().value![0];
+      diverged += differing.popcount();
     }
   } finally {
     file.close();
@@ -265,7 +257,7 @@ export async function failBack(options: FailBackOptions): Promise<FailBackReport
           options.stateDir,
           identity,
           replica.meta.committedGeneration,
-          await replicaManifest(options.store, options.volume, blockCount(identity)),
+          await replicaManifest(options.store.backend, identity, "read"),
         );
     } finally {
       replica.close();
@@ -287,16 +279,17 @@ export async function failBack(options: FailBackOptions): Promise<FailBackReport
   }
 }
 
+/** The manifest of `identity`'s replica in `backend`. */
 async function replicaManifest(
-  store: ReplicaStore,
-  volume: string,
-  blocks: number,
+  backend: ReplicaBackend,
+  identity: VolumeIdentity,
+  mode: "read" | "write",
 ): Promise<ManifestFile> {
-  const backend = store.backend.volume(volume);
+  const volume = backend.volume(identity.name);
   return await ManifestFile.over(
-    await backend.openManifest("read"),
-    `${backend.location}/manifest`,
-    blocks,
+    await volume.openManifest(mode),
+    `${volume.location}/manifest`,
+    blockCount(identity),
   );
 }
 
