@@ -129,13 +129,8 @@ export class StagingArea {
     const foldBytes = await io(`read ${where}/fold`, () => backend.read("fold"));
     let fold: Fold | null = null;
     if (foldBytes) {
-      if (foldBytes.length < 8) throw corrupt(`${where}/fold is truncated`);
-      fold = {
-        logLength: Number(
-          new DataView(foldBytes.buffer, foldBytes.byteOffset).getBigUint64(0, true),
-        ),
-        redirtied: Bitmap.deserialize(foldBytes.subarray(8), blocks),
-      };
+      const record = decodeLogSet(foldBytes, blocks, `${where}/fold`);
+      fold = { logLength: record.logLength, redirtied: record.set };
       dirty.or(fold.redirtied);
     }
     // After a fold, flushes record `received.folded`; until the first one, the received set
@@ -144,16 +139,9 @@ export class StagingArea {
       await io(`read ${where}/received.folded`, () => backend.read("received.folded"));
     const receivedBytes = folded ||
       await io(`read ${where}/received`, () => backend.read("received"));
-    let received = new Bitmap(blocks);
-    let logLength = 0;
-    if (receivedBytes) {
-      if (receivedBytes.length < 8) throw corrupt(`${where}/received is truncated`);
-      logLength = Number(
-        new DataView(receivedBytes.buffer, receivedBytes.byteOffset).getBigUint64(0, true),
-      );
-      received.free();
-      received = Bitmap.deserialize(receivedBytes.subarray(8), blocks);
-    }
+    const { logLength, set: received } = receivedBytes
+      ? decodeLogSet(receivedBytes, blocks, `${where}/${folded ? "received.folded" : "received"}`)
+      : { logLength: 0, set: new Bitmap(blocks) };
     if (fold && !folded) received.andNot(fold.redirtied);
     if (fold && logLength < fold.logLength) {
       throw corrupt(
@@ -212,10 +200,7 @@ export class StagingArea {
     }
     await this.flush();
     const logLength = this.#log?.length ?? 0;
-    const bitmap = redirtied.serialize();
-    const bytes = new Uint8Array(8 + bitmap.length);
-    new DataView(bytes.buffer).setBigUint64(0, BigInt(logLength), true);
-    bytes.set(bitmap, 8);
+    const bytes = encodeLogSet(logLength, redirtied);
     await io(`write ${this.location}/fold`, () => this.#backend.write("fold", bytes));
     this.#fold = { logLength, redirtied: redirtied.clone() };
     this.dirty.or(redirtied);
@@ -351,10 +336,7 @@ export class StagingArea {
   }
 
   async #writeReceived(received: Bitmap): Promise<void> {
-    const bitmap = received.serialize();
-    const bytes = new Uint8Array(8 + bitmap.length);
-    new DataView(bytes.buffer).setBigUint64(0, BigInt(this.#log?.length ?? 0), true);
-    bytes.set(bitmap, 8);
+    const bytes = encodeLogSet(this.#log?.length ?? 0, received);
     const name = this.#fold ? "received.folded" : "received";
     await io(`write ${this.location}/${name}`, () => this.#backend.write(name, bytes));
   }
@@ -440,6 +422,31 @@ export class StagingArea {
 interface Fold {
   logLength: number;
   redirtied: Bitmap;
+}
+
+/**
+ * The `received` and `fold` records: a length of the staging log (8 bytes, little-endian)
+ * and a block set (`Bitmap.serialize`).
+ */
+function encodeLogSet(logLength: number, set: Bitmap): Uint8Array {
+  const bitmap = set.serialize();
+  const bytes = new Uint8Array(8 + bitmap.length);
+  new DataView(bytes.buffer).setBigUint64(0, BigInt(logLength), true);
+  bytes.set(bitmap, 8);
+  return bytes;
+}
+
+/** Reads a record of {@linkcode encodeLogSet} named `what`, of a volume of `blocks` blocks. */
+function decodeLogSet(
+  bytes: Uint8Array,
+  blocks: number,
+  what: string,
+): { logLength: number; set: Bitmap } {
+  if (bytes.length < 8) throw corrupt(`${what} is truncated`);
+  return {
+    logLength: Number(new DataView(bytes.buffer, bytes.byteOffset).getBigUint64(0, true)),
+    set: Bitmap.deserialize(bytes.subarray(8), blocks),
+  };
 }
 
 /**
