@@ -1,6 +1,10 @@
 import { ErrorCode, PresyncError } from "../errors.ts";
 import type { Bitmap } from "../core/mod.ts";
+import { DenoFileSystem } from "../fs/deno_file_system.ts";
+import type { FileHandle } from "../fs/file_system.ts";
 import type { Cut } from "../tracker.ts";
+
+const fs = new DenoFileSystem();
 
 /** The copy's file name in the volume's state directory. */
 export const MIGRATION_COPY_FILE = "migration-final-cut.copy";
@@ -26,19 +30,18 @@ export async function detachCut(
   blockSize: number,
   sizeBytes: number,
 ): Promise<DetachedCut> {
-  const file = await Deno.open(path, { read: true, write: true, create: true, truncate: true });
+  const file = await fs.open(path, { create: true });
   try {
+    await file.truncate(0);
     for (const [start, length] of cut.dirty.extents()) {
       for (let first = start; first < start + length; first += COPY_BLOCKS) {
         const count = Math.min(COPY_BLOCKS, start + length - first);
-        const bytes = await cut.read(first, count);
-        await file.seek(first * blockSize, Deno.SeekMode.Start);
-        for (let at = 0; at < bytes.length;) at += await file.write(bytes.subarray(at));
+        await file.write(first * blockSize, await cut.read(first, count));
       }
     }
   } catch (err) {
     file.close();
-    await Deno.remove(path).catch(() => {});
+    await fs.remove(path).catch(() => {});
     throw err instanceof PresyncError ? err : new PresyncError(
       ErrorCode.IO,
       `cannot copy the final cut's blocks to ${path} (${err}); the migration is cancelled`,
@@ -54,17 +57,15 @@ export async function detachCut(
 export class DetachedCut implements Cut {
   readonly dirty: Bitmap;
   readonly pointInTime: boolean;
-  readonly #file: Deno.FsFile;
+  readonly #file: FileHandle;
   readonly #path: string;
   readonly #blockSize: number;
   readonly #sizeBytes: number;
   #released: Promise<void> | null = null;
-  /** Reads in turn: each seeks the one file handle. */
-  #queue: Promise<unknown> = Promise.resolve();
 
   constructor(
     original: Cut,
-    file: Deno.FsFile,
+    file: FileHandle,
     path: string,
     blockSize: number,
     sizeBytes: number,
@@ -81,13 +82,7 @@ export class DetachedCut implements Cut {
    * @throws {PresyncError} `INVALID_ARGUMENT` for a block outside the dirty set (never
    *   copied)
    */
-  read(first: number, count: number): Promise<Uint8Array> {
-    const read = this.#queue.then(() => this.#read(first, count));
-    this.#queue = read.catch(() => {});
-    return read;
-  }
-
-  async #read(first: number, count: number): Promise<Uint8Array> {
+  async read(first: number, count: number): Promise<Uint8Array> {
     for (let b = first; b < first + count; b++) {
       if (!this.dirty.get(b)) {
         throw new PresyncError(
@@ -98,13 +93,9 @@ export class DetachedCut implements Cut {
     }
     const offset = first * this.#blockSize;
     const out = new Uint8Array(Math.min(count * this.#blockSize, this.#sizeBytes - offset));
-    await this.#file.seek(offset, Deno.SeekMode.Start);
-    for (let at = 0; at < out.length;) {
-      const n = await this.#file.read(out.subarray(at));
-      if (n === null) {
-        throw new PresyncError(ErrorCode.IO, `the copy ${this.#path} ended at ${offset + at}`);
-      }
-      at += n;
+    const n = await this.#file.read(offset, out);
+    if (n < out.length) {
+      throw new PresyncError(ErrorCode.IO, `the copy ${this.#path} ended at ${offset + n}`);
     }
     return out;
   }
@@ -113,7 +104,7 @@ export class DetachedCut implements Cut {
     this.#released ??= (async () => {
       this.dirty.free();
       this.#file.close();
-      await Deno.remove(this.#path).catch(() => {});
+      await fs.remove(this.#path).catch(() => {});
     })();
     return this.#released;
   }
