@@ -1,12 +1,16 @@
 /**
  * Patches benchmark (issue 17 item 1): one generation of scattered 4 KiB writes (through the
- * nbd tracker's NBD server, in its worker, as the agent runs it) sent over an in-process
- * session to a sync server and store, twice from the same seeded image and writes: with the
- * tracker's page masks (patches) and with them hidden (whole 64 KiB blocks, the baseline).
- * Prints bytes on the wire, send time (CPU and disk of both ends, no WAN) and their ratios.
+ * nbd tracker's NBD server, in its worker, as the agent runs it) sent to a sync server and
+ * store, twice from the same seeded image and writes: with the tracker's page masks, and
+ * with them hidden, so that the destination's page digests find the changed pages (as for
+ * the scan tracker). Prints bytes on the wire, send time and their ratios. Without `--link`
+ * the session is in-process (CPU and disk of both ends, no WAN); with `--link RATE:RTT` it
+ * runs over TCP through the WAN emulator (both directions at RATE Mbit/s, RTT ms), and the
+ * table adds the link's limit for the same wire bytes (÷ rate + 2 RTT).
  *
  * ```sh
- * npx -y deno@2.9.6 run -A scripts/bench_patches.ts [--writes 2000] [--size-mib 256] [--seed 1]
+ * npx -y deno@2.9.6 run -A scripts/bench_patches.ts [--writes 2000] [--size-mib 256] [--seed 1] \
+ *   [--link 100:150]
  * ```
  *
  * @module
@@ -19,7 +23,10 @@ import { DirectoryBackend } from "../plugins/store-directory/mod.ts";
 import { WorkerNbdTracker } from "../plugins/tracker-nbd/worker_tracker.ts";
 import { fillText } from "../fixtures/data.ts";
 import { Prng } from "../fixtures/prng.ts";
-import { sessionPair } from "../fixtures/session_pair.ts";
+import { sessionPair, TEST_PSK } from "../fixtures/session_pair.ts";
+import { connChannel, Session } from "../agent/wire/mod.ts";
+import { linkDirection, linkName, type LinkPoint } from "./_evac_contenders.ts";
+import { WanEmu } from "./wan_emu.ts";
 import { PacedDestination } from "../agent/daemon/paced_destination.ts";
 import { DenoFileSystem } from "../agent/fs/deno_file_system.ts";
 import { NbdClient } from "../agent/nbd/mod.ts";
@@ -43,8 +50,40 @@ interface Run {
   blocks: number;
 }
 
+/** A client and a server session over TCP through the WAN emulator shaped as `link`. */
+async function linkedSessionPair(link: LinkPoint) {
+  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const direction = linkDirection(link);
+  const emu = WanEmu.start({
+    target: listener.addr as Deno.NetAddr,
+    up: direction,
+    down: direction,
+  });
+  const options = { psk: TEST_PSK, logger: () => {} };
+  const [client, server] = await Promise.all([
+    Deno.connect(emu.addr).then((conn) => Session.connect(connChannel(conn), options)),
+    listener.accept().then((conn) => Session.accept(connChannel(conn), options)),
+  ]);
+  listener.close();
+  return {
+    client,
+    server,
+    async [Symbol.asyncDispose]() {
+      client.abort();
+      server.abort();
+      await emu.close();
+    },
+  };
+}
+
 /** Seeds a replica, applies the writes through NBD, then times sending that generation. */
-async function run(seed: number, sizeBytes: number, writes: number, pages: boolean): Promise<Run> {
+async function run(
+  seed: number,
+  sizeBytes: number,
+  writes: number,
+  pages: boolean,
+  link: LinkPoint | null,
+): Promise<Run> {
   const root = await Deno.makeTempDir({ prefix: "presync-bench-patches-" });
   const prng = new Prng(seed);
   try {
@@ -66,7 +105,7 @@ async function run(seed: number, sizeBytes: number, writes: number, pages: boole
       stateDir: `${root}/state`,
       listen: [{ transport: "unix", path: `${root}/nbd.sock` }],
     });
-    await using pair = await sessionPair();
+    await using pair = link ? await linkedSessionPair(link) : await sessionPair();
     server.serveSession(pair.server);
     const { remote } = await RemoteDestination.open(
       pair.client.openStream(Priority.BULK),
@@ -127,30 +166,45 @@ if (import.meta.main) {
       writes: { type: "string", default: "2000" },
       "size-mib": { type: "string", default: "256" },
       seed: { type: "string", default: "1" },
+      link: { type: "string" },
     },
   });
+  let link: LinkPoint | null = null;
+  if (values.link !== undefined) {
+    const [rate, rtt] = values.link.split(":").map(Number);
+    if (!(rate > 0) || !(rtt >= 0)) {
+      throw new Error(`--link wants RATE_MBIT:RTT_MS, got ${values.link}`);
+    }
+    link = { rateBitsPerSecond: rate * 1e6, rttMs: rtt };
+  }
   const writes = Number(values.writes);
   const size = Number(values["size-mib"]) * MiB;
   const seed = Number(values.seed);
-  const whole = await run(seed, size, writes, false);
-  const patched = await run(seed, size, writes, true);
+  const digests = await run(seed, size, writes, false, link);
+  const patched = await run(seed, size, writes, true, link);
   const load = Deno.loadavg().map((l) => l.toFixed(1)).join(" ");
   console.log(
     `${writes} scattered 4 KiB writes into a ${values["size-mib"]} MiB image (${patched.blocks} ` +
-      `dirty blocks), seed ${seed}, load ${load}\n`,
+      `dirty blocks), seed ${seed}, ${
+        link ? linkName(link) : "in-process session"
+      }, load ${load}\n`,
   );
-  console.log("| sent as | wire bytes | wire / write | send s | blocks/s |");
-  console.log("| ------- | ---------: | -----------: | -----: | -------: |");
-  for (const [name, r] of [["whole 64 KiB blocks", whole], ["page patches", patched]] as const) {
+  const limit = (r: Run) =>
+    link ? r.wireBytes * 8 / link.rateBitsPerSecond + 2 * link.rttMs / 1000 : 0;
+  console.log(
+    `| changed pages from | wire bytes | wire / write | send s | blocks/s |${
+      link ? " link limit s | × limit |" : ""
+    }`,
+  );
+  console.log(`| --- | ---: | ---: | ---: | ---: |${link ? " ---: | ---: |" : ""}`);
+  for (
+    const [name, r] of [["destination's digests", digests], ["tracker's masks", patched]] as const
+  ) {
+    const limits = link ? ` ${limit(r).toFixed(2)} | ${(r.seconds / limit(r)).toFixed(2)}× |` : "";
     console.log(
       `| ${name} | ${r.wireBytes} | ${(r.wireBytes / writes).toFixed(0)} | ${
         r.seconds.toFixed(2)
-      } | ${(r.blocks / r.seconds).toFixed(0)} |`,
+      } | ${(r.blocks / r.seconds).toFixed(0)} |${limits}`,
     );
   }
-  console.log(
-    `\npatches / whole: wire ${(patched.wireBytes / whole.wireBytes).toFixed(3)}×, time ${
-      (patched.seconds / whole.seconds).toFixed(2)
-    }×`,
-  );
 }

@@ -115,11 +115,9 @@ export class PacedDestination implements Destination {
         encoded = 0;
         await yieldToEventLoop();
       }
-      const runs = data !== null && pages !== undefined && this.#link.patches
-        ? maskRuns(pages, data.length)
-        : [];
-      const patchBytes = runs.reduce((sum, [, length]) => sum + length, 0);
-      if (runs.length > 0 && runs.length <= MAX_PATCH_RUNS && patchBytes < data!.length) {
+      const runs = this.#patchRuns(data, pages);
+      if (runs !== null) {
+        const patchBytes = runs.reduce((sum, [, length]) => sum + length, 0);
         const frame = encodeBlockFrame(encodePatch(data!, runs), codec, { isZero });
         await this.#policy.pace(MESSAGE_HEADER_BYTES + BLOCK_MESSAGE_HEADER_BYTES + frame.length);
         counters.wireBytes += await this.#link.sendPatch(block, hash!, frame);
@@ -134,6 +132,23 @@ export class PacedDestination implements Destination {
       counters.rawBytes += data?.length ?? 0;
     }
     return { staged: blocks.length, duplicates: 0, rejected: [] };
+  }
+
+  sendBytes({ data, pages }: StagedBlock): number {
+    const header = MESSAGE_HEADER_BYTES + BLOCK_MESSAGE_HEADER_BYTES;
+    if (data === null) return header;
+    const runs = this.#patchRuns(data, pages);
+    return header + (runs ? runs.reduce((sum, [, length]) => sum + length, 0) : data.length);
+  }
+
+  /** The runs of changed pages `data` travels as, or null when it travels whole. */
+  #patchRuns(data: Uint8Array | null, pages: number | undefined): [number, number][] | null {
+    if (data === null || pages === undefined || !this.#link.patches) return null;
+    const runs = maskRuns(pages, data.length);
+    const patchBytes = runs.reduce((sum, [, length]) => sum + length, 0);
+    return runs.length > 0 && runs.length <= MAX_PATCH_RUNS && patchBytes < data.length
+      ? runs
+      : null;
   }
 
   pageDigests(blocks: number[]): Promise<Uint8Array | null> {

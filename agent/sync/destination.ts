@@ -111,6 +111,12 @@ export interface Destination {
   /** Verifies and appends blocks; not durable until `flush`. Blocks staged twice are ignored. */
   stage(blocks: StagedBlock[]): Promise<StageResult>;
   /**
+   * The bytes `stage` puts out for `block` before compression (a patch's changed pages, a
+   * zero marker's header): what resending it would cost. The sender's acknowledgement points
+   * are spaced by it. Absent: the block's length.
+   */
+  sendBytes?(block: StagedBlock): number;
+  /**
    * Makes staged blocks durable: after it resolves they count as acknowledged, except those
    * it returns to resend (a destination without patches returns nothing). Idempotent.
    */

@@ -18,7 +18,8 @@ import { YIELD_EVERY_BYTES, yieldToEventLoop } from "../yield.ts";
 /** Most bytes read from the source in one go while sending. */
 export const SEND_READ_BYTES = 8 * 1024 * 1024;
 /**
- * Most block bytes (before compression) sent and not yet acknowledged by a flush: what a
+ * Most bytes (before compression, as `Destination.sendBytes` counts them: a patch costs its
+ * changed pages, not its block) sent and not yet acknowledged by a flush: what a
  * destination crash can cost in resent data at most. The destination keeps what its last
  * flush made durable (its resume state says so), so only blocks sent after the last
  * acknowledged flush can be lost. With a destination that takes blocks while a flush is in
@@ -28,6 +29,13 @@ export const SEND_READ_BYTES = 8 * 1024 * 1024;
  * long link (8 MiB per RTT), which is above what the session's 4 MiB window allows anyway.
  */
 export const FLUSH_EVERY_BYTES = 16 * 1024 * 1024;
+/**
+ * Groups of blocks whose page digests are asked for ahead of the group being sent: a
+ * destination answers in order, behind the blocks sent before the question, so each answer
+ * must be asked for about one round trip before it is needed. Sixteen groups (2048 blocks,
+ * 512 KiB of digests at most) cover a 250 ms round trip at a few thousand blocks per second.
+ */
+export const DIGEST_GROUPS_AHEAD = 16;
 
 /** Options of {@linkcode sendGeneration}. */
 export interface SendOptions {
@@ -206,7 +214,7 @@ async function sendBlocks(
     if (!destination.concurrentFlush) await inFlight;
     await hooks.afterFlush?.();
   };
-  /** Stages `blocks` (consecutive, from `first`, of `bytes` in all) as unflushed. */
+  /** Stages `blocks` (consecutive, from `first`, costing `bytes` to send) as unflushed. */
   const stage = async (first: number, blocks: StagedBlock[], bytes: number) => {
     if (blocks.length === 0) return;
     const result = await destination.stage(blocks);
@@ -243,8 +251,8 @@ async function sendBlocks(
   // sync covers the whole group (a sync per single-block extent would dominate the send).
   // A cut that knows no pages (a tracker of whole blocks, or one resumed after a restart or a
   // link cut, whose masks are gone): the destination's page digests tell which pages
-  // changed. They are asked for one group ahead, so each answer comes while the group before
-  // it is being sent (no round trip per group).
+  // changed. They are asked for up to DIGEST_GROUPS_AHEAD groups ahead, so each answer comes
+  // while the groups before it are being sent (no round trip per group).
   const digestsWanted = (cut.pageMask === undefined || !cut.pointInTime) &&
     destination.pageDigests !== undefined && pageMasksSupported(blockSize);
   const perGroup = digestsWanted ? Math.min(perRead, MAX_DIGEST_BLOCKS) : perRead;
@@ -272,58 +280,86 @@ async function sendBlocks(
     asked.catch(() => {}); // awaited when its group comes; a failure is reported there
     return asked;
   };
-  let nextDigests = digestsOf(0);
-  groups: for (let g = 0; g < groups.length; g++) {
-    const digests = await nextDigests;
-    nextDigests = digestsOf(g + 1);
-    let digestAt = 0;
-    const group: { first: number; count: number; data: Uint8Array; entries: Uint8Array }[] = [];
-    for (const [first, count] of groups[g]) {
-      if (resend.length > 0) await sendResends();
-      const data = await cut.read(first, count);
-      const entries = await entriesYielding(data, blockSize);
+  const asked: Promise<Uint8Array | null>[] = [];
+  for (let g = 0; g < DIGEST_GROUPS_AHEAD; g++) asked.push(digestsOf(g));
+  // A group is prepared (read, hashed, its manifest entries written and synced) while the
+  // one before it is sent, so neither the reads nor the manifest's sync wait for the link.
+  // Its reads are issued together: a tracker that reads on another thread, or a file read in
+  // the thread pool, answers them back to back instead of one round trip each.
+  type Prepared = { first: number; count: number; data: Uint8Array; entries: Uint8Array }[];
+  const prepare = async (g: number): Promise<Prepared> => {
+    const read = await Promise.all(groups[g].map(([first, count]) => cut.read(first, count)));
+    const group: Prepared = [];
+    for (const [index, [first, count]] of groups[g].entries()) {
+      const entries = await entriesYielding(read[index], blockSize);
       await state.manifest.write(first, entries);
-      group.push({ first, count, data, entries });
+      group.push({ first, count, data: read[index], entries });
     }
     await state.manifest.sync();
-    for (const { first, count, data, entries } of group) {
-      // Staged in pieces that end where a flush is due, so no flush covers more than its share.
-      let piece: StagedBlock[] = [];
-      let pieceFirst = first;
-      let pieceBytes = 0;
-      for (let i = 0; i < count; i++) {
-        if (hooks.stop?.()) {
-          await stage(pieceFirst, piece, pieceBytes);
-          report.stopped = true;
-          break groups;
+    return group;
+  };
+  const prepareFrom = (g: number): Promise<Prepared> | null => {
+    if (g >= groups.length) return null;
+    const preparing = prepare(g);
+    preparing.catch(() => {}); // awaited when its group comes; a failure is reported there
+    return preparing;
+  };
+  let next = prepareFrom(0);
+  try {
+    groups: for (let g = 0; g < groups.length; g++) {
+      const digests = await asked.shift()!;
+      asked.push(digestsOf(g + DIGEST_GROUPS_AHEAD));
+      if (resend.length > 0) await sendResends();
+      const group = await next!;
+      next = prepareFrom(g + 1);
+      let digestAt = 0;
+      for (const { first, count, data, entries } of group) {
+        // Staged in pieces that end where a flush is due, so no flush covers more than its share.
+        let piece: StagedBlock[] = [];
+        let pieceFirst = first;
+        let pieceBytes = 0;
+        for (let i = 0; i < count; i++) {
+          if (hooks.stop?.()) {
+            await stage(pieceFirst, piece, pieceBytes);
+            report.stopped = true;
+            break groups;
+          }
+          const length = blockLength(identity, first + i);
+          const entry = entries.subarray(i * ENTRY_BYTES, (i + 1) * ENTRY_BYTES);
+          let item: StagedBlock;
+          if (isZeroEntry(entry)) {
+            item = { block: first + i, data: null };
+          } else {
+            const bytes = data.subarray(i * blockSize, i * blockSize + length);
+            const theirs = digests?.subarray(
+              digestAt,
+              digestAt + pagesIn(length) * PAGE_DIGEST_BYTES,
+            );
+            const pages = cut.pageMask?.(first + i) ?? (theirs && differingPages(bytes, theirs));
+            item = { block: first + i, data: bytes, hash: entry, pages };
+          }
+          digestAt += pagesIn(length) * PAGE_DIGEST_BYTES;
+          const cost = destination.sendBytes?.(item) ?? length;
+          if (unflushedBytes + pieceBytes + cost > flushEveryBytes) {
+            await stage(pieceFirst, piece, pieceBytes);
+            await flush();
+            [piece, pieceFirst, pieceBytes] = [[], first + i, 0];
+          }
+          piece.push(item);
+          pieceBytes += cost;
+          if (item.data === null) report.zeroBlocks++;
+          else {
+            if (item.pages !== undefined) report.pagedBlocks++;
+            report.bytesSent += item.data.length;
+          }
         }
-        const length = blockLength(identity, first + i);
-        if (unflushedBytes + pieceBytes + length > flushEveryBytes) {
-          await stage(pieceFirst, piece, pieceBytes);
-          await flush();
-          [piece, pieceFirst, pieceBytes] = [[], first + i, 0];
-        }
-        const entry = entries.subarray(i * ENTRY_BYTES, (i + 1) * ENTRY_BYTES);
-        if (isZeroEntry(entry)) {
-          piece.push({ block: first + i, data: null });
-          report.zeroBlocks++;
-        } else {
-          const bytes = data.subarray(i * blockSize, i * blockSize + length);
-          const theirs = digests?.subarray(
-            digestAt,
-            digestAt + pagesIn(length) * PAGE_DIGEST_BYTES,
-          );
-          const pages = cut.pageMask?.(first + i) ?? (theirs && differingPages(bytes, theirs));
-          piece.push({ block: first + i, data: bytes, hash: entry, pages });
-          if (pages !== undefined) report.pagedBlocks++;
-          report.bytesSent += bytes.length;
-        }
-        pieceBytes += length;
-        digestAt += pagesIn(length) * PAGE_DIGEST_BYTES;
+        await stage(pieceFirst, piece, pieceBytes);
+        if (unflushedBytes >= flushEveryBytes) await flush();
       }
-      await stage(pieceFirst, piece, pieceBytes);
-      if (unflushedBytes >= flushEveryBytes) await flush();
     }
+  } finally {
+    // A group prepared ahead of a stop or a failure writes no manifest entry once we return.
+    await next?.catch(() => {});
   }
   await flush();
   await inFlight;

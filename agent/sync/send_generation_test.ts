@@ -5,8 +5,9 @@ import { DenoFileSystem } from "../fs/deno_file_system.ts";
 import { SourceState } from "../source/source_state.ts";
 import type { Cut } from "../tracker.ts";
 import { blockCount, newVolumeIdentity, type VolumeIdentity } from "../volume/volume_identity.ts";
-import type { Destination, StagedBlock } from "./destination.ts";
-import { FLUSH_EVERY_BYTES, sendGeneration } from "./send_generation.ts";
+import { type Destination, MAX_DIGEST_BLOCKS, type StagedBlock } from "./destination.ts";
+import { DIGEST_GROUPS_AHEAD, FLUSH_EVERY_BYTES, sendGeneration } from "./send_generation.ts";
+import { PAGE_DIGEST_BYTES } from "../volume/page_masks.ts";
 
 const MiB = 1024 * 1024;
 const ROOT = "00".repeat(32);
@@ -95,4 +96,150 @@ Deno.test("send: a destination that awaits each flush gets one every FLUSH_EVERY
   const { worst, flushes } = await sendWith(65536, 40 * MiB, false);
   assert.equal(worst, FLUSH_EVERY_BYTES);
   assert.equal(flushes, 3);
+});
+
+/**
+ * Sends one generation of `blocks` dirty 64 KiB blocks (every other one, so that each read
+ * is one block) from an image of seeded bytes, through `destination` built around the log
+ * it gets; `cutRead` wraps the cut's reads.
+ */
+async function sendScattered(
+  blocks: number,
+  makeDestination: (identity: VolumeIdentity) => Destination,
+  options: {
+    cutRead?: (read: Cut["read"]) => Cut["read"];
+    pageMask?: (block: number) => number | undefined;
+    stop?: () => boolean;
+  } = {},
+) {
+  const root = await Deno.makeTempDir({ prefix: "presync-send-" });
+  try {
+    const blockSize = 65536;
+    const identity = newVolumeIdentity("vm", 2 * blocks * blockSize, blockSize);
+    const image = new Prng(blocks).fill(new Uint8Array(identity.sizeBytes));
+    const state = await SourceState.init(new DenoFileSystem(), `${root}/state`, identity);
+    try {
+      const dirty = new Bitmap(blockCount(identity));
+      for (let b = 0; b < blockCount(identity); b += 2) dirty.set(b);
+      const read: Cut["read"] = (first, count) =>
+        Promise.resolve(image.slice(first * blockSize, (first + count) * blockSize));
+      const cut: Cut = {
+        dirty,
+        pointInTime: true,
+        ...(options.pageMask ? { pageMask: options.pageMask } : {}),
+        read: options.cutRead ? options.cutRead(read) : read,
+        release: () => Promise.resolve(dirty.free()),
+      };
+      await state.recordCut(dirty, 0);
+      const report = await sendGeneration(state, cut, makeDestination(identity), {
+        ...(options.stop ? { stop: options.stop } : {}),
+      });
+      report.sent.free();
+      await cut.release();
+      return report;
+    } finally {
+      state.close();
+    }
+  } finally {
+    await Deno.remove(root, { recursive: true });
+  }
+}
+
+Deno.test("send: acknowledgement points are spaced by what blocks cost to send (a patch: its pages)", async () => {
+  // One changed page per block: 4 KiB each to resend, not 64 KiB.
+  const patchCost = 4096 + 64;
+  let staged = 0;
+  let worst = 0;
+  const flushedAt: number[] = [];
+  const blocks = 3000;
+  await sendScattered(blocks, (identity) => {
+    const d = countingDestination(identity, true).destination;
+    return {
+      ...d,
+      sendBytes: (b: StagedBlock) => b.pages === undefined ? b.data?.length ?? 0 : patchCost,
+      stage(items: StagedBlock[]) {
+        for (const b of items) {
+          staged += b.pages === undefined ? b.data?.length ?? 0 : patchCost;
+          worst = Math.max(worst, staged - (flushedAt.at(-2) ?? 0));
+        }
+        return Promise.resolve({ staged: items.length, duplicates: 0, rejected: [] });
+      },
+      flush() {
+        flushedAt.push(staged);
+        return Promise.resolve();
+      },
+    };
+  }, { pageMask: () => 1 });
+  assert.ok(worst <= FLUSH_EVERY_BYTES, `${worst} bytes at risk`);
+  // 3000 × ~4 KiB = ~12 MiB of patches: a flush or two at the half interval and the last one,
+  // where counting whole blocks (187 MiB) would have asked for 24.
+  assert.ok(flushedAt.length <= 3, `${flushedAt.length} flushes for ${staged} bytes of patches`);
+});
+
+Deno.test("send: page digests are asked for up to DIGEST_GROUPS_AHEAD groups before they are needed", async () => {
+  const blocks = (DIGEST_GROUPS_AHEAD + 4) * MAX_DIGEST_BLOCKS;
+  const asked: { blocks: number[]; answer: () => void }[] = [];
+  let outstandingAtFirstAnswer = -1;
+  let stagedBeforeFirstAnswer = 0;
+  await sendScattered(blocks, (identity) => {
+    const d = countingDestination(identity, true).destination;
+    return {
+      ...d,
+      stage(items: StagedBlock[]) {
+        if (outstandingAtFirstAnswer < 0) stagedBeforeFirstAnswer += items.length;
+        return d.stage(items);
+      },
+      pageDigests(names: number[]) {
+        return new Promise<Uint8Array | null>((resolve) => {
+          const answer = () => resolve(new Uint8Array(names.length * 16 * PAGE_DIGEST_BYTES));
+          asked.push({ blocks: names, answer });
+          // The first question is answered once the sender has asked all it may ahead of it
+          // (it must not wait for the first answer to ask the next), the rest at once.
+          if (asked.length === 1) {
+            setTimeout(() => {
+              outstandingAtFirstAnswer = asked.length;
+              answer();
+            }, 50);
+          } else answer();
+        });
+      },
+    };
+  });
+  assert.equal(stagedBeforeFirstAnswer, 0, "nothing is staged before its digests came");
+  assert.equal(outstandingAtFirstAnswer, DIGEST_GROUPS_AHEAD);
+  assert.equal(asked.length, Math.ceil(blocks / MAX_DIGEST_BLOCKS));
+  assert.deepEqual(asked.flatMap((a) => a.blocks), Array.from({ length: blocks }, (_, i) => 2 * i));
+});
+
+Deno.test("send: a group's reads are issued together, the next group's before this one is staged, and none outlives a stop", async () => {
+  let inFlight = 0;
+  let most = 0;
+  let readsIssued = 0;
+  let readsBeforeFirstStage = -1;
+  let stagedBlocks = 0;
+  const blocks = 600; // one read per block: five groups of 128 reads
+  const report = await sendScattered(blocks, (identity) => {
+    const d = countingDestination(identity, true).destination;
+    return {
+      ...d,
+      stage(items: StagedBlock[]) {
+        if (readsBeforeFirstStage < 0) readsBeforeFirstStage = readsIssued;
+        stagedBlocks += items.length;
+        return d.stage(items);
+      },
+    };
+  }, {
+    cutRead: (read) => async (first, count) => {
+      readsIssued++;
+      most = Math.max(most, ++inFlight);
+      await new Promise((resolve) => setTimeout(resolve, 1));
+      inFlight--;
+      return read(first, count);
+    },
+    stop: () => stagedBlocks >= 200,
+  });
+  assert.equal(most, 128, "the 128 reads of a group are in flight together");
+  assert.equal(readsBeforeFirstStage, 256, "the second group is read before the first is staged");
+  assert.ok(report.stopped);
+  assert.equal(inFlight, 0, "no read of a group prepared ahead is left running after a stop");
 });
