@@ -125,10 +125,15 @@ export async function sendGeneration(
       await state.recordCommitted(generation);
       return report;
     }
-    await destination.beginGeneration(generation, pending.dirty, pending.cutTimeMs, {
+    // A destination that answers in order takes blocks right behind the begin: its answer is
+    // awaited at the first acknowledgement point, not before the first block (a round trip
+    // less); blocks it refuses for want of a begin are sent again on the next attempt.
+    const begun = destination.beginGeneration(generation, pending.dirty, pending.cutTimeMs, {
       final: hooks.final === true,
       ...(pending.fold ? { fold: pending.fold } : {}),
     });
+    if (destination.concurrentFlush) begun.catch(() => {});
+    else await begun;
     using toSend = pending.dirty.clone();
     if (info.staged?.generation === generation) {
       using staged = info.staged.received.clone().and(pending.dirty);
@@ -140,13 +145,20 @@ export async function sendGeneration(
       if (pending.fold) kept.andNot(pending.fold);
       toSend.andNot(kept);
     }
-    await sendBlocks(state, cut, destination, toSend, report, hooks);
+    const commit = async () => {
+      report.merkleRoot = toHex(await state.manifest.root());
+      hooks.onCommit?.();
+      const commitStarted = performance.now();
+      await destination.commit(generation, report.merkleRoot);
+      report.commitMs = performance.now() - commitStarted;
+    };
+    try {
+      await sendBlocks(state, cut, destination, toSend, report, hooks, begun, commit);
+    } catch (err) {
+      await begun; // a refused begin explains what failed after it
+      throw err;
+    }
     if (report.stopped) return report;
-    report.merkleRoot = toHex(await state.manifest.root());
-    hooks.onCommit?.();
-    const commitStarted = performance.now();
-    await destination.commit(generation, report.merkleRoot);
-    report.commitMs = performance.now() - commitStarted;
     await state.recordCommitted(generation);
     return report;
   } catch (err) {
@@ -176,6 +188,11 @@ async function entriesYielding(data: Uint8Array, blockSize: number): Promise<Uin
   return out;
 }
 
+/**
+ * Sends the blocks of `toSend` with acknowledgement points, then, unless `hooks.stop`
+ * stopped it, has the generation committed by `commit`. `begun` is the generation's begin,
+ * answered before the first acknowledgement point.
+ */
 async function sendBlocks(
   state: SourceState,
   cut: Cut,
@@ -183,6 +200,8 @@ async function sendBlocks(
   toSend: Bitmap,
   report: SendReport,
   hooks: SendOptions,
+  begun: Promise<void>,
+  commit: () => Promise<void>,
 ): Promise<void> {
   const { identity } = state;
   const { blockSize } = identity;
@@ -197,6 +216,7 @@ async function sendBlocks(
   // With a destination that allows it, one flush stays in flight while sending goes on.
   let inFlight: Promise<void> = Promise.resolve();
   const flush = async () => {
+    await begun;
     const covered = unflushed.clone();
     unflushed.clearRange(0, unflushed.size);
     unflushedBytes = 0;
@@ -362,11 +382,27 @@ async function sendBlocks(
     await next?.catch(() => {});
   }
   await flush();
-  await inFlight;
   // Stopped: blocks to resend are not acknowledged, so the next send takes them.
-  while (resend.length > 0 && !report.stopped) {
+  if (report.stopped) return await inFlight;
+  if (destination.concurrentFlush && resend.length === 0) {
+    // The commit goes right behind the last flush (a round trip less): the destination
+    // answers in order, and while patches that flush names to resend are missing it refuses
+    // the commit as incomplete and applies nothing; it is asked again once they are staged.
+    const committing = commit();
+    committing.catch(() => {});
+    await inFlight;
+    try {
+      return await committing;
+    } catch (err) {
+      const incomplete = err instanceof PresyncError &&
+        err.code === ErrorCode.GENERATION_MISMATCH && resend.length > 0;
+      if (!incomplete) throw err;
+    }
+  } else await inFlight;
+  while (resend.length > 0) {
     await sendResends();
     await flush();
     await inFlight;
   }
+  await commit();
 }

@@ -1,6 +1,7 @@
 import assert from "node:assert/strict";
 import { Prng } from "../../fixtures/prng.ts";
 import { Bitmap } from "../core/mod.ts";
+import { ErrorCode, PresyncError } from "../errors.ts";
 import { DenoFileSystem } from "../fs/deno_file_system.ts";
 import { SourceState } from "../source/source_state.ts";
 import type { Cut } from "../tracker.ts";
@@ -242,4 +243,98 @@ Deno.test("send: a group's reads are issued together, the next group's before th
   assert.equal(readsBeforeFirstStage, 256, "the second group is read before the first is staged");
   assert.ok(report.stopped);
   assert.equal(inFlight, 0, "no read of a group prepared ahead is left running after a stop");
+});
+
+Deno.test("send: an ordered destination gets the commit behind the last flush; a patch it names to resend is sent whole and the commit asked again", async () => {
+  const events: string[] = [];
+  let answerFlush: (() => void) | null = null;
+  let resent = false;
+  const report = await sendScattered(4, (identity) => {
+    const d = countingDestination(identity, true).destination;
+    return {
+      ...d,
+      beginGeneration: () => {
+        events.push("begin");
+        return Promise.resolve();
+      },
+      stage(items: StagedBlock[]) {
+        for (const b of items) {
+          events.push(`stage ${b.block}${b.pages === undefined ? "" : " patch"}`);
+          if (b.block === 2 && b.pages === undefined) resent = true;
+        }
+        return d.stage(items);
+      },
+      flush() {
+        const first = !events.includes("flush");
+        events.push("flush");
+        // The first (last of the blocks) is answered only after the commit was asked for.
+        if (!first) return Promise.resolve({ resend: [] });
+        return new Promise((resolve) => answerFlush = () => resolve({ resend: [2] }));
+      },
+      commit(generation: number) {
+        events.push("commit");
+        answerFlush?.();
+        answerFlush = null;
+        if (!resent) {
+          return Promise.reject(
+            new PresyncError(ErrorCode.GENERATION_MISMATCH, "1 of 4 blocks not yet staged"),
+          );
+        }
+        return Promise.resolve({ committedGeneration: generation, merkleRoot: ROOT, cutTimeMs: 0 });
+      },
+    };
+  }, { pageMask: () => 1 });
+  assert.deepEqual(events, [
+    "begin",
+    "stage 0 patch",
+    "stage 2 patch",
+    "stage 4 patch",
+    "stage 6 patch",
+    "flush",
+    "commit",
+    "stage 2",
+    "flush",
+    "commit",
+  ]);
+  assert.equal(report.resentWhole, 1);
+});
+
+Deno.test("send: a commit refused for another reason than the resends is not retried", async () => {
+  await assert.rejects(
+    sendScattered(2, (identity) => {
+      const d = countingDestination(identity, true).destination;
+      return {
+        ...d,
+        commit: () =>
+          Promise.reject(new PresyncError(ErrorCode.VERIFY_MISMATCH, "would have root x")),
+      };
+    }),
+    (err: unknown) => err instanceof PresyncError && err.code === ErrorCode.VERIFY_MISMATCH,
+  );
+});
+
+Deno.test("send: with an ordered destination blocks follow the begin at once; a refused begin is the error reported", async () => {
+  let staged = 0;
+  await assert.rejects(
+    sendScattered(3, (identity) => {
+      const d = countingDestination(identity, true).destination;
+      return {
+        ...d,
+        beginGeneration: () =>
+          new Promise((_, reject) =>
+            setTimeout(
+              () => reject(new PresyncError(ErrorCode.GENERATION_MISMATCH, "begin refused")),
+              20,
+            )
+          ),
+        stage(items: StagedBlock[]) {
+          staged += items.length;
+          // What a destination does with blocks of a generation it did not begin.
+          return Promise.reject(new PresyncError(ErrorCode.CONNECTION_LOST, "stream ended"));
+        },
+      };
+    }),
+    (err: unknown) => err instanceof PresyncError && /begin refused/.test(err.message),
+  );
+  assert.ok(staged > 0, "blocks went out before the begin was answered");
 });
