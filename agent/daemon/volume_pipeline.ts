@@ -120,6 +120,8 @@ export class VolumePipeline {
   #phase: VolumePhase = "starting";
   #link: VolumeLink | null = null;
   #committed: CommittedState;
+  /** The replica's check asked for behind the final generation's commit (see `#send`). */
+  #rootCheck: Promise<{ generation: number; report: ReplicaCheck }> | null = null;
   #hot: Bitmap | null = null;
   /** The cut of the generation being sent (postcopy fetches read it), while sending. */
   #cut: Cut | null = null;
@@ -390,6 +392,7 @@ export class VolumePipeline {
 
   async #send(link: VolumeLink, cut: Cut): Promise<void> {
     const pending = this.state.pending!;
+    this.#rootCheck = null;
     const evacuation = this.evacuating ? this.#evacuation! : null;
     const final = evacuation !== null && evacuation.finalGeneration === pending.generation;
     this.#phase = evacuation ? "evacuating" : "sending";
@@ -410,6 +413,14 @@ export class VolumePipeline {
         hot: this.#hot ?? undefined,
         final,
         onCommit: () => evacuation?.to("commit", null, { generation: pending.generation }),
+        ...(final && link.destination.concurrentFlush
+          ? {
+            behindCommit: (root: string) => {
+              this.#rootCheck = link.verify(root, true);
+              this.#rootCheck.catch(() => {}); // awaited by #finishEvacuation, if it commits
+            },
+          }
+          : {}),
         stop: () => !final && this.#foldWanted(link),
       });
       if (report.stopped) {
@@ -523,7 +534,10 @@ export class VolumePipeline {
   async #finishEvacuation(link: VolumeLink, evacuation: Evacuation): Promise<void> {
     evacuation.to("verify");
     const started = performance.now();
-    const { report } = await link.verify(this.#committed.merkleRoot, true);
+    // Asked for right behind the final commit when the destination answers in order.
+    const check = this.#rootCheck ?? link.verify(this.#committed.merkleRoot, true);
+    this.#rootCheck = null;
+    const { report } = await check;
     evacuation.timed("verify", (performance.now() - started) / 1000);
     this.#phase = "evacuated";
     // The VM stays paused: it is to run at the destination now.

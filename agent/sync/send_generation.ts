@@ -49,8 +49,15 @@ export interface SendOptions {
   hot?: Bitmap;
   /** The generation is an evacuation's last: its `begin` says so (see `BeginOptions`). */
   final?: boolean;
-  /** Called once every block is durable, just before the commit is asked for. */
+  /** Called just before the commit is asked for. */
   onCommit?: () => void;
+  /**
+   * Called right after the commit is asked for, with the Merkle root it expects: a request
+   * made then of a destination that answers in order (`concurrentFlush`) is answered once
+   * the commit is (an evacuation's check of the replica, without a round trip of its own).
+   * Called again when the commit is asked again.
+   */
+  behindCommit?: (merkleRoot: string) => void;
   /**
    * Asked before each block: true stops sending there (what was staged is flushed, nothing
    * is committed, the report says `stopped`), so that the generation can be folded.
@@ -149,7 +156,9 @@ export async function sendGeneration(
       report.merkleRoot = toHex(await state.manifest.root());
       hooks.onCommit?.();
       const commitStarted = performance.now();
-      await destination.commit(generation, report.merkleRoot);
+      const committing = destination.commit(generation, report.merkleRoot);
+      hooks.behindCommit?.(report.merkleRoot);
+      await committing;
       report.commitMs = performance.now() - commitStarted;
     };
     try {

@@ -111,6 +111,7 @@ async function sendScattered(
     cutRead?: (read: Cut["read"]) => Cut["read"];
     pageMask?: (block: number) => number | undefined;
     stop?: () => boolean;
+    behindCommit?: (merkleRoot: string) => void;
   } = {},
 ) {
   const root = await Deno.makeTempDir({ prefix: "presync-send-" });
@@ -134,6 +135,7 @@ async function sendScattered(
       await state.recordCut(dirty, 0);
       const report = await sendGeneration(state, cut, makeDestination(identity), {
         ...(options.stop ? { stop: options.stop } : {}),
+        ...(options.behindCommit ? { behindCommit: options.behindCommit } : {}),
       });
       report.sent.free();
       await cut.release();
@@ -337,4 +339,31 @@ Deno.test("send: with an ordered destination blocks follow the begin at once; a 
     (err: unknown) => err instanceof PresyncError && /begin refused/.test(err.message),
   );
   assert.ok(staged > 0, "blocks went out before the begin was answered");
+});
+
+Deno.test("send: behindCommit is called once the commit is asked for, before it is answered, with its root", async () => {
+  const events: string[] = [];
+  let expected = "";
+  await sendScattered(2, (identity) => {
+    const d = countingDestination(identity, true).destination;
+    return {
+      ...d,
+      commit(generation: number, root: string) {
+        events.push("commit asked");
+        expected = root;
+        return new Promise((resolve) =>
+          setTimeout(() => {
+            events.push("commit answered");
+            resolve({ committedGeneration: generation, merkleRoot: root, cutTimeMs: 0 });
+          }, 10)
+        );
+      },
+    };
+  }, {
+    behindCommit: (root) => {
+      events.push("behind");
+      assert.equal(root, expected);
+    },
+  });
+  assert.deepEqual(events, ["commit asked", "behind", "commit answered"]);
 });
