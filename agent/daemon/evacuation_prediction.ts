@@ -27,10 +27,11 @@ export type FreshSource =
 /** A send whose rate is above this share of the rate limit measured the limit, not the link. */
 export const THROTTLED_SHARE = 0.8;
 /**
- * Round trips of a generation besides its commit: the resume query, the begin message and the
- * final flush (`sync/send_generation.ts`); the commit's own is in its measured time.
+ * Round trips of a generation besides its commit: the resume query. The begin travels with
+ * the first blocks and the commit right behind the final flush (`sync/send_generation.ts`),
+ * whose round trip is then in the commit's measured time.
  */
-export const GENERATION_ROUND_TRIPS = 3;
+export const GENERATION_ROUND_TRIPS = 1;
 
 /** A send in progress says something about the link after this long on the wire, s. */
 export const MIN_CURRENT_SEND_SECONDS = 2;
@@ -170,9 +171,10 @@ export function predictEvacuation(inputs: PredictionInputs): EvacuationPredictio
   const separate = inputs.generationInFlight && !inputs.folds;
   const commits = separate ? 2 : 1;
   const rttSeconds = (inputs.rttMs ?? 0) / 1000;
-  // A fold costs the flush that stops the send and the begin of the folded generation.
+  // A fold costs the flush that stops the send and the resume query of the folded
+  // generation. The evacuation's check of the replica is asked for behind its last commit.
   const foldTrips = inputs.generationInFlight && inputs.folds ? 2 : 0;
-  const roundTripSeconds = (GENERATION_ROUND_TRIPS * commits + 1 + foldTrips) * rttSeconds;
+  const roundTripSeconds = (GENERATION_ROUND_TRIPS * commits + foldTrips) * rttSeconds;
   const commitOf = (generationBlocks: number) =>
     Math.max(inputs.commitSeconds, rttSeconds + inputs.commitSecondsPerBlock * generationBlocks);
   const commitSeconds = !inputs.generationInFlight

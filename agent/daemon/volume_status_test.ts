@@ -75,8 +75,8 @@ Deno.test("status: an idle volume shows the tracker's dirty set as pending, and 
   assert.equal(s.prediction?.linkSource, "goodput");
   assert.equal(
     s.predictedEvacuationSeconds,
-    8.82,
-    "scan 0.02 + 80 MiB on the wire at 10 MiB/s + commit 0.2 + 4 round trips of 0.15 s",
+    8.37,
+    "scan 0.02 + 80 MiB on the wire at 10 MiB/s + commit 0.2 + 1 round trip of 0.15 s",
   );
 });
 
