@@ -14,7 +14,7 @@ import type { FinalGeneration } from "../net/evacuation_finals.ts";
 import { type Logger, sessionLoggerOf } from "../log.ts";
 import { SyncServer } from "../net/sync_server.ts";
 import type { ReplicaStore } from "../store/replica_store.ts";
-import { ManifestFile } from "../volume/manifest_file.ts";
+import { openManifest } from "../store/open_manifest.ts";
 import { blockCount } from "../volume/volume_identity.ts";
 import { Session } from "../wire/session.ts";
 import type { SessionStream } from "../wire/session_stream.ts";
@@ -339,11 +339,7 @@ export class DestinationDaemon {
   async #postcopyDone(name: string, view: PostcopyView): Promise<Record<string, unknown>> {
     const volume = this.store.backend.volume(name);
     const { identity } = await this.store.readMeta(name);
-    const manifest = await ManifestFile.over(
-      await volume.openManifest("read"),
-      `${volume.location} manifest`,
-      blockCount(identity),
-    );
+    const manifest = await openManifest(volume, blockCount(identity), "read");
     try {
       const differing = await view.markCommitted((block) => manifest.read(block, 1));
       const fields = { volume: name, ...view.stats, differing: differing.length };

@@ -16,7 +16,8 @@ import type { ReplicaStore } from "../store/replica_store.ts";
 import { initialisingError, type ReplicaMeta } from "../store/replica_volume.ts";
 import { StagingArea } from "../store/staging_area.ts";
 import { ENTRY_BYTES, isZeroEntry } from "../volume/block_hashes.ts";
-import { MANIFEST_PIECE_ENTRIES, ManifestFile } from "../volume/manifest_file.ts";
+import { MANIFEST_PIECE_ENTRIES } from "../volume/manifest_file.ts";
+import { openManifest } from "../store/open_manifest.ts";
 import { blockCount, type VolumeIdentity } from "../volume/volume_identity.ts";
 /** Most blocks looked at for one BLOCK_STATUS reply (the client asks again for the rest). */
 const STATUS_BLOCKS_PER_REPLY = 1 << 20;
@@ -330,11 +331,7 @@ async function zeroBlocksOf(backend: VolumeBackend, identity: VolumeIdentity): P
   const blocks = blockCount(identity);
   const zero = new Bitmap(blocks);
   try {
-    const manifest = await ManifestFile.over(
-      await io(`open ${backend.location} manifest`, () => backend.openManifest("read")),
-      `${backend.location} manifest`,
-      blocks,
-    );
+    const manifest = await openManifest(backend, blocks, "read");
     try {
       for (let first = 0; first < blocks; first += MANIFEST_PIECE_ENTRIES) {
         const count = Math.min(MANIFEST_PIECE_ENTRIES, blocks - first);

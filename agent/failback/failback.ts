@@ -29,7 +29,8 @@ import { sendGeneration, type SendOptions, type SendReport } from "../sync/send_
 import type { Cut } from "../tracker.ts";
 import { diffManifests } from "../core/mod.ts";
 import { blockEntries, ENTRY_BYTES } from "../volume/block_hashes.ts";
-import { ManifestFile } from "../volume/manifest_file.ts";
+import type { ManifestFile } from "../volume/manifest_file.ts";
+import { openManifest } from "../store/open_manifest.ts";
 import { blockCount, type VolumeIdentity } from "../volume/volume_identity.ts";
 import type { DirectoryBackend } from "../../plugins/store-directory/mod.ts";
 
@@ -285,12 +286,7 @@ async function replicaManifest(
   identity: VolumeIdentity,
   mode: "read" | "write",
 ): Promise<ManifestFile> {
-  const volume = backend.volume(identity.name);
-  return await ManifestFile.over(
-    await volume.openManifest(mode),
-    `${volume.location}/manifest`,
-    blockCount(identity),
-  );
+  return await openManifest(backend.volume(identity.name), blockCount(identity), mode);
 }
 
 async function sendOverlay(

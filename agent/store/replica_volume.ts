@@ -4,7 +4,8 @@ import type { FileLock } from "../fs/file_system.ts";
 import { io } from "../fs/io_error.ts";
 import { toHex } from "../hex.ts";
 import { isZeroEntry } from "../volume/block_hashes.ts";
-import { ManifestFile } from "../volume/manifest_file.ts";
+import type { ManifestFile } from "../volume/manifest_file.ts";
+import { openManifest } from "./open_manifest.ts";
 import { blockCount, blockLength, type VolumeIdentity } from "../volume/volume_identity.ts";
 import { KIND_DATA } from "./_staging_record.ts";
 import { WriteWindow } from "./_write_window.ts";
@@ -72,11 +73,7 @@ export class ReplicaVolume {
    * `create` made its image and manifest), then opens it.
    */
   static async init(backend: VolumeBackend, identity: VolumeIdentity): Promise<ReplicaVolume> {
-    const manifest = await ManifestFile.over(
-      await io(`open ${backend.location} manifest`, () => backend.openManifest("read")),
-      `${backend.location} manifest`,
-      blockCount(identity),
-    );
+    const manifest = await openManifest(backend, blockCount(identity), "read");
     let root: Uint8Array;
     try {
       root = await manifest.root();
@@ -118,11 +115,7 @@ export class ReplicaVolume {
       }
       let manifest: ManifestFile;
       try {
-        manifest = await ManifestFile.over(
-          await io(`open ${backend.location} manifest`, () => backend.openManifest("write")),
-          `${backend.location} manifest`,
-          blockCount(identity),
-        );
+        manifest = await openManifest(backend, blockCount(identity), "write");
       } catch (err) {
         image.close();
         throw err;
