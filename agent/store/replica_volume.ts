@@ -425,9 +425,8 @@ export class ReplicaVolume {
       await staging.forEachRecord(async (header, payload) => {
         const offset = header.block * blockSize;
         if (header.kind === KIND_DATA) {
-          // The payload is a view of the log's read buffer, which the next record reuses.
-          const data = payload.slice();
-          await window.add(() => this.#image.write(offset, data));
+          // The payload stays valid while the write is in flight (forEachRecord).
+          await window.add(() => this.#image.write(offset, payload));
           return;
         }
         // A zero block: skip when the replica's block is zero already (keeps it sparse).
