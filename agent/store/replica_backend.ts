@@ -171,11 +171,19 @@ export interface HolePunch {
 export interface GenerationSnapshots {
   /**
    * Records the image's flushed content as generation `generation`. Called once per commit,
-   * after the image is flushed and before the metadata names the generation; called again
-   * with the same generation when a crash made the commit replay: must then succeed without
-   * changing the snapshot already taken. Idempotent.
+   * after the image is flushed and before the metadata names the generation (while the
+   * manifest takes the generation's entries); called again with the same generation when a
+   * crash made the commit replay: must then succeed without changing the snapshot already
+   * taken. Idempotent.
    */
   snapshotGeneration(generation: number): Promise<void>;
+  /**
+   * Drops the kept generations that retention no longer keeps once `generation` is committed
+   * (never `generation` itself). Called once per commit after {@linkcode snapshotGeneration},
+   * while (or after) the metadata names the generation and before the staging area is
+   * removed; called again by recovery while the commit record is still there. Idempotent.
+   */
+  pruneGenerations(generation: number): Promise<void>;
 }
 
 /** A committed generation a volume keeps read-only ({@linkcode KeptGenerations}). */

@@ -181,7 +181,9 @@ export class ReplicaVolume {
             `follow committed generation ${this.#meta.committedGeneration}`,
         );
       }
-      // Applied and recorded in the metadata already: only the staging area is left over.
+      // Applied and recorded in the metadata already: only pruning (when the snapshot
+      // outlived the metadata write) and the staging area are left over.
+      if (keepsSnapshots(this.#image)) await this.#image.pruneGenerations(record.generation);
       await this.#dropStaging();
       return;
     }
@@ -439,9 +441,14 @@ export class ReplicaVolume {
       await window.settle();
     }
     await this.#image.flush();
-    if (keepsSnapshots(this.#image)) await this.#image.snapshotGeneration(record.generation);
-    await this.#manifest.copyFrom(staging.hashes, staging.dirty);
-    await this.#manifest.sync();
+    // The snapshot and the manifest's new entries both follow the flushed image and precede
+    // the metadata, and neither depends on the other: they run together. (A replay finds the
+    // image applied wherever the manifest's zero entries already say so.)
+    const image = this.#image;
+    await settleAll([
+      keepsSnapshots(image) ? image.snapshotGeneration(record.generation) : Promise.resolve(),
+      this.#manifest.copyFrom(staging.hashes, staging.dirty).then(() => this.#manifest.sync()),
+    ]);
     const meta: ReplicaMeta = {
       identity: this.identity,
       committedGeneration: record.generation,
@@ -449,7 +456,12 @@ export class ReplicaVolume {
       cutTimeMs: record.cutTimeMs,
       committedAtMs: Date.now(),
     };
-    await io(`write ${this.location} metadata`, () => writeReplicaMeta(this.#backend, meta));
+    // Pruning may come before or after the metadata (either order is a state recovery
+    // finishes), but before the staging area goes: recovery prunes while COMMIT is there.
+    await settleAll([
+      io(`write ${this.location} metadata`, () => writeReplicaMeta(this.#backend, meta)),
+      keepsSnapshots(image) ? image.pruneGenerations(record.generation) : Promise.resolve(),
+    ]);
     this.#meta = meta;
     await this.#dropStaging();
   }
@@ -506,6 +518,12 @@ export class ReplicaVolume {
     this.#image.close();
     this.#lock.release();
   }
+}
+
+/** Waits for every promise to settle, then throws the first failure (none left running). */
+async function settleAll(promises: Promise<unknown>[]): Promise<void> {
+  const results = await Promise.allSettled(promises);
+  for (const result of results) if (result.status === "rejected") throw result.reason;
 }
 
 async function lockShared(backend: VolumeBackend): Promise<FileLock> {

@@ -80,16 +80,20 @@ export class RbdReplicaImage
     return true;
   }
 
-  /**
-   * Takes snapshot `presync-g<generation>` of the flushed image unless it exists (a replayed
-   * commit), then removes the snapshots of generations older than the last `keep`.
-   */
+  /** Takes snapshot `presync-g<generation>` of the flushed image unless it exists (a replay). */
   async snapshotGeneration(generation: number): Promise<void> {
     const snapshots = this.#image.snapshots;
-    const existing = await snapshots.list();
     const name = generationSnapshot(generation);
-    if (!existing.some((s) => s.name === name)) await snapshots.create(name);
-    for (const snapshot of existing) {
+    if (!(await snapshots.list()).some((s) => s.name === name)) await snapshots.create(name);
+  }
+
+  /**
+   * Removes the snapshots (and their metadata records) of generations older than the last
+   * `keep` up to `generation`.
+   */
+  async pruneGenerations(generation: number): Promise<void> {
+    const snapshots = this.#image.snapshots;
+    for (const snapshot of await snapshots.list()) {
       const g = snapshotGeneration(snapshot.name);
       if (g === null || g > generation - this.#keep) continue;
       await snapshots.remove(snapshot.name);
