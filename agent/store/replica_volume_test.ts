@@ -347,3 +347,79 @@ Deno.test("a prune cut short after the metadata is finished by recovery, before 
     "prune g2",
   ]);
 });
+
+/** A directory back end whose staging areas count (and can fail) writes of `received`. */
+function countingBackend(fs: FileSystem, state: { writes: number; fail: boolean }): ReplicaBackend {
+  const inner = new DirectoryBackend(fs, "/s");
+  return {
+    location: inner.location,
+    list: () => inner.list(),
+    create: (identity) => inner.create(identity),
+    remove: (name) => inner.remove(name),
+    volume(name) {
+      const volume = inner.volume(name);
+      const staging = volume.staging;
+      return {
+        name: volume.name,
+        location: volume.location,
+        overlayPath: volume.overlayPath,
+        readMeta: () => volume.readMeta(),
+        writeMeta: (bytes) => volume.writeMeta(bytes),
+        openImage: (mode) => volume.openImage(mode),
+        openManifest: (mode) => volume.openManifest(mode),
+        lock: (mode) => volume.lock(mode),
+        staging: {
+          location: staging.location,
+          exists: () => staging.exists(),
+          create: () => staging.create(),
+          read: (record) => staging.read(record),
+          write(record, bytes) {
+            if (record !== "received") return staging.write(record, bytes);
+            state.writes++;
+            if (state.fail) {
+              state.fail = false;
+              return Promise.reject(new Error("received not written"));
+            }
+            return staging.write(record, bytes);
+          },
+          openLog: () => staging.openLog(),
+          openHashes: () => staging.openHashes(),
+          discard: () => staging.discard(),
+        },
+      };
+    },
+  };
+}
+
+Deno.test("a flush with nothing staged since the last one writes nothing; one after a failed flush writes again", async () => {
+  const fs = new PowerCutFileSystem();
+  await fs.mkdir("/s");
+  const state = { writes: 0, fail: false };
+  const store = new ReplicaStore(countingBackend(fs, state));
+  const replica = await store.init(newVolumeIdentity("db1", BLOCKS * BLOCK, BLOCK));
+  try {
+    await stageAll(replica, 1, [0], 1);
+    await replica.commit(1, await predictRoot(replica));
+    await stageAll(replica, 2, [1, 2], 2);
+    const afterStaging = state.writes;
+    await replica.flush();
+    assert.equal(state.writes, afterStaging, "nothing new: no write");
+    const data = new Uint8Array(BLOCK).fill(3);
+    using dirty = new Bitmap(BLOCKS).set(1).set(2).set(3);
+    await replica.beginGeneration(2, dirty, Date.now());
+    await replica.stage([{ block: 3, data, hash: blake3(data) }]);
+    state.fail = true;
+    await assert.rejects(replica.flush(), /received not written/);
+    await replica.flush();
+    assert.equal(state.writes, afterStaging + 2, "the failed flush is done again");
+    replica.close();
+    const reopened = await store.open("db1");
+    try {
+      assert.equal(reopened.resumeInfo().staged?.received.popcount(), 1, "block 3 is durable");
+    } finally {
+      reopened.close();
+    }
+  } finally {
+    replica.close();
+  }
+});
