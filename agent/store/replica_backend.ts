@@ -134,7 +134,8 @@ export interface SpaceClaim {
  * Optional declaration of an image: its storage cannot reserve space ahead of a write at all
  * (RBD: objects are allocated when written and BlueStore allocates anew on every overwrite,
  * so neither a claim nor zeros written over a hole keep space for the data that follows).
- * The protocol then skips a commit's space claim and its zero writes over holes; a full
+ * The protocol then skips a commit's space claim, its zero writes over holes and its rewrite
+ * of the manifest entries (the manifest is kept by the same storage); a full
  * store fails in the apply instead, after the commit record, and the commit is replayed once
  * space is freed (the apply is idempotent). Never together with {@linkcode SpaceClaim}.
  */

@@ -380,8 +380,8 @@ export class ReplicaVolume {
    * where the back end cannot, get zeros written over their zeros; the manifest entries of
    * the generation are rewritten with their current values. A full disk then fails here,
    * with nothing applied, instead of halfway through the apply. An image that cannot
-   * reserve space at all (`NoSpaceReservation`, RBD) gets no claim and no zeros: its log is
-   * only checked.
+   * reserve space at all (`NoSpaceReservation`, RBD) gets no claim and no zeros, and its
+   * manifest entries are not rewritten: its log is only checked.
    */
   async #prepare(staging: StagingArea): Promise<void> {
     using holes = new Bitmap(staging.dirty.size);
@@ -406,6 +406,9 @@ export class ReplicaVolume {
         await window.settle();
       }
     }
+    // Nothing was written into an image that reserves no space, and its manifest, kept by the
+    // same storage, cannot be claimed ahead either: only the check above was needed.
+    if (!reserve) return;
     await this.#manifest.copyFrom(this.#manifest, staging.dirty);
     await this.#image.flush();
     await this.#manifest.sync();
