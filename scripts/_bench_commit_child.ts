@@ -5,8 +5,10 @@
  * JSON array) from SOURCE and commits. Prints one JSON line: staging and commit times, the
  * commit's phases (below) and VmHWM.
  *
- *     deno run -A scripts/_bench_commit_child.ts rbd CONF POOL STATE_DIR SOURCE BLOCKS BLOCK_SIZE GENERATION
- *     deno run -A scripts/_bench_commit_child.ts dir - - STORE_DIR SOURCE BLOCKS BLOCK_SIZE GENERATION
+ *     deno run -A scripts/_bench_commit_child.ts rbd CONF POOL STATE_DIR SOURCE BLOCKS BLOCK_SIZE GENERATION VOLUME WINDOW
+ *     deno run -A scripts/_bench_commit_child.ts dir - - STORE_DIR SOURCE BLOCKS BLOCK_SIZE GENERATION VOLUME -
+ *
+ * WINDOW: the RBD back end's write window, `-` for its default.
  *
  * The phases come from the back end's calls as the commit makes them (every object the
  * protocol gets from the back end is wrapped in a proxy that notes when each call started and
@@ -25,12 +27,29 @@ import { newVolumeIdentity } from "../agent/volume/volume_identity.ts";
 import { DirectoryBackend } from "../plugins/store-directory/mod.ts";
 import { RbdBackend } from "../plugins/store-rbd/mod.ts";
 
-const [kind, confPath, pool, dir, source, blocksPath, blockSizeText, generationText] = Deno.args;
+const [
+  kind,
+  confPath,
+  pool,
+  dir,
+  source,
+  blocksPath,
+  blockSizeText,
+  generationText,
+  volume,
+  window,
+] = Deno.args;
 const blockSize = Number(blockSizeText);
 const generation = Number(generationText);
 const fs = new DenoFileSystem();
 const rbd = kind === "rbd"
-  ? new RbdBackend({ spec: { pool, confPath }, stateDir: dir, fs, keep: 2 })
+  ? new RbdBackend({
+    spec: { pool, confPath },
+    stateDir: dir,
+    fs,
+    keep: 2,
+    ...(window === "-" ? {} : { writeWindow: Number(window) }),
+  })
   : null;
 const sizeBytes = (await Deno.stat(source)).size;
 const blocks = Math.ceil(sizeBytes / blockSize);
@@ -128,34 +147,42 @@ async function stage(volume: ReplicaVolume, path: string, list: number[]): Promi
  * The commit's phases (ms) from the spans between `start` and `end`: prepare's log check
  * (staging flush, reading and checking every record, the manifest's current entries), its
  * image flush and manifest sync (with the root), the commit record, the apply's writes (with
- * its read of the log), the flush, the snapshot (with the pruning of old ones), the metadata
- * update (manifest entries, its sync, the metadata record) and the staging area's removal;
- * and the time spent in reads of the log, by pass.
+ * its read of the log), the flush, then the snapshot beside the manifest's new entries (the
+ * wall time of both, and the snapshot's own), then the metadata record beside the pruning of
+ * old snapshots (wall time, and each one's own; a tree whose snapshot call prunes shows it in
+ * the snapshot) and the staging area's removal; and the time spent in reads of the log, by
+ * pass (beside other work: not on the critical path).
  */
 function phases(start: number, end: number): Record<string, number> {
   const inCommit = spans.filter((s) => s.start >= start && s.end <= end);
   const first = (what: string) => inCommit.find((s) => s.what === what);
+  const length = (span: Span | undefined) => span ? span.end - span.start : 0;
   const flushes = inCommit.filter((s) => s.what === "image.flush");
   const record = first("staging.write:commit");
   const snapshot = first("image.snapshotGeneration");
+  const prune = first("image.pruneGenerations");
   const meta = first("volume.writeMeta");
-  if (!record || !meta || flushes.length === 0) throw new Error("commit spans missing");
+  const discard = first("staging.discard");
+  if (!record || !meta || !discard || flushes.length === 0) throw new Error("commit spans missing");
   const applyFlush = flushes[flushes.length - 1];
   const prepareFlush = flushes.length > 1 ? flushes[0] : null;
   const logReads = (from: number, to: number) =>
     inCommit.filter((s) => s.what === "log.read" && s.start >= from && s.end <= to)
       .reduce((ms, s) => ms + s.end - s.start, 0);
   const prepareEnd = prepareFlush?.start ?? record.start;
-  const snapshotEnd = snapshot?.end ?? applyFlush.end;
+  const metaStart = Math.min(meta.start, prune?.start ?? Infinity);
   return {
     prepareCheck: prepareEnd - start,
     prepareSync: record.start - prepareEnd,
-    commitRecord: record.end - record.start,
+    commitRecord: length(record),
     applyWrites: applyFlush.start - record.end,
-    flush: applyFlush.end - applyFlush.start,
-    snapshot: snapshot ? snapshot.end - snapshot.start : 0,
-    metadata: meta.end - snapshotEnd,
-    dropStaging: end - meta.end,
+    flush: length(applyFlush),
+    snapshotAndManifest: metaStart - applyFlush.end,
+    snapshot: length(snapshot),
+    metadataAndPrune: discard.start - metaStart,
+    metadata: length(meta),
+    prune: length(prune),
+    dropStaging: end - discard.start,
     logReadPrepare: logReads(start, record.start),
     logReadApply: logReads(record.end, applyFlush.start),
   };
@@ -166,8 +193,8 @@ const list: number[] = generation === 1
   : JSON.parse(await Deno.readTextFile(blocksPath));
 const root = await rootOf(source);
 const replica = generation === 1
-  ? await store.init(newVolumeIdentity("bench", sizeBytes, blockSize))
-  : await store.open("bench");
+  ? await store.init(newVolumeIdentity(volume, sizeBytes, blockSize))
+  : await store.open(volume);
 using dirty = new Bitmap(blocks);
 for (const b of list) dirty.set(b);
 let start = performance.now();

@@ -8,7 +8,13 @@
  * ratios, with the RBD commit split into its phases (`_bench_commit_child.ts`). Each presync
  * side runs in a child process whose peak RSS (VmHWM) is reported.
  *
- *     deno run -A scripts/bench_rbd_commit.ts [--size-mib 256] [--changed 0.1] [--block-kib 64] [--rounds 7]
+ *     deno run -A scripts/bench_rbd_commit.ts [--size-mib 256] [--changed 0.1] [--block-kib 64]
+ *       [--rounds 7] [--windows 16,32] [--baseline DIR]
+ *
+ * `--windows`: one RBD side per write window, each its own replica (the first one's diff is
+ * the one `rbd import-diff` applies). `--baseline DIR`: one more RBD side run from another
+ * checkout (e.g. `git archive main | tar -x -C DIR`, with this tree's
+ * `scripts/_bench_commit_child.ts` copied into it), at its default window.
  *
  * @module
  */
@@ -24,6 +30,8 @@ const { values } = parseArgs({
     changed: { type: "string", default: "0.1" },
     "block-kib": { type: "string", default: "64" },
     rounds: { type: "string", default: "7" },
+    windows: { type: "string", default: "16" },
+    baseline: { type: "string" },
   },
 });
 const SIZE = Number(values["size-mib"]) << 20;
@@ -31,6 +39,7 @@ const BLOCK = Number(values["block-kib"]) << 10;
 const BLOCKS = Math.ceil(SIZE / BLOCK);
 const CHANGED = Math.round(BLOCKS * Number(values.changed));
 const ROUNDS = Number(values.rounds);
+const WINDOWS = values.windows.split(",").map(Number);
 const MiB = 1 << 20;
 const SEED = 20261202;
 
@@ -39,7 +48,8 @@ const pool = uniqueName("bench-commit");
 await cephCli(ceph, ["osd", "pool", "create", pool, "8", "8"]);
 await cephCli(ceph, ["osd", "pool", "application", "enable", pool, "rbd"]);
 const dir = await Deno.makeTempDir({ prefix: "presync-bench-commit-" });
-const CHILD = new URL("./_bench_commit_child.ts", import.meta.url).pathname;
+const CHILD = "scripts/_bench_commit_child.ts";
+const HERE = new URL("..", import.meta.url).pathname;
 const SOURCE = `${dir}/source.raw`;
 const CHANGED_LIST = `${dir}/changed.json`;
 
@@ -50,31 +60,62 @@ interface ChildResult {
   hwmKiB: number;
 }
 
+/** One presync side: a back end, its replica's volume name, its window, its checkout. */
+interface PresyncSide {
+  label: string;
+  kind: "rbd" | "dir";
+  volume: string;
+  window: string;
+  tree: string;
+}
+const presyncSides: PresyncSide[] = [
+  ...WINDOWS.map((w) => ({
+    label: `RBD commit, window ${w}`,
+    kind: "rbd" as const,
+    volume: `bench-w${w}`,
+    window: String(w),
+    tree: HERE,
+  })),
+  ...(values.baseline
+    ? [{
+      label: "RBD commit, baseline tree",
+      kind: "rbd" as const,
+      volume: "bench-base",
+      window: "-",
+      tree: values.baseline,
+    }]
+    : []),
+  { label: "directory commit", kind: "dir", volume: "bench", window: "-", tree: HERE },
+];
+const primary = presyncSides[0];
+
 async function timed(what: () => Promise<unknown>): Promise<number> {
   const start = performance.now();
   await what();
   return performance.now() - start;
 }
 
-/** Stages and commits `generation` of SOURCE into one back end, in a child process. */
-async function child(kind: "rbd" | "dir", generation: number): Promise<ChildResult> {
+/** Stages and commits `generation` of SOURCE into one side's replica, in a child process. */
+async function child(side: PresyncSide, generation: number): Promise<ChildResult> {
   const out = await new Deno.Command(Deno.execPath(), {
     args: [
       "run",
       "-A",
-      CHILD,
-      kind,
-      kind === "rbd" ? ceph.confPath : "-",
-      kind === "rbd" ? pool : "-",
-      kind === "rbd" ? `${dir}/rbd-state` : `${dir}/store`,
+      `${side.tree}/${CHILD}`,
+      side.kind,
+      side.kind === "rbd" ? ceph.confPath : "-",
+      side.kind === "rbd" ? pool : "-",
+      side.kind === "rbd" ? `${dir}/rbd-state` : `${dir}/store`,
       SOURCE,
       CHANGED_LIST,
       String(BLOCK),
       String(generation),
+      side.volume,
+      side.window,
     ],
     stderr: "inherit",
   }).output();
-  if (!out.success) throw new Error(`${kind} child failed (generation ${generation})`);
+  if (!out.success) throw new Error(`${side.label} failed (generation ${generation})`);
   return JSON.parse(new TextDecoder().decode(out.stdout));
 }
 
@@ -123,8 +164,8 @@ try {
   const seedBytes = (BLOCKS - Math.floor(BLOCKS / 4)) * BLOCK;
   const incBytes = CHANGED * BLOCK;
 
-  const seedRbd = await child("rbd", 1);
-  const seedDir = await child("dir", 1);
+  const seeds = new Map<PresyncSide, ChildResult>();
+  for (const side of presyncSides) seeds.set(side, await child(side, 1));
   const importTarget = `${pool}/rbd-import`;
   const importMs = await timed(() =>
     rbdCli(ceph, ["--rbd_cache=false", "import", "--no-progress", SOURCE, importTarget])
@@ -133,6 +174,10 @@ try {
   // rbd bench overwrites an image holding generation 1, as a commit overwrites the replica.
   const benchTarget = `${pool}/rbd-bench`;
   await rbdCli(ceph, ["--rbd_cache=false", "import", "--no-progress", SOURCE, benchTarget]);
+  // And one that gets a snapshot before each round's bench, as a commit writes over the
+  // snapshot of the generation before (the OSD clones each object on its first write).
+  const snapBenchTarget = `${pool}/rbd-bench-snap`;
+  await rbdCli(ceph, ["--rbd_cache=false", "import", "--no-progress", SOURCE, snapBenchTarget]);
   const seqTarget = `${pool}/${uniqueName("bench-seq")}`;
   await rbdCli(ceph, ["create", "--size", `${SIZE / MiB}M`, seqTarget]);
   const benchSeq = await rbdBench(seqTarget, seedBytes, "seq");
@@ -143,22 +188,22 @@ try {
     } MiB of data, then ${ROUNDS} rounds of ${CHANGED} random blocks (${f0(incBytes / MiB)} MiB)`,
   );
   console.log(
-    `first sync (one run): RBD ${f0(rate(seedBytes, seedRbd.stageMs + seedRbd.commitMs))} MiB/s, ` +
-      `directory ${f0(rate(seedBytes, seedDir.stageMs + seedDir.commitMs))} MiB/s, rbd import ${
-        f0(rate(seedBytes, importMs))
-      } MiB/s, rbd bench seq ${f0(benchSeq)} MiB/s`,
+    `first sync (one run each): ${
+      presyncSides.map((side) => {
+        const seed = seeds.get(side)!;
+        return `${side.label} ${f0(rate(seedBytes, seed.stageMs + seed.commitMs))} MiB/s`;
+      }).join(", ")
+    }, rbd import ${f0(rate(seedBytes, importMs))} MiB/s, rbd bench seq ${f0(benchSeq)} MiB/s`,
   );
-  console.log(
-    "| round | order | RBD commit | rbd bench rand | ratio | rbd import-diff | ratio | dir commit |",
-  );
-  console.log("| --- | --- | --- | --- | --- | --- | --- | --- |");
 
-  const rows: {
-    rbd: ChildResult;
-    dir: ChildResult;
+  interface Round {
+    order: string[];
+    presync: Map<PresyncSide, ChildResult>;
     bench: number;
+    snapBench: number;
     importDiffMs: number;
-  }[] = [];
+  }
+  const rounds: Round[] = [];
   for (let round = 1; round <= ROUNDS; round++) {
     const generation = round + 1;
     const changed = new Set<number>();
@@ -167,80 +212,127 @@ try {
     await Deno.writeFile(SOURCE, image);
     await Deno.writeTextFile(CHANGED_LIST, JSON.stringify([...changed].sort((a, b) => a - b)));
 
-    let rbd: ChildResult | undefined;
-    let dirSide: ChildResult | undefined;
-    let bench = 0;
-    let importDiffMs = 0;
-    const sides = {
-      rbd: async () => void (rbd = await child("rbd", generation)),
-      bench: async () => void (bench = await rbdBench(benchTarget, incBytes, "rand")),
-      importDiff: async () => {
-        const diff = `${dir}/g${generation}.diff`;
-        await rbdCli(ceph, [
-          "export-diff",
-          "--no-progress",
-          "--from-snap",
-          `presync-g${generation - 1}`,
-          `${pool}/presync-bench@presync-g${generation}`,
-          diff,
-        ]);
-        importDiffMs = await timed(() =>
-          rbdCli(ceph, ["--rbd_cache=false", "import-diff", "--no-progress", diff, importTarget])
-        );
-        await Deno.remove(diff);
-      },
-      dir: async () => void (dirSide = await child("dir", generation)),
+    const result: Round = {
+      order: [],
+      presync: new Map(),
+      bench: 0,
+      snapBench: 0,
+      importDiffMs: 0,
     };
-    // The diff is presync's own (its snapshots), so import-diff follows the RBD commit.
-    const order: (keyof typeof sides)[] = round % 2
-      ? ["rbd", "bench", "importDiff", "dir"]
-      : ["bench", "rbd", "dir", "importDiff"];
-    for (const side of order) await sides[side]();
-    const row = { rbd: rbd!, dir: dirSide!, bench, importDiffMs };
-    rows.push(row);
-    const commitRate = rate(incBytes, row.rbd.commitMs);
+    const importDiff = async () => {
+      const diff = `${dir}/g${generation}.diff`;
+      await rbdCli(ceph, [
+        "export-diff",
+        "--no-progress",
+        "--from-snap",
+        `presync-g${generation - 1}`,
+        `${pool}/presync-${primary.volume}@presync-g${generation}`,
+        diff,
+      ]);
+      result.importDiffMs = await timed(() =>
+        rbdCli(ceph, ["--rbd_cache=false", "import-diff", "--no-progress", diff, importTarget])
+      );
+      await Deno.remove(diff);
+    };
+    // Every side, in an order rotated by one each round; import-diff applies the diff of the
+    // first RBD side's snapshots, so it follows that side.
+    const sides: { label: string; run: () => Promise<void> }[] = [
+      ...presyncSides.map((side) => ({
+        label: side.label,
+        run: async () => {
+          result.presync.set(side, await child(side, generation));
+          if (side === primary) await importDiff();
+        },
+      })),
+      {
+        label: "rbd bench",
+        run: async () => void (result.bench = await rbdBench(benchTarget, incBytes, "rand")),
+      },
+      {
+        label: "rbd bench after a snapshot",
+        run: async () => {
+          await rbdCli(ceph, ["snap", "create", `${snapBenchTarget}@round${round}`]);
+          result.snapBench = await rbdBench(snapBenchTarget, incBytes, "rand");
+        },
+      },
+    ];
+    const shift = (round - 1) % sides.length;
+    for (const side of [...sides.slice(shift), ...sides.slice(0, shift)]) {
+      result.order.push(side.label);
+      await side.run();
+    }
+    rounds.push(result);
     console.log(
-      `| ${round} | ${order.join(", ")} | ${f0(commitRate)} MiB/s (${f0(row.rbd.commitMs)} ms) | ${
-        f0(bench)
-      } MiB/s | ${f2(commitRate / bench)}× | ${f0(rate(incBytes, importDiffMs))} MiB/s (${
-        f0(importDiffMs)
-      } ms) | ${f2(importDiffMs / row.rbd.commitMs)}× | ${
-        f0(rate(incBytes, row.dir.commitMs))
-      } MiB/s (${f0(row.dir.commitMs)} ms) |`,
+      `round ${round} (${result.order.join(" → ")}): ${
+        presyncSides.map((side) => {
+          const ms = result.presync.get(side)!.commitMs;
+          return `${side.label} ${f0(rate(incBytes, ms))} MiB/s (${f0(ms)} ms, ${
+            f2(rate(incBytes, ms) / result.bench)
+          }× rbd bench)`;
+        }).join("; ")
+      }; rbd bench rand ${f0(result.bench)} MiB/s; after a snapshot ${
+        f0(result.snapBench)
+      } MiB/s; rbd import-diff ${f0(rate(incBytes, result.importDiffMs))} MiB/s (${
+        f0(result.importDiffMs)
+      } ms)`,
     );
   }
 
-  const commitRates = rows.map((r) => rate(incBytes, r.rbd.commitMs));
   console.log(
-    `\nmedians of ${ROUNDS} rounds: RBD commit ${f0(median(commitRates))} MiB/s (${
-      f0(median(rows.map((r) => r.rbd.commitMs)))
-    } ms), rbd bench rand ${f0(median(rows.map((r) => r.bench)))} MiB/s, ` +
-      `rbd import-diff ${f0(median(rows.map((r) => rate(incBytes, r.importDiffMs))))} MiB/s, ` +
-      `dir commit ${f0(median(rows.map((r) => rate(incBytes, r.dir.commitMs))))} MiB/s`,
+    `\n| ${ROUNDS} rounds, medians | MiB/s | ms | per-round ratio to rbd bench | ` +
+      "to rbd bench after a snapshot |",
   );
-  console.log(
-    `median of the per-round ratios: RBD commit / rbd bench ${
-      f2(median(rows.map((r, i) => commitRates[i] / r.bench)))
-    }×, RBD commit / import-diff ${f2(median(rows.map((r) => r.importDiffMs / r.rbd.commitMs)))}×`,
-  );
-  console.log("\n| phase of the commit (ms, median) | RBD back end | directory back end |");
-  console.log("| --- | --- | --- |");
-  for (const phase of Object.keys(rows[0].rbd.phases)) {
+  console.log("| --- | --- | --- | --- | --- |");
+  const summary = (label: string, msOf: (r: Round) => number) => {
+    const ms = rounds.map(msOf);
+    const rates = ms.map((m) => rate(incBytes, m));
     console.log(
-      `| ${phase} | ${f0(median(rows.map((r) => r.rbd.phases[phase])))} | ${
-        f0(median(rows.map((r) => r.dir.phases[phase])))
+      `| ${label} | ${f0(median(rates))} | ${f0(median(ms))} | ${
+        f2(median(rounds.map((r, i) => rates[i] / r.bench)))
+      }× | ${f2(median(rounds.map((r, i) => rates[i] / r.snapBench)))}× |`,
+    );
+  };
+  for (const side of presyncSides) summary(side.label, (r) => r.presync.get(side)!.commitMs);
+  summary("rbd bench rand, 16 threads", (r) => incBytes / MiB / r.bench * 1000);
+  summary("rbd bench rand after a snapshot", (r) => incBytes / MiB / r.snapBench * 1000);
+  summary("rbd import-diff", (r) => r.importDiffMs);
+
+  console.log(
+    `\n| phase of the commit (ms, median) | ${presyncSides.map((s) => s.label).join(" | ")} |`,
+  );
+  console.log(`| --- |${presyncSides.map(() => " --- |").join("")}`);
+  for (const phase of Object.keys(rounds[0].presync.get(primary)!.phases)) {
+    console.log(
+      `| ${phase} | ${
+        presyncSides.map((side) =>
+          f0(median(rounds.map((r) => r.presync.get(side)!.phases[phase])))
+        )
+          .join(" | ")
       } |`,
     );
   }
   console.log(
-    `\nstaging (local log), median: RBD ${
-      f0(median(rows.map((r) => rate(incBytes, r.rbd.stageMs))))
-    } MiB/s, directory ${f0(median(rows.map((r) => rate(incBytes, r.dir.stageMs))))} MiB/s`,
+    `\nstaging (local log), median: ${
+      presyncSides.map((side) =>
+        `${side.label} ${
+          f0(median(rounds.map((r) => rate(incBytes, r.presync.get(side)!.stageMs))))
+        } MiB/s`
+      ).join(", ")
+    }`,
   );
   console.log(
-    `peak RSS of the destination process: RBD ${
-      f0(Math.max(...rows.map((r) => r.rbd.hwmKiB), seedRbd.hwmKiB) / 1024)
-    } MiB, directory ${f0(Math.max(...rows.map((r) => r.dir.hwmKiB), seedDir.hwmKiB) / 1024)} MiB`,
+    `peak RSS of the destination process: ${
+      presyncSides.map((side) =>
+        `${side.label} ${
+          f0(
+            Math.max(
+              seeds.get(side)!.hwmKiB,
+              ...rounds.map((r) => r.presync.get(side)!.hwmKiB),
+            ) / 1024,
+          )
+        } MiB`
+      ).join(", ")
+    }`,
   );
   console.log(`load average: ${loadStart} at the start, ${await load()} at the end`);
 } finally {
