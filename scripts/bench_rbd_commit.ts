@@ -304,10 +304,11 @@ try {
   for (const phase of Object.keys(rounds[0].presync.get(primary)!.phases)) {
     console.log(
       `| ${phase} | ${
-        presyncSides.map((side) =>
-          f0(median(rounds.map((r) => r.presync.get(side)!.phases[phase])))
-        )
-          .join(" | ")
+        presyncSides.map((side) => {
+          // A side run by another checkout's child may not name every phase.
+          const values = rounds.map((r) => r.presync.get(side)!.phases[phase]);
+          return values.every((v) => v !== undefined) ? f0(median(values)) : "–";
+        }).join(" | ")
       } |`,
     );
   }
