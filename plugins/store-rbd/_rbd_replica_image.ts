@@ -17,8 +17,8 @@ import type { RbdImage } from "./rbd_image.ts";
 
 /**
  * Writes the protocol keeps in flight on one image by default: each is one aio round trip to
- * the OSD. 32 committed faster than 16 and no slower than 64 on the test cluster, for half
- * of 64's buffers in flight (docs/BENCHMARKS.md, "RBD commit in rounds").
+ * the OSD. 32 committed faster than 16 on the test cluster, and 64 was not clearly faster
+ * than 32 for twice the writes in flight (docs/BENCHMARKS.md, "RBD commit in rounds").
  */
 export const RBD_WRITE_WINDOW = 32;
 
