@@ -14,8 +14,11 @@ import {
 } from "./_staging_record.ts";
 import type { StagingBackend } from "./replica_backend.ts";
 
-/** Bytes of log read per step when walking it. */
-const LOG_READ_BYTES = 8 * 1024 * 1024;
+/**
+ * Bytes of log read per step when walking it. A walk holds at most three pieces: the one in
+ * use, the one read ahead and one still referenced by writes in flight.
+ */
+const LOG_READ_BYTES = 4 * 1024 * 1024;
 
 /** A verified block to append: its bytes (null: zeros) and their hash. */
 export interface LogBlock {
@@ -142,55 +145,57 @@ export class StagingLog {
   /**
    * Calls `fn` for every record, in order, with its payload (empty for a zero block), after
    * checking it against `check`: a received block not seen before, the hash recorded for it,
-   * a payload matching that hash. A record `check.superseded` names is skipped. Throws `STORE_CORRUPT` naming the record otherwise.
+   * a payload matching that hash. A record `check.superseded` names is skipped. Throws
+   * `STORE_CORRUPT` naming the record otherwise. The payload stays valid after `fn` returns
+   * (it is a view of a piece of the log that the walk never reuses), so a write of it may
+   * still be in flight; the next piece is read while the records of the current one are
+   * checked and used.
    */
   async forEachRecord(
     check: RecordCheck,
     fn: (header: RecordHeader, payload: Uint8Array) => Promise<void>,
   ): Promise<void> {
-    let buffer = new Uint8Array(0);
-    let bufferStart = 0;
-    const readAt = async (offset: number, length: number): Promise<Uint8Array> => {
-      if (offset < bufferStart || offset + length > bufferStart + buffer.length) {
-        buffer = new Uint8Array(Math.max(LOG_READ_BYTES, length));
-        const n = await io(`read ${this.#path}`, () => this.#file.read(offset, buffer));
-        buffer = buffer.subarray(0, n);
-        bufferStart = offset;
-        if (n < length) throw corrupt(`${this.#path} ends inside the record at byte ${offset}`);
-      }
-      return buffer.subarray(offset - bufferStart, offset - bufferStart + length);
-    };
-    const seen = new Set<number>();
-    let checkedBytes = 0;
-    for (let offset = 0; offset < this.#length;) {
-      const header = decodeRecordHeader(
-        await readAt(offset, RECORD_HEADER_BYTES),
-        offset,
-        check.maxLength,
-      );
-      const payload = await readAt(offset + RECORD_HEADER_BYTES, header.length);
-      if (header.block < check.blocks && check.superseded?.(header.block, offset)) {
-        offset += RECORD_HEADER_BYTES + header.length;
-        continue;
-      }
-      const ok = header.block < check.blocks && check.received(header.block) &&
-        !seen.has(header.block) &&
-        constantTimeEqual(header.hash, await check.hashOf(header.block)) &&
-        (header.kind === KIND_ZERO || constantTimeEqual(blake3(payload), header.hash));
-      if (!ok) {
-        throw corrupt(
-          `staging record for block ${header.block} at byte ${offset} of ${this.#path} ` +
-            `does not match its hash`,
+    const pieces = new LogPieces(
+      this.#file,
+      this.#path,
+      this.#length,
+      Math.max(LOG_READ_BYTES, RECORD_HEADER_BYTES + check.maxLength),
+    );
+    try {
+      const seen = new Set<number>();
+      let checkedBytes = 0;
+      for (let offset = 0; offset < this.#length;) {
+        const header = decodeRecordHeader(
+          await pieces.read(offset, RECORD_HEADER_BYTES),
+          offset,
+          check.maxLength,
         );
+        const payload = await pieces.read(offset + RECORD_HEADER_BYTES, header.length);
+        if (header.block < check.blocks && check.superseded?.(header.block, offset)) {
+          offset += RECORD_HEADER_BYTES + header.length;
+          continue;
+        }
+        const ok = header.block < check.blocks && check.received(header.block) &&
+          !seen.has(header.block) &&
+          constantTimeEqual(header.hash, await check.hashOf(header.block)) &&
+          (header.kind === KIND_ZERO || constantTimeEqual(blake3(payload), header.hash));
+        if (!ok) {
+          throw corrupt(
+            `staging record for block ${header.block} at byte ${offset} of ${this.#path} ` +
+              `does not match its hash`,
+          );
+        }
+        seen.add(header.block);
+        await fn(header, payload);
+        checkedBytes += header.length;
+        if (checkedBytes >= YIELD_EVERY_BYTES) {
+          checkedBytes = 0;
+          await yieldToEventLoop();
+        }
+        offset += RECORD_HEADER_BYTES + header.length;
       }
-      seen.add(header.block);
-      await fn(header, payload);
-      checkedBytes += header.length;
-      if (checkedBytes >= YIELD_EVERY_BYTES) {
-        checkedBytes = 0;
-        await yieldToEventLoop();
-      }
-      offset += RECORD_HEADER_BYTES + header.length;
+    } finally {
+      await pieces.settle();
     }
   }
 
@@ -222,6 +227,72 @@ export class StagingLog {
   /** Closes the file. Idempotent. */
   close(): void {
     this.#file.close();
+  }
+}
+
+/**
+ * The log read in consecutive pieces of `pieceBytes`, each into a buffer of its own, one
+ * piece read ahead of the one in use; a range that straddles two pieces is copied out of
+ * both. Ranges are asked for in increasing order.
+ */
+class LogPieces {
+  readonly #file: FileHandle;
+  readonly #path: string;
+  readonly #length: number;
+  readonly #pieceBytes: number;
+  #start = 0;
+  #bytes: Uint8Array = new Uint8Array(0);
+  #next: Promise<Uint8Array> | null;
+
+  constructor(file: FileHandle, path: string, length: number, pieceBytes: number) {
+    this.#file = file;
+    this.#path = path;
+    this.#length = length;
+    this.#pieceBytes = pieceBytes;
+    this.#next = this.#readPiece(0);
+  }
+
+  /** The `length` bytes at `offset` (at or after the last range asked for). */
+  async read(offset: number, length: number): Promise<Uint8Array> {
+    if (length === 0) return new Uint8Array(0);
+    while (offset >= this.#start + this.#bytes.length) await this.#advance(offset);
+    const at = offset - this.#start;
+    if (at + length <= this.#bytes.length) return this.#bytes.subarray(at, at + length);
+    const head = this.#bytes.subarray(at);
+    await this.#advance(offset);
+    const rest = length - head.length;
+    if (rest > this.#bytes.length) throw this.#short(offset);
+    return concatBytes([head, this.#bytes.subarray(0, rest)]);
+  }
+
+  /** Waits for the read ahead, if any, to end (failed or not). */
+  async settle(): Promise<void> {
+    await this.#next?.catch(() => {});
+  }
+
+  /** Moves to the piece read ahead and starts reading the one after it. */
+  async #advance(offset: number): Promise<void> {
+    const next = this.#next;
+    if (!next) throw this.#short(offset);
+    const start = this.#start + this.#bytes.length;
+    const bytes = await next;
+    this.#start = start;
+    this.#bytes = bytes;
+    this.#next = bytes.length === 0 ? null : this.#readPiece(start + bytes.length);
+  }
+
+  #readPiece(offset: number): Promise<Uint8Array> | null {
+    if (offset >= this.#length) return null;
+    const piece = new Uint8Array(Math.min(this.#pieceBytes, this.#length - offset));
+    const read = io(`read ${this.#path}`, () => this.#file.read(offset, piece))
+      .then((n) => piece.subarray(0, n));
+    // Awaited by #advance or settle; never an unhandled rejection meanwhile.
+    read.catch(() => {});
+    return read;
+  }
+
+  #short(offset: number): PresyncError {
+    return corrupt(`${this.#path} ends inside the record at byte ${offset}`);
   }
 }
 

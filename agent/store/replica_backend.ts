@@ -134,7 +134,8 @@ export interface SpaceClaim {
  * Optional declaration of an image: its storage cannot reserve space ahead of a write at all
  * (RBD: objects are allocated when written and BlueStore allocates anew on every overwrite,
  * so neither a claim nor zeros written over a hole keep space for the data that follows).
- * The protocol then skips a commit's space claim and its zero writes over holes; a full
+ * The protocol then skips a commit's space claim, its zero writes over holes and its rewrite
+ * of the manifest entries (the manifest is kept by the same storage); a full
  * store fails in the apply instead, after the commit record, and the commit is replayed once
  * space is freed (the apply is idempotent). Never together with {@linkcode SpaceClaim}.
  */
@@ -171,11 +172,19 @@ export interface HolePunch {
 export interface GenerationSnapshots {
   /**
    * Records the image's flushed content as generation `generation`. Called once per commit,
-   * after the image is flushed and before the metadata names the generation; called again
-   * with the same generation when a crash made the commit replay: must then succeed without
-   * changing the snapshot already taken. Idempotent.
+   * after the image is flushed and before the metadata names the generation (while the
+   * manifest takes the generation's entries); called again with the same generation when a
+   * crash made the commit replay: must then succeed without changing the snapshot already
+   * taken. Idempotent.
    */
   snapshotGeneration(generation: number): Promise<void>;
+  /**
+   * Drops the kept generations that retention no longer keeps once `generation` is committed
+   * (never `generation` itself). Called once per commit after {@linkcode snapshotGeneration},
+   * while (or after) the metadata names the generation and before the staging area is
+   * removed; called again by recovery while the commit record is still there. Idempotent.
+   */
+  pruneGenerations(generation: number): Promise<void>;
 }
 
 /** A committed generation a volume keeps read-only ({@linkcode KeptGenerations}). */

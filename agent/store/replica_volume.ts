@@ -174,7 +174,9 @@ export class ReplicaVolume {
             `follow committed generation ${this.#meta.committedGeneration}`,
         );
       }
-      // Applied and recorded in the metadata already: only the staging area is left over.
+      // Applied and recorded in the metadata already: only pruning (when the snapshot
+      // outlived the metadata write) and the staging area are left over.
+      if (keepsSnapshots(this.#image)) await this.#image.pruneGenerations(record.generation);
       await this.#dropStaging();
       return;
     }
@@ -371,8 +373,8 @@ export class ReplicaVolume {
    * where the back end cannot, get zeros written over their zeros; the manifest entries of
    * the generation are rewritten with their current values. A full disk then fails here,
    * with nothing applied, instead of halfway through the apply. An image that cannot
-   * reserve space at all (`NoSpaceReservation`, RBD) gets no claim and no zeros: its log is
-   * only checked.
+   * reserve space at all (`NoSpaceReservation`, RBD) gets no claim and no zeros, and its
+   * manifest entries are not rewritten: its log is only checked.
    */
   async #prepare(staging: StagingArea): Promise<void> {
     using holes = new Bitmap(staging.dirty.size);
@@ -397,6 +399,9 @@ export class ReplicaVolume {
         await window.settle();
       }
     }
+    // Nothing was written into an image that reserves no space, and its manifest, kept by the
+    // same storage, cannot be claimed ahead either: only the check above was needed.
+    if (!reserve) return;
     await this.#manifest.copyFrom(this.#manifest, staging.dirty);
     await this.#image.flush();
     await this.#manifest.sync();
@@ -418,9 +423,8 @@ export class ReplicaVolume {
       await staging.forEachRecord(async (header, payload) => {
         const offset = header.block * blockSize;
         if (header.kind === KIND_DATA) {
-          // The payload is a view of the log's read buffer, which the next record reuses.
-          const data = payload.slice();
-          await window.add(() => this.#image.write(offset, data));
+          // The payload stays valid while the write is in flight (forEachRecord).
+          await window.add(() => this.#image.write(offset, payload));
           return;
         }
         // A zero block: skip when the replica's block is zero already (keeps it sparse).
@@ -433,9 +437,14 @@ export class ReplicaVolume {
       await window.settle();
     }
     await this.#image.flush();
-    if (keepsSnapshots(this.#image)) await this.#image.snapshotGeneration(record.generation);
-    await this.#manifest.copyFrom(staging.hashes, staging.dirty);
-    await this.#manifest.sync();
+    // The snapshot and the manifest's new entries both follow the flushed image and precede
+    // the metadata, and neither depends on the other: they run together. (A replay finds the
+    // image applied wherever the manifest's zero entries already say so.)
+    const image = this.#image;
+    await settleAll([
+      keepsSnapshots(image) ? image.snapshotGeneration(record.generation) : Promise.resolve(),
+      this.#manifest.copyFrom(staging.hashes, staging.dirty).then(() => this.#manifest.sync()),
+    ]);
     const meta: ReplicaMeta = {
       identity: this.identity,
       committedGeneration: record.generation,
@@ -443,7 +452,12 @@ export class ReplicaVolume {
       cutTimeMs: record.cutTimeMs,
       committedAtMs: Date.now(),
     };
-    await io(`write ${this.location} metadata`, () => writeReplicaMeta(this.#backend, meta));
+    // Pruning may come before or after the metadata (either order is a state recovery
+    // finishes), but before the staging area goes: recovery prunes while COMMIT is there.
+    await settleAll([
+      io(`write ${this.location} metadata`, () => writeReplicaMeta(this.#backend, meta)),
+      keepsSnapshots(image) ? image.pruneGenerations(record.generation) : Promise.resolve(),
+    ]);
     this.#meta = meta;
     await this.#dropStaging();
   }
@@ -500,6 +514,12 @@ export class ReplicaVolume {
     this.#image.close();
     this.#lock.release();
   }
+}
+
+/** Waits for every promise to settle, then throws the first failure (none left running). */
+async function settleAll(promises: Promise<unknown>[]): Promise<void> {
+  const results = await Promise.allSettled(promises);
+  for (const result of results) if (result.status === "rejected") throw result.reason;
 }
 
 async function lockShared(backend: VolumeBackend): Promise<FileLock> {

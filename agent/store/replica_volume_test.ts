@@ -243,7 +243,11 @@ seededTest(
 );
 
 /** A directory back end whose images keep snapshots, recording each call. */
-function snapshottingBackend(fs: FileSystem, calls: string[]): ReplicaBackend {
+function snapshottingBackend(
+  fs: FileSystem,
+  calls: string[],
+  failing: "snapshot" | "prune" = "snapshot",
+): ReplicaBackend {
   const inner = new DirectoryBackend(fs, "/s");
   let failNext = true;
   return {
@@ -277,10 +281,19 @@ function snapshottingBackend(fs: FileSystem, calls: string[]): ReplicaBackend {
               calls.push(
                 `g${generation} after g${meta.committedGeneration}${unflushed ? " unflushed" : ""}`,
               );
-              if (generation === 2 && failNext) {
+              if (failing === "snapshot" && generation === 2 && failNext) {
                 failNext = false;
                 throw new Error("snapshot failed");
               }
+            },
+            pruneGenerations(generation: number) {
+              // Runs beside the metadata write: which lands first is not fixed.
+              calls.push(`prune g${generation}`);
+              if (failing === "prune" && generation === 2 && failNext) {
+                failNext = false;
+                return Promise.reject(new Error("prune failed"));
+              }
+              return Promise.resolve();
             },
           };
         },
@@ -289,7 +302,7 @@ function snapshottingBackend(fs: FileSystem, calls: string[]): ReplicaBackend {
   };
 }
 
-Deno.test("a back end keeping snapshots gets one per commit, after the flush, before the metadata, again on replay", async () => {
+Deno.test("a back end keeping snapshots gets one per commit, after the flush, before the metadata, again on replay, then prunes", async () => {
   const calls: string[] = [];
   const fs = new PowerCutFileSystem();
   const store = new ReplicaStore(snapshottingBackend(fs, calls));
@@ -303,5 +316,110 @@ Deno.test("a back end keeping snapshots gets one per commit, after the flush, be
   const reopened = await store.open("db1");
   assert.equal(reopened.meta.committedGeneration, 2, "the logged commit was replayed");
   reopened.close();
-  assert.deepEqual(calls, ["g1 after g0", "g2 after g1", "g2 after g1"]);
+  assert.deepEqual(calls, [
+    "g1 after g0",
+    "prune g1",
+    "g2 after g1",
+    "g2 after g1",
+    "prune g2",
+  ]);
+});
+
+Deno.test("a prune cut short after the metadata is finished by recovery, before the staging area goes", async () => {
+  const calls: string[] = [];
+  const fs = new PowerCutFileSystem();
+  const store = new ReplicaStore(snapshottingBackend(fs, calls, "prune"));
+  const replica = await store.init(newVolumeIdentity("db1", BLOCKS * BLOCK, BLOCK));
+  await stageAll(replica, 1, [0, 1], 1);
+  await replica.commit(1, await predictRoot(replica));
+  await stageAll(replica, 2, [5], 2);
+  await assert.rejects(replica.commit(2, await predictRoot(replica)), /prune failed/);
+  replica.close();
+  const reopened = await store.open("db1");
+  assert.equal(reopened.meta.committedGeneration, 2);
+  assert.equal(reopened.resumeInfo().staged, null, "the staging area went after the prune");
+  reopened.close();
+  assert.deepEqual(calls, [
+    "g1 after g0",
+    "prune g1",
+    "g2 after g1",
+    "prune g2",
+    "prune g2",
+  ]);
+});
+
+/** A directory back end whose staging areas count (and can fail) writes of `received`. */
+function countingBackend(fs: FileSystem, state: { writes: number; fail: boolean }): ReplicaBackend {
+  const inner = new DirectoryBackend(fs, "/s");
+  return {
+    location: inner.location,
+    list: () => inner.list(),
+    create: (identity) => inner.create(identity),
+    remove: (name) => inner.remove(name),
+    volume(name) {
+      const volume = inner.volume(name);
+      const staging = volume.staging;
+      return {
+        name: volume.name,
+        location: volume.location,
+        overlayPath: volume.overlayPath,
+        readMeta: () => volume.readMeta(),
+        writeMeta: (bytes) => volume.writeMeta(bytes),
+        openImage: (mode) => volume.openImage(mode),
+        openManifest: (mode) => volume.openManifest(mode),
+        lock: (mode) => volume.lock(mode),
+        staging: {
+          location: staging.location,
+          exists: () => staging.exists(),
+          create: () => staging.create(),
+          read: (record) => staging.read(record),
+          write(record, bytes) {
+            if (record !== "received") return staging.write(record, bytes);
+            state.writes++;
+            if (state.fail) {
+              state.fail = false;
+              return Promise.reject(new Error("received not written"));
+            }
+            return staging.write(record, bytes);
+          },
+          openLog: () => staging.openLog(),
+          openHashes: () => staging.openHashes(),
+          discard: () => staging.discard(),
+        },
+      };
+    },
+  };
+}
+
+Deno.test("a flush with nothing staged since the last one writes nothing; one after a failed flush writes again", async () => {
+  const fs = new PowerCutFileSystem();
+  await fs.mkdir("/s");
+  const state = { writes: 0, fail: false };
+  const store = new ReplicaStore(countingBackend(fs, state));
+  const replica = await store.init(newVolumeIdentity("db1", BLOCKS * BLOCK, BLOCK));
+  try {
+    await stageAll(replica, 1, [0], 1);
+    await replica.commit(1, await predictRoot(replica));
+    await stageAll(replica, 2, [1, 2], 2);
+    const afterStaging = state.writes;
+    await replica.flush();
+    assert.equal(state.writes, afterStaging, "nothing new: no write");
+    const data = new Uint8Array(BLOCK).fill(3);
+    using dirty = new Bitmap(BLOCKS).set(1).set(2).set(3);
+    await replica.beginGeneration(2, dirty, Date.now());
+    await replica.stage([{ block: 3, data, hash: blake3(data) }]);
+    state.fail = true;
+    await assert.rejects(replica.flush(), /received not written/);
+    await replica.flush();
+    assert.equal(state.writes, afterStaging + 2, "the failed flush is done again");
+    replica.close();
+    const reopened = await store.open("db1");
+    try {
+      assert.equal(reopened.resumeInfo().staged?.received.popcount(), 1, "block 3 is durable");
+    } finally {
+      reopened.close();
+    }
+  } finally {
+    replica.close();
+  }
 });

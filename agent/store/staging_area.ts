@@ -50,6 +50,11 @@ export class StagingArea {
   readonly #received: Bitmap;
   /** The fold of this area, if any: records before `logLength` of `redirtied` are stale. */
   #fold: Fold | null;
+  /**
+   * Whether anything may differ from what the last flush made durable: set by every change
+   * (and when the area is opened), cleared by a flush (set again when it fails).
+   */
+  #unflushed = true;
 
   private constructor(
     backend: StagingBackend,
@@ -199,6 +204,7 @@ export class StagingArea {
       );
     }
     await this.flush();
+    this.#unflushed = true;
     const logLength = this.#log?.length ?? 0;
     const bytes = encodeLogSet(logLength, redirtied);
     await io(`write ${this.location}/fold`, () => this.#backend.write("fold", bytes));
@@ -275,6 +281,7 @@ export class StagingArea {
       result.staged++;
     }
     if (accepted.length === 0) return result;
+    this.#unflushed = true;
     try {
       if (this.#log) await this.#log.append(accepted);
       else await this.#writeInPlace(accepted);
@@ -326,13 +333,22 @@ export class StagingArea {
   /**
    * Makes everything staged so far durable: syncs the log (or, in place, the image) and the
    * hashes, then records the received bitmap and log length atomically. Blocks are
-   * acknowledged only after this.
+   * acknowledged only after this. Nothing to do when nothing changed since the last flush
+   * that succeeded (a commit right after the session's last flush).
    */
   async flush(): Promise<void> {
-    if (this.#log) await this.#log.sync();
-    else await this.#image.flush();
-    await this.hashes.sync();
-    await this.#writeReceived(this.#received);
+    if (!this.#unflushed) return;
+    // Cleared first, so a change made while this flush runs keeps it set.
+    this.#unflushed = false;
+    try {
+      if (this.#log) await this.#log.sync();
+      else await this.#image.flush();
+      await this.hashes.sync();
+      await this.#writeReceived(this.#received);
+    } catch (err) {
+      this.#unflushed = true;
+      throw err;
+    }
   }
 
   async #writeReceived(received: Bitmap): Promise<void> {
@@ -346,6 +362,7 @@ export class StagingArea {
    * blocks are zeroed, so a crash in between never resumes from blocks that are gone).
    */
   async forgetReceived(): Promise<void> {
+    this.#unflushed = true;
     using none = new Bitmap(this.dirty.size);
     await this.#writeReceived(none);
     this.#received.and(none);

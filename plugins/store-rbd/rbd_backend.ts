@@ -7,7 +7,7 @@
  * @module
  */
 
-import { ErrorCode, PresyncError } from "../../agent/errors.ts";
+import { assertInteger, ErrorCode, PresyncError } from "../../agent/errors.ts";
 import { mkdirDurable } from "../../agent/fs/atomic_write.ts";
 import type { FileHandle, FileLock, FileSystem } from "../../agent/fs/file_system.ts";
 import { io } from "../../agent/fs/io_error.ts";
@@ -29,9 +29,11 @@ import { RbdFile } from "./_rbd_file.ts";
 import {
   generationMetaKey,
   generationSnapshot,
+  RBD_WRITE_WINDOW,
   RbdReplicaImage,
   snapshotGeneration,
 } from "./_rbd_replica_image.ts";
+import { MAX_AIO_DEPTH } from "./aio_window.ts";
 import { RadosCluster, type RadosConnectOptions } from "./rados_cluster.ts";
 import { ImageFeature } from "./rbd_image.ts";
 import type { RbdPool } from "./rbd_pool.ts";
@@ -69,6 +71,11 @@ export interface RbdBackendOptions {
   fs: FileSystem;
   /** Committed generations whose snapshots are kept (default 1: the last one). */
   keep?: number;
+  /**
+   * Writes a commit keeps in flight on one image (default {@linkcode RBD_WRITE_WINDOW}; 1 to
+   * {@linkcode MAX_AIO_DEPTH}).
+   */
+  writeWindow?: number;
   /** More connection options (timeouts, config). */
   connect?: Omit<RadosConnectOptions, "confPath" | "clientId" | "keyringPath">;
 }
@@ -93,6 +100,8 @@ export class RbdBackend implements ReplicaBackend, AsyncDisposable {
   readonly location: string;
   /** Committed generations whose snapshots are kept. */
   readonly keep: number;
+  /** Writes a commit keeps in flight on one image. */
+  readonly writeWindow: number;
   readonly #options: RbdBackendOptions;
   readonly #images = new OpenImages();
   #cluster: Promise<{ cluster: RadosCluster; pool: RbdPool }> | null = null;
@@ -106,6 +115,8 @@ export class RbdBackend implements ReplicaBackend, AsyncDisposable {
       );
     }
     this.keep = keep;
+    this.writeWindow = options.writeWindow ?? RBD_WRITE_WINDOW;
+    assertInteger("writeWindow", this.writeWindow, 1, MAX_AIO_DEPTH);
     this.#options = options;
     this.location = `rbd:${options.spec.pool}`;
   }
@@ -384,7 +395,10 @@ export class RbdVolume implements VolumeBackend, KeptGenerations {
       if (mode === "write") {
         await io(`create ${this.stateDir}`, () => mkdirDurable(this.#options.fs, this.stateDir));
       }
-      return new RbdReplicaImage(image, sizeBytes, this.#backend.keep, release);
+      return new RbdReplicaImage(image, sizeBytes, {
+        keep: this.#backend.keep,
+        writeWindow: this.#backend.writeWindow,
+      }, release);
     } catch (err) {
       release();
       throw err;
