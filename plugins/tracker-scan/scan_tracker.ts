@@ -4,7 +4,7 @@ import { DenoFileSystem } from "../../agent/fs/deno_file_system.ts";
 import type { FileHandle, FileSystem } from "../../agent/fs/file_system.ts";
 import { io, toIoError } from "../../agent/fs/io_error.ts";
 import { RateLimiter } from "../../agent/rate_limiter.ts";
-import type { Cut, Tracker } from "../../agent/tracker.ts";
+import type { Cut, TrackedChanges, Tracker } from "../../agent/tracker.ts";
 import type { ManifestFile } from "../../agent/volume/manifest_file.ts";
 import { blockCount, reseedHint, type VolumeIdentity } from "../../agent/volume/volume_identity.ts";
 import { loadCheckpoint, saveCheckpoint } from "./_scan_checkpoint.ts";
@@ -54,8 +54,20 @@ export interface ScanTrackerOptions {
    * written since. A failed pass is reported to `onError`; the next is scheduled as usual.
    */
   background?: { intervalMs: number; onError: (err: PresyncError) => void };
+  /**
+   * The blocks of the generation in flight not yet acknowledged by the destination (a bitmap
+   * the tracker frees; null: none in flight), asked at the start of each background pass: a
+   * pass finds them changed (their manifest entries are updated as they are sent), so they
+   * are left out of {@linkcode ScanTracker.changesNow}, which is what changed besides them.
+   */
+  inFlight?: () => Bitmap | null;
   fs?: FileSystem;
 }
+
+/** Bytes in a GiB, the unit of a scan's measured speed. */
+const GIB = 2 ** 30;
+/** Weight of the newest pass in the smoothed scan speed. */
+const SPEED_SMOOTHING = 0.5;
 
 /** What the last scan pass cost, for predicting the next one. */
 export interface ScanCost {
@@ -74,6 +86,8 @@ export interface ScanCost {
   bytesHashed: number;
   /** Blocks found to differ from the baseline manifest. */
   dirtyBlocks: number;
+  /** When the pass started (ms since the epoch): every block written before is found. */
+  startedAtMs: number;
   /** Whether a trusted pre-filter table was used (false: every non-zero block was hashed). */
   prefiltered: boolean;
   /** When the pass ended (ms since the epoch). */
@@ -100,6 +114,18 @@ export class ScanTracker implements Tracker {
   readonly #limiter: RateLimiter;
   readonly #key: PrefilterKey | null;
   #lastScan: ScanCost | null = null;
+  /**
+   * What the last pass found changed since the last cut besides the generation in flight, and
+   * when that pass started (a cut's pass: nothing yet, as of its start); null before a pass.
+   */
+  #known: { blocks: Bitmap; asOfMs: number } | null = null;
+  /** Blocks per second newly found changed between the last two passes (null: not yet). */
+  #newBlocksPerSecond: number | null = null;
+  /** Smoothed unthrottled seconds per GiB of image, of background and of cut passes. */
+  readonly #secondsPerGiB: { background: number | null; cut: number | null } = {
+    background: null,
+    cut: null,
+  };
   #closed = false;
   #timer: ReturnType<typeof setTimeout> | undefined;
   #background: Promise<void> | null = null;
@@ -145,9 +171,54 @@ export class ScanTracker implements Tracker {
     return image;
   }
 
-  /** Unknown: the scan finds changes only by reading the image at a cut. */
-  dirtyBlocksNow(): null {
-    return null;
+  /**
+   * What the last pass found changed since the last cut besides the generation in flight's
+   * unacknowledged blocks (as of its start; after a cut's pass, nothing as of its start), and
+   * the rate at which passes found new blocks changed, for the writes since; null before any
+   * pass finished.
+   */
+  changesNow(): TrackedChanges | null {
+    if (!this.#known || this.#closed) return null;
+    return {
+      blocks: this.#known.blocks.clone(),
+      asOfMs: this.#known.asOfMs,
+      exact: false,
+      newBlocksPerSecond: this.#newBlocksPerSecond,
+    };
+  }
+
+  /**
+   * A cut's scan from the measured speed of recent passes: smoothed unthrottled seconds per
+   * GiB of the background passes (those of cuts until one ran), times the image's GiB, and no
+   * less than the read-rate cap allows for what the last pass read; null before a pass.
+   */
+  cutSecondsEstimate(): number | null {
+    const perGiB = this.#secondsPerGiB.background ?? this.#secondsPerGiB.cut;
+    if (perGiB === null) return null;
+    const seconds = perGiB * this.sizeBytes / GIB;
+    const cap = this.#options.readRateBytesPerSecond ?? 0;
+    const read = this.#lastScan?.bytesRead ?? 0;
+    return cap > 0 ? Math.max(seconds, read / cap) : seconds;
+  }
+
+  /** Records a finished pass's speed and what it found (see {@linkcode changesNow}). */
+  #recordPass(cost: ScanCost, found: Bitmap | null): void {
+    this.#lastScan = cost;
+    const perGiB = Math.max(0, cost.seconds - cost.throttledSeconds) / (this.sizeBytes / GIB);
+    const before = this.#secondsPerGiB[cost.kind];
+    this.#secondsPerGiB[cost.kind] = before === null
+      ? perGiB
+      : SPEED_SMOOTHING * perGiB + (1 - SPEED_SMOOTHING) * before;
+    const known = this.#known;
+    if (found === null) {
+      // A cut: everything found is the new generation's; what changes next is new.
+      found = new Bitmap(blockCount(this.#options.identity));
+    } else if (known && cost.startedAtMs > known.asOfMs) {
+      using fresh = found.clone().andNot(known.blocks);
+      this.#newBlocksPerSecond = fresh.popcount() / ((cost.startedAtMs - known.asOfMs) / 1000);
+    }
+    known?.blocks.free();
+    this.#known = { blocks: found, asOfMs: cost.startedAtMs };
   }
 
   /** Stops a background pass (keeping what it settled) and scans the whole image. */
@@ -205,7 +276,7 @@ export class ScanTracker implements Tracker {
     const every = this.#options.checkpointEveryBytes ?? 2 ** 30;
     let sinceCheckpoint = 0;
     try {
-      await this.#pass(
+      const cost = await this.#pass(
         "cut",
         image,
         dirty,
@@ -221,6 +292,7 @@ export class ScanTracker implements Tracker {
         signal,
       );
       if (checkpointPath) await io("remove scan checkpoint", () => this.#fs.remove(checkpointPath));
+      this.#recordPass(cost, null);
       return dirty;
     } catch (err) {
       dirty.free();
@@ -228,7 +300,7 @@ export class ScanTracker implements Tracker {
     }
   }
 
-  /** One pass from `startBlock`, recorded as the last scan when it finishes. */
+  /** One pass from `startBlock`; what it cost. */
   async #pass(
     kind: ScanCost["kind"],
     image: FileHandle,
@@ -236,9 +308,10 @@ export class ScanTracker implements Tracker {
     startBlock: number,
     afterPiece?: (table: PrefilterTable | null, next: number, bytes: number) => Promise<void>,
     signal?: AbortSignal,
-  ): Promise<void> {
+  ): Promise<ScanCost> {
     const { identity, manifest, prefilter } = this.#options;
     const started = performance.now();
+    const startedAtMs = Date.now();
     const table = prefilter && this.#key
       ? await PrefilterTable.open(this.#fs, prefilter.tablePath, identity, this.#key.id)
       : null;
@@ -262,7 +335,7 @@ export class ScanTracker implements Tracker {
         afterPiece: afterPiece && ((next, bytes) => afterPiece(table, next, bytes)),
         signal,
       });
-      this.#lastScan = {
+      const cost: ScanCost = {
         kind,
         seconds: (performance.now() - started) / 1000,
         throttledSeconds: stats.throttledMs / 1000,
@@ -272,8 +345,10 @@ export class ScanTracker implements Tracker {
         bytesHashed: stats.bytesHashed,
         dirtyBlocks: dirty.popcount(),
         prefiltered,
+        startedAtMs,
         endedAtMs: Date.now(),
       };
+      return cost;
     } finally {
       second?.close();
       table?.close();
@@ -297,9 +372,14 @@ export class ScanTracker implements Tracker {
     this.#abortBackground = abort;
     let image: FileHandle | null = null;
     using dirty = new Bitmap(blockCount(this.#options.identity));
+    // Asked before the pass reads anything: a block of it the pass finds is one still unsent.
+    using inFlight = this.#options.inFlight?.() ?? null;
     try {
       image = await this.#openImage();
-      await this.#pass("background", image, dirty, 0, undefined, abort.signal);
+      const cost = await this.#pass("background", image, dirty, 0, undefined, abort.signal);
+      const found = dirty.clone();
+      if (inFlight && inFlight.size === found.size) found.andNot(inFlight);
+      this.#recordPass(cost, found);
     } catch (err) {
       // Being stopped by a cut is not a failure; anything else is reported.
       if (!(abort.signal.aborted && err === abort.signal.reason)) {
@@ -328,6 +408,8 @@ export class ScanTracker implements Tracker {
   async close(): Promise<void> {
     this.#closed = true;
     await this.#stopBackground();
+    this.#known?.blocks.free();
+    this.#known = null;
     this.#key?.free();
   }
 }
