@@ -50,10 +50,15 @@ export interface TrackedChanges {
   /** Whether `blocks` holds every write up to now (the tracker sees every write). */
   readonly exact: boolean;
   /**
-   * For writes after `asOfMs` (not exact): blocks per second newly changed (not in the set
-   * before), as measured between the tracker's last two passes; null: not measured yet.
+   * For writes after `asOfMs` (not exact), as measured between the tracker's last two passes:
+   * blocks per second newly changed outside the generation in flight (null: not measured yet)…
    */
   readonly newBlocksPerSecond: number | null;
+  /**
+   * … and the share per second of the generation's acknowledged blocks (sent, not yet in the
+   * set) found rewritten, e.g. a hot set sent then written again (null: not measured yet).
+   */
+  readonly rewritesPerSecond: number | null;
 }
 
 /**

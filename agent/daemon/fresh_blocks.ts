@@ -64,9 +64,10 @@ export interface InFlightSets {
  * Counts the blocks written since the last cut from what the tracker knows (`changes`, whose
  * bitmap the caller frees), against the generation in flight `pending`: exact for a tracker
  * that sees every write; for a scan, its last pass's set plus, for the time since that pass
- * started, new blocks at the rate the passes measured (else the write rate), never more than
- * the blocks outside both sets. Without a set from the tracker, the write-rate estimate with
- * no overlap known.
+ * started, new blocks outside the generation at the rate the passes measured (else the write
+ * rate), never more than the blocks outside both sets, and the generation's sent blocks
+ * rewritten at the share per second the passes measured. Without a set from the tracker, the
+ * write-rate estimate with no overlap known.
  */
 export function countFresh(
   changes: TrackedChanges | null,
@@ -89,11 +90,15 @@ export function countFresh(
   let unackedOverlap = 0;
   let generationOverlap = 0;
   let outside = known.size - knownBlocks;
+  /** Acknowledged blocks of the generation in flight not in the set: they may be rewritten. */
+  let sent = 0;
   if (pending && pending.dirty.size === known.size) {
     using inGeneration = known.clone().and(pending.dirty);
     generationOverlap = inGeneration.popcount();
-    unackedOverlap = generationOverlap - inGeneration.and(pending.acked).popcount();
+    const knownSent = inGeneration.and(pending.acked).popcount();
+    unackedOverlap = generationOverlap - knownSent;
     outside -= pending.dirty.popcount() - generationOverlap;
+    sent = pending.acked.popcount() - knownSent;
   }
   const asOfSeconds = Math.max(0, (nowMs - changes.asOfMs) / 1000);
   if (changes.exact) {
@@ -107,7 +112,12 @@ export function countFresh(
     };
   }
   const rate = changes.newBlocksPerSecond ?? writes.blocksPerSecond;
-  const estimatedBlocks = rate === null ? 0 : Math.min(outside, Math.round(rate * asOfSeconds));
+  // New blocks outside both sets at the measured rate; sent blocks rewritten at their measured
+  // share per second (each at most once).
+  const rewrites = sent * (1 - Math.exp(-(changes.rewritesPerSecond ?? 0) * asOfSeconds));
+  const estimatedBlocks = rate === null
+    ? 0
+    : Math.min(outside, Math.round(rate * asOfSeconds)) + Math.round(rewrites);
   return {
     blocks: knownBlocks + estimatedBlocks,
     estimatedBlocks,

@@ -40,7 +40,7 @@ seededTest(
       using ackedMap = bitmap(size, acked);
       using live = bitmap(size, written);
       const fresh = countFresh(
-        { blocks: live, asOfMs: 1000, exact: true, newBlocksPerSecond: 0 },
+        { blocks: live, asOfMs: 1000, exact: true, newBlocksPerSecond: 0, rewritesPerSecond: 0 },
         { dirty, acked: ackedMap },
         1000,
         { freshBlocks: 5, blocksPerSecond: 1 },
@@ -66,7 +66,7 @@ seededTest(
 );
 
 seededTest(
-  "fresh blocks, scan: the pass's set, plus new blocks at the passes' rate since it started",
+  "fresh blocks, scan: the pass's set, plus new blocks and rewrites at the passes' rates since",
   (prng) => {
     for (let i = 0; i < 100; i++) {
       const size = 64 + prng.int(20_000);
@@ -75,9 +75,10 @@ seededTest(
       using ackedMap = bitmap(size, acked);
       using found = bitmap(size, written);
       const rate = prng.int(50);
+      const rewritesPerSecond = prng.int(100) / 1000;
       const ageMs = prng.int(20_000);
       const fresh = countFresh(
-        { blocks: found, asOfMs: 5000, exact: false, newBlocksPerSecond: rate },
+        { blocks: found, asOfMs: 5000, exact: false, newBlocksPerSecond: rate, rewritesPerSecond },
         { dirty, acked: ackedMap },
         5000 + ageMs,
         { freshBlocks: 12_345, blocksPerSecond: 999 },
@@ -85,8 +86,11 @@ seededTest(
       assert.equal(fresh.source, "scan");
       assert.equal(fresh.asOfSeconds, ageMs / 1000);
       const outside = size - new Set([...generation, ...written]).size;
-      const expected = Math.min(outside, Math.round(rate * ageMs / 1000));
-      assert.equal(fresh.estimatedBlocks, expected, `case ${i}: only blocks outside both sets`);
+      const sent = [...acked].filter((b) => !written.has(b)).length;
+      const expected = Math.min(outside, Math.round(rate * ageMs / 1000)) +
+        Math.round(sent * (1 - Math.exp(-rewritesPerSecond * ageMs / 1000)));
+      assert.equal(fresh.estimatedBlocks, expected, `case ${i}: new outside both sets, rewrites`);
+      assert.ok(expected <= outside + sent, `case ${i}: never more than can be written`);
       assert.equal(fresh.blocks, written.size + expected);
       const unacked = [...generation].filter((b) => !acked.has(b));
       const union = new Set([...unacked, ...written]);
@@ -96,7 +100,7 @@ seededTest(
         `case ${i}: the known union once, plus the estimate`,
       );
       const slow = countFresh(
-        { blocks: found, asOfMs: 5000, exact: false, newBlocksPerSecond: null },
+        { blocks: found, asOfMs: 5000, exact: false, newBlocksPerSecond: null, rewritesPerSecond },
         null,
         5000 + ageMs,
         { freshBlocks: 12_345, blocksPerSecond: rate },
@@ -107,7 +111,7 @@ seededTest(
         Math.min(size - written.size, Math.round(rate * ageMs / 1000)),
       );
       const none = countFresh(
-        { blocks: found, asOfMs: 5000, exact: false, newBlocksPerSecond: null },
+        { blocks: found, asOfMs: 5000, exact: false, newBlocksPerSecond: null, rewritesPerSecond },
         null,
         5000 + ageMs,
         noRate,

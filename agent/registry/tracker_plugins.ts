@@ -87,7 +87,7 @@ function scanTracker(context: TrackerOpenContext, background: boolean): ScanTrac
     background: background ? context.backgroundScan : undefined,
     inFlight: () => {
       const pending = state.pending;
-      return pending ? pending.dirty.clone().andNot(pending.acked) : null;
+      return pending ? { dirty: pending.dirty.clone(), acked: pending.acked.clone() } : null;
     },
     readRateBytesPerSecond: context.readRateBytesPerSecond,
     fs: context.fs,

@@ -151,7 +151,13 @@ export class NbdTracker implements Tracker {
 
   /** Exactly the live set: every write so far since the last cut. */
   changesNow(): TrackedChanges {
-    return { blocks: this.#live.clone(), asOfMs: Date.now(), exact: true, newBlocksPerSecond: 0 };
+    return {
+      blocks: this.#live.clone(),
+      asOfMs: Date.now(),
+      exact: true,
+      newBlocksPerSecond: 0,
+      rewritesPerSecond: 0,
+    };
   }
 
   /** Cuts currently unreleased (being sent). */

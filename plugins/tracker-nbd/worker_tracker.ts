@@ -108,6 +108,7 @@ export class WorkerNbdTracker implements Tracker {
       asOfMs: Date.now(),
       exact: true,
       newBlocksPerSecond: 0,
+      rewritesPerSecond: 0,
     };
   }
 

@@ -55,12 +55,14 @@ export interface ScanTrackerOptions {
    */
   background?: { intervalMs: number; onError: (err: PresyncError) => void };
   /**
-   * The blocks of the generation in flight not yet acknowledged by the destination (a bitmap
-   * the tracker frees; null: none in flight), asked at the start of each background pass: a
-   * pass finds them changed (their manifest entries are updated as they are sent), so they
-   * are left out of {@linkcode ScanTracker.changesNow}, which is what changed besides them.
+   * The generation in flight: its blocks and those the destination acknowledged (copies the
+   * tracker frees; null: none in flight), asked at the start of each background pass. A pass
+   * finds the unacknowledged ones changed (their manifest entries are updated as they are
+   * sent), so they are left out of {@linkcode ScanTracker.changesNow}, which is what changed
+   * besides them; the generation also splits the rate of new changes in two (outside it, and
+   * rewrites of its sent blocks).
    */
-  inFlight?: () => Bitmap | null;
+  inFlight?: () => { dirty: Bitmap; acked: Bitmap } | null;
   fs?: FileSystem;
 }
 
@@ -119,8 +121,12 @@ export class ScanTracker implements Tracker {
    * when that pass started (a cut's pass: nothing yet, as of its start); null before a pass.
    */
   #known: { blocks: Bitmap; asOfMs: number } | null = null;
-  /** Blocks per second newly found changed between the last two passes (null: not yet). */
-  #newBlocksPerSecond: number | null = null;
+  /**
+   * Between the last two passes: blocks per second newly found changed outside the generation
+   * in flight, and the share per second of its acknowledged blocks found rewritten (null: not
+   * measured yet).
+   */
+  #rates: { newBlocksPerSecond: number; rewritesPerSecond: number } | null = null;
   /** Smoothed unthrottled seconds per GiB of image, of background and of cut passes. */
   readonly #secondsPerGiB: { background: number | null; cut: number | null } = {
     background: null,
@@ -183,7 +189,8 @@ export class ScanTracker implements Tracker {
       blocks: this.#known.blocks.clone(),
       asOfMs: this.#known.asOfMs,
       exact: false,
-      newBlocksPerSecond: this.#newBlocksPerSecond,
+      newBlocksPerSecond: this.#rates?.newBlocksPerSecond ?? null,
+      rewritesPerSecond: this.#rates?.rewritesPerSecond ?? null,
     };
   }
 
@@ -201,8 +208,16 @@ export class ScanTracker implements Tracker {
     return cap > 0 ? Math.max(seconds, read / cap) : seconds;
   }
 
-  /** Records a finished pass's speed and what it found (see {@linkcode changesNow}). */
-  #recordPass(cost: ScanCost, found: Bitmap | null): void {
+  /**
+   * Records a finished pass's speed and what it found (see {@linkcode changesNow}): null for a
+   * cut's pass, else the blocks changed besides the unacknowledged ones of `inFlight` (the
+   * generation in flight at the pass's start, or null).
+   */
+  #recordPass(
+    cost: ScanCost,
+    found: Bitmap | null,
+    inFlight: { dirty: Bitmap; acked: Bitmap } | null = null,
+  ): void {
     this.#lastScan = cost;
     const perGiB = Math.max(0, cost.seconds - cost.throttledSeconds) / (this.sizeBytes / GIB);
     const before = this.#secondsPerGiB[cost.kind];
@@ -214,8 +229,18 @@ export class ScanTracker implements Tracker {
       // A cut: everything found is the new generation's; what changes next is new.
       found = new Bitmap(blockCount(this.#options.identity));
     } else if (known && cost.startedAtMs > known.asOfMs) {
+      const seconds = (cost.startedAtMs - known.asOfMs) / 1000;
       using fresh = found.clone().andNot(known.blocks);
-      this.#newBlocksPerSecond = fresh.popcount() / ((cost.startedAtMs - known.asOfMs) / 1000);
+      let rewritesPerSecond = 0;
+      if (inFlight) {
+        using sent = inFlight.acked.clone().andNot(known.blocks);
+        const candidates = sent.popcount();
+        if (candidates > 0) {
+          rewritesPerSecond = sent.and(fresh).popcount() / candidates / seconds;
+        }
+        fresh.andNot(inFlight.dirty);
+      }
+      this.#rates = { newBlocksPerSecond: fresh.popcount() / seconds, rewritesPerSecond };
     }
     known?.blocks.free();
     this.#known = { blocks: found, asOfMs: cost.startedAtMs };
@@ -373,19 +398,25 @@ export class ScanTracker implements Tracker {
     let image: FileHandle | null = null;
     using dirty = new Bitmap(blockCount(this.#options.identity));
     // Asked before the pass reads anything: a block of it the pass finds is one still unsent.
-    using inFlight = this.#options.inFlight?.() ?? null;
+    const asked = this.#options.inFlight?.() ?? null;
+    const inFlight = asked?.dirty.size === dirty.size ? asked : null;
     try {
       image = await this.#openImage();
       const cost = await this.#pass("background", image, dirty, 0, undefined, abort.signal);
       const found = dirty.clone();
-      if (inFlight && inFlight.size === found.size) found.andNot(inFlight);
-      this.#recordPass(cost, found);
+      if (inFlight) {
+        using unacked = inFlight.dirty.clone().andNot(inFlight.acked);
+        found.andNot(unacked);
+      }
+      this.#recordPass(cost, found, inFlight);
     } catch (err) {
       // Being stopped by a cut is not a failure; anything else is reported.
       if (!(abort.signal.aborted && err === abort.signal.reason)) {
         onError(toIoError(err, "background scan"));
       }
     } finally {
+      asked?.dirty.free();
+      asked?.acked.free();
       image?.close();
       this.#abortBackground = null;
       if (!abort.signal.aborted) this.#schedule();

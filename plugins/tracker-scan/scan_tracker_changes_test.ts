@@ -35,6 +35,7 @@ seededTest(
     const volume = await syncedVolume(prng, BLOCKS);
     const readRate = 64 * 1024 * 1024;
     let unsent: Set<number> | null = null;
+    let generation: number[] = [];
     // Background passes wait after their reads while the test writes (a pass in progress may
     // have read the first half only): so one pass sees all the writes.
     let held = false;
@@ -49,9 +50,13 @@ seededTest(
       readRateBytesPerSecond: readRate,
       inFlight: () => {
         if (!unsent) return null;
-        const map = new Bitmap(BLOCKS);
-        for (const b of unsent) map.set(b);
-        return map;
+        const dirty = new Bitmap(BLOCKS);
+        const acked = new Bitmap(BLOCKS);
+        for (const b of generation) {
+          dirty.set(b);
+          if (!unsent.has(b)) acked.set(b);
+        }
+        return { dirty, acked };
       },
     });
     try {
@@ -66,7 +71,7 @@ seededTest(
       for (let i = 0; i < 10; i++) await flip(3500 + prng.int(500));
       const cut = await tracker.cut();
       held = true;
-      const generation = blocksOf(cut.dirty.extents());
+      generation = blocksOf(cut.dirty.extents());
       // About half of it sent (the manifest takes what was sent), the rest unsent: set before
       // the next background pass starts (it asks at its start).
       unsent = new Set(generation.filter(() => prng.int(2) === 0));
@@ -78,7 +83,9 @@ seededTest(
         if (unsent.has(b)) continue;
         await volume.manifest.write(b, blockEntries(await readBlock(volume.fs, b), BLOCK));
       }
-      // The hot set written again (sent blocks and unsent ones), and new cold blocks.
+      // The hot set written again (sent blocks, at least one, and unsent ones), and new cold
+      // blocks.
+      await flip(hot.find((b) => !unsent!.has(b))!);
       for (const b of hot) if (prng.int(2) === 0) await flip(b);
       for (let i = 0; i < 15; i++) await flip(FIRST_WRITTEN + prng.int(400));
       const writtenAt = Date.now();
@@ -99,6 +106,10 @@ seededTest(
           changes.newBlocksPerSecond !== null && changes.newBlocksPerSecond > 0,
           `new blocks found since the cut: ${changes.newBlocksPerSecond}/s`,
         );
+        assert.ok(
+          changes.rewritesPerSecond !== null && changes.rewritesPerSecond > 0,
+          `sent blocks found rewritten: ${changes.rewritesPerSecond}/s`,
+        );
         // What a fold sends: the unsent blocks ∪ the changed ones, each once.
         const union = new Set([...unsent, ...expected]);
         using all = changes.blocks.clone();
@@ -117,6 +128,7 @@ seededTest(
       try {
         assert.deepEqual(blocksOf(quiet.blocks.extents()), expected);
         assert.equal(quiet.newBlocksPerSecond, 0);
+        assert.equal(quiet.rewritesPerSecond, 0);
       } finally {
         quiet.blocks.free();
       }
