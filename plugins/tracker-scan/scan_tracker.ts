@@ -180,8 +180,8 @@ export class ScanTracker implements Tracker {
   /**
    * What the last pass found changed since the last cut besides the generation in flight's
    * unacknowledged blocks (as of its start; after a cut's pass, nothing as of its start), and
-   * the rate at which passes found new blocks changed, for the writes since; null before any
-   * pass finished.
+   * for the writes since, the rates the last two passes measured (new blocks outside the
+   * generation in flight, rewrites of its sent blocks); null before any pass finished.
    */
   changesNow(): TrackedChanges | null {
     if (!this.#known || this.#closed) return null;
