@@ -51,14 +51,21 @@ export interface TrackedChanges {
   readonly exact: boolean;
   /**
    * For writes after `asOfMs` (not exact), as measured between the tracker's last two passes:
-   * blocks per second newly changed outside the generation in flight (null: not measured yet)…
+   * blocks per second newly changed outside the latest generation (the one in flight, else
+   * the last cut; null: not measured yet)…
    */
   readonly newBlocksPerSecond: number | null;
   /**
-   * … and the share per second of the generation's acknowledged blocks (sent, not yet in the
-   * set) found rewritten, e.g. a hot set sent then written again (null: not measured yet).
+   * … and the share per second of that generation's blocks at the destination (acknowledged,
+   * or all once it committed) not in `blocks` found rewritten, e.g. a hot set sent then written
+   * again (null: not measured yet).
    */
   readonly rewritesPerSecond: number | null;
+  /**
+   * Blocks of the last cut not in `blocks`: what may be rewritten once that generation has
+   * committed (0 when exact or unknown).
+   */
+  readonly lastCutOutside: number;
 }
 
 /**

@@ -64,9 +64,10 @@ export interface InFlightSets {
  * Counts the blocks written since the last cut from what the tracker knows (`changes`, whose
  * bitmap the caller frees), against the generation in flight `pending`: exact for a tracker
  * that sees every write; for a scan, its last pass's set plus, for the time since that pass
- * started, new blocks outside the generation at the rate the passes measured (else the write
- * rate), never more than the blocks outside both sets, and the generation's sent blocks
- * rewritten at the share per second the passes measured. Without a set from the tracker, the
+ * started, new blocks outside the latest generation at the rate the passes measured (else the
+ * write rate), never more than the blocks outside both sets, and that generation's blocks at
+ * the destination (acknowledged, or the last cut's once committed) rewritten at the share per
+ * second the passes measured. Without a set from the tracker, the
  * write-rate estimate with no overlap known.
  */
 export function countFresh(
@@ -89,15 +90,16 @@ export function countFresh(
   const knownBlocks = known.popcount();
   let unackedOverlap = 0;
   let generationOverlap = 0;
-  let outside = known.size - knownBlocks;
-  /** Acknowledged blocks of the generation in flight not in the set: they may be rewritten. */
-  let sent = 0;
+  // Blocks of the latest generation at the destination not in the set, which may be rewritten:
+  // the acknowledged ones of the generation in flight, else the last cut's (committed).
+  let sent = changes.lastCutOutside;
+  let outside = known.size - knownBlocks - sent;
   if (pending && pending.dirty.size === known.size) {
     using inGeneration = known.clone().and(pending.dirty);
     generationOverlap = inGeneration.popcount();
     const knownSent = inGeneration.and(pending.acked).popcount();
     unackedOverlap = generationOverlap - knownSent;
-    outside -= pending.dirty.popcount() - generationOverlap;
+    outside = known.size - knownBlocks - (pending.dirty.popcount() - generationOverlap);
     sent = pending.acked.popcount() - knownSent;
   }
   const asOfSeconds = Math.max(0, (nowMs - changes.asOfMs) / 1000);

@@ -40,7 +40,14 @@ seededTest(
       using ackedMap = bitmap(size, acked);
       using live = bitmap(size, written);
       const fresh = countFresh(
-        { blocks: live, asOfMs: 1000, exact: true, newBlocksPerSecond: 0, rewritesPerSecond: 0 },
+        {
+          blocks: live,
+          asOfMs: 1000,
+          exact: true,
+          newBlocksPerSecond: 0,
+          rewritesPerSecond: 0,
+          lastCutOutside: 0,
+        },
         { dirty, acked: ackedMap },
         1000,
         { freshBlocks: 5, blocksPerSecond: 1 },
@@ -78,7 +85,14 @@ seededTest(
       const rewritesPerSecond = prng.int(100) / 1000;
       const ageMs = prng.int(20_000);
       const fresh = countFresh(
-        { blocks: found, asOfMs: 5000, exact: false, newBlocksPerSecond: rate, rewritesPerSecond },
+        {
+          blocks: found,
+          asOfMs: 5000,
+          exact: false,
+          newBlocksPerSecond: rate,
+          rewritesPerSecond,
+          lastCutOutside: 7,
+        },
         { dirty, acked: ackedMap },
         5000 + ageMs,
         { freshBlocks: 12_345, blocksPerSecond: 999 },
@@ -100,7 +114,14 @@ seededTest(
         `case ${i}: the known union once, plus the estimate`,
       );
       const slow = countFresh(
-        { blocks: found, asOfMs: 5000, exact: false, newBlocksPerSecond: null, rewritesPerSecond },
+        {
+          blocks: found,
+          asOfMs: 5000,
+          exact: false,
+          newBlocksPerSecond: null,
+          rewritesPerSecond,
+          lastCutOutside: 0,
+        },
         null,
         5000 + ageMs,
         { freshBlocks: 12_345, blocksPerSecond: rate },
@@ -111,12 +132,53 @@ seededTest(
         Math.min(size - written.size, Math.round(rate * ageMs / 1000)),
       );
       const none = countFresh(
-        { blocks: found, asOfMs: 5000, exact: false, newBlocksPerSecond: null, rewritesPerSecond },
+        {
+          blocks: found,
+          asOfMs: 5000,
+          exact: false,
+          newBlocksPerSecond: null,
+          rewritesPerSecond,
+          lastCutOutside: 0,
+        },
         null,
         5000 + ageMs,
         noRate,
       );
       assert.equal(none.source, "unknown", "writes since the pass cannot be estimated");
+    }
+  },
+);
+
+seededTest(
+  "fresh blocks, scan with nothing in flight: the committed last cut's blocks may be rewritten",
+  (prng) => {
+    for (let i = 0; i < 50; i++) {
+      const size = 64 + prng.int(20_000);
+      const { generation, written } = workload(prng, size);
+      using found = bitmap(size, written);
+      const lastCutOutside = [...generation].filter((b) => !written.has(b)).length;
+      const rate = prng.int(50);
+      const rewritesPerSecond = prng.int(100) / 1000;
+      const seconds = prng.int(20_000) / 1000;
+      const fresh = countFresh(
+        {
+          blocks: found,
+          asOfMs: 0,
+          exact: false,
+          newBlocksPerSecond: rate,
+          rewritesPerSecond,
+          lastCutOutside,
+        },
+        null,
+        seconds * 1000,
+        noRate,
+      );
+      const outside = size - written.size - lastCutOutside;
+      const expected = Math.min(outside, Math.round(rate * seconds)) +
+        Math.round(lastCutOutside * (1 - Math.exp(-rewritesPerSecond * seconds)));
+      assert.equal(fresh.source, "scan");
+      assert.equal(fresh.estimatedBlocks, expected, `case ${i}`);
+      assert.equal(fresh.unackedOverlap, 0, "nothing in flight: nothing counted once for it");
     }
   },
 );

@@ -157,6 +157,7 @@ export class NbdTracker implements Tracker {
       exact: true,
       newBlocksPerSecond: 0,
       rewritesPerSecond: 0,
+      lastCutOutside: 0,
     };
   }
 

@@ -109,6 +109,7 @@ export class WorkerNbdTracker implements Tracker {
       exact: true,
       newBlocksPerSecond: 0,
       rewritesPerSecond: 0,
+      lastCutOutside: 0,
     };
   }
 

@@ -127,6 +127,8 @@ export class ScanTracker implements Tracker {
    * measured yet).
    */
   #rates: { newBlocksPerSecond: number; rewritesPerSecond: number } | null = null;
+  /** The last cut's dirty set (null before a cut): the latest generation once it committed. */
+  #lastCut: Bitmap | null = null;
   /** Smoothed unthrottled seconds per GiB of image, of background and of cut passes. */
   readonly #secondsPerGiB: { background: number | null; cut: number | null } = {
     background: null,
@@ -185,7 +187,13 @@ export class ScanTracker implements Tracker {
    */
   changesNow(): TrackedChanges | null {
     if (!this.#known || this.#closed) return null;
+    let lastCutOutside = 0;
+    if (this.#lastCut) {
+      using outside = this.#lastCut.clone().andNot(this.#known.blocks);
+      lastCutOutside = outside.popcount();
+    }
     return {
+      lastCutOutside,
       blocks: this.#known.blocks.clone(),
       asOfMs: this.#known.asOfMs,
       exact: false,
@@ -209,14 +217,15 @@ export class ScanTracker implements Tracker {
   }
 
   /**
-   * Records a finished pass's speed and what it found (see {@linkcode changesNow}): null for a
-   * cut's pass, else the blocks changed besides the unacknowledged ones of `inFlight` (the
-   * generation in flight at the pass's start, or null).
+   * Records a finished pass's speed and what it found (see {@linkcode changesNow}): for a
+   * cut's pass its dirty set (`cut`), else the blocks changed besides the unacknowledged ones of
+   * `inFlight` (the generation in flight at the pass's start, or null).
    */
   #recordPass(
     cost: ScanCost,
     found: Bitmap | null,
     inFlight: { dirty: Bitmap; acked: Bitmap } | null = null,
+    cut: Bitmap | null = null,
   ): void {
     this.#lastScan = cost;
     const perGiB = Math.max(0, cost.seconds - cost.throttledSeconds) / (this.sizeBytes / GIB);
@@ -228,17 +237,22 @@ export class ScanTracker implements Tracker {
     if (found === null) {
       // A cut: everything found is the new generation's; what changes next is new.
       found = new Bitmap(blockCount(this.#options.identity));
+      this.#lastCut?.free();
+      this.#lastCut = cut?.clone() ?? null;
     } else if (known && cost.startedAtMs > known.asOfMs) {
       const seconds = (cost.startedAtMs - known.asOfMs) / 1000;
       using fresh = found.clone().andNot(known.blocks);
       let rewritesPerSecond = 0;
-      if (inFlight) {
-        using sent = inFlight.acked.clone().andNot(known.blocks);
+      // The latest generation: the one in flight, else the last cut (committed since).
+      const generation = inFlight?.dirty ?? this.#lastCut;
+      const atDestination = inFlight?.acked ?? this.#lastCut;
+      if (generation && atDestination && generation.size === fresh.size) {
+        using sent = atDestination.clone().andNot(known.blocks);
         const candidates = sent.popcount();
         if (candidates > 0) {
           rewritesPerSecond = sent.and(fresh).popcount() / candidates / seconds;
         }
-        fresh.andNot(inFlight.dirty);
+        fresh.andNot(generation);
       }
       this.#rates = { newBlocksPerSecond: fresh.popcount() / seconds, rewritesPerSecond };
     }
@@ -317,7 +331,7 @@ export class ScanTracker implements Tracker {
         signal,
       );
       if (checkpointPath) await io("remove scan checkpoint", () => this.#fs.remove(checkpointPath));
-      this.#recordPass(cost, null);
+      this.#recordPass(cost, null, null, dirty);
       return dirty;
     } catch (err) {
       dirty.free();
@@ -441,6 +455,8 @@ export class ScanTracker implements Tracker {
     await this.#stopBackground();
     this.#known?.blocks.free();
     this.#known = null;
+    this.#lastCut?.free();
+    this.#lastCut = null;
     this.#key?.free();
   }
 }

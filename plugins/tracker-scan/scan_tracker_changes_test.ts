@@ -110,6 +110,8 @@ seededTest(
           changes.rewritesPerSecond !== null && changes.rewritesPerSecond > 0,
           `sent blocks found rewritten: ${changes.rewritesPerSecond}/s`,
         );
+        const notFound = generation.filter((b) => !expected.includes(b)).length;
+        assert.equal(changes.lastCutOutside, notFound, "the last cut's blocks not found again");
         // What a fold sends: the unsent blocks ∪ the changed ones, each once.
         const union = new Set([...unsent, ...expected]);
         using all = changes.blocks.clone();
