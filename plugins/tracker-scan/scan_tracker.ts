@@ -217,15 +217,16 @@ export class ScanTracker implements Tracker {
   }
 
   /**
-   * Records a finished pass's speed and what it found (see {@linkcode changesNow}): for a
-   * cut's pass its dirty set (`cut`), else the blocks changed besides the unacknowledged ones of
-   * `inFlight` (the generation in flight at the pass's start, or null).
+   * Records a finished pass's speed and what it found (see {@linkcode changesNow}): `found` is
+   * a cut's dirty set (the cut's own: copied), or a background pass's blocks changed besides
+   * the unacknowledged ones of `inFlight` (the generation in flight at its start, or null;
+   * taken). Either measures the rates of new writes against the set before it: a cut's every
+   * interval, so they stay fresh between background passes.
    */
   #recordPass(
     cost: ScanCost,
-    found: Bitmap | null,
+    found: Bitmap,
     inFlight: { dirty: Bitmap; acked: Bitmap } | null = null,
-    cut: Bitmap | null = null,
   ): void {
     this.#lastScan = cost;
     const perGiB = Math.max(0, cost.seconds - cost.throttledSeconds) / (this.sizeBytes / GIB);
@@ -234,12 +235,7 @@ export class ScanTracker implements Tracker {
       ? perGiB
       : SPEED_SMOOTHING * perGiB + (1 - SPEED_SMOOTHING) * before;
     const known = this.#known;
-    if (found === null) {
-      // A cut: everything found is the new generation's; what changes next is new.
-      found = new Bitmap(blockCount(this.#options.identity));
-      this.#lastCut?.free();
-      this.#lastCut = cut?.clone() ?? null;
-    } else if (known && cost.startedAtMs > known.asOfMs) {
+    if (known && cost.startedAtMs > known.asOfMs) {
       const seconds = (cost.startedAtMs - known.asOfMs) / 1000;
       using fresh = found.clone().andNot(known.blocks);
       let rewritesPerSecond = 0;
@@ -250,13 +246,21 @@ export class ScanTracker implements Tracker {
         using sent = atDestination.clone().andNot(known.blocks);
         const candidates = sent.popcount();
         if (candidates > 0) {
-          rewritesPerSecond = sent.and(fresh).popcount() / candidates / seconds;
+          // The share rewritten, as a rate per block (each is rewritten once at most).
+          const share = Math.min(sent.and(fresh).popcount(), candidates) / (candidates + 1);
+          if (share > 0) rewritesPerSecond = -Math.log(1 - share) / seconds;
         }
         fresh.andNot(generation);
       }
       this.#rates = { newBlocksPerSecond: fresh.popcount() / seconds, rewritesPerSecond };
     }
     known?.blocks.free();
+    if (cost.kind === "cut") {
+      // Everything found is the new generation's; what changes next is new.
+      this.#lastCut?.free();
+      this.#lastCut = found.clone();
+      found = new Bitmap(found.size);
+    }
     this.#known = { blocks: found, asOfMs: cost.startedAtMs };
   }
 
@@ -331,7 +335,7 @@ export class ScanTracker implements Tracker {
         signal,
       );
       if (checkpointPath) await io("remove scan checkpoint", () => this.#fs.remove(checkpointPath));
-      this.#recordPass(cost, null, null, dirty);
+      this.#recordPass(cost, dirty);
       return dirty;
     } catch (err) {
       dirty.free();

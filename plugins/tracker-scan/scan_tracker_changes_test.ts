@@ -145,3 +145,43 @@ seededTest(
     assert.equal(tracker.changesNow(), null, "closed: nothing known");
   },
 );
+
+seededTest(
+  "changesNow between cuts: each cut measures new blocks and rewrites of the last generation",
+  async (prng) => {
+    const volume = await syncedVolume(prng, 256);
+    const tracker = trackerOf(volume);
+    const flip = async (block: number) => {
+      const bytes = await readBlock(volume.fs, block);
+      await writeImage(volume.fs, block * BLOCK, bytes.map((b) => b ^ (1 + prng.int(255))));
+    };
+    const sendAll = async (blocks: number[]) => {
+      for (const b of blocks) {
+        await volume.manifest.write(b, blockEntries(await readBlock(volume.fs, b), BLOCK));
+      }
+    };
+    try {
+      await (await tracker.cut()).release();
+      const first = Array.from({ length: 20 }, (_, i) => 10 + i);
+      for (const b of first) await flip(b);
+      const cut = await tracker.cut();
+      assert.deepEqual(blocksOf(cut.dirty.extents()), first);
+      await cut.release();
+      await sendAll(first);
+      const afterNew = tracker.changesNow()!;
+      afterNew.blocks.free();
+      assert.ok(afterNew.newBlocksPerSecond! > 0, "new blocks outside the last generation");
+      assert.equal(afterNew.rewritesPerSecond, 0);
+      assert.equal(afterNew.lastCutOutside, first.length, "nothing found since that cut yet");
+      // Half of that generation rewritten, nothing else.
+      for (const b of first.slice(0, 10)) await flip(b);
+      await (await tracker.cut()).release();
+      const afterRewrites = tracker.changesNow()!;
+      afterRewrites.blocks.free();
+      assert.equal(afterRewrites.newBlocksPerSecond, 0);
+      assert.ok(afterRewrites.rewritesPerSecond! > 0, "the last generation's blocks rewritten");
+    } finally {
+      await tracker.close();
+    }
+  },
+);
