@@ -34,6 +34,41 @@ export interface Cut {
 }
 
 /**
+ * What a tracker knows, between cuts, of the blocks written since the last cut: what an
+ * evacuation started now sends besides the unacknowledged blocks of a generation in flight.
+ */
+export interface TrackedChanges {
+  /**
+   * The blocks (the caller's to free): every block written since the last cut (the NBD
+   * tracker), or those a background scan pass found changed since the generation in flight
+   * read or sent them (the scan tracker: blocks still unsent at the pass start are not in it,
+   * they are the generation's).
+   */
+  readonly blocks: Bitmap;
+  /** Until when writes are in `blocks`, ms since the epoch: now when `exact`. */
+  readonly asOfMs: number;
+  /** Whether `blocks` holds every write up to now (the tracker sees every write). */
+  readonly exact: boolean;
+  /**
+   * For writes after `asOfMs` (not exact), as measured between the tracker's last two passes:
+   * blocks per second newly changed outside the latest generation (the one in flight, else
+   * the last cut; null: not measured yet)…
+   */
+  readonly newBlocksPerSecond: number | null;
+  /**
+   * … and the share per second of that generation's blocks at the destination (acknowledged,
+   * or all once it committed) not in `blocks` found rewritten, e.g. a hot set sent then written
+   * again (null: not measured yet).
+   */
+  readonly rewritesPerSecond: number | null;
+  /**
+   * Blocks of the last cut not in `blocks`: what may be rewritten once that generation has
+   * committed (0 when exact or unknown).
+   */
+  readonly lastCutOutside: number;
+}
+
+/**
  * Tracks a source volume. `cut()` is called once per generation by one sender at a time;
  * `resume()` after a restart, for a generation cut before it.
  */
@@ -43,18 +78,25 @@ export interface Tracker {
   /** Block size in bytes. */
   readonly blockSize: number;
   /**
-   * Blocks written since the last cut, when the tracker knows its dirty set exactly (the NBD
-   * tracker sees every write); null when it only finds changes by cutting (the scan tracker)
-   * or cannot count them. Cheap (no I/O, no message round trip): called by every `status`,
-   * any number of times, at any time, also while a cut is being sent.
+   * The blocks written since the last cut as far as the tracker knows them now (see
+   * {@linkcode TrackedChanges}); null when it knows nothing between cuts (it finds changes only
+   * by cutting, or counting them would need a round trip to the hypervisor). Cheap (no I/O, no
+   * message round trip): called by every `status`, any number of times, at any time, also
+   * while a cut is being sent. The returned bitmap is the caller's to free.
    */
-  dirtyBlocksNow(): number | null;
+  changesNow(): TrackedChanges | null;
   /** Swaps the tracked changes for a fresh set and returns them as a cut. */
   cut(): Promise<Cut>;
   /** A cut over `dirty` (copied) for a generation cut before a restart: reads current bytes. */
   resume(dirty: Bitmap): Promise<Cut>;
   /** Stops tracking and closes files. Idempotent. */
   close(): Promise<void>;
+  /**
+   * How long a cut started now would take to find its changes, s, from the measured speed of
+   * the tracker's recent passes over the image (a tracker that reads the whole image at a
+   * cut); absent or null: the caller takes the last cut's time. Cheap; any time.
+   */
+  cutSecondsEstimate?(): number | null;
   /**
    * Makes a `cut()` in progress end soon with an error, because the agent is stopping (a
    * tracker whose cut reads the whole image; others need not have it).

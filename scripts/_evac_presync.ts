@@ -95,9 +95,12 @@ export async function makeTemplate(
     agentArgs: trackerArgs(tracker, root),
   });
   try {
+    // Committed and nothing in flight. Not "idle" alone: on a loaded machine a scan of the whole
+    // image outlasts the cluster's 1 s interval, so the agent goes from one cut to the next.
     await cluster.waitFor("the initial synchronisation", async () => {
       const s = await cluster.volumeStatus();
-      return Number(s.committedGeneration) >= 1 && s.state === "idle";
+      return Number(s.committedGeneration) >= 1 &&
+        (s.state === "idle" || (s.state === "scanning" && Number(s.generationBytes) === 0));
     }, 30 * 60_000);
   } finally {
     await cluster.stop();

@@ -326,8 +326,8 @@ export function markdownTable(results: PointResult[]): string {
  */
 export function predictionTable(results: PointResult[]): string {
   const rows = [
-    "| link | tracker | --rate | write ×| predicted s | measured s | error | link from | new writes from | pause / scan / send / commit / verify s | generations |",
-    "| ---- | ------- | -----: | -----: | ----------: | ---------: | ----: | --------- | --------------- | --------------------------------------- | ----------: |",
+    "| link | tracker | --rate | write ×| predicted s | measured s | error | error, overlap counted twice | link from | new writes from | blocks predicted / sent (overlap) | scan predicted / measured s | pause / scan / send / commit / verify s | generations |",
+    "| ---- | ------- | -----: | -----: | ----------: | ---------: | ----: | ---------------------------: | --------- | --------------- | --------------------------------: | --------------------------: | --------------------------------------- | ----------: |",
   ];
   for (const r of results) {
     const prediction = (r.presync.before.prediction ?? {}) as Record<string, unknown>;
@@ -336,13 +336,26 @@ export function predictionTable(results: PointResult[]): string {
       ? [b.pauseSeconds, b.scanSeconds, b.sendSeconds, b.commitSeconds, b.verifySeconds]
         .map((x) => x.toFixed(2)).join(" / ")
       : "";
+    const num = (key: string) => typeof prediction[key] === "number" ? prediction[key] : null;
+    const [blocks, bytes, link, overlap, scan] = ["blocks", "bytes", "linkBytesPerSecond"]
+      .concat("overlapBlocks", "scanSeconds").map(num);
+    // The model before the union: a block both in flight and written since counted twice.
+    const seconds = num("seconds");
+    const twice = seconds !== null && blocks && bytes !== null && link && overlap !== null
+      ? (seconds + overlap * (bytes / blocks) / link - r.presync.wallSeconds) /
+        r.presync.wallSeconds
+      : null;
     rows.push(
       `| ${linkName(r.link)} | ${r.tracker} | ${
         r.rateBitsPerSecond === null ? "none" : `${r.rateBitsPerSecond / 1e6} Mbit/s`
       } | ${r.rateFactor} | ${r.presync.before.predictedEvacuationSeconds} | ${
         r.presync.wallSeconds.toFixed(2)
-      } | ${percent(predictionError(r))} | ${prediction.linkSource ?? "none"} | ${
-        prediction.freshSource ?? ""
+      } | ${percent(predictionError(r))} | ${percent(twice)} | ${
+        prediction.linkSource ?? "none"
+      } | ${prediction.freshSource ?? ""} | ${blocks ?? ""} / ${b?.blocks ?? ""} (${
+        overlap ?? ""
+      }) | ${scan === null ? "" : scan.toFixed(2)} / ${
+        b ? b.scanSeconds.toFixed(2) : ""
       } | ${parts} | ${b?.generations ?? ""} |`,
     );
   }

@@ -72,6 +72,14 @@ const LINK_SOURCES: Record<string, string> = {
   probe: "link speed from a probe past --rate",
 };
 
+/** How `status` says where the count of new writes comes from (`FreshSource`). */
+const FRESH_SOURCES: Record<string, string> = {
+  tracker: "new writes counted by the tracker",
+  scan: "new writes from the last background scan and its rate since",
+  scan_write_rate: "new writes from the last background scan and the write rate since",
+  write_rate: "new writes estimated from the write rate",
+};
+
 /** Where the prediction's figures come from, e.g. " (link speed from a probe past --rate; …)". */
 function predictionBasis(prediction: unknown): string {
   if (typeof prediction !== "object" || prediction === null) return "";
@@ -80,7 +88,8 @@ function predictionBasis(prediction: unknown): string {
   if (typeof linkSource === "string" && linkSource in LINK_SOURCES) {
     parts.push(LINK_SOURCES[linkSource]);
   }
-  if (freshSource === "tracker") parts.push("new writes counted by the tracker");
-  if (freshSource === "write_rate") parts.push("new writes estimated from the write rate");
+  if (typeof freshSource === "string" && freshSource in FRESH_SOURCES) {
+    parts.push(FRESH_SOURCES[freshSource]);
+  }
   return parts.length ? ` (${parts.join("; ")})` : "";
 }

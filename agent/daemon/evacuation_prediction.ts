@@ -15,14 +15,16 @@ export type LinkSource =
   /** A short unthrottled probe while `--rate` held the sends back (see `link_probe.ts`). */
   | "probe";
 
-/** Where the count of blocks written since the last cut comes from. */
-export type FreshSource =
-  /** The tracker knows its dirty set exactly (`Tracker.dirtyBlocksNow`). */
-  | "tracker"
-  /** Estimated from the write rate of the last generations (`WriteRate.freshBlocks`). */
-  | "write_rate"
-  /** Neither: no write rate measured yet (fewer than two cuts); no prediction is made. */
-  | "unknown";
+import type { FreshCount, FreshSource } from "./fresh_blocks.ts";
+
+export type { FreshSource };
+
+/** Where the final cut's scan time comes from. */
+export type ScanSource =
+  /** The measured speed of the tracker's recent passes (`Tracker.cutSecondsEstimate`). */
+  | "scan_passes"
+  /** As long as the last cut's (a tracker that does not read the image: about 0). */
+  | "last_cut";
 
 /** A send whose rate is above this share of the rate limit measured the limit, not the link. */
 export const THROTTLED_SHARE = 0.8;
@@ -62,10 +64,8 @@ export interface PredictionInputs {
   unackedBlocks: number;
   /** Blocks of the generation in flight (its commit applies all of them). */
   generationBlocks: number;
-  /** Blocks written since the last cut, when the tracker knows them exactly; else null. */
-  trackerFreshBlocks: number | null;
-  /** The write-rate estimate of the blocks written since the last cut (null: none yet). */
-  estimatedFreshBlocks: number | null;
+  /** The blocks written since the last cut and their overlap with the generation in flight. */
+  fresh: FreshCount;
   /**
    * Wire bytes per dirty block in recent generations (0: none finished yet; then the send in
    * progress tells, else a block at `compressionRatio`).
@@ -81,8 +81,9 @@ export interface PredictionInputs {
   limitBytesPerSecond: number;
   /** The last unthrottled probe's measure of the link, bytes/s (0: none). */
   probeBytesPerSecond: number;
-  /** The final cut's scan (as long as the last cut's), s. */
+  /** The final cut's scan, s, and where that comes from. */
   scanSeconds: number;
+  scanSource: ScanSource;
   /** The last commit (its round trip, the destination's apply and fsync), s. */
   commitSeconds: number;
   /** Commit time per block of a generation, beyond its round trip (0: not measured), s. */
@@ -98,17 +99,27 @@ export interface EvacuationPrediction {
    * writes since the last cut are unknown).
    */
   seconds: number | null;
-  /** Blocks still to send: the unacknowledged part of the generation in flight + fresh. */
+  /**
+   * Blocks still to send: the unacknowledged part of the generation in flight ∪ fresh (when
+   * folded; the sum when the generation in flight commits first).
+   */
   blocks: number;
   /** Blocks written since the last cut, and where that count comes from. */
   freshBlocks: number;
   freshSource: FreshSource;
+  /** Of `freshBlocks`, estimated for the writes after the tracker's set was taken. */
+  freshEstimatedBlocks: number;
+  /** How old the tracker's set of fresh blocks is, s (null: write-rate estimate only). */
+  freshAsOfSeconds: number | null;
+  /** Fresh blocks also unacknowledged in the generation in flight, counted once in `blocks`. */
+  overlapBlocks: number;
   /** Wire bytes still to send. */
   bytes: number;
   /** The link speed used, bytes/s, and where it comes from (null: none known). */
   linkBytesPerSecond: number | null;
   linkSource: LinkSource | null;
   scanSeconds: number;
+  scanSource: ScanSource;
   /** bytes / link speed. */
   sendSeconds: number | null;
   /** Commits before the evacuation ends (the generation in flight and the final one, or one when folded). */
@@ -144,21 +155,24 @@ export function linkEstimate(
  * is paused at once, so writes stop now) or, with a destination that folds, is folded into the
  * final cut and committed with it; the final cut is scanned, sent and committed,
  * and the Merkle roots are compared. A commit lasts at least as long as the last one, and
- * longer for a generation of more blocks (the destination applies and syncs every block). The bytes are the unacknowledged blocks of the
- * generation in flight plus the blocks written since the last cut (exact from the tracker,
- * else the write-rate estimate), at the wire cost per block of recent generations; they go at
- * the link speed of {@linkcode linkEstimate}. The evacuate hook's own time is not included.
+ * longer for a generation of more blocks (the destination applies and syncs every block). The
+ * bytes are the unacknowledged blocks of the generation in flight and the blocks written since
+ * its cut ({@linkcode FreshCount}: the tracker's set, plus an estimate for writes it has not
+ * seen yet), a block in both counted once when the destination folds, at the wire cost per
+ * block of recent generations; they go at the link speed of {@linkcode linkEstimate}. The
+ * scan is the tracker's estimate from its passes' measured speed, else the last cut's time.
+ * The evacuate hook's own time is not included.
  */
 export function predictEvacuation(inputs: PredictionInputs): EvacuationPrediction {
-  const freshSource: FreshSource = inputs.trackerFreshBlocks !== null
-    ? "tracker"
-    : inputs.estimatedFreshBlocks !== null
-    ? "write_rate"
-    : "unknown";
-  const freshBlocks = inputs.trackerFreshBlocks ?? inputs.estimatedFreshBlocks ?? 0;
+  const { fresh } = inputs;
+  const freshSource = fresh.source;
+  const freshBlocks = fresh.blocks;
+  const separate = inputs.generationInFlight && !inputs.folds;
+  // Folded, a block both unacknowledged and written since crosses once; else both cross.
+  const overlapBlocks = separate ? 0 : fresh.unackedOverlap;
   const blocks = Math.min(
-    inputs.totalBlocks * (inputs.generationInFlight && !inputs.folds ? 2 : 1),
-    inputs.unackedBlocks + freshBlocks,
+    inputs.totalBlocks * (separate ? 2 : 1),
+    inputs.unackedBlocks + freshBlocks - overlapBlocks,
   );
   const send = inputs.currentSend;
   const perBlock = inputs.wireBytesPerBlock > 0
@@ -168,7 +182,6 @@ export function predictEvacuation(inputs: PredictionInputs): EvacuationPredictio
     : inputs.blockSize * inputs.compressionRatio;
   const bytes = Math.round(blocks * perBlock);
   const link = linkEstimate(inputs);
-  const separate = inputs.generationInFlight && !inputs.folds;
   const commits = separate ? 2 : 1;
   const rttSeconds = (inputs.rttMs ?? 0) / 1000;
   // A fold costs the flush that stops the send and the resume query of the folded
@@ -177,10 +190,10 @@ export function predictEvacuation(inputs: PredictionInputs): EvacuationPredictio
   const roundTripSeconds = (GENERATION_ROUND_TRIPS * commits + foldTrips) * rttSeconds;
   const commitOf = (generationBlocks: number) =>
     Math.max(inputs.commitSeconds, rttSeconds + inputs.commitSecondsPerBlock * generationBlocks);
-  const commitSeconds = !inputs.generationInFlight
-    ? commitOf(blocks)
-    : inputs.folds
-    ? commitOf(Math.min(inputs.totalBlocks, inputs.generationBlocks + freshBlocks))
+  const commitSeconds = !inputs.generationInFlight ? commitOf(blocks) : inputs.folds
+    ? commitOf(
+      Math.min(inputs.totalBlocks, inputs.generationBlocks + freshBlocks - fresh.generationOverlap),
+    )
     : commitOf(freshBlocks) + commitOf(inputs.generationBlocks);
   const sendSeconds = link ? bytes / link.bytesPerSecond : null;
   const seconds = sendSeconds === null || freshSource === "unknown"
@@ -191,10 +204,14 @@ export function predictEvacuation(inputs: PredictionInputs): EvacuationPredictio
     blocks,
     freshBlocks,
     freshSource,
+    freshEstimatedBlocks: fresh.estimatedBlocks,
+    freshAsOfSeconds: fresh.asOfSeconds === null ? null : Math.round(fresh.asOfSeconds * 10) / 10,
+    overlapBlocks,
     bytes,
     linkBytesPerSecond: link?.bytesPerSecond ?? null,
     linkSource: link?.source ?? null,
     scanSeconds: inputs.scanSeconds,
+    scanSource: inputs.scanSource,
     sendSeconds,
     commits,
     commitSeconds,

@@ -6,6 +6,7 @@ import {
   predictEvacuation,
   type PredictionInputs,
 } from "./evacuation_prediction.ts";
+import type { FreshCount } from "./fresh_blocks.ts";
 import { LinkProbe, PROBE_EVERY_MS, PROBE_MS } from "./link_probe.ts";
 
 const KiB = 1024;
@@ -49,6 +50,18 @@ function truth(s: Scenario, blocks: number, generations: number[]): number {
     commits.reduce((a, b) => a + b, 0) + generations.length * rtt;
 }
 
+/** `blocks` written since the last cut, from the write-rate estimate (no overlap known). */
+function estimated(blocks: number): FreshCount {
+  return {
+    blocks,
+    estimatedBlocks: blocks,
+    unackedOverlap: 0,
+    generationOverlap: 0,
+    source: "write_rate",
+    asOfSeconds: null,
+  };
+}
+
 function inputs(s: Scenario, overrides: Partial<PredictionInputs>): PredictionInputs {
   return {
     blockSize: BLOCK,
@@ -57,8 +70,7 @@ function inputs(s: Scenario, overrides: Partial<PredictionInputs>): PredictionIn
     folds: false,
     unackedBlocks: 0,
     generationBlocks: 0,
-    trackerFreshBlocks: null,
-    estimatedFreshBlocks: 0,
+    fresh: estimated(0),
     wireBytesPerBlock: s.wirePerBlock,
     compressionRatio: 1,
     goodputBytesPerSecond: 0,
@@ -66,6 +78,7 @@ function inputs(s: Scenario, overrides: Partial<PredictionInputs>): PredictionIn
     limitBytesPerSecond: Infinity,
     probeBytesPerSecond: 0,
     scanSeconds: s.scanSeconds,
+    scanSource: "scan_passes",
     commitSeconds: s.commitSeconds,
     commitSecondsPerBlock: s.commitPerBlock,
     rttMs: s.rttMs,
@@ -93,7 +106,7 @@ seededTest("prediction, rate-bound: the link comes from a probe, not from the li
     const bound = inputs(s, {
       limitBytesPerSecond: limit,
       currentSend,
-      estimatedFreshBlocks: fresh,
+      fresh: estimated(fresh),
     });
     assert.equal(
       predictEvacuation(bound).seconds,
@@ -131,65 +144,70 @@ seededTest(
 );
 
 seededTest(
-  "prediction, folding destination: the generation in flight and the final cut are one generation",
+  "prediction, folding destination: one generation, a block both in flight and rewritten crosses once",
   (prng) => {
     for (let i = 0; i < 50; i++) {
       const s = scenario(prng);
-      const fresh = prng.int(s.totalBlocks);
       const unacked = 1 + prng.int(s.totalBlocks - 1);
       const generation = unacked + prng.int(s.totalBlocks - unacked);
+      // Fresh blocks: some unacknowledged in the generation, some acknowledged in it (sent,
+      // then rewritten: they cross again), the rest outside it.
+      const inUnacked = prng.int(unacked + 1);
+      const inAcked = prng.int(generation - unacked + 1);
+      const outside = prng.int(s.totalBlocks - generation + 1);
+      const fresh: FreshCount = {
+        blocks: inUnacked + inAcked + outside,
+        estimatedBlocks: 0,
+        unackedOverlap: inUnacked,
+        generationOverlap: inUnacked + inAcked,
+        source: "tracker",
+        asOfSeconds: 0,
+      };
       const base = inputs(s, {
         generationInFlight: true,
         unackedBlocks: unacked,
         generationBlocks: generation,
-        trackerFreshBlocks: fresh,
+        fresh,
         goodputBytesPerSecond: s.linkBytesPerSecond,
       });
       const separate = predictEvacuation(base);
       const folded = predictEvacuation({ ...base, folds: true });
       assert.equal(separate.commits, 2);
+      assert.equal(separate.blocks, unacked + fresh.blocks, "committed first: both sets cross");
+      assertClose(
+        separate.seconds,
+        truth(s, unacked + fresh.blocks, [generation, fresh.blocks]),
+        `scenario ${i}, separate`,
+      );
       assert.equal(folded.commits, 1, "one commit of the folded generation");
-      const blocks = Math.min(s.totalBlocks, unacked + fresh);
-      assert.equal(folded.blocks, blocks);
+      const sent = unacked + inAcked + outside;
+      assert.equal(folded.blocks, sent, `scenario ${i}: the union, not the sum`);
+      assert.equal(folded.overlapBlocks, inUnacked);
       // One generation of all its blocks, plus the stop flush and the folded generation's resume.
-      const union = Math.min(s.totalBlocks, generation + fresh);
+      const union = generation + outside;
       const rtt = s.rttMs / 1000;
-      assertClose(folded.seconds, truth(s, blocks, [union]) + 2 * rtt, `scenario ${i}`);
+      assertClose(folded.seconds, truth(s, sent, [union]) + 2 * rtt, `scenario ${i}`);
       assert.ok(folded.seconds! <= separate.seconds! + 1e-9, `scenario ${i}: a fold is not longer`);
     }
   },
 );
 
-seededTest(
-  "prediction, nbd tracker: its exact dirty set wins over the write-rate estimate",
-  (prng) => {
-    for (let i = 0; i < 50; i++) {
-      const s = scenario(prng);
-      const fresh = prng.int(s.totalBlocks);
-      const unacked = prng.int(s.totalBlocks);
-      const generation = unacked + prng.int(s.totalBlocks - unacked);
-      const base = inputs(s, {
-        generationInFlight: unacked > 0,
-        unackedBlocks: unacked,
-        generationBlocks: unacked > 0 ? generation : 0,
-        estimatedFreshBlocks: prng.int(s.totalBlocks),
-        goodputBytesPerSecond: s.linkBytesPerSecond,
-      });
-      const p = predictEvacuation({ ...base, trackerFreshBlocks: fresh });
-      assert.equal(p.freshSource, "tracker");
-      assert.equal(p.freshBlocks, fresh);
-      assert.equal(p.linkSource, "goodput");
-      const generations = unacked > 0 ? [generation, fresh] : [fresh];
-      assertClose(p.seconds, truth(s, unacked + fresh, generations), `scenario ${i}`);
-      const estimated = predictEvacuation(base);
-      assert.equal(estimated.freshSource, "write_rate");
-      assert.equal(estimated.freshBlocks, base.estimatedFreshBlocks);
-      const unknown = predictEvacuation({ ...base, estimatedFreshBlocks: null });
-      assert.equal(unknown.freshSource, "unknown");
-      assert.equal(unknown.seconds, null, "no write rate measured: no prediction, not zero writes");
-    }
-  },
-);
+seededTest("prediction: unknown writes since the last cut make no prediction", (prng) => {
+  for (let i = 0; i < 20; i++) {
+    const s = scenario(prng);
+    const base = inputs(s, { goodputBytesPerSecond: s.linkBytesPerSecond });
+    const fresh = prng.int(s.totalBlocks);
+    const known = predictEvacuation({ ...base, fresh: estimated(fresh) });
+    assert.equal(known.freshSource, "write_rate");
+    assertClose(known.seconds, truth(s, fresh, [fresh]), `scenario ${i}`);
+    const unknown = predictEvacuation({
+      ...base,
+      fresh: { ...estimated(0), source: "unknown" },
+    });
+    assert.equal(unknown.freshSource, "unknown");
+    assert.equal(unknown.seconds, null, "no write rate measured: no prediction, not zero writes");
+  }
+});
 
 /**
  * Drives a probe over a simulated link of `linkBytesPerSecond` whose session takes bytes as

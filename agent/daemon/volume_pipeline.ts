@@ -18,7 +18,12 @@ import { LinkProbe } from "./link_probe.ts";
 import type { TransferCounters } from "./paced_destination.ts";
 import { PauseGate } from "./pause_gate.ts";
 import type { VolumePhase, VolumeSnapshot } from "./volume_status.ts";
-import { type CurrentSend, GENERATION_ROUND_TRIPS } from "./evacuation_prediction.ts";
+import {
+  type CurrentSend,
+  GENERATION_ROUND_TRIPS,
+  type ScanSource,
+} from "./evacuation_prediction.ts";
+import { countFresh, type FreshCount } from "./fresh_blocks.ts";
 import { asPresyncError } from "./volume_faults.ts";
 import { WriteRate } from "./write_rate.ts";
 
@@ -734,8 +739,7 @@ export class VolumePipeline {
       committedGeneration: this.#committed.committedGeneration,
       committedCutTimeMs: this.#committed.cutTimeMs,
       pending: this.state.pending,
-      freshBlocks: this.#writes.freshBlocks(Date.now()),
-      trackerFreshBlocks: this.tracker.dirtyBlocksNow(),
+      fresh: this.#freshCount(),
       folds: this.#link?.destination.folds === true,
       totalBlocks: blockCount(this.identity),
       wireBytesPerBlock: this.#wireBytesPerBlock,
@@ -746,12 +750,36 @@ export class VolumePipeline {
       rawBytes: this.counters.rawBytes,
       wireBytes: this.counters.wireBytes,
       goodputBytesPerSecond: this.#goodput.bytesPerSecond,
-      lastScanMs: this.#lastScanMs,
+      ...this.#scanEstimate(),
       lastCommitMs: this.#lastCommitMs,
       lastError: this.#lastError?.message ?? null,
       lastErrorCode: this.#lastError?.code ?? null,
       evacuation: this.#evacuation?.status() ?? null,
     };
+  }
+
+  /** The blocks written since the last cut, from the tracker's set when it has one. */
+  #freshCount(): FreshCount {
+    const now = Date.now();
+    const fresh = this.#writes.freshBlocks(now);
+    const writes = {
+      freshBlocks: fresh,
+      blocksPerSecond: fresh === null ? null : this.#writes.blocksPerSecond,
+    };
+    const changes = this.tracker.changesNow();
+    try {
+      return countFresh(changes, this.state.pending, now, writes);
+    } finally {
+      changes?.blocks.free();
+    }
+  }
+
+  /** The final cut's scan: the tracker's estimate from its passes, else the last cut's time. */
+  #scanEstimate(): { scanSeconds: number; scanSource: ScanSource } {
+    const estimate = this.tracker.cutSecondsEstimate?.() ?? null;
+    return estimate === null
+      ? { scanSeconds: this.#lastScanMs / 1000, scanSource: "last_cut" }
+      : { scanSeconds: estimate, scanSource: "scan_passes" };
   }
 
   /**

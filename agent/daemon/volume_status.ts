@@ -5,7 +5,9 @@ import {
   type CurrentSend,
   type EvacuationPrediction,
   predictEvacuation,
+  type ScanSource,
 } from "./evacuation_prediction.ts";
+import type { FreshCount } from "./fresh_blocks.ts";
 
 /**
  * What a volume is doing: `starting` (not connected yet), `idle` (in sync, waiting for the
@@ -38,10 +40,8 @@ export interface VolumeSnapshot {
   committedCutTimeMs: number;
   /** The generation in flight, or null. */
   pending: PendingGeneration | null;
-  /** Blocks likely written since the last cut (see `WriteRate.freshBlocks`; null: unknown). */
-  freshBlocks: number | null;
-  /** Blocks written since the last cut, from the tracker (`Tracker.dirtyBlocksNow`). */
-  trackerFreshBlocks: number | null;
+  /** Blocks written since the last cut and their overlap with `pending` (`countFresh`). */
+  fresh: FreshCount;
   /** Whether the destination on the current link folds a generation in flight (sync protocol 4). */
   folds: boolean;
   /** Blocks in the volume. */
@@ -59,8 +59,9 @@ export interface VolumeSnapshot {
   rawBytes: number;
   wireBytes: number;
   goodputBytesPerSecond: number;
-  /** How long the last scan took, ms. */
-  lastScanMs: number;
+  /** How long the final cut's scan would take, s, and where that comes from. */
+  scanSeconds: number;
+  scanSource: ScanSource;
   /** How long the last commit took at the destination (prepare, apply), ms. */
   lastCommitMs: number;
   lastError: string | null;
@@ -103,8 +104,8 @@ export interface VolumeStatus {
 
 /**
  * Status of a volume, with the evacuation prediction of {@linkcode predictEvacuation}: the
- * unacknowledged part of the pending generation plus the blocks written since the last cut
- * (the tracker's exact count when it knows it, else the write-rate estimate), at the wire cost
+ * unacknowledged part of the pending generation and the blocks written since the last cut
+ * (the tracker's set, a block in both once; else the write-rate estimate), at the wire cost
  * per block seen so far and the link speed measured (goodput, the current send, or a probe
  * while `--rate` binds), plus the final scan, the commits and their round trips.
  */
@@ -127,15 +128,15 @@ export function volumeStatus(v: VolumeSnapshot, rttMs: number | undefined): Volu
     folds: v.folds,
     unackedBlocks,
     generationBlocks,
-    trackerFreshBlocks: v.trackerFreshBlocks,
-    estimatedFreshBlocks: v.freshBlocks,
+    fresh: v.fresh,
     wireBytesPerBlock: v.wireBytesPerBlock,
     compressionRatio: ratio,
     goodputBytesPerSecond: v.goodputBytesPerSecond,
     currentSend: v.currentSend,
     limitBytesPerSecond: v.limitBytesPerSecond,
     probeBytesPerSecond: v.probeBytesPerSecond,
-    scanSeconds: v.lastScanMs / 1000,
+    scanSeconds: v.scanSeconds,
+    scanSource: v.scanSource,
     commitSeconds: v.lastCommitMs / 1000,
     commitSecondsPerBlock: v.commitSecondsPerBlock,
     rttMs: rtt,

@@ -1,9 +1,22 @@
 import assert from "node:assert/strict";
 import { Bitmap } from "../core/mod.ts";
+import type { FreshCount } from "./fresh_blocks.ts";
 import { type VolumeSnapshot, volumeStatus } from "./volume_status.ts";
 
 const KiB = 1024;
 const MiB = 1024 * KiB;
+
+/** `blocks` written since the last cut, from the write-rate estimate. */
+function estimated(blocks: number): FreshCount {
+  return {
+    blocks,
+    estimatedBlocks: blocks,
+    unackedOverlap: 0,
+    generationOverlap: 0,
+    source: "write_rate",
+    asOfSeconds: null,
+  };
+}
 
 function snapshot(overrides: Partial<VolumeSnapshot> = {}): VolumeSnapshot {
   return {
@@ -14,8 +27,7 @@ function snapshot(overrides: Partial<VolumeSnapshot> = {}): VolumeSnapshot {
     committedGeneration: 3,
     committedCutTimeMs: 0,
     pending: null,
-    freshBlocks: 0,
-    trackerFreshBlocks: null,
+    fresh: estimated(0),
     folds: false,
     totalBlocks: 100,
     wireBytesPerBlock: 0,
@@ -26,7 +38,8 @@ function snapshot(overrides: Partial<VolumeSnapshot> = {}): VolumeSnapshot {
     rawBytes: 0,
     wireBytes: 0,
     goodputBytesPerSecond: 0,
-    lastScanMs: 0,
+    scanSeconds: 0,
+    scanSource: "last_cut",
     lastCommitMs: 0,
     lastError: null,
     lastErrorCode: null,
@@ -41,7 +54,7 @@ Deno.test("status: pending bytes are the unacknowledged blocks plus fresh writes
   const s = volumeStatus(
     snapshot({
       pending: { generation: 4, cutTimeMs: 0, dirty, acked },
-      freshBlocks: 5,
+      fresh: estimated(5),
       rawBytes: 1000,
       wireBytes: 500,
     }),
@@ -60,11 +73,17 @@ Deno.test("status: an idle volume shows the tracker's dirty set as pending, and 
     snapshot({
       phase: "idle",
       totalBlocks: 16_384,
-      trackerFreshBlocks: blocks,
-      freshBlocks: 3,
+      fresh: {
+        blocks,
+        estimatedBlocks: 0,
+        unackedOverlap: 0,
+        generationOverlap: 0,
+        source: "tracker",
+        asOfSeconds: 0,
+      },
       wireBytesPerBlock: 32 * KiB,
       goodputBytesPerSecond: 10 * MiB,
-      lastScanMs: 20,
+      scanSeconds: 0.02,
       lastCommitMs: 200,
     }),
     150,
@@ -94,7 +113,7 @@ Deno.test("status: a parked volume shows its fault and code, not 'paused'", () =
   assert.equal(s.paused, true);
   assert.equal(s.lastErrorCode, "VOLUME_MISMATCH");
   assert.equal(volumeStatus(snapshot({ paused: true }), undefined).state, "paused");
-  const evacuated = volumeStatus(snapshot({ phase: "evacuated", freshBlocks: 9 }), undefined);
+  const evacuated = volumeStatus(snapshot({ phase: "evacuated", fresh: estimated(9) }), undefined);
   assert.equal(evacuated.pendingBytes, 0);
   assert.equal(evacuated.prediction, null);
 });

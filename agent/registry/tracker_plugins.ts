@@ -85,6 +85,10 @@ function scanTracker(context: TrackerOpenContext, background: boolean): ScanTrac
       ? { tablePath: `${stateDir}/scan.prefilter`, secret: context.prefilterSecret }
       : undefined,
     background: background ? context.backgroundScan : undefined,
+    inFlight: () => {
+      const pending = state.pending;
+      return pending ? { dirty: pending.dirty.clone(), acked: pending.acked.clone() } : null;
+    },
     readRateBytesPerSecond: context.readRateBytesPerSecond,
     fs: context.fs,
   });

@@ -15,6 +15,7 @@ import { Bitmap } from "../../agent/core/mod.ts";
 import { setThreadNice, VM_IO_NICE } from "../../agent/daemon/thread_priority.ts";
 import { PresyncError } from "../../agent/errors.ts";
 import type { Cut } from "../../agent/tracker.ts";
+import { DirtyMirror } from "./dirty_mirror.ts";
 import { NbdCut } from "./nbd_cut.ts";
 import { NbdTracker } from "./nbd_tracker.ts";
 import { owned, type WorkerReply, type WorkerRequest } from "./_worker_protocol.ts";
@@ -34,15 +35,14 @@ async function handle(request: WorkerRequest): Promise<void> {
       case "init": {
         // Not permitted (no LimitNICE= headroom): the thread keeps the process's value.
         setThreadNice(VM_IO_NICE);
-        const { initialDirty, dirtyCount, ...options } = request.options;
-        const count = new Int32Array(dirtyCount);
+        const { initialDirty, mirror, ...options } = request.options;
         const blocks = Math.ceil(options.identity.sizeBytes / options.identity.blockSize);
         using initial = initialDirty ? Bitmap.deserialize(initialDirty, blocks) : null;
         tracker = await NbdTracker.create({
           ...options,
           initialDirty: initial ?? undefined,
           onError: (err) => reply({ id: 0, op: "connectionError", error: String(err) }),
-          onDirtyCount: (blocks) => Atomics.store(count, 0, blocks),
+          mirror: new DirtyMirror(blocks, mirror),
         });
         reply({ id, op: "ok", addresses: tracker.addresses });
         return;

@@ -4,14 +4,14 @@ import type { NbdTrackerOptions } from "./nbd_tracker.ts";
 
 /** Tracker options as they cross to the worker (bitmaps serialized, no callbacks). */
 export type WorkerTrackerOptions =
-  & Omit<NbdTrackerOptions, "initialDirty" | "onError" | "onDirtyCount">
+  & Omit<NbdTrackerOptions, "initialDirty" | "onError" | "mirror">
   & {
     initialDirty?: Uint8Array;
     /**
-     * One Int32 the worker keeps equal to the blocks marked since the last cut (Atomics), so
-     * the main thread reads it without a message round trip.
+     * The memory of a `DirtyMirror` (`dirty_mirror.ts`) the worker keeps equal to its live set, so the
+     * main thread reads the set without a message round trip.
      */
-    dirtyCount: SharedArrayBuffer;
+    mirror: SharedArrayBuffer;
   };
 
 /** What the main thread asks of the worker. */

@@ -14,9 +14,10 @@ import {
   zeroFileRange,
   type ZeroOptions,
 } from "../../agent/nbd/mod.ts";
-import type { Cut, Tracker } from "../../agent/tracker.ts";
+import type { Cut, TrackedChanges, Tracker } from "../../agent/tracker.ts";
 import { PageMasks, pageMasksSupported } from "../../agent/volume/page_masks.ts";
 import { blockCount, reseedHint, type VolumeIdentity } from "../../agent/volume/volume_identity.ts";
+import type { DirtyMirror } from "./dirty_mirror.ts";
 import { NbdCut } from "./nbd_cut.ts";
 import { DEFAULT_PRESERVE_MEMORY_BYTES, PreservedBlocks } from "./preserved_blocks.ts";
 
@@ -54,8 +55,11 @@ export interface NbdTrackerOptions {
    * newly written block counts as whole. Default `DEFAULT_MAX_MASKS` (about 64 MiB at most).
    */
   maxPageMasks?: number;
-  /** Told the number of blocks marked since the last cut whenever it changes. */
-  onDirtyCount?: (blocks: number) => void;
+  /**
+   * Kept equal to the live set as writes mark blocks and cuts swap it, for another thread to
+   * read (the worker's main thread: {@linkcode WorkerNbdTracker}).
+   */
+  mirror?: DirtyMirror;
 }
 
 /**
@@ -97,7 +101,7 @@ export class NbdTracker implements Tracker {
     this.#live = live;
     this.#pages = this.#newPageMasks();
     this.#liveCount = live.popcount();
-    options.onDirtyCount?.(this.#liveCount);
+    options.mirror?.replace(live);
     this.sizeBytes = options.identity.sizeBytes;
     this.blockSize = options.identity.blockSize;
     this.export = new TrackingExport(this, options.identity.name);
@@ -145,8 +149,16 @@ export class NbdTracker implements Tracker {
     return this.#liveCount;
   }
 
-  dirtyBlocksNow(): number {
-    return this.#liveCount;
+  /** Exactly the live set: every write so far since the last cut. */
+  changesNow(): TrackedChanges {
+    return {
+      blocks: this.#live.clone(),
+      asOfMs: Date.now(),
+      exact: true,
+      newBlocksPerSecond: 0,
+      rewritesPerSecond: 0,
+      lastCutOutside: 0,
+    };
   }
 
   /** Cuts currently unreleased (being sent). */
@@ -195,18 +207,14 @@ export class NbdTracker implements Tracker {
     if (count > COUNT_BY_POPCOUNT_BLOCKS) {
       // A large TRIM or WRITE_ZEROES: one popcount is cheaper than testing every block.
       this.#live.setRange(first, count);
-      this.#setLiveCount(this.#live.popcount());
-      return;
+      this.#liveCount = this.#live.popcount();
+    } else {
+      let added = 0;
+      for (let block = first; block <= last; block++) if (!this.#live.get(block)) added++;
+      this.#live.setRange(first, count);
+      this.#liveCount += added;
     }
-    let added = 0;
-    for (let block = first; block <= last; block++) if (!this.#live.get(block)) added++;
-    this.#live.setRange(first, count);
-    if (added > 0) this.#setLiveCount(this.#liveCount + added);
-  }
-
-  #setLiveCount(count: number): void {
-    this.#liveCount = count;
-    this.#options.onDirtyCount?.(count);
+    this.#options.mirror?.mark(first, count, this.#liveCount);
   }
 
   /**
@@ -273,7 +281,8 @@ export class NbdTracker implements Tracker {
       const pages = this.#pages;
       this.#live = new Bitmap(dirty.size);
       this.#pages = this.#newPageMasks();
-      this.#setLiveCount(0);
+      this.#liveCount = 0;
+      this.#options.mirror?.replace(this.#live);
       const cut = this.#newCut(dirty, true, reader, pages);
       this.#cuts.add(cut);
       return cut;

@@ -1,9 +1,10 @@
 import { Bitmap } from "../../agent/core/mod.ts";
 import { ErrorCode, PresyncError } from "../../agent/errors.ts";
 import type { NbdAddress } from "../../agent/nbd/mod.ts";
-import type { Cut, Tracker } from "../../agent/tracker.ts";
+import type { Cut, TrackedChanges, Tracker } from "../../agent/tracker.ts";
 import { PageMasks, pageMasksSupported } from "../../agent/volume/page_masks.ts";
 import { blockCount } from "../../agent/volume/volume_identity.ts";
+import { DirtyMirror } from "./dirty_mirror.ts";
 import type { NbdTrackerOptions } from "./nbd_tracker.ts";
 import { owned, type WorkerCall, type WorkerReply } from "./_worker_protocol.ts";
 
@@ -22,8 +23,8 @@ export class WorkerNbdTracker implements Tracker {
   addresses: NbdAddress[] = [];
   readonly #worker: Worker;
   readonly #pending = new Map<number, Pending>();
-  /** Blocks marked since the last cut, kept by the worker (see `WorkerTrackerOptions`). */
-  readonly #dirtyCount = new Int32Array(new SharedArrayBuffer(4));
+  /** The live set, kept by the worker (see `WorkerTrackerOptions`). */
+  readonly #mirror: DirtyMirror;
   #nextId = 1;
   #closed = false;
   /** Set when the worker died: every later call fails with it. */
@@ -32,6 +33,7 @@ export class WorkerNbdTracker implements Tracker {
   private constructor(options: NbdTrackerOptions) {
     this.sizeBytes = options.identity.sizeBytes;
     this.blockSize = options.identity.blockSize;
+    this.#mirror = new DirtyMirror(blockCount(this));
     this.#worker = new Worker(new URL("./_tracker_worker.ts", import.meta.url).href, {
       type: "module",
     });
@@ -62,13 +64,13 @@ export class WorkerNbdTracker implements Tracker {
   static async create(options: NbdTrackerOptions): Promise<WorkerNbdTracker> {
     const tracker = new WorkerNbdTracker(options);
     try {
-      const { onError: _onError, onDirtyCount: _onDirtyCount, initialDirty, ...rest } = options;
+      const { onError: _onError, mirror: _mirror, initialDirty, ...rest } = options;
       const reply = await tracker.#call({
         op: "init",
         options: {
           ...rest,
           initialDirty: initialDirty?.serialize(),
-          dirtyCount: tracker.#dirtyCount.buffer as SharedArrayBuffer,
+          mirror: tracker.#mirror.buffer,
         },
       });
       tracker.addresses = (reply as { addresses: NbdAddress[] }).addresses;
@@ -99,8 +101,16 @@ export class WorkerNbdTracker implements Tracker {
     this.#pending.clear();
   }
 
-  dirtyBlocksNow(): number {
-    return Atomics.load(this.#dirtyCount, 0);
+  /** The worker's live set, read from shared memory: every write so far since the last cut. */
+  changesNow(): TrackedChanges {
+    return {
+      blocks: this.#mirror.toBitmap(),
+      asOfMs: Date.now(),
+      exact: true,
+      newBlocksPerSecond: 0,
+      rewritesPerSecond: 0,
+      lastCutOutside: 0,
+    };
   }
 
   async cut(): Promise<Cut> {

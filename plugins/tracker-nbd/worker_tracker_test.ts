@@ -156,8 +156,21 @@ seededTest(
   },
 );
 
+/** The tracker's set of blocks written since the last cut, as block numbers. */
+function changedNow(tracker: WorkerNbdTracker): number[] {
+  const changes = tracker.changesNow();
+  try {
+    assert.equal(changes.exact, true, "the NBD tracker sees every write");
+    return [...changes.blocks.extents()].flatMap(([start, length]) =>
+      Array.from({ length }, (_, i) => start + i)
+    );
+  } finally {
+    changes.blocks.free();
+  }
+}
+
 seededTest(
-  "worker tracker: dirtyBlocksNow counts exactly the blocks written since the last cut",
+  "worker tracker: changesNow is exactly the set of blocks written since the last cut",
   async (prng) => {
     const dir = await Deno.makeTempDir({ prefix: "presync-nbd-worker-" });
     const blocks = 8192;
@@ -173,8 +186,9 @@ seededTest(
     });
     const client = await NbdClient.connect(tracker.addresses[0], "t");
     try {
-      assert.equal(tracker.dirtyBlocksNow(), 0);
+      assert.deepEqual(changedNow(tracker), []);
       const written = new Set<number>();
+      const sorted = () => [...written].sort((a, b) => a - b);
       // Rewrites of a small hot range and writes anywhere, some across block boundaries.
       for (let i = 0; i < 60; i++) {
         const length = 1 + prng.int(3 * BLOCK);
@@ -182,15 +196,18 @@ seededTest(
         await client.write(offset, prng.fill(new Uint8Array(length)));
         const last = Math.floor((offset + length - 1) / BLOCK);
         for (let b = Math.floor(offset / BLOCK); b <= last; b++) written.add(b);
-        assert.equal(tracker.dirtyBlocksNow(), written.size, `after write ${i}`);
+        assert.deepEqual(changedNow(tracker), sorted(), `after write ${i}`);
       }
       const cut = await tracker.cut();
       assert.equal(cut.dirty.popcount(), written.size);
-      assert.equal(tracker.dirtyBlocksNow(), 0, "a cut starts a fresh dirty set");
-      // A write over more blocks than are tested one by one.
-      await client.write(100 * BLOCK, new Uint8Array(5000 * BLOCK).fill(7));
+      assert.deepEqual(changedNow(tracker), [], "a cut starts a fresh dirty set");
+      // A write over more blocks than are tested one by one, and one inside it again.
+      await client.write(100 * BLOCK + 7, new Uint8Array(5000 * BLOCK).fill(7));
       await client.write(200 * BLOCK, new Uint8Array(BLOCK).fill(8));
-      assert.equal(tracker.dirtyBlocksNow(), 5000);
+      const big = changedNow(tracker);
+      assert.equal(big.length, 5001);
+      assert.equal(big[0], 100);
+      assert.equal(big.at(-1), 5100);
       await cut.release();
     } finally {
       await client.close();

@@ -94,8 +94,8 @@ export class QemuBitmapTracker implements Tracker {
     return client;
   }
 
-  /** Unknown without reading QEMU's bitmap over NBD: status estimates it from the write rate. */
-  dirtyBlocksNow(): null {
+  /** Unknown without reading QEMU's bitmap over NBD: status estimates the writes from the write rate. */
+  changesNow(): null {
     return null;
   }
 

@@ -299,8 +299,8 @@ export class QemuTracker implements Tracker {
    * with the frozen bitmap and reads the dirty set from it. `QEMU_BITMAP_LOST` (retryable)
    * when someone removed the bitmap: the next call scans.
    */
-  /** Unknown without asking QEMU (a QMP round trip): status estimates it from the write rate. */
-  dirtyBlocksNow(): null {
+  /** Unknown without asking QEMU (a QMP round trip): status estimates the writes from the write rate. */
+  changesNow(): null {
     return null;
   }
 

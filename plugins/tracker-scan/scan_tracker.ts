@@ -4,7 +4,7 @@ import { DenoFileSystem } from "../../agent/fs/deno_file_system.ts";
 import type { FileHandle, FileSystem } from "../../agent/fs/file_system.ts";
 import { io, toIoError } from "../../agent/fs/io_error.ts";
 import { RateLimiter } from "../../agent/rate_limiter.ts";
-import type { Cut, Tracker } from "../../agent/tracker.ts";
+import type { Cut, TrackedChanges, Tracker } from "../../agent/tracker.ts";
 import type { ManifestFile } from "../../agent/volume/manifest_file.ts";
 import { blockCount, reseedHint, type VolumeIdentity } from "../../agent/volume/volume_identity.ts";
 import { loadCheckpoint, saveCheckpoint } from "./_scan_checkpoint.ts";
@@ -54,8 +54,22 @@ export interface ScanTrackerOptions {
    * written since. A failed pass is reported to `onError`; the next is scheduled as usual.
    */
   background?: { intervalMs: number; onError: (err: PresyncError) => void };
+  /**
+   * The generation in flight: its blocks and those the destination acknowledged (copies the
+   * tracker frees; null: none in flight), asked at the start of each background pass. A pass
+   * finds the unacknowledged ones changed (their manifest entries are updated as they are
+   * sent), so they are left out of {@linkcode ScanTracker.changesNow}, which is what changed
+   * besides them; the generation also splits the rate of new changes in two (outside it, and
+   * rewrites of its sent blocks).
+   */
+  inFlight?: () => { dirty: Bitmap; acked: Bitmap } | null;
   fs?: FileSystem;
 }
+
+/** Bytes in a GiB, the unit of a scan's measured speed. */
+const GIB = 2 ** 30;
+/** Weight of the newest pass in the smoothed scan speed. */
+const SPEED_SMOOTHING = 0.5;
 
 /** What the last scan pass cost, for predicting the next one. */
 export interface ScanCost {
@@ -74,6 +88,8 @@ export interface ScanCost {
   bytesHashed: number;
   /** Blocks found to differ from the baseline manifest. */
   dirtyBlocks: number;
+  /** When the pass started (ms since the epoch): every block written before is found. */
+  startedAtMs: number;
   /** Whether a trusted pre-filter table was used (false: every non-zero block was hashed). */
   prefiltered: boolean;
   /** When the pass ended (ms since the epoch). */
@@ -100,6 +116,24 @@ export class ScanTracker implements Tracker {
   readonly #limiter: RateLimiter;
   readonly #key: PrefilterKey | null;
   #lastScan: ScanCost | null = null;
+  /**
+   * What the last pass found changed since the last cut besides the generation in flight, and
+   * when that pass started (a cut's pass: nothing yet, as of its start); null before a pass.
+   */
+  #known: { blocks: Bitmap; asOfMs: number } | null = null;
+  /**
+   * Between the last two passes: blocks per second newly found changed outside the generation
+   * in flight, and the share per second of its acknowledged blocks found rewritten (null: not
+   * measured yet).
+   */
+  #rates: { newBlocksPerSecond: number; rewritesPerSecond: number } | null = null;
+  /** The last cut's dirty set (null before a cut): the latest generation once it committed. */
+  #lastCut: Bitmap | null = null;
+  /** Smoothed unthrottled seconds per GiB of image, of background and of cut passes. */
+  readonly #secondsPerGiB: { background: number | null; cut: number | null } = {
+    background: null,
+    cut: null,
+  };
   #closed = false;
   #timer: ReturnType<typeof setTimeout> | undefined;
   #background: Promise<void> | null = null;
@@ -145,9 +179,89 @@ export class ScanTracker implements Tracker {
     return image;
   }
 
-  /** Unknown: the scan finds changes only by reading the image at a cut. */
-  dirtyBlocksNow(): null {
-    return null;
+  /**
+   * What the last pass found changed since the last cut besides the generation in flight's
+   * unacknowledged blocks (as of its start; after a cut's pass, nothing as of its start), and
+   * for the writes since, the rates the last two passes measured (new blocks outside the
+   * generation in flight, rewrites of its sent blocks); null before any pass finished.
+   */
+  changesNow(): TrackedChanges | null {
+    if (!this.#known || this.#closed) return null;
+    let lastCutOutside = 0;
+    if (this.#lastCut) {
+      using outside = this.#lastCut.clone().andNot(this.#known.blocks);
+      lastCutOutside = outside.popcount();
+    }
+    return {
+      lastCutOutside,
+      blocks: this.#known.blocks.clone(),
+      asOfMs: this.#known.asOfMs,
+      exact: false,
+      newBlocksPerSecond: this.#rates?.newBlocksPerSecond ?? null,
+      rewritesPerSecond: this.#rates?.rewritesPerSecond ?? null,
+    };
+  }
+
+  /**
+   * A cut's scan from the measured speed of recent passes: smoothed unthrottled seconds per
+   * GiB of the background passes (those of cuts until one ran), times the image's GiB, and no
+   * less than the read-rate cap allows for what the last pass read; null before a pass.
+   */
+  cutSecondsEstimate(): number | null {
+    const perGiB = this.#secondsPerGiB.background ?? this.#secondsPerGiB.cut;
+    if (perGiB === null) return null;
+    const seconds = perGiB * this.sizeBytes / GIB;
+    const cap = this.#options.readRateBytesPerSecond ?? 0;
+    const read = this.#lastScan?.bytesRead ?? 0;
+    return cap > 0 ? Math.max(seconds, read / cap) : seconds;
+  }
+
+  /**
+   * Records a finished pass's speed and what it found (see {@linkcode changesNow}): `found` is
+   * a cut's dirty set (the cut's own: copied), or a background pass's blocks changed besides
+   * the unacknowledged ones of `inFlight` (the generation in flight at its start, or null;
+   * taken). Either measures the rates of new writes against the set before it: a cut's every
+   * interval, so they stay fresh between background passes.
+   */
+  #recordPass(
+    cost: ScanCost,
+    found: Bitmap,
+    inFlight: { dirty: Bitmap; acked: Bitmap } | null = null,
+  ): void {
+    this.#lastScan = cost;
+    const perGiB = Math.max(0, cost.seconds - cost.throttledSeconds) / (this.sizeBytes / GIB);
+    const before = this.#secondsPerGiB[cost.kind];
+    this.#secondsPerGiB[cost.kind] = before === null
+      ? perGiB
+      : SPEED_SMOOTHING * perGiB + (1 - SPEED_SMOOTHING) * before;
+    const known = this.#known;
+    if (known && cost.startedAtMs > known.asOfMs) {
+      const seconds = (cost.startedAtMs - known.asOfMs) / 1000;
+      using fresh = found.clone().andNot(known.blocks);
+      let rewritesPerSecond = 0;
+      // The latest generation: the one in flight, else the last cut (committed since).
+      const generation = inFlight?.dirty ?? this.#lastCut;
+      const atDestination = inFlight?.acked ?? this.#lastCut;
+      if (generation && atDestination && generation.size === fresh.size) {
+        using sent = atDestination.clone().andNot(known.blocks);
+        const candidates = sent.popcount();
+        if (candidates > 0) {
+          // The share rewritten, as a rate per block (each is rewritten once at most).
+          const share = Math.min(sent.and(fresh).popcount(), candidates) / (candidates + 1);
+          if (share > 0) rewritesPerSecond = -Math.log(1 - share) / seconds;
+        }
+        fresh.andNot(generation);
+      }
+      this.#rates = { newBlocksPerSecond: fresh.popcount() / seconds, rewritesPerSecond };
+    }
+    known?.blocks.free();
+    if (cost.kind === "cut") {
+      // Everything found is the new generation's; what changes next is new.
+      this.#lastCut?.free();
+      this.#lastCut = found.clone();
+      found = new Bitmap(found.size);
+    }
+    this.#known = { blocks: found, asOfMs: cost.startedAtMs };
   }
 
   /** Stops a background pass (keeping what it settled) and scans the whole image. */
@@ -205,7 +319,7 @@ export class ScanTracker implements Tracker {
     const every = this.#options.checkpointEveryBytes ?? 2 ** 30;
     let sinceCheckpoint = 0;
     try {
-      await this.#pass(
+      const cost = await this.#pass(
         "cut",
         image,
         dirty,
@@ -221,6 +335,7 @@ export class ScanTracker implements Tracker {
         signal,
       );
       if (checkpointPath) await io("remove scan checkpoint", () => this.#fs.remove(checkpointPath));
+      this.#recordPass(cost, dirty);
       return dirty;
     } catch (err) {
       dirty.free();
@@ -228,7 +343,7 @@ export class ScanTracker implements Tracker {
     }
   }
 
-  /** One pass from `startBlock`, recorded as the last scan when it finishes. */
+  /** One pass from `startBlock`; what it cost. */
   async #pass(
     kind: ScanCost["kind"],
     image: FileHandle,
@@ -236,9 +351,10 @@ export class ScanTracker implements Tracker {
     startBlock: number,
     afterPiece?: (table: PrefilterTable | null, next: number, bytes: number) => Promise<void>,
     signal?: AbortSignal,
-  ): Promise<void> {
+  ): Promise<ScanCost> {
     const { identity, manifest, prefilter } = this.#options;
     const started = performance.now();
+    const startedAtMs = Date.now();
     const table = prefilter && this.#key
       ? await PrefilterTable.open(this.#fs, prefilter.tablePath, identity, this.#key.id)
       : null;
@@ -262,7 +378,7 @@ export class ScanTracker implements Tracker {
         afterPiece: afterPiece && ((next, bytes) => afterPiece(table, next, bytes)),
         signal,
       });
-      this.#lastScan = {
+      const cost: ScanCost = {
         kind,
         seconds: (performance.now() - started) / 1000,
         throttledSeconds: stats.throttledMs / 1000,
@@ -272,8 +388,10 @@ export class ScanTracker implements Tracker {
         bytesHashed: stats.bytesHashed,
         dirtyBlocks: dirty.popcount(),
         prefiltered,
+        startedAtMs,
         endedAtMs: Date.now(),
       };
+      return cost;
     } finally {
       second?.close();
       table?.close();
@@ -297,15 +415,26 @@ export class ScanTracker implements Tracker {
     this.#abortBackground = abort;
     let image: FileHandle | null = null;
     using dirty = new Bitmap(blockCount(this.#options.identity));
+    // Asked before the pass reads anything: a block of it the pass finds is one still unsent.
+    const asked = this.#options.inFlight?.() ?? null;
+    const inFlight = asked?.dirty.size === dirty.size ? asked : null;
     try {
       image = await this.#openImage();
-      await this.#pass("background", image, dirty, 0, undefined, abort.signal);
+      const cost = await this.#pass("background", image, dirty, 0, undefined, abort.signal);
+      const found = dirty.clone();
+      if (inFlight) {
+        using unacked = inFlight.dirty.clone().andNot(inFlight.acked);
+        found.andNot(unacked);
+      }
+      this.#recordPass(cost, found, inFlight);
     } catch (err) {
       // Being stopped by a cut is not a failure; anything else is reported.
       if (!(abort.signal.aborted && err === abort.signal.reason)) {
         onError(toIoError(err, "background scan"));
       }
     } finally {
+      asked?.dirty.free();
+      asked?.acked.free();
       image?.close();
       this.#abortBackground = null;
       if (!abort.signal.aborted) this.#schedule();
@@ -328,6 +457,10 @@ export class ScanTracker implements Tracker {
   async close(): Promise<void> {
     this.#closed = true;
     await this.#stopBackground();
+    this.#known?.blocks.free();
+    this.#known = null;
+    this.#lastCut?.free();
+    this.#lastCut = null;
     this.#key?.free();
   }
 }

@@ -1,0 +1,70 @@
+import { Bitmap } from "../../agent/core/mod.ts";
+
+/**
+ * A copy of the NBD tracker's live bitmap in shared memory, kept by the thread that runs the
+ * tracker (the only writer) and read by another (status on the main thread) without a message
+ * round trip: a count of the set's blocks and its bits in the {@linkcode Bitmap.toBytes}
+ * layout. A reader racing a write sees the set just before or just after it; one racing a
+ * cut may see a mix of the old set and the new one for that instant (status takes it as an
+ * estimate; cuts never read it).
+ *
+ * @example
+ * ```ts
+ * import { DirtyMirror } from "./dirty_mirror.ts";
+ * const mirror = new DirtyMirror(100);
+ * mirror.mark(10, 3, 3);
+ * using blocks = mirror.toBitmap();
+ * console.assert(mirror.count() === 3 && blocks.get(11));
+ * ```
+ */
+export class DirtyMirror {
+  /** Blocks in the volume. */
+  readonly blocks: number;
+  /** The shared memory: 4 bytes of count, then the bits. Send it to the other thread. */
+  readonly buffer: SharedArrayBuffer;
+  readonly #count: Int32Array;
+  readonly #bits: Uint8Array;
+
+  /** A mirror of an empty set of `blocks` blocks, or one over `buffer` (another thread's). */
+  constructor(blocks: number, buffer?: SharedArrayBuffer) {
+    const bytes = 4 + Math.ceil(blocks / 8);
+    if (buffer && buffer.byteLength !== bytes) {
+      throw new RangeError(
+        `a dirty mirror of ${blocks} blocks takes ${bytes} bytes: received ${buffer.byteLength}`,
+      );
+    }
+    this.blocks = blocks;
+    this.buffer = buffer ?? new SharedArrayBuffer(bytes);
+    this.#count = new Int32Array(this.buffer, 0, 1);
+    this.#bits = new Uint8Array(this.buffer, 4);
+  }
+
+  /** Blocks in the set. */
+  count(): number {
+    return Atomics.load(this.#count, 0);
+  }
+
+  /** Adds blocks `first … first+length-1`; `count` is the set's size after it. */
+  mark(first: number, length: number, count: number): void {
+    const end = first + length;
+    for (let block = first; block < end;) {
+      const byte = block >> 3;
+      const bit = block & 7;
+      const take = Math.min(8 - bit, end - block);
+      Atomics.or(this.#bits, byte, ((1 << take) - 1) << bit);
+      block += take;
+    }
+    Atomics.store(this.#count, 0, count);
+  }
+
+  /** Makes the mirror equal `set` (at start, and at a cut: an empty set). */
+  replace(set: Bitmap): void {
+    this.#bits.set(set.toBytes());
+    Atomics.store(this.#count, 0, set.popcount());
+  }
+
+  /** The set as a bitmap (the caller's to free). */
+  toBitmap(): Bitmap {
+    return Bitmap.fromBytes(this.#bits.slice(), this.blocks);
+  }
+}
