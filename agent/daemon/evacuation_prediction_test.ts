@@ -6,7 +6,7 @@ import {
   predictEvacuation,
   type PredictionInputs,
 } from "./evacuation_prediction.ts";
-import type { FreshCount } from "./fresh_blocks.ts";
+import { countFresh, type FreshCount } from "./fresh_blocks.ts";
 import { LinkProbe, PROBE_EVERY_MS, PROBE_MS } from "./link_probe.ts";
 
 const KiB = 1024;
@@ -52,14 +52,7 @@ function truth(s: Scenario, blocks: number, generations: number[]): number {
 
 /** `blocks` written since the last cut, from the write-rate estimate (no overlap known). */
 function estimated(blocks: number): FreshCount {
-  return {
-    blocks,
-    estimatedBlocks: blocks,
-    unackedOverlap: 0,
-    generationOverlap: 0,
-    source: "write_rate",
-    asOfSeconds: null,
-  };
+  return countFresh(null, null, 0, { freshBlocks: blocks, blocksPerSecond: null });
 }
 
 function inputs(s: Scenario, overrides: Partial<PredictionInputs>): PredictionInputs {

@@ -1,21 +1,14 @@
 import assert from "node:assert/strict";
 import { Bitmap } from "../core/mod.ts";
-import type { FreshCount } from "./fresh_blocks.ts";
+import { countFresh, type FreshCount } from "./fresh_blocks.ts";
 import { type VolumeSnapshot, volumeStatus } from "./volume_status.ts";
 
 const KiB = 1024;
 const MiB = 1024 * KiB;
 
-/** `blocks` written since the last cut, from the write-rate estimate. */
+/** `blocks` written since the last cut, from the write-rate estimate (no overlap known). */
 function estimated(blocks: number): FreshCount {
-  return {
-    blocks,
-    estimatedBlocks: blocks,
-    unackedOverlap: 0,
-    generationOverlap: 0,
-    source: "write_rate",
-    asOfSeconds: null,
-  };
+  return countFresh(null, null, 0, { freshBlocks: blocks, blocksPerSecond: null });
 }
 
 function snapshot(overrides: Partial<VolumeSnapshot> = {}): VolumeSnapshot {
