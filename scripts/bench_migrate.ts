@@ -89,6 +89,62 @@ function watchPause(source: QmpClient, destination: QmpClient): Promise<number> 
   );
 }
 
+/** One step of a migration's switchover on this host's wall clock, ms. */
+interface Step {
+  what: string;
+  atMs: number;
+}
+
+/** Records the QMP events of `qmp` as steps named `site EVENT[ status]`. */
+function recordEvents(qmp: QmpClient, site: string, into: Step[]): void {
+  qmp.onEvent((e) => {
+    // The qmp tracker's fleece jobs change state a dozen times per cut: its log says enough.
+    if (e.event === "JOB_STATUS_CHANGE") return;
+    const status = e.event === "MIGRATION" ? ` ${(e.data as { status?: string }).status}` : "";
+    into.push({ what: `${site} QMP ${e.event}${status}`, atMs: e.timestampMs });
+  });
+}
+
+/** The steps a presync process logged (JSON lines with an ISO `time`). */
+function loggedSteps(process: PresyncProcess, site: string): Step[] {
+  const steps: Step[] = [];
+  for (const line of jsonLines(process)) {
+    const atMs = Date.parse(String(line.time));
+    if (line.event === "migration_step") {
+      const { time: _t, level: _l, event: _e, step: _s, ...fields } = line;
+      const shown = ["pre-switchover", "figures"].includes(String(line.step))
+        ? ` ${JSON.stringify(fields)}`
+        : "";
+      steps.push({ what: `${site} presync ${line.step}${shown}`, atMs });
+      if (line.step === "tunnel-ended") {
+        steps.push({ what: `${site} tunnel: last byte sent`, atMs: Number(line.sendEndedAtMs) });
+      }
+    } else if (line.event === "migration_received") {
+      steps.push({
+        what: `${site} tunnel: last byte delivered to QEMU`,
+        atMs: Number(line.receiveEndedAtMs),
+      });
+    } else if (line.event === "evacuation_step" || line.event === "final_cut_detached") {
+      steps.push({ what: `${site} presync ${line.event} ${line.step ?? ""}`.trim(), atMs });
+    } else if (line.event === "export_started") {
+      steps.push({ what: `${site} presync export switched to the final generation`, atMs });
+    }
+  }
+  return steps;
+}
+
+/**
+ * The switchover's steps from the source's `STOP` on, in time order, ms after it (steps before
+ * the `STOP`, e.g. the memory phase's, are left out).
+ */
+function timelineOf(steps: Step[]): { what: string; ms: number }[] {
+  const stop = steps.find((s) => s.what === "source QMP STOP");
+  if (!stop) return [];
+  return steps.filter((s) => s.atMs >= stop.atMs - 1 && Number.isFinite(s.atMs) && s.atMs > 0)
+    .sort((a, b) => a.atMs - b.atMs)
+    .map((s) => ({ what: s.what, ms: Math.round(s.atMs - stop.atMs) }));
+}
+
 /** Polls `query-migrate` until it completes; returns QEMU's last answer. */
 async function untilCompleted(qmp: QmpClient): Promise<Record<string, unknown>> {
   const deadline = Date.now() + 900_000;
@@ -293,6 +349,13 @@ async function presyncMigration(
       60_000,
     );
     const dq = await qmpOf(dst);
+    const steps: Step[] = [];
+    recordEvents(sq, "source", steps);
+    recordEvents(dq, "destination", steps);
+    // The destination's MIGRATION events, when QEMU lets them be turned on while incoming.
+    const destinationEvents = await dq.execute("migrate-set-capabilities", {
+      capabilities: [{ capability: "events", state: true }],
+    }).then(() => true, () => false);
     const pause = watchPause(sq, dq);
     const migrate = new PresyncProcess([
       "migrate",
@@ -320,7 +383,12 @@ async function presyncMigration(
     await dq.close();
     // The guest goes on at the destination.
     await dst.waitFor(/PRESYNC-ROUND \d+ durable/, 300_000);
-    return { ...report, tracker, guestPauseMs, preSyncSeconds, ram };
+    const timeline = timelineOf([
+      ...steps,
+      ...loggedSteps(cluster.agent, "source"),
+      ...loggedSteps(cluster.serve, "destination"),
+    ]);
+    return { ...report, tracker, guestPauseMs, preSyncSeconds, ram, destinationEvents, timeline };
   } finally {
     await exporter?.kill("SIGTERM");
     await cluster.stop();
@@ -367,6 +435,13 @@ try {
     `\n| contender | total s | QEMU downtime ms | guest pause ms | memory bytes | disk bytes |\n` +
       `| --- | --- | --- | --- | --- | --- |\n${rows.join("\n")}\n`,
   );
+  for (const r of runs) {
+    console.log(
+      `\n${r.tracker} tracker, the switchover on one clock (ms after the source's STOP):\n` +
+        `| ms | step |\n| --- | --- |\n` +
+        r.timeline.map((s) => `| ${s.ms} | ${s.what} |`).join("\n") + "\n",
+    );
+  }
   for (const r of runs) {
     const line = [
       `${r.tracker}: RAM pages found in the disk ${(r.ram.share * 100).toFixed(1)} %` +

@@ -452,6 +452,7 @@ export class SourceAgent {
       codec: this.#config.codec,
       codecs: [this.#config.codec, createNoneCodec()],
       request,
+      log: this.#config.log,
       evacuate: () => {
         let finalCut: Promise<unknown> = Promise.resolve();
         const done = volume.evacuate({

@@ -47,6 +47,14 @@ export interface TunnelStats {
   receivedRawBytes: number;
   /** Bytes of records received. */
   receivedWireBytes: number;
+  /**
+   * When the sending direction ended, its end passed on (the last record and the FIN handed
+   * to the transport), wall clock ms (`Date.now()`, comparable with QEMU's event times and
+   * the other site's log); 0 while it runs.
+   */
+  sendEndedAtMs: number;
+  /** When the receiving direction ended, its last byte written to `local`, wall clock ms. */
+  receiveEndedAtMs: number;
 }
 
 /**
@@ -80,6 +88,8 @@ export async function runMemoryTunnel(
     sentWireBytes: 0,
     receivedRawBytes: 0,
     receivedWireBytes: 0,
+    sendEndedAtMs: 0,
+    receiveEndedAtMs: 0,
   };
   const stop = new AbortController();
   const onAbort = () => stop.abort(options.signal?.reason ?? "aborted");
@@ -117,7 +127,7 @@ export async function runMemoryTunnel(
           records.push(record);
         }
         return records;
-      }).catch(fail),
+      }).then(() => stats.sendEndedAtMs = Date.now(), fail),
       pump(
         remote.readable.pipeThrough(new RecordSplitter()),
         local.writable,
@@ -133,7 +143,7 @@ export async function runMemoryTunnel(
         },
         // A socket QEMU closed already has no write direction left to end.
         local.closeWrite && (() => local.closeWrite!().catch(() => {})),
-      ).catch(fail),
+      ).then(() => stats.receiveEndedAtMs = Date.now(), fail),
     ]);
     if (failure === undefined && options.signal?.aborted) failure = options.signal.reason;
   } finally {

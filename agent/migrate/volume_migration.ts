@@ -1,5 +1,6 @@
 import type { Codec } from "../codec/mod.ts";
 import { ErrorCode, PresyncError } from "../errors.ts";
+import type { Logger } from "../log.ts";
 import { errorFromReply } from "../net/sync_protocol.ts";
 import { QmpClient } from "../qemu/mod.ts";
 import { Priority } from "../wire/frame.ts";
@@ -50,6 +51,8 @@ export interface VolumeMigrationOptions {
   /** Codecs to decode what comes back. */
   codecs: readonly Codec[];
   request: MigrateRequest;
+  /** Where the migration's steps are logged (see `VmMigrationOptions.log`). */
+  log?: Logger;
   /**
    * Starts the volume's evacuation without its hook (the VM is paused by the migration):
    * `finalCut` resolves once the final generation is cut (its `begin` goes out next),
@@ -102,6 +105,7 @@ export async function migrateVolume(options: VolumeMigrationOptions): Promise<Mi
       tunnel: { codec: options.codec, codecs: options.codecs, linkClosed: session.closed },
       timeoutMs: (options.request.timeoutSeconds ?? 600) * 1000,
       maxBandwidthBytesPerSecond: options.request.maxBandwidthBytesPerSecond,
+      log: options.log,
       switchover: async () => {
         evacuation = options.evacuate();
         evacuation.done.catch(() => {});
