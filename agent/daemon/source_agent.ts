@@ -453,12 +453,13 @@ export class SourceAgent {
       codecs: [this.#config.codec, createNoneCodec()],
       request,
       log: this.#config.log,
-      evacuate: () => {
+      evacuate: (sendAfter) => {
         let finalCut: Promise<unknown> = Promise.resolve();
         const done = volume.evacuate({
           skipHook: true,
           onStart: (evacuation) => {
             finalCut = evacuation.finalCut;
+            evacuation.sendAfter = sendAfter;
             // A point-in-time cut reads through the tracker's view in QEMU (the qmp tracker's
             // fleece), which QEMU cannot complete with: copy its blocks first.
             evacuation.detachFinalCut = async (cut) => {

@@ -35,6 +35,12 @@ export interface MemoryTunnelOptions {
    * finished by then aborts, even while its local end is idle.
    */
   linkClosed?: Promise<unknown>;
+  /**
+   * Called once the sending direction ended cleanly: its last record and the FIN were handed
+   * to `remote` (e.g. the session's transport), so whatever is sent after on that link
+   * queues behind them.
+   */
+  onSendEnded?: () => void;
 }
 
 /** Byte counts of a tunnel, one direction each. */
@@ -127,7 +133,10 @@ export async function runMemoryTunnel(
           records.push(record);
         }
         return records;
-      }).then(() => stats.sendEndedAtMs = Date.now(), fail),
+      }).then(() => {
+        stats.sendEndedAtMs = Date.now();
+        options.onSendEnded?.();
+      }, fail),
       pump(
         remote.readable.pipeThrough(new RecordSplitter()),
         local.writable,

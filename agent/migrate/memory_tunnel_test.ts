@@ -110,13 +110,17 @@ async function writePieces(
 }
 
 seededTest(
-  "memory tunnel: both directions arrive intact, compressed, and end cleanly",
+  "memory tunnel: both directions arrive intact, compressed, and end cleanly; the end of sending is told",
   async (prng) => {
     const l = await link();
     try {
       const data = migrationData(prng, 3 * 1024 * 1024);
       const returnPath = prng.fill(new Uint8Array(5000));
-      const sending = runMemoryTunnel(l.sourceEnd.end, l.source, l.options(l.client));
+      let sendEnds = 0;
+      const sending = runMemoryTunnel(l.sourceEnd.end, l.source, {
+        ...l.options(l.client),
+        onSendEnded: () => sendEnds++,
+      });
       const written = writePieces(prng, l.sourceEnd.writable, data);
       const stream = await l.accept();
       const receiving = runMemoryTunnel(l.destinationEnd.end, stream, l.options(l.server));
@@ -133,6 +137,10 @@ seededTest(
       assert.equal(received.receivedRawBytes, data.length);
       assert.equal(received.receivedWireBytes, sent.sentWireBytes);
       assert.equal(sent.receivedRawBytes, returnPath.length);
+      assert.equal(sendEnds, 1, "the end of sending is told once");
+      for (const at of [sent.sendEndedAtMs, received.receiveEndedAtMs]) {
+        assert.ok(at > 0 && at <= Date.now(), `an end time on the wall clock: ${at}`);
+      }
       assert.ok(
         sent.sentWireBytes < data.length * 0.8,
         `compressible data: ${sent.sentWireBytes} bytes on the wire for ${data.length}`,
@@ -193,11 +201,15 @@ seededTest(
 );
 
 seededTest(
-  "memory tunnel: the source QEMU failing resets the stream; the peer aborts",
+  "memory tunnel: the source QEMU failing resets the stream; the peer aborts; no end of sending is told",
   async (prng) => {
     const l = await link();
     try {
-      const sending = runMemoryTunnel(l.sourceEnd.end, l.source, l.options(l.client));
+      let sendEnds = 0;
+      const sending = runMemoryTunnel(l.sourceEnd.end, l.source, {
+        ...l.options(l.client),
+        onSendEnded: () => sendEnds++,
+      });
       const writer = l.sourceEnd.writable.getWriter();
       await writer.write(migrationData(prng, 200_000));
       const stream = await l.accept();
@@ -209,6 +221,7 @@ seededTest(
         assertRejectsCode(sending, ErrorCode.MIGRATION_ABORTED),
       );
       assert.match(err.message, /qemu exited/);
+      assert.equal(sendEnds, 0, "a send that failed is not told as ended");
       await within("the peer", assertRejectsCode(receiving, ErrorCode.MIGRATION_ABORTED));
     } finally {
       l.close();
