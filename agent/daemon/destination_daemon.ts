@@ -12,7 +12,6 @@ import {
 import { type NbdAddress, NbdServer, nbdUri } from "../nbd/mod.ts";
 import type { FinalGeneration } from "../net/evacuation_finals.ts";
 import { type Logger, sessionLoggerOf } from "../log.ts";
-import { BulkNarrowing } from "../net/bulk_narrowing.ts";
 import { SyncServer } from "../net/sync_server.ts";
 import type { ReplicaStore } from "../store/replica_store.ts";
 import { ManifestFile } from "../volume/manifest_file.ts";
@@ -32,13 +31,6 @@ import type {
 } from "../wire/transport.ts";
 import { type MetricFamily, renderMetrics } from "./metrics.ts";
 import { type VolumeListing, volumeListing } from "../store/volume_listing.ts";
-
-/**
- * A VM's memory stream's receive window over the link's bandwidth-delay product: what QEMU
- * sends last queues behind (headroom − 1) × one round trip of memory (measured in
- * docs/BENCHMARKS.md, "Migration downtime: the tunnel's queue").
- */
-const MEMORY_WINDOW_HEADROOM = 1.25;
 
 /** Where and how {@linkcode DestinationDaemon.export} serves a volume. */
 export interface ExportRequest {
@@ -115,42 +107,12 @@ export class DestinationDaemon {
       await writeTunnelHeader(stream.writable, { ok: true });
       log("info", "migration_incoming", { volume, incoming });
       const codec = this.#codecs[0];
-      let received = 0;
-      const counted = rest.pipeThrough(
-        new TransformStream<Uint8Array, Uint8Array>({
-          transform(chunk, controller) {
-            received += chunk.length;
-            controller.enqueue(chunk);
-          },
-        }),
-      );
-      // The memory stream's window follows the link's bandwidth-delay product (×1.25, where
-      // bulk's has ×1.5), so the last state QEMU sends queues behind about a quarter of a
-      // round trip of memory instead of the whole default window; it starts wide, so the
-      // first rate sample measures the link.
-      let receiving = true;
-      const narrowing = new BulkNarrowing({
-        startBytes: session.streamWindowBytes,
-        headroom: MEMORY_WINDOW_HEADROOM,
+      const stats = await receiveVm(incoming, { readable: rest, writable: stream.writable }, {
+        codec,
+        codecs: this.#codecs,
+        linkClosed: session.closed,
       });
-      narrowing.narrow(volume, Infinity, {
-        ping: () => session.ping(),
-        defaultWindowBytes: session.streamWindowBytes,
-        setReceiveWindow: (bytes) => stream.setReceiveWindow(bytes),
-        receivedBytes: () => received,
-        current: () => receiving,
-      });
-      try {
-        const stats = await receiveVm(incoming, { readable: counted, writable: stream.writable }, {
-          codec,
-          codecs: this.#codecs,
-          linkClosed: session.closed,
-        });
-        log("info", "migration_received", { volume, ...stats });
-      } finally {
-        receiving = false;
-        narrowing.widen(volume);
-      }
+      log("info", "migration_received", { volume, ...stats });
     } catch (err) {
       log("warn", "migration_failed", { volume, error: String(err) });
       await writeTunnelHeader(stream.writable, errorReply(err)).catch(() => {});

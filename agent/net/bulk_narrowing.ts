@@ -1,4 +1,4 @@
-import { BulkWindowController, type BulkWindowOptions } from "../wire/bulk_window_controller.ts";
+import { BulkWindowController } from "../wire/bulk_window_controller.ts";
 
 /** How often a narrowed window follows the measured rate, ms. */
 const NARROW_INTERVAL_MS = 250;
@@ -26,12 +26,6 @@ export interface NarrowedStream {
 export class BulkNarrowing {
   readonly #until = new Map<string, number>();
   readonly #running = new WeakSet<NarrowedStream>();
-  readonly #window: BulkWindowOptions;
-
-  /** `window`: how each stream's window starts and follows the rate (default: bulk's). */
-  constructor(window: BulkWindowOptions = {}) {
-    this.#window = window;
-  }
 
   /** Keeps `name`'s bulk stream narrow until `untilMs` (`performance.now()` clock). */
   narrow(name: string, untilMs: number, stream?: NarrowedStream): void {
@@ -63,7 +57,7 @@ export class BulkNarrowing {
         // The stream ended; nothing to narrow.
       }
     };
-    const controller = new BulkWindowController(this.#window);
+    const controller = new BulkWindowController();
     set(controller.startBytes);
     controller.update(stream.receivedBytes(), performance.now(), Infinity);
     while (this.#active(name, stream)) {

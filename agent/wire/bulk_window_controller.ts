@@ -6,30 +6,22 @@ export interface BulkWindowOptions {
   minBytes?: number;
   /** Arrival-rate samples looked back over; the highest counts (default 8). */
   samples?: number;
-  /**
-   * The window over the bandwidth-delay product (default 1.5): more keeps the link full
-   * while window updates are on their way, less queues less ahead of the stream's last byte.
-   */
-  headroom?: number;
 }
 
 /**
  * A narrow receive window for a bulk stream, near the link's bandwidth-delay product instead
  * of the session's default (sized for throughput): the sender then keeps only about that much
  * bulk in the network, so an on-demand answer (a postcopy fetch) waits behind about one round
- * trip of bulk instead of seconds of it (a VM's memory stream uses it too, so QEMU's last
- * state does not queue behind its own earlier pages). The window follows the highest arrival
- * rate of the recent samples times the smallest RTT seen, × a headroom (1.5 by default) so the
- * link stays full (windows are granted back in quarters: between 3/4 and all of it is in
- * flight). Pure: the caller feeds the bytes received so far, the time and RTT samples, and
- * applies the window.
+ * trip of bulk instead of seconds of it. The window follows the highest arrival rate of the
+ * recent samples times the smallest RTT seen, ×1.5 so the link stays full (windows are
+ * granted back in quarters: between 3/4 and all of it is in flight). Pure: the caller feeds
+ * the bytes received so far, the time and RTT samples, and applies the window.
  */
 export class BulkWindowController {
   /** The window to apply before the first sample, bytes. */
   readonly startBytes: number;
   readonly #minBytes: number;
   readonly #samples: number;
-  readonly #headroom: number;
   readonly #rates: number[] = [];
   #minRttMs = Infinity;
   #last: { atMs: number; received: number } | null = null;
@@ -38,7 +30,6 @@ export class BulkWindowController {
     this.startBytes = options.startBytes ?? 512 * 1024;
     this.#minBytes = options.minBytes ?? 128 * 1024;
     this.#samples = options.samples ?? 8;
-    this.#headroom = options.headroom ?? 1.5;
   }
 
   /**
@@ -54,6 +45,6 @@ export class BulkWindowController {
     this.#rates.push((receivedBytes - last.received) / ((nowMs - last.atMs) / 1000));
     if (this.#rates.length > this.#samples) this.#rates.shift();
     const rate = Math.max(...this.#rates);
-    return Math.round(Math.max(this.#minBytes, this.#headroom * rate * this.#minRttMs / 1000));
+    return Math.round(Math.max(this.#minBytes, 1.5 * rate * this.#minRttMs / 1000));
   }
 }

@@ -26,10 +26,3 @@ Deno.test("bulk window: never below the minimum, even on an idle stream", () => 
   c.update(0, 0, 5);
   assert.equal(c.update(0, 250, 5), 128 * 1024);
 });
-
-Deno.test("bulk window: a given start and headroom replace 512 KiB and ×1.5", () => {
-  const c = new BulkWindowController({ startBytes: 4 * MiB, headroom: 1.25 });
-  assert.equal(c.update(0, 0, Infinity), 4 * MiB);
-  // 12.5 MB/s at 150 ms: 1.875 MB in flight, ×1.25.
-  assert.equal(c.update(12.5e6 / 4, 250, 150), Math.round(1.25 * 12.5e6 * 0.15));
-});
