@@ -15,8 +15,13 @@
  * ```sh
  * npx -y deno@2.9.6 run -A scripts/bench_migrate.ts [--disk-mib 256] [--ram-mib 256] \
  *   [--rate-mbit 100] [--rtt-ms 150] [--tracker qmp|scan|both] [--skip-qemu] \
- *   [--qemu-mirror-timeout 300]
+ *   [--qemu-mirror-timeout 300] [--skip-ram-match] [--baseline DIR] [--rounds 1]
  * ```
+ *
+ * `--baseline DIR` runs every presync migration a second time with the presync of another
+ * checkout (e.g. `git archive main | tar -x -C DIR`), the two alternating in each of
+ * `--rounds` rounds, and prints each one's switchover on one clock (the timeline) and the tail:
+ * the source QEMU's `completed` to the destination's `RESUME`.
  *
  * QEMU's contender uses two emulated links of that shape (one for NBD, one for the migration
  * stream): the mirror's bulk is over before the migration starts, so they barely overlap.
@@ -49,6 +54,9 @@ const { values } = parseArgs({
     "skip-qemu": { type: "boolean", default: false },
     tracker: { type: "string", default: "qmp" },
     "qemu-mirror-timeout": { type: "string", default: "300" },
+    "skip-ram-match": { type: "boolean", default: false },
+    baseline: { type: "string" },
+    rounds: { type: "string", default: "1" },
   },
 });
 const diskMiB = Number(values["disk-mib"]);
@@ -65,6 +73,12 @@ const link = {
   rateBitsPerSecond: Number(values["rate-mbit"]) * 1e6,
   queueBytes: 512 * 1024,
 };
+
+/** A presync to run: this tree's, or the baseline's (another checkout's `agent/main.ts`). */
+interface Variant {
+  name: string;
+  main?: string;
+}
 
 /** The guest's disk, written once and copied for each contender. */
 async function template(root: string, prng: Prng): Promise<string> {
@@ -294,8 +308,10 @@ async function presyncMigration(
   image: GuestImage,
   disk: string,
   tracker: "qmp" | "scan",
+  variant: Variant,
+  round: number,
 ) {
-  const dir = `${root}/presync-${tracker}`;
+  const dir = `${root}/presync-${tracker}-${variant.name}-${round}`;
   await Deno.mkdir(`${dir}/src`, { recursive: true });
   await Deno.mkdir(`${dir}/dst`);
   const source = `${dir}/source.img`;
@@ -314,6 +330,7 @@ async function presyncMigration(
     wan: { up: link, down: link },
     agentArgs: ["--interval", "5"],
     idleTimeoutSeconds: 10,
+    main: variant.main,
   });
   let exporter: PresyncProcess | null = null;
   try {
@@ -326,7 +343,9 @@ async function presyncMigration(
     );
     const preSyncSeconds = (performance.now() - syncStart) / 1000;
     const sq = await qmpOf(src, 1);
-    const ram = await ramInDisk(sq, `${dir}/store/vm/image`, `${dir}/ram.dump`);
+    const ram = values["skip-ram-match"]
+      ? null
+      : await ramInDisk(sq, `${dir}/store/vm/image`, `${dir}/ram.dump`);
     const nbd = `${dir}/dst/disk.sock`;
     const incoming = `${dir}/dst/incoming.sock`;
     exporter = cluster.startPostcopyExport(nbd, ["--writable", "--early", "--incoming", incoming]);
@@ -367,7 +386,7 @@ async function presyncMigration(
       "--timeout",
       "900",
       "--json",
-    ]);
+    ], { main: variant.main });
     const status = await migrate.wait(960_000, "presync migrate");
     if (status.code !== 0) throw new Error(`presync migrate failed:\n${migrate.output}`);
     const report = jsonLines(migrate).at(-1)! as {
@@ -388,7 +407,20 @@ async function presyncMigration(
       ...loggedSteps(cluster.agent, "source"),
       ...loggedSteps(cluster.serve, "destination"),
     ]);
-    return { ...report, tracker, guestPauseMs, preSyncSeconds, ram, destinationEvents, timeline };
+    const at = (what: string) => timeline.find((s) => s.what === what)?.ms ?? NaN;
+    const tailMs = at("destination QMP RESUME") - at("source QMP MIGRATION completed");
+    return {
+      ...report,
+      tracker,
+      variant: variant.name,
+      round,
+      guestPauseMs,
+      tailMs,
+      preSyncSeconds,
+      ram,
+      destinationEvents,
+      timeline,
+    };
   } finally {
     await exporter?.kill("SIGTERM");
     await cluster.stop();
@@ -405,11 +437,24 @@ try {
     `guest: ${diskMiB} MiB disk, ${ramMiB} MiB RAM, writing files; link ` +
       `${values["rate-mbit"]} Mbit/s, ${values["rtt-ms"]} ms RTT; load ${load}`,
   );
-  const runs = [];
-  for (const tracker of trackers) {
-    const run = await presyncMigration(root, image, disk, tracker);
-    console.log(`presync migrate (${tracker} tracker): ${JSON.stringify(run)}`);
-    runs.push(run);
+  const ours: Variant = { name: "ours" };
+  const variants: Variant[] = values.baseline
+    ? [{ name: "baseline", main: `${values.baseline}/agent/main.ts` }, ours]
+    : [ours];
+  const runs: Awaited<ReturnType<typeof presyncMigration>>[] = [];
+  for (let round = 1; round <= Number(values.rounds); round++) {
+    for (const tracker of trackers) {
+      // Alternating which goes first, so a drift in the machine's load favours neither.
+      const order = round % 2 === 1 ? variants : [...variants].reverse();
+      for (const variant of order) {
+        const run = await presyncMigration(root, image, disk, tracker, variant, round);
+        console.log(
+          `presync migrate (${tracker} tracker, ${variant.name}, round ${round}): ` +
+            JSON.stringify(run),
+        );
+        runs.push(run);
+      }
+    }
   }
   // QEMU's mirror may never be ready while the guest writes: then there is no comparison.
   const qemu = values["skip-qemu"]
@@ -421,31 +466,58 @@ try {
   if (qemu) console.log(`QEMU storage migration: ${JSON.stringify(qemu)}`);
   const rttMs = Number(values["rtt-ms"]);
   const rows = runs.map((r) =>
-    `| presync migrate, ${r.tracker} tracker (after pre-sync) | ${r.totalSeconds.toFixed(1)} | ` +
-    `${r.qemuDowntimeMs} (final cut ${r.switchoverMs}) | ${r.guestPauseMs} | ` +
-    `${r.memoryBytes} (${r.memoryWireBytes} on the link) | ${r.diskBytes} |`
+    `| presync migrate, ${r.tracker} tracker, ${r.variant} (round ${r.round}) | ` +
+    `${r.totalSeconds.toFixed(1)} | ${r.qemuDowntimeMs} (final cut ${r.switchoverMs}) | ` +
+    `${r.guestPauseMs} | ${r.tailMs} | ${r.memoryBytes} (${r.memoryWireBytes} on the link) | ` +
+    `${r.diskBytes} |`
   );
   if (qemu) {
     rows.push(
       `| QEMU drive-mirror + migrate | ${qemu.totalSeconds.toFixed(1)} | ` +
-        `${qemu.qemuDowntimeMs} | ${qemu.guestPauseMs} | ${qemu.memoryBytes} | (whole disk) |`,
+        `${qemu.qemuDowntimeMs} | ${qemu.guestPauseMs} | — | ${qemu.memoryBytes} | ` +
+        `(whole disk) |`,
     );
   }
   console.log(
-    `\n| contender | total s | QEMU downtime ms | guest pause ms | memory bytes | disk bytes |\n` +
-      `| --- | --- | --- | --- | --- | --- |\n${rows.join("\n")}\n`,
+    `\n| contender | total s | QEMU downtime ms | guest pause ms | tail ms | memory bytes | ` +
+      `disk bytes |\n| --- | --- | --- | --- | --- | --- | --- |\n${rows.join("\n")}\n`,
   );
   for (const r of runs) {
     console.log(
-      `\n${r.tracker} tracker, the switchover on one clock (ms after the source's STOP):\n` +
+      `\n${r.tracker} tracker, ${r.variant}, round ${r.round}: the switchover on one clock ` +
+        `(ms after the source's STOP):\n` +
         `| ms | step |\n| --- | --- |\n` +
         r.timeline.map((s) => `| ${s.ms} | ${s.what} |`).join("\n") + "\n",
     );
   }
+  if (values.baseline) {
+    const median = (xs: number[]) => {
+      const sorted = [...xs].sort((a, b) => a - b);
+      const mid = Math.floor(sorted.length / 2);
+      return sorted.length % 2 === 1 ? sorted[mid] : (sorted[mid - 1] + sorted[mid]) / 2;
+    };
+    for (const tracker of trackers) {
+      const of = (variant: string, key: "guestPauseMs" | "tailMs" | "qemuDowntimeMs") =>
+        median(
+          runs.filter((r) => r.tracker === tracker && r.variant === variant).map((r) => r[key]),
+        );
+      const keys = ["guestPauseMs", "tailMs", "qemuDowntimeMs"] as const;
+      console.log(
+        `${tracker}, medians of ${values.rounds} round(s), ours / baseline: ` +
+          keys.map((k) =>
+            `${k} ${of("ours", k)} / ${of("baseline", k)} = ` +
+            (of("ours", k) / of("baseline", k)).toFixed(2)
+          ).join("; "),
+      );
+    }
+  }
   for (const r of runs) {
     const line = [
-      `${r.tracker}: RAM pages found in the disk ${(r.ram.share * 100).toFixed(1)} %` +
-      ` of ${r.ram.nonZeroRamPages} non-zero pages`,
+      `${r.tracker}, ${r.variant}, round ${r.round}: ` +
+      (r.ram
+        ? `RAM pages found in the disk ${(r.ram.share * 100).toFixed(1)} % of ` +
+          `${r.ram.nonZeroRamPages} non-zero pages`
+        : "RAM pages not matched (--skip-ram-match)"),
     ];
     if (qemu) {
       line.push(
