@@ -41,6 +41,13 @@ export interface MemoryTunnelOptions {
    * queues behind them.
    */
   onSendEnded?: () => void;
+  /**
+   * Receiving: the last record is held back until the peer's end arrived and this resolved,
+   * then written, then `local` ends. QEMU reads the end of its migration stream in that
+   * record, so a destination QEMU cannot complete, hence run, before it (its disk's
+   * switchover to the final generation). A rejection aborts the tunnel.
+   */
+  beforeEnd?: () => Promise<void>;
 }
 
 /** Byte counts of a tunnel, one direction each. */
@@ -152,6 +159,7 @@ export async function runMemoryTunnel(
         },
         // A socket QEMU closed already has no write direction left to end.
         local.closeWrite && (() => local.closeWrite!().catch(() => {})),
+        options.beforeEnd,
       ).then(() => stats.receiveEndedAtMs = Date.now(), fail),
     ]);
     if (failure === undefined && options.signal?.aborted) failure = options.signal.reason;
@@ -176,7 +184,8 @@ function describe(err: unknown): string {
 
 /**
  * Moves `from` to `to` through `transform`, one chunk in hand at a time; on `from`'s end,
- * closes `to`. When `signal` aborts (the other direction failed) or anything fails, cancels
+ * closes `to`. With `beforeEnd`, the last chunk is held until `from` ended and `beforeEnd`
+ * resolved. When `signal` aborts (the other direction failed) or anything fails, cancels
  * `from`, aborts `to` and rethrows.
  */
 async function pump(
@@ -185,6 +194,7 @@ async function pump(
   signal: AbortSignal,
   transform: (chunk: Uint8Array) => Uint8Array[],
   closeWrite?: () => Promise<void>,
+  beforeEnd?: () => Promise<void>,
 ): Promise<void> {
   const reader = from.getReader();
   const writer = to.getWriter();
@@ -195,10 +205,21 @@ async function pump(
   });
   aborted.catch(() => {});
   try {
+    let held: Uint8Array | null = null;
     while (true) {
       const { value, done } = await Promise.race([reader.read(), aborted]);
       if (done) break;
-      for (const out of transform(value)) await Promise.race([writer.write(out), aborted]);
+      for (const out of transform(value)) {
+        if (!beforeEnd) await Promise.race([writer.write(out), aborted]);
+        else {
+          if (held) await Promise.race([writer.write(held), aborted]);
+          held = out;
+        }
+      }
+    }
+    if (beforeEnd) {
+      await Promise.race([beforeEnd(), aborted]);
+      if (held) await Promise.race([writer.write(held), aborted]);
     }
     await Promise.race([closeWrite ? writer.ready.then(closeWrite) : writer.close(), aborted]);
   } catch (err) {

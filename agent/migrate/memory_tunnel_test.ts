@@ -313,3 +313,105 @@ seededTest(
     }
   },
 );
+
+/** Reads `readable` to its end in the background, counting what arrived so far. */
+function collect(readable: ReadableStream<Uint8Array>) {
+  const chunks: Uint8Array[] = [];
+  let bytes = 0;
+  const done = readable.pipeTo(
+    new WritableStream({
+      write(chunk) {
+        chunks.push(chunk);
+        bytes += chunk.length;
+      },
+    }),
+  );
+  done.catch(() => {});
+  return {
+    done,
+    get bytes() {
+      return bytes;
+    },
+    all: () => {
+      const out = new Uint8Array(bytes);
+      let at = 0;
+      for (const c of chunks) out.set(c, (at += c.length) - c.length);
+      return out;
+    },
+  };
+}
+
+/** Polls `condition` every millisecond until it holds, failing after 10 s. */
+async function until(what: string, condition: () => boolean): Promise<void> {
+  const deadline = Date.now() + 10_000;
+  while (!condition()) {
+    assert.ok(Date.now() < deadline, `${what}: still not after 10 s`);
+    await new Promise((r) => setTimeout(r, 1));
+  }
+}
+
+seededTest(
+  "memory tunnel: the receiver holds the last record back until beforeEnd resolves (a destination QEMU cannot complete before its disk's switchover)",
+  async (prng) => {
+    const l = await link();
+    try {
+      const data = migrationData(prng, 1024 * 1024);
+      const sending = runMemoryTunnel(l.sourceEnd.end, l.source, l.options(l.client));
+      const written = writePieces(prng, l.sourceEnd.writable, data);
+      const stream = await l.accept();
+      const switched = Promise.withResolvers<void>();
+      let asked = 0;
+      const receiving = runMemoryTunnel(l.destinationEnd.end, stream, {
+        ...l.options(l.server),
+        beforeEnd: () => {
+          asked++;
+          return switched.promise;
+        },
+      });
+      await l.destinationEnd.writable.close();
+      const got = collect(l.destinationEnd.readable);
+      await until("beforeEnd asked at the stream's end", () => asked === 1);
+      await written;
+      assert.ok(got.bytes < data.length, "the last record went out before the switchover");
+      assert.ok(
+        got.bytes >= data.length - MAX_TUNNEL_CHUNK_BYTES,
+        `more than one record held back: ${got.bytes} of ${data.length} bytes arrived`,
+      );
+      switched.resolve();
+      await within("the end", got.done);
+      assert.deepEqual(got.all(), data);
+      await within("the tunnels", Promise.all([sending, receiving]));
+    } finally {
+      l.close();
+    }
+  },
+);
+
+seededTest(
+  "memory tunnel: beforeEnd failing aborts the receiver; the destination QEMU never sees the stream's end",
+  async (prng) => {
+    const l = await link();
+    try {
+      const data = migrationData(prng, 512 * 1024);
+      const sending = runMemoryTunnel(l.sourceEnd.end, l.source, l.options(l.client));
+      sending.catch(() => {});
+      const written = writePieces(prng, l.sourceEnd.writable, data);
+      const stream = await l.accept();
+      const receiving = runMemoryTunnel(l.destinationEnd.end, stream, {
+        ...l.options(l.server),
+        beforeEnd: () => Promise.reject(new PresyncError(ErrorCode.TIMEOUT, "no switchover")),
+      });
+      const got = collect(l.destinationEnd.readable);
+      await written;
+      const err = await within(
+        "the receiver",
+        assertRejectsCode(receiving, ErrorCode.MIGRATION_ABORTED),
+      );
+      assert.match(err.message, /no switchover/);
+      await within("the destination QEMU's read", assert.rejects(got.done));
+      assert.ok(got.bytes < data.length, "the whole stream arrived without a switchover");
+    } finally {
+      l.close();
+    }
+  },
+);
