@@ -15,15 +15,13 @@
  * ```sh
  * npx -y deno@2.9.6 run -A scripts/bench_migrate.ts [--disk-mib 256] [--ram-mib 256] \
  *   [--rate-mbit 100] [--rtt-ms 150] [--tracker qmp|scan|both] [--skip-qemu] \
- *   [--qemu-mirror-timeout 300] [--skip-ram-match] [--baseline DIR] [--rounds 1] \
- *   [--downtime-limit MS]
+ *   [--qemu-mirror-timeout 300] [--skip-ram-match] [--baseline DIR] [--rounds 1]
  * ```
  *
  * `--baseline DIR` runs every presync migration a second time with the presync of another
  * checkout (e.g. `git archive main | tar -x -C DIR`), the two alternating in each of
  * `--rounds` rounds, and prints each one's switchover on one clock (the timeline) and the tail:
- * the source QEMU's `completed` to the destination's `RESUME`. `--downtime-limit MS` is passed
- * to this tree's `presync migrate` only (the baseline keeps QEMU's 300 ms).
+ * the source QEMU's `completed` to the destination's `RESUME`.
  *
  * QEMU's contender uses two emulated links of that shape (one for NBD, one for the migration
  * stream): the mirror's bulk is over before the migration starts, so they barely overlap.
@@ -59,7 +57,6 @@ const { values } = parseArgs({
     "skip-ram-match": { type: "boolean", default: false },
     baseline: { type: "string" },
     rounds: { type: "string", default: "1" },
-    "downtime-limit": { type: "string" },
   },
 });
 const diskMiB = Number(values["disk-mib"]);
@@ -389,9 +386,6 @@ async function presyncMigration(
       "--timeout",
       "900",
       "--json",
-      ...(variant.main === undefined && values["downtime-limit"]
-        ? ["--downtime-limit", values["downtime-limit"]]
-        : []),
     ], { main: variant.main });
     const status = await migrate.wait(960_000, "presync migrate");
     if (status.code !== 0) throw new Error(`presync migrate failed:\n${migrate.output}`);

@@ -312,6 +312,5 @@ function migrateRequestOf(body: Record<string, unknown>): MigrateRequest {
     qmp: body.qmp,
     timeoutSeconds: number("timeoutSeconds"),
     maxBandwidthBytesPerSecond: number("maxBandwidthBytesPerSecond"),
-    downtimeLimitMs: number("downtimeLimitMs"),
   };
 }

@@ -1,4 +1,3 @@
-import { ErrorCode, PresyncError } from "../errors.ts";
 import { parseRate, UNLIMITED } from "../units/mod.ts";
 import { parseCommand, required } from "./_args.ts";
 import { connectControl } from "./_control_client.ts";
@@ -25,24 +24,8 @@ with cont) and the destination QEMU, missing the end of the stream, never runs.
   --qmp PATH          the source VM's QMP socket
   --timeout SECONDS   most time for the whole migration (default 600)
   --max-bandwidth R   cap QEMU's migration rate (e.g. 50mbit; default unlimited)
-  --downtime-limit MS QEMU's downtime-limit: the last iteration it aims at (default QEMU's,
-                      300); the guest's pause is about this plus the final cut plus half an RTT
   --control NAME|PATH the agent's control socket
   --json              print the report as JSON`;
-
-/** `--downtime-limit MS`: a whole number of milliseconds > 0. */
-function downtimeLimitMs(text: string): number {
-  const ms = Number(text);
-  if (!Number.isInteger(ms) || ms <= 0) {
-    throw new PresyncError(
-      ErrorCode.INVALID_ARGUMENT,
-      `--downtime-limit must be a whole number of milliseconds > 0: received ${
-        JSON.stringify(text)
-      }; see presync help migrate`,
-    );
-  }
-  return ms;
-}
 
 /** `presync migrate NAME --qmp PATH`. */
 export async function cmdMigrate(args: string[]): Promise<number> {
@@ -50,7 +33,6 @@ export async function cmdMigrate(args: string[]): Promise<number> {
     qmp: { type: "string" },
     timeout: { type: "string" },
     "max-bandwidth": { type: "string" },
-    "downtime-limit": { type: "string" },
     control: { type: "string" },
     json: { type: "boolean" },
   });
@@ -63,9 +45,6 @@ export async function cmdMigrate(args: string[]): Promise<number> {
     qmp: qmp.startsWith("/") ? qmp : `${Deno.cwd()}/${qmp}`,
     timeoutSeconds: values.timeout === undefined ? undefined : Number(values.timeout),
     maxBandwidthBytesPerSecond: rate === UNLIMITED ? undefined : rate,
-    downtimeLimitMs: values["downtime-limit"] === undefined
-      ? undefined
-      : downtimeLimitMs(values["downtime-limit"]),
   };
   using client = await connectControl({ role: "agent", control: values.control, volume: name });
   const reply = await client.call("POST", `/volumes/${encodeURIComponent(name)}/migrate`, {

@@ -13,9 +13,7 @@ const CONNECT_TIMEOUT_MS = 20_000;
 
 /**
  * How often `query-migrate` is polled at most, ms; QEMU's `MIGRATION` events (status
- * changes) wake the poll at once, so the switchover is not up to a period late, and the
- * `pre-switchover` event starts the switchover without asking again (one QMP round trip
- * less of the VM's pause).
+ * changes) wake the poll at once, so the switchover is not up to a period late.
  */
 const POLL_MS = 50;
 
@@ -39,14 +37,6 @@ export interface VmMigrationOptions {
   timeoutMs?: number;
   /** QEMU's `max-bandwidth` for the migration, bytes/s (default: QEMU's). */
   maxBandwidthBytesPerSecond?: number;
-  /**
-   * QEMU's `downtime-limit`, ms (default: QEMU's, 300): the last iteration QEMU aims at, by its
-   * own bandwidth estimate. The guest's pause is about this plus the final cut plus half a
-   * round trip, since the last iteration's bytes still cross the link after QEMU wrote them
-   * into the tunnel's buffers (docs/BENCHMARKS.md, "Migration downtime: the switchover on one
-   * clock").
-   */
-  downtimeLimitMs?: number;
   /**
    * Where the steps of the switchover are logged (`migration_step`: `pre-switchover` with
    * QEMU's last estimates, `final-cut`, `continued`, `completed`, `figures` with QEMU's final
@@ -103,12 +93,8 @@ export async function migrateVm(options: VmMigrationOptions): Promise<VmMigratio
   let tunnel: Promise<TunnelStats> | undefined;
   let wasRunning = false;
   let wake: (() => void) | null = null;
-  // Set by QEMU's event when the switchover begins, before any query could tell.
-  let preSwitchover = false;
   const unsubscribe = qmp.onEvent((event) => {
-    if (event.event !== "MIGRATION") return;
-    if ((event.data as { status?: string }).status === "pre-switchover") preSwitchover = true;
-    wake?.();
+    if (event.event === "MIGRATION") wake?.();
   });
   try {
     wasRunning = ((await qmp.execute("query-status")) as { running?: boolean }).running === true;
@@ -123,11 +109,6 @@ export async function migrateVm(options: VmMigrationOptions): Promise<VmMigratio
         "max-bandwidth": options.maxBandwidthBytesPerSecond,
       });
     }
-    if (options.downtimeLimitMs) {
-      await qmp.execute("migrate-set-parameters", {
-        "downtime-limit": Math.round(options.downtimeLimitMs),
-      });
-    }
     const accepted = listener.accept();
     await qmp.execute("migrate", { uri: `unix:${options.socketPath}` });
     const conn = await withDeadline(accepted, deadline, "the source QEMU to connect");
@@ -136,13 +117,9 @@ export async function migrateVm(options: VmMigrationOptions): Promise<VmMigratio
     tunnel.catch(() => {});
     let switchoverMs = 0;
     let last: MigrationInfo = {};
-    let switched = false;
     while (true) {
-      const info: MigrationInfo = preSwitchover && !switched
-        ? { status: "pre-switchover" }
-        : (await qmp.execute("query-migrate")) as MigrationInfo;
-      if (info.status === "pre-switchover" && !switched) {
-        switched = true;
+      const info = (await qmp.execute("query-migrate")) as MigrationInfo;
+      if (info.status === "pre-switchover") {
         // What QEMU last estimated while the VM ran: its bandwidth and the pause it expected.
         step("pre-switchover", {
           mbps: last.ram?.mbps,

@@ -92,12 +92,7 @@ async function rig(prng: Prng) {
 type Rig = Awaited<ReturnType<typeof rig>>;
 
 /** Starts both ends: the destination accepts the memory stream and feeds its QEMU. */
-function start(
-  r: Rig,
-  maxBandwidthBytesPerSecond?: number,
-  onSwitchover?: () => void,
-  downtimeLimitMs?: number,
-) {
+function start(r: Rig, maxBandwidthBytesPerSecond?: number, onSwitchover?: () => void) {
   const remote = r.client.openStream(Priority.MEMORY);
   const receiving = r.server.acceptStream().then((stream) => {
     assert.ok(stream && stream.priority === Priority.MEMORY);
@@ -110,7 +105,6 @@ function start(
     remote,
     tunnel: { ...tunnel, linkClosed: r.client.closed },
     maxBandwidthBytesPerSecond,
-    downtimeLimitMs,
     timeoutMs: 120_000,
     switchover: async () => {
       const status = await r.sourceQmp.execute("query-status") as { running: boolean };
@@ -122,21 +116,16 @@ function start(
 }
 
 Deno.test({
-  name:
-    "migrateVm: a VM's memory crosses the session's memory stream with the given downtime-limit; one switchover; the copy is exact",
+  name: "migrateVm: a VM's memory crosses the session's memory stream; the copy is exact",
   ...qemu,
   fn: () =>
     withSeed(async (prng) => {
       await using r = await rig(prng);
       let switchovers = 0;
-      const { migrating, receiving } = start(r, undefined, () => switchovers++, 120);
+      const { migrating, receiving } = start(r, undefined, () => switchovers++);
       const report = await migrating;
       await receiving;
-      assert.equal(switchovers, 1, "the switchover ran once (event and query both saw it)");
-      const parameters = await r.sourceQmp.execute("query-migrate-parameters") as {
-        "downtime-limit": number;
-      };
-      assert.equal(parameters["downtime-limit"], 120);
+      assert.equal(switchovers, 1);
       assert.ok(report.memoryBytes > 24 * MiB, JSON.stringify(report));
       assert.ok(report.qemuDowntimeMs > 0, JSON.stringify(report));
       assert.ok(

@@ -19,8 +19,6 @@ export interface MigrateRequest {
   timeoutSeconds?: number;
   /** QEMU's migration bandwidth cap, bytes/s (default: unlimited). */
   maxBandwidthBytesPerSecond?: number;
-  /** QEMU's `downtime-limit`, ms (default: QEMU's, 300). */
-  downtimeLimitMs?: number;
 }
 
 /** What `presync migrate` reports. */
@@ -116,7 +114,6 @@ export async function migrateVolume(options: VolumeMigrationOptions): Promise<Mi
       },
       timeoutMs: (options.request.timeoutSeconds ?? 600) * 1000,
       maxBandwidthBytesPerSecond: options.request.maxBandwidthBytesPerSecond,
-      downtimeLimitMs: options.request.downtimeLimitMs,
       log: options.log,
       switchover: async () => {
         evacuation = options.evacuate(memorySent.promise);
