@@ -15,13 +15,16 @@
  * ```sh
  * npx -y deno@2.9.6 run -A scripts/bench_migrate.ts [--disk-mib 256] [--ram-mib 256] \
  *   [--rate-mbit 100] [--rtt-ms 150] [--tracker qmp|scan|both] [--skip-qemu] \
- *   [--qemu-mirror-timeout 300] [--skip-ram-match] [--baseline DIR] [--rounds 1]
+ *   [--qemu-mirror-timeout 300] [--skip-ram-match] [--baseline DIR] [--rounds 1] \
+ *   [--downtime-limit MS]
  * ```
  *
  * `--baseline DIR` runs every presync migration a second time with the presync of another
  * checkout (e.g. `git archive main | tar -x -C DIR`), the two alternating in each of
  * `--rounds` rounds, and prints each one's switchover on one clock (the timeline) and the tail:
- * the source QEMU's `completed` to the destination's `RESUME`.
+ * the source QEMU's `completed` to the destination's `RESUME`. `--downtime-limit MS` sets the
+ * source QEMU's `downtime-limit` (default QEMU's 300 ms) through the bench's own monitor before
+ * each presync migration, for every variant alike.
  *
  * QEMU's contender uses two emulated links of that shape (one for NBD, one for the migration
  * stream): the mirror's bulk is over before the migration starts, so they barely overlap.
@@ -57,6 +60,7 @@ const { values } = parseArgs({
     "skip-ram-match": { type: "boolean", default: false },
     baseline: { type: "string" },
     rounds: { type: "string", default: "1" },
+    "downtime-limit": { type: "string" },
   },
 });
 const diskMiB = Number(values["disk-mib"]);
@@ -375,6 +379,11 @@ async function presyncMigration(
     const destinationEvents = await dq.execute("migrate-set-capabilities", {
       capabilities: [{ capability: "events", state: true }],
     }).then(() => true, () => false);
+    if (values["downtime-limit"]) {
+      await sq.execute("migrate-set-parameters", {
+        "downtime-limit": Number(values["downtime-limit"]),
+      });
+    }
     const pause = watchPause(sq, dq);
     const migrate = new PresyncProcess([
       "migrate",
