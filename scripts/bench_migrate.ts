@@ -15,8 +15,16 @@
  * ```sh
  * npx -y deno@2.9.6 run -A scripts/bench_migrate.ts [--disk-mib 256] [--ram-mib 256] \
  *   [--rate-mbit 100] [--rtt-ms 150] [--tracker qmp|scan|both] [--skip-qemu] \
- *   [--qemu-mirror-timeout 300]
+ *   [--qemu-mirror-timeout 300] [--skip-ram-match] [--baseline DIR] [--rounds 1] \
+ *   [--downtime-limit MS]
  * ```
+ *
+ * `--baseline DIR` runs every presync migration a second time with the presync of another
+ * checkout (e.g. `git archive main | tar -x -C DIR`), the two alternating in each of
+ * `--rounds` rounds, and prints each one's switchover on one clock (the timeline) and the tail:
+ * the source QEMU's `completed` to the destination's `RESUME`. `--downtime-limit MS` sets the
+ * source QEMU's `downtime-limit` (default QEMU's 300 ms) through the bench's own monitor before
+ * each presync migration, for every variant alike.
  *
  * QEMU's contender uses two emulated links of that shape (one for NBD, one for the migration
  * stream): the mirror's bulk is over before the migration starts, so they barely overlap.
@@ -49,6 +57,10 @@ const { values } = parseArgs({
     "skip-qemu": { type: "boolean", default: false },
     tracker: { type: "string", default: "qmp" },
     "qemu-mirror-timeout": { type: "string", default: "300" },
+    "skip-ram-match": { type: "boolean", default: false },
+    baseline: { type: "string" },
+    rounds: { type: "string", default: "1" },
+    "downtime-limit": { type: "string" },
   },
 });
 const diskMiB = Number(values["disk-mib"]);
@@ -65,6 +77,12 @@ const link = {
   rateBitsPerSecond: Number(values["rate-mbit"]) * 1e6,
   queueBytes: 512 * 1024,
 };
+
+/** A presync to run: this tree's, or the baseline's (another checkout's `agent/main.ts`). */
+interface Variant {
+  name: string;
+  main?: string;
+}
 
 /** The guest's disk, written once and copied for each contender. */
 async function template(root: string, prng: Prng): Promise<string> {
@@ -87,6 +105,62 @@ function watchPause(source: QmpClient, destination: QmpClient): Promise<number> 
   return Promise.all([stopped, resumed]).then(([s, r]) =>
     Math.round(r.timestampMs - s.timestampMs)
   );
+}
+
+/** One step of a migration's switchover on this host's wall clock, ms. */
+interface Step {
+  what: string;
+  atMs: number;
+}
+
+/** Records the QMP events of `qmp` as steps named `site EVENT[ status]`. */
+function recordEvents(qmp: QmpClient, site: string, into: Step[]): void {
+  qmp.onEvent((e) => {
+    // The qmp tracker's fleece jobs change state a dozen times per cut: its log says enough.
+    if (e.event === "JOB_STATUS_CHANGE") return;
+    const status = e.event === "MIGRATION" ? ` ${(e.data as { status?: string }).status}` : "";
+    into.push({ what: `${site} QMP ${e.event}${status}`, atMs: e.timestampMs });
+  });
+}
+
+/** The steps a presync process logged (JSON lines with an ISO `time`). */
+function loggedSteps(process: PresyncProcess, site: string): Step[] {
+  const steps: Step[] = [];
+  for (const line of jsonLines(process)) {
+    const atMs = Date.parse(String(line.time));
+    if (line.event === "migration_step") {
+      const { time: _t, level: _l, event: _e, step: _s, ...fields } = line;
+      const shown = ["pre-switchover", "figures"].includes(String(line.step))
+        ? ` ${JSON.stringify(fields)}`
+        : "";
+      steps.push({ what: `${site} presync ${line.step}${shown}`, atMs });
+      if (line.step === "tunnel-ended") {
+        steps.push({ what: `${site} tunnel: last byte sent`, atMs: Number(line.sendEndedAtMs) });
+      }
+    } else if (line.event === "migration_received") {
+      steps.push({
+        what: `${site} tunnel: last byte delivered to QEMU`,
+        atMs: Number(line.receiveEndedAtMs),
+      });
+    } else if (line.event === "evacuation_step" || line.event === "final_cut_detached") {
+      steps.push({ what: `${site} presync ${line.event} ${line.step ?? ""}`.trim(), atMs });
+    } else if (line.event === "export_started") {
+      steps.push({ what: `${site} presync export switched to the final generation`, atMs });
+    }
+  }
+  return steps;
+}
+
+/**
+ * The switchover's steps from the source's `STOP` on, in time order, ms after it (steps before
+ * the `STOP`, e.g. the memory phase's, are left out).
+ */
+function timelineOf(steps: Step[]): { what: string; ms: number }[] {
+  const stop = steps.find((s) => s.what === "source QMP STOP");
+  if (!stop) return [];
+  return steps.filter((s) => s.atMs >= stop.atMs - 1 && Number.isFinite(s.atMs) && s.atMs > 0)
+    .sort((a, b) => a.atMs - b.atMs)
+    .map((s) => ({ what: s.what, ms: Math.round(s.atMs - stop.atMs) }));
 }
 
 /** Polls `query-migrate` until it completes; returns QEMU's last answer. */
@@ -238,8 +312,10 @@ async function presyncMigration(
   image: GuestImage,
   disk: string,
   tracker: "qmp" | "scan",
+  variant: Variant,
+  round: number,
 ) {
-  const dir = `${root}/presync-${tracker}`;
+  const dir = `${root}/presync-${tracker}-${variant.name}-${round}`;
   await Deno.mkdir(`${dir}/src`, { recursive: true });
   await Deno.mkdir(`${dir}/dst`);
   const source = `${dir}/source.img`;
@@ -258,6 +334,7 @@ async function presyncMigration(
     wan: { up: link, down: link },
     agentArgs: ["--interval", "5"],
     idleTimeoutSeconds: 10,
+    main: variant.main,
   });
   let exporter: PresyncProcess | null = null;
   try {
@@ -270,7 +347,9 @@ async function presyncMigration(
     );
     const preSyncSeconds = (performance.now() - syncStart) / 1000;
     const sq = await qmpOf(src, 1);
-    const ram = await ramInDisk(sq, `${dir}/store/vm/image`, `${dir}/ram.dump`);
+    const ram = values["skip-ram-match"]
+      ? null
+      : await ramInDisk(sq, `${dir}/store/vm/image`, `${dir}/ram.dump`);
     const nbd = `${dir}/dst/disk.sock`;
     const incoming = `${dir}/dst/incoming.sock`;
     exporter = cluster.startPostcopyExport(nbd, ["--writable", "--early", "--incoming", incoming]);
@@ -293,6 +372,18 @@ async function presyncMigration(
       60_000,
     );
     const dq = await qmpOf(dst);
+    const steps: Step[] = [];
+    recordEvents(sq, "source", steps);
+    recordEvents(dq, "destination", steps);
+    // The destination's MIGRATION events, when QEMU lets them be turned on while incoming.
+    const destinationEvents = await dq.execute("migrate-set-capabilities", {
+      capabilities: [{ capability: "events", state: true }],
+    }).then(() => true, () => false);
+    if (values["downtime-limit"]) {
+      await sq.execute("migrate-set-parameters", {
+        "downtime-limit": Number(values["downtime-limit"]),
+      });
+    }
     const pause = watchPause(sq, dq);
     const migrate = new PresyncProcess([
       "migrate",
@@ -304,7 +395,7 @@ async function presyncMigration(
       "--timeout",
       "900",
       "--json",
-    ]);
+    ], { main: variant.main });
     const status = await migrate.wait(960_000, "presync migrate");
     if (status.code !== 0) throw new Error(`presync migrate failed:\n${migrate.output}`);
     const report = jsonLines(migrate).at(-1)! as {
@@ -320,7 +411,25 @@ async function presyncMigration(
     await dq.close();
     // The guest goes on at the destination.
     await dst.waitFor(/PRESYNC-ROUND \d+ durable/, 300_000);
-    return { ...report, tracker, guestPauseMs, preSyncSeconds, ram };
+    const timeline = timelineOf([
+      ...steps,
+      ...loggedSteps(cluster.agent, "source"),
+      ...loggedSteps(cluster.serve, "destination"),
+    ]);
+    const at = (what: string) => timeline.find((s) => s.what === what)?.ms ?? NaN;
+    const tailMs = at("destination QMP RESUME") - at("source QMP MIGRATION completed");
+    return {
+      ...report,
+      tracker,
+      variant: variant.name,
+      round,
+      guestPauseMs,
+      tailMs,
+      preSyncSeconds,
+      ram,
+      destinationEvents,
+      timeline,
+    };
   } finally {
     await exporter?.kill("SIGTERM");
     await cluster.stop();
@@ -337,11 +446,24 @@ try {
     `guest: ${diskMiB} MiB disk, ${ramMiB} MiB RAM, writing files; link ` +
       `${values["rate-mbit"]} Mbit/s, ${values["rtt-ms"]} ms RTT; load ${load}`,
   );
-  const runs = [];
-  for (const tracker of trackers) {
-    const run = await presyncMigration(root, image, disk, tracker);
-    console.log(`presync migrate (${tracker} tracker): ${JSON.stringify(run)}`);
-    runs.push(run);
+  const ours: Variant = { name: "ours" };
+  const variants: Variant[] = values.baseline
+    ? [{ name: "baseline", main: `${values.baseline}/agent/main.ts` }, ours]
+    : [ours];
+  const runs: Awaited<ReturnType<typeof presyncMigration>>[] = [];
+  for (let round = 1; round <= Number(values.rounds); round++) {
+    for (const tracker of trackers) {
+      // Alternating which goes first, so a drift in the machine's load favours neither.
+      const order = round % 2 === 1 ? variants : [...variants].reverse();
+      for (const variant of order) {
+        const run = await presyncMigration(root, image, disk, tracker, variant, round);
+        console.log(
+          `presync migrate (${tracker} tracker, ${variant.name}, round ${round}): ` +
+            JSON.stringify(run),
+        );
+        runs.push(run);
+      }
+    }
   }
   // QEMU's mirror may never be ready while the guest writes: then there is no comparison.
   const qemu = values["skip-qemu"]
@@ -353,24 +475,58 @@ try {
   if (qemu) console.log(`QEMU storage migration: ${JSON.stringify(qemu)}`);
   const rttMs = Number(values["rtt-ms"]);
   const rows = runs.map((r) =>
-    `| presync migrate, ${r.tracker} tracker (after pre-sync) | ${r.totalSeconds.toFixed(1)} | ` +
-    `${r.qemuDowntimeMs} (final cut ${r.switchoverMs}) | ${r.guestPauseMs} | ` +
-    `${r.memoryBytes} (${r.memoryWireBytes} on the link) | ${r.diskBytes} |`
+    `| presync migrate, ${r.tracker} tracker, ${r.variant} (round ${r.round}) | ` +
+    `${r.totalSeconds.toFixed(1)} | ${r.qemuDowntimeMs} (final cut ${r.switchoverMs}) | ` +
+    `${r.guestPauseMs} | ${r.tailMs} | ${r.memoryBytes} (${r.memoryWireBytes} on the link) | ` +
+    `${r.diskBytes} |`
   );
   if (qemu) {
     rows.push(
       `| QEMU drive-mirror + migrate | ${qemu.totalSeconds.toFixed(1)} | ` +
-        `${qemu.qemuDowntimeMs} | ${qemu.guestPauseMs} | ${qemu.memoryBytes} | (whole disk) |`,
+        `${qemu.qemuDowntimeMs} | ${qemu.guestPauseMs} | — | ${qemu.memoryBytes} | ` +
+        `(whole disk) |`,
     );
   }
   console.log(
-    `\n| contender | total s | QEMU downtime ms | guest pause ms | memory bytes | disk bytes |\n` +
-      `| --- | --- | --- | --- | --- | --- |\n${rows.join("\n")}\n`,
+    `\n| contender | total s | QEMU downtime ms | guest pause ms | tail ms | memory bytes | ` +
+      `disk bytes |\n| --- | --- | --- | --- | --- | --- | --- |\n${rows.join("\n")}\n`,
   );
   for (const r of runs) {
+    console.log(
+      `\n${r.tracker} tracker, ${r.variant}, round ${r.round}: the switchover on one clock ` +
+        `(ms after the source's STOP):\n` +
+        `| ms | step |\n| --- | --- |\n` +
+        r.timeline.map((s) => `| ${s.ms} | ${s.what} |`).join("\n") + "\n",
+    );
+  }
+  if (values.baseline) {
+    const median = (xs: number[]) => {
+      const sorted = [...xs].sort((a, b) => a - b);
+      const mid = Math.floor(sorted.length / 2);
+      return sorted.length % 2 === 1 ? sorted[mid] : (sorted[mid - 1] + sorted[mid]) / 2;
+    };
+    for (const tracker of trackers) {
+      const of = (variant: string, key: "guestPauseMs" | "tailMs" | "qemuDowntimeMs") =>
+        median(
+          runs.filter((r) => r.tracker === tracker && r.variant === variant).map((r) => r[key]),
+        );
+      const keys = ["guestPauseMs", "tailMs", "qemuDowntimeMs"] as const;
+      console.log(
+        `${tracker}, medians of ${values.rounds} round(s), ours / baseline: ` +
+          keys.map((k) =>
+            `${k} ${of("ours", k)} / ${of("baseline", k)} = ` +
+            (of("ours", k) / of("baseline", k)).toFixed(2)
+          ).join("; "),
+      );
+    }
+  }
+  for (const r of runs) {
     const line = [
-      `${r.tracker}: RAM pages found in the disk ${(r.ram.share * 100).toFixed(1)} %` +
-      ` of ${r.ram.nonZeroRamPages} non-zero pages`,
+      `${r.tracker}, ${r.variant}, round ${r.round}: ` +
+      (r.ram
+        ? `RAM pages found in the disk ${(r.ram.share * 100).toFixed(1)} % of ` +
+          `${r.ram.nonZeroRamPages} non-zero pages`
+        : "RAM pages not matched (--skip-ram-match)"),
     ];
     if (qemu) {
       line.push(

@@ -77,6 +77,8 @@ export class DestinationDaemon {
   readonly #stopping = new AbortController();
   /** Volume → the destination QEMU's incoming socket, while its early export runs. */
   readonly #incoming = new Map<string, string>();
+  /** Volume → its early export's switchover (see `DeferredExport.whenSwitched`). */
+  readonly #switched = new Map<string, () => Promise<void>>();
   readonly #codecs = [createZstdCodec(), createNoneCodec()];
 
   constructor(config: DestinationConfig) {
@@ -107,10 +109,14 @@ export class DestinationDaemon {
       await writeTunnelHeader(stream.writable, { ok: true });
       log("info", "migration_incoming", { volume, incoming });
       const codec = this.#codecs[0];
+      const switched = this.#switched.get(volume);
       const stats = await receiveVm(incoming, { readable: rest, writable: stream.writable }, {
         codec,
         codecs: this.#codecs,
         linkClosed: session.closed,
+        // The destination QEMU completes (and runs) only on the final generation's disk: the
+        // memory's end can overtake the final generation's begin, which travels on bulk.
+        beforeEnd: switched,
       });
       log("info", "migration_received", { volume, ...stats });
     } catch (err) {
@@ -243,7 +249,10 @@ export class DestinationDaemon {
         await before?.close();
         throw err;
       }
-      if (request.incoming) this.#incoming.set(name, request.incoming);
+      if (request.incoming) {
+        this.#incoming.set(name, request.incoming);
+        this.#switched.set(name, () => deferred.whenSwitched());
+      }
       log("info", "export_listening", { volume: name, uris: early.uris });
       emit({
         event: "listening",
@@ -325,7 +334,10 @@ export class DestinationDaemon {
       early?.deferred.fail(
         new PresyncError(ErrorCode.TIMEOUT, `the export of ${name} stopped before the switchover`),
       );
-      if (early && this.#incoming.get(name) === request.incoming) this.#incoming.delete(name);
+      if (early && this.#incoming.get(name) === request.incoming) {
+        this.#incoming.delete(name);
+        this.#switched.delete(name);
+      }
       await early?.server.close();
       await early?.before?.close();
       await opened?.close();

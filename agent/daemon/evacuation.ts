@@ -110,6 +110,13 @@ export class Evacuation {
    * before `finalCut` resolves and QEMU completes.
    */
   detachFinalCut: ((cut: Cut) => Promise<Cut>) | null = null;
+  /**
+   * Set by a migration: no block of the volume is sent before this settles (the memory
+   * stream's last bytes handed to the transport). The VM is paused until its memory arrived,
+   * and blocks sent meanwhile would sit in the same link's buffers ahead of them; the
+   * destination serves what it lacks on demand once the VM runs. `begin` still goes out.
+   */
+  sendAfter: Promise<void> | null = null;
 
   constructor(volume: string, wireBytesAtStart: number, log: Logger, skipHook = false) {
     this.skipHook = skipHook;

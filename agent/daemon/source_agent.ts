@@ -452,12 +452,14 @@ export class SourceAgent {
       codec: this.#config.codec,
       codecs: [this.#config.codec, createNoneCodec()],
       request,
-      evacuate: () => {
+      log: this.#config.log,
+      evacuate: (sendAfter) => {
         let finalCut: Promise<unknown> = Promise.resolve();
         const done = volume.evacuate({
           skipHook: true,
           onStart: (evacuation) => {
             finalCut = evacuation.finalCut;
+            evacuation.sendAfter = sendAfter;
             // A point-in-time cut reads through the tracker's view in QEMU (the qmp tracker's
             // fleece), which QEMU cannot complete with: copy its blocks first.
             evacuation.detachFinalCut = async (cut) => {

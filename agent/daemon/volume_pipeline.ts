@@ -560,12 +560,15 @@ export class VolumePipeline {
   }
 
   /**
-   * Waits before `wireBytes` go out: at the pause gate (until `ended`), then the rate limit,
-   * except during a link probe (see {@linkcode LinkProbe}).
+   * Waits before `wireBytes` go out: at the pause gate (until `ended`), behind a migration's
+   * memory (`Evacuation.sendAfter`), then the rate limit, except during a link probe (see
+   * {@linkcode LinkProbe}).
    */
   async pace(wireBytes: number, ended: Promise<unknown>): Promise<void> {
     if (this.#gate.paused) this.#probe.abort();
     await this.#gate.wait(ended);
+    const after = this.#evacuation?.sendAfter;
+    if (after) await Promise.race([after, ended.then(() => {}, () => {})]);
     if (this.#probe.beforeSend(wireBytes, performance.now(), this.limiter.bytesPerSecond)) return;
     await throttle(this.limiter, wireBytes);
   }

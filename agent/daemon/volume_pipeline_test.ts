@@ -422,3 +422,33 @@ Deno.test("pipeline: a final cut whose copy fails fails the evacuation; its reco
     assert.equal(await hashFile(`${root}/store/vm/image`), await hashFile(v.image));
   });
 });
+
+Deno.test("pipeline: a migration's evacuation sends no block before its sendAfter settles, unless the link ends first", async () => {
+  await inTemp(async (root) => {
+    const { log } = memoryLog();
+    await using v = await localVolume(root, "vm", data(256 * KiB), { log });
+    const memory = Promise.withResolvers<void>();
+    const evacuation = v.pipeline.evacuate({
+      skipHook: true,
+      onStart: (e) => e.sendAfter = memory.promise,
+    });
+    evacuation.catch(() => {});
+    const never = new Promise<never>(() => {});
+    let paced = false;
+    const pacing = v.pipeline.pace(4096, never).then(() => paced = true);
+    // One turn of the event loop: the gate and the rate limit let it through, sendAfter not.
+    await new Promise((r) => setTimeout(r, 0));
+    assert.equal(paced, false, "a block went out before the memory's last bytes");
+    memory.resolve();
+    await pacing;
+    assert.equal(paced, true);
+    // Its memory never ending (joined, the running evacuation gets a new sendAfter): the
+    // link ending releases the sender.
+    v.pipeline.evacuate({ skipHook: true, onStart: (e) => e.sendAfter = new Promise(() => {}) })
+      .catch(() => {});
+    const ended = Promise.withResolvers<void>();
+    const released = v.pipeline.pace(4096, ended.promise);
+    ended.reject(new Error("link lost"));
+    await released;
+  });
+});

@@ -69,6 +69,16 @@ export class DeferredExport implements NbdExport {
   }
 
   /**
+   * Resolves at the switchover; rejects when there will be none ({@linkcode fail}). A
+   * migration's destination QEMU is let complete only after it (see
+   * `MemoryTunnelOptions.beforeEnd`): reads before the switchover see the committed replica,
+   * not the final generation.
+   */
+  whenSwitched(): Promise<void> {
+    return this.#ready.then(() => {});
+  }
+
+  /**
    * The switchover: from now on every request, and every one waiting, goes to `ex`, which
    * must have this export's size and writability. Called at most once.
    *

@@ -35,6 +35,19 @@ export interface MemoryTunnelOptions {
    * finished by then aborts, even while its local end is idle.
    */
   linkClosed?: Promise<unknown>;
+  /**
+   * Called once the sending direction ended cleanly: its last record and the FIN were handed
+   * to `remote` (e.g. the session's transport), so whatever is sent after on that link
+   * queues behind them.
+   */
+  onSendEnded?: () => void;
+  /**
+   * Receiving: the last record is held back until the peer's end arrived and this resolved,
+   * then written, then `local` ends. QEMU reads the end of its migration stream in that
+   * record, so a destination QEMU cannot complete, hence run, before it (its disk's
+   * switchover to the final generation). A rejection aborts the tunnel.
+   */
+  beforeEnd?: () => Promise<void>;
 }
 
 /** Byte counts of a tunnel, one direction each. */
@@ -47,6 +60,14 @@ export interface TunnelStats {
   receivedRawBytes: number;
   /** Bytes of records received. */
   receivedWireBytes: number;
+  /**
+   * When the sending direction ended, its end passed on (the last record and the FIN handed
+   * to the transport), wall clock ms (`Date.now()`, comparable with QEMU's event times and
+   * the other site's log); 0 while it runs.
+   */
+  sendEndedAtMs: number;
+  /** When the receiving direction ended, its last byte written to `local`, wall clock ms. */
+  receiveEndedAtMs: number;
 }
 
 /**
@@ -80,6 +101,8 @@ export async function runMemoryTunnel(
     sentWireBytes: 0,
     receivedRawBytes: 0,
     receivedWireBytes: 0,
+    sendEndedAtMs: 0,
+    receiveEndedAtMs: 0,
   };
   const stop = new AbortController();
   const onAbort = () => stop.abort(options.signal?.reason ?? "aborted");
@@ -117,7 +140,10 @@ export async function runMemoryTunnel(
           records.push(record);
         }
         return records;
-      }).catch(fail),
+      }).then(() => {
+        stats.sendEndedAtMs = Date.now();
+        options.onSendEnded?.();
+      }, fail),
       pump(
         remote.readable.pipeThrough(new RecordSplitter()),
         local.writable,
@@ -133,7 +159,8 @@ export async function runMemoryTunnel(
         },
         // A socket QEMU closed already has no write direction left to end.
         local.closeWrite && (() => local.closeWrite!().catch(() => {})),
-      ).catch(fail),
+        options.beforeEnd,
+      ).then(() => stats.receiveEndedAtMs = Date.now(), fail),
     ]);
     if (failure === undefined && options.signal?.aborted) failure = options.signal.reason;
   } finally {
@@ -157,7 +184,8 @@ function describe(err: unknown): string {
 
 /**
  * Moves `from` to `to` through `transform`, one chunk in hand at a time; on `from`'s end,
- * closes `to`. When `signal` aborts (the other direction failed) or anything fails, cancels
+ * closes `to`. With `beforeEnd`, the last chunk is held until `from` ended and `beforeEnd`
+ * resolved. When `signal` aborts (the other direction failed) or anything fails, cancels
  * `from`, aborts `to` and rethrows.
  */
 async function pump(
@@ -166,6 +194,7 @@ async function pump(
   signal: AbortSignal,
   transform: (chunk: Uint8Array) => Uint8Array[],
   closeWrite?: () => Promise<void>,
+  beforeEnd?: () => Promise<void>,
 ): Promise<void> {
   const reader = from.getReader();
   const writer = to.getWriter();
@@ -176,10 +205,21 @@ async function pump(
   });
   aborted.catch(() => {});
   try {
+    let held: Uint8Array | null = null;
     while (true) {
       const { value, done } = await Promise.race([reader.read(), aborted]);
       if (done) break;
-      for (const out of transform(value)) await Promise.race([writer.write(out), aborted]);
+      for (const out of transform(value)) {
+        if (!beforeEnd) await Promise.race([writer.write(out), aborted]);
+        else {
+          if (held) await Promise.race([writer.write(held), aborted]);
+          held = out;
+        }
+      }
+    }
+    if (beforeEnd) {
+      await Promise.race([beforeEnd(), aborted]);
+      if (held) await Promise.race([writer.write(held), aborted]);
     }
     await Promise.race([closeWrite ? writer.ready.then(closeWrite) : writer.close(), aborted]);
   } catch (err) {

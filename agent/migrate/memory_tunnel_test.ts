@@ -110,13 +110,17 @@ async function writePieces(
 }
 
 seededTest(
-  "memory tunnel: both directions arrive intact, compressed, and end cleanly",
+  "memory tunnel: both directions arrive intact, compressed, and end cleanly; the end of sending is told",
   async (prng) => {
     const l = await link();
     try {
       const data = migrationData(prng, 3 * 1024 * 1024);
       const returnPath = prng.fill(new Uint8Array(5000));
-      const sending = runMemoryTunnel(l.sourceEnd.end, l.source, l.options(l.client));
+      let sendEnds = 0;
+      const sending = runMemoryTunnel(l.sourceEnd.end, l.source, {
+        ...l.options(l.client),
+        onSendEnded: () => sendEnds++,
+      });
       const written = writePieces(prng, l.sourceEnd.writable, data);
       const stream = await l.accept();
       const receiving = runMemoryTunnel(l.destinationEnd.end, stream, l.options(l.server));
@@ -133,6 +137,10 @@ seededTest(
       assert.equal(received.receivedRawBytes, data.length);
       assert.equal(received.receivedWireBytes, sent.sentWireBytes);
       assert.equal(sent.receivedRawBytes, returnPath.length);
+      assert.equal(sendEnds, 1, "the end of sending is told once");
+      for (const at of [sent.sendEndedAtMs, received.receiveEndedAtMs]) {
+        assert.ok(at > 0 && at <= Date.now(), `an end time on the wall clock: ${at}`);
+      }
       assert.ok(
         sent.sentWireBytes < data.length * 0.8,
         `compressible data: ${sent.sentWireBytes} bytes on the wire for ${data.length}`,
@@ -193,11 +201,15 @@ seededTest(
 );
 
 seededTest(
-  "memory tunnel: the source QEMU failing resets the stream; the peer aborts",
+  "memory tunnel: the source QEMU failing resets the stream; the peer aborts; no end of sending is told",
   async (prng) => {
     const l = await link();
     try {
-      const sending = runMemoryTunnel(l.sourceEnd.end, l.source, l.options(l.client));
+      let sendEnds = 0;
+      const sending = runMemoryTunnel(l.sourceEnd.end, l.source, {
+        ...l.options(l.client),
+        onSendEnded: () => sendEnds++,
+      });
       const writer = l.sourceEnd.writable.getWriter();
       await writer.write(migrationData(prng, 200_000));
       const stream = await l.accept();
@@ -209,6 +221,7 @@ seededTest(
         assertRejectsCode(sending, ErrorCode.MIGRATION_ABORTED),
       );
       assert.match(err.message, /qemu exited/);
+      assert.equal(sendEnds, 0, "a send that failed is not told as ended");
       await within("the peer", assertRejectsCode(receiving, ErrorCode.MIGRATION_ABORTED));
     } finally {
       l.close();
@@ -295,6 +308,108 @@ seededTest(
       assert.deepEqual(await within("the data", readAll(l.destinationEnd.readable)), data);
       l.a.close();
       await within("the idle tunnel", assertRejectsCode(receiving, ErrorCode.MIGRATION_ABORTED));
+    } finally {
+      l.close();
+    }
+  },
+);
+
+/** Reads `readable` to its end in the background, counting what arrived so far. */
+function collect(readable: ReadableStream<Uint8Array>) {
+  const chunks: Uint8Array[] = [];
+  let bytes = 0;
+  const done = readable.pipeTo(
+    new WritableStream({
+      write(chunk) {
+        chunks.push(chunk);
+        bytes += chunk.length;
+      },
+    }),
+  );
+  done.catch(() => {});
+  return {
+    done,
+    get bytes() {
+      return bytes;
+    },
+    all: () => {
+      const out = new Uint8Array(bytes);
+      let at = 0;
+      for (const c of chunks) out.set(c, (at += c.length) - c.length);
+      return out;
+    },
+  };
+}
+
+/** Polls `condition` every millisecond until it holds, failing after 10 s. */
+async function until(what: string, condition: () => boolean): Promise<void> {
+  const deadline = Date.now() + 10_000;
+  while (!condition()) {
+    assert.ok(Date.now() < deadline, `${what}: still not after 10 s`);
+    await new Promise((r) => setTimeout(r, 1));
+  }
+}
+
+seededTest(
+  "memory tunnel: the receiver holds the last record back until beforeEnd resolves (a destination QEMU cannot complete before its disk's switchover)",
+  async (prng) => {
+    const l = await link();
+    try {
+      const data = migrationData(prng, 1024 * 1024);
+      const sending = runMemoryTunnel(l.sourceEnd.end, l.source, l.options(l.client));
+      const written = writePieces(prng, l.sourceEnd.writable, data);
+      const stream = await l.accept();
+      const switched = Promise.withResolvers<void>();
+      let asked = 0;
+      const receiving = runMemoryTunnel(l.destinationEnd.end, stream, {
+        ...l.options(l.server),
+        beforeEnd: () => {
+          asked++;
+          return switched.promise;
+        },
+      });
+      await l.destinationEnd.writable.close();
+      const got = collect(l.destinationEnd.readable);
+      await until("beforeEnd asked at the stream's end", () => asked === 1);
+      await written;
+      assert.ok(got.bytes < data.length, "the last record went out before the switchover");
+      assert.ok(
+        got.bytes >= data.length - MAX_TUNNEL_CHUNK_BYTES,
+        `more than one record held back: ${got.bytes} of ${data.length} bytes arrived`,
+      );
+      switched.resolve();
+      await within("the end", got.done);
+      assert.deepEqual(got.all(), data);
+      await within("the tunnels", Promise.all([sending, receiving]));
+    } finally {
+      l.close();
+    }
+  },
+);
+
+seededTest(
+  "memory tunnel: beforeEnd failing aborts the receiver; the destination QEMU never sees the stream's end",
+  async (prng) => {
+    const l = await link();
+    try {
+      const data = migrationData(prng, 512 * 1024);
+      const sending = runMemoryTunnel(l.sourceEnd.end, l.source, l.options(l.client));
+      sending.catch(() => {});
+      const written = writePieces(prng, l.sourceEnd.writable, data);
+      const stream = await l.accept();
+      const receiving = runMemoryTunnel(l.destinationEnd.end, stream, {
+        ...l.options(l.server),
+        beforeEnd: () => Promise.reject(new PresyncError(ErrorCode.TIMEOUT, "no switchover")),
+      });
+      const got = collect(l.destinationEnd.readable);
+      await written;
+      const err = await within(
+        "the receiver",
+        assertRejectsCode(receiving, ErrorCode.MIGRATION_ABORTED),
+      );
+      assert.match(err.message, /no switchover/);
+      await within("the destination QEMU's read", assert.rejects(got.done));
+      assert.ok(got.bytes < data.length, "the whole stream arrived without a switchover");
     } finally {
       l.close();
     }

@@ -1,4 +1,5 @@
 import { ErrorCode, PresyncError } from "../errors.ts";
+import type { Logger } from "../log.ts";
 import type { QmpClient } from "../qemu/qmp_client.ts";
 import {
   type ByteDuplex,
@@ -36,6 +37,13 @@ export interface VmMigrationOptions {
   timeoutMs?: number;
   /** QEMU's `max-bandwidth` for the migration, bytes/s (default: QEMU's). */
   maxBandwidthBytesPerSecond?: number;
+  /**
+   * Where the steps of the switchover are logged (`migration_step`: `pre-switchover` with
+   * QEMU's last estimates, `final-cut`, `continued`, `completed`, `figures` with QEMU's final
+   * ones, `tunnel-ended` with the tunnel's counters), so the guest's pause can be laid out on
+   * one clock with QEMU's events.
+   */
+  log?: Logger;
 }
 
 /** What a finished migration measured. */
@@ -55,7 +63,8 @@ export interface VmMigrationReport {
 interface MigrationInfo {
   status?: string;
   downtime?: number;
-  ram?: { transferred?: number };
+  "expected-downtime"?: number;
+  ram?: { transferred?: number; remaining?: number; mbps?: number; "downtime-bytes"?: number };
   "error-desc"?: string;
 }
 
@@ -74,6 +83,8 @@ interface MigrationInfo {
  */
 export async function migrateVm(options: VmMigrationOptions): Promise<VmMigrationReport> {
   const { qmp } = options;
+  const step = (name: string, fields: Record<string, unknown> = {}) =>
+    options.log?.("info", "migration_step", { step: name, ...fields });
   const started = performance.now();
   const deadline = started + (options.timeoutMs ?? 600_000);
   const stop = new AbortController();
@@ -105,17 +116,33 @@ export async function migrateVm(options: VmMigrationOptions): Promise<VmMigratio
     tunnel = runMemoryTunnel(conn, options.remote, { ...options.tunnel, signal: stop.signal });
     tunnel.catch(() => {});
     let switchoverMs = 0;
+    let last: MigrationInfo = {};
     while (true) {
       const info = (await qmp.execute("query-migrate")) as MigrationInfo;
       if (info.status === "pre-switchover") {
+        // What QEMU last estimated while the VM ran: its bandwidth and the pause it expected.
+        step("pre-switchover", {
+          mbps: last.ram?.mbps,
+          expectedDowntimeMs: last["expected-downtime"],
+          remainingBytes: last.ram?.remaining,
+        });
         const at = performance.now();
         await options.switchover();
         switchoverMs = performance.now() - at;
+        step("final-cut", { ms: Math.round(switchoverMs) });
         await qmp.execute("migrate-continue", { state: "pre-switchover" });
+        step("continued");
       } else if (info.status === "completed") {
         const totalMs = performance.now() - started;
+        step("completed");
         const stats = await withDeadline(tunnel, deadline, "the tunnel to end");
+        step("tunnel-ended", { ...stats });
         const final = await completedFigures(qmp, info);
+        step("figures", {
+          downtimeMs: final.downtime,
+          downtimeBytes: final.ram?.["downtime-bytes"],
+          mbps: final.ram?.mbps,
+        });
         return {
           totalMs,
           qemuDowntimeMs: final.downtime ?? 0,
@@ -130,6 +157,7 @@ export async function migrateVm(options: VmMigrationOptions): Promise<VmMigratio
           `QEMU's migration ${info.status}: ${why}`,
         );
       }
+      last = info;
       if (performance.now() > deadline) {
         throw new PresyncError(
           ErrorCode.TIMEOUT,

@@ -1,5 +1,6 @@
 import type { Codec } from "../codec/mod.ts";
 import { ErrorCode, PresyncError } from "../errors.ts";
+import type { Logger } from "../log.ts";
 import { errorFromReply } from "../net/sync_protocol.ts";
 import { QmpClient } from "../qemu/mod.ts";
 import { Priority } from "../wire/frame.ts";
@@ -50,12 +51,16 @@ export interface VolumeMigrationOptions {
   /** Codecs to decode what comes back. */
   codecs: readonly Codec[];
   request: MigrateRequest;
+  /** Where the migration's steps are logged (see `VmMigrationOptions.log`). */
+  log?: Logger;
   /**
    * Starts the volume's evacuation without its hook (the VM is paused by the migration):
    * `finalCut` resolves once the final generation is cut (its `begin` goes out next),
-   * `done` with the evacuation's report (committed and verified).
+   * `done` with the evacuation's report (committed and verified). No block is sent before
+   * `sendAfter` settles: the memory's last bytes are on the link by then, and blocks sent
+   * earlier would delay them (and the VM's resume at the destination) in the link's buffers.
    */
-  evacuate(): {
+  evacuate(sendAfter: Promise<void>): {
     finalCut: Promise<unknown>;
     done: Promise<{ bytesSent: number; generation: number; verified: boolean }>;
   };
@@ -77,6 +82,8 @@ export async function migrateVolume(options: VolumeMigrationOptions): Promise<Mi
   const stream = session.openStream(Priority.MEMORY);
   let evacuation: ReturnType<VolumeMigrationOptions["evacuate"]> | undefined;
   const dir = await Deno.makeTempDir({ prefix: "presync-migrate-" });
+  // Settles once the memory's last bytes left (or the migration ended without them).
+  const memorySent = Promise.withResolvers<void>();
   try {
     await writeTunnelHeader(stream.writable, { volume });
     let timer: ReturnType<typeof setTimeout> | undefined;
@@ -99,15 +106,22 @@ export async function migrateVolume(options: VolumeMigrationOptions): Promise<Mi
       qmp,
       socketPath: `${dir}/qemu.sock`,
       remote: { readable: rest, writable: stream.writable },
-      tunnel: { codec: options.codec, codecs: options.codecs, linkClosed: session.closed },
+      tunnel: {
+        codec: options.codec,
+        codecs: options.codecs,
+        linkClosed: session.closed,
+        onSendEnded: memorySent.resolve,
+      },
       timeoutMs: (options.request.timeoutSeconds ?? 600) * 1000,
       maxBandwidthBytesPerSecond: options.request.maxBandwidthBytesPerSecond,
+      log: options.log,
       switchover: async () => {
-        evacuation = options.evacuate();
+        evacuation = options.evacuate(memorySent.promise);
         evacuation.done.catch(() => {});
         await Promise.race([evacuation.finalCut, evacuation.done]);
       },
     });
+    memorySent.resolve();
     const memorySeconds = (performance.now() - started) / 1000;
     if (!evacuation) {
       throw new PresyncError(
@@ -132,6 +146,7 @@ export async function migrateVolume(options: VolumeMigrationOptions): Promise<Mi
     stream.reset();
     throw err;
   } finally {
+    memorySent.resolve();
     await Deno.remove(dir, { recursive: true }).catch(() => {});
   }
 }
