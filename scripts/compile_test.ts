@@ -14,6 +14,7 @@ const ENTRY_POINTS = [
   "agent/main.ts",
   "agent/core/_hash_worker.ts",
   "plugins/tracker-nbd/_tracker_worker.ts",
+  "plugins/tracker-scan/_scan_worker.ts",
 ];
 
 /** The npm packages (name without version) the module graph of `entry` loads. */
