@@ -107,6 +107,11 @@ export const ErrorCode = {
    * a full re-sync (`presync failback --full`) can bring it back.
    */
   FAILBACK_DIVERGED: "FAILBACK_DIVERGED",
+  /**
+   * A worker thread of the agent (e.g. a scan worker reading the image) stopped with an
+   * error; the operation it served failed and may be run again.
+   */
+  WORKER_FAILED: "WORKER_FAILED",
 } as const;
 
 /** One of the {@linkcode ErrorCode} values. */

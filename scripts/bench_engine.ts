@@ -103,6 +103,7 @@ try {
     });
     const cut = await tracker.cut();
     await cut.release();
+    await tracker.close();
   });
   manifest.close();
   rows.push(

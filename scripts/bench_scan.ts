@@ -8,7 +8,12 @@
  * (kept in docs/BENCHMARKS.md).
  *
  *     deno run -A scripts/bench_scan.ts [--size-gib 8] [--dirty-blocks 256] [--runs 5] [--dir DIR]
+ *         [--baseline-tree TREE]
  *     deno run -A scripts/bench_scan.ts --sparse-gib 1024 [--dir DIR]
+ *
+ * `--baseline-tree` adds the scan tracker of another checkout (e.g. `git archive main | tar -x
+ * -C TREE`) as a contender in the same rounds: its cut follows the same rewrite as this tree's,
+ * with its own pre-filter table under the same secret, and the two go first in turn.
  *
  * The second form measures the peak resident memory of two cuts (the first builds the
  * table) of a sparse volume with 1000 data blocks, in a child process.
@@ -38,6 +43,7 @@ const { values: flags } = parseArgs({
     dir: { type: "string" },
     "sparse-gib": { type: "string" },
     "sparse-child": { type: "string" },
+    "baseline-tree": { type: "string" },
   },
 });
 
@@ -66,7 +72,7 @@ async function trackerIn(dir: string, sizeBytes: number, prefilter: boolean) {
   const manifest = await ManifestFile.open(fs, `${dir}/manifest`, sizeBytes / BLOCK, {
     create: true,
   });
-  const tracker = new ScanTracker({
+  const tracker: ScanTracker = new ScanTracker({
     imagePath: `${dir}/image.raw`,
     identity,
     manifest,
@@ -204,17 +210,30 @@ async function dense(dir: string): Promise<void> {
     manifest,
     baselineGeneration: 0,
   });
+  // The other tree's tracker: the same image, manifest and secret, a table of its own.
+  const tree = flags["baseline-tree"];
+  const baseline: ScanTracker | null = tree
+    ? new (await import(`${tree}/plugins/tracker-scan/scan_tracker.ts`)).ScanTracker({
+      imagePath: image,
+      identity: newVolumeIdentity("bench", sizeBytes, BLOCK),
+      manifest,
+      baselineGeneration: 0,
+      prefilter: { tablePath: `${dir}/baseline.prefilter`, secret: new Uint8Array(32).fill(7) },
+    })
+    : null;
   const setupStart = performance.now();
   await writeImage(image, sizeBytes, manifest);
   const setupS = (performance.now() - setupStart) / 1000;
   // The first scan with a pre-filter builds the table: every block is hashed.
   const firstMs = await scan(prefiltered);
+  const baselineFirstMs = baseline ? await scan(baseline) : 0;
   const loadBefore = await loadAverage();
+  const cuts: [string, () => Promise<number>][] = [
+    ["scan", () => timeHere("scan", () => scan(prefiltered))],
+  ];
+  if (baseline) cuts.push(["tree", () => timeHere("tree", () => scan(baseline))]);
   const contenders: [string, () => Promise<number>][] = [
-    ["scan", async () => {
-      await rewrite(image, sizeBytes / BLOCK, Number(flags["dirty-blocks"]));
-      return await timeHere("scan", () => scan(prefiltered));
-    }],
+    ...cuts,
     ["b3sum", () => timeOnce("b3sum", ["b3sum", "--num-threads", "1", image])],
     ["read", () => timeHere("read", () => plainRead(image))],
     ["dd", () => timeOnce("dd", ["dd", `if=${image}`, "of=/dev/null", "bs=8M", "status=none"])],
@@ -223,7 +242,12 @@ async function dense(dir: string): Promise<void> {
   const times = new Map(contenders.map(([name]) => [name, [] as number[]]));
   const hashed: number[] = [];
   for (let round = 0; round <= runs; round++) {
-    for (const [name, run] of contenders) {
+    // The cuts follow one rewrite (a guest's writes since the last pass) and go first in turn.
+    await rewrite(image, sizeBytes / BLOCK, Number(flags["dirty-blocks"]));
+    const order = round % 2 === 0
+      ? contenders
+      : [...cuts.toReversed(), ...contenders.slice(cuts.length)];
+    for (const [name, run] of order) {
       const ms = await run();
       // Round 0 warms up the page cache and the JIT; it is not counted.
       if (round > 0) times.get(name)!.push(ms);
@@ -232,11 +256,18 @@ async function dense(dir: string): Promise<void> {
     if (round > 0) hashed.push(prefiltered.lastScan!.blocksHashed);
   }
   await prefiltered.close();
+  await baseline?.close();
   await plain.close();
   manifest.close();
   const ms = (name: string) => median(times.get(name)!);
+  const cpuPerGiB = (name: string) =>
+    (median(cpuSeconds.get(name)!) / (sizeBytes / GiB)).toFixed(3);
   const gbps = (value: number) => `${(sizeBytes / value / 1e6).toFixed(2)} GB/s`;
-  const perRound = times.get("b3sum")!.map((b3, i) => (b3 / times.get("scan")![i]).toFixed(2));
+  const ratios = (of: string, to: string) => times.get(to)!.map((t, i) => t / times.get(of)![i]);
+  const perRound = (of: string, to: string) =>
+    `${ratios(of, to).map((r) => r.toFixed(2)).join(", ")} (median ${
+      median(ratios(of, to)).toFixed(2)
+    })`;
   console.log(
     `\n${sizeBytes / GiB} GiB page-cached, 64 KiB blocks, ${flags["dirty-blocks"]} blocks ` +
       `rewritten before each cut (hashed per cut: ${hashed.join(", ")}); median of ${runs} ` +
@@ -245,10 +276,16 @@ async function dense(dir: string): Promise<void> {
   );
   console.log(
     `setup ${setupS.toFixed(1)} s; first scan (no table yet, every block hashed) ` +
-      `${(firstMs / 1000).toFixed(2)} s; scan ÷ b3sum per round: ${perRound.join(", ")}\n`,
+      `${(firstMs / 1000).toFixed(2)} s; scan ÷ b3sum per round: ${perRound("scan", "b3sum")}`,
   );
-  const cpuPerGiB = (name: string) =>
-    (median(cpuSeconds.get(name)!) / (sizeBytes / GiB)).toFixed(3);
+  if (baseline) {
+    console.log(
+      `baseline tree ${tree}: first scan ${(baselineFirstMs / 1000).toFixed(2)} s; its scan ÷ ` +
+        `b3sum per round: ${perRound("tree", "b3sum")}; this tree's scan ÷ its scan per round: ` +
+        `${perRound("scan", "tree")}; CPU seconds per GiB of its scan ${cpuPerGiB("tree")}`,
+    );
+  }
+  console.log();
   console.log(
     `CPU seconds per GiB (user + system, all threads): scan ${cpuPerGiB("scan")}, b3sum ` +
       `${cpuPerGiB("b3sum")}, Deno read ${cpuPerGiB("read")}, dd ${cpuPerGiB("dd")}, scan ` +
@@ -260,6 +297,7 @@ async function dense(dir: string): Promise<void> {
   for (
     const [name, what] of [
       ["b3sum", "b3sum --num-threads 1"],
+      ...(baseline ? [["tree", `the scan of ${tree}`]] : []),
       ["read", "plain sequential read (Deno, 8 MiB buffer)"],
       ["dd", "dd bs=8M of=/dev/null"],
       ["full", "scan without pre-filter (BLAKE3 of every block)"],
@@ -298,7 +336,15 @@ try {
     await dense(dir);
   }
 } finally {
-  for (const name of ["image.raw", "manifest", "scan.prefilter", "scan.prefilter.tmp"]) {
+  for (
+    const name of [
+      "image.raw",
+      "manifest",
+      "scan.prefilter",
+      "scan.prefilter.tmp",
+      "baseline.prefilter",
+    ]
+  ) {
     await Deno.remove(`${dir}/${name}`).catch(() => {});
   }
   if (!flags.dir) await Deno.remove(dir, { recursive: true });

@@ -12,8 +12,8 @@ const RUNTIME_PACKAGES = [
 /** Entry points `deno task compile` embeds: the CLI and its Worker scripts. */
 const ENTRY_POINTS = [
   "agent/main.ts",
-  "agent/core/_hash_worker.ts",
   "plugins/tracker-nbd/_tracker_worker.ts",
+  "plugins/tracker-scan/_scan_worker.ts",
 ];
 
 /** The npm packages (name without version) the module graph of `entry` loads. */

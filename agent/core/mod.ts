@@ -27,7 +27,6 @@ export { blockEntries, HASH_BYTES, hashBlocks } from "./hash_blocks.ts";
 export { isZero, zeroBlocks } from "./zero_blocks.ts";
 export { Bitmap, type Extent, MAX_BITMAP_BITS } from "./bitmap.ts";
 export { diffManifests } from "./diff_manifests.ts";
-export { BlockEntriesPool, type PoolResult } from "./block_entries_pool.ts";
 export { CoreBuffer } from "./core_buffer.ts";
 export {
   PREFILTER_BYTES,

@@ -10,14 +10,12 @@ import { blockCount, reseedHint, type VolumeIdentity } from "../../agent/volume/
 import { loadCheckpoint, saveCheckpoint } from "./_scan_checkpoint.ts";
 import { SCAN_READ_BYTES, scanPass } from "./_scan_pass.ts";
 import { PrefilterTable } from "./prefilter_table.ts";
+import { ScanWorkers } from "./_scan_workers.ts";
 
 export { SCAN_READ_BYTES };
 
-/** Images at least this large are hashed on every core (workers cost ~0.1 s to start). */
+/** Images at least this large are scanned on every core (workers cost 0.2–0.4 s to start). */
 export const PARALLEL_SCAN_MIN_BYTES = 256 * 1024 * 1024;
-
-/** A scan starts its hashing workers once it has hashed this much on its own thread. */
-export const HASH_ON_WORKERS_AFTER_BYTES = 64 * 1024 * 1024;
 
 /** Options of {@linkcode ScanTracker}. */
 export interface ScanTrackerOptions {
@@ -35,10 +33,15 @@ export interface ScanTrackerOptions {
   checkpointPath?: string;
   /** Save progress after this many bytes scanned. Default 1 GiB. */
   checkpointEveryBytes?: number;
-  /** Hashing workers (default: one per core for images of PARALLEL_SCAN_MIN_BYTES or more). */
+  /**
+   * Scan workers: threads that each open the image and read, zero-check, pre-filter and hash
+   * every n-th piece of it, this thread only settling their verdicts. Default: one per core,
+   * at least 2, for images of PARALLEL_SCAN_MIN_BYTES or more; 1: everything on this thread.
+   * Workers read the real file at `imagePath`, so with an `fs` other than
+   * {@linkcode DenoFileSystem} a scan always runs on this thread. They start with the first
+   * pass and stop at `close()`.
+   */
   workers?: number;
-  /** Start the workers once a scan hashed this many bytes itself. Default 64 MiB. */
-  hashOnWorkersAfterBytes?: number;
   /** Read-rate cap on the image, bytes per second; 0 or absent: unlimited. */
   readRateBytesPerSecond?: number;
   /**
@@ -115,6 +118,8 @@ export class ScanTracker implements Tracker {
   readonly #fs: FileSystem;
   readonly #limiter: RateLimiter;
   readonly #key: PrefilterKey | null;
+  /** The scan workers, from the first pass that uses them until close. */
+  #workers: ScanWorkers | null = null;
   #lastScan: ScanCost | null = null;
   /**
    * What the last pass found changed since the last cut besides the generation in flight, and
@@ -358,21 +363,29 @@ export class ScanTracker implements Tracker {
     const table = prefilter && this.#key
       ? await PrefilterTable.open(this.#fs, prefilter.tablePath, identity, this.#key.id)
       : null;
+    const workers = this.#options.workers ??
+      (identity.sizeBytes >= PARALLEL_SCAN_MIN_BYTES
+        ? Math.max(2, navigator.hardwareConcurrency)
+        : 1);
+    const onWorkers = workers > 1 && !this.#closed && this.#fs instanceof DenoFileSystem;
+    if (onWorkers && (this.#workers === null || this.#workers.failed)) {
+      this.#workers?.close();
+      this.#workers = new ScanWorkers(workers);
+    }
     let second: FileHandle | null = null;
     try {
-      // A second handle lets two reads of the image run at once.
-      second = await this.#openImage();
+      // On this thread, a second handle lets two reads of the image run at once.
+      if (!onWorkers) second = await this.#openImage();
       const prefiltered = table?.trusted ?? false;
       const stats = await scanPass({
-        images: [image, second],
+        images: second ? [image, second] : [image],
         identity,
         manifest,
         limiter: this.#limiter,
-        workers: this.#options.workers ??
-          (identity.sizeBytes >= PARALLEL_SCAN_MIN_BYTES ? navigator.hardwareConcurrency : 1),
-        hashOnWorkersAfterBytes: this.#options.hashOnWorkersAfterBytes ??
-          HASH_ON_WORKERS_AFTER_BYTES,
-        prefilter: table && this.#key ? { key: this.#key, table } : null,
+        workers: onWorkers ? { pool: this.#workers!, path: this.#options.imagePath } : null,
+        prefilter: table && this.#key && prefilter
+          ? { key: this.#key, secret: prefilter.secret, table }
+          : null,
         startBlock,
         dirty,
         afterPiece: afterPiece && ((next, bytes) => afterPiece(table, next, bytes)),
@@ -453,7 +466,7 @@ export class ScanTracker implements Tracker {
     this.#timer = undefined;
   }
 
-  /** Stops background passes and releases the key. Idempotent. */
+  /** Stops background passes and the scan workers, and releases the key. Idempotent. */
   async close(): Promise<void> {
     this.#closed = true;
     await this.#stopBackground();
@@ -461,6 +474,8 @@ export class ScanTracker implements Tracker {
     this.#known = null;
     this.#lastCut?.free();
     this.#lastCut = null;
+    this.#workers?.close();
+    this.#workers = null;
     this.#key?.free();
   }
 }

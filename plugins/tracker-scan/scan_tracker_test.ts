@@ -40,25 +40,6 @@ seededTest(
   },
 );
 
-seededTest("hashing on worker threads finds exactly the blocks a single thread finds", async (
-  prng,
-) => {
-  const volume = await syncedVolume(prng, 3000);
-  await scribble(prng, volume, 3000);
-  const single = trackerOf(volume, { prefilter: undefined });
-  const parallel = trackerOf(volume, {
-    prefilter: undefined,
-    workers: 2,
-    hashOnWorkersAfterBytes: 0,
-  });
-  const expected = await truth(volume);
-  assert.ok(expected.length > 0);
-  assert.deepStrictEqual(await cutRuns(single), expected);
-  assert.deepStrictEqual(await cutRuns(parallel), expected);
-  await single.close();
-  await parallel.close();
-});
-
 for (const prefilter of [true, false]) {
   seededTest(
     `a scan killed halfway resumes from its checkpoint and finds the same blocks (pre-filter: ${prefilter})`,
