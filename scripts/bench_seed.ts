@@ -7,7 +7,14 @@
  * docs/BENCHMARKS.md) with wall time, throughput, bytes written to the disk and peak RSS.
  *
  *     deno run -A scripts/bench_seed.ts [--size-gib 4] [--baseline bf648b7] [--dir DIR]
- *                                       [--runs 1]
+ *                                       [--runs 1] [--link MBIT:RTT_MS]
+ *
+ * With `--link` (e.g. `--link 1000:20`), the first sync goes over the network instead: `presync
+ * agent` into `presync serve` (directory store) through the WAN emulator, both directions
+ * shaped as given, of an image half random and half text-like, against a plain copy of the
+ * same image over one TCP stream through the same emulated link (raw bytes, and `zstd -1 |`);
+ * every replica is compared byte for byte. The table adds the ratio to the raw copy and the
+ * peak RSS of both agents (scripts/_seed_link.ts).
  *
  * Needs `git` (to export the baseline) and GNU `time`. Runs are interleaved (baseline,
  * current, dd, baseline, …) so a change in the machine's load hits all of them alike.
@@ -18,6 +25,8 @@
 import { parseArgs } from "node:util";
 import { Prng } from "../fixtures/prng.ts";
 import { median } from "./_bench_timing.ts";
+import { writeImage } from "./_evac_data.ts";
+import { copyOverLink, type LinkRun, seedOverLink } from "./_seed_link.ts";
 
 const { values: flags } = parseArgs({
   args: Deno.args,
@@ -26,6 +35,7 @@ const { values: flags } = parseArgs({
     baseline: { type: "string", default: "bf648b7" },
     dir: { type: "string" },
     runs: { type: "string", default: "1" },
+    link: { type: "string" },
   },
 });
 
@@ -34,7 +44,16 @@ const sizeBytes = Number(flags["size-gib"]) * GiB;
 const runs = Number(flags.runs);
 const repo = new URL("..", import.meta.url).pathname;
 const dir = flags.dir ?? await Deno.makeTempDir({ prefix: "presync-bench-seed-" });
-const image = `${dir}/image.raw`;
+const link = flags.link === undefined ? undefined : parseLink(flags.link);
+const image = `${dir}/image${link ? "-mixed" : ""}.raw`;
+
+function parseLink(text: string): { rateBitsPerSecond: number; rttMs: number } {
+  const [mbit, rtt] = text.split(":").map(Number);
+  if (!(mbit > 0) || !(rtt >= 0)) {
+    throw new Error(`--link wants MBIT:RTT_MS such as 1000:20: received ${text}`);
+  }
+  return { rateBitsPerSecond: mbit * 1e6, rttMs: rtt };
+}
 
 /** What one run measured (GNU time's wall clock, file system outputs and peak RSS). */
 interface Run {
@@ -60,6 +79,10 @@ async function makeImage(): Promise<void> {
     if ((await Deno.stat(image)).size === sizeBytes) return;
   } catch {
     // Made below.
+  }
+  if (link) {
+    // Half random, half text-like, no zero blocks: every block is sent and written.
+    return await writeImage(image, new Prng(1818), sizeBytes, { zeroShare: 0, textShare: 0.5 });
   }
   // Incompressible and without zero blocks: every block is sent and written.
   const prng = new Prng(1818);
@@ -111,9 +134,41 @@ async function ddCopy(): Promise<Run> {
   return result;
 }
 
-try {
-  await makeImage();
-  const baseline = await exportBaseline(flags.baseline!);
+async function benchLink(baseline: string, at: NonNullable<typeof link>): Promise<void> {
+  const load = async () => (await Deno.readTextFile("/proc/loadavg")).split(" ").slice(0, 3);
+  const loadBefore = await load();
+  const contenders: [string, () => Promise<LinkRun>][] = [
+    [`baseline ${flags.baseline}`, () => seedOverLink(baseline, image, `${dir}/run`, at)],
+    ["this tree", () => seedOverLink(repo, image, `${dir}/run`, at)],
+    ["raw copy, one TCP stream", () => copyOverLink(image, `${dir}/run`, at, false)],
+    ["zstd -1 copy, one TCP stream", () => copyOverLink(image, `${dir}/run`, at, true)],
+  ];
+  const results = new Map<string, LinkRun[]>(contenders.map(([name]) => [name, []]));
+  for (let i = 0; i < runs; i++) {
+    for (const [name, fn] of contenders) results.get(name)!.push(await fn());
+  }
+  const rawSeconds = median(results.get("raw copy, one TCP stream")!.map((r) => r.seconds));
+  const mib = (bytes: number) => bytes === 0 ? "" : `${(bytes / 2 ** 20).toFixed(0)} MiB`;
+  console.log(
+    `first sync of ${flags["size-gib"]} GiB (half random, half text) over ` +
+      `${at.rateBitsPerSecond / 1e6} Mbit/s, ${at.rttMs} ms RTT, ${runs} run(s), median; ` +
+      `load average ${loadBefore.join(" ")} → ${(await load()).join(" ")}:\n`,
+  );
+  console.log("| what | seconds | goodput MB/s | vs raw copy | wire MB | agent RSS | serve RSS |");
+  console.log("| --- | ---: | ---: | ---: | ---: | ---: | ---: |");
+  for (const [name, list] of results) {
+    const seconds = median(list.map((r) => r.seconds));
+    console.log(
+      `| ${name} | ${seconds.toFixed(1)} | ${(sizeBytes / seconds / 1e6).toFixed(0)} | ` +
+        `${(rawSeconds / seconds).toFixed(2)}× | ` +
+        `${(median(list.map((r) => r.wireBytes)) / 1e6).toFixed(0)} | ` +
+        `${mib(median(list.map((r) => r.agentRssBytes)))} | ` +
+        `${mib(median(list.map((r) => r.serveRssBytes)))} |`,
+    );
+  }
+}
+
+async function benchLocal(baseline: string): Promise<void> {
   const contenders: [string, () => Promise<Run>][] = [
     [`baseline ${flags.baseline} (staged: log, zeros, apply)`, () => firstSync(baseline)],
     ["this tree (seeded in place)", () => firstSync(repo)],
@@ -135,6 +190,13 @@ try {
         `${(median(list.map((r) => r.peakRssBytes)) / 2 ** 20).toFixed(0)} MiB |`,
     );
   }
+}
+
+try {
+  await makeImage();
+  const baseline = await exportBaseline(flags.baseline!);
+  if (link) await benchLink(baseline, link);
+  else await benchLocal(baseline);
 } finally {
   if (!flags.dir) await Deno.remove(dir, { recursive: true });
 }

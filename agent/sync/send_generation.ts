@@ -161,8 +161,15 @@ export async function sendGeneration(
       await committing;
       report.commitMs = performance.now() - commitStarted;
     };
+    // A replica with no committed generation holds zeros (or a seed in progress): its page
+    // digests are not worth a round trip, so its blocks go whole.
+    const patchable = info.committedGeneration > 0;
     try {
-      await sendBlocks(state, cut, destination, toSend, report, hooks, begun, commit);
+      await sendBlocks(state, cut, destination, toSend, report, hooks, {
+        begun,
+        commit,
+        patchable,
+      });
     } catch (err) {
       await begun; // a refused begin explains what failed after it
       throw err;
@@ -200,7 +207,8 @@ async function entriesYielding(data: Uint8Array, blockSize: number): Promise<Uin
 /**
  * Sends the blocks of `toSend` with acknowledgement points, then, unless `hooks.stop`
  * stopped it, has the generation committed by `commit`. `begun` is the generation's begin,
- * answered before the first acknowledgement point.
+ * answered before the first acknowledgement point; without `patchable` (a replica with no
+ * committed generation) no page digests are asked for and every block goes whole.
  */
 async function sendBlocks(
   state: SourceState,
@@ -209,8 +217,11 @@ async function sendBlocks(
   toSend: Bitmap,
   report: SendReport,
   hooks: SendOptions,
-  begun: Promise<void>,
-  commit: () => Promise<void>,
+  { begun, commit, patchable }: {
+    begun: Promise<void>;
+    commit: () => Promise<void>;
+    patchable: boolean;
+  },
 ): Promise<void> {
   const { identity } = state;
   const { blockSize } = identity;
@@ -282,7 +293,7 @@ async function sendBlocks(
   // link cut, whose masks are gone): the destination's page digests tell which pages
   // changed. They are asked for up to DIGEST_GROUPS_AHEAD groups ahead, so each answer comes
   // while the groups before it are being sent (no round trip per group).
-  const digestsWanted = (cut.pageMask === undefined || !cut.pointInTime) &&
+  const digestsWanted = patchable && (cut.pageMask === undefined || !cut.pointInTime) &&
     destination.pageDigests !== undefined && pageMasksSupported(blockSize);
   const perGroup = digestsWanted ? Math.min(perRead, MAX_DIGEST_BLOCKS) : perRead;
   const reads: [number, number][] = [];
@@ -364,7 +375,9 @@ async function sendBlocks(
               digestAt,
               digestAt + pagesIn(length) * PAGE_DIGEST_BYTES,
             );
-            const pages = cut.pageMask?.(first + i) ?? (theirs && differingPages(bytes, theirs));
+            const pages = patchable
+              ? cut.pageMask?.(first + i) ?? (theirs && differingPages(bytes, theirs))
+              : undefined;
             item = { block: first + i, data: bytes, hash: entry, pages };
           }
           digestAt += pagesIn(length) * PAGE_DIGEST_BYTES;
