@@ -3,9 +3,10 @@
  * `fallocate(2)` (claim disk space, punch holes, zero ranges), `flock(2)` with `LOCK_NB` (a
  * lock that does not wait) and `lseek(2)` with `SEEK_DATA`/`SEEK_HOLE` (where a sparse file's
  * holes are; `Deno.FsFile.seek` accepts only Start, Current and End) and `setpriority(2)` on
- * one thread (Deno sets no thread's nice value). All work on the real
- * file descriptors `node:fs` hands out in Deno 2.9.6. The calls run on the calling thread
- * (not `nonblocking`), so `errno()` read right after one is that call's.
+ * one thread (Deno sets no thread's nice value), and `pwrite(2)` on another thread (`node:fs`
+ * writes run on the event loop's thread in Deno 2.9.6). All work on the real file descriptors
+ * `node:fs` hands out in Deno 2.9.6. The calls but `pwrite` run on the calling thread (not
+ * `nonblocking`), so `errno()` read right after one is that call's.
  * Where the library cannot be loaded (not Linux, no `--allow-ffi`), {@linkcode libc} is null
  * and callers fall back (write zeros instead of claiming, no advisory locks).
  *
@@ -43,6 +44,9 @@ const SYMBOLS = {
   setpriority: { parameters: ["i32", "u32", "i32"], result: "i32" },
   gettid: { parameters: [], result: "i32" },
   __errno_location: { parameters: [], result: "pointer" },
+  // On Deno's blocking-call threads: the event loop goes on while the kernel copies the data
+  // (and waits under writeback throttling). errno of such a call is that thread's, unread.
+  pwrite64: { parameters: ["i32", "buffer", "usize", "i64"], result: "isize", nonblocking: true },
 } as const;
 
 /** The loaded calls; each returns 0 or -1 and `errno()` tells why. */
@@ -57,6 +61,12 @@ export interface Libc {
   gettid(): number;
   /** errno of the last failed call on this thread (read right after the call). */
   errno(): number;
+  /**
+   * `pwrite(2)` on another thread: the bytes written (may be fewer than `data.length`), or -1
+   * with no errno to read (the caller repeats the write on its own thread to learn why).
+   * `data` must not change until the promise settles.
+   */
+  pwriteElsewhere(fd: number, data: Uint8Array, offset: number): Promise<number>;
 }
 
 let loaded: Libc | null | undefined;
@@ -68,7 +78,8 @@ export function libc(): Libc | null {
   if (Deno.build.os !== "linux") return loaded;
   try {
     const lib = Deno.dlopen("libc.so.6", SYMBOLS);
-    const { fallocate, flock, lseek, setpriority, gettid, __errno_location } = lib.symbols;
+    const { fallocate, flock, lseek, setpriority, gettid, __errno_location, pwrite64 } =
+      lib.symbols;
     loaded = {
       fallocate: (fd, mode, offset, length) => fallocate(fd, mode, BigInt(offset), BigInt(length)),
       flock: (fd, operation) => flock(fd, operation),
@@ -76,6 +87,8 @@ export function libc(): Libc | null {
       setThreadNice: (tid, nice) => setpriority(PRIO_PROCESS, tid, nice),
       gettid: () => gettid(),
       errno: () => new Deno.UnsafePointerView(__errno_location()!).getInt32(),
+      pwriteElsewhere: async (fd, data, offset) =>
+        Number(await pwrite64(fd, data, BigInt(data.length), BigInt(offset))),
     };
   } catch {
     // No FFI permission or no glibc: the callers' fallbacks apply.

@@ -92,6 +92,23 @@ Deno.test({
     }),
 });
 
+Deno.test({
+  name: "a large write (on another thread) into a full disk (tmpfs) throws ENOSPC as node:fs does",
+  ignore: !canMountTmpfs,
+  fn: () =>
+    withTmpfs("1m", async (mount) => {
+      const file = await new DenoFileSystem().open(`${mount}/f`, { create: true });
+      await assert.rejects(
+        file.write(0, new Uint8Array(2 * MiB).fill(1)),
+        (err: Error & { code?: string }) => {
+          assert.equal(err.code, "ENOSPC");
+          return true;
+        },
+      );
+      file.close();
+    }),
+});
+
 /** The tryLock contract: shared locks coexist, an exclusive one excludes all others. */
 async function checkLocks(fs: FileSystem, path: string): Promise<void> {
   const a = await fs.tryLock(path, "shared");
