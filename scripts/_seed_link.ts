@@ -22,6 +22,14 @@ export interface LinkRun {
   agentRssBytes: number;
   /** Peak RSS of `presync serve`, bytes (0 for a copy). */
   serveRssBytes: number;
+  /** CPU time (user + system, all threads) of the source agent, s (0 for a copy). */
+  agentCpuSeconds: number;
+  /** CPU time of `presync serve`, s (0 for a copy). */
+  serveCpuSeconds: number;
+  /** CPU time of the source agent's main thread alone, s (0 for a copy). */
+  agentMainCpuSeconds: number;
+  /** CPU time of serve's main thread alone, s (0 for a copy). */
+  serveMainCpuSeconds: number;
 }
 
 function emulatedLinkTo(port: number, link: LinkPoint): WanEmu {
@@ -38,6 +46,19 @@ function wire(emu: WanEmu): number {
 async function peakRss(pid: number): Promise<number> {
   const status = await Deno.readTextFile(`/proc/${pid}/status`);
   return Number(/VmHWM:\s+(\d+) kB/.exec(status)?.[1] ?? 0) * 1024;
+}
+
+/**
+ * CPU time (user + system) so far of a live process (all its threads), or with `thread` of
+ * that one thread (the main thread's id is the process's), s.
+ */
+async function cpuSeconds(pid: number, thread?: number): Promise<number> {
+  const stat = await Deno.readTextFile(
+    thread === undefined ? `/proc/${pid}/stat` : `/proc/${pid}/task/${thread}/stat`,
+  );
+  // Fields after the command name (which may hold spaces): utime and stime are 12th and 13th.
+  const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+  return (Number(fields[11]) + Number(fields[12])) / 100; // USER_HZ is 100 on Linux
 }
 
 /** `presync …` from the tree at `root`, run as the shipped binary is (its V8 flags). */
@@ -138,6 +159,10 @@ export async function seedOverLink(
       wireBytes: wire(emu),
       agentRssBytes: await peakRss(agent.pid),
       serveRssBytes: await peakRss(serve.pid),
+      agentCpuSeconds: await cpuSeconds(agent.pid),
+      serveCpuSeconds: await cpuSeconds(serve.pid),
+      agentMainCpuSeconds: await cpuSeconds(agent.pid, agent.pid),
+      serveMainCpuSeconds: await cpuSeconds(serve.pid, serve.pid),
     };
     await run("cmp", [image, `${workDir}/store/seed/image`]);
     return result;
@@ -217,7 +242,16 @@ export async function copyOverLink(
     if (!sent.success || !received.success) {
       throw new Error(`the copy failed: exit codes ${sent.code} and ${received.code}`);
     }
-    const result = { seconds, wireBytes: wire(emu), agentRssBytes: 0, serveRssBytes: 0 };
+    const result = {
+      seconds,
+      wireBytes: wire(emu),
+      agentRssBytes: 0,
+      serveRssBytes: 0,
+      agentCpuSeconds: 0,
+      serveCpuSeconds: 0,
+      agentMainCpuSeconds: 0,
+      serveMainCpuSeconds: 0,
+    };
     await run("cmp", [image, replica]);
     return result;
   } finally {

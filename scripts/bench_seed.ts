@@ -7,14 +7,15 @@
  * docs/BENCHMARKS.md) with wall time, throughput, bytes written to the disk and peak RSS.
  *
  *     deno run -A scripts/bench_seed.ts [--size-gib 4] [--baseline bf648b7] [--dir DIR]
- *                                       [--runs 1] [--link MBIT:RTT_MS]
+ *                                       [--runs 1] [--link MBIT:RTT_MS [--also REF…]]
  *
  * With `--link` (e.g. `--link 1000:20`), the first sync goes over the network instead: `presync
  * agent` into `presync serve` (directory store) through the WAN emulator, both directions
  * shaped as given, of an image half random and half text-like, against a plain copy of the
  * same image over one TCP stream through the same emulated link (raw bytes, and `zstd -1 |`);
- * every replica is compared byte for byte. The table adds the ratio to the raw copy and the
- * peak RSS of both agents (scripts/_seed_link.ts).
+ * every replica is compared byte for byte. The table adds the ratio to the raw copy, the CPU
+ * time of both agents (all threads, and the main thread alone) and their peak RSS
+ * (scripts/_seed_link.ts). `--also REF` (repeatable) adds more baseline revisions.
  *
  * Needs `git` (to export the baseline) and GNU `time`. Runs are interleaved (baseline,
  * current, dd, baseline, …) so a change in the machine's load hits all of them alike.
@@ -36,6 +37,7 @@ const { values: flags } = parseArgs({
     dir: { type: "string" },
     runs: { type: "string", default: "1" },
     link: { type: "string" },
+    also: { type: "string", multiple: true, default: [] },
   },
 });
 
@@ -134,11 +136,15 @@ async function ddCopy(): Promise<Run> {
   return result;
 }
 
-async function benchLink(baseline: string, at: NonNullable<typeof link>): Promise<void> {
+async function benchLink(baselines: string[], at: NonNullable<typeof link>): Promise<void> {
   const load = async () => (await Deno.readTextFile("/proc/loadavg")).split(" ").slice(0, 3);
   const loadBefore = await load();
+  const revisions = [flags.baseline!, ...flags.also!];
   const contenders: [string, () => Promise<LinkRun>][] = [
-    [`baseline ${flags.baseline}`, () => seedOverLink(baseline, image, `${dir}/run`, at)],
+    ...revisions.map((rev, i): [string, () => Promise<LinkRun>] => [
+      `baseline ${rev}`,
+      () => seedOverLink(baselines[i], image, `${dir}/run`, at),
+    ]),
     ["this tree", () => seedOverLink(repo, image, `${dir}/run`, at)],
     ["raw copy, one TCP stream", () => copyOverLink(image, `${dir}/run`, at, false)],
     ["zstd -1 copy, one TCP stream", () => copyOverLink(image, `${dir}/run`, at, true)],
@@ -149,23 +155,35 @@ async function benchLink(baseline: string, at: NonNullable<typeof link>): Promis
   }
   const rawSeconds = median(results.get("raw copy, one TCP stream")!.map((r) => r.seconds));
   const mib = (bytes: number) => bytes === 0 ? "" : `${(bytes / 2 ** 20).toFixed(0)} MiB`;
+  const cpu = (all: number, main: number) =>
+    all === 0 ? "" : `${all.toFixed(1)} (${main.toFixed(1)})`;
   console.log(
     `first sync of ${flags["size-gib"]} GiB (half random, half text) over ` +
       `${at.rateBitsPerSecond / 1e6} Mbit/s, ${at.rttMs} ms RTT, ${runs} run(s), median; ` +
       `load average ${loadBefore.join(" ")} → ${(await load()).join(" ")}:\n`,
   );
-  console.log("| what | seconds | goodput MB/s | vs raw copy | wire MB | agent RSS | serve RSS |");
-  console.log("| --- | ---: | ---: | ---: | ---: | ---: | ---: |");
+  console.log(
+    "| what | seconds | goodput MB/s | vs raw copy | wire MB | agent CPU s (main) | " +
+      "serve CPU s (main) | agent RSS | serve RSS |",
+  );
+  console.log("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |");
   for (const [name, list] of results) {
     const seconds = median(list.map((r) => r.seconds));
+    const m = (pick: (r: LinkRun) => number) => median(list.map(pick));
     console.log(
       `| ${name} | ${seconds.toFixed(1)} | ${(sizeBytes / seconds / 1e6).toFixed(0)} | ` +
-        `${(rawSeconds / seconds).toFixed(2)}× | ` +
-        `${(median(list.map((r) => r.wireBytes)) / 1e6).toFixed(0)} | ` +
-        `${mib(median(list.map((r) => r.agentRssBytes)))} | ` +
-        `${mib(median(list.map((r) => r.serveRssBytes)))} |`,
+        `${(rawSeconds / seconds).toFixed(2)}× | ${(m((r) => r.wireBytes) / 1e6).toFixed(0)} | ` +
+        `${cpu(m((r) => r.agentCpuSeconds), m((r) => r.agentMainCpuSeconds))} | ` +
+        `${cpu(m((r) => r.serveCpuSeconds), m((r) => r.serveMainCpuSeconds))} | ` +
+        `${mib(m((r) => r.agentRssBytes))} | ${mib(m((r) => r.serveRssBytes))} |`,
     );
   }
+  console.log(
+    `\nruns in order (seconds): ${
+      [...results].map(([name, list]) => `${name}: ${list.map((r) => r.seconds.toFixed(1))}`)
+        .join("; ")
+    }`,
+  );
 }
 
 async function benchLocal(baseline: string): Promise<void> {
@@ -195,8 +213,9 @@ async function benchLocal(baseline: string): Promise<void> {
 try {
   await makeImage();
   const baseline = await exportBaseline(flags.baseline!);
-  if (link) await benchLink(baseline, link);
-  else await benchLocal(baseline);
+  if (link) {
+    await benchLink([baseline, ...await Promise.all(flags.also!.map(exportBaseline))], link);
+  } else await benchLocal(baseline);
 } finally {
   if (!flags.dir) await Deno.remove(dir, { recursive: true });
 }
