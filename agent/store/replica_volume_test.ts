@@ -71,6 +71,41 @@ Deno.test("a block whose bytes do not match its hash is rejected, not staged", a
   }
 });
 
+Deno.test("a batch with a block outside the generation stages nothing of it; a block twice in a batch is one duplicate", async () => {
+  const fs = new PowerCutFileSystem();
+  const replica = await newReplica(fs, "/s");
+  try {
+    using dirty = new Bitmap(BLOCKS).set(3).set(4).set(5);
+    await replica.beginGeneration(1, dirty, 0);
+    const data = new Uint8Array(BLOCK).fill(5);
+    const flipped = data.slice();
+    flipped[100] ^= 1;
+    const result = await replica.stage([
+      { block: 3, data: flipped, hash: blake3(data) },
+      { block: 4, data, hash: blake3(data) },
+      { block: 4, data, hash: blake3(data) },
+    ]);
+    assert.deepStrictEqual(result, { staged: 1, duplicates: 1, rejected: [3] });
+    await assertRejectsCode(
+      replica.stage([
+        { block: 5, data, hash: blake3(data) },
+        { block: 9, data, hash: blake3(data) },
+      ]),
+      "GENERATION_MISMATCH",
+    );
+    const again = await replica.stage([
+      { block: 3, data, hash: blake3(data) },
+      { block: 5, data, hash: blake3(data) },
+    ]);
+    assert.deepStrictEqual(again, { staged: 2, duplicates: 0, rejected: [] }, "5 was not staged");
+    await replica.flush();
+    await replica.commit(1, await predictRoot(replica));
+    assert.deepStrictEqual(await replica.readCommitted(5), data);
+  } finally {
+    replica.close();
+  }
+});
+
 seededTest("a corrupted staging record is named at commit and nothing is applied", async (prng) => {
   const fs = new PowerCutFileSystem();
   const replica = await seededReplica(fs, "/s");

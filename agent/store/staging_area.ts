@@ -236,6 +236,9 @@ export class StagingArea {
     const result: StageResult = { staged: 0, duplicates: 0, rejected: [] };
     let hashedBytes = 0;
     const accepted: LogBlock[] = [];
+    // Marked received only once the whole batch passed: a batch refused half way (a block
+    // outside the generation) leaves nothing marked that was not written.
+    const seen = new Set<number>();
     for (const item of blocks) {
       const { block } = item;
       // A block of zeros is stored as a zero record whichever way it was sent.
@@ -251,7 +254,7 @@ export class StagingArea {
           `block ${block} is not part of generation ${this.generation}`,
         );
       }
-      if (this.#received.get(block)) {
+      if (this.#received.get(block) || seen.has(block)) {
         result.duplicates++;
         continue;
       }
@@ -277,10 +280,11 @@ export class StagingArea {
         }
       }
       accepted.push({ block, data, hash });
-      this.#received.set(block);
+      seen.add(block);
       result.staged++;
     }
     if (accepted.length === 0) return result;
+    for (const { block } of accepted) this.#received.set(block);
     this.#unflushed = true;
     try {
       if (this.#log) await this.#log.append(accepted);

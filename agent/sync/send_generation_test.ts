@@ -101,8 +101,9 @@ Deno.test("send: a destination that awaits each flush gets one every FLUSH_EVERY
 
 /**
  * Sends one generation of `blocks` dirty 64 KiB blocks (every other one, so that each read
- * is one block) from an image of seeded bytes, through `destination` built around the log
- * it gets; `cutRead` wraps the cut's reads.
+ * is one block) from an image of seeded bytes, as generation 2 (the replica holds generation
+ * 1, so blocks may travel as patches), through the destination `makeDestination` builds;
+ * `cutRead` wraps the cut's reads.
  */
 async function sendScattered(
   blocks: number,
@@ -132,8 +133,17 @@ async function sendScattered(
         read: options.cutRead ? options.cutRead(read) : read,
         release: () => Promise.resolve(dirty.free()),
       };
+      // Generation 1 (nothing) is committed: the replica has a copy to patch.
+      using none = new Bitmap(blockCount(identity));
+      await state.recordCut(none, 0);
+      await state.recordCommitted(1);
       await state.recordCut(dirty, 0);
-      const report = await sendGeneration(state, cut, makeDestination(identity), {
+      const made = makeDestination(identity);
+      const destination: Destination = {
+        ...made,
+        resumeInfo: async () => ({ ...(await made.resumeInfo()), committedGeneration: 1 }),
+      };
+      const report = await sendGeneration(state, cut, destination, {
         ...(options.stop ? { stop: options.stop } : {}),
         ...(options.behindCommit ? { behindCommit: options.behindCommit } : {}),
       });
