@@ -115,9 +115,9 @@ export class PacedDestination implements Destination {
         encoded = 0;
         await yieldToEventLoop();
       }
-      const runs = this.#patchRuns(data, pages);
-      if (runs !== null) {
-        const patchBytes = runs.reduce((sum, [, length]) => sum + length, 0);
+      const patch = this.#patchOf(data, pages);
+      if (patch !== null) {
+        const { runs, bytes: patchBytes } = patch;
         const frame = encodeBlockFrame(encodePatch(data!, runs), codec, { isZero });
         await this.#policy.pace(MESSAGE_HEADER_BYTES + BLOCK_MESSAGE_HEADER_BYTES + frame.length);
         counters.wireBytes += await this.#link.sendPatch(block, hash!, frame);
@@ -137,17 +137,19 @@ export class PacedDestination implements Destination {
   sendBytes({ data, pages }: StagedBlock): number {
     const header = MESSAGE_HEADER_BYTES + BLOCK_MESSAGE_HEADER_BYTES;
     if (data === null) return header;
-    const runs = this.#patchRuns(data, pages);
-    return header + (runs ? runs.reduce((sum, [, length]) => sum + length, 0) : data.length);
+    return header + (this.#patchOf(data, pages)?.bytes ?? data.length);
   }
 
-  /** The runs of changed pages `data` travels as, or null when it travels whole. */
-  #patchRuns(data: Uint8Array | null, pages: number | undefined): [number, number][] | null {
+  /** The runs of changed pages `data` travels as and their bytes, or null when it goes whole. */
+  #patchOf(
+    data: Uint8Array | null,
+    pages: number | undefined,
+  ): { runs: [number, number][]; bytes: number } | null {
     if (data === null || pages === undefined || !this.#link.patches) return null;
     const runs = maskRuns(pages, data.length);
-    const patchBytes = runs.reduce((sum, [, length]) => sum + length, 0);
-    return runs.length > 0 && runs.length <= MAX_PATCH_RUNS && patchBytes < data.length
-      ? runs
+    const bytes = runs.reduce((sum, [, length]) => sum + length, 0);
+    return runs.length > 0 && runs.length <= MAX_PATCH_RUNS && bytes < data.length
+      ? { runs, bytes }
       : null;
   }
 
