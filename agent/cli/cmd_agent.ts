@@ -223,7 +223,8 @@ async function runAgent(
     codec: await codec.open(),
     log,
   });
-  await agent.init();
+  // The control socket answers first: opening a volume can read its whole image (after a stop
+  // that saved no dirty set), and `status` says so meanwhile (`opening`).
   const control = await serveControl(
     { socket, metricsListen },
     {
@@ -237,6 +238,12 @@ async function runAgent(
     },
     log,
   );
+  try {
+    await agent.init();
+  } catch (err) {
+    await control.close();
+    throw err;
+  }
   const stopProgress = reportProgress(() => agent.status(), log, board);
   const running = agent.run();
   const stopped = await Promise.race([

@@ -70,6 +70,12 @@ export function describeWait(v: Record<string, unknown> | null, sentFinal: boole
     return { message: STEP_MESSAGES[evacuation.step] + detail, unreachable };
   }
   switch (v.state) {
+    case "opening":
+      return {
+        message: "the agent is opening the volume (reading its image to find what changed " +
+          "while it was stopped); the evacuation follows",
+        unreachable: false,
+      };
     case "starting":
     case "disconnected":
       return {

@@ -64,9 +64,12 @@ Deno.test("evacuate names each wait; only a missing agent or link counts towards
   });
   assert.equal(describeWait({ state: "disconnected" }, false).unreachable, true);
   assert.equal(describeWait({ state: "starting" }, true).unreachable, true);
-  for (const state of ["idle", "scanning", "sending", "evacuating", "evacuated", "paused"]) {
+  for (
+    const state of ["opening", "idle", "scanning", "sending", "evacuating", "evacuated", "paused"]
+  ) {
     assert.equal(describeWait({ state }, false).unreachable, false, state);
   }
+  assert.match(describeWait({ state: "opening" }, false).message, /opening the volume/);
   assert.match(describeWait({ state: "idle" }, false).message, /preparing the final cut/);
   assert.match(describeWait({ state: "idle" }, true).message, /waiting for the commit/);
   assert.deepStrictEqual(

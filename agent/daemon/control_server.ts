@@ -7,8 +7,8 @@ import { claimSocketPath } from "./control_socket.ts";
 export interface ControlHandlers {
   status(): unknown;
   metrics(): string;
-  pause?(name: string): void;
-  resume?(name: string): void;
+  pause?(name: string): void | Promise<void>;
+  resume?(name: string): void | Promise<void>;
   evacuate?(name: string): Promise<unknown>;
   /** Migrates a volume's VM (`presync migrate`); `body` is the client's JSON request. */
   migrate?(name: string, body: Record<string, unknown>): Promise<unknown>;

@@ -29,7 +29,12 @@ import { RatePolicy } from "./rate_policy.ts";
 import type { Rate, ScheduleRule } from "./rate_schedule.ts";
 import { superviseVolume } from "./volume_supervisor.ts";
 import { VolumePipeline } from "./volume_pipeline.ts";
-import { unstartedStatus, type VolumeStatus, volumeStatus } from "./volume_status.ts";
+import {
+  openingStatus,
+  unstartedStatus,
+  type VolumeStatus,
+  volumeStatus,
+} from "./volume_status.ts";
 import { faultFix } from "./volume_faults.ts";
 import { counters } from "./counters.ts";
 
@@ -105,6 +110,12 @@ export class SourceAgent {
   /** Volumes that could not start, with why. */
   readonly #unstarted = new Map<string, { image: string; error: PresyncError }>();
   readonly #rates: RatePolicy;
+  /**
+   * Settled when `init` has opened every volume it could. Control requests that arrive before
+   * (the control socket answers while a volume's image is read) wait for it.
+   */
+  readonly #opened = Promise.withResolvers<void>();
+  #isOpened = false;
   /** Which agent process this is, as the destination sees it (split-brain protection). */
   readonly #instance = newSourceInstance();
   /** The scan pre-filter's secret key (read or made by `init`). */
@@ -123,6 +134,8 @@ export class SourceAgent {
     this.#config = config;
     this.#fs = config.fs ?? new DenoFileSystem();
     this.#rates = new RatePolicy(config);
+    // A rejection is seen by the requests that wait for it, and by init's caller.
+    this.#opened.promise.catch(() => {});
   }
 
   /**
@@ -135,6 +148,27 @@ export class SourceAgent {
    *   itself is wrong, nothing starts
    */
   async init(): Promise<void> {
+    try {
+      await this.#open();
+      this.#isOpened = true;
+      this.#opened.resolve();
+    } catch (err) {
+      this.#opened.reject(err);
+      throw err;
+    }
+  }
+
+  /** Runs `fn` once `init` opened the volumes; once it has, at once (in the same turn). */
+  #afterOpen<T>(fn: () => Promise<T>): Promise<T> {
+    if (!this.#isOpened) return this.#opened.promise.then(fn);
+    try {
+      return fn();
+    } catch (err) {
+      return Promise.reject(err);
+    }
+  }
+
+  async #open(): Promise<void> {
     for (const { name } of this.#config.volumes) validateVolumeName(name);
     // The agent's secret for the scan's keyed pre-filter: one per agent, made on first start.
     await io(
@@ -363,8 +397,8 @@ export class SourceAgent {
   }
 
   /** Stops sending `name` at the next block; tracking goes on. Idempotent. */
-  pause(name: string): void {
-    this.#volume(name).pause();
+  pause(name: string): Promise<void> {
+    return this.#afterOpen(() => Promise.resolve(this.#volume(name).pause()));
   }
 
   /**
@@ -374,7 +408,11 @@ export class SourceAgent {
    * @throws {PresyncError} `VOLUME_EVACUATED` once the volume was evacuated; why a volume
    *   still cannot start
    */
-  async resume(name: string): Promise<void> {
+  resume(name: string): Promise<void> {
+    return this.#afterOpen(() => this.#resume(name));
+  }
+
+  async #resume(name: string): Promise<void> {
     const unstarted = this.#unstarted.get(name);
     if (unstarted && !this.fatal && !this.#stopped) {
       let started: VolumePipeline;
@@ -406,7 +444,11 @@ export class SourceAgent {
    * at full speed, waits for the commit and verifies the Merkle roots. Each step is logged
    * and shown in `status`.
    */
-  async evacuate(name: string): Promise<EvacuateReport> {
+  evacuate(name: string): Promise<EvacuateReport> {
+    return this.#afterOpen(() => this.#evacuate(name));
+  }
+
+  async #evacuate(name: string): Promise<EvacuateReport> {
     const promise = this.#volume(name).evacuate();
     this.#applyRates();
     this.#wakeAll();
@@ -420,7 +462,11 @@ export class SourceAgent {
    * @throws {PresyncError} `MIGRATION_ABORTED` (retryable) when not connected; what
    *   {@linkcode migrateVolume} throws
    */
-  async migrate(name: string, request: MigrateRequest): Promise<MigrateReport> {
+  migrate(name: string, request: MigrateRequest): Promise<MigrateReport> {
+    return this.#afterOpen(() => this.#migrate(name, request));
+  }
+
+  async #migrate(name: string, request: MigrateRequest): Promise<MigrateReport> {
     const volume = this.#volume(name);
     const session = this.#session;
     if (!session) {
@@ -492,8 +538,8 @@ export class SourceAgent {
    * Asks the destination to verify the replica of `name`: its image against its own block
    * hashes, and its Merkle root against the committed generation's root at the source.
    */
-  async verify(name: string): Promise<{ ok: boolean; generation: number; report: unknown }> {
-    return await this.#volume(name).verify();
+  verify(name: string): Promise<{ ok: boolean; generation: number; report: unknown }> {
+    return this.#afterOpen(() => this.#volume(name).verify());
   }
 
   /** Per-volume status, in the configuration's order. */
@@ -501,7 +547,8 @@ export class SourceAgent {
     return this.#config.volumes.map(({ name }) => {
       const v = this.#volumes.find((x) => x.name === name);
       if (v) return volumeStatus(v.snapshot(), this.rttMs);
-      return unstartedStatus(name, this.#unstarted.get(name)!.error);
+      const unstarted = this.#unstarted.get(name);
+      return unstarted ? unstartedStatus(name, unstarted.error) : openingStatus(name);
     });
   }
 

@@ -49,6 +49,7 @@ function agent(
   transport: SourceAgentConfig["transport"],
   stateDir: string,
   volumes: Record<string, string>,
+  fs?: SourceAgentConfig["fs"],
 ) {
   const { log, lines } = memoryLog();
   const source = new SourceAgent({
@@ -65,6 +66,7 @@ function agent(
     codec,
     delayTargetMs: 0,
     log,
+    fs,
   });
   return { source, lines };
 }
@@ -105,6 +107,52 @@ Deno.test("source agent: the first generation goes out right after start, not an
       await waitFor("generation 1", () => statusOf(source, "a").committedGeneration === 1);
       assert.equal(statusOf(source, "a").state, "idle");
     } finally {
+      source.stop();
+      await running;
+      dest.stop();
+    }
+  });
+});
+
+/** A file system whose opens of `path` wait until `release` is called. */
+class GatedFileSystem extends DenoFileSystem {
+  readonly #gate = Promise.withResolvers<void>();
+  constructor(readonly path: string) {
+    super();
+  }
+  release(): void {
+    this.#gate.resolve();
+  }
+  override async open(path: string, options?: Parameters<DenoFileSystem["open"]>[1]) {
+    if (path === this.path) await this.#gate.promise;
+    return await super.open(path, options);
+  }
+}
+
+Deno.test("source agent: while a volume opens, status says `opening` and requests wait for it", async () => {
+  await inTemp(async (root) => {
+    await writeImage(`${root}/a.img`, 256 * 1024, 3);
+    const dest = destination(root);
+    const fs = new GatedFileSystem(`${root}/a.img`);
+    const { source } = agent(dest.transport, `${root}/state`, { a: `${root}/a.img` }, fs);
+    const init = source.init();
+    let running: Promise<void> | undefined;
+    try {
+      await new Promise((resolve) => setTimeout(resolve, 50));
+      assert.equal(statusOf(source, "a").state, "opening");
+      let paused = false;
+      const pause = source.pause("a").then(() => paused = true);
+      await new Promise((resolve) => setTimeout(resolve, 50));
+      assert.equal(paused, false, "a pause cannot act on a volume not opened yet");
+      fs.release();
+      await init;
+      await pause;
+      assert.equal(statusOf(source, "a").paused, true);
+      running = source.run();
+      await source.resume("a");
+      await waitFor("generation 1", () => statusOf(source, "a").committedGeneration === 1);
+    } finally {
+      fs.release();
       source.stop();
       await running;
       dest.stop();

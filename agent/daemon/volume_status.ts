@@ -10,7 +10,9 @@ import {
 import type { FreshCount } from "./fresh_blocks.ts";
 
 /**
- * What a volume is doing: `starting` (not connected yet), `idle` (in sync, waiting for the
+ * What a volume is doing: `opening` (the agent is opening it: reading its state, and after a
+ * stop without a saved dirty set, reading its image to find what changed), `starting` (not
+ * connected yet), `idle` (in sync, waiting for the
  * next cut), `scanning`, `sending`, `evacuating`, `evacuated` (done; it sends nothing more),
  * `disconnected` (its destination is unreachable; retried), `retrying` (its destination
  * refused it for a while, e.g. a full disk; retried with backoff), `parked` (stopped by a
@@ -18,6 +20,7 @@ import type { FreshCount } from "./fresh_blocks.ts";
  * whole agent stopped).
  */
 export type VolumePhase =
+  | "opening"
   | "starting"
   | "idle"
   | "scanning"
@@ -163,11 +166,20 @@ export function volumeStatus(v: VolumeSnapshot, rttMs: number | undefined): Volu
   };
 }
 
+/** Status of a volume the agent is still opening (nothing is known of it yet). */
+export function openingStatus(name: string): VolumeStatus {
+  return unknownStatus(name, "opening", null);
+}
+
 /** Status of a volume that could not start (parked with `error`; nothing else is known). */
 export function unstartedStatus(name: string, error: PresyncError): VolumeStatus {
+  return unknownStatus(name, "parked", error);
+}
+
+function unknownStatus(name: string, state: VolumePhase, error: PresyncError | null): VolumeStatus {
   return {
     name,
-    state: "parked",
+    state,
     committedGeneration: 0,
     rpoSeconds: null,
     pendingBytes: 0,
@@ -178,8 +190,8 @@ export function unstartedStatus(name: string, error: PresyncError): VolumeStatus
     predictedEvacuationSeconds: null,
     prediction: null,
     paused: false,
-    lastError: `the volume could not start: ${error.message}`,
-    lastErrorCode: error.code,
+    lastError: error ? `the volume could not start: ${error.message}` : null,
+    lastErrorCode: error ? error.code : null,
     evacuation: null,
   };
 }
