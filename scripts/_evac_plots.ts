@@ -67,33 +67,76 @@ export interface TimeBar {
   seconds: number;
 }
 
-/** Evacuation time per contender and link point (log scale), the physical limit as a bar. */
+/**
+ * One colour per contender, the same in every figure (Tableau 10). Contenders not named here
+ * take the scale's next colours.
+ */
+export const CONTENDER_COLORS: Record<string, string> = {
+  "physical limit": "#4c78a8",
+  "presync (scan)": "#f58518",
+  "presync (nbd)": "#b279a2",
+  "presync predicted (scan)": "#ffbf79",
+  "presync predicted (nbd)": "#d6a5c9",
+  "rsync": "#e45756",
+  "full copy": "#72b7b2",
+};
+
+function contenderColor(contenders: string[]): Record<string, unknown> {
+  const domain = [...new Set(contenders)];
+  const spare = ["#54a24b", "#eeca3b", "#9d755d", "#bab0ac"];
+  let next = 0;
+  const range = domain.map((c) => CONTENDER_COLORS[c] ?? spare[next++ % spare.length]);
+  return { field: "contender", type: "nominal", sort: null, scale: { domain, range } };
+}
+
+/** A figure's value label: seconds with 3 significant digits (`0.412 s`, `19.1 s`, `221 s`). */
+export function secondsLabel(seconds: number): string {
+  return `${Number(seconds.toPrecision(3))} s`;
+}
+
+/**
+ * Evacuation time per contender and link point (labelled log scale: the contenders differ by
+ * orders of magnitude), the physical limit as a bar, each bar labelled with its value.
+ */
 export function timesSpec(bars: TimeBar[]): Record<string, unknown> {
+  // A log scale has no zero: bars start at 0.1 s, or they have no height at all.
+  const floor = 0.1;
+  const x = {
+    field: "contender",
+    type: "nominal",
+    title: null,
+    sort: null,
+    axis: { labelAngle: -30 },
+  };
+  const y = {
+    field: "seconds",
+    type: "quantitative",
+    scale: { type: "log", domainMin: floor },
+    title: "seconds (log scale)",
+  };
   return {
     title: "Evacuation time: 'evacuate now' to a verified replica",
-    data: { values: bars },
-    mark: { type: "bar", tooltip: true },
-    encoding: {
-      column: { field: "link", type: "nominal", title: "link" },
-      x: {
-        field: "contender",
-        type: "nominal",
-        title: null,
-        sort: null,
-        axis: { labelAngle: -30 },
-      },
-      // A log scale has no zero: bars start at 0.1 s, or they have no height at all.
-      y: {
-        field: "seconds",
-        type: "quantitative",
-        scale: { type: "log", domainMin: 0.1 },
-        title: "seconds (log)",
-      },
-      y2: { datum: 0.1 },
-      color: { field: "contender", type: "nominal", sort: null, legend: null },
+    data: { values: bars.map((b) => ({ ...b, label: secondsLabel(b.seconds) })) },
+    facet: { column: { field: "link", type: "nominal", title: "link" } },
+    spec: {
+      width: 60 * new Set(bars.map((b) => b.contender)).size,
+      height: 260,
+      layer: [
+        {
+          mark: { type: "bar", tooltip: true },
+          encoding: {
+            x,
+            y,
+            y2: { datum: floor },
+            color: { ...contenderColor(bars.map((b) => b.contender)), legend: null },
+          },
+        },
+        {
+          mark: { type: "text", baseline: "bottom", dy: -3, fontSize: 11 },
+          encoding: { x, y, text: { field: "label" } },
+        },
+      ],
     },
-    width: 220,
-    height: 260,
   };
 }
 
@@ -142,17 +185,21 @@ export interface RatePoint {
   seconds: number;
 }
 
-/** Evacuation time against the workload's write rate. */
+/** Evacuation time against the workload's write rate, each point labelled with its value. */
 export function rateSpec(points: RatePoint[], link: string): Record<string, unknown> {
+  const x = { field: "writeMiBPerSecond", type: "quantitative", title: "write rate (MiB/s)" };
+  const y = { field: "seconds", type: "quantitative", title: "seconds" };
+  const color = contenderColor(points.map((p) => p.contender));
   return {
     title: `Evacuation time vs write rate (${link})`,
-    data: { values: points },
-    mark: { type: "line", point: true },
-    encoding: {
-      x: { field: "writeMiBPerSecond", type: "quantitative", title: "write rate (MiB/s)" },
-      y: { field: "seconds", type: "quantitative", title: "seconds" },
-      color: { field: "contender", type: "nominal", sort: null },
-    },
+    data: { values: points.map((p) => ({ ...p, label: secondsLabel(p.seconds) })) },
+    layer: [
+      { mark: { type: "line", point: true }, encoding: { x, y, color } },
+      {
+        mark: { type: "text", align: "left", dx: 5, dy: -5, fontSize: 10 },
+        encoding: { x, y, color: { ...color, legend: null }, text: { field: "label" } },
+      },
+    ],
     width: 420,
     height: 240,
   };

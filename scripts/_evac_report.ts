@@ -65,9 +65,14 @@ export async function renderEvacuationFigures(
     for (const r of sweep) {
       const writeMiBPerSecond = Math.round(r.writeBytesPerSecond / MiB * 1000) / 1000;
       points.push({ writeMiBPerSecond, contender: "physical limit", seconds: r.limitSeconds });
-      points.push({ writeMiBPerSecond, contender: "presync", seconds: r.presync.wallSeconds });
+      const presync = `presync (${r.tracker})`;
+      points.push({ writeMiBPerSecond, contender: presync, seconds: r.presync.wallSeconds });
       const predicted = Number(r.presync.before.predictedEvacuationSeconds);
-      points.push({ writeMiBPerSecond, contender: "presync predicted", seconds: predicted });
+      points.push({
+        writeMiBPerSecond,
+        contender: `presync predicted (${r.tracker})`,
+        seconds: predicted,
+      });
       if (r.rsync) points.push({ writeMiBPerSecond, contender: "rsync", seconds: r.rsync.seconds });
       if (r.full) {
         points.push({ writeMiBPerSecond, contender: "full copy", seconds: r.full.seconds });

@@ -424,6 +424,7 @@ const HELP = `bench_evacuate: presync evacuate vs full copy vs rsync over an emu
   --seed N              seed of the image and the workload (default 1)
   --work-dir DIR        where the temporary images go (default the system's temp dir)
   --out DIR             write the figures there (SVG, PNG), e.g. docs
+  --figures-from LIST   no run: the figures (and tables) of earlier --json outputs, FILE,...
   --json                print the results as JSON instead of markdown`;
 
 function parseSize(text: string): number {
@@ -448,7 +449,13 @@ function parseLinks(text: string): LinkPoint[] {
 /** Parses the command line into {@linkcode BenchOptions} (plus output flags). */
 export function parseBenchArgs(
   args: string[],
-): { options: BenchOptions; out?: string; json: boolean; help: boolean } {
+): {
+  options: BenchOptions;
+  out?: string;
+  figuresFrom: string[];
+  json: boolean;
+  help: boolean;
+} {
   const quick = args.includes("--quick");
   const huge = args.includes("--sparse-32g");
   const { values } = parseArgs({
@@ -478,6 +485,7 @@ export function parseBenchArgs(
       seed: { type: "string", default: "1" },
       "work-dir": { type: "string" },
       out: { type: "string" },
+      "figures-from": { type: "string" },
       json: { type: "boolean", default: false },
       help: { type: "boolean", default: false },
     },
@@ -532,18 +540,23 @@ export function parseBenchArgs(
       workDir: values["work-dir"],
     },
     out: values.out,
+    figuresFrom: (values["figures-from"] ?? "").split(",").filter((f) => f !== ""),
     json: values.json,
     help: values.help,
   };
 }
 
 async function main(args: string[]): Promise<void> {
-  const { options, out, json, help } = parseBenchArgs(args);
+  const { options, out, figuresFrom, json, help } = parseBenchArgs(args);
   if (help) {
     console.log(HELP);
     return;
   }
-  const results = await runBenchmark(options);
+  if (figuresFrom.length > 0 && !out) throw new Error("--figures-from needs --out DIR");
+  const results = figuresFrom.length > 0
+    ? (await Promise.all(figuresFrom.map(async (f) => JSON.parse(await Deno.readTextFile(f)))))
+      .flat() as PointResult[]
+    : await runBenchmark(options);
   if (out) {
     for (const path of await renderEvacuationFigures(results, out)) {
       console.error(`wrote ${path}`);
