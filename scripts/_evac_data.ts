@@ -40,18 +40,23 @@ export async function writeImage(
     const chunk = new Uint8Array(16 * MiB);
     for (let at = 0; at < sizeBytes; at += chunk.length) {
       const piece = chunk.subarray(0, Math.min(chunk.length, sizeBytes - at));
-      let dirty = false;
-      piece.fill(0);
+      // Runs of data regions [from, to) of the piece: only those are written, zeros stay holes.
+      const runs: [number, number][] = [];
       for (let r = 0; r < piece.length; r += REGION_BYTES) {
-        const region = piece.subarray(r, Math.min(piece.length, r + REGION_BYTES));
+        const end = Math.min(piece.length, r + REGION_BYTES);
         if (prng.int(1_000_000) < mix.zeroShare * 1_000_000) continue;
+        const region = piece.subarray(r, end);
         if (prng.int(1_000_000) < mix.textShare * 1_000_000) fillText(prng, region);
         else prng.fill(region);
-        dirty = true;
+        const last = runs.at(-1);
+        if (last && last[1] === r) last[1] = end;
+        else runs.push([r, end]);
       }
-      if (!dirty) continue;
-      await file.seek(at, Deno.SeekMode.Start);
-      for (let done = 0; done < piece.length;) done += await file.write(piece.subarray(done));
+      for (const [from, to] of runs) {
+        await file.seek(at + from, Deno.SeekMode.Start);
+        const run = piece.subarray(from, to);
+        for (let done = 0; done < run.length;) done += await file.write(run.subarray(done));
+      }
     }
   } finally {
     file.close();
