@@ -84,9 +84,9 @@ export interface PredictionInputs {
   /** The final cut's scan, s, and where that comes from. */
   scanSeconds: number;
   scanSource: ScanSource;
-  /** The last commit (its round trip, the destination's apply and fsync), s. */
+  /** The quickest recent commit (its round trip, the destination's apply and fsync), s. */
   commitSeconds: number;
-  /** Commit time per block of a generation, beyond its round trip (0: not measured), s. */
+  /** Median commit time per block of recent generations, beyond the round trip (0: none), s. */
   commitSecondsPerBlock: number;
   /** Round-trip time, ms (null: not measured yet). */
   rttMs: number | null;
@@ -154,8 +154,9 @@ export function linkEstimate(
  * Predicts an evacuation started now: the generation in flight finishes and commits (the VM
  * is paused at once, so writes stop now) or, with a destination that folds, is folded into the
  * final cut and committed with it; the final cut is scanned, sent and committed,
- * and the Merkle roots are compared. A commit lasts at least as long as the last one, and
- * longer for a generation of more blocks (the destination applies and syncs every block). The
+ * and the Merkle roots are compared. A commit lasts at least as long as the quickest recent
+ * one, and longer for a generation of more blocks, at the recent commits' median time per block
+ * (the destination applies and syncs every block). The
  * bytes are the unacknowledged blocks of the generation in flight and the blocks written since
  * its cut ({@linkcode FreshCount}: the tracker's set, plus an estimate for writes it has not
  * seen yet), a block in both counted once when the destination folds, at the wire cost per

@@ -1,3 +1,4 @@
+import { CommitTimes } from "./commit_times.ts";
 import { counters } from "./counters.ts";
 import type { Bitmap } from "../core/mod.ts";
 import { ErrorCode, PresyncError } from "../errors.ts";
@@ -118,8 +119,8 @@ export class VolumePipeline {
   #wireBytesPerBlock = 0;
   /** The lowest RTT seen, ms (Infinity: none yet). */
   #baseRttMs = Infinity;
-  /** Smoothed commit time per block of the generation committed (apply, fsync), s. */
-  #commitSecondsPerBlock = 0;
+  /** The last generations' commit times (the round trip, apply, fsync). */
+  readonly #commitTimes = new CommitTimes();
   /** The send in progress: when it started and the wire counter then. */
   #sendStart: { ms: number; wireBytes: number; acked: number } | null = null;
   #phase: VolumePhase = "starting";
@@ -131,7 +132,6 @@ export class VolumePipeline {
   /** The cut of the generation being sent (postcopy fetches read it), while sending. */
   #cut: Cut | null = null;
   #lastScanMs = 0;
-  #lastCommitMs = 0;
   #commits = 0;
   #evacuation: Evacuation | null = null;
   /** The evacuate hook of the current evacuation: started once, awaited before the final cut. */
@@ -459,14 +459,7 @@ export class VolumePipeline {
         merkleRoot: report.merkleRoot,
         cutTimeMs,
       };
-      this.#lastCommitMs = commitMs;
-      const generationBlocks = cut.dirty.popcount();
-      if (generationBlocks > 0 && commitMs > 0) {
-        const sample = Math.max(0, commitMs / 1000 - this.#rttSeconds()) / generationBlocks;
-        this.#commitSecondsPerBlock = this.#commitSecondsPerBlock
-          ? 0.5 * this.#commitSecondsPerBlock + 0.5 * sample
-          : sample;
-      }
+      this.#commitTimes.add(cut.dirty.popcount(), commitMs / 1000, this.#rttSeconds());
       this.#commits++;
       this.#lastError = null;
       counters.generationCommitted(this.name, cut.dirty.popcount(), commitMs / 1000);
@@ -746,7 +739,7 @@ export class VolumePipeline {
       folds: this.#link?.destination.folds === true,
       totalBlocks: blockCount(this.identity),
       wireBytesPerBlock: this.#wireBytesPerBlock,
-      commitSecondsPerBlock: this.#commitSecondsPerBlock,
+      commitSecondsPerBlock: this.#commitTimes.secondsPerBlock,
       currentSend: this.#currentSend(),
       limitBytesPerSecond: this.limiter.bytesPerSecond,
       probeBytesPerSecond: this.#probe.bytesPerSecond,
@@ -754,7 +747,7 @@ export class VolumePipeline {
       wireBytes: this.counters.wireBytes,
       goodputBytesPerSecond: this.#goodput.bytesPerSecond,
       ...this.#scanEstimate(),
-      lastCommitMs: this.#lastCommitMs,
+      quickestCommitMs: this.#commitTimes.quickestSeconds * 1000,
       lastError: this.#lastError?.message ?? null,
       lastErrorCode: this.#lastError?.code ?? null,
       evacuation: this.#evacuation?.status() ?? null,

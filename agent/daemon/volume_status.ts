@@ -51,7 +51,7 @@ export interface VolumeSnapshot {
   totalBlocks: number;
   /** Smoothed wire bytes per block of the generations sent (0: none yet). */
   wireBytesPerBlock: number;
-  /** Smoothed commit time per block beyond its round trip (0: none yet), s. */
+  /** Median commit time per block of the last generations, beyond the round trip (0: none), s. */
   commitSecondsPerBlock: number;
   /** The send in progress, or null. */
   currentSend: CurrentSend | null;
@@ -65,8 +65,8 @@ export interface VolumeSnapshot {
   /** How long the final cut's scan would take, s, and where that comes from. */
   scanSeconds: number;
   scanSource: ScanSource;
-  /** How long the last commit took at the destination (prepare, apply), ms. */
-  lastCommitMs: number;
+  /** The quickest of the last generations' commits (round trip, prepare, apply), ms. */
+  quickestCommitMs: number;
   lastError: string | null;
   lastErrorCode: string | null;
   /** The evacuation in progress or finished, if any. */
@@ -140,7 +140,7 @@ export function volumeStatus(v: VolumeSnapshot, rttMs: number | undefined): Volu
     probeBytesPerSecond: v.probeBytesPerSecond,
     scanSeconds: v.scanSeconds,
     scanSource: v.scanSource,
-    commitSeconds: v.lastCommitMs / 1000,
+    commitSeconds: v.quickestCommitMs / 1000,
     commitSecondsPerBlock: v.commitSecondsPerBlock,
     rttMs: rtt,
   });

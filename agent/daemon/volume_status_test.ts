@@ -33,7 +33,7 @@ function snapshot(overrides: Partial<VolumeSnapshot> = {}): VolumeSnapshot {
     goodputBytesPerSecond: 0,
     scanSeconds: 0,
     scanSource: "last_cut",
-    lastCommitMs: 0,
+    quickestCommitMs: 0,
     lastError: null,
     lastErrorCode: null,
     evacuation: null,
@@ -77,7 +77,7 @@ Deno.test("status: an idle volume shows the tracker's dirty set as pending, and 
       wireBytesPerBlock: 32 * KiB,
       goodputBytesPerSecond: 10 * MiB,
       scanSeconds: 0.02,
-      lastCommitMs: 200,
+      quickestCommitMs: 200,
     }),
     150,
   );
