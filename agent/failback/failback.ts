@@ -17,6 +17,7 @@
 import { ErrorCode, PresyncError } from "../errors.ts";
 import type { FileSystem } from "../fs/file_system.ts";
 import { io } from "../fs/io_error.ts";
+import { processesWithOpen } from "../fs/open_by.ts";
 import { OverlayExport } from "../export/overlay_export.ts";
 import { openReplica } from "../export/serve_replica.ts";
 import { toHex } from "../hex.ts";
@@ -69,12 +70,14 @@ export interface AdoptReport {
  * Makes the original image the replica of `backend`'s volume at the generation the source
  * agent last sent (the pending one if a generation was in flight: its manifest already
  * names it). Holds the image's exclusive advisory lock while it reads, so two adoptions do
- * not race. A re-run on a store that already adopted the same file (same inode) is a no-op.
+ * not race, and refuses an image another process has open (a QEMU still running the VM at
+ * this site: presync would write under it). A re-run on a store that already adopted the
+ * same file (same inode) is a no-op.
  *
  * @throws {PresyncError} `FAILBACK_DIVERGED` when a block of the image differs from the
  *   agent's manifest (written after the relocation: run with `full`), `STORE_BUSY` (image
- *   locked), `VOLUME_EXISTS` (another volume of that name in the store), `VOLUME_MISMATCH`,
- *   `IO`
+ *   locked, or open in another process), `VOLUME_EXISTS` (another volume of that name in the
+ *   store), `VOLUME_MISMATCH`, `IO`
  */
 export async function adoptOriginalImage(options: AdoptOptions): Promise<AdoptReport> {
   const { fs, imagePath, backend } = options;
@@ -94,6 +97,19 @@ export async function adoptOriginalImage(options: AdoptOptions): Promise<AdoptRe
       throw new PresyncError(
         ErrorCode.STORE_BUSY,
         `${imagePath} is locked by another presync process: wait for it or stop it`,
+        { retryable: true },
+      );
+    }
+    const openers = await io(
+      `look for processes using ${imagePath}`,
+      () => processesWithOpen(imagePath),
+    );
+    if (openers.length > 0) {
+      const who = openers.map((p) => `${p.name} (pid ${p.pid})`).join(", ");
+      throw new PresyncError(
+        ErrorCode.STORE_BUSY,
+        `${imagePath} is open in ${who}: stop the VM (and anything else using the image) at ` +
+          `this site first; a VM must run in one place only`,
         { retryable: true },
       );
     }

@@ -7,6 +7,7 @@ import { DirectoryBackend } from "../../plugins/store-directory/mod.ts";
 import { ErrorCode, PresyncError } from "../errors.ts";
 import { openReplica } from "../export/serve_replica.ts";
 import { DenoFileSystem } from "../fs/deno_file_system.ts";
+import { processesWithOpen } from "../fs/open_by.ts";
 import { ReplicaStore } from "../store/replica_store.ts";
 import { syncLocal } from "../sync/local_sync.ts";
 import { adoptOriginalImage, failBack, type FailBackOptions } from "./failback.ts";
@@ -215,6 +216,35 @@ seededTest("an original image written after the relocation is refused", async (p
     await Deno.remove(site.root, { recursive: true });
   }
 });
+
+seededTest(
+  "an original image another process holds open (the VM still running there) is not adopted",
+  async (prng) => {
+    const site = await relocated(prng, 5);
+    const vm = new Deno.Command("bash", { args: ["-c", `exec sleep 60 <> ${site.image}`] }).spawn();
+    try {
+      // Until the child holds the image (and has become `sleep`).
+      for (let i = 0; i < 100; i++) {
+        if ((await processesWithOpen(site.image)).some((p) => p.name === "sleep")) break;
+        await new Promise((resolve) => setTimeout(resolve, 20));
+      }
+      const err = await assertRejectsCode(adopt(site), ErrorCode.STORE_BUSY);
+      assert.match(err.message, new RegExp(`is open in sleep \\(pid ${vm.pid}\\): stop the VM`));
+      assert.deepEqual(await site.backendA.list(), []);
+      vm.kill("SIGKILL");
+      await vm.status;
+      assert.equal((await adopt(site)).generation, 1);
+    } finally {
+      try {
+        vm.kill("SIGKILL");
+      } catch {
+        // Already ended (killed above).
+      }
+      await vm.status;
+      await Deno.remove(site.root, { recursive: true });
+    }
+  },
+);
 
 seededTest("a malformed overlay map and an overlay in use are refused", async (prng) => {
   const site = await relocated(prng, 5);
