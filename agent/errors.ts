@@ -108,6 +108,12 @@ export const ErrorCode = {
    */
   FAILBACK_DIVERGED: "FAILBACK_DIVERGED",
   /**
+   * A writable export's overlay was written over another generation of the replica than the
+   * one it would now be laid over (the replica was synced again since): refused, since its
+   * blocks would mix two disks.
+   */
+  OVERLAY_STALE: "OVERLAY_STALE",
+  /**
    * A worker thread of the agent (e.g. a scan worker reading the image) stopped with an
    * error; the operation it served failed and may be run again.
    */

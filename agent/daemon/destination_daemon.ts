@@ -296,6 +296,7 @@ export class DestinationDaemon {
         writable: request.writable,
         overlayPath: request.overlayPath,
         postcopy: view,
+        postcopyGeneration: final.generation,
         recover: false,
       };
       let uris: string[];

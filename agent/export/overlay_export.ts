@@ -23,6 +23,19 @@ export interface OverlayExportOptions {
    * `<overlayPath>.map`. An existing overlay is continued, so a rebooted VM keeps its writes.
    */
   overlayPath: string;
+  /**
+   * Which generation the base is. Recorded with a new overlay (`<overlayPath>.base`) and
+   * checked when one is continued: an overlay's blocks are copied up from, and only make
+   * sense over, the generation they were written on.
+   */
+  baseGeneration?: OverlayBase;
+}
+
+/** The generation an overlay was written over (`<overlayPath>.base`, JSON). */
+export interface OverlayBase {
+  generation: number;
+  /** Its Merkle root (hex), when known (not yet for a postcopy export's generation). */
+  merkleRoot: string | null;
 }
 
 /**
@@ -74,7 +87,8 @@ export class OverlayExport implements NbdExport {
    * writer at a time, so a fail-back never reads an overlay a running VM still writes.
    *
    * @throws {PresyncError} `STORE_BUSY` when another export or a fail-back holds it,
-   *   `STORE_CORRUPT` (damaged map), `VOLUME_MISMATCH` (map of another size), `IO`
+   *   `STORE_CORRUPT` (damaged map or base record), `VOLUME_MISMATCH` (map of another
+   *   size), `OVERLAY_STALE` (written over another generation than the base), `IO`
    */
   static async open(options: OverlayExportOptions): Promise<OverlayExport> {
     const blocks = Math.ceil(options.base.sizeBytes / options.blockSize);
@@ -115,6 +129,7 @@ export class OverlayExport implements NbdExport {
           { retryable: true },
         );
       }
+      if (options.baseGeneration) await checkBase(fs, options);
       if (await file.size() !== options.base.sizeBytes) {
         await file.truncate(options.base.sizeBytes);
       }
@@ -276,5 +291,46 @@ export class OverlayExport implements NbdExport {
       this.#lock.release();
       this.#present.free();
     }
+  }
+}
+
+/**
+ * Records the base generation of a new overlay, or checks a continued one's: an overlay
+ * from before base records were kept (a map, no record) is taken as written over this base.
+ */
+async function checkBase(fs: DenoFileSystem, options: OverlayExportOptions): Promise<void> {
+  const path = `${options.overlayPath}.base`;
+  const want = options.baseGeneration!;
+  const saved = await io(`read ${path}`, () => readWhole(fs, path));
+  if (saved === null) {
+    const record = new TextEncoder().encode(JSON.stringify(want));
+    await io(`write ${path}`, () => atomicWrite(fs, path, record));
+    return;
+  }
+  let had: OverlayBase;
+  try {
+    had = JSON.parse(new TextDecoder().decode(saved));
+    if (!Number.isSafeInteger(had.generation)) throw new Error("no generation");
+  } catch (cause) {
+    throw new PresyncError(
+      ErrorCode.STORE_CORRUPT,
+      `${path} is damaged; remove the overlay, its .map and its .base to start over`,
+      { cause },
+    );
+  }
+  const rootsDiffer = had.merkleRoot !== null && want.merkleRoot !== null &&
+    had.merkleRoot !== want.merkleRoot;
+  if (had.generation !== want.generation || rootsDiffer) {
+    const what = had.generation !== want.generation
+      ? `generation ${had.generation}, and the replica is now at generation ${want.generation}`
+      : `generation ${had.generation} with Merkle root ${had.merkleRoot}, and the replica's ` +
+        `generation ${want.generation} has root ${want.merkleRoot} (rolled back and synced again)`;
+    throw new PresyncError(
+      ErrorCode.OVERLAY_STALE,
+      `overlay ${options.overlayPath} was written over ${what}: ` +
+        `its blocks over this generation would mix two disks. Move the overlay, its .map and ` +
+        `its .base away to start a new one (or export generation ${had.generation} with ` +
+        `presync export --generation ${had.generation} --overlay to reach its data, if kept)`,
+    );
   }
 }

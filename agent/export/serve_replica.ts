@@ -17,6 +17,8 @@ export interface ServeReplicaOptions {
   overlayPath?: string;
   /** Blocks of the generation still arriving, fetched from the source on demand. */
   postcopy?: PostcopySource;
+  /** The generation `postcopy` serves (what a new overlay is recorded as written over). */
+  postcopyGeneration?: number;
   /** Serve this kept committed generation instead of the last (see `ReplicaExportOptions`). */
   generation?: number;
   /** Run the store's crash recovery first (default true; see `ReplicaExportOptions`). */
@@ -77,10 +79,17 @@ export async function openReplica(
   };
   try {
     if (overlayPath) {
+      const { meta } = replica;
       overlay = await OverlayExport.open({
         base: replica,
         blockSize: replica.identity.blockSize,
         overlayPath,
+        baseGeneration: options.postcopy
+          ? {
+            generation: options.postcopyGeneration ?? meta.committedGeneration + 1,
+            merkleRoot: null,
+          }
+          : { generation: meta.committedGeneration, merkleRoot: meta.merkleRoot },
       });
     }
   } catch (err) {

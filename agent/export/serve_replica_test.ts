@@ -5,6 +5,9 @@ import { ReplicaStore } from "../store/replica_store.ts";
 import { syncLocal } from "../sync/local_sync.ts";
 import { DirectoryBackend } from "../../plugins/store-directory/mod.ts";
 import { createSparseImage, needTools, runTool } from "../../fixtures/nbd_tools.ts";
+import { assertRejectsCode } from "../../fixtures/assert.ts";
+import { ErrorCode } from "../errors.ts";
+import { openReplica } from "./serve_replica.ts";
 import { serveReplica } from "./mod.ts";
 
 const SIZE = 8 * 1024 * 1024;
@@ -185,4 +188,49 @@ Deno.test({
       await Deno.remove(dir, { recursive: true });
     }
   },
+});
+
+Deno.test("a writable export's overlay is refused over a later generation than it was written on", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "presync-export-" });
+  try {
+    const image = await syncedStore(dir);
+    const opened = await openReplica({ store: storeIn(dir), volume: "vm3", writable: true });
+    await opened.export.write!(3 * 65536 + 5, new Uint8Array(100).fill(0x42));
+    await opened.export.flush!();
+    await opened.close();
+    const base = JSON.parse(await Deno.readTextFile(`${dir}/store/vm3.overlay.base`));
+    assert.equal(base.generation, 1);
+    assert.match(base.merkleRoot, /^[0-9a-f]{64}$/);
+    // The source synced again (its VM ran on at the source): the replica is generation 2.
+    const file = await Deno.open(image, { write: true });
+    await file.write(new Uint8Array(65536).fill(5));
+    file.close();
+    await syncLocal({
+      imagePath: image,
+      storeDir: `${dir}/store`,
+      volume: "vm3",
+      stateDir: `${dir}/state`,
+      fs: new DenoFileSystem(),
+    });
+    const err = await assertRejectsCode(
+      openReplica({ store: storeIn(dir), volume: "vm3", writable: true }),
+      ErrorCode.OVERLAY_STALE,
+    );
+    assert.match(err.message, /written over generation 1, and the replica is now at generation 2/);
+    // Read-only, the new generation exports as ever; the overlay is untouched.
+    const readOnly = await openReplica({ store: storeIn(dir), volume: "vm3" });
+    assert.deepEqual(await readOnly.export.read(0, 4), new Uint8Array(4).fill(5));
+    await readOnly.close();
+    // Moved away, a new overlay starts over generation 2.
+    for (const suffix of ["", ".map", ".base"]) {
+      await Deno.rename(`${dir}/store/vm3.overlay${suffix}`, `${dir}/old.overlay${suffix}`);
+    }
+    const fresh = await openReplica({ store: storeIn(dir), volume: "vm3", writable: true });
+    assert.deepEqual(await fresh.export.read(3 * 65536 + 5, 2), new Uint8Array(2));
+    await fresh.close();
+    const again = JSON.parse(await Deno.readTextFile(`${dir}/store/vm3.overlay.base`));
+    assert.equal(again.generation, 2);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
 });

@@ -167,6 +167,7 @@ export class DirectoryBackend implements ReplicaBackend, SpaceUsage {
     }
     const overlay = `${this.location}/${name}.overlay`;
     await fs.remove(`${overlay}.map`);
+    await fs.remove(`${overlay}.base`);
     await fs.remove(overlay);
     await fs.remove(removing);
     if (await fs.exists(this.location)) await fs.syncDir(this.location);
