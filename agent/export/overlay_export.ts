@@ -329,8 +329,9 @@ async function checkBase(fs: DenoFileSystem, options: OverlayExportOptions): Pro
       ErrorCode.OVERLAY_STALE,
       `overlay ${options.overlayPath} was written over ${what}: ` +
         `its blocks over this generation would mix two disks. Move the overlay, its .map and ` +
-        `its .base away to start a new one (or export generation ${had.generation} with ` +
-        `presync export --generation ${had.generation} --overlay to reach its data, if kept)`,
+        `its .base away to start a new one (to reach its data, if generation ` +
+        `${had.generation} is kept: presync export --generation ${had.generation} --writable ` +
+        `--overlay ${options.overlayPath})`,
     );
   }
 }

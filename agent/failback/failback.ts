@@ -34,6 +34,7 @@ import type { ManifestFile } from "../volume/manifest_file.ts";
 import { openManifest } from "../store/open_manifest.ts";
 import { blockCount, type VolumeIdentity } from "../volume/volume_identity.ts";
 import type { DirectoryBackend } from "../../plugins/store-directory/mod.ts";
+import { LIVE_DIRTY_FILE } from "../../plugins/tracker-nbd/nbd_tracker.ts";
 
 /** Bytes of the image hashed per read while proving it. */
 const PROOF_READ_BYTES = 8 * 1024 * 1024;
@@ -113,6 +114,13 @@ export async function adoptOriginalImage(options: AdoptOptions): Promise<AdoptRe
         { retryable: true },
       );
     }
+    // serve writes the fail-back into this image, behind any tracker: the nbd tracker's set
+    // saved at its last clean stop no longer covers every change, so its next start must
+    // compare the image with the manifest instead of trusting it.
+    await io(`remove ${options.agentStateDir}/${LIVE_DIRTY_FILE}`, async () => {
+      await fs.remove(`${options.agentStateDir}/${LIVE_DIRTY_FILE}`);
+      await fs.syncDir(options.agentStateDir);
+    });
     const volume = backend.volume(identity.name);
     if (await volume.readMeta()) {
       const [ours, theirs] = await Promise.all([

@@ -1,9 +1,18 @@
 import assert from "node:assert/strict";
-import { freePort, jsonLines, PresyncProcess } from "../../fixtures/cluster.ts";
+import { assertRejectsCode } from "../../fixtures/assert.ts";
+import {
+  agentArgs,
+  controlFetch,
+  freePort,
+  jsonLines,
+  PresyncProcess,
+  serveArgs,
+} from "../../fixtures/cluster.ts";
 import { seededTest } from "../../fixtures/seeded.ts";
 import { DirectoryBackend } from "../../plugins/store-directory/mod.ts";
 import { WanEmu } from "../../scripts/wan_emu.ts";
 import { openReplica } from "../export/serve_replica.ts";
+import { ErrorCode } from "../errors.ts";
 import { DenoFileSystem } from "../fs/deno_file_system.ts";
 import { writeNewKey } from "../key_file.ts";
 import { ReplicaStore } from "../store/replica_store.ts";
@@ -133,6 +142,123 @@ seededTest(
     } finally {
       for (const p of processes) if (!p.exited) await p.kill("SIGTERM");
       await emu?.close();
+      await Deno.remove(root, { recursive: true });
+    }
+  },
+);
+
+seededTest(
+  "after a fail-back the original site's agent protects the volume again: only what the VM " +
+    "wrote away crosses back, and the other site's old overlay is refused over the new generation",
+  async (prng) => {
+    const root = await Deno.makeTempDir({ prefix: "presync-reprotect-it-" });
+    await Deno.chmod(root, 0o700);
+    const processes: PresyncProcess[] = [];
+    const run = async (args: string[]) => {
+      const p = new PresyncProcess(args);
+      processes.push(p);
+      assert.equal((await p.wait(120_000)).code, 0, p.output);
+      return p;
+    };
+    try {
+      const image = `${root}/a.img`;
+      const data = new Uint8Array(SIZE);
+      prng.fill(data.subarray(0, SIZE / 2));
+      await Deno.writeFile(image, data);
+      // Site B's store (`root/store`) and site A's agent state (`root/state/vm`), as an agent
+      // run with --state root/state leaves them.
+      await syncLocal({
+        imagePath: image,
+        storeDir: `${root}/store`,
+        volume: "vm",
+        stateDir: `${root}/state/vm`,
+        fs,
+      });
+      const storeB = new ReplicaStore(new DirectoryBackend(fs, `${root}/store`));
+      const written = prng.fill(new Uint8Array(3 * 1024 * 1024));
+      {
+        const opened = await openReplica({ store: storeB, volume: "vm", writable: true });
+        await opened.export.write!(5 * 1024 * 1024 + 99, written);
+        await opened.export.flush!();
+        await opened.close();
+      }
+      await writeNewKey(`${root}/key`);
+      await run([
+        "failback",
+        "vm",
+        "--adopt",
+        image,
+        "--agent-state",
+        `${root}/state/vm`,
+        "--store",
+        `${root}/a-store`,
+      ]);
+      const portA = freePort();
+      const serveA = new PresyncProcess([
+        "serve",
+        "--store",
+        `${root}/a-store`,
+        "--listen",
+        `127.0.0.1:${portA}`,
+        "--key-file",
+        `${root}/key`,
+        "--control",
+        `${root}/serve-a.sock`,
+        "--transport",
+        "tcp",
+      ]);
+      processes.push(serveA);
+      const failed = await run([
+        "failback",
+        "vm",
+        "--to",
+        `127.0.0.1:${portA}`,
+        "--key-file",
+        `${root}/key`,
+        "--store",
+        `${root}/store`,
+        "--state",
+        `${root}/fb-state`,
+        "--transport",
+        "tcp",
+        "--json",
+      ]);
+      const report = jsonLines(failed).at(-1)!;
+      await serveA.kill("SIGTERM");
+      // The VM runs at A again; A's agent and B's serve start as before the relocation.
+      const portB = freePort();
+      processes.push(
+        new PresyncProcess(serveArgs(root, portB, `${root}/serve-b.sock`, ["--transport", "tcp"])),
+      );
+      const control = `${root}/agent.sock`;
+      const agent = new PresyncProcess(
+        agentArgs(root, image, portB, control, ["--transport", "tcp", "--interval", "1"]),
+      );
+      processes.push(agent);
+      await until("the agent to commit generation 2 at B", async () => {
+        const all = await (await controlFetch(control, "GET", "/status")).json();
+        const status = all.volumes[0];
+        return status.committedGeneration === 2;
+      }, processes);
+      const expected = await Deno.readFile(image);
+      const atB = await openReplica({ store: storeB, volume: "vm" });
+      const actual = await atB.export.read(0, SIZE);
+      await atB.close();
+      assert.ok(actual.every((b, i) => b === expected[i]), "B's replica != the original image");
+      // Only the fail-back's blocks crossed again (49 of 512), not the volume.
+      const metrics = await (await controlFetch(control, "GET", "/metrics")).text();
+      const sent = /^presync_sent_blocks_total\{[^}]*\} (\d+)$/m.exec(metrics);
+      assert.ok(sent, metrics);
+      assert.ok(
+        Number(sent[1]) > 0 && Number(sent[1]) <= Number(report.blocks),
+        `${sent[1]} blocks sent, the fail-back sent ${report.blocks}`,
+      );
+      await assertRejectsCode(
+        openReplica({ store: storeB, volume: "vm", writable: true }),
+        ErrorCode.OVERLAY_STALE,
+      );
+    } finally {
+      for (const p of processes) if (!p.exited) await p.kill("SIGTERM");
       await Deno.remove(root, { recursive: true });
     }
   },

@@ -4,6 +4,7 @@ import type { Prng } from "../../fixtures/prng.ts";
 import { seededTest } from "../../fixtures/seeded.ts";
 import { applyWorkload } from "../../fixtures/workload.ts";
 import { DirectoryBackend } from "../../plugins/store-directory/mod.ts";
+import { LIVE_DIRTY_FILE } from "../../plugins/tracker-nbd/nbd_tracker.ts";
 import { ErrorCode, PresyncError } from "../errors.ts";
 import { openReplica } from "../export/serve_replica.ts";
 import { DenoFileSystem } from "../fs/deno_file_system.ts";
@@ -122,7 +123,16 @@ async function assertFailedBack(site: Site): Promise<void> {
 seededTest("fail-back sends only the overlay and leaves the original image equal", async (prng) => {
   const site = await relocated(prng, 30);
   try {
+    // The nbd tracker's set saved at its last clean stop: the image is about to change
+    // behind it, so the adoption drops it (its next start compares with the manifest).
+    const saved = `${site.agentState}/${LIVE_DIRTY_FILE}`;
+    await Deno.writeFile(saved, new Uint8Array(8));
     const adopted = await adopt(site);
+    assert.equal(
+      await fs.exists(saved),
+      false,
+      "the nbd tracker's saved set outlived the adoption",
+    );
     assert.equal(adopted.generation, 1);
     assert.equal(adopted.divergedBlocks, 0);
     // A re-run (the operator starting it again) recognises its own adoption.

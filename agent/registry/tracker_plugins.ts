@@ -1,4 +1,4 @@
-import { WorkerNbdTracker } from "../../plugins/tracker-nbd/mod.ts";
+import { LIVE_DIRTY_FILE, WorkerNbdTracker } from "../../plugins/tracker-nbd/mod.ts";
 import { QemuBitmapTracker } from "../../plugins/tracker-qemu-bitmap/mod.ts";
 import { prepareWorkDir, QemuTracker, queryQemuDisk } from "../../plugins/tracker-qemu/mod.ts";
 import { ScanTracker } from "../../plugins/tracker-scan/scan_tracker.ts";
@@ -121,7 +121,7 @@ const NBD: TrackerPlugin = {
     // What changed while nobody tracked: after a clean stop the NBD tracker knows (it saved
     // its live set); otherwise one scan against the manifest tells, instead of a full send.
     let initialDirty: Cut | null = null;
-    if (!(await context.fs.exists(`${context.stateDir}/nbd-live.dirty`))) {
+    if (!(await context.fs.exists(`${context.stateDir}/${LIVE_DIRTY_FILE}`))) {
       initialDirty = await scanTracker(context, false).cut();
     }
     try {
