@@ -8,6 +8,7 @@ import {
   PresyncProcess,
   serveArgs,
 } from "../../fixtures/cluster.ts";
+import type { Prng } from "../../fixtures/prng.ts";
 import { seededTest } from "../../fixtures/seeded.ts";
 import { DirectoryBackend } from "../../plugins/store-directory/mod.ts";
 import { WanEmu } from "../../scripts/wan_emu.ts";
@@ -30,6 +31,85 @@ async function until(what: string, check: () => Promise<boolean>, processes: Pre
   throw new Error(`timed out waiting for ${what}\n${processes.map((p) => p.output).join("\n")}`);
 }
 
+/**
+ * Site B after a relocation: the image `root/a.img` (half random) synced into B's store
+ * (`root/store`) with A's agent state at `root/state/vm` (as `presync agent --state
+ * root/state` leaves it), then `written` bytes of the VM at B written through the overlay
+ * at `at`; and a key. Returns the image's path and B's store.
+ */
+async function relocated(prng: Prng, root: string, written: number, at: number) {
+  const image = `${root}/a.img`;
+  const data = new Uint8Array(SIZE);
+  prng.fill(data.subarray(0, SIZE / 2));
+  await Deno.writeFile(image, data);
+  await syncLocal({
+    imagePath: image,
+    storeDir: `${root}/store`,
+    volume: "vm",
+    stateDir: `${root}/state/vm`,
+    fs,
+  });
+  const storeB = new ReplicaStore(new DirectoryBackend(fs, `${root}/store`));
+  const opened = await openReplica({ store: storeB, volume: "vm", writable: true });
+  await opened.export.write!(at, prng.fill(new Uint8Array(written)));
+  await opened.export.flush!();
+  await opened.close();
+  await writeNewKey(`${root}/key`);
+  return { image, storeB };
+}
+
+/** `presync failback vm --adopt` of `image` into A's store `root/a-store`. */
+function adoptArgs(root: string, image: string): string[] {
+  return [
+    "failback",
+    "vm",
+    "--adopt",
+    image,
+    "--agent-state",
+    `${root}/state/vm`,
+    "--store",
+    `${root}/a-store`,
+  ];
+}
+
+/** `presync serve` of A's store on 127.0.0.1:`port` (TCP), with `extra` appended. */
+function serveAArgs(root: string, port: number, extra: string[] = []): string[] {
+  return [
+    "serve",
+    "--store",
+    `${root}/a-store`,
+    "--listen",
+    `127.0.0.1:${port}`,
+    "--key-file",
+    `${root}/key`,
+    "--control",
+    `${root}/serve-a.sock`,
+    "--transport",
+    "tcp",
+    ...extra,
+  ];
+}
+
+/** `presync failback vm --to` from B's store to `to` (TCP, JSON), with `extra` appended. */
+function senderArgs(root: string, to: string, extra: string[] = []): string[] {
+  return [
+    "failback",
+    "vm",
+    "--to",
+    to,
+    "--key-file",
+    `${root}/key`,
+    "--store",
+    `${root}/store`,
+    "--state",
+    `${root}/fb-state`,
+    "--transport",
+    "tcp",
+    "--json",
+    ...extra,
+  ];
+}
+
 seededTest(
   "presync failback over a slow link survives kill -9 of the sender and of serve",
   async (prng) => {
@@ -37,80 +117,22 @@ seededTest(
     const processes: PresyncProcess[] = [];
     let emu: WanEmu | null = null;
     try {
-      const image = `${root}/a.img`;
-      const data = new Uint8Array(SIZE);
-      prng.fill(data.subarray(0, SIZE / 2));
-      await Deno.writeFile(image, data);
-      await syncLocal({
-        imagePath: image,
-        storeDir: `${root}/b`,
-        volume: "vm",
-        stateDir: `${root}/agent-state`,
-        fs,
-      });
       // What the VM wrote at the destination: 12 MiB through the writable overlay.
-      const storeB = new ReplicaStore(new DirectoryBackend(fs, `${root}/b`));
-      const written = new Uint8Array(12 * 1024 * 1024);
-      prng.fill(written);
-      {
-        const opened = await openReplica({ store: storeB, volume: "vm", writable: true });
-        await opened.export.write!(3 * 1024 * 1024 + 17, written);
-        await opened.export.flush!();
-        await opened.close();
-      }
-      await writeNewKey(`${root}/key`);
-      const adopt = new PresyncProcess([
-        "failback",
-        "vm",
-        "--adopt",
-        image,
-        "--agent-state",
-        `${root}/agent-state`,
-        "--store",
-        `${root}/a-store`,
-      ]);
+      const { image, storeB } = await relocated(prng, root, 12 * 1024 * 1024, 3 * 1024 * 1024 + 17);
+      const adopt = new PresyncProcess(adoptArgs(root, image));
       processes.push(adopt);
       assert.equal((await adopt.wait()).code, 0, adopt.output);
       const port = freePort();
-      const serve = () =>
-        new PresyncProcess([
-          "serve",
-          "--store",
-          `${root}/a-store`,
-          "--listen",
-          `127.0.0.1:${port}`,
-          "--key-file",
-          `${root}/key`,
-          "--control",
-          `${root}/serve.sock`,
-          "--transport",
-          "tcp",
-          "--idle-timeout",
-          "3",
-        ]);
+      const serve = () => new PresyncProcess(serveAArgs(root, port, ["--idle-timeout", "3"]));
       let server = serve();
       processes.push(server);
       // 40 Mbit/s: the 12 MiB take about 2.5 s, time to kill both sides on the way.
       const link = { rateBitsPerSecond: 40_000_000, delayMs: 5 };
       emu = WanEmu.start({ target: { hostname: "127.0.0.1", port }, up: link, down: link });
       const sender = () =>
-        new PresyncProcess([
-          "failback",
-          "vm",
-          "--to",
-          `${emu!.addr.hostname}:${emu!.addr.port}`,
-          "--key-file",
-          `${root}/key`,
-          "--store",
-          `${root}/b`,
-          "--state",
-          `${root}/fb-state`,
-          "--transport",
-          "tcp",
-          "--idle-timeout",
-          "3",
-          "--json",
-        ]);
+        new PresyncProcess(
+          senderArgs(root, `${emu!.addr.hostname}:${emu!.addr.port}`, ["--idle-timeout", "3"]),
+        );
       const received = `${root}/a-store/vm/staging/received`;
       const receivedBytes = async () => (await Deno.stat(`${root}/a-store/vm/staging/log`)).size;
       const first = sender();
@@ -161,68 +183,12 @@ seededTest(
       return p;
     };
     try {
-      const image = `${root}/a.img`;
-      const data = new Uint8Array(SIZE);
-      prng.fill(data.subarray(0, SIZE / 2));
-      await Deno.writeFile(image, data);
-      // Site B's store (`root/store`) and site A's agent state (`root/state/vm`), as an agent
-      // run with --state root/state leaves them.
-      await syncLocal({
-        imagePath: image,
-        storeDir: `${root}/store`,
-        volume: "vm",
-        stateDir: `${root}/state/vm`,
-        fs,
-      });
-      const storeB = new ReplicaStore(new DirectoryBackend(fs, `${root}/store`));
-      const written = prng.fill(new Uint8Array(3 * 1024 * 1024));
-      {
-        const opened = await openReplica({ store: storeB, volume: "vm", writable: true });
-        await opened.export.write!(5 * 1024 * 1024 + 99, written);
-        await opened.export.flush!();
-        await opened.close();
-      }
-      await writeNewKey(`${root}/key`);
-      await run([
-        "failback",
-        "vm",
-        "--adopt",
-        image,
-        "--agent-state",
-        `${root}/state/vm`,
-        "--store",
-        `${root}/a-store`,
-      ]);
+      const { image, storeB } = await relocated(prng, root, 3 * 1024 * 1024, 5 * 1024 * 1024 + 99);
+      await run(adoptArgs(root, image));
       const portA = freePort();
-      const serveA = new PresyncProcess([
-        "serve",
-        "--store",
-        `${root}/a-store`,
-        "--listen",
-        `127.0.0.1:${portA}`,
-        "--key-file",
-        `${root}/key`,
-        "--control",
-        `${root}/serve-a.sock`,
-        "--transport",
-        "tcp",
-      ]);
+      const serveA = new PresyncProcess(serveAArgs(root, portA));
       processes.push(serveA);
-      const failed = await run([
-        "failback",
-        "vm",
-        "--to",
-        `127.0.0.1:${portA}`,
-        "--key-file",
-        `${root}/key`,
-        "--store",
-        `${root}/store`,
-        "--state",
-        `${root}/fb-state`,
-        "--transport",
-        "tcp",
-        "--json",
-      ]);
+      const failed = await run(senderArgs(root, `127.0.0.1:${portA}`));
       const report = jsonLines(failed).at(-1)!;
       await serveA.kill("SIGTERM");
       // The VM runs at A again; A's agent and B's serve start as before the relocation.
