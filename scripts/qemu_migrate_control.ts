@@ -81,22 +81,18 @@ try {
       : WanEmu.start({ target: { hostname: "127.0.0.1", port }, up: link, down: link });
     // Both QEMUs open the one image: QEMU's own locks would refuse the second.
     const shared = `${disk},file.locking=off`;
-    await using src = await startGuest({
-      image,
-      dir: `${dir}/src`,
-      disk: shared,
-      mode: "workload",
-      memoryMiB: Number(values["ram-mib"]),
-    });
+    const guest = (side: string, extraArgs: string[] = []) =>
+      startGuest({
+        image,
+        dir: `${dir}/${side}`,
+        disk: shared,
+        mode: "workload",
+        memoryMiB: Number(values["ram-mib"]),
+        extraArgs,
+      });
+    await using src = await guest("src");
     await src.waitFor(/PRESYNC-ROUND 2 durable/, 300_000);
-    await using dst = await startGuest({
-      image,
-      dir: `${dir}/dst`,
-      disk: shared,
-      mode: "workload",
-      memoryMiB: Number(values["ram-mib"]),
-      extraArgs: ["-incoming", `tcp:127.0.0.1:${port}`],
-    });
+    await using dst = await guest("dst", ["-incoming", `tcp:127.0.0.1:${port}`]);
     const sq = await QmpClient.connect(src.qemu.qmp[0], { timeoutMs: 60_000 });
     const dq = await QmpClient.connect(dst.qemu.qmp[0], { timeoutMs: 60_000 });
     try {

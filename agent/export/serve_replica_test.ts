@@ -26,6 +26,12 @@ async function syncedStore(dir: string): Promise<string> {
   await file.seek(40 * 65536, Deno.SeekMode.Start);
   await file.write(new Uint8Array(8 * 65536).fill(9));
   file.close();
+  await syncInto(dir, image);
+  return image;
+}
+
+/** Syncs `image` into the store of `dir` as volume `vm3` (the next generation). */
+async function syncInto(dir: string, image: string): Promise<void> {
   await syncLocal({
     imagePath: image,
     storeDir: `${dir}/store`,
@@ -33,7 +39,6 @@ async function syncedStore(dir: string): Promise<string> {
     stateDir: `${dir}/state`,
     fs: new DenoFileSystem(),
   });
-  return image;
 }
 
 Deno.test({
@@ -205,13 +210,7 @@ Deno.test("a writable export's overlay is refused over a later generation than i
     const file = await Deno.open(image, { write: true });
     await file.write(new Uint8Array(65536).fill(5));
     file.close();
-    await syncLocal({
-      imagePath: image,
-      storeDir: `${dir}/store`,
-      volume: "vm3",
-      stateDir: `${dir}/state`,
-      fs: new DenoFileSystem(),
-    });
+    await syncInto(dir, image);
     const err = await assertRejectsCode(
       openReplica({ store: storeIn(dir), volume: "vm3", writable: true }),
       ErrorCode.OVERLAY_STALE,
