@@ -11,6 +11,7 @@ import {
 import type { Prng } from "../../fixtures/prng.ts";
 import { seededTest } from "../../fixtures/seeded.ts";
 import { DirectoryBackend } from "../../plugins/store-directory/mod.ts";
+import { LIVE_DIRTY_FILE } from "../../plugins/tracker-nbd/nbd_tracker.ts";
 import { WanEmu } from "../../scripts/wan_emu.ts";
 import { openReplica } from "../export/serve_replica.ts";
 import { ErrorCode } from "../errors.ts";
@@ -223,6 +224,71 @@ seededTest(
         openReplica({ store: storeB, volume: "vm", writable: true }),
         ErrorCode.OVERLAY_STALE,
       );
+    } finally {
+      for (const p of processes) if (!p.exited) await p.kill("SIGTERM");
+      await Deno.remove(root, { recursive: true });
+    }
+  },
+);
+
+seededTest(
+  "with the nbd tracker, an agent restarted after the adoption sends what the fail-back wrote " +
+    "behind it (its change set saved at the clean stop is dropped, not trusted)",
+  async (prng) => {
+    const root = await Deno.makeTempDir({ prefix: "presync-reprotect-nbd-it-" });
+    await Deno.chmod(root, 0o700);
+    const processes: PresyncProcess[] = [];
+    try {
+      const image = `${root}/a.img`;
+      const data = new Uint8Array(SIZE);
+      prng.fill(data.subarray(0, SIZE / 2));
+      await Deno.writeFile(image, data);
+      await writeNewKey(`${root}/key`);
+      const port = freePort();
+      processes.push(
+        new PresyncProcess(serveArgs(root, port, `${root}/serve-b.sock`, ["--transport", "tcp"])),
+      );
+      const control = `${root}/agent.sock`;
+      const startAgent = () => {
+        const agent = new PresyncProcess(agentArgs(root, image, port, control, [
+          "--transport",
+          "tcp",
+          "--interval",
+          "1",
+          "--tracker",
+          "nbd",
+          "--nbd-listen",
+          `unix:${root}/nbd.sock`,
+        ]));
+        processes.push(agent);
+        return agent;
+      };
+      const committed = (generation: number) =>
+        until(`generation ${generation} committed`, async () => {
+          const all = await (await controlFetch(control, "GET", "/status")).json();
+          return all.volumes[0].committedGeneration >= generation &&
+            all.volumes[0].state === "idle";
+        }, processes);
+      const agent = startAgent();
+      await committed(1);
+      assert.equal((await agent.kill("SIGTERM")).success, true, agent.output);
+      assert.ok(await fs.exists(`${root}/state/vm/${LIVE_DIRTY_FILE}`), "no set saved");
+      const adopt = new PresyncProcess(adoptArgs(root, image));
+      processes.push(adopt);
+      assert.equal((await adopt.wait()).code, 0, adopt.output);
+      // What serve writes into the adopted image during the fail-back, behind the tracker.
+      const file = await Deno.open(image, { write: true });
+      await file.seek(7 * 1024 * 1024 + 3, Deno.SeekMode.Start);
+      await file.write(prng.fill(new Uint8Array(1024 * 1024)));
+      file.close();
+      startAgent();
+      await committed(2);
+      const expected = await Deno.readFile(image);
+      const storeB = new ReplicaStore(new DirectoryBackend(fs, `${root}/store`));
+      const atB = await openReplica({ store: storeB, volume: "vm" });
+      const actual = await atB.export.read(0, SIZE);
+      await atB.close();
+      assert.ok(actual.every((b, i) => b === expected[i]), "B's replica != the original image");
     } finally {
       for (const p of processes) if (!p.exited) await p.kill("SIGTERM");
       await Deno.remove(root, { recursive: true });
