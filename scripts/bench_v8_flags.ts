@@ -5,7 +5,9 @@
  * processes' peak RSS (VmHWM). The image is half random, half zeros.
  *
  *     deno run -A scripts/bench_v8_flags.ts [--size-mib 2048] [--runs 3] \
- *       [--a --max-semi-space-size=1,--optimize-for-size] [--b --max-semi-space-size=1]
+ *       [--a --max-semi-space-size=1,--optimize-for-size] [--b SHIPPED]
+ *
+ * `--b` defaults to the flags the binary ships with (`deno.json`'s `compile` task).
  *
  * @module
  */
@@ -27,8 +29,8 @@ const { values } = parseArgs({
   options: {
     "size-mib": { type: "string", default: "2048" },
     runs: { type: "string", default: "3" },
-    a: { type: "string", default: SHIPPED_V8_FLAGS },
-    b: { type: "string", default: "--max-semi-space-size=1" },
+    a: { type: "string", default: "--max-semi-space-size=1,--optimize-for-size" },
+    b: { type: "string", default: SHIPPED_V8_FLAGS },
   },
 });
 const MiB = 1024 * 1024;
