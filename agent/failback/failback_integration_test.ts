@@ -6,6 +6,7 @@ import {
   freePort,
   jsonLines,
   PresyncProcess,
+  runPresync,
   serveArgs,
 } from "../../fixtures/cluster.ts";
 import type { Prng } from "../../fixtures/prng.ts";
@@ -32,6 +33,15 @@ async function until(what: string, check: () => Promise<boolean>, processes: Pre
   throw new Error(`timed out waiting for ${what}\n${processes.map((p) => p.output).join("\n")}`);
 }
 
+/** Site A's image `root/a.img`: its first half random, the rest zeros. */
+async function sourceImage(prng: Prng, root: string): Promise<string> {
+  const image = `${root}/a.img`;
+  const data = new Uint8Array(SIZE);
+  prng.fill(data.subarray(0, SIZE / 2));
+  await Deno.writeFile(image, data);
+  return image;
+}
+
 /**
  * Site B after a relocation: the image `root/a.img` (half random) synced into B's store
  * (`root/store`) with A's agent state at `root/state/vm` (as `presync agent --state
@@ -39,10 +49,7 @@ async function until(what: string, check: () => Promise<boolean>, processes: Pre
  * at `at`; and a key. Returns the image's path and B's store.
  */
 async function relocated(prng: Prng, root: string, written: number, at: number) {
-  const image = `${root}/a.img`;
-  const data = new Uint8Array(SIZE);
-  prng.fill(data.subarray(0, SIZE / 2));
-  await Deno.writeFile(image, data);
+  const image = await sourceImage(prng, root);
   await syncLocal({
     imagePath: image,
     storeDir: `${root}/store`,
@@ -120,9 +127,7 @@ seededTest(
     try {
       // What the VM wrote at the destination: 12 MiB through the writable overlay.
       const { image, storeB } = await relocated(prng, root, 12 * 1024 * 1024, 3 * 1024 * 1024 + 17);
-      const adopt = new PresyncProcess(adoptArgs(root, image));
-      processes.push(adopt);
-      assert.equal((await adopt.wait()).code, 0, adopt.output);
+      await runPresync(adoptArgs(root, image), { timeoutMs: 300_000 });
       const port = freePort();
       const serve = () => new PresyncProcess(serveAArgs(root, port, ["--idle-timeout", "3"]));
       let server = serve();
@@ -177,19 +182,16 @@ seededTest(
     const root = await Deno.makeTempDir({ prefix: "presync-reprotect-it-" });
     await Deno.chmod(root, 0o700);
     const processes: PresyncProcess[] = [];
-    const run = async (args: string[]) => {
-      const p = new PresyncProcess(args);
-      processes.push(p);
-      assert.equal((await p.wait(120_000)).code, 0, p.output);
-      return p;
-    };
     try {
       const { image, storeB } = await relocated(prng, root, 3 * 1024 * 1024, 5 * 1024 * 1024 + 99);
-      await run(adoptArgs(root, image));
+      await runPresync(adoptArgs(root, image), { timeoutMs: 120_000 });
       const portA = freePort();
       const serveA = new PresyncProcess(serveAArgs(root, portA));
       processes.push(serveA);
-      const failed = await run(senderArgs(root, `127.0.0.1:${portA}`));
+      const failed = await runPresync(senderArgs(root, `127.0.0.1:${portA}`), {
+        peer: serveA,
+        timeoutMs: 120_000,
+      });
       const report = jsonLines(failed).at(-1)!;
       await serveA.kill("SIGTERM");
       // The VM runs at A again; A's agent and B's serve start as before the relocation.
@@ -239,10 +241,7 @@ seededTest(
     await Deno.chmod(root, 0o700);
     const processes: PresyncProcess[] = [];
     try {
-      const image = `${root}/a.img`;
-      const data = new Uint8Array(SIZE);
-      prng.fill(data.subarray(0, SIZE / 2));
-      await Deno.writeFile(image, data);
+      const image = await sourceImage(prng, root);
       await writeNewKey(`${root}/key`);
       const port = freePort();
       processes.push(
@@ -273,9 +272,7 @@ seededTest(
       await committed(1);
       assert.equal((await agent.kill("SIGTERM")).success, true, agent.output);
       assert.ok(await fs.exists(`${root}/state/vm/${LIVE_DIRTY_FILE}`), "no set saved");
-      const adopt = new PresyncProcess(adoptArgs(root, image));
-      processes.push(adopt);
-      assert.equal((await adopt.wait()).code, 0, adopt.output);
+      await runPresync(adoptArgs(root, image), { timeoutMs: 300_000 });
       // What serve writes into the adopted image during the fail-back, behind the tracker.
       const file = await Deno.open(image, { write: true });
       await file.seek(7 * 1024 * 1024 + 3, Deno.SeekMode.Start);

@@ -2,13 +2,13 @@ import assert from "node:assert/strict";
 import { assertRejectsCode } from "../../fixtures/assert.ts";
 import type { Prng } from "../../fixtures/prng.ts";
 import { seededTest } from "../../fixtures/seeded.ts";
+import { holdOpen } from "../../fixtures/hold_open.ts";
 import { applyWorkload } from "../../fixtures/workload.ts";
 import { DirectoryBackend } from "../../plugins/store-directory/mod.ts";
 import { LIVE_DIRTY_FILE } from "../../plugins/tracker-nbd/nbd_tracker.ts";
 import { ErrorCode, PresyncError } from "../errors.ts";
 import { openReplica } from "../export/serve_replica.ts";
 import { DenoFileSystem } from "../fs/deno_file_system.ts";
-import { processesWithOpen } from "../fs/open_by.ts";
 import { ReplicaStore } from "../store/replica_store.ts";
 import { syncLocal } from "../sync/local_sync.ts";
 import { adoptOriginalImage, failBack, type FailBackOptions } from "./failback.ts";
@@ -231,13 +231,8 @@ seededTest(
   "an original image another process holds open (the VM still running there) is not adopted",
   async (prng) => {
     const site = await relocated(prng, 5);
-    const vm = new Deno.Command("bash", { args: ["-c", `exec sleep 60 <> ${site.image}`] }).spawn();
+    const vm = await holdOpen(site.image);
     try {
-      // Until the child holds the image (and has become `sleep`).
-      for (let i = 0; i < 100; i++) {
-        if ((await processesWithOpen(site.image)).some((p) => p.name === "sleep")) break;
-        await new Promise((resolve) => setTimeout(resolve, 20));
-      }
       const err = await assertRejectsCode(adopt(site), ErrorCode.STORE_BUSY);
       assert.match(err.message, new RegExp(`is open in sleep \\(pid ${vm.pid}\\): stop the VM`));
       assert.deepEqual(await site.backendA.list(), []);

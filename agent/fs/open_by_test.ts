@@ -1,4 +1,5 @@
 import assert from "node:assert/strict";
+import { holdOpen } from "../../fixtures/hold_open.ts";
 import { processesWithOpen } from "./open_by.ts";
 
 Deno.test("processesWithOpen finds another process holding a file, by any of its hard links, and not this one", async () => {
@@ -9,17 +10,10 @@ Deno.test("processesWithOpen finds another process holding a file, by any of its
   using mine = await Deno.open(file);
   assert.ok(mine);
   assert.deepEqual(await processesWithOpen(file), [], "this process is not counted");
-  // A child holding the image open on its standard input, as a VM holds its disk.
-  const child = new Deno.Command("bash", {
-    args: ["-c", `exec sleep 60 < ${dir}/link.img`],
-  }).spawn();
+  // A child holding the image open, as a VM holds its disk.
+  const child = await holdOpen(`${dir}/link.img`);
   try {
-    let found = await processesWithOpen(file);
-    // Until bash has exec'd sleep (same pid, new name).
-    for (let i = 0; i < 100 && found[0]?.name !== "sleep"; i++) {
-      await new Promise((resolve) => setTimeout(resolve, 20));
-      found = await processesWithOpen(file);
-    }
+    const found = await processesWithOpen(file);
     assert.deepEqual(found, [{ pid: child.pid, name: "sleep" }]);
     assert.deepEqual(await processesWithOpen(`${dir}/link.img`), found);
   } finally {
