@@ -132,8 +132,10 @@ seededTest(
       const serve = () => new PresyncProcess(serveAArgs(root, port, ["--idle-timeout", "3"]));
       let server = serve();
       processes.push(server);
-      // 40 Mbit/s: the 12 MiB take about 2.5 s, time to kill both sides on the way.
-      const link = { rateBitsPerSecond: 40_000_000, delayMs: 5 };
+      // 16 Mbit/s: the 12 MiB take about 6 s, time to kill both sides on the way even on a
+      // loaded machine (at 40 Mbit/s a CI run once saw the second sender finish before serve
+      // was killed: the first kill had come late, at 127 of 193 blocks).
+      const link = { rateBitsPerSecond: 16_000_000, delayMs: 5 };
       emu = WanEmu.start({ target: { hostname: "127.0.0.1", port }, up: link, down: link });
       const sender = () =>
         new PresyncProcess(
