@@ -224,7 +224,7 @@ seededTest(
     assert.equal(report.generation, 2);
     assert.ok(report.alreadyStaged > 0, "what the first attempt staged was kept");
     // A resumed cut knows no pages: the destination's page digests find them again.
-    assert.ok(report.pagedBlocks > 0, "the rest went as patches");
+    assert.ok(report.pagedBlocks > 0, `the rest went as patches: ${JSON.stringify(report)}`);
     assert.equal(report.resentWhole, 0);
     assert.equal(await hashFile(r.replicaImage), await hashFile(r.image));
   },
