@@ -1,20 +1,18 @@
 import { counters } from "../daemon/counters.ts";
-import {
-  applyPatch,
-  type Codec,
-  decodeBlockFrame,
-  decodePatch,
-  maxPatchLength,
-  type PatchRun,
-  ZERO_MARKER_KIND,
-} from "../codec/mod.ts";
-import { type Bitmap, blake3 } from "../core/mod.ts";
-import { concatBytes, constantTimeEqual } from "../bytes.ts";
+import { type Codec, decodeBlockFrame, maxPatchLength, ZERO_MARKER_KIND } from "../codec/mod.ts";
+import type { Bitmap } from "../core/mod.ts";
+import { concatBytes } from "../bytes.ts";
 import { pageDigests } from "../volume/page_masks.ts";
 import { ErrorCode, PresyncError } from "../errors.ts";
 import type { Logger } from "../log.ts";
-import type { CommittedState, ResumeInfo, StagedBlock, StageResult } from "../sync/destination.ts";
-import { blockCount, blockLength, type VolumeIdentity } from "../volume/volume_identity.ts";
+import type {
+  CommittedState,
+  ResumeInfo,
+  StagedBlock,
+  StagedPatch,
+  StageResult,
+} from "../sync/destination.ts";
+import { blockCount, type VolumeIdentity } from "../volume/volume_identity.ts";
 import {
   MESSAGE_HEADER_BYTES,
   MessageKind,
@@ -46,14 +44,15 @@ export interface ServedReplica {
     cutTimeMs: number,
     options?: { fold?: Bitmap },
   ): Promise<void>;
-  stage(blocks: StagedBlock[]): Promise<StageResult>;
+  /** Stages blocks, and patches laid over the replica's copy (see `StagingArea.stage`). */
+  stage(blocks: (StagedBlock | StagedPatch)[]): Promise<StageResult>;
   flush(): Promise<void>;
   commit(generation: number, expectedRoot: string): Promise<CommittedState>;
   verify(options: { expectedRoot?: string; rootOnly?: boolean }): Promise<ReplicaCheck>;
   readStaged(generation: number, block: number): Promise<Uint8Array | null>;
   /**
-   * The copy a patch of `block` is laid over (and page digests describe): the committed one,
-   * or, for a block a fold re-dirtied, its copy staged before the fold when still at hand.
+   * The copy a patch of `block` is laid over, which page digests describe: the committed
+   * one, or, for a block a fold re-dirtied, its copy staged before the fold when at hand.
    */
   readPatchBase(block: number): Promise<Uint8Array>;
   close(): void;
@@ -81,9 +80,9 @@ export interface ReplicaStreamHooks {
  * Serves the requests and blocks of one opened sync stream against its replica, in order,
  * until the stream ends: BLOCK messages are decoded (bounded by the block size), checked
  * against their hash and staged in batches (a block that fails is reported in the next flush
- * reply); a PATCH (when agreed) is laid over the replica's committed copy of its block and
- * staged only if the result has the source's hash, else named in the next flush reply's
- * `resend`; each JSON request is validated, then answered. When the stream ends, for any
+ * reply); a PATCH (when agreed) goes to the store, which lays it over its copy of the block
+ * and stages it only if the result has the source's hash; else it is named in the next flush
+ * reply's `resend`; each JSON request is validated, then answered. When the stream ends, for any
  * reason, what arrived is staged and flushed: a link cut costs only the bytes in flight.
  *
  * @throws {PresyncError} `PROTOCOL_VIOLATION` for a message that breaks the protocol (the
@@ -99,13 +98,18 @@ export async function serveReplicaStream(
 ): Promise<void> {
   const { blockSize, name } = replica.identity;
   const blocks = blockCount(replica.identity);
-  const batch: StagedBlock[] = [];
+  const batch: (StagedBlock | StagedPatch)[] = [];
   const rejected: number[] = [];
   const resend: number[] = [];
   const stageBatch = async () => {
     if (batch.length === 0) return;
     const result = await replica.stage(batch.splice(0));
     rejected.push(...result.rejected);
+    for (const block of result.resend ?? []) {
+      // Our copy is not what the source patched: nothing staged, the source sends it whole.
+      log("warn", "patch_base_differs", { volume: name, block });
+      resend.push(block);
+    }
   };
   const answer = async (request: SyncRequest): Promise<SyncReply> => {
     switch (request.op) {
@@ -218,27 +222,16 @@ export async function serveReplicaStream(
             `patch of block ${block} is past the end of volume ${name} (${blocks} blocks)`,
           );
         }
-        let runs: PatchRun[];
+        let patch: Uint8Array;
         try {
-          const patch = decodeBlockFrame(frame, {
-            maxRawLength: maxPatchLength(blockSize),
-            codecs,
-          });
-          runs = decodePatch(patch, blockLength(replica.identity, block));
+          patch = decodeBlockFrame(frame, { maxRawLength: maxPatchLength(blockSize), codecs });
         } catch (err) {
           // A corrupt patch is as good as a corrupt block: ask for it again.
           log("warn", "block_frame_rejected", { volume: name, block, error: String(err) });
           rejected.push(block);
           continue;
         }
-        const patched = applyPatch(await replica.readPatchBase(block), runs);
-        if (!constantTimeEqual(blake3(patched), hash)) {
-          // Our copy is not what the source patched: never stage it, ask for the whole block.
-          log("warn", "patch_base_differs", { volume: name, block });
-          resend.push(block);
-          continue;
-        }
-        batch.push({ block, data: patched, hash: hash.slice() });
+        batch.push({ block, patch, hash: hash.slice() });
         counters.blockReceived(name);
         if (batch.length >= STAGE_BATCH) await stageBatch();
         continue;

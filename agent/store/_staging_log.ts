@@ -1,5 +1,6 @@
 import { type Bitmap, blake3 } from "../core/mod.ts";
 import { concatBytes, constantTimeEqual } from "../bytes.ts";
+import { applyPatch, decodePatch } from "../codec/block_patch.ts";
 import { ErrorCode, PresyncError } from "../errors.ts";
 import type { FileHandle } from "../fs/file_system.ts";
 import { io } from "../fs/io_error.ts";
@@ -8,7 +9,10 @@ import {
   decodeRecordHeader,
   encodeRecordHeader,
   KIND_DATA,
+  KIND_PATCH,
   KIND_ZERO,
+  maxPayloadLength,
+  PATCH_DIGEST_BYTES,
   RECORD_HEADER_BYTES,
   type RecordHeader,
 } from "./_staging_record.ts";
@@ -25,7 +29,15 @@ export interface LogBlock {
   block: number;
   data: Uint8Array | null;
   hash: Uint8Array;
+  /**
+   * The patch (`codec/block_patch.ts`) that turns the block's committed copy into `data`:
+   * the record holds only it (a patch record), not `data`.
+   */
+  patch?: Uint8Array;
 }
+
+/** The committed copy of a block, which a patch record is laid over. */
+export type ReadBase = (block: number) => Promise<Uint8Array>;
 
 /** What a record must agree with to be used (see {@linkcode StagingLog.forEachRecord}). */
 export interface RecordCheck {
@@ -33,6 +45,8 @@ export interface RecordCheck {
   maxLength: number;
   /** Blocks of the volume. */
   blocks: number;
+  /** The length of `block` (the last one may be short). */
+  lengthOf(block: number): number;
   /** Whether the block was received (the record must be for a received block). */
   received(block: number): boolean;
   /** The hash recorded for the block in the staged hashes. */
@@ -51,20 +65,29 @@ export interface RecordCheck {
 export class StagingLog {
   readonly #file: FileHandle;
   readonly #path: string;
+  readonly #readBase: ReadBase;
   #length: number;
   /** Log offset of each record appended since the log was opened, by block. */
   readonly #offsets = new Map<number, number>();
   /** Log offset of each record a fold superseded since the log was opened, by block. */
   readonly #superseded = new Map<number, number>();
 
-  private constructor(file: FileHandle, path: string, length: number) {
+  private constructor(file: FileHandle, path: string, length: number, readBase: ReadBase) {
     this.#file = file;
     this.#path = path;
     this.#length = length;
+    this.#readBase = readBase;
   }
 
-  /** Opens the log of `backend`, cut back to the `flushedLength` bytes a flush acknowledged. */
-  static async open(backend: StagingBackend, flushedLength: number): Promise<StagingLog> {
+  /**
+   * Opens the log of `backend`, cut back to the `flushedLength` bytes a flush acknowledged.
+   * `readBase` reads a block's committed copy, which patch records are laid over when read.
+   */
+  static async open(
+    backend: StagingBackend,
+    flushedLength: number,
+    readBase: ReadBase,
+  ): Promise<StagingLog> {
     const path = `${backend.location}/log`;
     const file = await io(`open ${path}`, () => backend.openLog());
     try {
@@ -81,7 +104,7 @@ export class StagingLog {
       file.close();
       throw err;
     }
-    return new StagingLog(file, path, flushedLength);
+    return new StagingLog(file, path, flushedLength, readBase);
   }
 
   /** Bytes of records in the log. */
@@ -91,7 +114,15 @@ export class StagingLog {
 
   /** Appends one record per block, in one write; on failure the log is as it was. */
   async append(blocks: LogBlock[]): Promise<void> {
-    const records = blocks.map(({ block, data, hash }) => {
+    const records = blocks.map(({ block, data, hash, patch }) => {
+      if (patch) {
+        const length = PATCH_DIGEST_BYTES + patch.length;
+        const record = new Uint8Array(RECORD_HEADER_BYTES + length);
+        encodeRecordHeader({ block, kind: KIND_PATCH, length, hash }, record);
+        record.set(blake3(patch), RECORD_HEADER_BYTES);
+        record.set(patch, RECORD_HEADER_BYTES + PATCH_DIGEST_BYTES);
+        return record;
+      }
       const record = new Uint8Array(RECORD_HEADER_BYTES + (data?.length ?? 0));
       encodeRecordHeader(
         { block, kind: data ? KIND_DATA : KIND_ZERO, length: data?.length ?? 0, hash },
@@ -143,10 +174,12 @@ export class StagingLog {
   }
 
   /**
-   * Calls `fn` for every record, in order, with its payload (empty for a zero block), after
-   * checking it against `check`: a received block not seen before, the hash recorded for it,
-   * a payload matching that hash. A record `check.superseded` names is skipped. Throws
-   * `STORE_CORRUPT` naming the record otherwise. The payload stays valid after `fn` returns
+   * Calls `fn` for every record, in order, with its payload (empty for a zero block; for a
+   * patch record, the patch), after checking it against `check`: a received block not seen
+   * before, the hash recorded for it, a payload matching that hash (a patch record: a patch
+   * of the block matching its own digest; the whole block was checked when it was staged,
+   * laid over the committed copy that only the commit changes). A record `check.superseded`
+   * names is skipped. Throws `STORE_CORRUPT` naming the record otherwise. The payload stays valid after `fn` returns
    * (it is a view of a piece of the log that the walk never reuses), so a write of it may
    * still be in flight; the next piece is read while the records of the current one are
    * checked and used.
@@ -159,7 +192,7 @@ export class StagingLog {
       this.#file,
       this.#path,
       this.#length,
-      Math.max(LOG_READ_BYTES, RECORD_HEADER_BYTES + check.maxLength),
+      Math.max(LOG_READ_BYTES, RECORD_HEADER_BYTES + maxPayloadLength(KIND_PATCH, check.maxLength)),
     );
     try {
       const seen = new Set<number>();
@@ -178,7 +211,10 @@ export class StagingLog {
         const ok = header.block < check.blocks && check.received(header.block) &&
           !seen.has(header.block) &&
           constantTimeEqual(header.hash, await check.hashOf(header.block)) &&
-          (header.kind === KIND_ZERO || constantTimeEqual(blake3(payload), header.hash));
+          (header.kind === KIND_ZERO ||
+            (header.kind === KIND_PATCH
+              ? isPatchOf(payload, check.lengthOf(header.block))
+              : constantTimeEqual(blake3(payload), header.hash)));
         if (!ok) {
           throw corrupt(
             `staging record for block ${header.block} at byte ${offset} of ${this.#path} ` +
@@ -186,7 +222,10 @@ export class StagingLog {
           );
         }
         seen.add(header.block);
-        await fn(header, payload);
+        await fn(
+          header,
+          header.kind === KIND_PATCH ? payload.subarray(PATCH_DIGEST_BYTES) : payload,
+        );
         checkedBytes += header.length;
         if (checkedBytes >= YIELD_EVERY_BYTES) {
           checkedBytes = 0;
@@ -210,18 +249,27 @@ export class StagingLog {
   }
 
   async #readAt(block: number, offset: number, length: number): Promise<Uint8Array | null> {
-    const record = new Uint8Array(RECORD_HEADER_BYTES + length);
+    const record = new Uint8Array(RECORD_HEADER_BYTES + maxPayloadLength(KIND_PATCH, length));
     const n = await io(`read ${this.#path}`, () => this.#file.read(offset, record));
     const header = decodeRecordHeader(record.subarray(0, RECORD_HEADER_BYTES), offset, length);
     if (header.block !== block) {
       throw corrupt(`${this.#path}: no record of block ${block} at ${offset}`);
     }
     if (header.kind === KIND_ZERO) return new Uint8Array(length);
-    const payload = record.subarray(RECORD_HEADER_BYTES, RECORD_HEADER_BYTES + header.length);
-    if (n < record.length || !constantTimeEqual(blake3(payload), header.hash)) {
-      throw corrupt(`staging record of block ${block} in ${this.#path} does not match its hash`);
+    const mismatch = () =>
+      corrupt(`staging record of block ${block} in ${this.#path} does not match its hash`);
+    if (n < RECORD_HEADER_BYTES + header.length) throw mismatch();
+    let data: Uint8Array = record.subarray(
+      RECORD_HEADER_BYTES,
+      RECORD_HEADER_BYTES + header.length,
+    );
+    if (header.kind === KIND_PATCH) {
+      if (!isPatchOf(data, length)) throw mismatch();
+      const runs = decodePatch(data.subarray(PATCH_DIGEST_BYTES), length);
+      data = applyPatch(await this.#readBase(block), runs);
     }
-    return payload;
+    if (!constantTimeEqual(blake3(data), header.hash)) throw mismatch();
+    return data;
   }
 
   /** Closes the file. Idempotent. */
@@ -293,6 +341,18 @@ class LogPieces {
 
   #short(offset: number): PresyncError {
     return corrupt(`${this.#path} ends inside the record at byte ${offset}`);
+  }
+}
+
+/** Whether `payload` of a patch record is a patch of a `length`-byte block matching its digest. */
+function isPatchOf(payload: Uint8Array, length: number): boolean {
+  const patch = payload.subarray(PATCH_DIGEST_BYTES);
+  if (!constantTimeEqual(blake3(patch), payload.subarray(0, PATCH_DIGEST_BYTES))) return false;
+  try {
+    decodePatch(patch, length);
+    return true;
+  } catch {
+    return false;
   }
 }
 

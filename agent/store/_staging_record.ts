@@ -1,3 +1,4 @@
+import { maxPatchLength } from "../codec/block_patch.ts";
 import { ErrorCode, PresyncError } from "../errors.ts";
 
 /** "PSR1" read as a little-endian u32: the first bytes of every staging record. */
@@ -7,6 +8,19 @@ export const RECORD_HEADER_BYTES = 48;
 /** Record kinds. */
 export const KIND_ZERO = 0;
 export const KIND_DATA = 1;
+/**
+ * A block staged as a patch over its committed copy: the payload is the BLAKE3 of the patch
+ * (32 bytes), then the patch (`codec/block_patch.ts`); the header's hash is the whole
+ * rebuilt block's.
+ */
+export const KIND_PATCH = 2;
+/** Bytes of the patch digest that opens a patch record's payload. */
+export const PATCH_DIGEST_BYTES = 32;
+
+/** The longest payload a record of `kind` may have, for blocks of at most `blockSize` bytes. */
+export function maxPayloadLength(kind: number, blockSize: number): number {
+  return kind === KIND_PATCH ? PATCH_DIGEST_BYTES + maxPatchLength(blockSize) : blockSize;
+}
 
 /** A decoded record header (docs/STORE.md, "Staging log"). */
 export interface RecordHeader {
@@ -29,12 +43,13 @@ export function encodeRecordHeader(header: RecordHeader, into: Uint8Array): void
 
 /**
  * Decodes a record header found at log offset `offset`, checking magic, kind and that the
- * payload length agrees with the kind and `maxLength`. Throws `STORE_CORRUPT`.
+ * payload length agrees with the kind and the block size `blockSize` (see
+ * {@linkcode maxPayloadLength}). Throws `STORE_CORRUPT`.
  */
 export function decodeRecordHeader(
   bytes: Uint8Array,
   offset: number,
-  maxLength: number,
+  blockSize: number,
 ): RecordHeader {
   const view = new DataView(bytes.buffer, bytes.byteOffset, RECORD_HEADER_BYTES);
   const magic = view.getUint32(0, true);
@@ -43,10 +58,12 @@ export function decodeRecordHeader(
   const kind = bytes[12];
   const bad = magic !== RECORD_MAGIC
     ? `bad magic 0x${magic.toString(16)}`
-    : kind > KIND_DATA
+    : kind > KIND_PATCH
     ? `unknown kind ${kind}`
-    : (kind === KIND_ZERO) !== (length === 0) || length > maxLength
-    ? `length ${length} does not fit kind ${kind} (at most ${maxLength})`
+    : (kind === KIND_ZERO) !== (length === 0) ||
+        (kind === KIND_PATCH && length <= PATCH_DIGEST_BYTES) ||
+        length > maxPayloadLength(kind, blockSize)
+    ? `length ${length} does not fit kind ${kind} (at most ${maxPayloadLength(kind, blockSize)})`
     : null;
   if (bad) {
     throw new PresyncError(

@@ -7,7 +7,8 @@ import { isZeroEntry } from "../volume/block_hashes.ts";
 import type { ManifestFile } from "../volume/manifest_file.ts";
 import { openManifest } from "./open_manifest.ts";
 import { blockCount, blockLength, type VolumeIdentity } from "../volume/volume_identity.ts";
-import { KIND_DATA } from "./_staging_record.ts";
+import { KIND_DATA, KIND_PATCH } from "./_staging_record.ts";
+import { decodePatch } from "../codec/block_patch.ts";
 import { WriteWindow } from "./_write_window.ts";
 import {
   canClaimSpace,
@@ -25,7 +26,13 @@ import {
   type ReplicaMeta,
   writeReplicaMeta,
 } from "./replica_meta.ts";
-import type { BeginOptions, ResumeInfo, StagedBlock, StageResult } from "../sync/destination.ts";
+import type {
+  BeginOptions,
+  ResumeInfo,
+  StagedBlock,
+  StagedPatch,
+  StageResult,
+} from "../sync/destination.ts";
 import { StagingArea, zeroRange } from "./staging_area.ts";
 import { finishRollback } from "./replica_rollback.ts";
 import { type VerifyOptions, verifyReplica, type VerifyReport } from "./_verify_replica.ts";
@@ -285,7 +292,7 @@ export class ReplicaVolume {
   }
 
   /** Verifies and stages blocks of the staged generation (see StagingArea.stage). */
-  stage(blocks: StagedBlock[]): Promise<StageResult> {
+  stage(blocks: (StagedBlock | StagedPatch)[]): Promise<StageResult> {
     return this.#requireStaging().stage(blocks);
   }
 
@@ -300,9 +307,9 @@ export class ReplicaVolume {
   }
 
   /**
-   * The copy a patch of `block` is laid over: for a block a fold re-dirtied, its copy staged
-   * before the fold (`StagingArea.readSuperseded`) when at hand, else {@linkcode readCommitted}.
-   * A patch is checked against the source's hash once laid, so any base is safe.
+   * The copy a patch of `block` is laid over (`StagingArea.stage`), which page digests
+   * describe: for a block a fold re-dirtied, its copy staged before the fold
+   * (`StagingArea.readSuperseded`) when at hand, else {@linkcode readCommitted}.
    */
   async readPatchBase(block: number): Promise<Uint8Array> {
     return await this.#staging?.readSuperseded(block) ?? await this.readCommitted(block);
@@ -380,7 +387,8 @@ export class ReplicaVolume {
     using holes = new Bitmap(staging.dirty.size);
     const reserve = !reservesNoSpace(this.#image);
     await staging.forEachRecord(async (header) => {
-      if (!reserve || header.kind !== KIND_DATA) return;
+      // A patch may land in a hole: its block was zero when committed.
+      if (!reserve || (header.kind !== KIND_DATA && header.kind !== KIND_PATCH)) return;
       if (isZeroEntry(await this.#manifest.read(header.block, 1))) holes.set(header.block);
     });
     if (reserve && !(await this.#claim(holes))) {
@@ -425,6 +433,15 @@ export class ReplicaVolume {
         if (header.kind === KIND_DATA) {
           // The payload stays valid while the write is in flight (forEachRecord).
           await window.add(() => this.#image.write(offset, payload));
+          return;
+        }
+        if (header.kind === KIND_PATCH) {
+          // Only the runs: the rest of the block is its committed copy, which the patch was
+          // checked over when staged (the image changes only here). Idempotent on replay.
+          const length = blockLength(this.identity, header.block);
+          for (const run of decodePatch(payload, length)) {
+            await window.add(() => this.#image.write(offset + run.offset, run.bytes));
+          }
           return;
         }
         // A zero block: skip when the replica's block is zero already (keeps it sparse).

@@ -85,7 +85,7 @@ Deno.test("a batch with a block outside the generation stages nothing of it; a b
       { block: 4, data, hash: blake3(data) },
       { block: 4, data, hash: blake3(data) },
     ]);
-    assert.deepStrictEqual(result, { staged: 1, duplicates: 1, rejected: [3] });
+    assert.deepStrictEqual(result, { staged: 1, duplicates: 1, rejected: [3], resend: [] });
     await assertRejectsCode(
       replica.stage([
         { block: 5, data, hash: blake3(data) },
@@ -97,7 +97,11 @@ Deno.test("a batch with a block outside the generation stages nothing of it; a b
       { block: 3, data, hash: blake3(data) },
       { block: 5, data, hash: blake3(data) },
     ]);
-    assert.deepStrictEqual(again, { staged: 2, duplicates: 0, rejected: [] }, "5 was not staged");
+    assert.deepStrictEqual(
+      again,
+      { staged: 2, duplicates: 0, rejected: [], resend: [] },
+      "5 was not staged",
+    );
     await replica.flush();
     await replica.commit(1, await predictRoot(replica));
     assert.deepStrictEqual(await replica.readCommitted(5), data);

@@ -10,7 +10,8 @@ import { YIELD_EVERY_BYTES, yieldToEventLoop } from "../yield.ts";
 import { constantTimeEqual, joinBytes } from "../bytes.ts";
 import { canPunchHoles, type ReplicaImage, type StagingBackend } from "./replica_backend.ts";
 import { WriteWindow } from "./_write_window.ts";
-import type { StagedBlock, StageResult } from "../sync/destination.ts";
+import type { StagedBlock, StagedPatch, StageResult } from "../sync/destination.ts";
+import { applyPatch, decodePatch } from "../codec/block_patch.ts";
 
 /** The staging header (docs/STORE.md): which generation is being received, and how. */
 export interface StagingHeader {
@@ -154,8 +155,9 @@ export class StagingArea {
       );
     }
     let log: StagingLog | null = null;
-    if (!header.inPlace) log = await StagingLog.open(backend, logLength);
-    else if (logLength !== 0) {
+    if (!header.inPlace) {
+      log = await StagingLog.open(backend, logLength, (block) => readImage(image, identity, block));
+    } else if (logLength !== 0) {
       throw corrupt(
         `${where}: an area staged in place has no log, but ${logLength} bytes were flushed`,
       );
@@ -229,11 +231,15 @@ export class StagingArea {
   /**
    * Verifies and stages blocks: appended to the log, or written into the image in place. A
    * block outside the generation's dirty set or of the wrong length is refused with
-   * `GENERATION_MISMATCH`; one whose bytes do not match its hash is left out and listed in
-   * `rejected`. Not durable until {@linkcode flush}.
+   * `GENERATION_MISMATCH`; one whose bytes do not match its hash (or a malformed patch) is
+   * left out and listed in `rejected`. A patch is laid over the block's copy here (the one a
+   * fold superseded when at hand, else the committed one); when the result does not match
+   * its hash it is left out and listed in `resend`. One laid over the committed copy is
+   * logged as the patch alone (the commit writes only its runs). Not durable until
+   * {@linkcode flush}.
    */
-  async stage(blocks: StagedBlock[]): Promise<StageResult> {
-    const result: StageResult = { staged: 0, duplicates: 0, rejected: [] };
+  async stage(blocks: (StagedBlock | StagedPatch)[]): Promise<StageResult> {
+    const result: StageResult = { staged: 0, duplicates: 0, rejected: [], resend: [] };
     let hashedBytes = 0;
     const accepted: LogBlock[] = [];
     // Marked received only once the whole batch passed: a batch refused half way (a block
@@ -241,11 +247,6 @@ export class StagingArea {
     const seen = new Set<number>();
     for (const item of blocks) {
       const { block } = item;
-      // A block of zeros is stored as a zero record whichever way it was sent.
-      const data = item.data !== null && isZero(item.data) && item.hash &&
-          constantTimeEqual(blake3(item.data), item.hash)
-        ? null
-        : item.data;
       if (
         !Number.isInteger(block) || block < 0 || block >= this.dirty.size || !this.dirty.get(block)
       ) {
@@ -259,6 +260,23 @@ export class StagingArea {
         continue;
       }
       const expectedLength = blockLength(this.#identity, block);
+      let sent: Uint8Array | null;
+      let patch: Uint8Array | undefined;
+      if ("patch" in item) {
+        const rebuilt = await this.#rebuild(block, item.patch, expectedLength);
+        if (!rebuilt) {
+          result.rejected.push(block);
+          continue;
+        }
+        sent = rebuilt.data;
+        if (rebuilt.overCommitted) patch = item.patch;
+      } else sent = item.data;
+      // A block of zeros is stored as a zero record whichever way it was sent.
+      const data = sent !== null && isZero(sent) && item.hash &&
+          constantTimeEqual(blake3(sent), item.hash)
+        ? null
+        : sent;
+      if (data === null) patch = undefined;
       if (data !== null && data.length !== expectedLength) {
         throw new PresyncError(
           ErrorCode.GENERATION_MISMATCH,
@@ -275,11 +293,11 @@ export class StagingArea {
           await yieldToEventLoop();
         }
         if (!item.hash || !constantTimeEqual(hash, item.hash)) {
-          result.rejected.push(block);
+          ("patch" in item ? result.resend! : result.rejected).push(block);
           continue;
         }
       }
-      accepted.push({ block, data, hash });
+      accepted.push({ block, data, hash, ...(patch ? { patch } : {}) });
       seen.add(block);
       result.staged++;
     }
@@ -296,6 +314,28 @@ export class StagingArea {
     }
     await writeEntries(this.hashes, accepted.map(({ block, hash }) => [block, hash]));
     return result;
+  }
+
+  /**
+   * `patch` laid over the copy of `block` it applies to: the one a fold superseded when at
+   * hand, else the image's (committed, or while seeding in place what arrived); null when it
+   * is not a patch of a `length`-byte block. `overCommitted`: laid over the committed copy of
+   * a logged area, so the patch alone rebuilds the block at the commit.
+   */
+  async #rebuild(
+    block: number,
+    patch: Uint8Array,
+    length: number,
+  ): Promise<{ data: Uint8Array; overCommitted: boolean } | null> {
+    let runs;
+    try {
+      runs = decodePatch(patch, length);
+    } catch {
+      return null;
+    }
+    const superseded = await this.readSuperseded(block);
+    const base = superseded ?? await readImage(this.#image, this.#identity, block);
+    return { data: applyPatch(base, runs), overCommitted: !superseded && this.#log !== null };
   }
 
   /**
@@ -383,6 +423,7 @@ export class StagingArea {
     await this.#log?.forEachRecord({
       maxLength: this.#identity.blockSize,
       blocks: this.dirty.size,
+      lengthOf: (block) => blockLength(this.#identity, block),
       received: (block) => this.#received.get(block),
       hashOf: (block) => this.hashes.read(block, 1),
       superseded: (block, offset) =>
@@ -409,8 +450,7 @@ export class StagingArea {
     if (!this.#fold?.redirtied.get(block) || this.#received.get(block)) return null;
     const length = blockLength(this.#identity, block);
     if (this.#log) return await this.#log.readSuperseded(block, length);
-    const data = new Uint8Array(length);
-    await this.#image.read(block * this.#identity.blockSize, data);
+    const data = await readImage(this.#image, this.#identity, block);
     const entry = await this.hashes.read(block, 1);
     if (isZeroEntry(entry)) return null;
     return constantTimeEqual(blake3(data), entry) ? data : null;
@@ -418,8 +458,7 @@ export class StagingArea {
 
   async #readInPlace(block: number): Promise<Uint8Array | null> {
     if (block < 0 || block >= this.dirty.size || !this.#received.get(block)) return null;
-    const data = new Uint8Array(blockLength(this.#identity, block));
-    await this.#image.read(block * this.#identity.blockSize, data);
+    const data = await readImage(this.#image, this.#identity, block);
     const entry = await this.hashes.read(block, 1);
     const ok = isZeroEntry(entry) ? isZero(data) : constantTimeEqual(blake3(data), entry);
     if (!ok) {
@@ -498,6 +537,17 @@ async function writeEntries(file: ManifestFile, entries: [number, Uint8Array][])
     await file.write(entries[i][0], run);
     i = end;
   }
+}
+
+/** The bytes of `block` in `image` (the last block may be short). */
+async function readImage(
+  image: ReplicaImage,
+  identity: VolumeIdentity,
+  block: number,
+): Promise<Uint8Array> {
+  const data = new Uint8Array(blockLength(identity, block));
+  await io("read the replica's image", () => image.read(block * identity.blockSize, data));
+  return data;
 }
 
 function corrupt(message: string): PresyncError {

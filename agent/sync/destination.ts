@@ -26,6 +26,18 @@ export interface StagedBlock {
   pages?: number;
 }
 
+/**
+ * A block that crossed as a patch (`codec/block_patch.ts`), as a destination's store stages
+ * it: laid over the store's copy of the block and staged only if the result has `hash`, the
+ * source's BLAKE3 of the whole new block.
+ */
+export interface StagedPatch {
+  block: number;
+  /** The encoded patch (bounded by `maxPatchLength` of the block size). */
+  patch: Uint8Array;
+  hash: Uint8Array;
+}
+
 /** Most blocks one {@linkcode Destination.pageDigests} call may name. */
 export const MAX_DIGEST_BLOCKS = 128;
 
@@ -46,6 +58,11 @@ export interface StageResult {
   duplicates: number;
   /** Blocks whose bytes did not match their hash: not staged, to be sent again. */
   rejected: number[];
+  /**
+   * Patches ({@linkcode StagedPatch}) that did not rebuild their hash over the store's copy:
+   * not staged, to be sent again whole. Absent: none.
+   */
+  resend?: number[];
 }
 
 /** What a source needs to resume: the committed state and the generation being staged. */
