@@ -82,8 +82,8 @@ export interface ReplicaStreamHooks {
  * against their hash and staged in batches (a block that fails is reported in the next flush
  * reply); a PATCH (when agreed) goes to the store, which lays it over its copy of the block
  * and stages it only if the result has the source's hash; else it is named in the next flush
- * reply's `resend`; each JSON request is validated, then answered. When the stream ends, for any
- * reason, what arrived is staged and flushed: a link cut costs only the bytes in flight.
+ * reply's `resend`; each JSON request is validated, then answered. When the stream ends, for
+ * any reason, what arrived is staged and flushed: a link cut costs only the bytes in flight.
  *
  * @throws {PresyncError} `PROTOCOL_VIOLATION` for a message that breaks the protocol (the
  *   caller reports it on the stream and ends it); the stream's own error

@@ -1,6 +1,6 @@
 import { type Bitmap, blake3 } from "../core/mod.ts";
 import { concatBytes, constantTimeEqual } from "../bytes.ts";
-import { applyPatch, decodePatch } from "../codec/block_patch.ts";
+import { applyPatch, decodePatch, type PatchRun } from "../codec/block_patch.ts";
 import { ErrorCode, PresyncError } from "../errors.ts";
 import type { FileHandle } from "../fs/file_system.ts";
 import { io } from "../fs/io_error.ts";
@@ -179,10 +179,10 @@ export class StagingLog {
    * before, the hash recorded for it, a payload matching that hash (a patch record: a patch
    * of the block matching its own digest; the whole block was checked when it was staged,
    * laid over the committed copy that only the commit changes). A record `check.superseded`
-   * names is skipped. Throws `STORE_CORRUPT` naming the record otherwise. The payload stays valid after `fn` returns
-   * (it is a view of a piece of the log that the walk never reuses), so a write of it may
-   * still be in flight; the next piece is read while the records of the current one are
-   * checked and used.
+   * names is skipped. Throws `STORE_CORRUPT` naming the record otherwise. The payload stays
+   * valid after `fn` returns (it is a view of a piece of the log that the walk never reuses),
+   * so a write of it may still be in flight; the next piece is read while the records of the
+   * current one are checked and used.
    */
   async forEachRecord(
     check: RecordCheck,
@@ -213,7 +213,7 @@ export class StagingLog {
           constantTimeEqual(header.hash, await check.hashOf(header.block)) &&
           (header.kind === KIND_ZERO ||
             (header.kind === KIND_PATCH
-              ? isPatchOf(payload, check.lengthOf(header.block))
+              ? patchRuns(payload, check.lengthOf(header.block)) !== null
               : constantTimeEqual(blake3(payload), header.hash)));
         if (!ok) {
           throw corrupt(
@@ -264,8 +264,8 @@ export class StagingLog {
       RECORD_HEADER_BYTES + header.length,
     );
     if (header.kind === KIND_PATCH) {
-      if (!isPatchOf(data, length)) throw mismatch();
-      const runs = decodePatch(data.subarray(PATCH_DIGEST_BYTES), length);
+      const runs = patchRuns(data, length);
+      if (!runs) throw mismatch();
       data = applyPatch(await this.#readBase(block), runs);
     }
     if (!constantTimeEqual(blake3(data), header.hash)) throw mismatch();
@@ -344,15 +344,17 @@ class LogPieces {
   }
 }
 
-/** Whether `payload` of a patch record is a patch of a `length`-byte block matching its digest. */
-function isPatchOf(payload: Uint8Array, length: number): boolean {
+/**
+ * The runs of a patch record's `payload` when it holds a patch of a `length`-byte block
+ * matching its digest; null otherwise.
+ */
+function patchRuns(payload: Uint8Array, length: number): PatchRun[] | null {
   const patch = payload.subarray(PATCH_DIGEST_BYTES);
-  if (!constantTimeEqual(blake3(patch), payload.subarray(0, PATCH_DIGEST_BYTES))) return false;
+  if (!constantTimeEqual(blake3(patch), payload.subarray(0, PATCH_DIGEST_BYTES))) return null;
   try {
-    decodePatch(patch, length);
-    return true;
+    return decodePatch(patch, length);
   } catch {
-    return false;
+    return null;
   }
 }
 
