@@ -73,7 +73,9 @@ export function pageDigests(block: Uint8Array): Uint8Array {
 
 /**
  * The mask of pages of `block` whose digests differ from `theirs` (another copy's
- * {@linkcode pageDigests}); undefined when every page or none differs (send it whole).
+ * {@linkcode pageDigests}); undefined when every page differs (send it whole). When none
+ * differs, the first page: a patch holds at least one run, and one page is the least a copy
+ * that is already this block can be sent as (a block re-dirtied but written back as it was).
  */
 export function differingPages(block: Uint8Array, theirs: Uint8Array): number | undefined {
   const ours = pageDigests(block);
@@ -86,9 +88,9 @@ export function differingPages(block: Uint8Array, theirs: Uint8Array): number | 
       }
     }
   }
-  mask >>>= 0;
+  mask = mask >>> 0 || 1;
   const all = pagesIn(block.length) >= 32 ? 0xFFFF_FFFF : ((1 << pagesIn(block.length)) - 1) >>> 0;
-  return mask === 0 || mask === all ? undefined : mask;
+  return mask === all ? undefined : mask;
 }
 
 /** Number of bits set in a 32-bit mask. */

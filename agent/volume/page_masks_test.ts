@@ -129,7 +129,7 @@ seededTest(
     changed[3 * 4096 + 17] ^= 1;
     changed.set(prng.fill(new Uint8Array(5000)), 9 * 4096);
     assert.equal(differingPages(changed, pageDigests(old)), 0b110_0000_1000);
-    assert.equal(differingPages(old, pageDigests(old)), undefined, "nothing differs: whole");
+    assert.equal(differingPages(old, pageDigests(old)), 1, "nothing differs: the first page");
     assert.equal(differingPages(prng.fill(new Uint8Array(BLOCK)), pageDigests(old)), undefined);
     // A short last block has a short last page.
     const short = prng.fill(new Uint8Array(5000));
@@ -137,5 +137,8 @@ seededTest(
     shortChanged[4999] ^= 0xFF;
     assert.equal(pageDigests(short).length, 2 * PAGE_DIGEST_BYTES);
     assert.equal(differingPages(shortChanged, pageDigests(short)), 0b10);
+    // A block of one page goes whole, changed or not.
+    const page = prng.fill(new Uint8Array(4096));
+    assert.equal(differingPages(page, pageDigests(page)), undefined);
   },
 );
