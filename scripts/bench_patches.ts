@@ -6,11 +6,13 @@
  * the scan tracker). Prints bytes on the wire, send time and their ratios. Without `--link`
  * the session is in-process (CPU and disk of both ends, no WAN); with `--link RATE:RTT` it
  * runs over TCP through the WAN emulator (both directions at RATE Mbit/s, RTT ms), and the
- * table adds the link's limit for the same wire bytes (÷ rate + 2 RTT).
+ * table adds the link's limit for the same wire bytes (÷ rate + 2 RTT). With `--volume-gib N`
+ * the volume is N GiB: the data and the writes in its first `--size-mib`, holes after them
+ * (the manifests, Merkle roots and commit of a large sparse disk).
  *
  * ```sh
  * npx -y deno@2.9.6 run -A scripts/bench_patches.ts [--writes 2000] [--size-mib 256] [--seed 1] \
- *   [--link 100:150]
+ *   [--link 100:150] [--volume-gib 32]
  * ```
  *
  * @module
@@ -82,6 +84,7 @@ async function linkedSessionPair(link: LinkPoint) {
 async function run(
   seed: number,
   sizeBytes: number,
+  volumeBytes: number,
   writes: number,
   pages: boolean,
   link: LinkPoint | null,
@@ -90,16 +93,18 @@ async function run(
   const prng = new Prng(seed);
   try {
     const image = `${root}/source.img`;
-    // Half text-like (compressible), half random, like a VM's disk.
+    // Half text-like (compressible), half random, like a VM's disk; a volume larger than its
+    // data is holes after it.
     const data = prng.fill(new Uint8Array(sizeBytes));
     fillText(prng, data.subarray(0, sizeBytes / 2));
     await Deno.writeFile(image, data);
+    if (volumeBytes > sizeBytes) await Deno.truncate(image, volumeBytes);
     const server = new SyncServer(
       new ReplicaStore(new DirectoryBackend(fs, `${root}/store`)),
       [codec, createNoneCodec()],
       () => {},
     );
-    const identity = newVolumeIdentity("vm", sizeBytes, BLOCK);
+    const identity = newVolumeIdentity("vm", volumeBytes, BLOCK);
     const state = await SourceState.init(fs, `${root}/state`, identity);
     const tracker = await WorkerNbdTracker.create({
       imagePath: image,
@@ -169,6 +174,7 @@ if (import.meta.main) {
     options: {
       writes: { type: "string", default: "2000" },
       "size-mib": { type: "string", default: "256" },
+      "volume-gib": { type: "string" },
       seed: { type: "string", default: "1" },
       link: { type: "string" },
     },
@@ -184,11 +190,16 @@ if (import.meta.main) {
   const writes = Number(values.writes);
   const size = Number(values["size-mib"]) * MiB;
   const seed = Number(values.seed);
-  const digests = await run(seed, size, writes, false, link);
-  const patched = await run(seed, size, writes, true, link);
+  const volume = values["volume-gib"] === undefined
+    ? size
+    : Math.max(size, Number(values["volume-gib"]) * 1024 * MiB);
+  const digests = await run(seed, size, volume, writes, false, link);
+  const patched = await run(seed, size, volume, writes, true, link);
   const load = Deno.loadavg().map((l) => l.toFixed(1)).join(" ");
   console.log(
-    `${writes} scattered 4 KiB writes into a ${values["size-mib"]} MiB image (${patched.blocks} ` +
+    `${writes} scattered 4 KiB writes into a ${values["size-mib"]} MiB image${
+      volume > size ? ` (a ${volume / 1024 / MiB} GiB volume, holes after it)` : ""
+    } (${patched.blocks} ` +
       `dirty blocks), seed ${seed}, ${
         link ? linkName(link) : "in-process session"
       }, load ${load}\n`,
