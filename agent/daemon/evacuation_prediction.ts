@@ -88,7 +88,10 @@ export interface PredictionInputs {
   commitSeconds: number;
   /** Median commit time per block of recent generations, beyond the round trip (0: none), s. */
   commitSecondsPerBlock: number;
-  /** Round-trip time, ms (null: not measured yet). */
+  /**
+   * Round-trip time of the link with no queue on it (the lowest measured), ms (null: not
+   * measured yet): bytes queued behind a busy link are in the bytes term already.
+   */
   rttMs: number | null;
 }
 

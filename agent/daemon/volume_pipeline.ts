@@ -748,6 +748,7 @@ export class VolumePipeline {
       goodputBytesPerSecond: this.#goodput.bytesPerSecond,
       ...this.#scanEstimate(),
       quickestCommitMs: this.#commitTimes.quickestSeconds * 1000,
+      baseRttMs: this.#baseRtt(),
       lastError: this.#lastError?.message ?? null,
       lastErrorCode: this.#lastError?.code ?? null,
       evacuation: this.#evacuation?.status() ?? null,
@@ -783,9 +784,14 @@ export class VolumePipeline {
    * sends built has drained. The current RTT would count that queue again.
    */
   #rttSeconds(): number {
+    return (this.#baseRtt() ?? 0) / 1000;
+  }
+
+  /** The base round-trip time, ms (null: none measured yet). */
+  #baseRtt(): number | null {
     const rtt = this.#options.rttMs?.();
     if (rtt !== undefined) this.#baseRttMs = Math.min(this.#baseRttMs, rtt);
-    return Number.isFinite(this.#baseRttMs) ? this.#baseRttMs / 1000 : 0;
+    return Number.isFinite(this.#baseRttMs) ? this.#baseRttMs : null;
   }
 
   #currentSend(): CurrentSend | null {

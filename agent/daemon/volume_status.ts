@@ -67,6 +67,11 @@ export interface VolumeSnapshot {
   scanSource: ScanSource;
   /** The quickest of the last generations' commits (round trip, prepare, apply), ms. */
   quickestCommitMs: number;
+  /**
+   * The lowest round trip seen on the volume's links, ms (null: none yet): what a round trip
+   * costs once the queue the sends built has drained.
+   */
+  baseRttMs: number | null;
   lastError: string | null;
   lastErrorCode: string | null;
   /** The evacuation in progress or finished, if any. */
@@ -142,7 +147,9 @@ export function volumeStatus(v: VolumeSnapshot, rttMs: number | undefined): Volu
     scanSource: v.scanSource,
     commitSeconds: v.quickestCommitMs / 1000,
     commitSecondsPerBlock: v.commitSecondsPerBlock,
-    rttMs: rtt,
+    // Not the last ping: behind a busy link it also counts the queue, which the bytes term
+    // counts already (the queued bytes are unacknowledged).
+    rttMs: v.baseRttMs,
   });
   const perBlock = prediction && prediction.blocks > 0 ? prediction.bytes / prediction.blocks : 0;
   const paused = v.paused && !evacuated && v.phase !== "parked" && v.phase !== "error";
