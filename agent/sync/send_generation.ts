@@ -37,6 +37,12 @@ export const FLUSH_EVERY_BYTES = 16 * 1024 * 1024;
  */
 export const DIGEST_GROUPS_AHEAD = 16;
 
+/**
+ * Blocks in the first group a generation prepares (reads, hashes and syncs into the manifest)
+ * before its first block is sent; the groups after it double up to `SEND_READ_BYTES`.
+ */
+export const FIRST_GROUP_BLOCKS = 8;
+
 /** Options of {@linkcode sendGeneration}. */
 export interface SendOptions {
   /** Called after each acknowledgement point (tests kill there; benchmarks write there). */
@@ -296,21 +302,26 @@ async function sendBlocks(
   const digestsWanted = patchable && (cut.pageMask === undefined || !cut.pointInTime) &&
     destination.pageDigests !== undefined && pageMasksSupported(blockSize);
   const perGroup = digestsWanted ? Math.min(perRead, MAX_DIGEST_BLOCKS) : perRead;
-  const reads: [number, number][] = [];
-  for (const [start, length] of [...cold.extents(), ...hot.extents()]) {
-    for (let first = start; first < start + length; first += perGroup) {
-      reads.push([first, Math.min(perGroup, start + length - first)]);
-    }
-  }
+  // The first group is prepared before anything is sent, so the groups start small and
+  // double up to `perGroup`: the link starts after a few blocks instead of a whole group,
+  // and each later group is prepared while the smaller one before it is sent.
   const groups: [number, number][][] = [];
-  for (let next = 0; next < reads.length;) {
-    const group: [number, number][] = [];
-    for (let blocks = 0; next < reads.length && blocks + reads[next][1] <= perGroup; next++) {
-      group.push(reads[next]);
-      blocks += reads[next][1];
+  let cap = Math.min(FIRST_GROUP_BLOCKS, perGroup);
+  let group: [number, number][] = [];
+  let inGroup = 0;
+  for (const [start, length] of [...cold.extents(), ...hot.extents()]) {
+    for (let first = start; first < start + length;) {
+      const count = Math.min(cap - inGroup, start + length - first);
+      group.push([first, count]);
+      inGroup += count;
+      first += count;
+      if (inGroup === cap) {
+        groups.push(group);
+        [group, inGroup, cap] = [[], 0, Math.min(cap * 2, perGroup)];
+      }
     }
-    groups.push(group);
   }
+  if (group.length > 0) groups.push(group);
   const digestsOf = (g: number): Promise<Uint8Array | null> => {
     if (!digestsWanted || g >= groups.length) return Promise.resolve(null);
     const blocks = groups[g].flatMap(([first, count]) =>

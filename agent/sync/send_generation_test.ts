@@ -7,7 +7,12 @@ import { SourceState } from "../source/source_state.ts";
 import type { Cut } from "../tracker.ts";
 import { blockCount, newVolumeIdentity, type VolumeIdentity } from "../volume/volume_identity.ts";
 import { type Destination, MAX_DIGEST_BLOCKS, type StagedBlock } from "./destination.ts";
-import { DIGEST_GROUPS_AHEAD, FLUSH_EVERY_BYTES, sendGeneration } from "./send_generation.ts";
+import {
+  DIGEST_GROUPS_AHEAD,
+  FIRST_GROUP_BLOCKS,
+  FLUSH_EVERY_BYTES,
+  sendGeneration,
+} from "./send_generation.ts";
 import { PAGE_DIGEST_BYTES } from "../volume/page_masks.ts";
 
 const MiB = 1024 * 1024;
@@ -220,7 +225,13 @@ Deno.test("send: page digests are asked for up to DIGEST_GROUPS_AHEAD groups bef
   });
   assert.equal(stagedBeforeFirstAnswer, 0, "nothing is staged before its digests came");
   assert.equal(outstandingAtFirstAnswer, DIGEST_GROUPS_AHEAD);
-  assert.equal(asked.length, Math.ceil(blocks / MAX_DIGEST_BLOCKS));
+  // Groups of 8, 16, 32, 64 blocks, then of MAX_DIGEST_BLOCKS, the last one what is left.
+  const sizes: number[] = [];
+  for (let left = blocks, size = FIRST_GROUP_BLOCKS; left > 0; size *= 2) {
+    sizes.push(Math.min(left, size, MAX_DIGEST_BLOCKS));
+    left -= sizes.at(-1)!;
+  }
+  assert.deepEqual(asked.map((a) => a.blocks.length), sizes);
   assert.deepEqual(asked.flatMap((a) => a.blocks), Array.from({ length: blocks }, (_, i) => 2 * i));
 });
 
@@ -230,7 +241,8 @@ Deno.test("send: a group's reads are issued together, the next group's before th
   let readsIssued = 0;
   let readsBeforeFirstStage = -1;
   let stagedBlocks = 0;
-  const blocks = 600; // one read per block: five groups of 128 reads
+  // One read per block: groups of 8, 16, 32, 64 reads, then 128, 128, 128 and 96.
+  const blocks = 600;
   const report = await sendScattered(blocks, (identity) => {
     const d = countingDestination(identity, true).destination;
     return {
@@ -252,7 +264,11 @@ Deno.test("send: a group's reads are issued together, the next group's before th
     stop: () => stagedBlocks >= 200,
   });
   assert.equal(most, 128, "the 128 reads of a group are in flight together");
-  assert.equal(readsBeforeFirstStage, 256, "the second group is read before the first is staged");
+  assert.equal(
+    readsBeforeFirstStage,
+    3 * FIRST_GROUP_BLOCKS,
+    "the first group is small and the second is read before the first is staged",
+  );
   assert.ok(report.stopped);
   assert.equal(inFlight, 0, "no read of a group prepared ahead is left running after a stop");
 });
