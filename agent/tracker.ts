@@ -37,15 +37,6 @@ export interface Cut {
  * What a tracker knows, between cuts, of the blocks written since the last cut: what an
  * evacuation started now sends besides the unacknowledged blocks of a generation in flight.
  */
-/** Options of `Tracker.cut`. */
-export interface CutOptions {
-  /**
-   * The cut is taken while the previous one is still being sent (only asked of a tracker
-   * that `cutsWhileSending`): the source's manifest may change while it is taken.
-   */
-  whileSending?: boolean;
-}
-
 export interface TrackedChanges {
   /**
    * The blocks (the caller's to free): every block written since the last cut (the NBD
@@ -78,9 +69,8 @@ export interface TrackedChanges {
 }
 
 /**
- * Tracks a source volume. `cut()` is called once per generation by one sender at a time
- * (the final cut of an evacuation may overlap the send of the cut before it: see
- * `cutsWhileSending`); `resume()` after a restart, for a generation cut before it.
+ * Tracks a source volume. `cut()` is called once per generation by one sender at a time;
+ * `resume()` after a restart, for a generation cut before it.
  */
 export interface Tracker {
   /** Volume size in bytes. */
@@ -96,7 +86,7 @@ export interface Tracker {
    */
   changesNow(): TrackedChanges | null;
   /** Swaps the tracked changes for a fresh set and returns them as a cut. */
-  cut(options?: CutOptions): Promise<Cut>;
+  cut(): Promise<Cut>;
   /** A cut over `dirty` (copied) for a generation cut before a restart: reads current bytes. */
   resume(dirty: Bitmap): Promise<Cut>;
   /** Stops tracking and closes files. Idempotent. */
@@ -107,13 +97,6 @@ export interface Tracker {
    * cut); absent or null: the caller takes the last cut's time. Cheap; any time.
    */
   cutSecondsEstimate?(): number | null;
-  /**
-   * Whether `cut()` may run while the previous cut is still being read (a tracker that finds
-   * changes by reading the image: its cuts are independent of one another). An evacuation
-   * then takes its final cut while the generation in flight goes on sending; blocks whose
-   * manifest entries the send wrote meanwhile count as dirty in the final cut too.
-   */
-  readonly cutsWhileSending?: boolean;
   /**
    * Makes a `cut()` in progress end soon with an error, because the agent is stopping (a
    * tracker whose cut reads the whole image; others need not have it).

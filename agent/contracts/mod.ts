@@ -31,7 +31,7 @@
  * @module
  */
 
-export type { Cut, CutOptions, Tracker } from "../tracker.ts";
+export type { Cut, Tracker } from "../tracker.ts";
 export type {
   ByteChannel,
   Transport,

@@ -8,11 +8,7 @@ export interface EvacuationBreakdown {
   pauseSeconds: number;
   /** The final cut (the scan tracker reads the image), s. */
   scanSeconds: number;
-  /**
-   * Sending since the evacuation was asked for (the generation in flight, the final one), s.
-   * With the scan tracker the generation in flight goes on sending during the final cut, so
-   * this overlaps `scanSeconds`.
-   */
+  /** Sending since the evacuation was asked for (the generation in flight, the final one), s. */
   sendSeconds: number;
   /** Commits at the destination, s. */
   commitSeconds: number;

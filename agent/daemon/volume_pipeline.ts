@@ -1,7 +1,6 @@
 import { CommitTimes } from "./commit_times.ts";
 import { counters } from "./counters.ts";
 import type { Bitmap } from "../core/mod.ts";
-import { CutAhead, type TakenCut } from "./cut_ahead.ts";
 import { ErrorCode, PresyncError } from "../errors.ts";
 import type { Logger } from "../log.ts";
 import type { ReplicaCheck } from "../net/sync_messages.ts";
@@ -140,8 +139,6 @@ export class VolumePipeline {
   #lastError: PresyncError | null = null;
   /** A cut taken whose `state.recordCut` failed: recorded (and sent) before any new cut. */
   #unrecorded: { cut: Cut; cutTimeMs: number; afterHook: boolean } | null = null;
-  /** The final cut being taken while the generation in flight is sent (`#stopForFold`). */
-  #cutAhead: CutAhead | null = null;
   /** Whether this evacuation paused a running VM (so a failure lets it run again). */
   #vmPaused = false;
   /** Fails the evacuation once the destination stayed unreachable with the VM paused. */
@@ -297,15 +294,12 @@ export class VolumePipeline {
     await this.#send(link, cut);
   }
 
-  /**
-   * Cuts the tracker, timing the scan (for `evacuation`'s breakdown too, if any); the phase
-   * shows `scanning`, unless the cut is taken `whileSending` (the send's phase stays).
-   */
-  async #takeCut(evacuation: Evacuation | null, whileSending = false): Promise<TakenCut> {
-    if (!whileSending) this.#phase = "scanning";
+  /** Cuts the tracker, timing the scan (for `evacuation`'s breakdown too, if any). */
+  async #takeCut(evacuation: Evacuation | null): Promise<{ cut: Cut; cutTimeMs: number }> {
+    this.#phase = "scanning";
     const cutTimeMs = Date.now();
     const scanStart = performance.now();
-    const cut = await this.tracker.cut(whileSending ? { whileSending } : undefined);
+    const cut = await this.tracker.cut();
     this.#lastScanMs = performance.now() - scanStart;
     evacuation?.timed("scan", this.#lastScanMs / 1000);
     return { cut, cutTimeMs };
@@ -432,16 +426,7 @@ export class VolumePipeline {
             },
           }
           : {}),
-        ...(final ? {} : {
-          stop: () => this.#stopForFold(link),
-          // A cut taken while this send goes on ends it, also after its last block.
-          holdCommit: async () => {
-            const ahead = this.#cutAhead;
-            if (ahead) await ahead.settle();
-            return ahead !== null;
-          },
-          onPrepared: (first: number, count: number) => this.#cutAhead?.prepared(first, count),
-        }),
+        stop: () => !final && this.#foldWanted(link),
       });
       if (report.stopped) {
         report.sent.free();
@@ -499,10 +484,7 @@ export class VolumePipeline {
         this.limiter.bytesPerSecond,
       );
       if (this.#phase === "sending" || this.#phase === "evacuating") this.#phase = "idle";
-      const ahead = this.#cutAhead;
-      this.#cutAhead = null;
-      if (folding) await this.#fold(link, pending.generation, ahead);
-      else if (ahead) await this.#keepCutAhead(ahead);
+      if (folding) await this.#fold(link, pending.generation);
     }
     if (final) await this.#finishEvacuation(link, evacuation);
   }
@@ -520,47 +502,14 @@ export class VolumePipeline {
   }
 
   /**
-   * Whether the send of the generation in flight is to stop now for the fold (see
-   * {@linkcode #foldWanted}). With a tracker that `cutsWhileSending`, the final cut is started
-   * then and the send goes on until it is taken: the link carries the generation in flight
-   * while the image is scanned.
-   */
-  #stopForFold(link: VolumeLink): boolean {
-    if (!this.#foldWanted(link)) return false;
-    if (!this.tracker.cutsWhileSending) return true;
-    const evacuation = this.#evacuation!;
-    this.#cutAhead ??= new CutAhead(
-      blockCount(this.identity),
-      () => this.#takeCut(evacuation, true),
-    );
-    return this.#cutAhead.settled;
-  }
-
-  /**
-   * A final cut taken ahead whose generation in flight did not stop for the fold (its send
-   * failed): kept as the cut to record next, after that generation, as a failed fold's is.
-   */
-  async #keepCutAhead(ahead: CutAhead): Promise<void> {
-    let taken: TakenCut;
-    try {
-      taken = await ahead.take();
-    } catch {
-      return; // Nothing taken: the next cut is taken afresh, after the send.
-    }
-    this.#writes.recordCut(taken.cut.dirty.popcount(), taken.cutTimeMs, false);
-    this.#unrecorded = { ...taken, afterHook: true };
-  }
-
-  /**
    * Folds the final cut into generation `generation`, whose send stopped (its cut is
-   * released): the cut is taken (the VM is paused; or it was, `ahead`, while the send went
-   * on), recorded as the generation's fold before anything of it is sent, and the generation
-   * is sent again as the final one. Blocks the destination staged and the final cut did not
-   * re-dirty stay staged.
+   * released): the cut is taken (the VM is paused), recorded as the generation's fold before
+   * anything of it is sent, and the generation is sent again as the final one. Blocks the
+   * destination staged and the final cut did not re-dirty stay staged.
    */
-  async #fold(link: VolumeLink, generation: number, ahead: CutAhead | null): Promise<void> {
+  async #fold(link: VolumeLink, generation: number): Promise<void> {
     const evacuation = this.#evacuation!;
-    const { cut: final, cutTimeMs } = ahead ? await ahead.take() : await this.#takeCut(evacuation);
+    const { cut: final, cutTimeMs } = await this.#takeCut(evacuation);
     this.#writes.recordCut(final.dirty.popcount(), cutTimeMs, false);
     let pending;
     try {
@@ -576,7 +525,6 @@ export class VolumePipeline {
       generation,
       blocks: pending.dirty.popcount(),
       folded: final.dirty.popcount(),
-      ...(ahead ? { preparedDuringCut: ahead.preparedCount } : {}),
     });
     await this.#send(link, foldedCut(final));
   }

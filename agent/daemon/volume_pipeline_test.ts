@@ -304,93 +304,15 @@ seededTest(
         `the final cut folded blocks 0, 1 and 600: ${begins[1].fold}`,
       );
       const blocks = image.length / (64 * KiB);
-      const folded = lines.find((l) => l.event === "generation_folded");
-      assert.equal(folded?.fields.generation, 1);
-      // The scan tracker's final cut is taken while the send goes on: the blocks the send
-      // prepared meanwhile are folded too (staged again, as what differs from their copy).
-      const again = Number(folded.fields.preparedDuringCut);
-      assert.ok(Number.isInteger(again), "the fold says how many blocks it took from the send");
       assert.ok(
-        stagedBlocks < blocks + 8 + again,
-        `what was staged before the fold still counts: ${stagedBlocks} blocks staged for ` +
-          `${blocks}, ${again} prepared during the final cut`,
+        stagedBlocks < blocks + 8,
+        `what was staged before the fold still counts: ${stagedBlocks} blocks staged for ${blocks}`,
       );
       assert.ok(
         stagedBlocks >= blocks + 2,
         `blocks 0 and 1, staged before they were re-written, were staged again: ${stagedBlocks}`,
       );
-      assert.equal(await hashFile(`${root}/store/vm/image`), await hashFile(v.image));
-    });
-  },
-);
-
-seededTest(
-  "pipeline: with a scan tracker the final cut is taken while the generation in flight goes on sending; the replica equals the image",
-  async (prng) => {
-    await inTemp(async (root) => {
-      const { log, lines } = memoryLog();
-      const image = prng.fill(new Uint8Array(40 * 1024 * KiB));
-      await using v = await localVolume(root, "vm", image, {
-        log,
-        evacuateHook: "pause-the-vm",
-        runHook: () => Promise.resolve(),
-      });
-      const link = await v.link();
-      let stagedBlocks = 0;
-      let release!: () => void;
-      const held = new Promise<void>((resolve) => release = resolve);
-      let firstStaged!: () => void;
-      const sending = new Promise<void>((resolve) => firstStaged = resolve);
-      const replica = link.destination;
-      v.pipeline.attach({
-        ...link,
-        destination: {
-          folds: true,
-          resumeInfo: () => replica.resumeInfo(),
-          beginGeneration: (g, d, c, o) => replica.beginGeneration(g, d, c, o),
-          stage: async (blocks) => {
-            firstStaged();
-            await held;
-            stagedBlocks += blocks.length;
-            return replica.stage(blocks);
-          },
-          flush: () => replica.flush(),
-          commit: (g, r) => replica.commit(g, r),
-        },
-      });
-      // The final cut (the second) finishes only once the send staged 64 more blocks (or
-      // after 3 s: a send that stopped for the cut never does).
-      const tracker = v.pipeline.tracker;
-      const cut = tracker.cut.bind(tracker);
-      let cuts = 0;
-      let stagedDuringCut = -1;
-      tracker.cut = async () => {
-        if (++cuts === 2) {
-          const before = stagedBlocks;
-          const until = performance.now() + 3000;
-          while (stagedBlocks < before + 64 && performance.now() < until) await delay(1);
-          stagedDuringCut = stagedBlocks - before;
-        }
-        return await cut();
-      };
-      const s = oneSleep();
-      const running = v.pipeline.run(s.alive, s.sleep);
-      await sending;
-      const evacuation = v.pipeline.evacuate();
-      await delay(0);
-      release();
-      await running;
-      const report = await evacuation;
-      assert.equal(cuts, 2);
-      assert.ok(stagedDuringCut >= 64, "the send went on while the final cut was taken");
-      assert.equal(report.generation, 1, "the generation in flight became the final one");
-      assert.equal(report.breakdown.generations, 1, "one commit");
-      assert.ok(report.verified);
-      const folded = lines.find((l) => l.event === "generation_folded");
-      assert.ok(
-        Number(folded?.fields.preparedDuringCut) >= 64,
-        `blocks prepared during the cut are folded: ${folded?.fields.preparedDuringCut}`,
-      );
+      assert.ok(lines.some((l) => l.event === "generation_folded" && l.fields.generation === 1));
       assert.equal(await hashFile(`${root}/store/vm/image`), await hashFile(v.image));
     });
   },

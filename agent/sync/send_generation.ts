@@ -69,17 +69,6 @@ export interface SendOptions {
    * is committed, the report says `stopped`), so that the generation can be folded.
    */
   stop?: () => boolean;
-  /**
-   * Awaited once every block is staged, before the commit is asked for: true stops there as
-   * `stop` does (flushed, not committed), so that the generation can be folded into a cut
-   * that is still being taken.
-   */
-  holdCommit?: () => Promise<boolean>;
-  /**
-   * Called after the manifest entries of blocks `first … first+count-1` were written (before
-   * they are synced): a cut taken meanwhile may have compared the image with their old entries.
-   */
-  onPrepared?: (first: number, count: number) => void;
 }
 
 /** What {@linkcode sendGeneration} did. */
@@ -293,7 +282,6 @@ async function sendBlocks(
       const data = await cut.read(block, 1);
       const entry = blockEntries(data, blockSize);
       await state.manifest.write(block, entry);
-      hooks.onPrepared?.(block, 1);
       await state.manifest.sync();
       report.resentWhole++;
       report.bytesSent += data.length;
@@ -356,7 +344,6 @@ async function sendBlocks(
     for (const [index, [first, count]] of groups[g].entries()) {
       const entries = await entriesYielding(read[index], blockSize);
       await state.manifest.write(first, entries);
-      hooks.onPrepared?.(first, count);
       group.push({ first, count, data: read[index], entries });
     }
     await state.manifest.sync();
@@ -428,7 +415,6 @@ async function sendBlocks(
     await next?.catch(() => {});
   }
   await flush();
-  if (!report.stopped && hooks.holdCommit && await hooks.holdCommit()) report.stopped = true;
   // Stopped: blocks to resend are not acknowledged, so the next send takes them.
   if (report.stopped) return await inFlight;
   if (destination.concurrentFlush && resend.length === 0) {

@@ -4,7 +4,7 @@ import { DenoFileSystem } from "../../agent/fs/deno_file_system.ts";
 import type { FileHandle, FileSystem } from "../../agent/fs/file_system.ts";
 import { io, toIoError } from "../../agent/fs/io_error.ts";
 import { RateLimiter } from "../../agent/rate_limiter.ts";
-import type { Cut, CutOptions, TrackedChanges, Tracker } from "../../agent/tracker.ts";
+import type { Cut, TrackedChanges, Tracker } from "../../agent/tracker.ts";
 import type { ManifestFile } from "../../agent/volume/manifest_file.ts";
 import { blockCount, reseedHint, type VolumeIdentity } from "../../agent/volume/volume_identity.ts";
 import { loadCheckpoint, saveCheckpoint } from "./_scan_checkpoint.ts";
@@ -114,8 +114,6 @@ export interface ScanCost {
 export class ScanTracker implements Tracker {
   readonly sizeBytes: number;
   readonly blockSize: number;
-  /** Each cut reads the image through its own handle and compares it with the manifest. */
-  readonly cutsWhileSending = true;
   readonly #options: ScanTrackerOptions;
   readonly #fs: FileSystem;
   readonly #limiter: RateLimiter;
@@ -271,12 +269,8 @@ export class ScanTracker implements Tracker {
     this.#known = { blocks: found, asOfMs: cost.startedAtMs };
   }
 
-  /**
-   * Stops a background pass (keeping what it settled) and scans the whole image. A cut taken
-   * `whileSending` saves no checkpoint: the manifest it compares with changes under it, so what
-   * it found holds only with the blocks the send prepared meanwhile (which the caller adds).
-   */
-  async cut(options: CutOptions = {}): Promise<Cut> {
+  /** Stops a background pass (keeping what it settled) and scans the whole image. */
+  async cut(): Promise<Cut> {
     // Set before the first await: an interrupt while a background pass winds down counts.
     const abort = new AbortController();
     this.#abortCut = abort;
@@ -286,7 +280,7 @@ export class ScanTracker implements Tracker {
       abort.signal.throwIfAborted();
       const image = await this.#openImage();
       try {
-        const dirty = await this.#cutScan(image, abort.signal, options.whileSending !== true);
+        const dirty = await this.#cutScan(image, abort.signal);
         return new ScanCut(image, dirty, this.#options.identity);
       } catch (err) {
         image.close();
@@ -319,7 +313,7 @@ export class ScanTracker implements Tracker {
     return new ScanCut(await this.#openImage(), dirty.clone(), this.#options.identity);
   }
 
-  async #cutScan(image: FileHandle, signal: AbortSignal, checkpoints: boolean): Promise<Bitmap> {
+  async #cutScan(image: FileHandle, signal: AbortSignal): Promise<Bitmap> {
     const { identity, checkpointPath } = this.#options;
     const blocks = blockCount(identity);
     const owner = { uuid: identity.uuid, baseline: this.#options.baselineGeneration };
@@ -336,7 +330,7 @@ export class ScanTracker implements Tracker {
         dirty,
         restored?.nextBlock ?? 0,
         async (table, next, bytes) => {
-          if (!checkpointPath || !checkpoints || (sinceCheckpoint += bytes) < every) return;
+          if (!checkpointPath || (sinceCheckpoint += bytes) < every) return;
           // Pieces settle in order, so every block before `next` is compared. The table goes
           // first: a resumed scan then finds the work of this one in it.
           await table?.flush();

@@ -79,33 +79,6 @@ for (const prefilter of [true, false]) {
 }
 
 seededTest(
-  "a cut taken while the previous one is sent saves no checkpoint: killed halfway, the next cut scans it all",
-  async (prng) => {
-    const volume = await syncedVolume(prng, 6000);
-    await cutRuns(trackerOf(volume));
-    await scribble(prng, volume, 6000);
-    const expected = await truth(volume);
-    let reads = 0;
-    const dying = watched(volume.fs, () => {
-      if (++reads === 7) throw new Error("killed");
-    });
-    const checkpoint = { checkpointPath: "/s/scan.checkpoint", checkpointEveryBytes: 4 << 20 };
-    const tracker = trackerOf(volume, { ...checkpoint, fs: dying });
-    await assert.rejects(tracker.cut({ whileSending: true }), /killed/);
-    assert.equal(await volume.fs.exists("/s/scan.checkpoint"), false);
-    let bytes = 0;
-    const counting = watched(volume.fs, (_, n) => {
-      bytes += n;
-    });
-    assert.deepStrictEqual(
-      await cutRuns(trackerOf(volume, { ...checkpoint, fs: counting })),
-      expected,
-    );
-    assert.ok(bytes >= volume.identity.sizeBytes, `the next cut read ${bytes} bytes`);
-  },
-);
-
-seededTest(
   "interrupt() ends a cut scan in progress with SESSION_CLOSED; a later cut finds the same blocks",
   async (
     prng,
