@@ -333,9 +333,10 @@ async function zeroBlocksOf(backend: VolumeBackend, identity: VolumeIdentity): P
   try {
     const manifest = await openManifest(backend, blocks, "read");
     try {
+      const buffer = new Uint8Array(Math.min(MANIFEST_PIECE_ENTRIES, blocks) * ENTRY_BYTES);
       for (let first = 0; first < blocks; first += MANIFEST_PIECE_ENTRIES) {
         const count = Math.min(MANIFEST_PIECE_ENTRIES, blocks - first);
-        const entries = await manifest.read(first, count);
+        const entries = await manifest.read(first, count, buffer);
         for (let i = 0; i < count; i++) {
           if (isZeroEntry(entries.subarray(i * ENTRY_BYTES, (i + 1) * ENTRY_BYTES))) {
             zero.set(first + i);

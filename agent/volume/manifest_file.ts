@@ -67,9 +67,13 @@ export class ManifestFile {
     return new ManifestFile(path, blocks, file);
   }
 
-  /** Entries of blocks `first … first+count-1`. */
-  async read(first: number, count: number): Promise<Uint8Array> {
-    const out = new Uint8Array(count * ENTRY_BYTES);
+  /**
+   * Entries of blocks `first … first+count-1`, in `into` when given (its first
+   * `count`·32 bytes: a walk of a large manifest reuses one buffer instead of allocating
+   * a piece per read, which malloc would keep).
+   */
+  async read(first: number, count: number, into?: Uint8Array): Promise<Uint8Array> {
+    const out = into ? into.subarray(0, count * ENTRY_BYTES) : new Uint8Array(count * ENTRY_BYTES);
     await io(`read manifest ${this.path}`, () => this.#file.read(first * ENTRY_BYTES, out));
     return out;
   }
@@ -81,10 +85,12 @@ export class ManifestFile {
 
   /** Copies the entries of the blocks in `which` from `source` (same block count). */
   async copyFrom(source: ManifestFile, which: Bitmap): Promise<void> {
+    let buffer: Uint8Array | undefined;
     for (const [start, length] of which.extents()) {
       for (let at = start; at < start + length; at += MANIFEST_PIECE_ENTRIES) {
         const count = Math.min(MANIFEST_PIECE_ENTRIES, start + length - at);
-        await this.write(at, await source.read(at, count));
+        buffer ??= new Uint8Array(MANIFEST_PIECE_ENTRIES * ENTRY_BYTES);
+        await this.write(at, await source.read(at, count, buffer));
       }
     }
   }
@@ -102,9 +108,10 @@ export class ManifestFile {
    */
   async root(overlay?: { which: Bitmap; from: ManifestFile }): Promise<Uint8Array> {
     using hasher = new Blake3Hasher();
+    const buffer = new Uint8Array(Math.min(MANIFEST_PIECE_ENTRIES, this.blocks) * ENTRY_BYTES);
     for (let first = 0; first < this.blocks; first += MANIFEST_PIECE_ENTRIES) {
       const count = Math.min(MANIFEST_PIECE_ENTRIES, this.blocks - first);
-      const piece = await this.read(first, count);
+      const piece = await this.read(first, count, buffer);
       if (overlay) {
         for (const [start, length] of overlay.which.extents(first)) {
           if (start >= first + count) break;
