@@ -208,12 +208,20 @@ export class ScanTracker implements Tracker {
   }
 
   /**
-   * A cut's scan from the measured speed of recent passes: smoothed unthrottled seconds per
-   * GiB of the background passes (those of cuts until one ran), times the image's GiB, and no
-   * less than the read-rate cap allows for what the last pass read; null before a pass.
+   * A cut's scan from the measured speed of recent passes: the quicker of the smoothed
+   * unthrottled seconds per GiB of the cut passes and of the background passes (a background
+   * pass shares the CPU with the send; the final cut runs with the VM paused and nothing in
+   * flight, as the cuts between generations do, while the first cut may have read a cold
+   * image), times the image's GiB, and no less than the read-rate cap allows for what the last
+   * pass read; null before a pass.
    */
   cutSecondsEstimate(): number | null {
-    const perGiB = this.#secondsPerGiB.background ?? this.#secondsPerGiB.cut;
+    const { background, cut } = this.#secondsPerGiB;
+    const perGiB = background === null
+      ? cut
+      : cut === null
+      ? background
+      : Math.min(background, cut);
     if (perGiB === null) return null;
     const seconds = perGiB * this.sizeBytes / GIB;
     const cap = this.#options.readRateBytesPerSecond ?? 0;

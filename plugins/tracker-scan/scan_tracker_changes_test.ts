@@ -185,3 +185,49 @@ seededTest(
     }
   },
 );
+
+seededTest(
+  "cutSecondsEstimate: the quicker of the cut passes' and the background passes' speeds",
+  async (prng) => {
+    const volume = await syncedVolume(prng, BLOCKS);
+    // Background passes here are slowed (as when they share the CPU with a send), cuts are not
+    // (the final cut runs with the VM paused and nothing else in flight).
+    let slow = false;
+    const fs = watched(volume.fs, async () => {
+      if (slow) await new Promise((resolve) => setTimeout(resolve, 40));
+    });
+    const errors: PresyncError[] = [];
+    const tracker = trackerOf(volume, {
+      fs,
+      workers: 0,
+      background: { intervalMs: 5, onError: (err) => errors.push(err) },
+    });
+    const gib = tracker.sizeBytes / 2 ** 30;
+    const perGiB = (cost: { seconds: number; throttledSeconds: number }) =>
+      (cost.seconds - cost.throttledSeconds) / gib;
+    try {
+      await (await tracker.cut()).release();
+      const cut = tracker.lastScan!;
+      assert.equal(cut.kind, "cut");
+      assert.ok(
+        Math.abs(tracker.cutSecondsEstimate()! - perGiB(cut) * gib) < 1e-9,
+        "a cut alone: its speed",
+      );
+      slow = true;
+      await pollUntil("a slowed background pass", () => tracker.lastScan?.kind === "background");
+      const background = tracker.lastScan!;
+      assert.ok(
+        perGiB(background) > perGiB(cut),
+        `background ${background.seconds} s, cut ${cut.seconds} s`,
+      );
+      const estimate = tracker.cutSecondsEstimate()!;
+      assert.ok(
+        Math.abs(estimate - perGiB(cut) * gib) < 1e-9,
+        `estimate ${estimate} s: the cut's ${cut.seconds} s, not the background's ${background.seconds} s`,
+      );
+      assert.deepEqual(errors, []);
+    } finally {
+      await tracker.close();
+    }
+  },
+);
