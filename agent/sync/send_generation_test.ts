@@ -118,6 +118,7 @@ async function sendScattered(
     pageMask?: (block: number) => number | undefined;
     stop?: () => boolean;
     behindCommit?: (merkleRoot: string) => void;
+    hot?: (blocks: number) => Bitmap;
   } = {},
 ) {
   const root = await Deno.makeTempDir({ prefix: "presync-send-" });
@@ -148,9 +149,11 @@ async function sendScattered(
         ...made,
         resumeInfo: async () => ({ ...(await made.resumeInfo()), committedGeneration: 1 }),
       };
+      using hot = options.hot?.(blockCount(identity));
       const report = await sendGeneration(state, cut, destination, {
         ...(options.stop ? { stop: options.stop } : {}),
         ...(options.behindCommit ? { behindCommit: options.behindCommit } : {}),
+        ...(hot ? { hot } : {}),
       });
       report.sent.free();
       await cut.release();
@@ -392,4 +395,24 @@ Deno.test("send: behindCommit is called once the commit is asked for, before it 
     },
   });
   assert.deepEqual(events, ["commit asked", "behind", "commit answered"]);
+});
+
+Deno.test("send: the blocks outside the last generation's set go first, then the hot ones", async () => {
+  const blocks = 40; // the dirty blocks are 0, 2, …, 78
+  const hotBlocks = [4, 6, 30, 31, 32, 70, 78, 79];
+  const order: number[] = [];
+  await sendScattered(blocks, (identity) => countingDestination(identity, true).destination, {
+    cutRead: (read) => (first, count) => {
+      for (let i = 0; i < count; i++) order.push(first + i);
+      return read(first, count);
+    },
+    hot: (size) => {
+      const hot = new Bitmap(size);
+      for (const b of hotBlocks) hot.set(b);
+      return hot;
+    },
+  });
+  const dirty = Array.from({ length: blocks }, (_, i) => 2 * i);
+  const hotDirty = dirty.filter((b) => hotBlocks.includes(b));
+  assert.deepEqual(order, [...dirty.filter((b) => !hotBlocks.includes(b)), ...hotDirty]);
 });
