@@ -73,6 +73,13 @@ export class ManifestFile {
    * a piece per read, which malloc would keep).
    */
   async read(first: number, count: number, into?: Uint8Array): Promise<Uint8Array> {
+    if (into && into.length < count * ENTRY_BYTES) {
+      throw new PresyncError(
+        ErrorCode.INVALID_ARGUMENT,
+        `a read of ${count} manifest entries needs ${count * ENTRY_BYTES} bytes: received a ` +
+          `buffer of ${into.length}`,
+      );
+    }
     const out = into ? into.subarray(0, count * ENTRY_BYTES) : new Uint8Array(count * ENTRY_BYTES);
     await io(`read manifest ${this.path}`, () => this.#file.read(first * ENTRY_BYTES, out));
     return out;

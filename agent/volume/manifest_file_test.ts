@@ -4,6 +4,7 @@
 
 import assert from "node:assert/strict";
 import { Bitmap, blake3 } from "../core/mod.ts";
+import { ErrorCode, PresyncError } from "../errors.ts";
 import { DenoFileSystem } from "../fs/deno_file_system.ts";
 import { seededTest } from "../../fixtures/seeded.ts";
 import { ENTRY_BYTES } from "./block_hashes.ts";
@@ -34,6 +35,10 @@ seededTest(
         assert.equal(got.buffer, into.buffer);
         assert.deepEqual(got, a.subarray(first * ENTRY_BYTES, (first + 10) * ENTRY_BYTES));
         assert.deepEqual(await ma.read(first, 10), got);
+        await assert.rejects(
+          ma.read(0, 10, new Uint8Array(9 * ENTRY_BYTES)),
+          (err: PresyncError) => err.code === ErrorCode.INVALID_ARGUMENT,
+        );
 
         assert.deepEqual(await ma.root(), blake3(a));
 
