@@ -1,7 +1,12 @@
 import { ErrorCode, PresyncError } from "../errors.ts";
 import { io } from "../fs/io_error.ts";
 import { LineSplitter } from "./_line_splitter.ts";
-import { decodeQmpMessage, encodeQmpCommand, type QemuVersion } from "./qmp_message.ts";
+import {
+  decodeQmpMessage,
+  encodeQmpCommand,
+  type QemuVersion,
+  type QmpMessage,
+} from "./qmp_message.ts";
 
 /** Default time QEMU has to answer one command (and to greet), in ms. */
 export const DEFAULT_QMP_TIMEOUT_MS = 10_000;
@@ -90,8 +95,8 @@ export class QmpClient implements AsyncDisposable {
     const lines = readLines(conn, options.maxLineBytes ?? DEFAULT_QMP_MAX_LINE_BYTES);
     let timer: ReturnType<typeof setTimeout> | undefined;
     try {
-      const first = await Promise.race([
-        lines.next(),
+      const greeting = await Promise.race([
+        greetingOf(path, lines),
         new Promise<never>((_, reject) => {
           timer = setTimeout(
             () =>
@@ -106,15 +111,6 @@ export class QmpClient implements AsyncDisposable {
           );
         }),
       ]);
-      if (first.done) throw lost(path, "before its greeting");
-      const greeting = decodeQmpMessage(first.value);
-      if (greeting.kind !== "greeting") {
-        throw new PresyncError(
-          ErrorCode.PROTOCOL_VIOLATION,
-          `QMP socket ${path} did not start with a greeting ({"QMP": …}) but with a ` +
-            `${greeting.kind}; is it a QMP monitor (-qmp), not an HMP one (-monitor)?`,
-        );
-      }
       const client = new QmpClient(path, conn, greeting.version, lines, timeoutMs);
       try {
         await client.execute("qmp_capabilities");
@@ -313,4 +309,34 @@ function lost(path: string, when: string): PresyncError {
     `QMP connection to ${path} ended ${when}; presync reconnects when QEMU is back`,
     { retryable: true },
   );
+}
+
+/**
+ * Events a QMP socket may send ahead of its greeting: QEMU can still hold, in the monitor's
+ * output buffer, events of the session that just ended, and writes them to the next client
+ * first (seen while a block job ended as the previous client disconnected).
+ */
+const MAX_STALE_EVENTS = 256;
+
+/** Reads QEMU's greeting, skipping a previous session's stale events before it. */
+async function greetingOf(
+  path: string,
+  lines: AsyncIterator<string>,
+): Promise<Extract<QmpMessage, { kind: "greeting" }>> {
+  for (let stale = 0;; stale++) {
+    const next = await lines.next();
+    if (next.done) throw lost(path, "before its greeting");
+    const message = decodeQmpMessage(next.value);
+    if (message.kind === "greeting") return message;
+    if (message.kind !== "event" || stale === MAX_STALE_EVENTS) {
+      const first = message.kind === "event"
+        ? `${MAX_STALE_EVENTS} events and no greeting`
+        : `a ${message.kind}, not a greeting ({"QMP": …})`;
+      throw new PresyncError(
+        ErrorCode.PROTOCOL_VIOLATION,
+        `QMP socket ${path} sent ${first}; is it a QMP monitor (-qmp), not an HMP one ` +
+          `(-monitor)?`,
+      );
+    }
+  }
 }

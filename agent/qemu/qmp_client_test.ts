@@ -123,7 +123,7 @@ function lineReader(conn: Deno.UnixConn): () => Promise<string> {
   };
 }
 
-Deno.test("a peer that sends no greeting, a wrong one, or an oversize line is refused", async () => {
+Deno.test("a peer that sends no greeting, a wrong one, or an oversize line is refused; stale events before the greeting are skipped", async () => {
   const encoder = new TextEncoder();
   {
     await using silent = await fakePeer(() => new Promise((resolve) => setTimeout(resolve, 500)));
@@ -135,6 +135,31 @@ Deno.test("a peer that sends no greeting, a wrong one, or an oversize line is re
     });
     const err = await assertRejectsCode(QmpClient.connect(wrong.path), "PROTOCOL_VIOLATION");
     assert.match(err.message, /greeting/);
+  }
+  {
+    // A previous session's events ahead of the greeting are skipped, not delivered; a
+    // peer that sends nothing but events is still refused.
+    const event = (n: number) =>
+      `{"event": "JOB_STATUS_CHANGE", "data": {"id": "j${n}"}, ` +
+      `"timestamp": {"seconds": 1, "microseconds": 2}}\n`;
+    await using stale = await fakePeer(async (conn) => {
+      await conn.write(encoder.encode(event(1) + event(2) + GREETING));
+      const caps = JSON.parse(await lineReader(conn)());
+      await conn.write(encoder.encode(`{"return": {}, "id": "${caps.id}"}\n`));
+      await new Promise((resolve) => setTimeout(resolve, 100));
+    });
+    const client = await QmpClient.connect(stale.path);
+    const seen: string[] = [];
+    client.onEvent((e) => seen.push(e.event));
+    await new Promise((resolve) => setTimeout(resolve, 50));
+    assert.deepEqual(seen, []);
+    await client.close();
+    await using chatty = await fakePeer(async (conn) => {
+      await conn.write(encoder.encode(event(0).repeat(300)));
+      await new Promise((resolve) => setTimeout(resolve, 200));
+    });
+    const err = await assertRejectsCode(QmpClient.connect(chatty.path), "PROTOCOL_VIOLATION");
+    assert.match(err.message, /256 events and no greeting/);
   }
   {
     await using huge = await fakePeer(async (conn) => {
