@@ -42,9 +42,9 @@ export function encodeRecordHeader(header: RecordHeader, into: Uint8Array): void
 }
 
 /**
- * Decodes a record header found at log offset `offset`, checking magic, kind and that the
- * payload length agrees with the kind and the block size `blockSize` (see
- * {@linkcode maxPayloadLength}). Throws `STORE_CORRUPT`.
+ * Decodes a record header found at log offset `offset`, checking magic, kind, that the
+ * reserved bytes 13–15 are zero (as written) and that the payload length agrees with the kind
+ * and the block size `blockSize` (see {@linkcode maxPayloadLength}). Throws `STORE_CORRUPT`.
  */
 export function decodeRecordHeader(
   bytes: Uint8Array,
@@ -60,6 +60,8 @@ export function decodeRecordHeader(
     ? `bad magic 0x${magic.toString(16)}`
     : kind > KIND_PATCH
     ? `unknown kind ${kind}`
+    : bytes[13] | bytes[14] | bytes[15]
+    ? `reserved bytes 13-15 are not zero`
     : (kind === KIND_ZERO) !== (length === 0) ||
         (kind === KIND_PATCH && length <= PATCH_DIGEST_BYTES) ||
         length > maxPayloadLength(kind, blockSize)
