@@ -1,0 +1,51 @@
+#!/usr/bin/env bash
+# Runs every test file of the project in two `deno test` processes at once, each taking every
+# other file (in sorted order) and running its files one after another; each line of output
+# is prefixed with its process ([1] or [2]). Exits non-zero when either process fails.
+#
+# Why two processes rather than `deno test --parallel`: --parallel runs test files side by side
+# inside one process, and there, under CPU contention, the process's memory has been seen to
+# grow without bound (to 19-23 GiB, then the OOM killer: the CI failure of 2026-12-03) while
+# agent/sync/kill_integration_test.ts ran beside agent/store/_staging_log_test.ts; either file
+# alone, and the whole suite one file at a time, stays under 1 GiB. Separate processes keep the
+# same two-way concurrency with no state shared between files.
+#
+# Usage: scripts/run_tests.sh [extra deno test flags…]
+set -uo pipefail
+cd "$(dirname "$0")/.."
+extra=("$@")
+
+mapfile -t files < <(
+  find . -path ./dist -prune -o -path ./node_modules -prune -o -path ./.git -prune -o \
+    \( -name '*_test.ts' -o -name '*.test.ts' \) -print | LC_ALL=C sort
+)
+if [ "${#files[@]}" -eq 0 ]; then
+  echo "run_tests.sh: no test files found" >&2
+  exit 1
+fi
+first=() second=()
+for i in "${!files[@]}"; do
+  if ((i % 2 == 0)); then first+=("${files[$i]}"); else second+=("${files[$i]}"); fi
+done
+echo "run_tests.sh: ${#files[@]} test files in two processes (${#first[@]} and ${#second[@]})"
+
+deno=${DENO:-deno}
+statuses=$(mktemp -d)
+trap 'rm -rf "$statuses"' EXIT
+# Runs `deno test -A ARGS…` with its lines prefixed by [TAG]; its exit status goes to a file.
+run() {
+  local tag=$1
+  shift
+  { "$deno" test -A "$@" 2>&1; echo $? >"$statuses/$tag"; } | sed -u "s/^/[$tag] /"
+}
+run 1 "${extra[@]}" "${first[@]}" &
+run 2 "${extra[@]}" "${second[@]}" &
+wait
+
+status=0
+for tag in 1 2; do
+  code=$(cat "$statuses/$tag" 2>/dev/null || echo "none")
+  echo "run_tests.sh: process [$tag] exited with $code"
+  [ "$code" = 0 ] || status=1
+done
+exit "$status"
