@@ -11,6 +11,11 @@
 # alone, and the whole suite one file at a time, stays under 1 GiB. Separate processes keep the
 # same two-way concurrency with no state shared between files.
 #
+# A test process whose resident memory passes PRESYNC_TEST_MAX_RSS_MIB (default 6144; the
+# whole suite one file at a time stays under 1 GiB) is killed with a message naming it, rather
+# than taking the machine's memory and being OOM-killed with every other process: a failed
+# node:assert deepEqual of two block-sized byte arrays builds its diff in gigabytes.
+#
 # Usage: scripts/run_tests.sh [extra deno test flags…]
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -40,14 +45,39 @@ echo "run_tests.sh: ${#files[@]} test files in two processes (${#first[@]} and $
 deno=${DENO:-deno}
 statuses=$(mktemp -d)
 trap 'rm -rf "$statuses"' EXIT
-# Runs `deno test -A ARGS…` with its lines prefixed by [TAG]; its exit status goes to a file.
+max_rss_mib=${PRESYNC_TEST_MAX_RSS_MIB:-6144}
+# Runs `deno test -A ARGS…` with its lines prefixed by [TAG]; its pid and then its exit status
+# go to files.
 run() {
   local tag=$1
   shift
-  { "$deno" test -A "$@" 2>&1; echo $? >"$statuses/$tag"; } | sed -u "s/^/[$tag] /"
+  {
+    "$deno" test -A "$@" 2>&1 &
+    echo $! >"$statuses/$tag.pid"
+    wait $!
+    echo $? >"$statuses/$tag"
+  } | sed -u "s/^/[$tag] /"
+}
+# Every 2 s until both processes have ended: kills one whose resident memory is over the bound.
+bound_memory() {
+  while [ ! -e "$statuses/1" ] || [ ! -e "$statuses/2" ]; do
+    sleep 2
+    for tag in 1 2; do
+      [ -e "$statuses/$tag" ] && continue
+      pid=$(cat "$statuses/$tag.pid" 2>/dev/null) || continue
+      rss_kib=$(awk '/^VmRSS:/ { print $2 }' "/proc/$pid/status" 2>/dev/null) || continue
+      if [ -n "$rss_kib" ] && ((rss_kib / 1024 > max_rss_mib)); then
+        echo "run_tests.sh: process [$tag] (pid $pid) holds $((rss_kib / 1024)) MiB, over" \
+          "PRESYNC_TEST_MAX_RSS_MIB=$max_rss_mib: killed; the test allocating without bound" \
+          "is the last one its [$tag] lines name" >&2
+        kill -9 "$pid"
+      fi
+    done
+  done
 }
 run 1 "${extra[@]}" "${first[@]}" &
 run 2 "${extra[@]}" "${second[@]}" &
+bound_memory &
 wait
 
 status=0
