@@ -4,17 +4,15 @@
 # files one after another; each line of output is prefixed with its process ([1] or [2]).
 # Exits non-zero when either process fails.
 #
-# Why two processes rather than `deno test --parallel`: --parallel runs test files side by side
-# inside one process, and there, under CPU contention, the process's memory has been seen to
-# grow without bound (to 19-23 GiB, then the OOM killer: the CI failure of 2026-12-03) while
-# agent/sync/kill_integration_test.ts ran beside agent/store/_staging_log_test.ts; either file
-# alone, and the whole suite one file at a time, stays under 1 GiB. Separate processes keep the
-# same two-way concurrency with no state shared between files.
+# Why two processes rather than `deno test --parallel`: the same two-way concurrency, with
+# nothing shared between the halves, so one runaway test file takes down only its own half.
 #
 # A test process whose resident memory passes PRESYNC_TEST_MAX_RSS_MIB (default 6144; the
 # whole suite one file at a time stays under 1 GiB) is killed with a message naming it, rather
-# than taking the machine's memory and being OOM-killed with every other process: a failed
-# node:assert deepEqual of two block-sized byte arrays builds its diff in gigabytes.
+# than taking the machine's memory and being OOM-killed with every other process. That is how
+# the CI runs of 2026-12-03 and -04 died (19-23 GiB, exit 137): one seeded test failed an
+# `assert.deepEqual` of two 64 KiB byte arrays, and node:assert builds the diff message of
+# such arrays in gigabytes (fixtures/assert_bytes.ts compares them instead).
 #
 # Usage: scripts/run_tests.sh [extra deno test flags…]
 set -uo pipefail
