@@ -13,6 +13,12 @@ export interface ControlTarget {
 }
 
 /**
+ * How long a daemon has to answer a control request (status, pause, resume…) before the
+ * command gives up with `TIMEOUT`: a running daemon answers them in milliseconds.
+ */
+export const CONTROL_ANSWER_MS = 15_000;
+
+/**
  * An HTTP client on a daemon's control socket, checked before the first byte is sent (see
  * {@linkcode checkControlSocket}). Close it (or `using`) when done.
  */
@@ -28,21 +34,39 @@ export class ControlClient {
     this.#client = Deno.createHttpClient({ proxy: { transport: "unix", path: socket } });
   }
 
-  /** Sends a request; a daemon that does not answer is `CONNECTION_LOST` (exit 5). */
+  /**
+   * Sends a request; a daemon that does not answer is `CONNECTION_LOST` (exit 5). Without a
+   * `signal` of the caller's, the daemon has `timeoutMs` (default
+   * {@linkcode CONTROL_ANSWER_MS}; null: no bound) to answer, or it is `TIMEOUT` (exit 5): a
+   * daemon that accepts the connection but is stuck must not hang the command.
+   */
   async request(
     method: "GET" | "POST",
     path: string,
-    init: { body?: unknown; signal?: AbortSignal } = {},
+    init: { body?: unknown; signal?: AbortSignal; timeoutMs?: number | null } = {},
   ): Promise<Response> {
+    const timeoutMs = init.timeoutMs === undefined ? CONTROL_ANSWER_MS : init.timeoutMs;
+    const bound = init.signal === undefined && timeoutMs !== null
+      ? AbortSignal.timeout(timeoutMs)
+      : undefined;
     try {
       return await fetch(`http://presync${path}`, {
         method,
         client: this.#client,
         body: init.body === undefined ? undefined : JSON.stringify(init.body),
-        signal: init.signal,
+        signal: init.signal ?? bound,
       });
     } catch (cause) {
       if (init.signal?.aborted) throw cause;
+      if (bound?.aborted) {
+        throw new PresyncError(
+          ErrorCode.TIMEOUT,
+          `the ${this.#who} on control socket ${this.socket} accepted the connection but has not ` +
+            `answered ${method} ${path} in ${timeoutMs! / 1000} s: it is stuck or overloaded ` +
+            `(its log says which)`,
+          { cause, retryable: true },
+        );
+      }
       throw new PresyncError(
         ErrorCode.CONNECTION_LOST,
         `nothing answers on control socket ${this.socket} (the daemon stopped or was killed?): ` +
@@ -56,7 +80,7 @@ export class ControlClient {
   async call(
     method: "GET" | "POST",
     path: string,
-    init: { body?: unknown; signal?: AbortSignal } = {},
+    init: { body?: unknown; signal?: AbortSignal; timeoutMs?: number | null } = {},
   ): Promise<Record<string, unknown>> {
     const response = await this.request(method, path, init);
     const body = await response.json();
@@ -128,14 +152,19 @@ export async function connectControl(target: ControlTarget): Promise<ControlClie
   );
 }
 
-/** Calls one endpoint of the daemon for `target` and returns its JSON answer. */
+/**
+ * Calls one endpoint of the daemon for `target` and returns its JSON answer, within
+ * `timeoutMs` (see {@linkcode ControlClient.request}; null for work that scales with the
+ * volume, as verify's).
+ */
 export async function callControl(
   target: ControlTarget,
   method: "GET" | "POST",
   path: string,
+  timeoutMs: number | null = CONTROL_ANSWER_MS,
 ): Promise<Record<string, unknown>> {
   using client = await connectControl(target);
-  return await client.call(method, path);
+  return await client.call(method, path, { timeoutMs });
 }
 
 /**

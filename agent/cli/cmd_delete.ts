@@ -45,6 +45,8 @@ export async function cmdDelete(args: string[]): Promise<number> {
       { role: "serve", control: values.control },
       "POST",
       `/volumes/${encodeURIComponent(name)}/delete`,
+      // Removing a large RBD image and its snapshots takes a while.
+      null,
     );
   }
   console.log(values.json ? JSON.stringify({ volume: name, deleted: true }) : `deleted ${name}`);

@@ -47,8 +47,10 @@ export async function cmdMigrate(args: string[]): Promise<number> {
     maxBandwidthBytesPerSecond: rate === UNLIMITED ? undefined : rate,
   };
   using client = await connectControl({ role: "agent", control: values.control, volume: name });
+  // As long as the migration takes: the agent bounds it by its --timeout.
   const reply = await client.call("POST", `/volumes/${encodeURIComponent(name)}/migrate`, {
     body,
+    timeoutMs: null,
   });
   const report = reply.result as Record<string, number | string | boolean>;
   if (values.json) console.log(JSON.stringify(report));

@@ -66,6 +66,8 @@ async function verifyRemote(args: string[]): Promise<number> {
     { role: "agent", control: values.control, volume: name },
     "POST",
     `/volumes/${encodeURIComponent(name)}/verify`,
+    // Reads the whole volume: as long as that takes (a daemon that dies is CONNECTION_LOST).
+    null,
   );
   const result = reply.result as {
     ok: boolean;

@@ -1,0 +1,94 @@
+import assert from "node:assert/strict";
+import { assertRejectsCode } from "../../fixtures/assert.ts";
+import { ErrorCode } from "../errors.ts";
+import { CONTROL_ANSWER_MS, ControlClient } from "./_control_client.ts";
+import { ExitCode } from "./exit_codes.ts";
+
+/**
+ * A "daemon" on a control socket in a fresh directory that accepts connections and never
+ * answers (as one whose event loop is stuck would); dispose to stop it.
+ */
+async function muteDaemon(): Promise<{ socket: string } & AsyncDisposable> {
+  const dir = await Deno.makeTempDir({ prefix: "presync-mute-" });
+  const socket = `${dir}/agent.sock`;
+  const listener = Deno.listen({ transport: "unix", path: socket });
+  const held: Deno.Conn[] = [];
+  const accepting = (async () => {
+    for await (const conn of listener) held.push(conn);
+  })();
+  return {
+    socket,
+    async [Symbol.asyncDispose]() {
+      listener.close();
+      await accepting.catch(() => {});
+      for (const conn of held) conn.close();
+      await Deno.remove(dir, { recursive: true });
+    },
+  };
+}
+
+Deno.test("a daemon that accepts but never answers is TIMEOUT after the bound, naming the socket and the request", async () => {
+  await using daemon = await muteDaemon();
+  using client = new ControlClient(daemon.socket, "agent");
+  const err = await assertRejectsCode(
+    client.call("GET", "/status", { timeoutMs: 300 }),
+    ErrorCode.TIMEOUT,
+  );
+  assert.match(err.message, new RegExp(`the agent on control socket ${daemon.socket} accepted`));
+  assert.match(err.message, /has not answered GET \/status in 0\.3 s/);
+});
+
+Deno.test("a daemon that answers within the bound: its JSON; a caller's own signal replaces the bound", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "presync-answering-" });
+  const socket = `${dir}/agent.sock`;
+  const server = Deno.serve(
+    { path: socket, onListen() {} },
+    async (request) => {
+      // Answers /slow after 500 ms: past a 300 ms bound, within a caller's 5 s signal.
+      if (new URL(request.url).pathname === "/slow") {
+        await new Promise((resolve) => setTimeout(resolve, 500));
+      }
+      return Response.json({ ok: true, volumes: [] });
+    },
+  );
+  try {
+    using client = new ControlClient(socket, "agent");
+    assert.deepEqual(await client.call("GET", "/status", { timeoutMs: 300 }), {
+      ok: true,
+      volumes: [],
+    });
+    await assertRejectsCode(client.call("GET", "/slow", { timeoutMs: 300 }), ErrorCode.TIMEOUT);
+    const reply = await client.call("GET", "/slow", {
+      timeoutMs: 300,
+      signal: AbortSignal.timeout(5000),
+    });
+    assert.equal(reply.ok, true);
+  } finally {
+    await server.shutdown();
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("presync status against a daemon that never answers exits 5 with TIMEOUT instead of hanging", async () => {
+  await using daemon = await muteDaemon();
+  const out = await new Deno.Command(Deno.execPath(), {
+    args: [
+      "run",
+      "-A",
+      new URL("../main.ts", import.meta.url).pathname,
+      "status",
+      "--control",
+      daemon.socket,
+      "--json",
+    ],
+    stdout: "piped",
+    stderr: "piped",
+    // Past the bound by far, then killed: a hang fails the test rather than wedging it.
+    signal: AbortSignal.timeout(CONTROL_ANSWER_MS * 4),
+  }).output();
+  const stderr = new TextDecoder().decode(out.stderr);
+  assert.equal(out.code, ExitCode.UNREACHABLE, stderr);
+  const error = JSON.parse(new TextDecoder().decode(out.stdout));
+  assert.equal(error.code, "TIMEOUT");
+  assert.match(error.message, /accepted the connection but has not answered GET \/status/);
+});
