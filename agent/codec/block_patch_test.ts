@@ -1,4 +1,5 @@
 import assert from "node:assert/strict";
+import { assertBytesEqual } from "../../fixtures/assert_bytes.ts";
 import { ErrorCode, PresyncError } from "../errors.ts";
 import { seededTest } from "../../fixtures/seeded.ts";
 import { applyPatch, decodePatch, encodePatch, MAX_PATCH_RUNS } from "./block_patch.ts";
@@ -26,7 +27,7 @@ seededTest("block patch: seeded runs round-trip and rebuild the new block over t
     assert.equal(patch.length, 1 + 8 * runs.length + runs.reduce((n, [, r]) => n + r, 0));
     const decoded = decodePatch(patch, length);
     assert.deepEqual(decoded.map((r) => [r.offset, r.bytes.length]), runs);
-    assert.deepEqual(applyPatch(old, decoded), updated);
+    assertBytesEqual(applyPatch(old, decoded), updated, `round ${round}: patched block`);
   }
 });
 

@@ -1,4 +1,5 @@
 import assert from "node:assert/strict";
+import { assertBytesEqual } from "../../fixtures/assert_bytes.ts";
 import { assertThrowsCode } from "../../fixtures/assert.ts";
 import { seededTest } from "../../fixtures/seeded.ts";
 import type { Prng } from "../../fixtures/prng.ts";
@@ -48,7 +49,7 @@ seededTest("zeroBlocks matches a plain TypeScript reference on sizes off every a
 seededTest("zeroBlocks streams inputs larger than the window, with big and odd blocks", (prng) => {
   for (const blockSize of [4096, WINDOW_BYTES / 8 + 1, WINDOW_BYTES + 3]) {
     const data = sparse(prng, 2 * WINDOW_BYTES + 777, blockSize);
-    assert.deepStrictEqual(
+    assertBytesEqual(
       zeroBlocks(data, blockSize),
       referenceZeroBlocks(data, blockSize),
       `bs ${blockSize}`,

@@ -1,4 +1,5 @@
 import assert from "node:assert/strict";
+import { assertBytesEqual } from "../../fixtures/assert_bytes.ts";
 import { createZstdCodec } from "../../plugins/codec-zstd/mod.ts";
 import { assertRejectsCode } from "../../fixtures/assert.ts";
 import { decodeBlockFrame, decodePatch, maxPatchLength } from "../codec/mod.ts";
@@ -50,7 +51,11 @@ Deno.test("paced destination: blocks go out as frames with their hash, each pace
     { block: 2, data: noise, hash: blake3(noise) },
   ]);
   assert.deepEqual(sent.map((s) => s.block), [0, 1, 2]);
-  assert.deepEqual(decodeBlockFrame(sent[0].frame, { maxRawLength: 65536, codecs: [codec] }), text);
+  assertBytesEqual(
+    decodeBlockFrame(sent[0].frame, { maxRawLength: 65536, codecs: [codec] }),
+    text,
+    "block 0 decoded",
+  );
   assert.ok(sent[0].frame.length < 1000, "compressible data is compressed");
   assert.equal(sent[1].hash, null, "a zero block travels as a marker");
   assert.equal(sent[2].frame.length, 65536 + 5, "incompressible data is sent raw");
@@ -113,7 +118,7 @@ Deno.test("paced destination: known pages travel as a patch of those pages only,
   });
   const runs = decodePatch(patch, 65536);
   assert.deepEqual(runs.map((r) => [r.offset, r.bytes.length]), [[4096, 8192], [15 * 4096, 4096]]);
-  assert.deepEqual(runs[0].bytes, noise.subarray(4096, 3 * 4096));
+  assertBytesEqual(runs[0].bytes, noise.subarray(4096, 3 * 4096), "the first run's pages");
   const last = decodePatch(
     decodeBlockFrame(sent[3].frame, { maxRawLength: maxPatchLength(65536), codecs: [codec] }),
     5000,

@@ -1,4 +1,5 @@
 import assert from "node:assert/strict";
+import { assertBytesEqual } from "../../fixtures/assert_bytes.ts";
 import { ErrorCode } from "../errors.ts";
 import { NbdClient } from "../nbd/nbd_client.ts";
 import { NbdServer } from "../nbd/nbd_server.ts";
@@ -50,11 +51,11 @@ Deno.test("the handshake completes before the switchover; reads wait, then get t
       assert.equal(await stateOf(read), "pending", "a read was answered before the switchover");
       assert.equal(r.deferred.switched, false);
       r.deferred.resolve(r.final);
-      assert.deepEqual(await read, r.bytes.subarray(4096, 4096 + 8192));
+      assertBytesEqual(await read, r.bytes.subarray(4096, 4096 + 8192), "the waiting read");
       assert.equal(r.deferred.waitedRequests, 1);
       // After the switchover requests go straight through, writes included.
       await client.write(0, new Uint8Array(512).fill(7));
-      assert.deepEqual(await client.read(0, 512), new Uint8Array(512).fill(7));
+      assertBytesEqual(await client.read(0, 512), new Uint8Array(512).fill(7), "read after write");
     } finally {
       await client.close();
     }
@@ -67,7 +68,7 @@ Deno.test("a request waiting past the deadline fails with EIO; the connection st
     try {
       await assert.rejects(client.read(0, 4096), /error|EIO|failed/i);
       r.deferred.resolve(r.final);
-      assert.deepEqual(await client.read(0, 4096), r.bytes.subarray(0, 4096));
+      assertBytesEqual(await client.read(0, 4096), r.bytes.subarray(0, 4096), "read after EIO");
     } finally {
       await client.close();
     }
@@ -114,15 +115,15 @@ Deno.test("before the switchover reads come from the committed replica; writes w
       const address = await server.listen(parseNbdAddress(`unix:${dir}/nbd.sock`));
       const client = await NbdClient.connect(address, "vm");
       try {
-        assert.deepEqual(await client.read(0, 4096), old.subarray(0, 4096));
+        assertBytesEqual(await client.read(0, 4096), old.subarray(0, 4096), "early read");
         assert.equal(deferred.earlyReads, 1);
         const write = client.write(8192, new Uint8Array(4096).fill(9));
         assert.equal(await stateOf(write), "pending", "a write was taken before the switchover");
         deferred.resolve(r.final);
         await write;
-        assert.deepEqual(await client.read(8192, 4096), new Uint8Array(4096).fill(9));
-        assert.deepEqual(await client.read(0, 4096), r.bytes.subarray(0, 4096));
-        assert.deepEqual(await Deno.readFile(`${dir}/old.img`), old, "the replica was written");
+        assertBytesEqual(await client.read(8192, 4096), new Uint8Array(4096).fill(9), "the write");
+        assertBytesEqual(await client.read(0, 4096), r.bytes.subarray(0, 4096), "final read");
+        assertBytesEqual(await Deno.readFile(`${dir}/old.img`), old, "the replica was written");
       } finally {
         await client.close();
         await server.close();

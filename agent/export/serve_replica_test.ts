@@ -1,4 +1,5 @@
 import assert from "node:assert/strict";
+import { assertBytesEqual } from "../../fixtures/assert_bytes.ts";
 import { DenoFileSystem } from "../fs/deno_file_system.ts";
 import { nbdUri } from "../nbd/mod.ts";
 import { ReplicaStore } from "../store/replica_store.ts";
@@ -132,7 +133,7 @@ Deno.test({
         uri,
       ]);
       assert.doesNotMatch(read.stdout + read.stderr, /verification failed/i);
-      assert.deepEqual(await Deno.readFile(replicaImage), before);
+      assertBytesEqual(await Deno.readFile(replicaImage), before, "the replica image");
       await runTool("nbdinfo", ["--map", uri]);
     } finally {
       await Deno.remove(dir, { recursive: true });
@@ -188,7 +189,7 @@ Deno.test({
       ]);
       const overlayBytes = (await Deno.stat(serving.overlayPath!)).blocks! * 512;
       assert.ok(overlayBytes <= 2 * B + 16 * 1024, `overlay holds ${overlayBytes} bytes`);
-      assert.deepEqual(await Deno.readFile(replicaImage), before);
+      assertBytesEqual(await Deno.readFile(replicaImage), before, "the replica image");
     } finally {
       await Deno.remove(dir, { recursive: true });
     }

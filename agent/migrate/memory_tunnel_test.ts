@@ -1,4 +1,5 @@
 import assert from "node:assert/strict";
+import { assertBytesEqual } from "../../fixtures/assert_bytes.ts";
 import { createZstdCodec } from "../../plugins/codec-zstd/mod.ts";
 import { createNoneCodec } from "../../plugins/codec-none/mod.ts";
 import { ErrorCode, PresyncError } from "../errors.ts";
@@ -131,8 +132,8 @@ seededTest(
       );
       await Promise.all([written, answer]);
       const [sent, received] = await within("the tunnels", Promise.all([sending, receiving]));
-      assert.deepEqual(got, data);
-      assert.deepEqual(back, returnPath);
+      assertBytesEqual(got, data, "the data");
+      assertBytesEqual(back, returnPath, "the return path");
       assert.equal(sent.sentRawBytes, data.length);
       assert.equal(received.receivedRawBytes, data.length);
       assert.equal(received.receivedWireBytes, sent.sentWireBytes);
@@ -305,7 +306,11 @@ seededTest(
       const stream = await l.accept();
       const receiving = runMemoryTunnel(l.destinationEnd.end, stream, l.options(l.server));
       // Everything arrived and ended; the destination QEMU has said nothing and not closed.
-      assert.deepEqual(await within("the data", readAll(l.destinationEnd.readable)), data);
+      assertBytesEqual(
+        await within("the data", readAll(l.destinationEnd.readable)),
+        data,
+        "the data",
+      );
       l.a.close();
       await within("the idle tunnel", assertRejectsCode(receiving, ErrorCode.MIGRATION_ABORTED));
     } finally {
@@ -379,7 +384,7 @@ seededTest(
       );
       switched.resolve();
       await within("the end", got.done);
-      assert.deepEqual(got.all(), data);
+      assertBytesEqual(got.all(), data, "the data");
       await within("the tunnels", Promise.all([sending, receiving]));
     } finally {
       l.close();

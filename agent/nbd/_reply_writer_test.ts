@@ -1,4 +1,5 @@
 import assert from "node:assert/strict";
+import { assertBytesEqual } from "../../fixtures/assert_bytes.ts";
 import { ReplyWriter } from "./_reply_writer.ts";
 
 function recorder(): { writes: Uint8Array[]; writable: WritableStream<Uint8Array> } {
@@ -30,7 +31,7 @@ Deno.test("a part larger than the join limit is written as it is, not copied", a
   replies.release();
   await Promise.all(sent);
   assert.equal(writes.length, 2);
-  assert.deepEqual(writes[0], new Uint8Array([9, 8]));
+  assertBytesEqual(writes[0], new Uint8Array([9, 8]), "the first write");
   assert.equal(writes[1], big);
 });
 

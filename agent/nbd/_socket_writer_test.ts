@@ -1,4 +1,4 @@
-import assert from "node:assert/strict";
+import { assertBytesEqual } from "../../fixtures/assert_bytes.ts";
 import { SocketWriter } from "./_socket_writer.ts";
 
 Deno.test("socket writer: writes arrive whole and in order; close() ends the peer's reading", async () => {
@@ -17,7 +17,7 @@ Deno.test("socket writer: writes arrive whole and in order; close() ends the pee
     await writer.write(data.subarray(0, 1000));
     await writer.write(data.subarray(1000));
     await writer.close();
-    assert.deepEqual(await reading, data);
+    assertBytesEqual(await reading, data, "what the peer read");
   } finally {
     server.close();
     await Deno.remove(dir, { recursive: true });

@@ -1,4 +1,5 @@
 import assert from "node:assert/strict";
+import { assertBytesEqual } from "../../fixtures/assert_bytes.ts";
 import { ByteReader } from "./_byte_reader.ts";
 import * as C from "./nbd_constants.ts";
 import type { NbdExport } from "./nbd_export.ts";
@@ -214,11 +215,13 @@ Deno.test("replies come as requests finish, matched by cookie: a held read does 
   s.request(C.NBD_CMD_READ, 2, 8192, 4096);
   const first = await s.reply();
   assert.equal(first.cookie, 2);
-  assert.deepEqual(first.data, new Uint8Array(4096));
+  assert.ok(first.data, "the first reply has data");
+  assertBytesEqual(first.data, new Uint8Array(4096), "the first reply");
   s.ex.release("read@0");
   const second = await s.reply();
   assert.equal(second.cookie, 1);
-  assert.deepEqual(second.data, new Uint8Array(4096).fill(5));
+  assert.ok(second.data, "the second reply has data");
+  assertBytesEqual(second.data, new Uint8Array(4096).fill(5), "the second reply");
   await s.disconnect();
 });
 
@@ -278,7 +281,7 @@ Deno.test("requests in flight are bounded in number and in data bytes", async ()
   s.ex.release("write");
   for (let i = 0; i < writes; i++) assert.equal((await s.reply()).error, 0);
   assert.equal(s.ex.maxActiveBytes, MAX_INFLIGHT_BYTES);
-  assert.deepEqual(s.ex.bytes, new Uint8Array(SIZE).fill(1));
+  assertBytesEqual(s.ex.bytes, new Uint8Array(SIZE).fill(1), "the export's bytes");
   await s.disconnect();
 });
 

@@ -1,4 +1,5 @@
 import assert from "node:assert/strict";
+import { assertBytesEqual } from "../../fixtures/assert_bytes.ts";
 import { assertRejectsCode } from "../../fixtures/assert.ts";
 import { createSparseImage, needTools, runTool } from "../../fixtures/nbd_tools.ts";
 import { FileExport, NbdClient, NbdServer, nbdUri, parseNbdAddress } from "./mod.ts";
@@ -31,7 +32,7 @@ Deno.test("our client reads, writes and flushes through our server; bad requests
       assert.equal(client.sizeBytes, SIZE);
       await client.write(1000, new Uint8Array(5000).fill(3));
       await client.flush();
-      assert.deepEqual(await client.read(1000, 5000), new Uint8Array(5000).fill(3));
+      assertBytesEqual(await client.read(1000, 5000), new Uint8Array(5000).fill(3), "read back");
       // The write allocated the file system blocks it touched; the rest is still a hole.
       assert.deepEqual(await client.blockStatus(0, SIZE, "base:allocation"), [
         { lengthBytes: 8192, flags: 0 },
@@ -89,14 +90,22 @@ Deno.test({
       ]);
       assert.doesNotMatch(io.stdout + io.stderr, /fail/i);
       await runTool("nbdcopy", [nbdUri(tcp, "disk"), `${dir}/copy.img`]);
-      assert.deepEqual(await Deno.readFile(`${dir}/copy.img`), await Deno.readFile(image));
+      assertBytesEqual(
+        await Deno.readFile(`${dir}/copy.img`),
+        await Deno.readFile(image),
+        "nbdcopy out of our server",
+      );
       // nbdcopy into our server (multi-conn writes), then back out.
       await createSparseImage(`${dir}/src.img`, SIZE);
       const src = await Deno.open(`${dir}/src.img`, { write: true });
       await src.write(crypto.getRandomValues(new Uint8Array(65536)));
       src.close();
       await runTool("nbdcopy", [`${dir}/src.img`, nbdUri(tcp, "disk")]);
-      assert.deepEqual(await Deno.readFile(image), await Deno.readFile(`${dir}/src.img`));
+      assertBytesEqual(
+        await Deno.readFile(image),
+        await Deno.readFile(`${dir}/src.img`),
+        "nbdcopy into our server",
+      );
     });
   },
 });
@@ -147,7 +156,7 @@ Deno.test({
         ]);
         assert.doesNotMatch(io.stdout + io.stderr, /fail|mismatch/i);
       }
-      assert.deepEqual(await Deno.readFile(image), new Uint8Array(SIZE).fill(0x2c));
+      assertBytesEqual(await Deno.readFile(image), new Uint8Array(SIZE).fill(0x2c), "the image");
     });
   },
 });

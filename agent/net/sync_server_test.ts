@@ -1,5 +1,6 @@
 import { DirectoryBackend } from "../../plugins/store-directory/mod.ts";
 import assert from "node:assert/strict";
+import { assertBytesEqual } from "../../fixtures/assert_bytes.ts";
 import { createNoneCodec } from "../../plugins/codec-none/mod.ts";
 import { createZstdCodec } from "../../plugins/codec-zstd/mod.ts";
 import { assertRejectsCode } from "../../fixtures/assert.ts";
@@ -252,7 +253,11 @@ Deno.test("sync server: page digests are of the committed copies; a block past t
   // A new replica is all zeros; its last block is 300 KiB - 4 × 64 KiB = 44 KiB: 11 pages.
   const zeros = pageDigests(new Uint8Array(65536));
   const lastZeros = pageDigests(new Uint8Array(45056));
-  assert.deepEqual(await remote.pageDigests([1, 4]), concatBytes([zeros, lastZeros]));
+  assertBytesEqual(
+    await remote.pageDigests([1, 4]),
+    concatBytes([zeros, lastZeros]),
+    "page digests of blocks 1 and 4",
+  );
   await assertRejectsCode(remote.pageDigests([5]), ErrorCode.PROTOCOL_VIOLATION);
   await remote.close();
 });

@@ -1,4 +1,5 @@
 import assert from "node:assert/strict";
+import { assertBytesEqual } from "../../fixtures/assert_bytes.ts";
 import { assertRejectsCode } from "../../fixtures/assert.ts";
 import { PowerCutFileSystem } from "../../fixtures/power_cut_fs.ts";
 import type { Prng } from "../../fixtures/prng.ts";
@@ -122,7 +123,7 @@ async function foldRun(
         : seeded && b === 0
         ? content(0, 0)
         : new Uint8Array(BLOCK);
-      assert.deepStrictEqual(await replica.readCommitted(b), expected, `block ${b}`);
+      assertBytesEqual(await replica.readCommitted(b), expected, `block ${b}`);
     }
     assert.ok((await replica.verify()).ok);
   } finally {
@@ -206,11 +207,15 @@ for (const seeded of [true, false]) {
         using fold = new Bitmap(BLOCKS).set(5).set(9);
         using all = dirty.clone().or(fold);
         await replica.beginGeneration(generation, all, 0, { fold });
-        assert.deepStrictEqual(await replica.readPatchBase(5), content(5, 1), "the staged copy");
-        assert.deepStrictEqual(await replica.readPatchBase(9), new Uint8Array(BLOCK), "committed");
-        assert.deepStrictEqual(await replica.readPatchBase(0), await replica.readCommitted(0));
+        assertBytesEqual(await replica.readPatchBase(5), content(5, 1), "the staged copy");
+        assertBytesEqual(await replica.readPatchBase(9), new Uint8Array(BLOCK), "committed");
+        assertBytesEqual(
+          await replica.readPatchBase(0),
+          await replica.readCommitted(0),
+          "block 0: its committed copy",
+        );
         await stageVersion(replica, [5], 2);
-        assert.deepStrictEqual(
+        assertBytesEqual(
           await replica.readPatchBase(5),
           await replica.readCommitted(5),
           "staged again: its committed copy",

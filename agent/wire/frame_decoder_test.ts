@@ -1,4 +1,5 @@
 import assert from "node:assert/strict";
+import { assertBytesEqual } from "../../fixtures/assert_bytes.ts";
 import { PresyncError } from "../errors.ts";
 import { assertThrowsCode } from "../../fixtures/assert.ts";
 import { seededTest } from "../../fixtures/seeded.ts";
@@ -95,7 +96,7 @@ seededTest(
         assert.equal(f.type, frames[i].type);
         assert.equal(f.flags, frames[i].flags);
         assert.equal(f.streamId, frames[i].streamId);
-        assert.deepEqual(f.payload, frames[i].payload);
+        assertBytesEqual(f.payload, frames[i].payload, `round ${round}: frame ${i} payload`);
       });
     }
   },

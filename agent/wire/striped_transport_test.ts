@@ -1,5 +1,6 @@
 import { readAll as readAllBytes } from "../../fixtures/read_all.ts";
 import assert from "node:assert/strict";
+import { assertBytesEqual } from "../../fixtures/assert_bytes.ts";
 import { assertRejectsCode } from "../../fixtures/assert.ts";
 import { Prng } from "../../fixtures/prng.ts";
 import { seededTest } from "../../fixtures/seeded.ts";
@@ -85,7 +86,9 @@ seededTest(
       const stream = (await server.acceptStream())!;
       readers.push(
         readAll(stream).then((got) => {
-          assert.deepEqual(got, sent.get(stream.id), `stream ${stream.id}`);
+          const expected = sent.get(stream.id);
+          assert.ok(expected, `stream ${stream.id} was opened`);
+          assertBytesEqual(got, expected, `stream ${stream.id}`);
         }),
       );
     }

@@ -1,4 +1,5 @@
 import assert from "node:assert/strict";
+import { assertBytesEqual } from "../../fixtures/assert_bytes.ts";
 import { Bitmap } from "../../agent/core/mod.ts";
 import { NbdClient } from "../../agent/nbd/mod.ts";
 import { newVolumeIdentity } from "../../agent/volume/volume_identity.ts";
@@ -42,8 +43,8 @@ seededTest(
       const preserved = tracker.preservedBytes();
       assert.equal(preserved.memory, 8 * BLOCK);
       assert.equal(preserved.spilled, SIZE - 8 * BLOCK);
-      assert.deepEqual(await cut.read(0, SIZE / BLOCK), first);
-      assert.deepEqual(await cut.read(5, 3), first.subarray(5 * BLOCK, 8 * BLOCK));
+      assertBytesEqual(await cut.read(0, SIZE / BLOCK), first, "the cut");
+      assertBytesEqual(await cut.read(5, 3), first.subarray(5 * BLOCK, 8 * BLOCK), "blocks 5..7");
       await cut.release();
       assert.equal(tracker.activeCuts, 0);
       assert.deepEqual(

@@ -1,4 +1,5 @@
 import assert from "node:assert/strict";
+import { assertBytesEqual } from "../../fixtures/assert_bytes.ts";
 import { Bitmap } from "../../agent/core/mod.ts";
 import { ErrorCode } from "../../agent/errors.ts";
 import { NbdClient } from "../../agent/nbd/mod.ts";
@@ -51,19 +52,23 @@ seededTest(
       }
       const last = prng.fill(new Uint8Array(SIZE));
       await client.write(0, last);
-      assert.deepEqual(await cut.read(0, SIZE / BLOCK), first);
-      assert.deepEqual(await cut.read(5, 3), first.subarray(5 * BLOCK, 8 * BLOCK));
+      assertBytesEqual(await cut.read(0, SIZE / BLOCK), first, "the cut");
+      assertBytesEqual(await cut.read(5, 3), first.subarray(5 * BLOCK, 8 * BLOCK), "blocks 5..7");
       await cut.release();
       const next = await tracker.cut();
       assert.equal(next.dirty.popcount(), SIZE / BLOCK);
-      assert.deepEqual(await next.read(0, SIZE / BLOCK), last);
+      assertBytesEqual(await next.read(0, SIZE / BLOCK), last, "the next cut");
       await next.release();
       // A resumed cut reads the current bytes.
       using some = new Bitmap(SIZE / BLOCK).setRange(3, 2);
       const resumed = await tracker.resume(some);
       assert.equal(resumed.pointInTime, false);
       assert.equal(resumed.dirty.popcount(), 2);
-      assert.deepEqual(await resumed.read(3, 2), last.subarray(3 * BLOCK, 5 * BLOCK));
+      assertBytesEqual(
+        await resumed.read(3, 2),
+        last.subarray(3 * BLOCK, 5 * BLOCK),
+        "the resumed cut",
+      );
       await resumed.release();
       await client.write(7 * BLOCK, new Uint8Array(BLOCK).fill(1));
     } finally {

@@ -1,4 +1,5 @@
 import assert from "node:assert/strict";
+import { assertBytesEqual } from "../../fixtures/assert_bytes.ts";
 import { assertRejectsCode } from "../../fixtures/assert.ts";
 import { Prng } from "../../fixtures/prng.ts";
 import { Priority, Session } from "../../agent/wire/mod.ts";
@@ -44,7 +45,7 @@ async function transfer(via: (addr: TransportAddress) => TransportAddress, bytes
   }
   await sending;
   assert.equal(filled, bytes);
-  assert.deepEqual(got, data);
+  assertBytesEqual(got, data, "the stream's bytes");
   assert.ok((await c.ping()) >= 0);
   await c.close();
   await s.closed;
