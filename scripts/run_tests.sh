@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
-# Runs every test file of the project in two `deno test` processes at once, the files dealt
-# out between them (the slow ones first, so both take about as long), each process running its
-# files one after another; each line of output is prefixed with its process ([1] or [2]).
-# Exits non-zero when either process fails.
+# Runs every test file of the project in two workers at once, each a `deno test` process at a
+# time; each line of output is prefixed with its worker ([1] or [2]). The workers take their
+# next piece of work from one queue until it is empty: first the slow files one by one (real
+# peers: Ceph, QEMU guests, kill -9 loops, whole agents), then the other files in batches, so
+# both finish about together. Exits non-zero when any piece fails.
 #
-# Why two processes rather than `deno test --parallel`: the same two-way concurrency, with
-# nothing shared between the halves, so one runaway test file takes down only its own half.
+# Why separate processes rather than `deno test --parallel`: the same two-way concurrency, with
+# nothing shared between pieces, so one runaway test file takes down only its own piece.
 #
 # A test process whose resident memory passes PRESYNC_TEST_MAX_RSS_MIB (default 6144; the
 # whole suite one file at a time stays under 1 GiB) is killed with a message naming it, rather
@@ -27,61 +28,76 @@ if [ "${#files[@]}" -eq 0 ]; then
   echo "run_tests.sh: no test files found" >&2
   exit 1
 fi
-# The slow files (real peers: Ceph, QEMU guests, kill -9 loops, whole agents) are dealt out
-# first, one each in turn, then the rest, so both processes take about as long.
 heavy='integration|kill|guest|rbd|rados|ceph|chaos|migrate|postcopy|failback|qemu'
-mapfile -t ordered < <(
-  printf '%s\n' "${files[@]}" | grep -E "$heavy"
-  printf '%s\n' "${files[@]}" | grep -vE "$heavy"
-)
-first=() second=()
-for i in "${!ordered[@]}"; do
-  if ((i % 2 == 0)); then first+=("${ordered[$i]}"); else second+=("${ordered[$i]}"); fi
-done
-echo "run_tests.sh: ${#files[@]} test files in two processes (${#first[@]} and ${#second[@]})"
-
-deno=${DENO:-deno}
+batches=6
 statuses=$(mktemp -d)
 trap 'rm -rf "$statuses"' EXIT
+# The queue: one line per piece of work, the files of one `deno test` run.
+{
+  printf '%s\n' "${files[@]}" | grep -E "$heavy"
+  printf '%s\n' "${files[@]}" | grep -vE "$heavy" |
+    awk -v n="$batches" '{ batch[NR % n] = batch[NR % n] " " $0 } END { for (i = 0; i < n; i++) if (batch[i] != "") print substr(batch[i], 2) }'
+} >"$statuses/queue"
+pieces=$(wc -l <"$statuses/queue")
+echo 0 >"$statuses/next"
+echo "run_tests.sh: ${#files[@]} test files in $pieces pieces, two workers"
+
+deno=${DENO:-deno}
 max_rss_mib=${PRESYNC_TEST_MAX_RSS_MIB:-6144}
-# Runs `deno test -A ARGS…` with its lines prefixed by [TAG]; its pid and then its exit status
-# go to files.
-run() {
-  local tag=$1
-  shift
-  {
-    "$deno" test -A "$@" 2>&1 &
-    echo $! >"$statuses/$tag.pid"
-    wait $!
-    echo $? >"$statuses/$tag"
-  } | sed -u "s/^/[$tag] /"
+# Prints the next piece of the queue and takes it (run in a subshell: it holds the queue's
+# lock on descriptor 9 until it ends), or fails when none is left.
+take() {
+  local at
+  exec 9>>"$statuses/lock"
+  flock 9
+  read -r at <"$statuses/next"
+  echo $((at + 1)) >"$statuses/next"
+  ((at < pieces)) || return 1
+  sed -n "$((at + 1))p" "$statuses/queue"
 }
-# Every 2 s until both processes have ended: kills one whose resident memory is over the bound.
+# Worker TAG: runs `deno test -A` on each piece it takes, its lines prefixed by [TAG]; the pid
+# of the run goes to a file (for bound_memory), each failed piece's exit status to another.
+work() {
+  local tag=$1 piece pid code
+  while piece=$(take); do
+    read -ra piece_files <<<"$piece"
+    "$deno" test -A "${extra[@]}" "${piece_files[@]}" 2>&1 &
+    pid=$!
+    echo "$pid" >"$statuses/$tag.pid"
+    wait "$pid"
+    code=$?
+    rm -f "$statuses/$tag.pid"
+    if [ "$code" != 0 ]; then
+      echo "run_tests.sh: exit status $code from ${piece_files[*]}"
+      echo "$code ${piece_files[*]}" >>"$statuses/failed"
+    fi
+  done 2>&1 | sed -u "s/^/[$tag] /"
+  touch "$statuses/$tag.done"
+}
+# Every 2 s until both workers are done: kills a run whose resident memory is over the bound.
 bound_memory() {
-  while [ ! -e "$statuses/1" ] || [ ! -e "$statuses/2" ]; do
+  while [ ! -e "$statuses/1.done" ] || [ ! -e "$statuses/2.done" ]; do
     sleep 2
     for tag in 1 2; do
-      [ -e "$statuses/$tag" ] && continue
       pid=$(cat "$statuses/$tag.pid" 2>/dev/null) || continue
       rss_kib=$(awk '/^VmRSS:/ { print $2 }' "/proc/$pid/status" 2>/dev/null) || continue
       if [ -n "$rss_kib" ] && ((rss_kib / 1024 > max_rss_mib)); then
-        echo "run_tests.sh: process [$tag] (pid $pid) holds $((rss_kib / 1024)) MiB, over" \
-          "PRESYNC_TEST_MAX_RSS_MIB=$max_rss_mib: killed; the test allocating without bound" \
-          "is the last one its [$tag] lines name" >&2
+        echo "run_tests.sh: worker [$tag]'s deno test (pid $pid) holds $((rss_kib / 1024)) MiB," \
+          "over PRESYNC_TEST_MAX_RSS_MIB=$max_rss_mib: killed; the test allocating without" \
+          "bound is the last one its [$tag] lines name" >&2
         kill -9 "$pid"
       fi
     done
   done
 }
-run 1 "${extra[@]}" "${first[@]}" &
-run 2 "${extra[@]}" "${second[@]}" &
+work 1 &
+work 2 &
 bound_memory &
 wait
 
-status=0
-for tag in 1 2; do
-  code=$(cat "$statuses/$tag" 2>/dev/null || echo "none")
-  echo "run_tests.sh: process [$tag] exited with $code"
-  [ "$code" = 0 ] || status=1
-done
-exit "$status"
+if [ -s "$statuses/failed" ]; then
+  echo "run_tests.sh: $(wc -l <"$statuses/failed") of $pieces pieces failed (exit status, files):"
+  cat "$statuses/failed"
+  exit 1
+fi
+echo "run_tests.sh: all $pieces pieces passed"

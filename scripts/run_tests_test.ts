@@ -1,7 +1,7 @@
 /**
- * scripts/run_tests.sh on a tree of its own: two test files, one in each process, one of them
- * allocating without bound. The runner must kill that process at its memory bound, name it,
- * let the other pass, and exit non-zero.
+ * scripts/run_tests.sh on a tree of its own: three test files (three pieces of work for its two
+ * workers), one of them allocating without bound. The runner must kill that run at its memory
+ * bound and say so, run the other two, and exit non-zero naming the failed file.
  */
 
 import assert from "node:assert/strict";
@@ -20,15 +20,16 @@ Deno.test("allocates without bound", async () => {
   console.log(held.length);
 });
 `;
-const MODEST = `Deno.test("passes", () => {});\n`;
+const modest = (name: string) => `Deno.test("${name} passes", () => {});\n`;
 
-Deno.test("run_tests.sh kills a test process over PRESYNC_TEST_MAX_RSS_MIB, names it, and fails", async () => {
+Deno.test("run_tests.sh kills a test run over PRESYNC_TEST_MAX_RSS_MIB, says so, runs the rest, and fails naming the file", async () => {
   const root = await Deno.makeTempDir({ prefix: "presync-run-tests-" });
   try {
     await Deno.mkdir(`${root}/scripts`);
     await Deno.copyFile(RUNNER, `${root}/scripts/run_tests.sh`);
     await Deno.writeTextFile(`${root}/a_test.ts`, GREEDY);
-    await Deno.writeTextFile(`${root}/b_test.ts`, MODEST);
+    await Deno.writeTextFile(`${root}/b_test.ts`, modest("b"));
+    await Deno.writeTextFile(`${root}/c_test.ts`, modest("c"));
     const run = await new Deno.Command("bash", {
       args: [`${root}/scripts/run_tests.sh`],
       env: { DENO: Deno.execPath(), PRESYNC_TEST_MAX_RSS_MIB: "300", NO_COLOR: "1" },
@@ -37,16 +38,19 @@ Deno.test("run_tests.sh kills a test process over PRESYNC_TEST_MAX_RSS_MIB, name
     }).output();
     const said = new TextDecoder().decode(run.stdout) + new TextDecoder().decode(run.stderr);
     assert.equal(run.code, 1, said);
-    assert.match(said, /run_tests\.sh: 2 test files in two processes \(1 and 1\)/);
-    // a_test.ts sorts first: process [1].
+    assert.match(said, /run_tests\.sh: 3 test files in 3 pieces, two workers/);
     assert.match(
       said,
-      /run_tests\.sh: process \[1\] \(pid \d+\) holds \d+ MiB, over PRESYNC_TEST_MAX_RSS_MIB=300: killed/,
+      /worker \[[12]\]'s deno test \(pid \d+\) holds \d+ MiB, over PRESYNC_TEST_MAX_RSS_MIB=300: killed/,
     );
-    assert.match(said, /\[1\] allocates without bound \.\.\./);
-    assert.match(said, /\[2\] passes \.\.\. ok/);
-    assert.match(said, /run_tests\.sh: process \[1\] exited with 137/);
-    assert.match(said, /run_tests\.sh: process \[2\] exited with 0/);
+    assert.match(said, /\[[12]\] allocates without bound \.\.\./);
+    assert.match(said, /\[[12]\] run_tests\.sh: exit status 137 from \.\/a_test\.ts/);
+    assert.match(said, /\[[12]\] b passes \.\.\. ok/);
+    assert.match(said, /\[[12]\] c passes \.\.\. ok/);
+    assert.match(
+      said,
+      /run_tests\.sh: 1 of 3 pieces failed \(exit status, files\):\n137 \.\/a_test\.ts\n/,
+    );
   } finally {
     await Deno.remove(root, { recursive: true });
   }
