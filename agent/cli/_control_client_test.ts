@@ -1,5 +1,6 @@
 import assert from "node:assert/strict";
 import { assertRejectsCode } from "../../fixtures/assert.ts";
+import { jsonLines, PresyncProcess } from "../../fixtures/cluster.ts";
 import { ErrorCode } from "../errors.ts";
 import { CONTROL_ANSWER_MS, ControlClient } from "./_control_client.ts";
 import { ExitCode } from "./exit_codes.ts";
@@ -71,24 +72,11 @@ Deno.test("a daemon that answers within the bound: its JSON; a caller's own sign
 
 Deno.test("presync status against a daemon that never answers exits 5 with TIMEOUT instead of hanging", async () => {
   await using daemon = await muteDaemon();
-  const out = await new Deno.Command(Deno.execPath(), {
-    args: [
-      "run",
-      "-A",
-      new URL("../main.ts", import.meta.url).pathname,
-      "status",
-      "--control",
-      daemon.socket,
-      "--json",
-    ],
-    stdout: "piped",
-    stderr: "piped",
-    // Past the bound by far, then killed: a hang fails the test rather than wedging it.
-    signal: AbortSignal.timeout(CONTROL_ANSWER_MS * 4),
-  }).output();
-  const stderr = new TextDecoder().decode(out.stderr);
-  assert.equal(out.code, ExitCode.UNREACHABLE, stderr);
-  const error = JSON.parse(new TextDecoder().decode(out.stdout));
-  assert.equal(error.code, "TIMEOUT");
-  assert.match(error.message, /accepted the connection but has not answered GET \/status/);
+  const status = new PresyncProcess(["status", "--control", daemon.socket, "--json"]);
+  // Past the bound by far, then killed: a hang fails the test with its output.
+  const { code } = await status.wait(CONTROL_ANSWER_MS * 4, "presync status");
+  assert.equal(code, ExitCode.UNREACHABLE, status.output);
+  const error = jsonLines(status).at(-1);
+  assert.equal(error?.code, "TIMEOUT", status.output);
+  assert.match(String(error.message), /accepted the connection but has not answered GET \/status/);
 });
