@@ -215,12 +215,10 @@ Deno.test("replies come as requests finish, matched by cookie: a held read does 
   s.request(C.NBD_CMD_READ, 2, 8192, 4096);
   const first = await s.reply();
   assert.equal(first.cookie, 2);
-  assert.ok(first.data, "the first reply has data");
   assertBytesEqual(first.data, new Uint8Array(4096), "the first reply");
   s.ex.release("read@0");
   const second = await s.reply();
   assert.equal(second.cookie, 1);
-  assert.ok(second.data, "the second reply has data");
   assertBytesEqual(second.data, new Uint8Array(4096).fill(5), "the second reply");
   await s.disconnect();
 });
