@@ -45,47 +45,79 @@ export class ControlClient {
     path: string,
     init: { body?: unknown; signal?: AbortSignal; timeoutMs?: number | null } = {},
   ): Promise<Response> {
-    const timeoutMs = init.timeoutMs === undefined ? CONTROL_ANSWER_MS : init.timeoutMs;
-    const bound = init.signal === undefined && timeoutMs !== null
-      ? AbortSignal.timeout(timeoutMs)
-      : undefined;
-    try {
-      return await fetch(`http://presync${path}`, {
-        method,
-        client: this.#client,
-        body: init.body === undefined ? undefined : JSON.stringify(init.body),
-        signal: init.signal ?? bound,
-      });
-    } catch (cause) {
-      if (init.signal?.aborted) throw cause;
-      if (bound?.aborted) {
-        throw new PresyncError(
-          ErrorCode.TIMEOUT,
-          `the ${this.#who} on control socket ${this.socket} accepted the connection but has not ` +
-            `answered ${method} ${path} in ${timeoutMs! / 1000} s: it is stuck or overloaded ` +
-            `(its log says which)`,
-          { cause, retryable: true },
-        );
-      }
-      throw new PresyncError(
-        ErrorCode.CONNECTION_LOST,
-        `nothing answers on control socket ${this.socket} (the daemon stopped or was killed?): ` +
-          `${cause instanceof Error ? cause.message : cause}`,
-        { cause, retryable: true },
-      );
-    }
+    return (await this.#exchange(method, path, init, null)).response;
   }
 
-  /** Calls the endpoint and returns its JSON answer; an error answer is thrown as its code. */
+  /**
+   * Calls the endpoint and returns its JSON answer, read within the same bound as the
+   * headers; an error answer is thrown as its code, a body that is not JSON is
+   * `PROTOCOL_VIOLATION`.
+   */
   async call(
     method: "GET" | "POST",
     path: string,
     init: { body?: unknown; signal?: AbortSignal; timeoutMs?: number | null } = {},
   ): Promise<Record<string, unknown>> {
-    const response = await this.request(method, path, init);
-    const body = await response.json();
+    const { response, body } = await this.#exchange(method, path, init, "json");
     if (response.status === 200 && body.ok !== false) return body;
     throw errorFromReply(body, this.#who);
+  }
+
+  /** The request, and with `read` its body parsed as JSON, under one bound. */
+  async #exchange(
+    method: "GET" | "POST",
+    path: string,
+    init: { body?: unknown; signal?: AbortSignal; timeoutMs?: number | null },
+    read: "json" | null,
+  ): Promise<{ response: Response; body: Record<string, unknown> }> {
+    const timeoutMs = init.timeoutMs === undefined ? CONTROL_ANSWER_MS : init.timeoutMs;
+    const bound = init.signal === undefined && timeoutMs !== null
+      ? AbortSignal.timeout(timeoutMs)
+      : undefined;
+    let response: Response | undefined;
+    try {
+      response = await fetch(`http://presync${path}`, {
+        method,
+        client: this.#client,
+        body: init.body === undefined ? undefined : JSON.stringify(init.body),
+        signal: init.signal ?? bound,
+      });
+      if (read === null) return { response, body: {} };
+      const text = await response.text();
+      try {
+        return { response, body: JSON.parse(text) };
+      } catch {
+        throw new PresyncError(
+          ErrorCode.PROTOCOL_VIOLATION,
+          `the ${this.#who} on control socket ${this.socket} answered ${method} ${path} with ` +
+            `HTTP ${response.status} and a body that is not JSON (${
+              JSON.stringify(text.slice(0, 80))
+            }): is another program listening on that socket?`,
+        );
+      }
+    } catch (cause) {
+      if (cause instanceof PresyncError || init.signal?.aborted) throw cause;
+      if (bound?.aborted) {
+        throw new PresyncError(
+          ErrorCode.TIMEOUT,
+          `the ${this.#who} on control socket ${this.socket} accepted the connection but has not ` +
+            `${response ? "finished its answer to" : "answered"} ${method} ${path} in ${
+              timeoutMs! / 1000
+            } s: it is stuck or overloaded (its log says which)`,
+          { cause, retryable: true },
+        );
+      }
+      const why = cause instanceof Error ? cause.message : String(cause);
+      throw new PresyncError(
+        ErrorCode.CONNECTION_LOST,
+        response
+          ? `the ${this.#who} on control socket ${this.socket} broke off its answer to ` +
+            `${method} ${path} (it stopped or was killed?): ${why}`
+          : `nothing answers on control socket ${this.socket} (the daemon stopped or was ` +
+            `killed?): ${why}`,
+        { cause, retryable: true },
+      );
+    }
   }
 
   close(): void {

@@ -28,6 +28,83 @@ async function muteDaemon(): Promise<{ socket: string } & AsyncDisposable> {
   };
 }
 
+/**
+ * A "daemon" on a control socket that reads each request and writes `answer` (raw HTTP), then
+ * holds the connection open, or with `close` closes it; dispose to stop it.
+ */
+async function rawDaemon(
+  answer: string,
+  close = false,
+): Promise<{ socket: string } & AsyncDisposable> {
+  const dir = await Deno.makeTempDir({ prefix: "presync-raw-" });
+  const socket = `${dir}/agent.sock`;
+  const listener = Deno.listen({ transport: "unix", path: socket });
+  const held: Deno.Conn[] = [];
+  const accepting = (async () => {
+    for await (const conn of listener) {
+      held.push(conn);
+      await conn.read(new Uint8Array(4096));
+      await conn.write(new TextEncoder().encode(answer));
+      if (close) conn.close();
+    }
+  })();
+  return {
+    socket,
+    async [Symbol.asyncDispose]() {
+      listener.close();
+      await accepting.catch(() => {});
+      for (const conn of held) {
+        try {
+          conn.close();
+        } catch {
+          // closed already
+        }
+      }
+      await Deno.remove(dir, { recursive: true });
+    },
+  };
+}
+
+Deno.test("a daemon that sends its headers but never the rest of the body is TIMEOUT, not a raw abort", async () => {
+  await using daemon = await rawDaemon(
+    'HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 100\r\n\r\n{"ok":',
+  );
+  using client = new ControlClient(daemon.socket, "agent");
+  const err = await assertRejectsCode(
+    client.call("GET", "/status", { timeoutMs: 300 }),
+    ErrorCode.TIMEOUT,
+  );
+  assert.match(err.message, /has not finished its answer to GET \/status in 0\.3 s/);
+});
+
+Deno.test("a daemon that breaks off in the middle of its answer is CONNECTION_LOST naming the request", async () => {
+  await using daemon = await rawDaemon(
+    'HTTP/1.1 200 OK\r\ncontent-length: 100\r\n\r\n{"ok":',
+    true,
+  );
+  using client = new ControlClient(daemon.socket, "agent");
+  const err = await assertRejectsCode(
+    client.call("GET", "/status", { timeoutMs: 5000 }),
+    ErrorCode.CONNECTION_LOST,
+  );
+  assert.match(err.message, /broke off its answer to GET \/status/);
+});
+
+Deno.test("an answer that is not JSON is PROTOCOL_VIOLATION quoting its start", async () => {
+  await using daemon = await rawDaemon(
+    "HTTP/1.1 200 OK\r\ncontent-length: 9\r\n\r\nnot json!",
+  );
+  using client = new ControlClient(daemon.socket, "agent");
+  const err = await assertRejectsCode(
+    client.call("GET", "/status", { timeoutMs: 5000 }),
+    ErrorCode.PROTOCOL_VIOLATION,
+  );
+  assert.match(
+    err.message,
+    /answered GET \/status with HTTP 200 and a body that is not JSON \("not json!"\)/,
+  );
+});
+
 Deno.test("a daemon that accepts but never answers is TIMEOUT after the bound, naming the socket and the request", async () => {
   await using daemon = await muteDaemon();
   using client = new ControlClient(daemon.socket, "agent");
