@@ -67,6 +67,39 @@ export function bitmapPopcount(ptr: usize, bytes: usize): u32 {
   return <u32> (a + b + c + d);
 }
 
+/** Number of bits set in both a and b, over `bytes` bytes (a multiple of 16). */
+export function bitmapAndCount(a: usize, b: usize, bytes: usize): u32 {
+  let x: u64 = 0;
+  let y: u64 = 0;
+  for (let i: usize = 0; i < bytes; i += 16) {
+    x += popcnt<u64>(load<u64>(a + i) & load<u64>(b + i));
+    y += popcnt<u64>(load<u64>(a + i, 8) & load<u64>(b + i, 8));
+  }
+  return <u32> (x + y);
+}
+
+/** Number of bits set in a and clear in b, over `bytes` bytes (a multiple of 16). */
+export function bitmapAndNotCount(a: usize, b: usize, bytes: usize): u32 {
+  let x: u64 = 0;
+  let y: u64 = 0;
+  for (let i: usize = 0; i < bytes; i += 16) {
+    x += popcnt<u64>(load<u64>(a + i) & ~load<u64>(b + i));
+    y += popcnt<u64>(load<u64>(a + i, 8) & ~load<u64>(b + i, 8));
+  }
+  return <u32> (x + y);
+}
+
+/** Number of bits that differ between a and b, over `bytes` bytes (a multiple of 16). */
+export function bitmapXorCount(a: usize, b: usize, bytes: usize): u32 {
+  let x: u64 = 0;
+  let y: u64 = 0;
+  for (let i: usize = 0; i < bytes; i += 16) {
+    x += popcnt<u64>(load<u64>(a + i) ^ load<u64>(b + i));
+    y += popcnt<u64>(load<u64>(a + i, 8) ^ load<u64>(b + i, 8));
+  }
+  return <u32> (x + y);
+}
+
 /** Index of the first set bit at or after `from`, or `nbits` when there is none. */
 function nextSet(ptr: usize, nbits: u32, from: u32): u32 {
   if (from >= nbits) return nbits;

@@ -12,11 +12,14 @@ export {
 } from "./blake3";
 export {
   bitmapAnd,
+  bitmapAndCount,
   bitmapAndNot,
+  bitmapAndNotCount,
   bitmapExtents,
   bitmapFillRange,
   bitmapOr,
   bitmapPopcount,
+  bitmapXorCount,
 } from "./bitmap";
 export { isZero, zeroBlocks } from "./zero";
 export { diffHashes } from "./manifest";

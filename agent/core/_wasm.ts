@@ -24,6 +24,9 @@ export interface CoreExports {
   bitmapAnd(dst: number, a: number, b: number, bytes: number): void;
   bitmapAndNot(dst: number, a: number, b: number, bytes: number): void;
   bitmapPopcount(ptr: number, bytes: number): number;
+  bitmapAndCount(a: number, b: number, bytes: number): number;
+  bitmapAndNotCount(a: number, b: number, bytes: number): number;
+  bitmapXorCount(a: number, b: number, bytes: number): number;
   bitmapExtents(ptr: number, nbits: number, from: number, out: number, maxRuns: number): number;
   bitmapFillRange(ptr: number, start: number, len: number, value: number): void;
   isZero(ptr: number, len: number): number;

@@ -157,6 +157,18 @@ export class Bitmap {
     return core.bitmapPopcount(this.#live(), this.#bytes) >>> 0;
   }
 
+  /** |this ∩ other| (same size), without a copy of either. */
+  countAnd(other: Bitmap): number {
+    const b = this.#checkSameSize(other);
+    return core.bitmapAndCount(this.#live(), b, this.#bytes) >>> 0;
+  }
+
+  /** |this \ other| (same size), without a copy of either. */
+  countAndNot(other: Bitmap): number {
+    const b = this.#checkSameSize(other);
+    return core.bitmapAndNotCount(this.#live(), b, this.#bytes) >>> 0;
+  }
+
   /** True when no bit is set. */
   isEmpty(): boolean {
     return this.popcount() === 0;
@@ -165,9 +177,8 @@ export class Bitmap {
   /** True when `other` has the same size and the same bits set. */
   equals(other: Bitmap): boolean {
     if (other.size !== this.#size) return false;
-    using union = this.clone().or(other);
-    using common = this.clone().and(other);
-    return union.andNot(common).isEmpty();
+    const b = this.#checkSameSize(other);
+    return core.bitmapXorCount(this.#live(), b, this.#bytes) === 0;
   }
 
   /** Runs of set bits in increasing order, as `[start, length]`, merged when adjacent. */

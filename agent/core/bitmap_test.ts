@@ -72,6 +72,28 @@ seededTest("or, and, andNot and popcount match the reference on unaligned sizes"
   }
 });
 
+seededTest("countAnd and countAndNot match the reference and change neither bitmap", (prng) => {
+  for (const size of SIZES) {
+    for (let round = 0; round < 5; round++) {
+      const a = randomReference(prng, size);
+      const b = randomReference(prng, size);
+      using x = toBitmap(a);
+      using y = toBitmap(b);
+      assert.equal(x.countAnd(y), a.filter((v, i) => v && b[i]).length, `countAnd ${size}`);
+      assert.equal(x.countAndNot(y), a.filter((v, i) => v && !b[i]).length, `andNot ${size}`);
+      assert.equal(y.countAndNot(x), b.filter((v, i) => v && !a[i]).length, `andNot ${size}`);
+      assert.equal(x.countAnd(x), x.popcount());
+      assert.equal(x.countAndNot(x), 0);
+      assertSame(x, a, "a is unchanged");
+      assertSame(y, b, "b is unchanged");
+    }
+  }
+  using small = new Bitmap(10);
+  using large = new Bitmap(11);
+  assertThrowsCode(() => small.countAnd(large), "INVALID_ARGUMENT");
+  assertThrowsCode(() => small.countAndNot(large), "INVALID_ARGUMENT");
+});
+
 seededTest("set, clear and ranges match the reference", (prng) => {
   for (const size of SIZES.filter((s) => s > 0)) {
     const bits: Reference = new Array(size).fill(false);

@@ -95,9 +95,9 @@ export function countFresh(
   let sent = changes.lastCutOutside;
   let outside = known.size - knownBlocks - sent;
   if (pending && pending.dirty.size === known.size) {
-    using inGeneration = known.clone().and(pending.dirty);
-    generationOverlap = inGeneration.popcount();
-    const knownSent = inGeneration.and(pending.acked).popcount();
+    generationOverlap = known.countAnd(pending.dirty);
+    // The acknowledged blocks are blocks of the generation (acked ⊆ dirty).
+    const knownSent = known.countAnd(pending.acked);
     unackedOverlap = generationOverlap - knownSent;
     outside = known.size - knownBlocks - (pending.dirty.popcount() - generationOverlap);
     sent = pending.acked.popcount() - knownSent;

@@ -123,8 +123,7 @@ export function volumeStatus(v: VolumeSnapshot, rttMs: number | undefined): Volu
   let unackedBlocks = 0;
   if (pending) {
     generationBlocks = pending.dirty.popcount();
-    using unacked = pending.dirty.clone();
-    unackedBlocks = unacked.andNot(pending.acked).popcount();
+    unackedBlocks = pending.dirty.countAndNot(pending.acked);
   }
   const ratio = v.rawBytes > 0 ? Math.min(1, v.wireBytes / v.rawBytes) : 1;
   const rtt = rttMs ?? null;

@@ -14,7 +14,10 @@ export interface PendingGeneration {
   cutTimeMs: number;
   /** The blocks of the generation (owned by the state; do not free). */
   dirty: Bitmap;
-  /** Blocks the destination acknowledged as durably staged (as last recorded here). */
+  /**
+   * Blocks the destination acknowledged as durably staged (as last recorded here); always a
+   * subset of `dirty`.
+   */
   acked: Bitmap;
   /**
    * Blocks folded into the generation after it was cut (an evacuation's final cut), already
@@ -219,6 +222,14 @@ export class SourceState {
   /** Records blocks the destination acknowledged as durably staged. */
   async recordAcked(acked: Bitmap): Promise<void> {
     const pending = this.#requirePending();
+    const outside = acked.countAndNot(pending.dirty);
+    if (outside > 0) {
+      throw new PresyncError(
+        ErrorCode.INVALID_ARGUMENT,
+        `${outside} blocks acknowledged for generation ${pending.generation} of ` +
+          `${this.identity.name} are not blocks of that generation`,
+      );
+    }
     pending.acked.or(acked);
     await io(
       "write pending.acked",

@@ -149,8 +149,7 @@ export async function sendGeneration(
     else await begun;
     using toSend = pending.dirty.clone();
     if (info.staged?.generation === generation) {
-      using staged = info.staged.received.clone().and(pending.dirty);
-      report.alreadyStaged = staged.popcount();
+      report.alreadyStaged = info.staged.received.countAnd(pending.dirty);
       // A fold (see `BeginOptions.fold`) took its blocks out of what was staged when the
       // destination had not folded yet; after it had, those of them staged since are sent
       // again and ignored as duplicates.

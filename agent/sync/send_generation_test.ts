@@ -416,3 +416,28 @@ Deno.test("send: the blocks outside the last generation's set go first, then the
   const hotDirty = dirty.filter((b) => hotBlocks.includes(b));
   assert.deepEqual(order, [...dirty.filter((b) => !hotBlocks.includes(b)), ...hotDirty]);
 });
+
+Deno.test("the source state refuses an acknowledgement of blocks outside the pending generation", async () => {
+  const root = await Deno.makeTempDir({ prefix: "presync-acked-" });
+  try {
+    const identity = newVolumeIdentity("vm", 16 * 65536, 65536);
+    const state = await SourceState.init(new DenoFileSystem(), `${root}/state`, identity);
+    using dirty = new Bitmap(16).setRange(2, 4);
+    await state.recordCut(dirty, 0);
+    using inside = new Bitmap(16).setRange(3, 2);
+    await state.recordAcked(inside);
+    using outside = new Bitmap(16).setRange(5, 2);
+    await assert.rejects(
+      state.recordAcked(outside),
+      (err) =>
+        err instanceof PresyncError && err.code === ErrorCode.INVALID_ARGUMENT &&
+        /1 blocks acknowledged for generation 1 of vm are not blocks of that generation/
+          .test(err.message),
+    );
+    assert.equal(state.pending?.acked.popcount(), 2, "the refused set left the record as it was");
+    const reopened = await SourceState.open(new DenoFileSystem(), `${root}/state`);
+    assert.equal(reopened.pending?.acked.popcount(), 2);
+  } finally {
+    await Deno.remove(root, { recursive: true });
+  }
+});
