@@ -212,6 +212,18 @@ export class Bitmap {
     }
   }
 
+  /** True when every bit of `[start, start + length)` is set (an empty range: true). */
+  hasRange(start: number, length: number): boolean {
+    this.#checkRange(start, length);
+    if (length === 0) return true;
+    const runs = core.bitmapExtents(this.#live(), this.#size, start, scratch.extents, 1);
+    if (runs === 0) return false;
+    const [first, count] = new Uint32Array(
+      mem().slice(scratch.extents, scratch.extents + 8).buffer,
+    );
+    return first === start && count >= length;
+  }
+
   /** Up to EXTENT_BATCH runs from `pos`, copied out of the scratch area. */
   #extentBatch(pos: number): Uint32Array {
     const runs = core.bitmapExtents(this.#live(), this.#size, pos, scratch.extents, EXTENT_BATCH);

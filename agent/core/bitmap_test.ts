@@ -94,6 +94,23 @@ seededTest("countAnd and countAndNot match the reference and change neither bitm
   assertThrowsCode(() => small.countAndNot(large), "INVALID_ARGUMENT");
 });
 
+seededTest("hasRange: every bit of the range set, against the reference", (prng) => {
+  for (const size of SIZES) {
+    const bits = randomReference(prng, size);
+    using bitmap = toBitmap(bits);
+    for (let round = 0; round < 20; round++) {
+      const start = prng.int(size + 1);
+      const length = prng.int(size - start + 1);
+      const expected = bits.slice(start, start + length).every(Boolean);
+      assert.equal(bitmap.hasRange(start, length), expected, `${size}: [${start}, +${length})`);
+    }
+  }
+  using runs = new Bitmap(300).setRange(10, 100).setRange(200, 50);
+  assert.ok(runs.hasRange(10, 100) && runs.hasRange(50, 60) && runs.hasRange(249, 1));
+  assert.ok(!runs.hasRange(9, 2) && !runs.hasRange(100, 11) && !runs.hasRange(150, 60));
+  assertThrowsCode(() => runs.hasRange(290, 11), "INVALID_ARGUMENT");
+});
+
 seededTest("set, clear and ranges match the reference", (prng) => {
   for (const size of SIZES.filter((s) => s > 0)) {
     const bits: Reference = new Array(size).fill(false);

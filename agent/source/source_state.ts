@@ -1,4 +1,4 @@
-import { Bitmap } from "../core/mod.ts";
+import { Bitmap, type Extent } from "../core/mod.ts";
 import { ErrorCode, PresyncError } from "../errors.ts";
 import { atomicWrite, mkdirDurable, readWhole } from "../fs/atomic_write.ts";
 import type { FileSystem } from "../fs/file_system.ts";
@@ -219,18 +219,19 @@ export class SourceState {
     return pending;
   }
 
-  /** Records blocks the destination acknowledged as durably staged. */
-  async recordAcked(acked: Bitmap): Promise<void> {
+  /** Records runs of blocks the destination acknowledged as durably staged. */
+  async recordAcked(runs: readonly Extent[]): Promise<void> {
     const pending = this.#requirePending();
-    const outside = acked.countAndNot(pending.dirty);
-    if (outside > 0) {
-      throw new PresyncError(
-        ErrorCode.INVALID_ARGUMENT,
-        `${outside} blocks acknowledged for generation ${pending.generation} of ` +
-          `${this.identity.name} are not blocks of that generation`,
-      );
+    for (const [start, length] of runs) {
+      if (!pending.dirty.hasRange(start, length)) {
+        throw new PresyncError(
+          ErrorCode.INVALID_ARGUMENT,
+          `blocks ${start}–${start + length - 1} acknowledged for generation ` +
+            `${pending.generation} of ${this.identity.name} are not all blocks of that generation`,
+        );
+      }
     }
-    pending.acked.or(acked);
+    for (const [start, length] of runs) pending.acked.setRange(start, length);
     await io(
       "write pending.acked",
       () => atomicWrite(this.#fs, `${this.dir}/pending.acked`, pending.acked.serialize()),

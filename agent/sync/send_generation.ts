@@ -147,15 +147,21 @@ export async function sendGeneration(
     });
     if (destination.concurrentFlush) begun.catch(() => {});
     else await begun;
-    using toSend = pending.dirty.clone();
-    if (info.staged?.generation === generation) {
+    // What to send: the generation's blocks (read only, not copied: 2 MiB at 1 TiB), less
+    // those the destination staged already when this resumes a send.
+    let toSend = pending.dirty;
+    using resumed = info.staged?.generation === generation ? pending.dirty.clone() : null;
+    if (resumed && info.staged) {
       report.alreadyStaged = info.staged.received.countAnd(pending.dirty);
       // A fold (see `BeginOptions.fold`) took its blocks out of what was staged when the
       // destination had not folded yet; after it had, those of them staged since are sent
       // again and ignored as duplicates.
-      using kept = info.staged.received.clone();
-      if (pending.fold) kept.andNot(pending.fold);
-      toSend.andNot(kept);
+      resumed.andNot(info.staged.received);
+      if (pending.fold) {
+        using staged = info.staged.received.clone().and(pending.fold);
+        resumed.or(staged);
+      }
+      toSend = resumed;
     }
     const commit = async () => {
       report.merkleRoot = toHex(await state.manifest.root());
@@ -233,7 +239,9 @@ async function sendBlocks(
   const perRead = Math.max(1, Math.floor(SEND_READ_BYTES / blockSize));
   // The unacknowledged bytes are at most the flush in flight plus what was sent behind it.
   const flushEveryBytes = destination.concurrentFlush ? FLUSH_EVERY_BYTES / 2 : FLUSH_EVERY_BYTES;
-  using unflushed = new Bitmap(toSend.size);
+  // Runs of blocks staged since the last flush (a flush covers at most FLUSH_EVERY_BYTES: a
+  // few thousand runs), not a whole-volume set.
+  let unflushed: Extent[] = [];
   let unflushedBytes = 0;
   // Patched blocks the destination could not rebuild over its copy: sent again whole, as
   // soon as a flush reply names them (no round trip is awaited for them).
@@ -242,17 +250,15 @@ async function sendBlocks(
   let inFlight: Promise<void> = Promise.resolve();
   const flush = async () => {
     await begun;
-    const covered = unflushed.clone();
-    unflushed.clearRange(0, unflushed.size);
+    const covered = unflushed;
+    unflushed = [];
     unflushedBytes = 0;
     await inFlight;
     inFlight = destination.flush().then(async (result) => {
-      for (const block of result?.resend ?? []) {
-        covered.clear(block);
-        resend.push(block);
-      }
-      await state.recordAcked(covered);
-    }).finally(() => covered.free());
+      const resent = new Set(result?.resend ?? []);
+      for (const block of resent) resend.push(block);
+      await state.recordAcked(resent.size > 0 ? withoutBlocks(covered, resent) : covered);
+    });
     // Awaited before the next flush or at the end; when sending fails first (link down), the
     // error is reported from there, so this one must not count as unhandled meanwhile.
     inFlight.catch(() => {});
@@ -272,7 +278,9 @@ async function sendBlocks(
       );
     }
     report.sent.setRange(first, blocks.length);
-    unflushed.setRange(first, blocks.length);
+    const last = unflushed.at(-1);
+    if (last && last[0] + last[1] === first) last[1] += blocks.length;
+    else unflushed.push([first, blocks.length]);
     unflushedBytes += bytes;
   };
   /** Stages the blocks of `resend` whole, each read again from the cut. */
@@ -432,6 +440,21 @@ async function sendBlocks(
     await inFlight;
   }
   await commit();
+}
+
+/** `runs` less the blocks of `drop`. */
+function withoutBlocks(runs: Extent[], drop: Set<number>): Extent[] {
+  const out: Extent[] = [];
+  for (const [start, length] of runs) {
+    let from = start;
+    for (let block = start; block < start + length; block++) {
+      if (!drop.has(block)) continue;
+      if (block > from) out.push([from, block - from]);
+      from = block + 1;
+    }
+    if (start + length > from) out.push([from, start + length - from]);
+  }
+  return out;
 }
 
 /**
