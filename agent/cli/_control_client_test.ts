@@ -6,31 +6,9 @@ import { CONTROL_ANSWER_MS, ControlClient } from "./_control_client.ts";
 import { ExitCode } from "./exit_codes.ts";
 
 /**
- * A "daemon" on a control socket in a fresh directory that accepts connections and never
- * answers (as one whose event loop is stuck would); dispose to stop it.
- */
-async function muteDaemon(): Promise<{ socket: string } & AsyncDisposable> {
-  const dir = await Deno.makeTempDir({ prefix: "presync-mute-" });
-  const socket = `${dir}/agent.sock`;
-  const listener = Deno.listen({ transport: "unix", path: socket });
-  const held: Deno.Conn[] = [];
-  const accepting = (async () => {
-    for await (const conn of listener) held.push(conn);
-  })();
-  return {
-    socket,
-    async [Symbol.asyncDispose]() {
-      listener.close();
-      await accepting.catch(() => {});
-      for (const conn of held) conn.close();
-      await Deno.remove(dir, { recursive: true });
-    },
-  };
-}
-
-/**
- * A "daemon" on a control socket that reads each request and writes `answer` (raw HTTP), then
- * holds the connection open, or with `close` closes it; dispose to stop it.
+ * A "daemon" on a control socket in a fresh directory that reads each request and writes
+ * `answer` (raw HTTP; empty: it never answers, as one whose event loop is stuck), then holds
+ * the connection open, or with `close` closes it; dispose to stop it.
  */
 async function rawDaemon(
   answer: string,
@@ -44,7 +22,7 @@ async function rawDaemon(
     for await (const conn of listener) {
       held.push(conn);
       await conn.read(new Uint8Array(4096));
-      await conn.write(new TextEncoder().encode(answer));
+      if (answer) await conn.write(new TextEncoder().encode(answer));
       if (close) conn.close();
     }
   })();
@@ -65,48 +43,39 @@ async function rawDaemon(
   };
 }
 
-Deno.test("a daemon that sends its headers but never the rest of the body is TIMEOUT, not a raw abort", async () => {
-  await using daemon = await rawDaemon(
-    'HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 100\r\n\r\n{"ok":',
-  );
+/** The error `GET /status` meets against a daemon answering `answer` (see `rawDaemon`). */
+async function statusFailure(
+  answer: string,
+  close: boolean,
+  code: ErrorCode,
+): Promise<string> {
+  await using daemon = await rawDaemon(answer, close);
   using client = new ControlClient(daemon.socket, "agent");
-  const err = await assertRejectsCode(
-    client.call("GET", "/status", { timeoutMs: 300 }),
-    ErrorCode.TIMEOUT,
-  );
-  assert.match(err.message, /has not finished its answer to GET \/status in 0\.3 s/);
-});
+  return (await assertRejectsCode(client.call("GET", "/status", { timeoutMs: 300 }), code)).message;
+}
 
-Deno.test("a daemon that breaks off in the middle of its answer is CONNECTION_LOST naming the request", async () => {
-  await using daemon = await rawDaemon(
-    'HTTP/1.1 200 OK\r\ncontent-length: 100\r\n\r\n{"ok":',
-    true,
-  );
-  using client = new ControlClient(daemon.socket, "agent");
-  const err = await assertRejectsCode(
-    client.call("GET", "/status", { timeoutMs: 5000 }),
-    ErrorCode.CONNECTION_LOST,
-  );
-  assert.match(err.message, /broke off its answer to GET \/status/);
-});
-
-Deno.test("an answer that is not JSON is PROTOCOL_VIOLATION quoting its start", async () => {
-  await using daemon = await rawDaemon(
-    "HTTP/1.1 200 OK\r\ncontent-length: 9\r\n\r\nnot json!",
-  );
-  using client = new ControlClient(daemon.socket, "agent");
-  const err = await assertRejectsCode(
-    client.call("GET", "/status", { timeoutMs: 5000 }),
-    ErrorCode.PROTOCOL_VIOLATION,
+Deno.test("a daemon that stalls, breaks off or answers garbage mid-body: TIMEOUT, CONNECTION_LOST, PROTOCOL_VIOLATION", async () => {
+  const head = "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 100\r\n\r\n";
+  assert.match(
+    await statusFailure(`${head}{"ok":`, false, ErrorCode.TIMEOUT),
+    /has not finished its answer to GET \/status in 0\.3 s/,
   );
   assert.match(
-    err.message,
+    await statusFailure(`${head}{"ok":`, true, ErrorCode.CONNECTION_LOST),
+    /broke off its answer to GET \/status/,
+  );
+  assert.match(
+    await statusFailure(
+      "HTTP/1.1 200 OK\r\ncontent-length: 9\r\n\r\nnot json!",
+      false,
+      ErrorCode.PROTOCOL_VIOLATION,
+    ),
     /answered GET \/status with HTTP 200 and a body that is not JSON \("not json!"\)/,
   );
 });
 
 Deno.test("a daemon that accepts but never answers is TIMEOUT after the bound, naming the socket and the request", async () => {
-  await using daemon = await muteDaemon();
+  await using daemon = await rawDaemon("");
   using client = new ControlClient(daemon.socket, "agent");
   const err = await assertRejectsCode(
     client.call("GET", "/status", { timeoutMs: 300 }),
@@ -148,7 +117,7 @@ Deno.test("a daemon that answers within the bound: its JSON; a caller's own sign
 });
 
 Deno.test("presync status against a daemon that never answers exits 5 with TIMEOUT instead of hanging", async () => {
-  await using daemon = await muteDaemon();
+  await using daemon = await rawDaemon("");
   const status = new PresyncProcess(["status", "--control", daemon.socket, "--json"]);
   // Past the bound by far, then killed: a hang fails the test with its output.
   const { code } = await status.wait(CONTROL_ANSWER_MS * 4, "presync status");
