@@ -326,14 +326,19 @@ export function markdownTable(results: PointResult[]): string {
  */
 export function predictionTable(results: PointResult[]): string {
   const rows = [
-    "| link | tracker | --rate | write ×| predicted s | measured s | error | error, overlap counted twice | link from | new writes from | blocks predicted / sent (overlap) | scan predicted / measured s | pause / scan / send / commit / verify s | generations |",
-    "| ---- | ------- | -----: | -----: | ----------: | ---------: | ----: | ---------------------------: | --------- | --------------- | --------------------------------: | --------------------------: | --------------------------------------- | ----------: |",
+    "| link | tracker | --rate | write ×| predicted s | measured s | error | error, overlap counted twice | link from | new writes from | blocks predicted / sent (overlap) | scan predicted / measured s | pause / scan / send / commit / verify s | send waited for source / link / digests / acks s | generations |",
+    "| ---- | ------- | -----: | -----: | ----------: | ---------: | ----: | ---------------------------: | --------- | --------------- | --------------------------------: | --------------------------: | --------------------------------------- | ------------------------------------------------ | ----------: |",
   ];
   for (const r of results) {
     const prediction = (r.presync.before.prediction ?? {}) as Record<string, unknown>;
     const b = r.presync.report.breakdown;
     const parts = b
       ? [b.pauseSeconds, b.scanSeconds, b.sendSeconds, b.commitSeconds, b.verifySeconds]
+        .map((x) => x.toFixed(2)).join(" / ")
+      : "";
+    const w = b?.sendWaits; // absent from the reports of trees before it
+    const waits = w
+      ? [w.sourceSeconds, w.linkSeconds, w.digestsSeconds, w.flushSeconds]
         .map((x) => x.toFixed(2)).join(" / ")
       : "";
     const num = (key: string) => typeof prediction[key] === "number" ? prediction[key] : null;
@@ -356,7 +361,7 @@ export function predictionTable(results: PointResult[]): string {
         overlap ?? ""
       }) | ${scan === null ? "" : scan.toFixed(2)} / ${
         b ? b.scanSeconds.toFixed(2) : ""
-      } | ${parts} | ${b?.generations ?? ""} |`,
+      } | ${parts} | ${waits} | ${b?.generations ?? ""} |`,
     );
   }
   return rows.join("\n");

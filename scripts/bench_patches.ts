@@ -36,7 +36,7 @@ import { RemoteDestination } from "../agent/net/remote_destination.ts";
 import { SyncServer } from "../agent/net/sync_server.ts";
 import { SourceState } from "../agent/source/source_state.ts";
 import { ReplicaStore } from "../agent/store/replica_store.ts";
-import { sendGeneration } from "../agent/sync/send_generation.ts";
+import { sendGeneration, type SendWaits } from "../agent/sync/send_generation.ts";
 import type { Cut } from "../agent/tracker.ts";
 import { newVolumeIdentity } from "../agent/volume/volume_identity.ts";
 import { Priority } from "../agent/wire/frame.ts";
@@ -52,6 +52,8 @@ interface Run {
   /** Of `seconds`, from sending the commit to its reply. */
   commitSeconds: number;
   blocks: number;
+  /** Where the send waited (`SendReport.waits`). */
+  waits: SendWaits;
 }
 
 /** A client and a server session over TCP through the WAN emulator shaped as `link`. */
@@ -129,7 +131,7 @@ async function run(
       const report = await sendGeneration(state, cut, destination);
       report.sent.free();
       await cut.release();
-      return report.commitMs / 1000;
+      return report;
     };
     try {
       await send(await tracker.cut());
@@ -151,12 +153,13 @@ async function run(
       };
       const wireBefore = counters.wireBytes;
       const started = performance.now();
-      const commitSeconds = await send(sent);
+      const report = await send(sent);
       return {
         wireBytes: counters.wireBytes - wireBefore,
         seconds: (performance.now() - started) / 1000,
-        commitSeconds,
+        commitSeconds: report.commitMs / 1000,
         blocks,
+        waits: report.waits,
       };
     } finally {
       await remote.close();
@@ -207,11 +210,11 @@ if (import.meta.main) {
   const limit = (r: Run) =>
     link ? r.wireBytes * 8 / link.rateBitsPerSecond + 2 * link.rttMs / 1000 : 0;
   console.log(
-    `| changed pages from | wire bytes | wire / write | send s | of which commit s | blocks/s |${
+    `| changed pages from | wire bytes | wire / write | send s | of which commit s | blocks/s | waited for source / link / digests / acks s |${
       link ? " link limit s | × limit |" : ""
     }`,
   );
-  console.log(`| --- | ---: | ---: | ---: | ---: | ---: |${link ? " ---: | ---: |" : ""}`);
+  console.log(`| --- | ---: | ---: | ---: | ---: | ---: | --- |${link ? " ---: | ---: |" : ""}`);
   for (
     const [name, r] of [["destination's digests", digests], ["tracker's masks", patched]] as const
   ) {
@@ -219,7 +222,10 @@ if (import.meta.main) {
     console.log(
       `| ${name} | ${r.wireBytes} | ${(r.wireBytes / writes).toFixed(0)} | ${
         r.seconds.toFixed(2)
-      } | ${r.commitSeconds.toFixed(2)} | ${(r.blocks / r.seconds).toFixed(0)} |${limits}`,
+      } | ${r.commitSeconds.toFixed(2)} | ${(r.blocks / r.seconds).toFixed(0)} | ${
+        [r.waits.sourceMs, r.waits.linkMs, r.waits.digestsMs, r.waits.flushMs]
+          .map((ms) => (ms / 1000).toFixed(2)).join(" / ")
+      } |${limits}`,
     );
   }
 }

@@ -224,11 +224,16 @@ export function describeBreakdown(b: EvacuationBreakdown): string {
     ["commit", b.commitSeconds],
     ["verify", b.verifySeconds],
   ] as const;
+  const w = b.sendWaits;
   return `  ${
     parts.map(([name, s]) => `${name} ${s.toFixed(2)} s`).join(", ")
   }; ${b.generations} generation${b.generations === 1 ? "" : "s"}, ${b.blocks} blocks, ${
     formatBytes(b.wireBytes)
-  }`;
+  }\n  the send waited for the source ${w.sourceSeconds.toFixed(2)} s, the link ${
+    w.linkSeconds.toFixed(2)
+  } s, page digests ${w.digestsSeconds.toFixed(2)} s, acknowledgements ${
+    w.flushSeconds.toFixed(2)
+  } s`;
 }
 
 /** Resolves when `promise` settles or after `ms`, whichever is first; leaves no timer. */

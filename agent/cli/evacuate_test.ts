@@ -103,9 +103,12 @@ Deno.test("evacuate prints where the time went; status says where its prediction
       generations: 2,
       blocks: 181,
       wireBytes: 11 * 1024 * 1024,
+      sendWaits: { sourceSeconds: 0.5, linkSeconds: 2.125, digestsSeconds: 0, flushSeconds: 0.1 },
     }),
     "  pause (hook) 0.20 s, scan 0.41 s, send 3.00 s, commit 0.25 s, verify 0.15 s; " +
-      "2 generations, 181 blocks, 11.0 MiB",
+      "2 generations, 181 blocks, 11.0 MiB\n" +
+      "  the send waited for the source 0.50 s, the link 2.13 s, page digests 0.00 s, " +
+      "acknowledgements 0.10 s",
   );
   const { describeVolume } = await import("./cmd_status.ts");
   const volume = {

@@ -1,5 +1,6 @@
 import type { PresyncError } from "../errors.ts";
 import type { Logger } from "../log.ts";
+import type { SendWaits } from "../sync/send_generation.ts";
 import type { Cut } from "../tracker.ts";
 
 /** Where an evacuation's time went, and what it moved (`evacuate --json`). */
@@ -23,6 +24,18 @@ export interface EvacuationBreakdown {
   blocks: number;
   /** Bytes put on the session during the evacuation. */
   wireBytes: number;
+  /**
+   * Of `sendSeconds`, the time the sends started after the evacuation was asked for waited:
+   * for the source (reading, hashing, syncing the manifest), for the link (the session's
+   * window full), for the destination's page digests, and for acknowledgements. A send bound
+   * by the link waits for the link; one bound by the disk or the CPU, for the source.
+   */
+  sendWaits: {
+    sourceSeconds: number;
+    linkSeconds: number;
+    digestsSeconds: number;
+    flushSeconds: number;
+  };
 }
 
 /** The timed parts of an evacuation. */
@@ -97,6 +110,7 @@ export class Evacuation {
   };
   #generations = 0;
   #blocks = 0;
+  readonly #waits: SendWaits = { sourceMs: 0, linkMs: 0, digestsMs: 0, flushMs: 0 };
   #resolve!: (report: EvacuateReport) => void;
   #reject!: (err: unknown) => void;
   /** Resolves with the final generation once it is cut (its `begin` goes out next). */
@@ -170,6 +184,14 @@ export class Evacuation {
     this.#parts[part] += Math.max(0, seconds);
   }
 
+  /** Adds where a send started after the evacuation was asked for waited, ms. */
+  sendWaited(waits: SendWaits): void {
+    this.#waits.sourceMs += waits.sourceMs;
+    this.#waits.linkMs += waits.linkMs;
+    this.#waits.digestsMs += waits.digestsMs;
+    this.#waits.flushMs += waits.flushMs;
+  }
+
   /** Counts a generation committed during the evacuation, with the blocks it sent. */
   committed(blocks: number): void {
     this.#generations++;
@@ -188,6 +210,12 @@ export class Evacuation {
       generations: this.#generations,
       blocks: this.#blocks,
       wireBytes,
+      sendWaits: {
+        sourceSeconds: round(this.#waits.sourceMs / 1000),
+        linkSeconds: round(this.#waits.linkMs / 1000),
+        digestsSeconds: round(this.#waits.digestsMs / 1000),
+        flushSeconds: round(this.#waits.flushMs / 1000),
+      },
     };
   }
 

@@ -68,6 +68,8 @@ Deno.test("evacuation: the breakdown adds up each part's time and the generation
   e.timed("send", -1); // a clock step backwards counts nothing
   e.committed(2);
   e.timed("verify", 0.3);
+  e.sendWaited({ sourceMs: 250, linkMs: 1000, digestsMs: 0, flushMs: 12.5 });
+  e.sendWaited({ sourceMs: 125, linkMs: 500.4, digestsMs: 8, flushMs: 0 });
   assert.deepEqual(e.breakdown(1234), {
     pauseSeconds: 0.25,
     scanSeconds: 0.5,
@@ -77,5 +79,11 @@ Deno.test("evacuation: the breakdown adds up each part's time and the generation
     generations: 2,
     blocks: 42,
     wireBytes: 1234,
+    sendWaits: {
+      sourceSeconds: 0.375,
+      linkSeconds: 1.5,
+      digestsSeconds: 0.008,
+      flushSeconds: 0.013,
+    },
   });
 });

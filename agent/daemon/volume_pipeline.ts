@@ -432,6 +432,7 @@ export class VolumePipeline {
         report.sent.free();
         const during = this.#evacuation!;
         during.timed("send", (performance.now() - Math.max(started, during.startedAtMs)) / 1000);
+        if (started >= during.startedAtMs) during.sendWaited(report.waits);
         folding = true;
         return;
       }
@@ -443,6 +444,7 @@ export class VolumePipeline {
         const since = Math.max(started, during.startedAtMs);
         during.timed("send", (performance.now() - since - commitMs) / 1000);
         during.timed("commit", Math.min(commitMs, performance.now() - since) / 1000);
+        if (started >= during.startedAtMs) during.sendWaited(report.waits);
         during.committed(sentBlocks);
       }
       if (sentBlocks > 0) {

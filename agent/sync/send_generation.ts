@@ -71,6 +71,20 @@ export interface SendOptions {
   stop?: () => boolean;
 }
 
+/**
+ * Where a send waited, ms: for the source (reads, hashes and the manifest's sync of a group
+ * not ready when the link could take it), for the link (the destination's `stage` holding
+ * back: the session's window full), for the destination's page digests, and for
+ * acknowledgements (a flush still in flight when the next was due, and the last one). What a
+ * send did not wait for ran alongside the sending.
+ */
+export interface SendWaits {
+  sourceMs: number;
+  linkMs: number;
+  digestsMs: number;
+  flushMs: number;
+}
+
 /** What {@linkcode sendGeneration} did. */
 export interface SendReport {
   generation: number;
@@ -92,6 +106,8 @@ export interface SendReport {
   commitMs: number;
   /** Whether `stop` stopped the send: the generation is not committed. */
   stopped: boolean;
+  /** Where the send waited (the commit not included: see `commitMs`). */
+  waits: SendWaits;
 }
 
 /**
@@ -129,6 +145,7 @@ export async function sendGeneration(
     merkleRoot: "",
     commitMs: 0,
     stopped: false,
+    waits: { sourceMs: 0, linkMs: 0, digestsMs: 0, flushMs: 0 },
   };
   try {
     assertResumable(state, info.committedGeneration);
@@ -196,6 +213,16 @@ export async function sendGeneration(
   }
 }
 
+/** Awaits `promise`, adding the time it took to `waits[part]`. */
+async function waited<T>(waits: SendWaits, part: keyof SendWaits, promise: Promise<T>): Promise<T> {
+  const since = performance.now();
+  try {
+    return await promise;
+  } finally {
+    waits[part] += performance.now() - since;
+  }
+}
+
 /**
  * `blockEntries` in slices of about 256 KiB, yielding to the event loop between slices: an
  * NBD server in the same process (the nbd tracker) keeps answering the VM within a fraction
@@ -253,7 +280,7 @@ async function sendBlocks(
     const covered = unflushed;
     unflushed = [];
     unflushedBytes = 0;
-    await inFlight;
+    await waited(report.waits, "flushMs", inFlight);
     inFlight = destination.flush().then(async (result) => {
       const resent = new Set(result?.resend ?? []);
       for (const block of resent) resend.push(block);
@@ -262,13 +289,13 @@ async function sendBlocks(
     // Awaited before the next flush or at the end; when sending fails first (link down), the
     // error is reported from there, so this one must not count as unhandled meanwhile.
     inFlight.catch(() => {});
-    if (!destination.concurrentFlush) await inFlight;
+    if (!destination.concurrentFlush) await waited(report.waits, "flushMs", inFlight);
     await hooks.afterFlush?.();
   };
   /** Stages `blocks` (consecutive, from `first`, costing `bytes` to send) as unflushed. */
   const stage = async (first: number, blocks: StagedBlock[], bytes: number) => {
     if (blocks.length === 0) return;
-    const result = await destination.stage(blocks);
+    const result = await waited(report.waits, "linkMs", destination.stage(blocks));
     if (result.rejected.length > 0) {
       throw new PresyncError(
         ErrorCode.BLOCK_HASH_MISMATCH,
@@ -360,10 +387,12 @@ async function sendBlocks(
   let next = prepareFrom(0);
   try {
     groups: for (let g = 0; g < groups.length; g++) {
-      const digests = await asked.shift()!;
+      const digests = digestsWanted
+        ? await waited(report.waits, "digestsMs", asked.shift()!)
+        : await asked.shift()!;
       asked.push(digestsOf(g + DIGEST_GROUPS_AHEAD));
       if (resend.length > 0) await sendResends();
-      const group = await next!;
+      const group = await waited(report.waits, "sourceMs", next!);
       next = prepareFrom(g + 1);
       let digestAt = 0;
       for (const { first, count, data, entries } of group) {
@@ -433,11 +462,11 @@ async function sendBlocks(
         err.code === ErrorCode.GENERATION_MISMATCH && resend.length > 0;
       if (!incomplete) throw err;
     }
-  } else await inFlight;
+  } else await waited(report.waits, "flushMs", inFlight);
   while (resend.length > 0) {
     await sendResends();
     await flush();
-    await inFlight;
+    await waited(report.waits, "flushMs", inFlight);
   }
   await commit();
 }

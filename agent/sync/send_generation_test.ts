@@ -439,3 +439,49 @@ Deno.test("the source state refuses an acknowledgement of blocks outside the pen
     await Deno.remove(root, { recursive: true });
   }
 });
+
+Deno.test("send: its waits say whether the source or the link held it back", async () => {
+  const blockSize = 65536;
+  const identity = newVolumeIdentity("vm", 64 * blockSize, blockSize);
+  const image = new Prng(7).fill(new Uint8Array(64 * blockSize));
+  const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
+  const sendOnce = async (readDelayMs: number, stageDelayMs: number) => {
+    const root = await Deno.makeTempDir({ prefix: "presync-waits-" });
+    try {
+      const state = await SourceState.init(new DenoFileSystem(), `${root}/state`, identity);
+      const dirty = new Bitmap(64).setRange(0, 64);
+      const cut: Cut = {
+        dirty,
+        pointInTime: true,
+        read: async (first, count) => {
+          await sleep(readDelayMs);
+          return image.slice(first * blockSize, (first + count) * blockSize);
+        },
+        release: () => Promise.resolve(dirty.free()),
+      };
+      await state.recordCut(dirty, 0);
+      const { destination } = countingDestination(identity, true);
+      let stages = 0;
+      const stage = destination.stage.bind(destination);
+      destination.stage = async (blocks) => {
+        stages++;
+        await sleep(stageDelayMs);
+        return await stage(blocks);
+      };
+      const report = await sendGeneration(state, cut, destination);
+      report.sent.free();
+      await cut.release();
+      return { waits: report.waits, stages };
+    } finally {
+      await Deno.remove(root, { recursive: true });
+    }
+  };
+  // 64 blocks in groups of 8, 16, 32 and 8: four reads.
+  const slowSource = await sendOnce(40, 0);
+  assert.ok(slowSource.waits.sourceMs >= 40, JSON.stringify(slowSource.waits));
+  assert.ok(slowSource.waits.sourceMs > slowSource.waits.linkMs, JSON.stringify(slowSource.waits));
+  const slowLink = await sendOnce(0, 40);
+  assert.ok(slowLink.waits.linkMs >= 40 * slowLink.stages, JSON.stringify(slowLink));
+  assert.ok(slowLink.waits.linkMs > slowLink.waits.sourceMs, JSON.stringify(slowLink.waits));
+  assert.equal(slowLink.waits.digestsMs, 0, "no committed generation: no page digests asked");
+});
