@@ -65,59 +65,75 @@ take() {
   ((at < pieces)) || return 1
   sed -n "$((at + 1))p" "$statuses/queue"
 }
+# The live (not zombie) processes of session SID, one pid per line.
+session_pids() {
+  ps -o pid=,stat= --sid "$1" | awk '$2 !~ /^Z/ { print $1 }'
+}
 # Ends every process of session SID: TERM, then KILL after 5 s.
 end_session() {
   local sid=$1 i
   for ((i = 0; i < 10; i++)); do
-    [ -n "$(ps -o pid= --sid "$sid")" ] || return 0
-    kill -TERM $(ps -o pid= --sid "$sid") 2>/dev/null
+    [ -n "$(session_pids "$sid")" ] || return 0
+    kill -TERM $(session_pids "$sid") 2>/dev/null
     sleep 0.5
   done
-  kill -KILL $(ps -o pid= --sid "$sid") 2>/dev/null
+  kill -KILL $(session_pids "$sid") 2>/dev/null
 }
 # Worker TAG: runs `deno test -A` on each piece it takes, in a session of its own so that
 # whatever the run starts can be found and ended with it; its lines are prefixed by [TAG]. The
 # session's id goes to a file (for bound_memory and stop), each piece's exit status to `ran`,
 # each failed piece's to `failed` ("left" for a run that passed but left processes behind).
+# A signal to the whole process group (Ctrl-C, a terminal hanging up) is the main shell's to
+# handle (see stop): the worker and its output filter go on until the piece is ended, and take
+# no other.
 work() {
-  local tag=$1 piece pid code left i
-  while piece=$(take); do
-    IFS=$'\t' read -ra piece_files <<<"$piece"
-    setsid "$deno" test -A "${extra[@]}" "${piece_files[@]}" 2>&1 &
-    pid=$!
-    echo "$pid" >"$statuses/$tag.pid"
-    wait "$pid"
-    code=$?
-    # A process the run left behind (a daemon a test did not end) would keep the ports and
-    # memory it holds from the next runs: name it, end it, and fail the piece.
-    for ((i = 0; i < 10; i++)); do
-      left=$(ps -o pid=,args= --sid "$pid")
-      [ -n "$left" ] || break
-      sleep 0.2
+  local tag=$1
+  trap ':' INT TERM HUP
+  {
+    trap ':' INT TERM HUP
+    local piece pid code left i
+    while piece=$(take); do
+      IFS=$'\t' read -ra piece_files <<<"$piece"
+      setsid "$deno" test -A "${extra[@]}" "${piece_files[@]}" 2>&1 &
+      pid=$!
+      echo "$pid" >"$statuses/$tag.pid"
+      # A trapped signal ends `wait` early; the run's own status comes once it has ended.
+      wait "$pid"
+      code=$?
+      while kill -0 "$pid" 2>/dev/null; do
+        wait "$pid"
+        code=$?
+      done
+      # A process the run left behind (a daemon a test did not end) would keep the ports and
+      # memory it holds from the next runs: name it, end it, and fail the piece.
+      for ((i = 0; i < 10; i++)); do
+        left=$(ps -o pid=,args= -p "$(session_pids "$pid" | paste -sd,)" 2>/dev/null)
+        [ -n "$left" ] || break
+        sleep 0.2
+      done
+      if [ -n "$left" ]; then
+        echo "run_tests.sh: ${piece_files[*]} left processes behind; ending them:"
+        echo "$left"
+        end_session "$pid"
+        [ "$code" != 0 ] || code=left
+      fi
+      rm -f "$statuses/$tag.pid"
+      echo "$code ${piece_files[*]}" >>"$statuses/ran"
+      if [ "$code" != 0 ]; then
+        [ "$code" = left ] || echo "run_tests.sh: exit status $code from ${piece_files[*]}"
+        echo "$code ${piece_files[*]}" >>"$statuses/failed"
+      fi
     done
-    if [ -n "$left" ]; then
-      echo "run_tests.sh: ${piece_files[*]} left processes behind; ending them:"
-      echo "$left"
-      end_session "$pid"
-      [ "$code" != 0 ] || code=left
-    fi
-    rm -f "$statuses/$tag.pid"
-    echo "$code ${piece_files[*]}" >>"$statuses/ran"
-    if [ "$code" != 0 ]; then
-      [ "$code" = left ] || echo "run_tests.sh: exit status $code from ${piece_files[*]}"
-      echo "$code ${piece_files[*]}" >>"$statuses/failed"
-    fi
-  done 2>&1 | sed -u "s/^/[$tag] /"
-  touch "$statuses/$tag.done"
+  } 2>&1 | (
+    trap '' INT TERM HUP
+    exec sed -u "s/^/[$tag] /"
+  )
 }
-workers_done() {
-  [ -e "$statuses/1.done" ] && [ -e "$statuses/2.done" ]
-}
-# Every 0.5 s until both workers are done: kills a run (and what it started) whose resident
-# memory is over the bound.
+# Every 0.5 s while a worker runs (and this script does): kills a run (and what it started)
+# whose resident memory is over the bound.
 bound_memory() {
   local tag pid rss_kib
-  while ! workers_done; do
+  while kill -0 $$ 2>/dev/null && { kill -0 "$1" 2>/dev/null || kill -0 "$2" 2>/dev/null; }; do
     sleep 0.5
     for tag in 1 2; do
       pid=$(cat "$statuses/$tag.pid" 2>/dev/null) || continue
@@ -126,18 +142,22 @@ bound_memory() {
         echo "run_tests.sh: worker [$tag]'s deno test (pid $pid) holds $((rss_kib / 1024)) MiB," \
           "over PRESYNC_TEST_MAX_RSS_MIB=$max_rss_mib: killed; the test allocating without" \
           "bound is the last one its [$tag] lines name" >&2
-        kill -KILL $(ps -o pid= --sid "$pid") 2>/dev/null
+        kill -KILL $(session_pids "$pid") 2>/dev/null
       fi
     done
   done
 }
-# On INT or TERM: no new piece starts, the running ones are ended with all they started, and
-# the script exits with 128 + the signal's number once both workers have stopped.
+# On INT, TERM or HUP (to this script or to its whole process group): no new piece starts,
+# the running ones are ended with all they started, and the script exits with 128 + the
+# signal's number once both workers have stopped.
 stop() {
-  trap '' INT TERM
+  trap '' INT TERM HUP
   echo "run_tests.sh: stopped by a signal; ending the running tests" >&2
-  touch "$statuses/stop"
-  while ! workers_done; do
+  (
+    flock 9
+    touch "$statuses/stop"
+  ) 9>>"$statuses/lock"
+  while kill -0 "${w1:-}" 2>/dev/null || kill -0 "${w2:-}" 2>/dev/null; do
     for tag in 1 2; do
       pid=$(cat "$statuses/$tag.pid" 2>/dev/null) && end_session "$pid"
     done
@@ -148,12 +168,15 @@ stop() {
 }
 trap 'stop 130' INT
 trap 'stop 143' TERM
+trap 'stop 129' HUP
 work 1 &
+w1=$!
 work 2 &
-bound_memory &
+w2=$!
+bound_memory "$w1" "$w2" &
 wait
 
-ran=$(wc -l <"$statuses/ran" 2>/dev/null || echo 0)
+ran=$(wc -l 2>/dev/null <"$statuses/ran" || echo 0)
 if ((ran != pieces)); then
   echo "run_tests.sh: only $ran of $pieces pieces ran to their end" >&2
   exit 1

@@ -1,8 +1,9 @@
 /**
  * scripts/run_tests.sh on trees of its own, a few test files each: the runner must pass a tree
  * whose tests pass; kill a run at its memory bound, say so, run the rest and fail naming the
- * file; end what a test left behind; and on TERM end the running tests with what they started,
- * start no other, and exit 143.
+ * file; end what a test left behind; and on TERM to it, or Ctrl-C's INT to its whole process
+ * group, end the running tests with what they started, start no other, and exit 128 + the
+ * signal's number.
  */
 
 import assert from "node:assert/strict";
@@ -47,9 +48,10 @@ async function tree(files: (root: string) => Record<string, string>): Promise<st
   return root;
 }
 
-function runner(root: string, env: Record<string, string> = {}): Deno.Command {
-  return new Deno.Command("bash", {
-    args: [`${root}/scripts/run_tests.sh`],
+/** The runner on `root`; with `ownGroup`, leading a process group of its own (as a shell's job). */
+function runner(root: string, env: Record<string, string> = {}, ownGroup = false): Deno.Command {
+  return new Deno.Command(ownGroup ? "setsid" : "bash", {
+    args: [...(ownGroup ? ["bash"] : []), `${root}/scripts/run_tests.sh`],
     env: { DENO: Deno.execPath(), NO_COLOR: "1", ...env },
     stdout: "piped",
     stderr: "piped",
@@ -149,35 +151,42 @@ Deno.test("run_tests.sh fails a test run that left a process behind, names it an
   }
 });
 
-Deno.test("run_tests.sh on TERM ends the running tests and what they started, starts no other, and exits 143", async () => {
-  const root = await tree((root) => ({
-    "a_test.ts": leaver(`${root}/a.pid`, 120_000),
-    "b_test.ts": leaver(`${root}/b.pid`, 120_000),
-    "c_test.ts": `Deno.test("c", () => Deno.writeTextFileSync("${root}/c.ran", ""));\n`,
-  }));
-  const sleepers: number[] = [];
-  const run = runner(root).spawn();
-  try {
-    sleepers.push(await pidIn(`${root}/a.pid`, 30_000), await pidIn(`${root}/b.pid`, 30_000));
-    run.kill("SIGTERM");
-    const ended = await Promise.race([
-      run.output(),
-      new Promise<null>((resolve) => setTimeout(() => resolve(null), 30_000)),
-    ]);
-    assert.ok(ended, "run_tests.sh ended within 30 s of TERM");
-    const said = outputOf(ended);
-    assert.equal(ended.code, 143, said);
-    assert.match(said, /run_tests\.sh: stopped by a signal; ending the running tests/);
-    for (const pid of sleepers) assert.ok(!alive(pid), `the sleep (pid ${pid}) was ended`);
-    assert.equal(await Deno.stat(`${root}/c.ran`).catch(() => null), null, "c_test.ts never ran");
-  } finally {
-    for (const pid of sleepers) if (alive(pid)) Deno.kill(pid, "SIGKILL");
+for (
+  const { signal, to, code } of [
+    { signal: "SIGTERM", to: "the runner", code: 143 },
+    { signal: "SIGINT", to: "its process group (Ctrl-C)", code: 130 },
+  ] as const
+) {
+  Deno.test(`run_tests.sh on ${signal} to ${to} ends the running tests and what they started, starts no other, and exits ${code}`, async () => {
+    const root = await tree((root) => ({
+      "a_test.ts": leaver(`${root}/a.pid`, 120_000),
+      "b_test.ts": leaver(`${root}/b.pid`, 120_000),
+      "c_test.ts": `Deno.test("c", () => Deno.writeTextFileSync("${root}/c.ran", ""));\n`,
+    }));
+    const sleepers: number[] = [];
+    const run = runner(root, {}, to !== "the runner").spawn();
     try {
-      run.kill("SIGKILL");
-    } catch {
-      // it has ended
+      sleepers.push(await pidIn(`${root}/a.pid`, 30_000), await pidIn(`${root}/b.pid`, 30_000));
+      Deno.kill(to === "the runner" ? run.pid : -run.pid, signal);
+      const ended = await Promise.race([
+        run.output(),
+        new Promise<null>((resolve) => setTimeout(() => resolve(null), 30_000)),
+      ]);
+      assert.ok(ended, `run_tests.sh ended within 30 s of ${signal}`);
+      const said = outputOf(ended);
+      assert.equal(ended.code, code, said);
+      assert.match(said, /run_tests\.sh: stopped by a signal; ending the running tests/);
+      for (const pid of sleepers) assert.ok(!alive(pid), `the sleep (pid ${pid}) was ended`);
+      assert.equal(await Deno.stat(`${root}/c.ran`).catch(() => null), null, "c_test.ts never ran");
+    } finally {
+      for (const pid of sleepers) if (alive(pid)) Deno.kill(pid, "SIGKILL");
+      try {
+        Deno.kill(to === "the runner" ? run.pid : -run.pid, "SIGKILL");
+      } catch {
+        // it has ended
+      }
+      await run.status;
+      await Deno.remove(root, { recursive: true });
     }
-    await run.status;
-    await Deno.remove(root, { recursive: true });
-  }
-});
+  });
+}
