@@ -50,8 +50,8 @@ export class ControlClient {
 
   /**
    * Calls the endpoint and returns its JSON answer, read within the same bound as the
-   * headers; an error answer is thrown as its code, a body that is not JSON is
-   * `PROTOCOL_VIOLATION`.
+   * headers; an error answer is thrown as its code, a body that is not a JSON
+   * object is `PROTOCOL_VIOLATION`.
    */
   async call(
     method: "GET" | "POST",
@@ -84,17 +84,22 @@ export class ControlClient {
       });
       if (read === null) return { response, body: {} };
       const text = await response.text();
+      let body: unknown;
       try {
-        return { response, body: JSON.parse(text) };
+        body = JSON.parse(text);
       } catch {
+        body = undefined;
+      }
+      if (typeof body !== "object" || body === null || Array.isArray(body)) {
         throw new PresyncError(
           ErrorCode.PROTOCOL_VIOLATION,
           `the ${this.#who} on control socket ${this.socket} answered ${method} ${path} with ` +
-            `HTTP ${response.status} and a body that is not JSON (${
+            `HTTP ${response.status} and a body that is not a JSON object (${
               JSON.stringify(text.slice(0, 80))
             }): is another program listening on that socket?`,
         );
       }
+      return { response, body: body as Record<string, unknown> };
     } catch (cause) {
       if (cause instanceof PresyncError || init.signal?.aborted) throw cause;
       if (bound?.aborted) {

@@ -70,7 +70,15 @@ Deno.test("a daemon that stalls, breaks off or answers garbage mid-body: TIMEOUT
       false,
       ErrorCode.PROTOCOL_VIOLATION,
     ),
-    /answered GET \/status with HTTP 200 and a body that is not JSON \("not json!"\)/,
+    /answered GET \/status with HTTP 200 and a body that is not a JSON object \("not json!"\)/,
+  );
+  assert.match(
+    await statusFailure(
+      "HTTP/1.1 200 OK\r\ncontent-length: 4\r\n\r\nnull",
+      false,
+      ErrorCode.PROTOCOL_VIOLATION,
+    ),
+    /a body that is not a JSON object \("null"\)/,
   );
 });
 

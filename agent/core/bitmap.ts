@@ -216,12 +216,14 @@ export class Bitmap {
   hasRange(start: number, length: number): boolean {
     this.#checkRange(start, length);
     if (length === 0) return true;
-    const runs = core.bitmapExtents(this.#live(), this.#size, start, scratch.extents, 1);
+    // The bitmap seen as `start + length` bits: the run found ends at the range's end at most,
+    // so the cost follows the range, not the run around it.
+    const runs = core.bitmapExtents(this.#live(), start + length, start, scratch.extents, 1);
     if (runs === 0) return false;
     const [first, count] = new Uint32Array(
       mem().slice(scratch.extents, scratch.extents + 8).buffer,
     );
-    return first === start && count >= length;
+    return first === start && count === length;
   }
 
   /** Up to EXTENT_BATCH runs from `pos`, copied out of the scratch area. */

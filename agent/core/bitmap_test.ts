@@ -99,6 +99,11 @@ seededTest("hasRange: every bit of the range set, against the reference", (prng)
   assert.ok(runs.hasRange(10, 100) && runs.hasRange(50, 60) && runs.hasRange(249, 1));
   assert.ok(!runs.hasRange(9, 2) && !runs.hasRange(100, 11) && !runs.hasRange(150, 60));
   assertThrowsCode(() => runs.hasRange(290, 11), "INVALID_ARGUMENT");
+  // A range inside a run, and one ending where the run ends or the bitmap does.
+  using full = new Bitmap(4097).setRange(0, 4097);
+  assert.ok(full.hasRange(1, 1) && full.hasRange(4000, 97) && full.hasRange(0, 4097));
+  full.clear(4096);
+  assert.ok(full.hasRange(0, 4096) && !full.hasRange(0, 4097) && !full.hasRange(4096, 1));
 });
 
 seededTest("set, clear and ranges match the reference", (prng) => {

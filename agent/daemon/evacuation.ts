@@ -26,9 +26,10 @@ export interface EvacuationBreakdown {
   wireBytes: number;
   /**
    * Of `sendSeconds`, the time the sends started after the evacuation was asked for waited:
-   * for the source (reading, hashing, syncing the manifest), for the link (the session's
-   * window full), for the destination's page digests, and for acknowledgements. A send bound
-   * by the link waits for the link; one bound by the disk or the CPU, for the source.
+   * for the source (reading, hashing, syncing the manifest), for the link (compressing and
+   * encoding the blocks, the session's window full), for the destination's page digests, and
+   * for acknowledgements. A send bound by the link (or by compression) waits for the link;
+   * one bound by the disk or hashing, for the source.
    */
   sendWaits: {
     sourceSeconds: number;

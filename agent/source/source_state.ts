@@ -315,7 +315,8 @@ async function readPending(
     const ackedBytes = await readWhole(fs, `${dir}/pending.acked`);
     if (!dirtyBytes || !ackedBytes) throw new Error("pending.dirty or pending.acked is missing");
     const dirty = Bitmap.deserialize(dirtyBytes, blocks);
-    const acked = Bitmap.deserialize(ackedBytes, blocks);
+    // Only blocks of the generation count as acknowledged (acked ⊆ dirty, as recordAcked keeps it).
+    const acked = Bitmap.deserialize(ackedBytes, blocks).and(dirty);
     const foldBytes = await readWhole(fs, `${dir}/pending.fold`);
     if (!foldBytes) return { generation, cutTimeMs, dirty, acked };
     const fold = Bitmap.deserialize(foldBytes, blocks);

@@ -73,10 +73,11 @@ export interface SendOptions {
 
 /**
  * Where a send waited, ms: for the source (reads, hashes and the manifest's sync of a group
- * not ready when the link could take it), for the link (the destination's `stage` holding
- * back: the session's window full), for the destination's page digests, and for
- * acknowledgements (a flush still in flight when the next was due, and the last one). What a
- * send did not wait for ran alongside the sending.
+ * not ready when the link could take it), for the link (the destination's `stage`: encoding
+ * and compressing the blocks, pacing, the session's window full), for the destination's page
+ * digests, and for acknowledgements (a flush still in flight when the next was due, and the
+ * last one unless the commit went behind it: then it is the commit's). What a send did not
+ * wait for ran alongside the sending.
  */
 export interface SendWaits {
   sourceMs: number;
@@ -266,8 +267,9 @@ async function sendBlocks(
   const perRead = Math.max(1, Math.floor(SEND_READ_BYTES / blockSize));
   // The unacknowledged bytes are at most the flush in flight plus what was sent behind it.
   const flushEveryBytes = destination.concurrentFlush ? FLUSH_EVERY_BYTES / 2 : FLUSH_EVERY_BYTES;
-  // Runs of blocks staged since the last flush (a flush covers at most FLUSH_EVERY_BYTES: a
-  // few thousand runs), not a whole-volume set.
+  // Runs of blocks staged since the last flush, not a whole-volume set: a flush covers at most
+  // FLUSH_EVERY_BYTES of sending cost, so a few thousand runs of data blocks; zero markers cost
+  // almost nothing, but they come in runs (holes, discards).
   let unflushed: Extent[] = [];
   let unflushedBytes = 0;
   // Patched blocks the destination could not rebuild over its copy: sent again whole, as
