@@ -28,12 +28,6 @@ export type ScanSource =
 
 /** A send whose rate is above this share of the rate limit measured the limit, not the link. */
 export const THROTTLED_SHARE = 0.8;
-/**
- * Round trips of a generation besides its commit: the resume query. The begin travels with
- * the first blocks and the commit right behind the final flush (`sync/send_generation.ts`),
- * whose round trip is then in the commit's measured time.
- */
-export const GENERATION_ROUND_TRIPS = 1;
 
 /** A send in progress says something about the link after this long on the wire, s. */
 export const MIN_CURRENT_SEND_SECONDS = 2;
@@ -129,7 +123,7 @@ export interface EvacuationPrediction {
   commits: number;
   /** Their time: each at least as long as the last one, longer for more blocks. */
   commitSeconds: number;
-  /** Round trips besides the commits': three per generation and the Merkle root check. */
+  /** Round trips besides the commits': those of a fold (the flush that stops the send, the resume query). */
   roundTripSeconds: number;
 }
 
@@ -188,10 +182,14 @@ export function predictEvacuation(inputs: PredictionInputs): EvacuationPredictio
   const link = linkEstimate(inputs);
   const commits = separate ? 2 : 1;
   const rttSeconds = (inputs.rttMs ?? 0) / 1000;
-  // A fold costs the flush that stops the send and the resume query of the folded
-  // generation. The evacuation's check of the replica is asked for behind its last commit.
+  // A generation costs no round trip besides its commit: the resume state is known from the
+  // session's open or its last commit (`net/remote_destination.ts`), the begin travels with
+  // the first blocks, and the commit goes right behind the final flush (its round trip is in
+  // the commit term). A fold costs the flush that stops the send and the resume query of the
+  // folded generation. The evacuation's check of the replica is asked for behind its last
+  // commit. (A generation resumed after a link cut asks for the resume state: not predicted.)
   const foldTrips = inputs.generationInFlight && inputs.folds ? 2 : 0;
-  const roundTripSeconds = (GENERATION_ROUND_TRIPS * commits + foldTrips) * rttSeconds;
+  const roundTripSeconds = foldTrips * rttSeconds;
   const commitOf = (generationBlocks: number) =>
     Math.max(inputs.commitSeconds, rttSeconds + inputs.commitSecondsPerBlock * generationBlocks);
   const commitSeconds = !inputs.generationInFlight ? commitOf(blocks) : inputs.folds

@@ -39,15 +39,16 @@ function scenario(prng: Prng): Scenario {
 
 /**
  * The evacuation's real duration: every block crosses the link once; each generation (of
- * `generations` blocks each) has one round trip (the resume query: its begin travels with its
- * blocks, its final flush right before its commit) and a commit that applies its blocks (at
- * least as long as the last commit); the Merkle root check is asked for behind the commit.
+ * `generations` blocks each) has no round trip of its own (its resume state is known from
+ * the session's last commit, its begin travels with its blocks, its final flush right before
+ * its commit) and a commit that applies its blocks (at least as long as the last commit); the
+ * Merkle root check is asked for behind the commit.
  */
 function truth(s: Scenario, blocks: number, generations: number[]): number {
   const rtt = s.rttMs / 1000;
   const commits = generations.map((n) => Math.max(s.commitSeconds, rtt + s.commitPerBlock * n));
   return s.scanSeconds + blocks * s.wirePerBlock / s.linkBytesPerSecond +
-    commits.reduce((a, b) => a + b, 0) + generations.length * rtt;
+    commits.reduce((a, b) => a + b, 0);
 }
 
 /** `blocks` written since the last cut, from the write-rate estimate (no overlap known). */

@@ -19,11 +19,7 @@ import { LinkProbe } from "./link_probe.ts";
 import type { TransferCounters } from "./paced_destination.ts";
 import { PauseGate } from "./pause_gate.ts";
 import type { VolumePhase, VolumeSnapshot } from "./volume_status.ts";
-import {
-  type CurrentSend,
-  GENERATION_ROUND_TRIPS,
-  type ScanSource,
-} from "./evacuation_prediction.ts";
+import { type CurrentSend, type ScanSource } from "./evacuation_prediction.ts";
 import { countFresh, type FreshCount } from "./fresh_blocks.ts";
 import { asPresyncError } from "./volume_faults.ts";
 import { WriteRate } from "./write_rate.ts";
@@ -475,10 +471,8 @@ export class VolumePipeline {
       this.#sendStart = null;
       this.#probe.abort();
       await cut.release();
-      // Time on the wire: the commit and the round trips of a generation (resume, begin,
-      // flush) are predicted on their own.
-      const elapsed = (performance.now() - started - commitMs) / 1000;
-      const seconds = Math.max(elapsed / 2, elapsed - GENERATION_ROUND_TRIPS * this.#rttSeconds());
+      // Time on the wire: the commit is predicted on its own.
+      const seconds = (performance.now() - started - commitMs) / 1000;
       counters.sent(this.name, this.counters.wireBytes - wireBefore);
       this.#goodput.record(
         this.counters.wireBytes - wireBefore,

@@ -53,6 +53,12 @@ export class RemoteDestination {
   readonly #writer: MessageWriter;
   readonly #waiters: Waiter[] = [];
   #failure: unknown = null;
+  /**
+   * The destination's committed state as this stream learned it (the open's answer, a
+   * commit's) while nothing was begun since: the volume is held by this source alone, so
+   * `resumeInfo` answers from it without a round trip.
+   */
+  #known: CommittedState | null = null;
   #seq = 0;
   #patches = false;
   #folds = false;
@@ -90,7 +96,9 @@ export class RemoteDestination {
       });
       remote.#patches = reply.patches === true;
       remote.#folds = reply.folds === true;
-      return { remote, resume: resumeFromWire(reply.resume, identity) };
+      const resume = resumeFromWire(reply.resume, identity);
+      if (resume.staged === null) remote.#known = committedPart(resume);
+      return { remote, resume };
     } catch (err) {
       await remote.close();
       throw err;
@@ -141,6 +149,7 @@ export class RemoteDestination {
   /** Fails the stream: every waiting and later call fails with `err`. */
   async #fail(err: unknown): Promise<void> {
     this.#failure ??= err;
+    this.#known = null;
     for (const waiter of this.#waiters.splice(0)) waiter.reject(this.#failure);
     await this.#reader.cancel();
   }
@@ -168,8 +177,13 @@ export class RemoteDestination {
     return this.#folds;
   }
 
-  /** The destination's resume state now. */
+  /**
+   * The destination's resume state now: asked for, unless this stream knows it (nothing
+   * begun since the open or the last commit: then nothing is staged).
+   */
   async resumeInfo(): Promise<ResumeInfo> {
+    if (this.#failure) throw this.#failure;
+    if (this.#known) return { identity: this.#identity, ...this.#known, staged: null };
     const reply = await this.#call({ op: SyncOp.RESUME });
     return resumeFromWire(reply.resume, this.#identity);
   }
@@ -185,6 +199,7 @@ export class RemoteDestination {
     final: boolean,
     fold?: Bitmap,
   ): Promise<void> {
+    this.#known = null;
     await this.#call({
       op: SyncOp.BEGIN,
       generation,
@@ -253,6 +268,7 @@ export class RemoteDestination {
   /** `commit`: the destination's committed state after it, as it reported it. */
   async commit(generation: number, merkleRoot: string): Promise<CommittedState> {
     const reply = await this.#call({ op: SyncOp.COMMIT, generation, merkleRoot });
+    if (!this.#failure) this.#known = committedPart(reply.meta);
     return reply.meta;
   }
 
@@ -300,4 +316,13 @@ export class RemoteDestination {
     await this.#writer.close();
     await this.#reader.cancel();
   }
+}
+
+/** The committed part of a replica's state. */
+function committedPart(state: CommittedState): CommittedState {
+  return {
+    committedGeneration: state.committedGeneration,
+    merkleRoot: state.merkleRoot,
+    cutTimeMs: state.cutTimeMs,
+  };
 }

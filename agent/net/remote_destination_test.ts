@@ -94,7 +94,11 @@ Deno.test("remote destination: a malformed reply is a protocol violation, and so
     const call = {
       flush: () => s.remote.flush(),
       commit: () => s.remote.commit(5, ROOT),
-      resume: () => s.remote.resumeInfo(),
+      // Known from the open until something is begun: asked for after a begin.
+      resume: async () => {
+        await s.remote.beginGeneration(5, dirty, 1, false);
+        return await s.remote.resumeInfo();
+      },
       begin: () => s.remote.beginGeneration(5, dirty, 1, false),
       pages: () => s.remote.pageDigests([0, 7]),
       pagesNotBase64: () => s.remote.pageDigests([0, 7]),
@@ -139,5 +143,28 @@ Deno.test("remote destination: an error reply to a request rejects that request 
   await assertRejectsCode(s.remote.beginGeneration(5, dirty, 1, false), ErrorCode.VOLUME_EXPORTED);
   await s.remote.beginGeneration(5, dirty, 1, false);
   assert.deepEqual(await s.remote.flush(), { rejected: [], resend: [] });
+  await s.remote.close();
+});
+
+Deno.test("remote destination: the resume state is asked for only once something was begun since the open or the last commit", async () => {
+  const s = await scripted(honest);
+  await using _ = s.pair;
+  const resumes = () => s.requests.filter((r) => r.op === SyncOp.RESUME).length;
+  assert.deepEqual(await s.remote.resumeInfo(), { identity, ...RESUME }, "known from the open");
+  assert.equal(resumes(), 0);
+  using dirty = new Bitmap(8).setRange(1, 2);
+  await s.remote.beginGeneration(5, dirty, 98, false);
+  await s.remote.resumeInfo();
+  assert.equal(resumes(), 1, "after a begin, the destination is asked");
+  await s.remote.flush();
+  await s.remote.commit(5, ROOT);
+  assert.deepEqual(await s.remote.resumeInfo(), {
+    identity,
+    committedGeneration: 5,
+    merkleRoot: ROOT,
+    cutTimeMs: 99,
+    staged: null,
+  }, "known from the commit's answer");
+  assert.equal(resumes(), 1);
   await s.remote.close();
 });
