@@ -174,12 +174,9 @@ export async function sendGeneration(
       // A fold (see `BeginOptions.fold`) took its blocks out of what was staged when the
       // destination had not folded yet; after it had, those of them staged since are sent
       // again and ignored as duplicates.
-      resumed.andNot(info.staged.received);
-      if (pending.fold) {
-        using staged = info.staged.received.clone().and(pending.fold);
-        resumed.or(staged);
-      }
-      toSend = resumed;
+      using kept = info.staged.received.clone();
+      if (pending.fold) kept.andNot(pending.fold);
+      toSend = resumed.andNot(kept);
     }
     const commit = async () => {
       report.merkleRoot = toHex(await state.manifest.root());
