@@ -174,9 +174,11 @@ export async function sendGeneration(
       // A fold (see `BeginOptions.fold`) took its blocks out of what was staged when the
       // destination had not folded yet; after it had, those of them staged since are sent
       // again and ignored as duplicates.
-      using kept = info.staged.received.clone();
-      if (pending.fold) kept.andNot(pending.fold);
-      toSend = resumed.andNot(kept);
+      if (pending.fold) {
+        using kept = info.staged.received.clone().andNot(pending.fold);
+        resumed.andNot(kept);
+      } else resumed.andNot(info.staged.received);
+      toSend = resumed;
     }
     const commit = async () => {
       report.merkleRoot = toHex(await state.manifest.root());
