@@ -26,7 +26,8 @@ export interface Cut {
   /**
    * Which 4 KiB pages of dirty `block` changed since the previous cut, as a page mask (bit
    * `i`: bytes `i·4096 …`; see `volume/page_masks.ts`); undefined when the block counts as
-   * changed whole. A tracker that does not know pages leaves this out. Pure; any order.
+   * changed whole. A tracker that does not know pages leaves this out. Pure; any order;
+   * answers after `release()` too (a folded generation asks the stopped cut's masks).
    */
   pageMask?(block: number): number | undefined;
   /** Releases the cut's resources. Idempotent. */

@@ -123,7 +123,7 @@ export interface EvacuationPrediction {
   commits: number;
   /** Their time: each at least as long as the last one, longer for more blocks. */
   commitSeconds: number;
-  /** Round trips besides the commits': those of a fold (the flush that stops the send, the resume query). */
+  /** Round trips besides the commits': a fold's (the flush that stops the send). */
   roundTripSeconds: number;
 }
 
@@ -185,10 +185,10 @@ export function predictEvacuation(inputs: PredictionInputs): EvacuationPredictio
   // A generation costs no round trip besides its commit: the resume state is known from the
   // session's open or its last commit (`net/remote_destination.ts`), the begin travels with
   // the first blocks, and the commit goes right behind the final flush (its round trip is in
-  // the commit term). A fold costs the flush that stops the send and the resume query of the
-  // folded generation. The evacuation's check of the replica is asked for behind its last
+  // the commit term). A fold costs the flush that stops the send (the folded generation is sent
+  // again without a resume query). The evacuation's check of the replica is asked for behind its last
   // commit. (A generation resumed after a link cut asks for the resume state: not predicted.)
-  const foldTrips = inputs.generationInFlight && inputs.folds ? 2 : 0;
+  const foldTrips = inputs.generationInFlight && inputs.folds ? 1 : 0;
   const roundTripSeconds = foldTrips * rttSeconds;
   const commitOf = (generationBlocks: number) =>
     Math.max(inputs.commitSeconds, rttSeconds + inputs.commitSecondsPerBlock * generationBlocks);

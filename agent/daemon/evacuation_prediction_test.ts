@@ -177,10 +177,10 @@ seededTest(
       const sent = unacked + inAcked + outside;
       assert.equal(folded.blocks, sent, `scenario ${i}: the union, not the sum`);
       assert.equal(folded.overlapBlocks, inUnacked);
-      // One generation of all its blocks, plus the stop flush and the folded generation's resume.
+      // One generation of all its blocks, plus the flush that stops the send (no resume query).
       const union = generation + outside;
       const rtt = s.rttMs / 1000;
-      assertClose(folded.seconds, truth(s, sent, [union]) + 2 * rtt, `scenario ${i}`);
+      assertClose(folded.seconds, truth(s, sent, [union]) + rtt, `scenario ${i}`);
       assert.ok(folded.seconds! <= separate.seconds! + 1e-9, `scenario ${i}: a fold is not longer`);
     }
   },

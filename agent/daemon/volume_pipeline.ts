@@ -7,7 +7,7 @@ import type { ReplicaCheck } from "../net/sync_messages.ts";
 import type { VmControl } from "../qemu/mod.ts";
 import { RateLimiter, throttle } from "../rate_limiter.ts";
 import type { SourceState } from "../source/source_state.ts";
-import type { CommittedState, Destination } from "../sync/destination.ts";
+import type { CommittedState, Destination, ResumeInfo } from "../sync/destination.ts";
 import { assertResumable } from "../sync/resume_check.ts";
 import { sendGeneration } from "../sync/send_generation.ts";
 import type { Cut, Tracker } from "../tracker.ts";
@@ -33,16 +33,39 @@ export const DEFAULT_EVACUATE_PAUSED_TIMEOUT_MS = 120_000;
 
 /**
  * The cut a folded generation is sent from: the final cut's reads (the VM is paused, so they
- * hold every block as the final cut saw it) and its dirty set, without page masks: the
- * destination's page digests say which pages differ from its copy (for a re-dirtied block
- * its copy staged before the fold, so only the pages written since travel).
+ * hold every block as the final cut saw it) and its dirty set. Its page masks, when both cuts
+ * know pages: a block of the stopped generation the destination had not staged differs from
+ * its committed copy in the pages either cut marks; one it had staged (whose staged copy is
+ * the stopped cut's) in those the final cut marks. Without masks the destination's page
+ * digests say which pages differ from its copy. A mask that misses a page costs a resend of
+ * the block whole (the destination checks every patched block against its hash), never
+ * unverified data.
+ *
+ * `stopped` is the cut of the stopped send (released: only its masks are asked, which stay
+ * answerable); `unstaged` its blocks the destination had not staged (freed on release).
  */
-function foldedCut(final: Cut): Cut {
+function foldedCut(final: Cut, stopped: Cut, unstaged: Bitmap): Cut {
+  const finalMask = final.pageMask?.bind(final);
+  const stoppedMask = stopped.pageMask?.bind(stopped);
+  const masks = finalMask && stoppedMask
+    ? {
+      pageMask: (block: number): number | undefined => {
+        const mine = final.dirty.get(block) ? finalMask(block) : 0;
+        if (!unstaged.get(block)) return mine;
+        const theirs = stoppedMask(block);
+        return mine === undefined || theirs === undefined ? undefined : mine | theirs;
+      },
+    }
+    : {};
   return {
     dirty: final.dirty,
     pointInTime: final.pointInTime,
+    ...masks,
     read: (first, count) => final.read(first, count),
-    release: () => final.release(),
+    release: () => {
+      unstaged.free();
+      return final.release();
+    },
   };
 }
 
@@ -391,7 +414,7 @@ export class VolumePipeline {
     this.#pausedTimer = timer;
   }
 
-  async #send(link: VolumeLink, cut: Cut): Promise<void> {
+  async #send(link: VolumeLink, cut: Cut, resumeFrom?: ResumeInfo): Promise<void> {
     const pending = this.state.pending!;
     this.#rootCheck = null;
     const evacuation = this.evacuating ? this.#evacuation! : null;
@@ -406,7 +429,7 @@ export class VolumePipeline {
     const wireBefore = this.counters.wireBytes;
     const cutTimeMs = pending.cutTimeMs;
     let commitMs = 0;
-    let folding = false;
+    let stoppedAt: ResumeInfo | null = null;
     this.#cut = cut;
     this.#sendStart = { ms: started, wireBytes: wireBefore, acked: pending.acked.popcount() };
     try {
@@ -423,13 +446,14 @@ export class VolumePipeline {
           }
           : {}),
         stop: () => !final && this.#foldWanted(link),
+        ...(resumeFrom ? { resumeFrom } : {}),
       });
       if (report.stopped) {
         report.sent.free();
+        stoppedAt = report.stoppedAt;
         const during = this.#evacuation!;
         during.timed("send", (performance.now() - Math.max(started, during.startedAtMs)) / 1000);
         if (started >= during.startedAtMs) during.sendWaited(report.waits);
-        folding = true;
         return;
       }
       commitMs = report.commitMs;
@@ -480,7 +504,7 @@ export class VolumePipeline {
         this.limiter.bytesPerSecond,
       );
       if (this.#phase === "sending" || this.#phase === "evacuating") this.#phase = "idle";
-      if (folding) await this.#fold(link, pending.generation);
+      if (stoppedAt) await this.#fold(link, cut, stoppedAt);
     }
     if (final) await this.#finishEvacuation(link, evacuation);
   }
@@ -498,31 +522,44 @@ export class VolumePipeline {
   }
 
   /**
-   * Folds the final cut into generation `generation`, whose send stopped (its cut is
-   * released): the cut is taken (the VM is paused), recorded as the generation's fold before
-   * anything of it is sent, and the generation is sent again as the final one. Blocks the
-   * destination staged and the final cut did not re-dirty stay staged.
+   * Folds the final cut into the pending generation, whose send from `stopped` stopped (that
+   * cut is released) leaving the destination at `stoppedAt`: the final cut is taken (the VM
+   * is paused), recorded as the generation's fold before anything of it is sent, and the
+   * generation is sent again as the final one, from `stoppedAt` (no question to the
+   * destination). Blocks the destination staged and the final cut did not re-dirty stay staged.
    */
-  async #fold(link: VolumeLink, generation: number): Promise<void> {
+  async #fold(link: VolumeLink, stopped: Cut, stoppedAt: ResumeInfo): Promise<void> {
     const evacuation = this.#evacuation!;
-    const { cut: final, cutTimeMs } = await this.#takeCut(evacuation);
-    this.#writes.recordCut(final.dirty.popcount(), cutTimeMs, false);
-    let pending;
+    const generation = this.state.pending!.generation;
+    let unstaged: Bitmap | null = null;
+    let resumeFrom: ResumeInfo | null = stoppedAt;
     try {
-      pending = await this.state.fold(final.dirty);
-    } catch (err) {
-      // Recorded (as the next generation, after this one) before any new cut.
-      this.#unrecorded = { cut: final, cutTimeMs, afterHook: true };
-      throw err;
+      const { cut: final, cutTimeMs } = await this.#takeCut(evacuation);
+      this.#writes.recordCut(final.dirty.popcount(), cutTimeMs, false);
+      let pending;
+      try {
+        unstaged = this.state.pending!.dirty.clone().andNot(this.state.pending!.acked);
+        pending = await this.state.fold(final.dirty);
+      } catch (err) {
+        // Recorded (as the next generation, after this one) before any new cut.
+        this.#unrecorded = { cut: final, cutTimeMs, afterHook: true };
+        throw err;
+      }
+      evacuation.cutFinal(generation, final.dirty.popcount());
+      this.#options.log("info", "generation_folded", {
+        volume: this.name,
+        generation,
+        blocks: pending.dirty.popcount(),
+        folded: final.dirty.popcount(),
+      });
+      const cut = foldedCut(final, stopped, unstaged);
+      const from = resumeFrom;
+      [unstaged, resumeFrom] = [null, null]; // the cut's and the send's now
+      await this.#send(link, cut, from);
+    } finally {
+      unstaged?.free();
+      resumeFrom?.staged?.received.free();
     }
-    evacuation.cutFinal(generation, final.dirty.popcount());
-    this.#options.log("info", "generation_folded", {
-      volume: this.name,
-      generation,
-      blocks: pending.dirty.popcount(),
-      folded: final.dirty.popcount(),
-    });
-    await this.#send(link, foldedCut(final));
   }
 
   async #finishEvacuation(link: VolumeLink, evacuation: Evacuation): Promise<void> {

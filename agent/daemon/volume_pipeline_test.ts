@@ -318,6 +318,104 @@ seededTest(
   },
 );
 
+seededTest(
+  "pipeline: a fold with the nbd tracker sends the pages both cuts marked, asks no page digests and no resume state",
+  async (prng) => {
+    await inTemp(async (root) => {
+      const { log } = memoryLog();
+      const nbd = { transport: "unix" as const, path: `${root}/vm.nbd` };
+      await using v = await localVolume(root, "vm", prng.fill(new Uint8Array(40 * 1024 * KiB)), {
+        log,
+        intervalMs: 1,
+        evacuateHook: "pause-the-vm",
+        runHook: () => Promise.resolve(),
+      }, { tracker: "nbd", trackerSettings: { nbdListen: nbd } });
+      const link = await v.link();
+      const replica = link.destination;
+      let holding: Promise<void> | null = null;
+      let release!: () => void;
+      let heldAt!: () => void;
+      const held = new Promise<void>((resolve) => heldAt = resolve);
+      let stages = 0;
+      let resumeQueries = 0;
+      let digestQueries = 0;
+      const begins: number[] = [];
+      const pages = new Map<number, number | undefined>();
+      v.pipeline.attach({
+        ...link,
+        destination: {
+          folds: true,
+          resumeInfo: () => {
+            resumeQueries++;
+            return replica.resumeInfo();
+          },
+          beginGeneration: (g, d, c, o) => {
+            begins.push(g);
+            return replica.beginGeneration(g, d, c, o);
+          },
+          stage: async (blocks) => {
+            if (begins.at(-1) === 2 && ++stages === 2) {
+              holding = new Promise((resolve) => release = resolve);
+              heldAt();
+              await holding;
+            }
+            if (begins.length === 3) { for (const b of blocks) pages.set(b.block, b.pages); }
+            return replica.stage(blocks);
+          },
+          pageDigests: () => {
+            digestQueries++;
+            return Promise.resolve(null);
+          },
+          flush: () => replica.flush(),
+          commit: (g, r) => replica.commit(g, r),
+        },
+      });
+      await v.pipeline.run(...oneTurn());
+      assert.equal(v.pipeline.commits, 1);
+      const client = await NbdClient.connect(nbd, "vm");
+      const writePage = (block: number, page: number) =>
+        client.write(block * 64 * KiB + page * 4 * KiB, prng.fill(new Uint8Array(4 * KiB)));
+      try {
+        // Generation 2: page 1 of blocks 0–199.
+        for (let block = 0; block < 200; block++) await writePage(block, 1);
+        await client.flush();
+        await delay(5);
+        [resumeQueries, digestQueries] = [0, 0];
+        const s = oneSleep();
+        const running = v.pipeline.run(s.alive, s.sleep);
+        await held;
+        // While it is held after its first group: block 1 (staged) and 150 (not yet) re-written,
+        // block 500 written for the first time.
+        await writePage(1, 3);
+        await writePage(150, 5);
+        await writePage(500, 0);
+        await client.flush();
+        const evacuation = v.pipeline.evacuate();
+        await delay(0);
+        release();
+        await running;
+        const report = await evacuation;
+        assert.ok(report.verified);
+        assert.deepEqual(begins, [1, 2, 2], "generation 2 begun again as the folded final one");
+        assert.equal(resumeQueries, 1, "the folded send asked no resume state");
+        assert.equal(digestQueries, 0, "no page digests: both cuts' masks are known");
+        assert.equal(pages.get(1), 1 << 3, "a staged block re-written: the final cut's page");
+        assert.equal(pages.get(150), (1 << 1) | (1 << 5), "an unstaged one: both cuts' pages");
+        assert.equal(pages.get(500), 1 << 0, "a block of the final cut alone: its page");
+        assert.equal(
+          pages.get(199),
+          1 << 1,
+          "an unstaged one not re-written: the first cut's page",
+        );
+        assert.ok(!pages.has(0), "a staged block not re-written is not sent again");
+      } finally {
+        await client.close();
+      }
+      assert.equal(await hashFile(`${root}/store/vm/image`), await hashFile(v.image));
+    });
+  },
+);
+
 /** One turn of a pipeline's loop: `alive()` is true once. */
 function oneTurn(): [() => boolean, (ms: number) => Promise<void>] {
   let turns = 0;
