@@ -67,6 +67,11 @@ export interface TrackedChanges {
    * committed (0 when exact or unknown).
    */
   readonly lastCutOutside: number;
+  /**
+   * The 4 KiB pages written in `blocks` (a block whose pages are not known counts all of
+   * them); absent when the tracker knows no pages (then only blocks count).
+   */
+  readonly pages?: number;
 }
 
 /**

@@ -16,6 +16,7 @@ export type LinkSource =
   | "probe";
 
 import type { FreshCount, FreshSource } from "./fresh_blocks.ts";
+import { PAGE_BYTES } from "../volume/page_masks.ts";
 
 export type { FreshSource };
 
@@ -67,6 +68,15 @@ export interface PredictionInputs {
   wireBytesPerBlock: number;
   /** Wire bytes per raw block byte so far (1 when unknown), the fallback of the above. */
   compressionRatio: number;
+  /**
+   * The 4 KiB pages still to send, where the tracker knows them (null: blocks only): those of
+   * the unacknowledged blocks of the generation in flight (0: none in flight) and those written
+   * since the last cut, a block whose pages are not known counting all of them. Only for a
+   * replica that takes patches (it has a committed generation).
+   */
+  pages: { unacked: number; fresh: number } | null;
+  /** Wire bytes per page sent in recent generations (0: none measured). */
+  wireBytesPerPage: number;
   /** Smoothed goodput of finished unthrottled sends, bytes/s (0: none). */
   goodputBytesPerSecond: number;
   /** The send in progress, or null. */
@@ -110,8 +120,13 @@ export interface EvacuationPrediction {
   freshAsOfSeconds: number | null;
   /** Fresh blocks also unacknowledged in the generation in flight, counted once in `blocks`. */
   overlapBlocks: number;
-  /** Wire bytes still to send. */
+  /** Wire bytes still to send… */
   bytes: number;
+  /**
+   * … counted from these pages at the recent wire cost per page (null: from the blocks at the
+   * wire cost per block).
+   */
+  pages: number | null;
   /** The link speed used, bytes/s, and where it comes from (null: none known). */
   linkBytesPerSecond: number | null;
   linkSource: LinkSource | null;
@@ -157,7 +172,9 @@ export function linkEstimate(
  * bytes are the unacknowledged blocks of the generation in flight and the blocks written since
  * its cut ({@linkcode FreshCount}: the tracker's set, plus an estimate for writes it has not
  * seen yet), a block in both counted once when the destination folds, at the wire cost per
- * block of recent generations; they go at the link speed of {@linkcode linkEstimate}. The
+ * block of recent generations; where the tracker knows the pages, they are counted instead, at
+ * the wire cost per page ({@linkcode pagesToSend}). They go at the link speed of
+ * {@linkcode linkEstimate}. The
  * scan is the tracker's estimate from its passes' measured speed, else the last cut's time.
  * The evacuate hook's own time is not included.
  */
@@ -178,7 +195,8 @@ export function predictEvacuation(inputs: PredictionInputs): EvacuationPredictio
     : send && send.ackedBlocks > 0
     ? send.wireBytes / send.ackedBlocks
     : inputs.blockSize * inputs.compressionRatio;
-  const bytes = Math.round(blocks * perBlock);
+  const pages = pagesToSend(inputs, overlapBlocks);
+  const bytes = Math.round(pages === null ? blocks * perBlock : pages * inputs.wireBytesPerPage);
   const link = linkEstimate(inputs);
   const commits = separate ? 2 : 1;
   const rttSeconds = (inputs.rttMs ?? 0) / 1000;
@@ -210,6 +228,7 @@ export function predictEvacuation(inputs: PredictionInputs): EvacuationPredictio
     freshAsOfSeconds: fresh.asOfSeconds === null ? null : Math.round(fresh.asOfSeconds * 10) / 10,
     overlapBlocks,
     bytes,
+    pages: pages === null ? null : Math.round(pages),
     linkBytesPerSecond: link?.bytesPerSecond ?? null,
     linkSource: link?.source ?? null,
     scanSeconds: inputs.scanSeconds,
@@ -219,4 +238,22 @@ export function predictEvacuation(inputs: PredictionInputs): EvacuationPredictio
     commitSeconds,
     roundTripSeconds,
   };
+}
+
+/**
+ * The pages an evacuation started now sends, where the tracker knows them (null: it does
+ * not, or no wire cost per page is measured yet): the unacknowledged pages of the generation
+ * in flight plus those written since the last cut, less, for the `overlapBlocks` blocks in
+ * both that a fold sends once with the union of their pages, the pages expected in both sets
+ * of such a block when each set's pages are spread over the block independently (its mean
+ * pages in the one times its mean in the other over the pages per block).
+ */
+function pagesToSend(inputs: PredictionInputs, overlapBlocks: number): number | null {
+  if (!inputs.pages || inputs.wireBytesPerPage <= 0) return null;
+  const { unacked, fresh } = inputs.pages;
+  const knownFresh = inputs.fresh.blocks - inputs.fresh.estimatedBlocks;
+  if (overlapBlocks === 0 || inputs.unackedBlocks === 0 || knownFresh === 0) return unacked + fresh;
+  const perBlock = inputs.blockSize / PAGE_BYTES;
+  const inBoth = (unacked / inputs.unackedBlocks) * (fresh / knownFresh) / perBlock;
+  return unacked + fresh - overlapBlocks * Math.min(inBoth, perBlock);
 }

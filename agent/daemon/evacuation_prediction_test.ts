@@ -7,6 +7,7 @@ import {
   type PredictionInputs,
 } from "./evacuation_prediction.ts";
 import { countFresh, type FreshCount } from "./fresh_blocks.ts";
+import { maskPopcount } from "../volume/page_masks.ts";
 import { LinkProbe, PROBE_EVERY_MS, PROBE_MS } from "./link_probe.ts";
 
 const KiB = 1024;
@@ -67,6 +68,8 @@ function inputs(s: Scenario, overrides: Partial<PredictionInputs>): PredictionIn
     fresh: estimated(0),
     wireBytesPerBlock: s.wirePerBlock,
     compressionRatio: 1,
+    pages: null,
+    wireBytesPerPage: 0,
     goodputBytesPerSecond: 0,
     currentSend: null,
     limitBytesPerSecond: Infinity,
@@ -156,6 +159,7 @@ seededTest(
         generationOverlap: inUnacked + inAcked,
         source: "tracker",
         asOfSeconds: 0,
+        pages: null,
       };
       const base = inputs(s, {
         generationInFlight: true,
@@ -182,6 +186,67 @@ seededTest(
       const rtt = s.rttMs / 1000;
       assertClose(folded.seconds, truth(s, sent, [union]) + rtt, `scenario ${i}`);
       assert.ok(folded.seconds! <= separate.seconds! + 1e-9, `scenario ${i}: a fold is not longer`);
+    }
+  },
+);
+
+seededTest(
+  "prediction, pages known: the bytes follow the pages, a fold's shared blocks sending the union of theirs",
+  (prng) => {
+    const perBlock = BLOCK / (4 * KiB);
+    for (let i = 0; i < 20; i++) {
+      const s = scenario(prng);
+      // The generation in flight's unacknowledged blocks and the blocks written since its cut,
+      // each block with a few pages drawn independently; some blocks in both.
+      const unacked = 500 + prng.int(3000);
+      const onlyFresh = prng.int(3000);
+      const inBoth = prng.int(unacked + 1);
+      const draw = (pages: number) => {
+        let mask = 0;
+        for (let p = 0; p < pages; p++) mask |= 1 << prng.int(perBlock);
+        return mask >>> 0;
+      };
+      const density = [1 + prng.int(8), 1 + prng.int(8)];
+      const cutMasks = Array.from({ length: unacked }, () => draw(density[0]));
+      const freshMasks = Array.from({ length: inBoth + onlyFresh }, () => draw(density[1]));
+      const count = (masks: number[]) => masks.reduce((n, m) => n + maskPopcount(m), 0);
+      // The union: fresh blocks 0…inBoth-1 are the unacknowledged blocks 0…inBoth-1.
+      const union = count(cutMasks.map((m, b) => b < inBoth ? (m | freshMasks[b]) >>> 0 : m)) +
+        count(freshMasks.slice(inBoth));
+      const fresh: FreshCount = {
+        blocks: inBoth + onlyFresh,
+        estimatedBlocks: 0,
+        unackedOverlap: inBoth,
+        generationOverlap: inBoth,
+        source: "tracker",
+        asOfSeconds: 0,
+        pages: count(freshMasks),
+      };
+      const wirePerPage = 4 * KiB * (0.2 + prng.int(800) / 1000);
+      const base = inputs(s, {
+        generationInFlight: true,
+        folds: true,
+        unackedBlocks: unacked,
+        generationBlocks: unacked,
+        fresh,
+        goodputBytesPerSecond: s.linkBytesPerSecond,
+        pages: { unacked: count(cutMasks), fresh: fresh.pages! },
+        wireBytesPerPage: wirePerPage,
+      });
+      const folded = predictEvacuation(base);
+      assert.ok(folded.pages !== null, "counted in pages");
+      const error = folded.pages! / union - 1;
+      assert.ok(
+        Math.abs(error) <= 0.05,
+        `scenario ${i}: ${folded.pages} pages predicted, the union has ${union} (${inBoth} shared blocks)`,
+      );
+      assert.ok(Math.abs(folded.bytes - folded.pages! * wirePerPage) <= wirePerPage, "bytes");
+      // Not folded, both sets cross whole: the sum; no cost per page measured yet: blocks.
+      const separate = predictEvacuation({ ...base, folds: false });
+      assert.equal(separate.pages, count(cutMasks) + fresh.pages!);
+      const unmeasured = predictEvacuation({ ...base, wireBytesPerPage: 0 });
+      assert.equal(unmeasured.pages, null);
+      assert.equal(unmeasured.bytes, Math.round(folded.blocks * s.wirePerBlock));
     }
   },
 );

@@ -42,6 +42,8 @@ export interface FreshCount {
   source: FreshSource;
   /** How old the tracker's set is, s (0: exact now; null: no set, an estimate only). */
   asOfSeconds: number | null;
+  /** The pages written in the blocks, when the tracker's exact set knows them (else null). */
+  pages: number | null;
 }
 
 /** The write-rate estimate of the last generations (see `WriteRate`). */
@@ -84,6 +86,7 @@ export function countFresh(
       generationOverlap: 0,
       source: writes.freshBlocks === null ? "unknown" : "write_rate",
       asOfSeconds: null,
+      pages: null,
     };
   }
   const known = changes.blocks;
@@ -111,6 +114,7 @@ export function countFresh(
       generationOverlap,
       source: "tracker",
       asOfSeconds: 0,
+      pages: changes.pages ?? null,
     };
   }
   const rate = changes.newBlocksPerSecond ?? writes.blocksPerSecond;
@@ -131,5 +135,6 @@ export function countFresh(
       ? "scan_write_rate"
       : "scan",
     asOfSeconds,
+    pages: null,
   };
 }

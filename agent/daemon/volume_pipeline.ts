@@ -12,6 +12,7 @@ import { assertResumable } from "../sync/resume_check.ts";
 import { sendGeneration } from "../sync/send_generation.ts";
 import type { Cut, Tracker } from "../tracker.ts";
 import { blockCount, type VolumeIdentity } from "../volume/volume_identity.ts";
+import { DEFAULT_MAX_MASKS, maskPopcount, PAGE_BYTES } from "../volume/page_masks.ts";
 import { runEvacuateHook } from "./evacuate_hook.ts";
 import { type EvacuateReport, Evacuation } from "./evacuation.ts";
 import { GoodputMeter } from "./goodput_meter.ts";
@@ -23,6 +24,11 @@ import { type CurrentSend, type ScanSource } from "./evacuation_prediction.ts";
 import { countFresh, type FreshCount } from "./fresh_blocks.ts";
 import { asPresyncError } from "./volume_faults.ts";
 import { WriteRate } from "./write_rate.ts";
+
+/** Half the last sample, half the ones before (the first sample alone when there are none). */
+function smoothed(before: number, sample: number): number {
+  return before ? 0.5 * before + 0.5 * sample : sample;
+}
 
 /** Burst of the per-volume rate limiter, bytes. */
 const RATE_BURST_BYTES = 1 << 20;
@@ -136,6 +142,8 @@ export class VolumePipeline {
   readonly #probe = new LinkProbe();
   /** Smoothed wire bytes per block of the generations sent (0: none yet). */
   #wireBytesPerBlock = 0;
+  /** Smoothed wire bytes per 4 KiB page sent (0: none measured). */
+  #wireBytesPerPage = 0;
   /** The lowest RTT seen, ms (Infinity: none yet). */
   #baseRttMs = Infinity;
   /** The last generations' commit times (the round trip, apply, fsync). */
@@ -467,11 +475,12 @@ export class VolumePipeline {
         if (started >= during.startedAtMs) during.sendWaited(report.waits);
         during.committed(sentBlocks);
       }
+      const wire = this.counters.wireBytes - wireBefore;
       if (sentBlocks > 0) {
-        const sample = (this.counters.wireBytes - wireBefore) / sentBlocks;
-        this.#wireBytesPerBlock = this.#wireBytesPerBlock
-          ? 0.5 * this.#wireBytesPerBlock + 0.5 * sample
-          : sample;
+        this.#wireBytesPerBlock = smoothed(this.#wireBytesPerBlock, wire / sentBlocks);
+      }
+      if (report.pagesSent > 0) {
+        this.#wireBytesPerPage = smoothed(this.#wireBytesPerPage, wire / report.pagesSent);
       }
       this.#hot?.free();
       this.#hot = cut.dirty.clone();
@@ -760,6 +769,7 @@ export class VolumePipeline {
 
   /** What `status` is computed from. */
   snapshot(): VolumeSnapshot {
+    const fresh = this.#freshCount();
     return {
       name: this.name,
       phase: this.#phase,
@@ -768,10 +778,12 @@ export class VolumePipeline {
       committedGeneration: this.#committed.committedGeneration,
       committedCutTimeMs: this.#committed.cutTimeMs,
       pending: this.state.pending,
-      fresh: this.#freshCount(),
+      fresh,
+      pages: this.#pagesToSend(fresh),
       folds: this.#link?.destination.folds === true,
       totalBlocks: blockCount(this.identity),
       wireBytesPerBlock: this.#wireBytesPerBlock,
+      wireBytesPerPage: this.#wireBytesPerPage,
       commitSecondsPerBlock: this.#commitTimes.secondsPerBlock,
       currentSend: this.#currentSend(),
       limitBytesPerSecond: this.limiter.bytesPerSecond,
@@ -802,6 +814,33 @@ export class VolumePipeline {
     } finally {
       changes?.blocks.free();
     }
+  }
+
+  /**
+   * The pages an evacuation would send, where they are known (`PredictionInputs.pages`): the
+   * tracker counts those written since the last cut, the masks of the cut in flight those of
+   * its unacknowledged blocks. Null when either is unknown (the scan tracker, a resumed cut)
+   * or the replica takes no patches yet (no committed generation: every block goes whole).
+   */
+  #pagesToSend(fresh: FreshCount): { unacked: number; fresh: number } | null {
+    if (fresh.pages === null || this.#committed.committedGeneration === 0) return null;
+    const pending = this.state.pending;
+    if (!pending) return { unacked: 0, fresh: fresh.pages };
+    const cut = this.#cut;
+    if (!cut?.pageMask || cut.dirty.size !== pending.dirty.size) return null;
+    const perBlock = this.identity.blockSize / PAGE_BYTES;
+    let unacked = 0;
+    let blocks = 0;
+    for (const [start, length] of pending.dirty.extents()) {
+      for (let block = start; block < start + length; block++) {
+        if (pending.acked.get(block)) continue;
+        // Counting costs a lookup per block: past the masks' own bound, blocks only.
+        if (++blocks > DEFAULT_MAX_MASKS) return null;
+        const mask = cut.pageMask(block);
+        unacked += mask === undefined ? perBlock : maskPopcount(mask);
+      }
+    }
+    return { unacked, fresh: fresh.pages };
   }
 
   /** The final cut's scan: the tracker's estimate from its passes, else the last cut's time. */

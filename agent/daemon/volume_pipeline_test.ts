@@ -379,6 +379,7 @@ seededTest(
         // Generation 2: page 1 of blocks 0–199.
         for (let block = 0; block < 200; block++) await writePage(block, 1);
         await client.flush();
+        assert.deepEqual(v.pipeline.snapshot().pages, { unacked: 0, fresh: 200 }, "status's pages");
         await delay(5);
         [resumeQueries, digestQueries] = [0, 0];
         const s = oneSleep();
@@ -390,6 +391,8 @@ seededTest(
         await writePage(150, 5);
         await writePage(500, 0);
         await client.flush();
+        // Generation 2 in flight, its first group (blocks 0–7) staged but not acknowledged yet.
+        assert.deepEqual(v.pipeline.snapshot().pages, { unacked: 200, fresh: 3 });
         const evacuation = v.pipeline.evacuate();
         await delay(0);
         release();

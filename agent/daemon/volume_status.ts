@@ -51,6 +51,10 @@ export interface VolumeSnapshot {
   totalBlocks: number;
   /** Smoothed wire bytes per block of the generations sent (0: none yet). */
   wireBytesPerBlock: number;
+  /** Smoothed wire bytes per 4 KiB page of the generations sent (0: none yet). */
+  wireBytesPerPage: number;
+  /** The pages still to send, where known (`PredictionInputs.pages`). */
+  pages: { unacked: number; fresh: number } | null;
   /** Median commit time per block of the last generations, beyond the round trip (0: none), s. */
   commitSecondsPerBlock: number;
   /** The send in progress, or null. */
@@ -138,6 +142,8 @@ export function volumeStatus(v: VolumeSnapshot, rttMs: number | undefined): Volu
     fresh: v.fresh,
     wireBytesPerBlock: v.wireBytesPerBlock,
     compressionRatio: ratio,
+    pages: v.pages,
+    wireBytesPerPage: v.wireBytesPerPage,
     goodputBytesPerSecond: v.goodputBytesPerSecond,
     currentSend: v.currentSend,
     limitBytesPerSecond: v.limitBytesPerSecond,

@@ -7,6 +7,7 @@ import { blockEntries, ENTRY_BYTES, isZeroEntry } from "../volume/block_hashes.t
 import { assertSameVolume, blockLength } from "../volume/volume_identity.ts";
 import {
   differingPages,
+  maskPopcount,
   PAGE_DIGEST_BYTES,
   pageMasksSupported,
   pagesIn,
@@ -107,6 +108,8 @@ export interface SendReport {
   bytesSent: number;
   /** Blocks sent as zero markers. */
   zeroBlocks: number;
+  /** 4 KiB pages sent with data: a patch's changed pages, every page of a block sent whole. */
+  pagesSent: number;
   /** Blocks staged with their changed pages (a destination may send only those). */
   pagedBlocks: number;
   /** Of those, blocks the destination could not rebuild, sent again whole. */
@@ -157,6 +160,7 @@ export async function sendGeneration(
     sent: new Bitmap(pending.dirty.size),
     bytesSent: 0,
     zeroBlocks: 0,
+    pagesSent: 0,
     pagedBlocks: 0,
     resentWhole: 0,
     alreadyStaged: 0,
@@ -345,6 +349,7 @@ async function sendBlocks(
       await state.manifest.sync();
       report.resentWhole++;
       report.bytesSent += data.length;
+      report.pagesSent += pagesIn(data.length);
       await stage(block, [{ block, data, hash: entry }], data.length);
     }
   };
@@ -461,6 +466,9 @@ async function sendBlocks(
           else {
             if (item.pages !== undefined) report.pagedBlocks++;
             report.bytesSent += item.data.length;
+            report.pagesSent += item.pages === undefined
+              ? pagesIn(length)
+              : maskPopcount(item.pages);
           }
         }
         await stage(pieceFirst, piece, pieceBytes);

@@ -121,6 +121,8 @@ export class PageMasks {
   readonly #full: number;
   readonly #maxMasks: number;
   readonly #masks = new Map<number, number>();
+  /** Pages set over all masks. */
+  #maskedPages = 0;
 
   /** @throws {RangeError} when `blockSize` cannot carry page masks ({@linkcode pageMasksSupported}) */
   constructor(blockSize: number, maxMasks: number = DEFAULT_MAX_MASKS) {
@@ -161,7 +163,7 @@ export class PageMasks {
     if (last === first) return;
     // Blocks in between are written whole: drop their masks (absent means whole).
     if (this.#masks.size > 0) {
-      for (let block = first + 1; block < last; block++) this.#masks.delete(block);
+      for (let block = first + 1; block < last; block++) this.#drop(block);
     }
     this.#markBlock(dirty, last, 0, end - last * blockSize);
   }
@@ -173,11 +175,31 @@ export class PageMasks {
       // Dirty without a mask: whole already. Newly dirty: keep a mask while there is room.
       if (dirty.get(block) || bits === this.#full || this.#masks.size >= this.#maxMasks) return;
       this.#masks.set(block, bits);
+      this.#maskedPages += maskPopcount(bits);
       return;
     }
     const merged = (old | bits) >>> 0;
-    if (merged === this.#full) this.#masks.delete(block);
-    else this.#masks.set(block, merged);
+    if (merged === this.#full) this.#drop(block);
+    else {
+      this.#masks.set(block, merged);
+      this.#maskedPages += maskPopcount(merged) - maskPopcount(old);
+    }
+  }
+
+  #drop(block: number): void {
+    const old = this.#masks.get(block);
+    if (old === undefined) return;
+    this.#masks.delete(block);
+    this.#maskedPages -= maskPopcount(old);
+  }
+
+  /**
+   * Pages changed in the `dirtyBlocks` blocks of the dirty set these masks shadow: those of
+   * the masks, and every page of each block without one (whole; a short last block counts
+   * as long as the others).
+   */
+  changedPages(dirtyBlocks: number): number {
+    return this.#maskedPages + Math.max(0, dirtyBlocks - this.#masks.size) * this.#pages;
   }
 
   /** The changed pages of dirty `block`, or undefined when it counts as whole. */
@@ -199,7 +221,10 @@ export class PageMasks {
   /** Masks from {@linkcode toPairs}' output. */
   static fromPairs(blockSize: number, pairs: Uint32Array): PageMasks {
     const masks = new PageMasks(blockSize, Math.max(DEFAULT_MAX_MASKS, pairs.length / 2));
-    for (let i = 0; i + 1 < pairs.length; i += 2) masks.#masks.set(pairs[i], pairs[i + 1]);
+    for (let i = 0; i + 1 < pairs.length; i += 2) {
+      masks.#masks.set(pairs[i], pairs[i + 1]);
+      masks.#maskedPages += maskPopcount(pairs[i + 1]);
+    }
     return masks;
   }
 

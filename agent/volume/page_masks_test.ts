@@ -92,11 +92,18 @@ seededTest(
       if (got !== undefined) partial++;
     }
     assert.equal(masks.size, partial);
+    // The changed pages: each mask's, every page of a whole block.
+    const pages = [...model.values()].reduce<number>(
+      (sum, v) => sum + (v === "whole" ? BLOCK / PAGE_BYTES : maskPopcount(v)),
+      0,
+    );
+    assert.equal(masks.changedPages(dirty.popcount()), pages);
     assert.ok(masks.size <= maxMasks, `${masks.size} masks, at most ${maxMasks}`);
     assert.ok(partial > 0, "the workload left some blocks partly written");
     // Across threads: the pairs give back the same masks.
     const back = PageMasks.fromPairs(BLOCK, masks.toPairs());
     for (let block = 0; block < blocks; block++) assert.equal(back.get(block), masks.get(block));
+    assert.equal(back.changedPages(dirty.popcount()), pages);
   },
 );
 

@@ -101,7 +101,7 @@ export class NbdTracker implements Tracker {
     this.#live = live;
     this.#pages = this.#newPageMasks();
     this.#liveCount = live.popcount();
-    options.mirror?.replace(live);
+    options.mirror?.replace(live, this.#livePages());
     this.sizeBytes = options.identity.sizeBytes;
     this.blockSize = options.identity.blockSize;
     this.export = new TrackingExport(this, options.identity.name);
@@ -151,6 +151,7 @@ export class NbdTracker implements Tracker {
 
   /** Exactly the live set: every write so far since the last cut. */
   changesNow(): TrackedChanges {
+    const pages = this.#livePages();
     return {
       blocks: this.#live.clone(),
       asOfMs: Date.now(),
@@ -158,7 +159,13 @@ export class NbdTracker implements Tracker {
       newBlocksPerSecond: 0,
       rewritesPerSecond: 0,
       lastCutOutside: 0,
+      ...(pages >= 0 ? { pages } : {}),
     };
+  }
+
+  /** The changed pages of the live set (−1: no page masks at this block size). */
+  #livePages(): number {
+    return this.#pages?.changedPages(this.#liveCount) ?? -1;
   }
 
   /** Cuts currently unreleased (being sent). */
@@ -214,7 +221,7 @@ export class NbdTracker implements Tracker {
       this.#live.setRange(first, count);
       this.#liveCount += added;
     }
-    this.#options.mirror?.mark(first, count, this.#liveCount);
+    this.#options.mirror?.mark(first, count, this.#liveCount, this.#livePages());
   }
 
   /**
@@ -282,7 +289,7 @@ export class NbdTracker implements Tracker {
       this.#live = new Bitmap(dirty.size);
       this.#pages = this.#newPageMasks();
       this.#liveCount = 0;
-      this.#options.mirror?.replace(this.#live);
+      this.#options.mirror?.replace(this.#live, this.#livePages());
       const cut = this.#newCut(dirty, true, reader, pages);
       this.#cuts.add(cut);
       return cut;

@@ -103,7 +103,9 @@ export class WorkerNbdTracker implements Tracker {
 
   /** The worker's live set, read from shared memory: every write so far since the last cut. */
   changesNow(): TrackedChanges {
+    const pages = this.#mirror.pages();
     return {
+      ...(pages >= 0 ? { pages } : {}),
       blocks: this.#mirror.toBitmap(),
       asOfMs: Date.now(),
       exact: true,

@@ -4,6 +4,7 @@ import { Bitmap } from "../../agent/core/mod.ts";
 import { ErrorCode } from "../../agent/errors.ts";
 import { NbdClient } from "../../agent/nbd/mod.ts";
 import { newVolumeIdentity } from "../../agent/volume/volume_identity.ts";
+import { maskPopcount } from "../../agent/volume/page_masks.ts";
 import { assertRejectsCode } from "../../fixtures/assert.ts";
 import { createSparseImage } from "../../fixtures/nbd_tools.ts";
 import { seededTest } from "../../fixtures/seeded.ts";
@@ -140,7 +141,17 @@ seededTest(
       }
       await client.write(3 * block, new Uint8Array(block)); // a whole block: no mask
       expected.set(3, 0xFFFF);
+      const pagesBefore = tracker.changesNow();
+      pagesBefore.blocks.free();
+      assert.equal(
+        pagesBefore.pages,
+        [...expected.values()].reduce((sum, mask) => sum + maskPopcount(mask), 0),
+        "status counts the pages written since the last cut",
+      );
       const cut = await tracker.cut();
+      const pagesAfter = tracker.changesNow();
+      pagesAfter.blocks.free();
+      assert.equal(pagesAfter.pages, 0, "none since the cut");
       assert.deepEqual(
         [...cut.dirty.extents()].flatMap(([s, n]) => Array.from({ length: n }, (_, k) => s + k)),
         [...expected.keys()].sort((a, b) => a - b),
