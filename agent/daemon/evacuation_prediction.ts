@@ -77,6 +77,12 @@ export interface PredictionInputs {
   pages: { unacked: number; fresh: number } | null;
   /** Wire bytes per page sent in recent generations (0: none measured). */
   wireBytesPerPage: number;
+  /**
+   * Whether the final send waits for the destination's page digests before its first block
+   * (a tracker that knows no pages, or a resumed cut, into a replica that takes patches): the
+   * first group's answer, one round trip; later groups' are asked ahead.
+   */
+  digestsFirst: boolean;
   /** Smoothed goodput of finished unthrottled sends, bytes/s (0: none). */
   goodputBytesPerSecond: number;
   /** The send in progress, or null. */
@@ -138,7 +144,10 @@ export interface EvacuationPrediction {
   commits: number;
   /** Their time: each at least as long as the last one, longer for more blocks. */
   commitSeconds: number;
-  /** Round trips besides the commits': a fold's (the flush that stops the send). */
+  /**
+   * Round trips besides the commits': a fold's (the flush that stops the send), the first
+   * page digests' (`PredictionInputs.digestsFirst`).
+   */
   roundTripSeconds: number;
 }
 
@@ -206,8 +215,9 @@ export function predictEvacuation(inputs: PredictionInputs): EvacuationPredictio
   // the commit term). A fold costs the flush that stops the send (the folded generation is sent
   // again without a resume query). The evacuation's check of the replica is asked for behind its last
   // commit. (A generation resumed after a link cut asks for the resume state: not predicted.)
+  // A send that needs page digests waits one round trip for the first group's.
   const foldTrips = inputs.generationInFlight && inputs.folds ? 1 : 0;
-  const roundTripSeconds = foldTrips * rttSeconds;
+  const roundTripSeconds = (foldTrips + (inputs.digestsFirst ? 1 : 0)) * rttSeconds;
   const commitOf = (generationBlocks: number) =>
     Math.max(inputs.commitSeconds, rttSeconds + inputs.commitSecondsPerBlock * generationBlocks);
   const commitSeconds = !inputs.generationInFlight ? commitOf(blocks) : inputs.folds

@@ -70,6 +70,7 @@ function inputs(s: Scenario, overrides: Partial<PredictionInputs>): PredictionIn
     compressionRatio: 1,
     pages: null,
     wireBytesPerPage: 0,
+    digestsFirst: false,
     goodputBytesPerSecond: 0,
     currentSend: null,
     limitBytesPerSecond: Infinity,
@@ -244,6 +245,10 @@ seededTest(
       // Not folded, both sets cross whole: the sum; no cost per page measured yet: blocks.
       const separate = predictEvacuation({ ...base, folds: false });
       assert.equal(separate.pages, count(cutMasks) + fresh.pages!);
+      // Pages unknown: the send waits a round trip for the first page digests.
+      const blind = predictEvacuation({ ...base, pages: null });
+      const digests = predictEvacuation({ ...base, pages: null, digestsFirst: true });
+      assertClose(digests.seconds, blind.seconds! + s.rttMs / 1000, `scenario ${i}: digests`);
       const unmeasured = predictEvacuation({ ...base, wireBytesPerPage: 0 });
       assert.equal(unmeasured.pages, null);
       assert.equal(unmeasured.bytes, Math.round(folded.blocks * s.wirePerBlock));

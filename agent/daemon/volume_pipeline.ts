@@ -12,7 +12,12 @@ import { assertResumable } from "../sync/resume_check.ts";
 import { sendGeneration } from "../sync/send_generation.ts";
 import type { Cut, Tracker } from "../tracker.ts";
 import { blockCount, type VolumeIdentity } from "../volume/volume_identity.ts";
-import { DEFAULT_MAX_MASKS, maskPopcount, PAGE_BYTES } from "../volume/page_masks.ts";
+import {
+  DEFAULT_MAX_MASKS,
+  maskPopcount,
+  PAGE_BYTES,
+  pageMasksSupported,
+} from "../volume/page_masks.ts";
 import { runEvacuateHook } from "./evacuate_hook.ts";
 import { type EvacuateReport, Evacuation } from "./evacuation.ts";
 import { GoodputMeter } from "./goodput_meter.ts";
@@ -770,6 +775,7 @@ export class VolumePipeline {
   /** What `status` is computed from. */
   snapshot(): VolumeSnapshot {
     const fresh = this.#freshCount();
+    const pages = this.#pagesToSend(fresh);
     return {
       name: this.name,
       phase: this.#phase,
@@ -779,7 +785,11 @@ export class VolumePipeline {
       committedCutTimeMs: this.#committed.cutTimeMs,
       pending: this.state.pending,
       fresh,
-      pages: this.#pagesToSend(fresh),
+      pages,
+      // As the send decides (`sendGeneration`): digests where pages are unknown.
+      digestsFirst: pages === null && this.#committed.committedGeneration > 0 &&
+        this.#link?.destination.pageDigests !== undefined &&
+        pageMasksSupported(this.identity.blockSize),
       folds: this.#link?.destination.folds === true,
       totalBlocks: blockCount(this.identity),
       wireBytesPerBlock: this.#wireBytesPerBlock,

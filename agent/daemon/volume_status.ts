@@ -55,6 +55,8 @@ export interface VolumeSnapshot {
   wireBytesPerPage: number;
   /** The pages still to send, where known (`PredictionInputs.pages`). */
   pages: { unacked: number; fresh: number } | null;
+  /** Whether the final send would wait for page digests first (`PredictionInputs.digestsFirst`). */
+  digestsFirst: boolean;
   /** Median commit time per block of the last generations, beyond the round trip (0: none), s. */
   commitSecondsPerBlock: number;
   /** The send in progress, or null. */
@@ -144,6 +146,7 @@ export function volumeStatus(v: VolumeSnapshot, rttMs: number | undefined): Volu
     compressionRatio: ratio,
     pages: v.pages,
     wireBytesPerPage: v.wireBytesPerPage,
+    digestsFirst: v.digestsFirst,
     goodputBytesPerSecond: v.goodputBytesPerSecond,
     currentSend: v.currentSend,
     limitBytesPerSecond: v.limitBytesPerSecond,

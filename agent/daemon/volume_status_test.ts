@@ -26,6 +26,7 @@ function snapshot(overrides: Partial<VolumeSnapshot> = {}): VolumeSnapshot {
     wireBytesPerBlock: 0,
     wireBytesPerPage: 0,
     pages: null,
+    digestsFirst: false,
     commitSecondsPerBlock: 0,
     currentSend: null,
     limitBytesPerSecond: Infinity,
