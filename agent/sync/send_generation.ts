@@ -226,10 +226,11 @@ export async function sendGeneration(
       throw err;
     }
     if (report.stopped) {
-      report.stoppedAt = {
-        ...info,
-        staged: { generation, received: pending.acked.clone() },
-      };
+      // Acknowledged now, and what the destination said it held when this send resumed (its
+      // acknowledgements may have been lost with a link cut).
+      const received = pending.acked.clone();
+      if (info.staged?.generation === generation) received.or(info.staged.received);
+      report.stoppedAt = { ...info, staged: { generation, received } };
       return report;
     }
     await state.recordCommitted(generation);

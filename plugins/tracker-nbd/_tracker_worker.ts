@@ -60,7 +60,8 @@ async function handle(request: WorkerRequest): Promise<void> {
         cuts.set(cutId, cut);
         const dirty = owned(cut.dirty.serialize());
         const pages = cut instanceof NbdCut ? cut.pagePairs() : new Uint32Array(0);
-        reply({ id, op: "cut", cutId, dirty, pointInTime: cut.pointInTime, pages }, [
+        const pagesKnown = cut instanceof NbdCut && cut.knowsPages;
+        reply({ id, op: "cut", cutId, dirty, pointInTime: cut.pointInTime, pages, pagesKnown }, [
           dirty.buffer,
           pages.buffer,
         ]);

@@ -37,6 +37,11 @@ export type WorkerReply =
     pointInTime: boolean;
     /** The cut's page masks as `[block, mask]` pairs (`PageMasks.toPairs`). */
     pages: Uint32Array;
+    /**
+     * Whether the cut knows its pages (no pairs then means every block is whole); false for
+     * a resumed cut or a block size without masks.
+     */
+    pagesKnown: boolean;
   }
   | { id: number; op: "data"; data: Uint8Array }
   | { id: number; op: "error"; code?: ErrorCode; message: string; retryable: boolean }

@@ -17,6 +17,11 @@ import { Bitmap } from "../../agent/core/mod.ts";
  * console.assert(mirror.count() === 3 && mirror.pages() === 48 && blocks.get(11));
  * ```
  */
+/** `pages` within the shared 32-bit slot: at most 2³¹ − 1 (8 TiB of pages), −1 kept. */
+function clampPages(pages: number): number {
+  return Math.min(pages, 0x7fff_ffff);
+}
+
 /** The block count and the page count, ahead of the bits. */
 const HEADER_BYTES = 8;
 
@@ -66,7 +71,7 @@ export class DirtyMirror {
       block += take;
     }
     Atomics.store(this.#count, 0, count);
-    Atomics.store(this.#count, 1, pages);
+    Atomics.store(this.#count, 1, clampPages(pages));
   }
 
   /**
@@ -76,7 +81,7 @@ export class DirtyMirror {
   replace(set: Bitmap, pages: number): void {
     this.#bits.set(set.toBytes());
     Atomics.store(this.#count, 0, set.popcount());
-    Atomics.store(this.#count, 1, pages);
+    Atomics.store(this.#count, 1, clampPages(pages));
   }
 
   /** The set as a bitmap (the caller's to free). */

@@ -60,6 +60,11 @@ export class NbdCut implements Cut {
     return this.#pages?.get(block);
   }
 
+  /** Whether the cut knows its pages (a block without a mask is then whole). */
+  get knowsPages(): boolean {
+    return this.#pages !== null;
+  }
+
   /** The page masks as `[block, mask]` pairs (empty when pages are unknown). */
   pagePairs(): Uint32Array<ArrayBuffer> {
     return this.#pages?.toPairs() ?? new Uint32Array(0);

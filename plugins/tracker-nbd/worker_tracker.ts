@@ -125,9 +125,13 @@ export class WorkerNbdTracker implements Tracker {
   }
 
   #cutFrom(reply: WorkerReply): Cut {
-    const { cutId, dirty, pointInTime, pages } = reply as Extract<WorkerReply, { op: "cut" }>;
+    const { cutId, dirty, pointInTime, pages, pagesKnown } = reply as Extract<
+      WorkerReply,
+      { op: "cut" }
+    >;
     const bitmap = Bitmap.deserialize(dirty, blockCount(this));
-    const masks = pages.length > 0 && pageMasksSupported(this.blockSize)
+    // Known pages and no pair: every block of the cut is whole (or none was written).
+    const masks = pagesKnown && pageMasksSupported(this.blockSize)
       ? PageMasks.fromPairs(this.blockSize, pages)
       : null;
     let released: Promise<void> | null = null;

@@ -160,6 +160,13 @@ seededTest(
         assert.equal(cut.pageMask!(b), mask === 0xFFFF ? undefined : mask, `block ${b}`);
       }
       await cut.release();
+      // Only whole blocks written: the cut still knows its pages (none partial), so a fold
+      // with it keeps the other cut's masks instead of asking page digests.
+      await client.write(5 * block, new Uint8Array(block).fill(7));
+      const whole = await tracker.cut();
+      assert.ok(whole.pageMask, "a cut of whole blocks knows its pages");
+      assert.equal(whole.pageMask(5), undefined, "block 5 whole");
+      await whole.release();
       using all = new Bitmap(11).setRange(0, 11);
       const resumed = await tracker.resume(all);
       assert.equal(resumed.pageMask, undefined, "a resumed cut knows no pages");
