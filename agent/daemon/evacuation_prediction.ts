@@ -183,8 +183,8 @@ export function linkEstimate(
  * seen yet), a block in both counted once when the destination folds, at the wire cost per
  * block of recent generations; where the tracker knows the pages, they are counted instead, at
  * the wire cost per page ({@linkcode pagesToSend}). They go at the link speed of
- * {@linkcode linkEstimate}. The
- * scan is the tracker's estimate from its passes' measured speed, else the last cut's time.
+ * {@linkcode linkEstimate}. The scan is the tracker's estimate from its passes' measured
+ * speed, else the last cut's time.
  * The evacuate hook's own time is not included.
  */
 export function predictEvacuation(inputs: PredictionInputs): EvacuationPrediction {
@@ -212,10 +212,10 @@ export function predictEvacuation(inputs: PredictionInputs): EvacuationPredictio
   // A generation costs no round trip besides its commit: the resume state is known from the
   // session's open or its last commit (`net/remote_destination.ts`), the begin travels with
   // the first blocks, and the commit goes right behind the final flush (its round trip is in
-  // the commit term). A fold costs the flush that stops the send (the folded generation is sent
-  // again without a resume query). The evacuation's check of the replica is asked for behind its last
+  // the commit term). A fold costs the flush that stops the send (the folded generation is
+  // sent again without a resume query). A send that needs page digests waits one round trip
+  // for the first group's. The evacuation's check of the replica is asked for behind its last
   // commit. (A generation resumed after a link cut asks for the resume state: not predicted.)
-  // A send that needs page digests waits one round trip for the first group's.
   const foldTrips = inputs.generationInFlight && inputs.folds ? 1 : 0;
   const roundTripSeconds = (foldTrips + (inputs.digestsFirst ? 1 : 0)) * rttSeconds;
   const commitOf = (generationBlocks: number) =>

@@ -1,12 +1,20 @@
 import { Bitmap } from "../../agent/core/mod.ts";
 
+/** `pages` within the shared 32-bit slot: at most 2³¹ − 1 (8 TiB of pages), −1 kept. */
+function clampPages(pages: number): number {
+  return Math.min(pages, 0x7fff_ffff);
+}
+
+/** The block count and the page count, ahead of the bits. */
+const HEADER_BYTES = 8;
+
 /**
  * A copy of the NBD tracker's live bitmap in shared memory, kept by the thread that runs the
  * tracker (the only writer) and read by another (status on the main thread) without a message
- * round trip: a count of the set's blocks, of their changed 4 KiB pages (−1: not known),
- * and its bits in the {@linkcode Bitmap.toBytes} layout. A reader racing a write sees the set just before or just after it; one racing a
- * cut may see a mix of the old set and the new one for that instant (status takes it as an
- * estimate; cuts never read it).
+ * round trip: a count of the set's blocks, of their changed 4 KiB pages (−1: not known), and
+ * its bits in the {@linkcode Bitmap.toBytes} layout. A reader racing a write sees the set just
+ * before or just after it; one racing a cut may see a mix of the old set and the new one for
+ * that instant (status takes it as an estimate; cuts never read it).
  *
  * @example
  * ```ts
@@ -17,20 +25,15 @@ import { Bitmap } from "../../agent/core/mod.ts";
  * console.assert(mirror.count() === 3 && mirror.pages() === 48 && blocks.get(11));
  * ```
  */
-/** `pages` within the shared 32-bit slot: at most 2³¹ − 1 (8 TiB of pages), −1 kept. */
-function clampPages(pages: number): number {
-  return Math.min(pages, 0x7fff_ffff);
-}
-
-/** The block count and the page count, ahead of the bits. */
-const HEADER_BYTES = 8;
-
 export class DirtyMirror {
   /** Blocks in the volume. */
   readonly blocks: number;
-  /** The shared memory: the block count and the page count (4 bytes each), then the bits. Send it to the other thread. */
+  /**
+   * The shared memory: the block count and the page count (4 bytes each), then the bits. Send
+   * it to the other thread.
+   */
   readonly buffer: SharedArrayBuffer;
-  readonly #count: Int32Array;
+  readonly #counts: Int32Array;
   readonly #bits: Uint8Array;
 
   /** A mirror of an empty set of `blocks` blocks, or one over `buffer` (another thread's). */
@@ -43,18 +46,18 @@ export class DirtyMirror {
     }
     this.blocks = blocks;
     this.buffer = buffer ?? new SharedArrayBuffer(bytes);
-    this.#count = new Int32Array(this.buffer, 0, 2);
+    this.#counts = new Int32Array(this.buffer, 0, 2);
     this.#bits = new Uint8Array(this.buffer, HEADER_BYTES);
   }
 
   /** Blocks in the set. */
   count(): number {
-    return Atomics.load(this.#count, 0);
+    return Atomics.load(this.#counts, 0);
   }
 
   /** Changed 4 KiB pages of the set's blocks (−1: the tracker keeps no page masks). */
   pages(): number {
-    return Atomics.load(this.#count, 1);
+    return Atomics.load(this.#counts, 1);
   }
 
   /**
@@ -70,8 +73,8 @@ export class DirtyMirror {
       Atomics.or(this.#bits, byte, ((1 << take) - 1) << bit);
       block += take;
     }
-    Atomics.store(this.#count, 0, count);
-    Atomics.store(this.#count, 1, clampPages(pages));
+    Atomics.store(this.#counts, 0, count);
+    Atomics.store(this.#counts, 1, clampPages(pages));
   }
 
   /**
@@ -80,8 +83,8 @@ export class DirtyMirror {
    */
   replace(set: Bitmap, pages: number): void {
     this.#bits.set(set.toBytes());
-    Atomics.store(this.#count, 0, set.popcount());
-    Atomics.store(this.#count, 1, clampPages(pages));
+    Atomics.store(this.#counts, 0, set.popcount());
+    Atomics.store(this.#counts, 1, clampPages(pages));
   }
 
   /** The set as a bitmap (the caller's to free). */
