@@ -12,7 +12,7 @@ import { assertResumable } from "../sync/resume_check.ts";
 import { sendGeneration } from "../sync/send_generation.ts";
 import type { Cut, Tracker } from "../tracker.ts";
 import { blockCount, type VolumeIdentity } from "../volume/volume_identity.ts";
-import { maskPopcount, PAGE_BYTES, pageMasksSupported } from "../volume/page_masks.ts";
+import { maskPages, pageMasksSupported } from "../volume/page_masks.ts";
 import { runEvacuateHook } from "./evacuate_hook.ts";
 import { type EvacuateReport, Evacuation } from "./evacuation.ts";
 import { GoodputMeter } from "./goodput_meter.ts";
@@ -839,13 +839,12 @@ export class VolumePipeline {
     if (!cut?.pageMask || cut.dirty.size !== pending.dirty.size) return null;
     // A lookup per unacknowledged block: past PAGES_COUNTED_BLOCKS of them, blocks only.
     if (pending.dirty.countAndNot(pending.acked) > PAGES_COUNTED_BLOCKS) return null;
-    const perBlock = this.identity.blockSize / PAGE_BYTES;
+    const { blockSize } = this.identity;
     let unacked = 0;
     using left = pending.dirty.clone().andNot(pending.acked);
     for (const [start, length] of left.extents()) {
       for (let block = start; block < start + length; block++) {
-        const mask = cut.pageMask(block);
-        unacked += mask === undefined ? perBlock : maskPopcount(mask);
+        unacked += maskPages(cut.pageMask(block), blockSize);
       }
     }
     return { unacked, fresh: fresh.pages };

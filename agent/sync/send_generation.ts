@@ -7,7 +7,7 @@ import { blockEntries, ENTRY_BYTES, isZeroEntry } from "../volume/block_hashes.t
 import { assertSameVolume, blockLength } from "../volume/volume_identity.ts";
 import {
   differingPages,
-  maskPopcount,
+  maskPages,
   PAGE_DIGEST_BYTES,
   pageMasksSupported,
   pagesIn,
@@ -467,9 +467,7 @@ async function sendBlocks(
           else {
             if (item.pages !== undefined) report.pagedBlocks++;
             report.bytesSent += item.data.length;
-            report.pagesSent += item.pages === undefined
-              ? pagesIn(length)
-              : maskPopcount(item.pages);
+            report.pagesSent += maskPages(item.pages, length);
           }
         }
         await stage(pieceFirst, piece, pieceBytes);

@@ -104,6 +104,11 @@ export function maskPopcount(mask: number): number {
   return n;
 }
 
+/** Pages a block of `blockLength` bytes sends with `mask` (undefined: whole, all its pages). */
+export function maskPages(mask: number | undefined, blockLength: number): number {
+  return mask === undefined ? pagesIn(blockLength) : maskPopcount(mask);
+}
+
 /** What {@linkcode PageMasks.mark} needs of the dirty bitmap it shadows. */
 export interface DirtyBits {
   get(block: number): boolean;

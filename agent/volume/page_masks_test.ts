@@ -3,6 +3,7 @@ import { Bitmap } from "../core/mod.ts";
 import { seededTest } from "../../fixtures/seeded.ts";
 import {
   differingPages,
+  maskPages,
   maskPopcount,
   maskRuns,
   PAGE_BYTES,
@@ -39,6 +40,9 @@ Deno.test("page masks: touched pages and their byte runs, the last block short",
   assert.deepEqual(maskRuns(0b1000, 10000), []);
   assert.equal(maskPopcount(0xFFFF_FFFF), 32);
   assert.equal(maskPopcount(0b1011_0001), 4);
+  assert.equal(maskPages(0b1011_0001, BLOCK), 4, "a mask's pages");
+  assert.equal(maskPages(undefined, BLOCK), BLOCK / PAGE_BYTES, "whole: every page");
+  assert.equal(maskPages(undefined, 5000), 2, "whole, a short last block");
 });
 
 /** The reference: per dirty block, the union of pages written, or "whole". */
